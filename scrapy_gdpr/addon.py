@@ -1,0 +1,152 @@
+"""The one-line activation: ``ADDONS = {"scrapy_gdpr.Addon": 0}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware
+from scrapy.exceptions import NotConfigured
+from scrapy.pipelines.files import FilesPipeline
+from scrapy.pipelines.images import ImagesPipeline
+from scrapy.utils.misc import load_object
+
+from scrapy_gdpr.config import DEFAULTS, GdprConfig
+from scrapy_gdpr.runtime import get_runtime
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+    from scrapy.settings import BaseSettings
+    from typing_extensions import Self
+
+logger = logging.getLogger(__name__)
+
+#: Downloader middlewares and their priorities, relative to Scrapy's own
+#: (Offsite 50, RobotsTxt 100, UserAgent 500, Retry 550, HttpCompression 590,
+#: Redirect 600, HttpCache 900).
+DOWNLOADER_MIDDLEWARES: dict[str, int] = {
+    # Before everything: an unlisted, excluded, objected-to or private-network host
+    # is never contacted, not even for its robots.txt.
+    "scrapy_gdpr.gate.PolicyGateMiddleware": 40,
+    # Terms reviewed and unchanged, before robots.txt is fetched.
+    "scrapy_gdpr.terms.TermsMiddleware": 60,
+    # Takes the place of Scrapy's RobotsTxtMiddleware (100).
+    "scrapy_gdpr.robots.RobotsGateMiddleware": 100,
+    # process_response runs after decompression (590) and redirects (600).
+    "scrapy_gdpr.optout.OptOutMiddleware": 120,
+    # Sees 429/503 and Retry-After before RetryMiddleware (550) retries them.
+    "scrapy_gdpr.politeness.PolitenessMiddleware": 560,
+}
+
+SPIDER_MIDDLEWARES: dict[str, int] = {
+    # Closest to the spider: stamps every item with where it came from.
+    "scrapy_gdpr.provenance.ProvenanceMiddleware": 950,
+}
+
+ITEM_PIPELINES: dict[str, int] = {
+    # Objections and opt-out reservations, before any image is downloaded.
+    "scrapy_gdpr.gate.ItemGatePipeline": 10,
+    "scrapy_gdpr.images.GdprImagesPipeline": 20,
+    "scrapy_gdpr.images.GdprFilesPipeline": 30,
+    "scrapy_gdpr.images.ImageBytesPipeline": 40,
+    # Last: retention stamp on everything that is exported.
+    "scrapy_gdpr.retention.RetentionPipeline": 900,
+}
+
+EXTENSIONS: dict[str, int] = {
+    "scrapy_gdpr.report.ComplianceReport": 0,
+    "scrapy_gdpr.retention.RetentionExtension": 0,
+}
+
+#: Stock components the add-on replaces, and by what.
+REPLACED = {
+    "DOWNLOADER_MIDDLEWARES": [(RobotsTxtMiddleware, "scrapy_gdpr.robots.RobotsGateMiddleware")],
+    "ITEM_PIPELINES": [
+        (ImagesPipeline, "scrapy_gdpr.images.GdprImagesPipeline"),
+        (FilesPipeline, "scrapy_gdpr.images.GdprFilesPipeline"),
+    ],
+}
+
+
+class Addon:
+    """Wires every scrapy-gdpr component into the crawl, in the right places.
+
+    Only ``GDPR_ENABLED = False`` disables it. Anything else that goes wrong (a
+    missing or invalid policy, say) raises, and the crawl stops at start-up: an
+    add-on that raised ``NotConfigured`` would be skipped and the crawl would run
+    ungated.
+    """
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        if not crawler.settings.getbool("GDPR_ENABLED", DEFAULTS["GDPR_ENABLED"]):
+            logger.warning("scrapy-gdpr is disabled by GDPR_ENABLED = False: this crawl is NOT gated")
+            raise NotConfigured("GDPR_ENABLED is False")
+        return cls(crawler)
+
+    def update_settings(self, settings: BaseSettings) -> None:
+        GdprConfig.from_settings(settings)  # invalid GDPR_* settings fail here
+        # Load the policy now: an invalid or missing policy stops the crawl before
+        # anything is built, and policy-derived defaults can be set below.
+        policy = get_runtime(self.crawler).policy
+
+        for name, replacements in REPLACED.items():
+            current = settings.getdict(name)
+            for old_cls, new_path in replacements:
+                for key in list(current):
+                    if current[key] is not None and load_object(key) is old_cls:
+                        # a user-listed stock component would store unchecked data
+                        current.pop(key)
+                        current[new_path] = {
+                            "DOWNLOADER_MIDDLEWARES": DOWNLOADER_MIDDLEWARES,
+                            "ITEM_PIPELINES": ITEM_PIPELINES,
+                        }[name][new_path]
+            settings.set(name, current, settings.getpriority(name) or 0)
+        _disable(settings, "DOWNLOADER_MIDDLEWARES", RobotsTxtMiddleware)
+
+        for name, components in (
+            ("DOWNLOADER_MIDDLEWARES", DOWNLOADER_MIDDLEWARES),
+            ("SPIDER_MIDDLEWARES", SPIDER_MIDDLEWARES),
+            ("ITEM_PIPELINES", ITEM_PIPELINES),
+            ("EXTENSIONS", EXTENSIONS),
+        ):
+            for path, priority in components.items():
+                settings.setdefault_in_component_priority_dict(name, load_object(path), priority)
+
+        # The stock robots.txt middleware is replaced; this keeps code that reads
+        # ROBOTSTXT_OBEY (and people reading the settings) truthful.
+        settings.set("ROBOTSTXT_OBEY", True, "addon")
+        settings.set("ROBOTSTXT_USER_AGENT", policy.crawler.product_token, "addon")
+        settings.set("USER_AGENT", policy.crawler.user_agent, "addon")
+        # Scrapy's remote-control server executes Python code sent to it: off unless
+        # the user switches it on explicitly.
+        settings.set("REMOTE_CONTROL_ENABLED", False, "addon")
+        # Polite defaults from the policy; per-domain limits go to download slots.
+        settings.set("DOWNLOAD_DELAY", policy.politeness.default_delay, "addon")
+        settings.set("CONCURRENT_REQUESTS_PER_DOMAIN", policy.politeness.default_concurrency, "addon")
+        slots: dict[str, Any] = dict(settings.getdict("DOWNLOAD_SLOTS"))
+        for rule in policy.domains:
+            if rule.rate_limit is not None:
+                slots.setdefault(
+                    rule.domain, {"delay": rule.rate_limit.delay, "concurrency": rule.rate_limit.concurrency}
+                )
+        settings.set("DOWNLOAD_SLOTS", slots, "addon")
+        for hook in ADDON_HOOKS:
+            load_object(hook)(settings, policy)
+
+
+#: Functions ``(settings, policy) -> None`` that add area-specific settings
+#: (feed filters, the Playwright abort predicate).
+ADDON_HOOKS: list[str] = []
+
+
+def _disable(settings: BaseSettings, name: str, cls: type) -> None:
+    current = settings.getdict(name)
+    for key in list(current):
+        if load_object(key) is cls:
+            current.pop(key)
+    current[cls] = None
+    settings.set(name, current, settings.getpriority(name) or 0)

@@ -1,0 +1,1 @@
+"""``scrapy gdpr-*`` commands, registered through the ``scrapy.commands`` entry points."""

@@ -1,0 +1,100 @@
+"""Every ``GDPR_*`` setting, its default and its validation, in one place.
+
+These are operational knobs only. Purposes, lawful bases, domains, terms, faces and
+retention live in the policy file, which a privacy officer signs off.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from scrapy.settings import BaseSettings
+    from scrapy.spiders import Spider
+
+#: Defaults of every GDPR_* setting (documented in docs/settings.md).
+DEFAULTS: dict[str, Any] = {
+    "GDPR_ENABLED": True,
+    "GDPR_POLICY": "policies/%(name)s.yaml",
+    "GDPR_AUDIT_LOG": "gdpr-audit/%(name)s.jsonl",
+    "GDPR_REPORT_DIR": "gdpr-reports",
+    "GDPR_LEDGER": "sqlite:///gdpr-ledger.sqlite3",
+    "GDPR_FACE_WORKERS": 0,  # 0 = one per CPU core
+    "GDPR_FACE_QUEUE": 0,  # 0 = two images per worker in flight at most
+    "GDPR_ROBOTS_CACHE_SIZE": 100_000,
+    "GDPR_OBJECTIONS": None,  # None = the objection list named in the policy
+    "GDPR_PURGE_ON_OPEN": True,
+    "GDPR_DNS_TIMEOUT": 10.0,
+}
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class GdprConfig:
+    """The parsed ``GDPR_*`` settings of one crawler."""
+
+    enabled: bool
+    policy: str
+    audit_log: str | None
+    report_dir: str | None
+    ledger: str | None
+    face_workers: int
+    face_queue: int
+    robots_cache_size: int
+    objections: str | None
+    purge_on_open: bool
+    dns_timeout: float
+
+    @classmethod
+    def from_settings(cls, settings: BaseSettings) -> GdprConfig:
+        def get(name: str) -> Any:
+            value = settings.get(name)
+            return DEFAULTS[name] if value is None else value
+
+        workers = settings.getint("GDPR_FACE_WORKERS", DEFAULTS["GDPR_FACE_WORKERS"]) or _cpu_count()
+        queue = settings.getint("GDPR_FACE_QUEUE", DEFAULTS["GDPR_FACE_QUEUE"]) or 2 * workers
+        if workers < 1 or queue < 1:
+            raise ValueError("GDPR_FACE_WORKERS and GDPR_FACE_QUEUE must be positive (0 means automatic)")
+        return cls(
+            enabled=settings.getbool("GDPR_ENABLED", DEFAULTS["GDPR_ENABLED"]),
+            policy=str(get("GDPR_POLICY")),
+            audit_log=settings.get("GDPR_AUDIT_LOG", DEFAULTS["GDPR_AUDIT_LOG"]) or None,
+            report_dir=settings.get("GDPR_REPORT_DIR", DEFAULTS["GDPR_REPORT_DIR"]) or None,
+            ledger=settings.get("GDPR_LEDGER", DEFAULTS["GDPR_LEDGER"]) or None,
+            face_workers=workers,
+            face_queue=queue,
+            robots_cache_size=settings.getint("GDPR_ROBOTS_CACHE_SIZE", DEFAULTS["GDPR_ROBOTS_CACHE_SIZE"]),
+            objections=settings.get("GDPR_OBJECTIONS") or None,
+            purge_on_open=settings.getbool("GDPR_PURGE_ON_OPEN", DEFAULTS["GDPR_PURGE_ON_OPEN"]),
+            dns_timeout=settings.getfloat("GDPR_DNS_TIMEOUT", DEFAULTS["GDPR_DNS_TIMEOUT"]),
+        )
+
+    def policy_path(self, spider: Spider | None) -> Path:
+        """The policy file for ``spider``: its ``gdpr_policy`` attribute, else GDPR_POLICY."""
+        template = getattr(spider, "gdpr_policy", None) or self.policy
+        return Path(expand(template, spider))
+
+    def audit_log_path(self, spider: Spider | None) -> Path | None:
+        return Path(expand(self.audit_log, spider)) if self.audit_log else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def expand(template: str, spider: Spider | None) -> str:
+    """Expand ``%(name)s`` (and other spider attributes) as Scrapy does for FEEDS URIs."""
+    if "%(" not in template:
+        return template
+    params: dict[str, Any] = {"name": getattr(spider, "name", "spider")}
+    if spider is not None:
+        params.update({k: v for k, v in vars(spider).items() if isinstance(v, (str, int, float))})
+    return template % params

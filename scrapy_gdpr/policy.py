@@ -1,0 +1,796 @@
+"""The per-spider policy file: model, loader, validation and fingerprint.
+
+A policy file is YAML written for a privacy officer. :func:`load_policy` reads it,
+validates it against the model below (published as JSON Schema in
+``scrapy_gdpr/policy.schema.json``) and against the rules a schema cannot express
+(faces kept only with an Art. 9 condition, reviews not overdue, no domain listed
+twice), and raises :class:`PolicyError` listing *every* finding with the file, the
+line, the key path, what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PrivateAttr,
+    ValidationError,
+    WithJsonSchema,
+)
+
+from scrapy_gdpr.durations import Duration
+
+__all__ = [
+    "Finding",
+    "Policy",
+    "PolicyError",
+    "load_policy",
+    "policy_json_schema",
+]
+
+SCHEMA_PATH = Path(__file__).with_name("policy.schema.json")
+REVIEW_WARNING_DAYS = 30
+
+
+# --------------------------------------------------------------------------- findings
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem found in a policy file."""
+
+    file: str
+    line: int | None
+    path: str
+    message: str
+    fix: str
+    severity: Literal["error", "warning"] = "error"
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        key = f" {self.path}:" if self.path else ""
+        return f"{where}: {self.severity}:{key} {self.message} (fix: {self.fix})"
+
+
+class PolicyError(ValueError):
+    """The policy file is missing or invalid; ``findings`` lists every problem."""
+
+    def __init__(self, findings: list[Finding]) -> None:
+        self.findings = findings
+        errors = [f for f in findings if f.severity == "error"]
+        head = (
+            f"Invalid GDPR policy {errors[0].file}: {len(errors)} error(s)"
+            if errors
+            else "Invalid GDPR policy"
+        )
+        super().__init__("\n".join([head, *(f"  {f}" for f in errors)]))
+
+
+# --------------------------------------------------------------------------- field types
+
+
+def _check_duration(value: str) -> str:
+    Duration.parse(value)
+    return value.strip().upper()
+
+
+IsoDuration = Annotated[
+    str,
+    AfterValidator(_check_duration),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^P(?!$)(\d+Y)?(\d+M)?(\d+W)?(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?$",
+            "description": "ISO 8601 duration, e.g. P30D, P6M, PT24H",
+        }
+    ),
+]
+
+_HOST_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?)(\.[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?)*\.?$")
+
+
+def _check_host(value: str) -> str:
+    host = value.strip().lower().rstrip(".")
+    if "://" in host or "/" in host:
+        raise ValueError(f"{value!r} is a URL; give the host name only, e.g. 'example.org'")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        if not _HOST_RE.match(host):
+            raise ValueError(f"{value!r} is not a valid host name") from None
+    return host
+
+
+HostName = Annotated[str, AfterValidator(_check_host)]
+
+
+def _check_url(value: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError(f"{value!r} is not an absolute http(s) URL")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_check_url)]
+
+
+def _check_fingerprint(value: str) -> str:
+    if not re.match(r"^sha256:[0-9a-f]{64}$", value):
+        raise ValueError(
+            f"{value!r} is not a fingerprint of the form sha256:<64 hex digits>; "
+            "run 'scrapy gdpr-terms URL' to compute it"
+        )
+    return value
+
+
+Fingerprint = Annotated[str, AfterValidator(_check_fingerprint)]
+
+DateField = Annotated[date, PlainSerializer(lambda d: d.isoformat(), return_type=str)]
+
+Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=64)]
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+LawfulBasis = Literal[
+    "consent",
+    "contract",
+    "legal_obligation",
+    "vital_interests",
+    "public_task",
+    "legitimate_interests",
+]
+Art9Condition = Literal[
+    "explicit_consent",
+    "employment_and_social_security",
+    "vital_interests",
+    "not_for_profit_body",
+    "manifestly_made_public",
+    "legal_claims",
+    "substantial_public_interest",
+    "health_or_social_care",
+    "public_health",
+    "archiving_research_statistics",
+]
+SignalPurpose = Literal["search", "ai-train", "ai-input"]
+FaceAction = Literal["blur", "pixelate", "fill", "drop_image", "drop_item", "keep"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class Contact(_Model):
+    """A person or organisation and how to reach them."""
+
+    name: NonEmpty
+    email: str | None = None
+    url: HttpUrl | None = None
+    address: str | None = None
+    phone: str | None = None
+
+
+class Purpose(_Model):
+    """A purpose of processing with its Art. 6 lawful basis and its review."""
+
+    id: Identifier
+    description: NonEmpty
+    lawful_basis: LawfulBasis
+    basis_reference: str | None = Field(
+        None, description="Where the basis is documented: LIA id for legitimate interests, contract, law"
+    )
+    dpia_reference: str | None = Field(None, description="DPIA id, where one was carried out")
+    reviewed_by: NonEmpty
+    reviewed_on: DateField
+    review_due: DateField
+    signal_purposes: list[SignalPurpose] = Field(
+        default_factory=lambda: ["search"],
+        description="Which opt-out purposes (search, ai-train, ai-input) this purpose falls under",
+    )
+
+
+class BiometricBasis(_Model):
+    """The Art. 9(2) condition under which faces may be kept unredacted."""
+
+    condition: Art9Condition
+    reference: NonEmpty = Field(description="Where the condition is documented (DPIA id, consent record)")
+    reviewed_by: NonEmpty
+    reviewed_on: DateField
+
+
+class SpecialCategories(_Model):
+    biometric: BiometricBasis | None = None
+
+
+class Recipient(_Model):
+    name: NonEmpty
+    role: Literal["processor", "controller", "joint_controller", "public"] = "processor"
+    purpose: str | None = None
+
+
+class Transfer(_Model):
+    country: NonEmpty
+    recipient: str | None = None
+    safeguard: Literal[
+        "adequacy_decision",
+        "standard_contractual_clauses",
+        "binding_corporate_rules",
+        "derogation",
+        "other",
+    ]
+    reference: str | None = None
+
+
+class Crawler(_Model):
+    """How the crawler identifies itself."""
+
+    product_token: Annotated[str, Field(pattern=r"^[A-Za-z_-]+$")] = Field(
+        description="The robots.txt product token the crawler obeys, e.g. ExampleBot"
+    )
+    user_agent: NonEmpty = Field(description="The User-Agent header; must contain a contact URL")
+    info_url: HttpUrl = Field(description="The public crawler information page (Art. 14 notice)")
+
+
+class TermsReview(_Model):
+    """A person's review of a site's terms of use."""
+
+    url: HttpUrl
+    verdict: Literal["permits", "forbids", "conditional"]
+    conditions: list[NonEmpty] = Field(default_factory=list)
+    reviewed_on: DateField
+    reviewed_by: NonEmpty
+    fingerprint: Fingerprint | None = Field(
+        None, description="sha256 of the normalised terms text the reviewer read (scrapy gdpr-terms URL)"
+    )
+
+
+class RateLimit(_Model):
+    delay: Annotated[float, Field(ge=0)] = Field(1.0, description="Seconds between requests to the host")
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 1
+
+
+class DomainRule(_Model):
+    """A domain the spider may crawl, with its terms review."""
+
+    domain: HostName
+    include_subdomains: bool = False
+    terms: TermsReview | None = None
+    allow_paths: list[str] = Field(default_factory=list, description="Path prefixes; empty means all")
+    deny_paths: list[str] = Field(default_factory=list)
+    rate_limit: RateLimit | None = None
+    allow_private_network: bool = Field(
+        False, description="Allow hosts resolving to loopback/private addresses (local test sites only)"
+    )
+
+
+class TermsCheck(_Model):
+    interval: IsoDuration = "P1D"
+
+
+class RobotsSettings(_Model):
+    cache_ttl: IsoDuration = "PT24H"
+    max_size: Annotated[int, Field(ge=512000)] = 512000
+    max_redirects: Annotated[int, Field(ge=5, le=20)] = 5
+    retry_times: Annotated[int, Field(ge=0, le=10)] = 2
+    retry_backoff: IsoDuration = "PT1M"
+    max_crawl_delay: IsoDuration = "PT5M"
+
+
+class OptOutSettings(_Model):
+    """Which opt-out signals are honoured (all by default)."""
+
+    x_robots_tag: bool = True
+    meta_robots: bool = True
+    tdmrep: bool = True
+    content_signal: bool = True
+    content_usage: bool = True
+
+
+class Jurisdictions(_Model):
+    exclude_tlds: list[Annotated[str, Field(pattern=r"^\.?[a-z0-9-]+$")]] = Field(default_factory=list)
+    exclude_domains: list[HostName] = Field(default_factory=list)
+    note: str | None = None
+
+
+class FacePolicy(_Model):
+    action: FaceAction = "blur"
+    margin: Annotated[float, Field(ge=0, le=2)] = 0.25
+    sensitivity: Literal["strict", "balanced", "fast"] = "strict"
+    min_confidence: Annotated[float, Field(gt=0, lt=1)] | None = None
+    max_pixels: Annotated[int, Field(gt=0)] = 60_000_000
+    allow_unchecked_types: list[NonEmpty] = Field(
+        default_factory=list, description="MIME types that may be stored without a face check"
+    )
+
+
+class Retention(_Model):
+    items: dict[NonEmpty, IsoDuration] = Field(
+        default_factory=lambda: {"default": "P30D"},
+        description="Per item type (class name) or 'default'",
+    )
+    images: IsoDuration = "P30D"
+    files: IsoDuration = "P30D"
+    logs: IsoDuration = "P1Y"
+    caches: IsoDuration = "P7D"
+
+
+class Objections(_Model):
+    path: NonEmpty = Field("objections.txt", description="Relative to the policy file")
+
+
+class Politeness(_Model):
+    default_delay: Annotated[float, Field(ge=0)] = 1.0
+    default_concurrency: Annotated[int, Field(ge=1, le=64)] = 2
+    retry_after_max: IsoDuration = "PT1H"
+
+
+class Policy(_Model):
+    """A spider's policy, as signed off by the privacy officer."""
+
+    version: Literal[1] = 1
+    policy_id: Identifier
+    title: str | None = None
+    controller: Contact
+    representative: Contact | None = None
+    dpo: Contact | None = None
+    crawler: Crawler
+    purposes: Annotated[list[Purpose], Field(min_length=1)]
+    special_categories: SpecialCategories = SpecialCategories()
+    data_subjects: list[NonEmpty] = Field(default_factory=list)
+    data_categories: list[NonEmpty] = Field(default_factory=list)
+    recipients: list[Recipient] = Field(default_factory=list)
+    transfers: list[Transfer] = Field(default_factory=list)
+    domains: list[DomainRule] = Field(default_factory=list)
+    terms_check: TermsCheck = TermsCheck()
+    robots: RobotsSettings = RobotsSettings()
+    opt_out: OptOutSettings = OptOutSettings()
+    jurisdictions: Jurisdictions = Jurisdictions()
+    faces: FacePolicy = FacePolicy()
+    retention: Retention = Retention()
+    objections: Objections = Objections()
+    politeness: Politeness = Politeness()
+
+    _path: Path | None = PrivateAttr(None)
+    _fingerprint: str = PrivateAttr("")
+    _lines: dict[tuple[Any, ...], int] = PrivateAttr(default_factory=dict)
+    _warnings: list[Finding] = PrivateAttr(default_factory=list)
+
+    # -- convenience for components -------------------------------------------------
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return list(self._warnings)
+
+    def line_of(self, *key_path: Any) -> int | None:
+        """The line in the policy file where ``key_path`` (e.g. ``("domains", 0)``) is."""
+        return _line_for(self._lines, key_path)
+
+    def clause(self, *key_path: Any) -> str:
+        """A citation of a policy clause for the audit log: ``domains[0].terms (line 12)``."""
+        text = _format_path(key_path)
+        line = self.line_of(*key_path)
+        return f"{text} (line {line})" if line else text
+
+    def duration(self, value: str) -> Duration:
+        return Duration.parse(value)
+
+    def resolve_path(self, relative: str) -> Path:
+        """A path from the policy, relative to the policy file's folder."""
+        p = Path(relative)
+        if p.is_absolute() or self._path is None:
+            return p
+        return self._path.parent / p
+
+    def purpose(self, purpose_id: str) -> Purpose | None:
+        return next((p for p in self.purposes if p.id == purpose_id), None)
+
+    @property
+    def primary_purpose(self) -> Purpose:
+        return self.purposes[0]
+
+    def retention_for_item(self, item_type: str) -> Duration:
+        items = self.retention.items
+        return Duration.parse(items.get(item_type, items.get("default", "P30D")))
+
+    def faces_may_be_kept(self) -> bool:
+        return self.faces.action == "keep" and self.special_categories.biometric is not None
+
+
+# --------------------------------------------------------------------------- YAML with lines
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 scalars: only true/false are booleans, dates stay strings.
+
+    YAML 1.1 reads ``no`` (Norway's country code) as False and ``2026-01-01`` as a date
+    object; a policy file must mean what a person reading it sees.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, regexp) for tag, regexp in v if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.copy().items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
+def _compose(text: str, filename: str) -> tuple[Any, dict[tuple[Any, ...], int], list[Finding]]:
+    """Parse YAML to plain data plus a map of key path -> line, noting duplicate keys."""
+    loader = _Loader(text)
+    findings: list[Finding] = []
+    lines: dict[tuple[Any, ...], int] = {}
+    try:
+        node = loader.get_single_node()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        findings.append(
+            Finding(filename, line, "", f"the file is not valid YAML: {problem}", "correct the YAML syntax at that line")
+        )
+        return None, lines, findings
+    finally:
+        loader.dispose()
+    if node is None:
+        return None, lines, findings
+
+    def build(n: yaml.Node, path: tuple[Any, ...]) -> Any:
+        lines.setdefault(path, n.start_mark.line + 1)
+        if isinstance(n, yaml.MappingNode):
+            out: dict[Any, Any] = {}
+            for key_node, value_node in n.value:
+                key = loader.construct_object(key_node, deep=True)
+                if not isinstance(key, (str, int, float, bool)) or key is None:
+                    findings.append(
+                        Finding(filename, key_node.start_mark.line + 1, _format_path(path),
+                                "a key must be a plain word", "write the key as plain text")
+                    )
+                    continue
+                if key in out:
+                    findings.append(
+                        Finding(
+                            filename,
+                            key_node.start_mark.line + 1,
+                            _format_path((*path, key)),
+                            f"key {key!r} appears twice in the same section (first on line {lines[(*path, key)]})",
+                            "keep one of the two entries",
+                        )
+                    )
+                    continue
+                lines[(*path, key)] = key_node.start_mark.line + 1
+                out[key] = build(value_node, (*path, key))
+            return out
+        if isinstance(n, yaml.SequenceNode):
+            return [build(child, (*path, i)) for i, child in enumerate(n.value)]
+        return loader.construct_object(n, deep=True)
+
+    return build(node, ()), lines, findings
+
+
+def _format_path(path: tuple[Any, ...] | list[Any]) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _line_for(lines: dict[tuple[Any, ...], int], path: tuple[Any, ...] | list[Any]) -> int | None:
+    path = tuple(path)
+    while True:
+        if path in lines:
+            return lines[path]
+        if not path:
+            return None
+        path = path[:-1]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _model_for_path(path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that owns the mapping at ``path`` (to list its allowed keys)."""
+    model: Any = Policy
+    for part in path:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        info = model.model_fields.get(part)
+        if info is None:
+            return None
+        model = _inner_model(info.annotation)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _inner_model(annotation: Any) -> Any:
+    args = getattr(annotation, "__args__", ())
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in args:
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    meta = getattr(annotation, "__origin__", None)
+    if meta is not None and isinstance(meta, type) and issubclass(meta, BaseModel):
+        return meta
+    return None
+
+
+_FIXES = {
+    "missing": "add this key",
+    "string_type": "write a text value (quote it if it looks like a number or true/false)",
+    "int_parsing": "write a whole number",
+    "int_type": "write a whole number",
+    "float_parsing": "write a number",
+    "float_type": "write a number",
+    "bool_type": "write true or false",
+    "bool_parsing": "write true or false",
+    "date_from_datetime_parsing": "write the date as YYYY-MM-DD",
+    "date_parsing": "write the date as YYYY-MM-DD",
+    "date_type": "write the date as YYYY-MM-DD",
+    "list_type": "write a list (lines starting with '- ')",
+    "dict_type": "write a mapping of 'key: value' lines",
+    "model_type": "write a mapping of 'key: value' lines",
+    "model_attributes_type": "write a mapping of 'key: value' lines",
+    "too_short": "add at least one entry",
+    "greater_than_equal": "use a larger value",
+    "less_than_equal": "use a smaller value",
+    "greater_than": "use a larger value",
+    "less_than": "use a smaller value",
+    "string_pattern_mismatch": "use only the allowed characters",
+}
+
+
+def _fix_for(err: dict[str, Any], loc: tuple[Any, ...]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        owner = _model_for_path(loc[:-1])
+        allowed = sorted(owner.model_fields) if owner else []
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        if close:
+            return f"did you mean '{close[0]}'? allowed keys here: {', '.join(allowed)}"
+        return f"remove it; allowed keys here: {', '.join(allowed)}" if allowed else "remove it"
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        return f"use one of: {expected}"
+    if kind == "value_error":
+        return "correct the value as described"
+    if kind == "string_pattern_mismatch":
+        pattern = err.get("ctx", {}).get("pattern", "")
+        return f"use a value matching {pattern}"
+    return _FIXES.get(kind, "correct the value")
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    # pydantic adds union-member and validator tags to locations; keep real keys only
+    out = []
+    for part in loc:
+        if isinstance(part, str) and ("[" in part or part in {"function-after", "str", "none", "lax-or-strict"}):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _schema_findings(data: Any, lines: dict[tuple[Any, ...], int], filename: str) -> tuple[Policy | None, list[Finding]]:
+    try:
+        return Policy.model_validate(data), []
+    except ValidationError as exc:
+        findings = []
+        seen = set()
+        for err in exc.errors(include_url=False):
+            loc = _clean_loc(tuple(err["loc"]))
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown key {loc[-1]!r}"
+            elif err["type"] == "missing":
+                msg = f"required key {loc[-1]!r} is missing"
+            elif msg.startswith("Value error, "):
+                msg = msg[len("Value error, ") :]
+            else:
+                msg = f"{msg} (got {err.get('input')!r})" if "input" in err and not isinstance(err["input"], (dict, list)) else msg
+            key = (loc, msg)
+            if key in seen:
+                continue
+            seen.add(key)
+            findings.append(Finding(filename, _line_for(lines, loc), _format_path(loc), msg, _fix_for(err, loc)))
+        return None, findings
+
+
+def _as_date(value: Any) -> date | None:
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _rule_findings(data: Any, lines: dict[tuple[Any, ...], int], filename: str, today: date) -> list[Finding]:
+    """Rules the schema cannot express. Works on raw data so it runs even when the schema fails."""
+    if not isinstance(data, dict):
+        return []
+    out: list[Finding] = []
+
+    def add(path: tuple[Any, ...], message: str, fix: str, severity: Literal["error", "warning"] = "error") -> None:
+        out.append(Finding(filename, _line_for(lines, path), _format_path(path), message, fix, severity))
+
+    faces = data.get("faces") if isinstance(data.get("faces"), dict) else {}
+    special = data.get("special_categories") if isinstance(data.get("special_categories"), dict) else {}
+    has_art9 = bool(special.get("biometric"))
+    if faces.get("action") == "keep" and not has_art9:
+        add(
+            ("faces", "action"),
+            "faces are set to be kept, but no Art. 9 condition for biometric data is documented",
+            "set faces.action to blur, pixelate, fill, drop_image or drop_item, or document the "
+            "condition under special_categories.biometric (condition, reference, reviewed_by, reviewed_on)",
+        )
+
+    purposes = data.get("purposes") if isinstance(data.get("purposes"), list) else []
+    seen_ids: dict[str, int] = {}
+    for i, purpose in enumerate(purposes):
+        if not isinstance(purpose, dict):
+            continue
+        pid = purpose.get("id")
+        if isinstance(pid, str):
+            if pid in seen_ids:
+                add(("purposes", i, "id"), f"purpose {pid!r} is listed twice (first as purposes[{seen_ids[pid]}])",
+                    "give each purpose its own id, or merge the two entries")
+            seen_ids.setdefault(pid, i)
+        due = _as_date(purpose.get("review_due"))
+        reviewed = _as_date(purpose.get("reviewed_on"))
+        if due is not None and due < today:
+            add(
+                ("purposes", i, "review_due"),
+                f"the lawful-basis review was due on {due.isoformat()} and is overdue",
+                "review the lawful basis again, then update reviewed_on and review_due",
+            )
+        elif due is not None and due <= today + timedelta(days=REVIEW_WARNING_DAYS):
+            add(("purposes", i, "review_due"), f"the lawful-basis review is due on {due.isoformat()}",
+                "schedule the review before that date", "warning")
+        if reviewed is not None and due is not None and reviewed > due:
+            add(("purposes", i, "review_due"), "review_due is before reviewed_on", "set review_due after reviewed_on")
+        if reviewed is not None and reviewed > today:
+            add(("purposes", i, "reviewed_on"), f"reviewed_on {reviewed.isoformat()} is in the future",
+                "write the date the review actually took place")
+        basis = purpose.get("lawful_basis")
+        if basis == "legitimate_interests" and not purpose.get("basis_reference"):
+            add(("purposes", i, "lawful_basis"), "legitimate interests are relied on without an LIA reference",
+                "record the legitimate interests assessment id in basis_reference", "warning")
+        if not purpose.get("dpia_reference") and (faces.get("action") == "keep" or has_art9):
+            add(("purposes", i), "biometric data may be processed but no DPIA reference is recorded",
+                "record the DPIA id in dpia_reference", "warning")
+
+    domains = data.get("domains") if isinstance(data.get("domains"), list) else []
+    seen_domains: dict[str, int] = {}
+    for i, rule in enumerate(domains):
+        if not isinstance(rule, dict) or not isinstance(rule.get("domain"), str):
+            continue
+        name = rule["domain"].strip().lower().rstrip(".")
+        if name in seen_domains:
+            first = seen_domains[name]
+            add(
+                ("domains", i, "domain"),
+                f"domain {name!r} is listed twice (first as domains[{first}], line {_line_for(lines, ('domains', first))})",
+                "merge the two entries into one",
+            )
+        else:
+            seen_domains[name] = i
+        terms = rule.get("terms")
+        if terms is None:
+            add(("domains", i), f"domain {name!r} has no terms review, so it will not be crawled",
+                "review the site's terms and record them under terms", "warning")
+        elif isinstance(terms, dict):
+            if terms.get("verdict") in ("permits", "conditional") and not terms.get("fingerprint"):
+                add(("domains", i, "terms"), "no fingerprint of the reviewed terms text is recorded, so drift "
+                    "cannot be detected and the domain will be refused",
+                    "run 'scrapy gdpr-terms URL' and record the fingerprint it prints", "warning")
+            if terms.get("verdict") == "conditional" and not terms.get("conditions"):
+                add(("domains", i, "terms", "conditions"), "a conditional verdict lists no conditions",
+                    "list the conditions the reviewer attached")
+
+    crawler = data.get("crawler") if isinstance(data.get("crawler"), dict) else {}
+    ua = crawler.get("user_agent")
+    if isinstance(ua, str) and not re.search(r"https?://", ua):
+        add(("crawler", "user_agent"), "the User-Agent carries no contact URL",
+            "append the crawler information page, e.g. 'ExampleBot/1.0 (+https://example.org/crawler)'")
+    token = crawler.get("product_token")
+    if isinstance(ua, str) and isinstance(token, str) and token.lower() not in ua.lower():
+        add(("crawler", "product_token"), f"the product token {token!r} does not appear in the User-Agent",
+            "make the User-Agent start with the product token, e.g. 'ExampleBot/1.0 (+URL)'")
+
+    retention = data.get("retention") if isinstance(data.get("retention"), dict) else {}
+    items = retention.get("items")
+    if isinstance(items, dict) and "default" not in items:
+        add(("retention", "items"), "no 'default' retention period for item types not listed",
+            "add 'default: P30D' (or another period) under retention.items")
+    return out
+
+
+def _fingerprint(policy: Policy) -> str:
+    canonical = json.dumps(policy.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def validate_policy_text(text: str, filename: str = "<policy>", *, today: date | None = None) -> tuple[Policy | None, list[Finding]]:
+    """Validate policy YAML; return the policy (or None) and every finding (errors and warnings)."""
+    today = today or date.today()
+    data, lines, findings = _compose(text, filename)
+    if data is None and not findings:
+        findings.append(Finding(filename, 1, "", "the policy file is empty", "start from the example policy in docs/policy.md"))
+    if findings and data is None:
+        return None, findings
+    if not isinstance(data, dict):
+        findings.append(Finding(filename, 1, "", "the policy must be a mapping of 'key: value' lines",
+                                "start from the example policy in docs/policy.md"))
+        return None, findings
+    policy, schema_findings = _schema_findings(data, lines, filename)
+    findings += schema_findings
+    findings += _rule_findings(data, lines, filename, today)
+    findings.sort(key=lambda f: (f.line or 0, f.severity))
+    if any(f.severity == "error" for f in findings):
+        return None, findings
+    assert policy is not None
+    policy._lines = lines
+    policy._warnings = [f for f in findings if f.severity == "warning"]
+    policy._fingerprint = _fingerprint(policy)
+    return policy, findings
+
+
+def load_policy(path: str | Path, *, today: date | None = None) -> Policy:
+    """Load and validate a policy file; raise :class:`PolicyError` listing every error."""
+    path = Path(path)
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PolicyError(
+            [Finding(name, None, "", "the policy file does not exist",
+                     "create it (see docs/policy.md), or point GDPR_POLICY at the right file")]
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError([Finding(name, None, "", f"the policy file cannot be read: {exc}",
+                                   "check the path and that the file is UTF-8 text")]) from None
+    policy, findings = validate_policy_text(text, name, today=today)
+    if policy is None:
+        raise PolicyError(findings)
+    policy._path = path.resolve()
+    return policy
+
+
+def policy_json_schema() -> dict[str, Any]:
+    """The JSON Schema of policy files (what ``policy.schema.json`` holds)."""
+    schema = Policy.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://scrapy-gdpr.invalid/policy.schema.json"
+    schema["title"] = "scrapy-gdpr policy file"
+    return schema

@@ -1,0 +1,23 @@
+"""Stamps every item with where it came from."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from scrapy_gdpr._component import component_runtime
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+    from typing_extensions import Self
+
+
+class ProvenanceMiddleware:
+    """Placeholder: item provenance."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self.runtime = component_runtime(crawler)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        return cls(crawler)

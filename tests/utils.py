@@ -1,0 +1,66 @@
+"""Helpers shared by the tests (never shipped)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, ParamSpec
+
+import pytest
+from scrapy.resolver import CachingThreadedResolver
+from scrapy.utils.defer import deferred_from_coro
+from twisted.internet import defer
+
+P = ParamSpec("P")
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def coroutine_test(coro_f: Callable[P, Awaitable[Any]]) -> Callable[P, Any]:
+    """Run an ``async def`` test on the asyncio reactor (Scrapy's tests/utils/decorators.py)."""
+
+    @wraps(coro_f)
+    def f(*args: P.args, **kwargs: P.kwargs) -> Any:
+        return deferred_from_coro(coro_f(*args, **kwargs))
+
+    return f
+
+
+class LocalResolver(CachingThreadedResolver):
+    """Resolves ``*.test`` to 127.0.0.1 so one mock server can play many hosts.
+
+    Use it as ``TWISTED_DNS_RESOLVER = "tests.utils.LocalResolver"`` in subprocess
+    crawls; in-process tests get it installed on the reactor by ``conftest.py``.
+    """
+
+    def getHostByName(self, name: str, timeout: Any = ()) -> Any:  # noqa: N802
+        if name.endswith(".test"):
+            return defer.succeed("127.0.0.1")
+        return super().getHostByName(name, timeout)
+
+
+def run_scrapy(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m scrapy.cmdline ARGS`` in a subprocess, as Scrapy's own tests do."""
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH", "")]))
+    return subprocess.run(
+        [sys.executable, "-m", "scrapy.cmdline", *args],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+def chromium_path() -> str | None:
+    path = os.environ.get("GDPR_TEST_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    return path if path and Path(path).exists() else None
+
+
+def require_service(name: str, reason: str) -> None:
+    """Skip with a clear reason on a user's machine; fail in CI (CI=true), where it is required."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{name} is required in CI but is not available: {reason}")
+    pytest.skip(f"{name} not available on this machine ({reason}); CI runs these tests")
