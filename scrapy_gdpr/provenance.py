@@ -1,23 +1,128 @@
-"""Stamps every item with where it came from."""
+"""Where every item came from, recorded as the spider yields it.
+
+:class:`ProvenanceMiddleware` (a spider middleware, closest to the spider) records,
+for each item a callback yields, the response it came from: URL, time, and the
+opt-out decision the request gate attached to that response
+(``response.meta["gdpr_optout"]``). Pipelines read it with :func:`provenance_of`.
+
+Items are keyed by identity, not changed: a Scrapy ``Item`` with declared fields
+cannot take new keys, and the spider's own fields stay the spider's. Entries are
+removed when the item leaves the pipeline (scraped, dropped or failed).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from scrapy import signals
+from scrapy.spidermiddlewares.base import BaseSpiderMiddleware
 
 from scrapy_gdpr._component import component_runtime
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
-    from typing_extensions import Self
+    from scrapy.http import Response
+
+    from scrapy_gdpr.runtime import GdprRuntime
+
+SERVICE = "provenance"
 
 
-class ProvenanceMiddleware:
-    """Placeholder: item provenance."""
+@dataclass
+class Provenance:
+    """What is known about where one item came from."""
+
+    url: str
+    collected_at: datetime
+    #: The opt-out decision for the source page, per purpose: ``{"search": {"allowed":
+    #: False, "signal": "X-Robots-Tag: noindex"}}``; empty when no signal was seen.
+    optout: dict[str, Any] = field(default_factory=dict)
+    #: ``True`` when the page forbids indexing its images (noimageindex / noimageai).
+    images_reserved: bool = False
+    images_signal: str = ""
+    #: Free-form notes components add (the face stage records what it did here).
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+class ProvenanceRegistry:
+    """Provenance of the items currently in flight, keyed by item identity."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, tuple[Any, Provenance]] = {}
+        self._lock = threading.Lock()
+
+    def put(self, item: Any, provenance: Provenance) -> None:
+        with self._lock:
+            self._by_id[id(item)] = (item, provenance)
+
+    def get(self, item: Any) -> Provenance | None:
+        with self._lock:
+            entry = self._by_id.get(id(item))
+        if entry is None or entry[0] is not item:
+            return None
+        return entry[1]
+
+    def move(self, old: Any, new: Any) -> None:
+        """A pipeline replaced ``old`` by ``new``: keep the provenance."""
+        with self._lock:
+            entry = self._by_id.pop(id(old), None)
+            if entry is not None and entry[0] is old:
+                self._by_id[id(new)] = (new, entry[1])
+
+    def discard(self, item: Any) -> None:
+        with self._lock:
+            entry = self._by_id.get(id(item))
+            if entry is not None and entry[0] is item:
+                del self._by_id[id(item)]
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+
+def registry(rt: GdprRuntime) -> ProvenanceRegistry:
+    reg = rt.services.get(SERVICE)
+    if reg is None:
+        reg = rt.services[SERVICE] = ProvenanceRegistry()
+    return reg  # type: ignore[no-any-return]
+
+
+def provenance_of(crawler: Crawler, item: Any) -> Provenance | None:
+    """The provenance recorded for ``item``, or None (then fail closed)."""
+    from scrapy_gdpr.runtime import get_runtime
+
+    return registry(get_runtime(crawler)).get(item)
+
+
+class ProvenanceMiddleware(BaseSpiderMiddleware):
+    """Spider middleware recording the source of every item a callback yields."""
 
     def __init__(self, crawler: Crawler) -> None:
-        self.crawler = crawler
+        super().__init__(crawler)
         self.runtime = component_runtime(crawler)
+        self.registry = registry(self.runtime)
+        for sig in (signals.item_scraped, signals.item_dropped, signals.item_error):
+            crawler.signals.connect(self._forget, signal=sig)
 
-    @classmethod
-    def from_crawler(cls, crawler: Crawler) -> Self:
-        return cls(crawler)
+    def _forget(self, item: Any, **kwargs: Any) -> None:
+        self.registry.discard(item)
+
+    def get_processed_item(self, item: Any, response: Response | None) -> Any:
+        # Items yielded from start() have no response: their source is unknown, and
+        # the pipelines refuse what has no provenance.
+        if response is not None:
+            decision = response.meta.get("gdpr_optout") or {}
+            images = response.meta.get("gdpr_images_optout") or {}
+            self.registry.put(
+                item,
+                Provenance(
+                    url=response.url,
+                    collected_at=datetime.now(UTC),
+                    optout=dict(decision),
+                    images_reserved=bool(images.get("reserved")),
+                    images_signal=str(images.get("signal", "")),
+                ),
+            )
+        return item
