@@ -135,11 +135,12 @@ class Addon:
                 )
         settings.set("DOWNLOAD_SLOTS", slots, "addon")
         for hook in ADDON_HOOKS:
-            load_object(hook)(settings, policy)
+            load_object(hook)(settings, self.crawler)
 
 
-#: Functions ``(settings, policy) -> None`` that add area-specific settings
-#: (feed filters, the Playwright abort predicate).
+#: Functions ``(settings, crawler) -> None`` that add area-specific settings
+#: (feed filters, the Playwright abort predicate); the policy is
+#: ``get_runtime(crawler).policy``.
 ADDON_HOOKS: list[str] = []
 
 
