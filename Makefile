@@ -1,0 +1,31 @@
+# make demo: crawl the example site end to end (offline) and print where everything is.
+# make test: run the test suite.
+# Both install what they need first (scripts/bootstrap.sh), apt packages included.
+PYTHON_VENV := .venv/bin/python
+
+.PHONY: setup demo test docs bench-gate bench-faces bench-ledger clean
+
+setup:
+	./scripts/bootstrap.sh
+
+demo: setup
+	$(PYTHON_VENV) example_project/demo.py
+
+test: setup
+	$(PYTHON_VENV) -m pytest
+
+docs: setup
+	$(PYTHON_VENV) -m sphinx -q -W -b html docs docs/_build/html
+
+bench-gate: setup
+	$(PYTHON_VENV) benchmarks/gate_overhead.py
+
+bench-faces: setup
+	$(PYTHON_VENV) benchmarks/face_recall.py
+	$(PYTHON_VENV) benchmarks/face_throughput.py
+
+bench-ledger: setup
+	$(PYTHON_VENV) benchmarks/ledger.py
+
+clean:
+	rm -rf example_project/output docs/_build .pytest_cache
