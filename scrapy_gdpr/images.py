@@ -66,6 +66,29 @@ class FaceStageRefusal(ImageException):
         self.drop_item = drop_item
 
 
+class _QuietRefusals(logging.Filter):
+    """Drops Scrapy's own log records about a :class:`FaceStageRefusal`.
+
+    Scrapy logs every exception from ``file_downloaded`` as a warning and again as
+    an error, with tracebacks. A refusal is a decision, not an error: it is logged
+    and audited once by :mod:`scrapy_gdpr.audit`.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, FaceStageRefusal)
+
+
+_QUIET = _QuietRefusals()
+
+
+def _quiet_scrapy_media_logs() -> None:
+    for name in ("scrapy.pipelines.files", "scrapy.pipelines.media"):
+        log = logging.getLogger(name)
+        if _QUIET not in log.filters:
+            log.addFilter(_QUIET)
+
+
 # --------------------------------------------------------------------------- content sniffing
 
 _ISO_IMAGE_BRANDS = {b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
@@ -146,6 +169,7 @@ class _FaceStageMixin:
     def _setup_faces(self, crawler: Crawler) -> None:
         self.runtime = component_runtime(crawler)
         self.faces = acquire_pool(self.runtime)
+        _quiet_scrapy_media_logs()
 
     def close_spider(self) -> None:
         self.faces.release()

@@ -160,6 +160,7 @@ async def test_undecodable_image_and_svg_are_not_stored(tmp_path, mockserver):
     stats = crawler.stats.get_stats()
     assert stats["gdpr/blocked/unchecked"] == 2
     assert stats["gdpr/images/dropped"] == 2
+    assert "log_count/ERROR" not in stats  # a refusal is a decision, not an error
 
 
 @coroutine_test
