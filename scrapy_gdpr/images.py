@@ -184,6 +184,15 @@ class _FaceStageMixin:
     def _must_drop_item(self, verdict: Verdict) -> bool:
         return verdict.drop_item or (self.runtime.policy.faces.action == "drop_item" and verdict.faces > 0)
 
+    def _refused(self, verdict: Verdict) -> bool:
+        """Whether the image must not be stored. A stage that stored an image with
+        faces although the policy drops such images is overruled (fail closed)."""
+        action = self.runtime.policy.faces.action
+        if verdict.stored and verdict.faces and action in ("drop_image", "drop_item"):
+            verdict.stored, verdict.reason = False, f"faces_{action}"
+            verdict.drop_item = verdict.drop_item or action == "drop_item"
+        return not verdict.stored
+
     def _refuse_image(self, target: str, verdict: Verdict, *, kind: str, **record: Any) -> FaceStageRefusal:
         """Count and audit an image the stage did not store; return the exception."""
         reason = self._reason(verdict)
@@ -294,9 +303,7 @@ class GdprImagesPipeline(_MediaFaceStageMixin, ImagesPipeline):
         async with self.faces.slot():
             verdict = await self.faces.call(self.faces.run_stage, response.body, _header_mime(response))
             self.faces.count_checked(verdict)
-            if not verdict.stored or self._must_drop_item(verdict):
-                if verdict.stored:  # the policy drops the item: the image is not kept either
-                    verdict.stored, verdict.reason, verdict.drop_item = False, "faces_drop_item", True
+            if self._refused(verdict):
                 raise self._refuse_image(url, verdict, kind="image", url=url)
             redacted = response.replace(body=verdict.data)
             # Decoding, the full-size JPEG and the thumbnails: also off the reactor thread.
@@ -387,9 +394,7 @@ class GdprFilesPipeline(_MediaFaceStageMixin, FilesPipeline):
         if _is_raster(sniffed) or (sniffed is None and _is_raster(declared)):
             verdict = await self.faces.check(response.body, mime=sniffed or declared)
             self.faces.count_checked(verdict)
-            if not verdict.stored or self._must_drop_item(verdict):
-                if verdict.stored:
-                    verdict.stored, verdict.reason, verdict.drop_item = False, "faces_drop_item", True
+            if self._refused(verdict):
                 raise self._refuse_image(url, verdict, kind="file", url=url)
             body, content_type = verdict.data, verdict.mime
             self.faces.count_stored(verdict)
@@ -467,9 +472,7 @@ class ImageBytesPipeline(_FaceStageMixin):
             raise drop(self.crawler, source, Reason.UNCHECKED, clause=self._clause(Reason.UNCHECKED), detail=detail)
         verdict = await self.faces.check(bytes(value))
         self.faces.count_checked(verdict)
-        if not verdict.stored or self._must_drop_item(verdict):
-            if verdict.stored:
-                verdict.stored, verdict.reason, verdict.drop_item = False, "faces_drop_item", True
+        if self._refused(verdict):
             # One audit line, for the item: the image has no URL of its own.
             reason = self._reason(verdict)
             self.faces.count_dropped(verdict.reason or str(reason))

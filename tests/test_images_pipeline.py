@@ -192,3 +192,20 @@ def test_disabled(tmp_path):
     crawler = get_crawler(GallerySpider, settings(tmp_path, GDPR_ENABLED=False))
     with pytest.raises(NotConfigured):
         GdprImagesPipeline.from_crawler(crawler)
+
+
+@coroutine_test
+async def test_stage_that_keeps_faces_against_the_policy_is_overruled(tmp_path, mockserver, monkeypatch):
+    import scrapy_gdpr.facepool as facepool
+    from scrapy_gdpr.faces.stage import Verdict
+
+    def lenient_stage(data, **kwargs):
+        return Verdict(True, data=data, mime="image/jpeg", faces=1, action="blur")
+
+    monkeypatch.setattr(facepool, "process_image", lenient_stage)
+    policy = write_policy(tmp_path, action="drop_image")
+    crawler, outcome = await _crawl(tmp_path, mockserver, _items(PORTRAIT), policy=policy)
+    (item,) = outcome.scraped
+    assert item["images"] == []
+    assert stored_files(tmp_path / "images") == {}
+    assert outcome.records(item)[0]["reason"] == "faces_drop_image"
