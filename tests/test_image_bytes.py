@@ -93,3 +93,13 @@ async def test_drop_image_action_drops_items_with_faces(tmp_path, mockserver):
     ((_, exc),) = outcome.dropped
     assert exc.reason == "faces"
     assert crawler.stats.get_value("gdpr/blocked/faces") == 1
+
+
+@coroutine_test
+async def test_max_pixels_from_the_policy(tmp_path, mockserver):
+    policy = write_policy(tmp_path, max_pixels=100_000)  # the portrait has 512 x 512 = 262,144
+    crawler, outcome = await _crawl(tmp_path, mockserver, [{"image_bytes": PORTRAIT}], policy=policy)
+    assert outcome.scraped == []
+    ((item, exc),) = outcome.dropped
+    assert exc.reason == "unchecked"
+    assert outcome.records(item)[0]["stored"] is False

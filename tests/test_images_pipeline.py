@@ -209,3 +209,18 @@ async def test_stage_that_keeps_faces_against_the_policy_is_overruled(tmp_path, 
     assert item["images"] == []
     assert stored_files(tmp_path / "images") == {}
     assert outcome.records(item)[0]["reason"] == "faces_drop_image"
+
+
+def test_addon_replaces_a_user_listed_stock_images_pipeline(tmp_path):
+    from scrapy.pipelines.images import ImagesPipeline
+    from scrapy.utils.misc import load_object
+
+    from scrapy_gdpr.addon import Addon
+
+    crawler = get_crawler(
+        GallerySpider,
+        {**settings(tmp_path), "ADDONS": {Addon: 0}, "ITEM_PIPELINES": {ImagesPipeline: 1}},
+    )
+    pipelines = {load_object(k) for k, v in crawler.settings.getdict("ITEM_PIPELINES").items() if v is not None}
+    assert ImagesPipeline not in pipelines
+    assert GdprImagesPipeline in pipelines
