@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "GDPR_LEDGER": "sqlite:///gdpr-ledger.sqlite3",
     "GDPR_FACE_WORKERS": 0,  # 0 = one per CPU core
     "GDPR_FACE_QUEUE": 0,  # 0 = two images per worker in flight at most
+    "GDPR_IMAGE_BYTES_FIELDS": ["image_bytes", "screenshot"],  # item fields holding image bytes
     "GDPR_ROBOTS_CACHE_SIZE": 100_000,
     "GDPR_OBJECTIONS": None,  # None = the objection list named in the policy
     "GDPR_PURGE_ON_OPEN": True,
@@ -49,6 +50,7 @@ class GdprConfig:
     ledger: str | None
     face_workers: int
     face_queue: int
+    image_bytes_fields: tuple[str, ...]
     robots_cache_size: int
     objections: str | None
     purge_on_open: bool
@@ -72,6 +74,9 @@ class GdprConfig:
             ledger=settings.get("GDPR_LEDGER", DEFAULTS["GDPR_LEDGER"]) or None,
             face_workers=workers,
             face_queue=queue,
+            image_bytes_fields=tuple(
+                settings.getlist("GDPR_IMAGE_BYTES_FIELDS", DEFAULTS["GDPR_IMAGE_BYTES_FIELDS"])
+            ),
             robots_cache_size=settings.getint("GDPR_ROBOTS_CACHE_SIZE", DEFAULTS["GDPR_ROBOTS_CACHE_SIZE"]),
             objections=settings.get("GDPR_OBJECTIONS") or None,
             purge_on_open=settings.getbool("GDPR_PURGE_ON_OPEN", DEFAULTS["GDPR_PURGE_ON_OPEN"]),

@@ -1,41 +1,494 @@
-"""Face stage for ImagesPipeline, FilesPipeline and items carrying image bytes."""
+"""The face stage inside Scrapy's media pipelines and for image bytes in items.
+
+* :class:`GdprImagesPipeline` replaces Scrapy's ``ImagesPipeline``: every
+  downloaded image goes through the face stage in a worker thread before any byte
+  of it reaches ``IMAGES_STORE``; the full image and its thumbnails are made from
+  the redacted, metadata-free pixels.
+* :class:`GdprFilesPipeline` replaces ``FilesPipeline``: images (recognised by
+  their bytes, not by their name) go through the same stage; other types are
+  stored only when the policy lists them in ``faces.allow_unchecked_types``.
+* :class:`ImageBytesPipeline` runs the stage on image bytes an item carries
+  (``GDPR_IMAGE_BYTES_FIELDS``, e.g. browser screenshots).
+
+What was done to each image is recorded, without coordinates or any biometric
+data, in the item's provenance notes (``notes["faces"]``).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import hashlib
+import logging
+from io import BytesIO
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from itemadapter import ItemAdapter
+from scrapy.pipelines.files import FilesPipeline
+from scrapy.pipelines.images import ImageException, ImagesPipeline
+from scrapy.pipelines.media import _MediaRequestFiltered
+from scrapy.utils.defer import ensure_awaitable
 
 from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr.audit import Reason, drop, note_refusal
+from scrapy_gdpr.facepool import acquire_pool
+from scrapy_gdpr.provenance import provenance_of
 
 if TYPE_CHECKING:
+    from os import PathLike
+
+    from PIL import Image
     from scrapy.crawler import Crawler
+    from scrapy.http import Request, Response
+    from scrapy.pipelines.media import FileInfoOrError, MediaPipeline
+    from twisted.python.failure import Failure
     from typing_extensions import Self
 
+    from scrapy_gdpr.facepool import FacePool
+    from scrapy_gdpr.faces.stage import Verdict
+    from scrapy_gdpr.runtime import GdprRuntime
 
-class ImageBytesPipeline:
-    """Placeholder: face stage for image bytes in items."""
+logger = logging.getLogger(__name__)
+
+#: Note key in the item's provenance where the face stage records what it did.
+NOTES_KEY = "faces"
+
+
+class FaceStageRefusal(ImageException):
+    """An image (or file) the face stage refused to store.
+
+    Scrapy records it as a failed media result; ``item_completed`` reads
+    ``record`` (what the item may say about it) and ``drop_item``.
+    """
+
+    def __init__(self, reason: str, *, record: dict[str, Any], drop_item: bool = False) -> None:
+        super().__init__(f"not stored by the face stage: {reason}")
+        self.reason = reason
+        self.record = record
+        self.drop_item = drop_item
+
+
+class _QuietRefusals(logging.Filter):
+    """Drops Scrapy's own log records about a :class:`FaceStageRefusal`.
+
+    Scrapy logs every exception from ``file_downloaded`` as a warning and again as
+    an error, with tracebacks. A refusal is a decision, not an error: it is logged
+    and audited once by :mod:`scrapy_gdpr.audit`.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, FaceStageRefusal)
+
+
+_QUIET = _QuietRefusals()
+
+
+def _quiet_scrapy_media_logs() -> None:
+    for name in ("scrapy.pipelines.files", "scrapy.pipelines.media"):
+        log = logging.getLogger(name)
+        if _QUIET not in log.filters:
+            log.addFilter(_QUIET)
+
+
+# --------------------------------------------------------------------------- content sniffing
+
+_ISO_IMAGE_BRANDS = {b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
+
+
+def sniff_mime(data: bytes) -> str | None:
+    """The MIME type the bytes start with, or None when unknown. Names are not trusted."""
+    head = data[:64]
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image/tiff"
+    if head[:2] == b"BM":
+        return "image/bmp"
+    if head[:4] == b"\x00\x00\x01\x00":
+        return "image/vnd.microsoft.icon"
+    if head.startswith((b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51")):
+        return "image/jp2"
+    if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")):
+        return "image/jxl"
+    if head[:4] == b"8BPS":
+        return "image/vnd.adobe.photoshop"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in _ISO_IMAGE_BRANDS:
+            return "image/avif" if brand.startswith(b"avi") else "image/heic"
+        return "video/quicktime" if brand == b"qt  " else "video/mp4"
+    if head.startswith(b"%PDF-"):
+        return "application/pdf"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "video/webm"
+    if head.startswith(b"OggS"):
+        return "application/ogg"
+    if head.startswith(b"PK\x03\x04"):
+        return "application/zip"
+    text = data[:4096].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if (text.startswith((b"<?xml", b"<svg", b"<!doctype svg")) and b"<svg" in text) or text.startswith(b"<svg"):
+        return "image/svg+xml"
+    return None
+
+
+def _header_mime(response: Response) -> str | None:
+    value = response.headers.get(b"Content-Type")
+    if not value:
+        return None
+    mime = value.decode("latin-1").split(";", 1)[0].strip().lower()
+    return mime or None
+
+
+def _is_raster(mime: str | None) -> bool:
+    return bool(mime) and mime.startswith("image/") and mime != "image/svg+xml"  # type: ignore[union-attr]
+
+
+def _allowed(mime: str, allowed: list[str]) -> bool:
+    for entry in allowed:
+        entry = entry.strip().lower()
+        if entry == mime or (entry.endswith("/*") and mime.startswith(entry[:-1])):
+            return True
+    return False
+
+
+# --------------------------------------------------------------------------- shared behaviour
+
+
+class _FaceStageMixin:
+    """What the three pipelines share: the pool, refusals and per-item records."""
+
+    crawler: Crawler
+    runtime: GdprRuntime
+    faces: FacePool
+
+    def _setup_faces(self, crawler: Crawler) -> None:
+        self.runtime = component_runtime(crawler)
+        self.faces = acquire_pool(self.runtime)
+        _quiet_scrapy_media_logs()
+
+    def close_spider(self) -> None:
+        self.faces.release()
+
+    def _reason(self, verdict: Verdict) -> Reason:
+        return Reason.FACES if verdict.faces or verdict.drop_item else Reason.UNCHECKED
+
+    def _clause(self, reason: Reason) -> str:
+        policy = self.runtime.policy
+        return policy.clause("faces", "action") if reason is Reason.FACES else policy.clause("faces")
+
+    def _must_drop_item(self, verdict: Verdict) -> bool:
+        return verdict.drop_item or (self.runtime.policy.faces.action == "drop_item" and verdict.faces > 0)
+
+    def _refused(self, verdict: Verdict) -> bool:
+        """Whether the image must not be stored. A stage that stored an image with
+        faces although the policy drops such images is overruled (fail closed)."""
+        action = self.runtime.policy.faces.action
+        if verdict.stored and verdict.faces and action in ("drop_image", "drop_item"):
+            verdict.stored, verdict.reason = False, f"faces_{action}"
+            verdict.drop_item = verdict.drop_item or action == "drop_item"
+        return not verdict.stored
+
+    def _refuse_image(self, target: str, verdict: Verdict, *, kind: str, **record: Any) -> FaceStageRefusal:
+        """Count and audit an image the stage did not store; return the exception."""
+        reason = self._reason(verdict)
+        self.faces.count_dropped(verdict.reason or str(reason))
+        note_refusal(self.crawler, target, reason, clause=self._clause(reason), detail=verdict.reason, kind=kind)
+        rec = self.faces.record(verdict, **record)
+        rec["stored"] = False
+        rec.setdefault("reason", verdict.reason)
+        return FaceStageRefusal(verdict.reason or str(reason), record=rec, drop_item=self._must_drop_item(verdict))
+
+    def _note(self, item: Any, records: list[dict[str, Any]]) -> str | None:
+        """Add ``records`` to the item's provenance notes; return the item's source URL."""
+        provenance = provenance_of(self.crawler, item)
+        if provenance is None:
+            if records:
+                logger.debug(
+                    "Item has no provenance; face-stage records not kept: %(records)r",
+                    {"records": records},
+                    extra={"spider": self.crawler.spider},
+                )
+            return None
+        if records:
+            provenance.notes.setdefault(NOTES_KEY, []).extend(records)
+        return provenance.url
+
+    def _drop_item(self, url: str, detail: str) -> Exception:
+        self.faces.count_item_dropped(Reason.FACES)
+        return drop(self.crawler, url, Reason.FACES, clause=self._clause(Reason.FACES), detail=detail)
+
+
+class _MediaFaceStageMixin(_FaceStageMixin):
+    """``item_completed`` for the media pipelines: records, then drop or keep the item."""
+
+    _checked: dict[str, dict[str, Any]]
+
+    def media_failed(self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo) -> NoReturn:
+        # Scrapy's version replaces every processing error by a bare FileException
+        # and logs it as a download error; a refusal is already audited and must
+        # reach item_completed as it is.
+        if isinstance(failure.value, FaceStageRefusal):
+            raise failure.value
+        super().media_failed(failure, request, info)  # type: ignore[misc]
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _records_and_drop(
+        self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        urls = [r.url for r in self.get_media_requests(item, info)]  # type: ignore[attr-defined]
+        if len(urls) != len(results):
+            urls = [""] * len(results)
+        records: list[dict[str, Any]] = []
+        drop_detail: str | None = None
+        for url, (ok, value) in zip(urls, results, strict=True):
+            if ok:
+                rec = self._checked.get(value["url"])
+                if rec is None:
+                    # "uptodate": stored by an earlier crawl through this pipeline, not downloaded again
+                    rec = {"url": value["url"], "stored": True, "status": value["status"]}
+                records.append({**rec, "path": value["path"]})
+                continue
+            exc = value.value
+            if isinstance(exc, FaceStageRefusal):
+                records.append(dict(exc.record))
+                if exc.drop_item and drop_detail is None:
+                    drop_detail = f"faces found in {exc.record.get('url') or url} and the policy drops the item"
+            elif isinstance(exc, _MediaRequestFiltered):
+                records.append({"url": url, "stored": False, "reason": "not_downloaded"})
+            else:
+                records.append({"url": url, "stored": False, "reason": "error", "error": type(exc).__name__})
+        return records, drop_detail
+
+    def _complete(self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo) -> None:
+        records, drop_detail = self._records_and_drop(results, item, info)
+        source = self._note(item, records)
+        if drop_detail is not None:
+            first = next((r.get("url") for r in records if r.get("url")), "")
+            raise self._drop_item(source or first, drop_detail)
+
+
+# --------------------------------------------------------------------------- ImagesPipeline
+
+
+class GdprImagesPipeline(_MediaFaceStageMixin, ImagesPipeline):
+    """``ImagesPipeline`` that stores only faces-checked, redacted, metadata-free images.
+
+    The face stage runs in the face pool's worker threads; Pillow's conversion and
+    the thumbnails are made there too, from the redacted pixels. An image the stage
+    does not store raises :class:`FaceStageRefusal`, which Scrapy records as a
+    failed result; :meth:`item_completed` then drops the item when the policy says
+    ``drop_item``.
+    """
+
+    def __init__(self, store_uri: str | PathLike[str], download_func: None = None, *, crawler: Crawler) -> None:
+        component_runtime(crawler)  # GDPR_ENABLED = False: NotConfigured before anything else
+        super().__init__(store_uri, crawler=crawler)
+        self._setup_faces(crawler)
+        self._checked = {}
+
+    async def image_downloaded(
+        self,
+        response: Response,
+        request: Request,
+        info: MediaPipeline.SpiderInfo,
+        *,
+        item: Any = None,
+    ) -> str:
+        url = request.url
+        async with self.faces.slot():
+            verdict = await self.faces.call(self.faces.run_stage, response.body, _header_mime(response))
+            self.faces.count_checked(verdict)
+            if self._refused(verdict):
+                raise self._refuse_image(url, verdict, kind="image", url=url)
+            redacted = response.replace(body=verdict.data)
+            # Decoding, the full-size JPEG and the thumbnails: also off the reactor thread.
+            images = await self.faces.call(self._convert_all, redacted, request, info, item)
+        checksum: str | None = None
+        for path, (width, height), buf in images:
+            if checksum is None:
+                checksum = hashlib.md5(buf.getbuffer()).hexdigest()  # noqa: S324 - Scrapy's checksum
+            buf.seek(0)
+            await ensure_awaitable(
+                self.store.persist_file(
+                    path, buf, info, meta={"width": width, "height": height}, headers={"Content-Type": "image/jpeg"}
+                )
+            )
+        assert checksum is not None
+        self.faces.count_stored(verdict)
+        self._checked[url] = self.faces.record(verdict, url=url)
+        return checksum
+
+    def _convert_all(
+        self, response: Response, request: Request, info: MediaPipeline.SpiderInfo, item: Any
+    ) -> list[tuple[str, tuple[int, int], BytesIO]]:
+        return [(path, image.size, buf) for path, image, buf in self.get_images(response, request, info, item=item)]
+
+    def convert_image(
+        self,
+        image: Image.Image,
+        size: tuple[int, int] | None = None,
+        *,
+        response_body: BytesIO,
+    ) -> tuple[Image.Image, BytesIO]:
+        """Always re-encode from pixels, without metadata.
+
+        Scrapy's version returns the downloaded bytes unchanged for an unresized
+        JPEG; here ``response_body`` is never returned, and the JPEG is written
+        from a fresh image carrying no EXIF, XMP, ICC profile or comment.
+        """
+        if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            background = self._Image.new("RGBA", rgba.size, (255, 255, 255))
+            background.paste(rgba, rgba)
+            image = background.convert("RGB")
+        elif image.mode != "RGB":
+            image = image.convert("RGB")
+        if size:
+            image = image.copy()
+            image.thumbnail(size, self._Image.Resampling.LANCZOS)
+        clean = self._Image.frombytes("RGB", image.size, image.tobytes())
+        buf = BytesIO()
+        clean.save(buf, "JPEG", quality=90)
+        return clean, buf
+
+    def item_completed(self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo) -> Any:
+        self._complete(results, item, info)
+        return super().item_completed(results, item, info)
+
+
+# --------------------------------------------------------------------------- FilesPipeline
+
+
+class GdprFilesPipeline(_MediaFaceStageMixin, FilesPipeline):
+    """``FilesPipeline`` that puts images through the face stage and refuses what
+    it cannot check.
+
+    Images are recognised by their bytes (and by an ``image/*`` Content-Type), are
+    stored redacted and metadata-free, and keep Scrapy's file path. Any other type
+    (video, PDF, unknown) is stored unchanged only when the policy lists its MIME
+    type in ``faces.allow_unchecked_types``.
+    """
+
+    def __init__(self, store_uri: str | PathLike[str], download_func: None = None, *, crawler: Crawler) -> None:
+        component_runtime(crawler)
+        super().__init__(store_uri, crawler=crawler)
+        self._setup_faces(crawler)
+        self._checked = {}
+
+    async def file_downloaded(
+        self,
+        response: Response,
+        request: Request,
+        info: MediaPipeline.SpiderInfo,
+        *,
+        item: Any = None,
+    ) -> str:
+        url = request.url
+        sniffed = sniff_mime(response.body)
+        declared = _header_mime(response)
+        if _is_raster(sniffed) or (sniffed is None and _is_raster(declared)):
+            verdict = await self.faces.check(response.body, mime=sniffed or declared)
+            self.faces.count_checked(verdict)
+            if self._refused(verdict):
+                raise self._refuse_image(url, verdict, kind="file", url=url)
+            body, content_type = verdict.data, verdict.mime
+            self.faces.count_stored(verdict)
+            record = self.faces.record(verdict, url=url)
+        else:
+            mime = sniffed or declared or "application/octet-stream"
+            allowed = self.runtime.policy.faces.allow_unchecked_types
+            if not _allowed(mime, allowed):
+                self.faces.count_dropped("unchecked_type")
+                detail = f"{mime} cannot be checked for faces and is not in faces.allow_unchecked_types"
+                note_refusal(
+                    self.crawler, url, Reason.UNCHECKED,
+                    clause=self.runtime.policy.clause("faces", "allow_unchecked_types"), detail=detail, kind="file",
+                )
+                raise FaceStageRefusal(
+                    "unchecked_type", record={"url": url, "stored": False, "mime": mime, "reason": "unchecked_type"}
+                )
+            body, content_type = response.body, mime
+            self.faces.count_unchecked_stored()
+            record = {"url": url, "stored": True, "checked": False, "mime": mime, "allowed_by": "faces.allow_unchecked_types"}
+        path = self.file_path(request, response=response, info=info, item=item)
+        buf = BytesIO(body)
+        checksum = hashlib.md5(body).hexdigest()  # noqa: S324 - Scrapy's checksum
+        await ensure_awaitable(self.store.persist_file(path, buf, info, headers={"Content-Type": content_type}))
+        self._checked[url] = record
+        return checksum
+
+    def item_completed(self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo) -> Any:
+        self._complete(results, item, info)
+        return super().item_completed(results, item, info)
+
+
+# --------------------------------------------------------------------------- image bytes in items
+
+
+class ImageBytesPipeline(_FaceStageMixin):
+    """Runs the face stage on image bytes carried in item fields.
+
+    The fields are named by ``GDPR_IMAGE_BYTES_FIELDS`` (default ``image_bytes``
+    and ``screenshot``). A field may hold bytes or a list of bytes; each value is
+    replaced by the stage's redacted, metadata-free output. The item is dropped
+    when an image cannot be checked or the policy does not let it be stored.
+    """
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
-        self.runtime = component_runtime(crawler)
+        self._setup_faces(crawler)
+        self.fields: tuple[str, ...] = self.runtime.config.image_bytes_fields
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         return cls(crawler)
 
+    async def process_item(self, item: Any) -> Any:
+        adapter = ItemAdapter(item)
+        records: list[dict[str, Any]] = []
+        for name in self.fields:
+            value = adapter.get(name)
+            if value is None:
+                continue
+            if isinstance(value, (list, tuple)):
+                new = [await self._check_value(item, name, v, records) for v in value]
+                adapter[name] = type(value)(new)
+            else:
+                adapter[name] = await self._check_value(item, name, value, records)
+        self._note(item, records)
+        return item
 
-from scrapy.pipelines.files import FilesPipeline  # noqa: E402
-from scrapy.pipelines.images import ImageException, ImagesPipeline  # noqa: E402
+    async def _check_value(self, item: Any, field: str, value: Any, records: list[dict[str, Any]]) -> bytes:
+        source = self._source(item)
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            self.faces.count_dropped("not_bytes")
+            detail = f"field {field!r} holds {type(value).__name__}, not image bytes"
+            self.faces.count_item_dropped(Reason.UNCHECKED)
+            raise drop(self.crawler, source, Reason.UNCHECKED, clause=self._clause(Reason.UNCHECKED), detail=detail)
+        verdict = await self.faces.check(bytes(value))
+        self.faces.count_checked(verdict)
+        if self._refused(verdict):
+            # One audit line, for the item: the image has no URL of its own.
+            reason = self._reason(verdict)
+            self.faces.count_dropped(verdict.reason or str(reason))
+            record = self.faces.record(verdict, field=field)
+            record["stored"] = False
+            records.append(record)
+            self._note(item, records)
+            self.faces.count_item_dropped(reason)
+            raise drop(
+                self.crawler, source, reason, clause=self._clause(reason),
+                detail=f"image in field {field!r} not stored: {verdict.reason}",
+            )
+        self.faces.count_stored(verdict)
+        records.append(self.faces.record(verdict, field=field))
+        return verdict.data
 
-
-class GdprImagesPipeline(ImagesPipeline):
-    """Placeholder that fails closed: no image is stored until the face stage exists."""
-
-    async def image_downloaded(self, response, request, info, *, item=None):  # type: ignore[no-untyped-def]
-        raise ImageException("face stage not available: image not stored")
-
-
-class GdprFilesPipeline(FilesPipeline):
-    """Placeholder that fails closed: no file is stored until the face stage exists."""
-
-    async def file_downloaded(self, response, request, info, *, item=None):  # type: ignore[no-untyped-def]
-        raise ImageException("face stage not available: file not stored")
+    def _source(self, item: Any) -> str:
+        provenance = provenance_of(self.crawler, item)
+        return provenance.url if provenance is not None else ""

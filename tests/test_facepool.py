@@ -1,0 +1,189 @@
+"""The face pool: worker threads, one detector per thread, back-pressure, and a
+reactor that stays responsive while a batch of images is processed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from io import BytesIO
+
+import pytest
+from PIL import Image
+from scrapy.settings import Settings
+from scrapy.utils.test import get_crawler
+
+import scrapy_gdpr.facepool as facepool
+from scrapy_gdpr.config import GdprConfig
+from scrapy_gdpr.runtime import get_runtime
+from tests.conftest import MockServer
+from tests.gallery import HOST, IMAGES, SITE, GallerySpider, Outcome, settings, stored_files
+from tests.utils import coroutine_test
+
+
+class RecordingDetector:
+    """Wraps the real detector and records where and how concurrently it runs."""
+
+    lock = threading.Lock()
+    threads: set[str] = set()
+    thread_ids: set[int] = set()
+    built: list[str] = []
+    running = 0
+    max_running = 0
+
+    def __init__(self, inner, delay: float = 0.0) -> None:
+        self.inner = inner
+        self.delay = delay
+        self.name, self.version = inner.name, inner.version
+
+    def detect(self, image):
+        cls = type(self)
+        with cls.lock:
+            cls.threads.add(threading.current_thread().name)
+            cls.thread_ids.add(threading.get_ident())
+            cls.running += 1
+            cls.max_running = max(cls.max_running, cls.running)
+        try:
+            if self.delay:
+                time.sleep(self.delay)
+            return self.inner.detect(image)
+        finally:
+            with cls.lock:
+                cls.running -= 1
+
+
+@pytest.fixture
+def recording(monkeypatch):
+    real = facepool.build_detector
+    RecordingDetector.threads = set()
+    RecordingDetector.thread_ids = set()
+    RecordingDetector.built = []
+    RecordingDetector.running = RecordingDetector.max_running = 0
+
+    def build(*args, **kwargs):
+        RecordingDetector.built.append(threading.current_thread().name)
+        return RecordingDetector(real(*args, **kwargs), delay=0.02)
+
+    monkeypatch.setattr(facepool, "build_detector", build)
+    return RecordingDetector
+
+
+def test_pool_sizing_defaults():
+    cfg = GdprConfig.from_settings(Settings())
+    assert cfg.face_workers == len(os.sched_getaffinity(0))
+    assert cfg.face_queue == 2 * cfg.face_workers
+    cfg = GdprConfig.from_settings(Settings({"GDPR_FACE_WORKERS": 3, "GDPR_FACE_QUEUE": 5}))
+    assert (cfg.face_workers, cfg.face_queue) == (3, 5)
+    with pytest.raises(ValueError, match="positive"):
+        GdprConfig.from_settings(Settings({"GDPR_FACE_WORKERS": -1}))
+
+
+@coroutine_test
+async def test_workers_named_gdpr_faces_one_detector_each_and_bounded(tmp_path, mockserver, recording):
+    urls = [f"/astronaut-gps.jpg?n={n}" for n in range(24)]
+
+    def make(response):
+        yield {"image_urls": [response.urljoin(u) for u in urls], "images": []}
+
+    crawler = get_crawler(
+        GallerySpider, settings(tmp_path, GDPR_FACE_WORKERS=2, GDPR_FACE_QUEUE=3, CONCURRENT_REQUESTS=32)
+    )
+    outcome = Outcome(crawler)
+    await crawler.crawl_async(url=mockserver.url("/index.html", host=HOST), make_items=make)
+    (item,) = outcome.scraped
+    assert len(item["images"]) == 24
+
+    assert recording.threads and all(n.startswith("gdpr-faces") for n in recording.threads)
+    assert threading.main_thread().ident not in recording.thread_ids  # the reactor never ran detection
+    assert threading.get_ident() not in recording.thread_ids
+    assert len(recording.built) == len(recording.threads) <= 2  # one detector per worker thread
+    assert all(n.startswith("gdpr-faces") for n in recording.built)
+    assert recording.max_running <= 2
+
+    section = get_runtime(crawler).report_sections["faces"]
+    assert section["workers"] == 2 and section["queue"] == 3
+    assert section["max_in_flight"] == 3  # the bound was reached and respected
+    assert section["images_redacted"] == 24
+
+
+@coroutine_test
+async def test_pool_is_shut_down_at_close(tmp_path, mockserver):
+    def make(response):
+        yield {"image_urls": [response.urljoin("/coffee.jpg")], "images": []}
+
+    crawler = get_crawler(GallerySpider, settings(tmp_path))
+    await crawler.crawl_async(url=mockserver.url("/index.html", host=HOST), make_items=make)
+    assert facepool.SERVICE not in get_runtime(crawler).services
+    assert not [t for t in threading.enumerate() if t.name.startswith("gdpr-faces")]
+
+
+@coroutine_test
+async def test_detector_failure_fails_closed(tmp_path, mockserver, monkeypatch):
+    class Broken:
+        name, version = "broken", "0"
+
+        def detect(self, image):
+            raise RuntimeError("model file missing")
+
+    monkeypatch.setattr(facepool, "build_detector", lambda *a, **k: Broken())
+
+    def make(response):
+        yield {"image_urls": [response.urljoin("/astronaut-gps.jpg"), response.urljoin("/coffee.jpg")], "images": []}
+
+    crawler = get_crawler(GallerySpider, settings(tmp_path))
+    outcome = Outcome(crawler)
+    await crawler.crawl_async(url=mockserver.url("/index.html", host=HOST), make_items=make)
+    (item,) = outcome.scraped
+    assert item["images"] == []
+    assert stored_files(tmp_path / "images") == {}
+    assert all(r["stored"] is False for r in outcome.records(item))
+    assert crawler.stats.get_value("gdpr/images/dropped") == 2
+
+
+@pytest.mark.slow
+@coroutine_test
+async def test_reactor_stays_responsive_during_a_batch(tmp_path):
+    # A batch of large photos: each takes a worker a noticeable time.
+    site = tmp_path / "site"
+    (site / "default").mkdir(parents=True)
+    (site / "default" / "index.html").write_text("<html><body>batch</body></html>")
+    big = Image.open(SITE / "astronaut-gps.jpg").convert("RGB").resize((1024, 1024), Image.Resampling.BILINEAR)
+    buf = BytesIO()
+    big.save(buf, "JPEG", quality=90)
+    (site / "default" / "big.jpg").write_bytes(buf.getvalue())
+
+    gaps: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not stop.is_set():
+            await asyncio.sleep(0.02)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    with MockServer(site=site) as server:
+        urls = [server.url(f"/big.jpg?n={n}") for n in range(20)]
+
+        def make(response):
+            yield {"image_urls": urls, "images": []}
+
+        crawler = get_crawler(  # valid.yaml lists 127.0.0.1
+            GallerySpider, settings(tmp_path, GDPR_FACE_WORKERS=2, IMAGES_THUMBS={"small": (200, 200)})
+        )
+        outcome = Outcome(crawler)
+        task = asyncio.ensure_future(ticker())
+        started = time.perf_counter()
+        await crawler.crawl_async(url=server.url("/index.html"), make_items=make)
+        elapsed = time.perf_counter() - started
+        stop.set()
+        await task
+
+    (item,) = outcome.scraped
+    assert len(item["images"]) == 20
+    max_gap = max(gaps)
+    print(f"batch of 20 1024x1024 images: {elapsed:.2f} s, longest reactor gap {max_gap * 1000:.0f} ms")
+    assert max_gap < 1.0
+    assert elapsed > max_gap * 2
