@@ -531,8 +531,8 @@ class OptOutMiddleware:
             if response.status == 200:
                 try:
                     rules, problems = parse_tdmrep_file(response.body)
-                except (ValueError, UnicodeDecodeError) as exc:
-                    entry.error = f"invalid file: {exc}"
+                except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+                    entry.error = f"invalid file: {exc.__class__.__name__}: {exc}"
                 else:
                     entry.rules = rules
                     for problem in problems:
