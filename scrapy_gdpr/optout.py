@@ -221,21 +221,27 @@ def parse_x_robots_tag(values: Iterable[str], token: str, *, now: datetime | Non
         if ";" in value or "=" in value:
             _merge(out, parse_robots_tag([value], token, now=now, label=label))
             continue
-        applies, scope = True, ""
-        for piece in _split_rules(value):
-            head, sep, rest = piece.partition(":")
-            head_l = head.strip().lower()
-            if sep and head_l not in VALUED_RULES and head_l not in KNOWN_RULES:
-                if not _TOKEN_RE.match(head.strip()):
-                    out.problems.append(f"{label}: cannot read {piece!r}")
-                    continue
-                applies, scope = head_l == token, head.strip()
-                piece = rest.strip()
-                if not piece:
-                    continue
-            if applies:
-                _apply_rule(piece, label, out, now, f"{label}: {scope}: {piece}" if scope else None)
+        _parse_scoped(value, token, label, out, now)
     return out
+
+
+def _parse_scoped(value: str, token: str, label: str, out: RobotsRules, now: datetime, prefix: str = "") -> None:
+    """One comma list of rules where ``botname:`` scopes the rules after it."""
+    applies, scope = True, ""
+    for piece in _split_rules(value):
+        head, sep, rest = piece.partition(":")
+        head_l = head.strip().lower()
+        if sep and head_l not in VALUED_RULES and head_l not in KNOWN_RULES:
+            if not _TOKEN_RE.match(head.strip()):
+                out.problems.append(f"{label}: cannot read {piece!r}")
+                continue
+            applies, scope = head_l == token, head.strip()
+            piece = rest.strip()
+            if not piece:
+                continue
+        if applies:
+            text = f"{label}: {prefix}{scope}: {piece}" if scope else f"{label}: {prefix}{piece}"
+            _apply_rule(piece, label, out, now, text)
 
 
 def parse_robots_tag(values: Iterable[str], token: str, *, now: datetime | None = None,
@@ -261,12 +267,10 @@ def parse_robots_tag(values: Iterable[str], token: str, *, now: datetime | None 
                     continue
                 if name != "*" and name.lower() != token:
                     continue
-                prefix = f"{label}: {name}="
+                _parse_scoped(rules, token, label, out, now, prefix=f"{name}=")
             else:
-                rules = part
-                prefix = f"{label}: "
-            for piece in _split_rules(rules):
-                _apply_rule(piece, label, out, now, f"{prefix}{piece}")
+                # rules for every crawler; a Google-style "botname:" prefix is honoured too
+                _parse_scoped(part, token, label, out, now)
     return out
 
 

@@ -376,3 +376,78 @@ async def test_images_and_documents_with_reservations_are_refused(tmp_path, mock
     assert refused == {"noimageai.png", "tdm.png", "cu-train.png"}
     lines = [a for a in audit_lines(tmp_path) if a["decision"] == "refused"]
     assert {a["reason"] for a in lines} == {"optout"} and len(lines) == 3
+
+
+@coroutine_test
+async def test_images_pipeline_never_stores_a_reserved_image(tmp_path, mockserver):
+    from scrapy.pipelines.images import ImagesPipeline
+
+    host = "optout-img.test"
+    urls = [mockserver.url(f"/{n}", host=host) for n in ("noimageindex.png", "ok.png")]
+
+    class ImageSpider(Spider):
+        name = "images"
+
+        async def start(self):
+            yield Request(mockserver.url("/plain.html", host="optout-xrobots.test"))
+
+        def parse(self, response):
+            yield {"image_urls": urls}
+
+    items: list[dict[str, Any]] = []
+    policy = write_policy(tmp_path, signal_purposes=["search"])
+    settings = crawl_settings(tmp_path, policy, ITEM_PIPELINES={ImagesPipeline: 1}, IMAGES_STORE=str(tmp_path / "images"))
+    crawler = get_crawler(ImageSpider, settings)
+    from scrapy import signals
+
+    crawler.signals.connect(lambda item, **kw: items.append(item), signal=signals.item_scraped, weak=False)
+    await crawler.crawl_async()
+    assert [img["url"] for img in items[0]["images"]] == [urls[1]]
+    assert len(list((tmp_path / "images").rglob("*.jpg"))) == 1
+    assert crawler.stats.get_value("gdpr/blocked/optout") == 1
+
+
+@coroutine_test
+async def test_tdmrep_cache_expires(tmp_path):
+    from scrapy.utils.asyncio import sleep
+
+    from tests.conftest import MockServer
+
+    site = tmp_path / "site"
+    (site / "hosts" / "tdm-ttl" / ".well-known").mkdir(parents=True)
+    (site / "hosts" / "tdm-ttl" / ".well-known" / "tdmrep.json").write_text('[{"location": "/", "tdm-reservation": 1}]')
+    (site / "hosts" / "tdm-ttl" / "a.html").write_text("<html><body>a</body></html>")
+
+    class LaterSpider(CollectSpider):
+        async def start(self):
+            yield Request(self.urls[0], dont_filter=True)
+            while not self.results:
+                await sleep(0.05)
+            await sleep(1.2)
+            yield Request(self.urls[0] + "?later", dont_filter=True)
+
+    policy = write_policy(tmp_path, opt_out={"tdmrep_cache_ttl": "PT1S"})
+    with MockServer(site=site, log=tmp_path / "requests.log") as server:
+        crawler = get_crawler(LaterSpider, crawl_settings(tmp_path, policy))
+        await crawler.crawl_async(urls=[server.url("/a.html", host="tdm-ttl.test")])
+        paths = [p for _, _, p in server.requests()]
+    assert paths == ["/.well-known/tdmrep.json", "/a.html", "/.well-known/tdmrep.json", "/a.html?later"]
+    assert all(not r["optout"]["ai-train"]["allowed"] for r in crawler.spider.results.values())
+    assert crawler.stats.get_value("gdpr/optout/tdmrep_file/found") == 2
+
+
+@coroutine_test
+async def test_report_section(tmp_path, mockserver):
+    from scrapy_gdpr.runtime import get_runtime
+
+    urls = [mockserver.url("/noindex.html", host="optout-xrobots.test"),
+            mockserver.url("/reserved/a.html", host="optout-tdm.test"),
+            mockserver.url("/page.html", host="optout-tdmbad.test")]
+    crawler = await run(tmp_path, urls)
+    section = get_runtime(crawler).report_sections["optout"]
+    assert section["pages_with_reservations"] == 2
+    assert section["reserved"] == {"search": 1, "ai-train": 1, "ai-input": 1}
+    files = section["tdmrep_files"]
+    assert files[f"http://optout-xrobots.test:{mockserver.port}"] == "none (404)"
+    assert files[f"http://optout-tdm.test:{mockserver.port}"] == "4 rule(s)"
+    assert files[f"http://optout-tdmbad.test:{mockserver.port}"].startswith("unset (invalid file")
