@@ -159,6 +159,11 @@ class TermsMiddleware:
             state = self._states[i] = _TermsState()
             state.report = self._row(rule)
             rows.append(state.report)
+            snapshot = rule.terms.snapshot if rule.terms is not None else None
+            if snapshot and not self.policy.resolve_path(snapshot).is_file():
+                logger.warning("The terms snapshot %(path)s of %(domain)s does not exist; a drift report "
+                               "cannot show what changed", {"path": self.policy.resolve_path(snapshot),
+                                                            "domain": rule.domain})
         self.runtime.report_sections["terms"] = rows
 
     @classmethod
@@ -258,6 +263,11 @@ class TermsMiddleware:
             self._unreachable(i, state, f"the terms page {terms.url} answered HTTP {response.status}")
             return
         text = normalise_terms(response)
+        if not text:
+            ctype = response.headers.get("Content-Type", b"").decode("latin-1") or "unknown type"
+            self._unreachable(i, state, f"the terms page {terms.url} has no readable text ({ctype}); "
+                                        "its changes cannot be detected")
+            return
         current = fingerprint(text)
         state.current = current
         row["current_fingerprint"] = current

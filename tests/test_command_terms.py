@@ -58,11 +58,15 @@ def test_errors_and_exit_codes(tmp_path, mockserver):
     result = run_scrapy("gdpr-terms", "not-a-url", cwd=tmp_path)
     assert result.returncode == 2
     assert "not an absolute http(s) URL" in result.stderr
-    result = run_scrapy("gdpr-terms", cwd=tmp_path)
-    assert result.returncode == 2
 
 
 def _quote(text: str) -> str:
     from urllib.parse import quote
 
     return quote(text, safe="")
+
+
+def test_no_readable_text_is_an_error(tmp_path, mockserver):
+    result = run_scrapy("gdpr-terms", mockserver.url("/_/respond?body=%25PDF-1.4%00%01&h=Content-Type:application/pdf"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "no readable text (application/pdf)" in result.stderr

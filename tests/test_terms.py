@@ -287,3 +287,13 @@ async def test_internal_requests_pass(tmp_path, logged_mockserver):
     await crawler.crawl_async()
     assert len(crawler.spider.seen) == 3
     assert list(crawler.spider.failures) == [url]
+
+
+@coroutine_test
+async def test_terms_without_readable_text_fail_closed(tmp_path, mockserver):
+    url = mockserver.url("/_/respond?body=%25PDF-1.4%00%01&h=Content-Type:application/pdf", host="terms-ok.test")
+    policy = write_policy(tmp_path, [{"domain": "terms-ok.test", "terms": terms(url, fp=fingerprint(""))}])
+    page = mockserver.url("/page.html", host="terms-ok.test")
+    crawler = await run(tmp_path, policy, urls=[page])
+    assert crawler.spider.seen == []
+    assert "no readable text (application/pdf)" in str(crawler.spider.failures[page])

@@ -70,7 +70,11 @@ class Command(ScrapyCommand):
         text = normalise_terms(response)
         fp = fingerprint(text)
         if not text:
-            print(f"warning: {url} has no readable text", file=sys.stderr)
+            ctype = headers.get("Content-Type", b"").decode("latin-1") or "unknown type"
+            print(f"error: {url} has no readable text ({ctype}); the crawl would refuse this domain, "
+                  "since changes to it cannot be detected", file=sys.stderr)
+            self.exitcode = 1
+            return
         print(f"url: {url}")
         if final_url != url:
             print(f"redirected to: {final_url}")
