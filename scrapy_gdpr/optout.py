@@ -371,7 +371,21 @@ def _tdm_value(value: Any) -> int | None:
     return None
 
 
+_PCT = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def _decode_unreserved(path: str) -> str:
+    """Decode percent-encoded unreserved characters (RFC 3986), as TDMRep asks before matching."""
+
+    def repl(m: re.Match[str]) -> str:
+        char = chr(int(m.group(1), 16))
+        return char if char.isascii() and (char.isalnum() or char in "-._~") else m.group(0).upper()
+
+    return _PCT.sub(repl, path)
+
+
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    pattern = _decode_unreserved(pattern)
     anchored = pattern.endswith("$")
     body = pattern[:-1] if anchored else pattern
     regex = ".*".join(re.escape(part) for part in body.split("*"))
@@ -403,7 +417,7 @@ def parse_tdmrep_file(body: bytes) -> tuple[list[TdmRule], list[str]]:
 def match_tdmrep(rules: list[TdmRule], url: str) -> TdmRule | None:
     """The first rule whose location matches the URL's path (and query): TDMRep's "most specific"."""
     parts = urlsplit(url)
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    target = _decode_unreserved((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
     for rule in rules:
         if rule.regex.match(target):
             return rule
@@ -730,10 +744,8 @@ class NoFollowMiddleware(BaseSpiderMiddleware):
     def __init__(self, crawler: Crawler) -> None:
         super().__init__(crawler)
         self.runtime = component_runtime(crawler)
-        if not (self.runtime.policy.opt_out.x_robots_tag or self.runtime.policy.opt_out.meta_robots):
-            self.enabled = False
-        else:
-            self.enabled = True
+        switches = self.runtime.policy.opt_out
+        self.enabled = switches.x_robots_tag or switches.meta_robots
 
     def get_processed_request(self, request: Request, response: Response | None) -> Request | None:
         if not self.enabled or response is None:

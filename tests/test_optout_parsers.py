@@ -115,6 +115,11 @@ def test_tdmrep_file_patterns():
     assert match_tdmrep(rules, "http://x/A/y.pdf").reservation is None  # case-sensitive: falls to "/"
     assert match_tdmrep(rules, "http://x/b/c").location == "/b/*"
     assert match_tdmrep(rules[:2], "http://x/c") is None
+    # percent-encoded unreserved characters match their plain form; "$" matched verbatim is %24
+    assert match_tdmrep(rules, "http://x/%61/y.pdf").reservation == 1
+    rules, _ = parse_tdmrep_file(b'[{"location": "/foo-%24", "tdm-reservation": 1}]')
+    assert match_tdmrep(rules, "http://x/foo-%24").reservation == 1
+    assert match_tdmrep(rules, "http://x/foo-") is None
     for bad in (b"{}", b"not json", b"\xff", b"[" * 100000):
         with pytest.raises((ValueError, RecursionError)):
             parse_tdmrep_file(bad)
