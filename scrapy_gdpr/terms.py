@@ -275,6 +275,7 @@ class TermsMiddleware:
             state.status, state.detail = "ok", ""
             row["status"] = "ok: unchanged since review"
             stats.inc_value("gdpr/terms/unchanged")
+            record(self.crawler, "terms_unchanged", terms.url, domain=rule.domain, current=current)
             return
         state.status = "drift"
         stats.inc_value("gdpr/terms/drift")
@@ -311,6 +312,9 @@ class TermsMiddleware:
         state.report["status"] = "refused: terms page unreachable"
         state.report["note"] = f"{detail}; retried after {self.policy.terms_check.interval}"
         self.crawler.stats.inc_value("gdpr/terms/unreachable")
+        rule = self.policy.domains[i]
+        record(self.crawler, "terms_unreachable", rule.terms.url if rule.terms else "", domain=rule.domain,
+               detail=detail)
         logger.warning("Terms of %(domain)s unverifiable, domain refused: %(detail)s",
-                       {"domain": self.policy.domains[i].domain, "detail": detail},
+                       {"domain": rule.domain, "detail": detail},
                        extra={"spider": self.crawler.spider})

@@ -173,6 +173,8 @@ async def test_concurrent_requests_share_one_terms_check(tmp_path, logged_mockse
     assert paths.count("/terms.html") == 1
     assert paths[0] == "/terms.html"  # before the first page
     assert crawler.stats.get_value("gdpr/terms/check_count") == 1
+    checks = [a for a in audit(tmp_path) if a["decision"].startswith("terms_")]
+    assert checks == [{**checks[0], "decision": "terms_unchanged", "domain": "terms-ok.test", "current": fp}]
 
 
 # --------------------------------------------------------------------------- drift
