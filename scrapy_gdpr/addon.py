@@ -41,6 +41,8 @@ DOWNLOADER_MIDDLEWARES: dict[str, int] = {
 SPIDER_MIDDLEWARES: dict[str, int] = {
     # Closest to the spider: stamps every item with where it came from.
     "scrapy_gdpr.provenance.ProvenanceMiddleware": 950,
+    # Drops requests yielded from a page whose robots rules say nofollow.
+    "scrapy_gdpr.optout.NoFollowMiddleware": 940,
 }
 
 ITEM_PIPELINES: dict[str, int] = {

@@ -1,23 +1,758 @@
-"""Opt-out signals: X-Robots-Tag, meta robots, TDMRep, Content-Usage."""
+"""Opt-out signals on responses: X-Robots-Tag, meta robots, TDMRep, Content-Usage.
+
+:class:`OptOutMiddleware` (downloader middleware at 120, so its ``process_response``
+sees decompressed bodies after redirects) reads every signal a response carries,
+combines them into one decision per opt-out purpose (``search``, ``ai-train``,
+``ai-input``; most restrictive wins) and attaches the decision for the spider's
+purposes to ``response.meta["gdpr_optout"]`` and ``response.meta["gdpr_images_optout"]``.
+Non-HTML responses (images, PDFs...) whose signals reserve a purpose of the spider
+are refused outright, so they are never stored.
+
+:class:`NoFollowMiddleware` (spider middleware) drops requests yielded from a page
+whose robots rules say ``nofollow``.
+
+The parsers are plain functions, usable without Scrapy. The mapping of signals to
+purposes is documented in ``docs/optout.md``.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
+import http_sfv
+from scrapy.exceptions import IgnoreRequest
+from scrapy.http import HtmlResponse, Request
+from scrapy.http.request import NO_CALLBACK
+from scrapy.spidermiddlewares.base import BaseSpiderMiddleware
+from scrapy.utils.defer import maybe_deferred_to_future
+from twisted.internet.defer import Deferred
+
+from scrapy_gdpr import audit
 from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr.audit import Reason, note_refusal, refuse
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from scrapy.crawler import Crawler
+    from scrapy.http import Response
     from typing_extensions import Self
+
+logger = logging.getLogger(__name__)
+
+PURPOSES = ("search", "ai-train", "ai-input")
+AI_PURPOSES = ("ai-train", "ai-input")
+
+#: Robots rules and the opt-out purposes each one reserves for the page itself.
+RULE_PURPOSES: dict[str, tuple[str, ...]] = {
+    "noindex": ("search",),
+    "none": ("search",),
+    "noai": AI_PURPOSES,
+}
+#: Robots rules reserving the page's images, and for which purposes.
+IMAGE_RULE_PURPOSES: dict[str, tuple[str, ...]] = {
+    "noimageindex": ("search",),
+    "noimageai": AI_PURPOSES,
+}
+#: Rules acted on (besides the two maps above): link following and caching.
+OTHER_RULES = {"nofollow", "noarchive", "all", "unavailable_after"}
+#: Rules that are valid but place no restriction this project acts on.
+IGNORED_RULES = {
+    "nosnippet",
+    "indexifembedded",
+    "notranslate",
+    "noodp",
+    "noydir",
+    "nocache",
+    "max-snippet",
+    "max-image-preview",
+    "max-video-preview",
+}
+KNOWN_RULES = set(RULE_PURPOSES) | set(IMAGE_RULE_PURPOSES) | OTHER_RULES | IGNORED_RULES
+#: Rules that take a value after a colon (``max-snippet: 20``); never bot names.
+VALUED_RULES = {"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"}
+
+_TOKEN_RE = re.compile(r"^[A-Za-z_-]+$")
+
+#: IETF AI-preferences vocabulary keys (``Content-Usage``) and the purpose each covers.
+#: ``train-genai`` and ``ai-use`` come from earlier drafts; honouring them is stricter.
+CONTENT_USAGE_KEYS: dict[str, str] = {
+    "train-ai": "ai-train",
+    "train-genai": "ai-train",
+    "ai-use": "ai-input",
+    "search": "search",
+}
+
+TDMREP_PATH = "/.well-known/tdmrep.json"
+TDMREP_MAX_SIZE = 1_000_000
+INTERNAL_PRIORITY = 1000
+
+
+# --------------------------------------------------------------------------- signals
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One restrictive signal seen on a response: where it came from and what it said."""
+
+    source: str  # x_robots_tag, robots_tag, meta_robots, tdmrep_file, tdmrep_header, tdmrep_meta, content_usage
+    rule: str  # noindex, noai, tdm-reservation, train-ai ...
+    text: str  # what a person reads: "X-Robots-Tag: noindex"
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass
+class RobotsRules:
+    """Robots rules that apply to this crawler, with the text that set each one."""
+
+    rules: dict[str, str] = field(default_factory=dict)  # rule -> signal text
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, rule: str, text: str) -> None:
+        self.rules.setdefault(rule, text)
+
+
+def _split_rules(value: str) -> list[str]:
+    """Split a comma list of rules, keeping ``unavailable_after`` dates (which contain commas) whole."""
+    pieces = [p.strip() for p in value.split(",")]
+    out: list[str] = []
+    for piece in pieces:
+        if out and out[-1].lower().startswith("unavailable_after") and not _starts_rule(piece):
+            out[-1] = f"{out[-1]}, {piece}"
+        else:
+            out.append(piece)
+    return [p for p in out if p]
+
+
+def _starts_rule(piece: str) -> bool:
+    head = piece.split(":", 1)[0].strip().lower()
+    return head in KNOWN_RULES or bool(_TOKEN_RE.match(head) and ":" in piece)
+
+
+def _parse_date(text: str) -> datetime | None:
+    text = text.strip()
+    try:
+        moment = parsedate_to_datetime(text)  # RFC 822 / 850 / 1123
+    except (TypeError, ValueError, IndexError):
+        moment = None
+    if moment is None:
+        for candidate in (text, text.replace("Z", "+00:00")):
+            try:
+                moment = datetime.fromisoformat(candidate)
+                break
+            except ValueError:
+                continue
+    if moment is None:
+        for fmt in ("%A, %d-%b-%y %H:%M:%S %Z", "%d %b %Y %H:%M:%S %Z", "%d-%b-%Y %H:%M:%S %Z"):
+            try:
+                moment = datetime.strptime(text, fmt)
+                break
+            except ValueError:
+                continue
+    if moment is not None and moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment
+
+
+def _apply_rule(piece: str, label: str, out: RobotsRules, now: datetime, text: str | None = None) -> None:
+    """Apply one rule (``noindex``, ``unavailable_after: <date>``) to ``out``.
+
+    ``text`` is what the signal is reported as (default ``"<label>: <rule>"``).
+    """
+    name, _, value = piece.partition(":")
+    name = name.strip().lower()
+    text = text or f"{label}: {piece.strip()}"
+    if name in VALUED_RULES:
+        if name == "unavailable_after":
+            moment = _parse_date(value)
+            if moment is None:
+                out.problems.append(f"{label}: cannot read the date in {piece!r}")
+            elif moment <= now:
+                out.add("noindex", text)
+        return
+    if value.strip():
+        out.problems.append(f"{label}: unexpected value in {piece!r}")
+    if name in KNOWN_RULES:
+        if name == "none":
+            out.add("none", text)
+            out.add("noindex", text)
+            out.add("nofollow", text)
+        else:
+            out.add(name, text)
+        return
+    # Not a rule we know. If it hides a restrictive rule ("noindex nofollow",
+    # "noai;"), honour that rule rather than fail open; otherwise ignore it.
+    words = [w for w in re.split(r"[^a-z_-]+", name) if w]
+    hidden = [w for w in words if w in RULE_PURPOSES or w in IMAGE_RULE_PURPOSES or w in ("nofollow", "noarchive")]
+    if hidden:
+        out.problems.append(f"{label}: malformed rule {piece!r}, read as {', '.join(hidden)}")
+        for w in hidden:
+            _apply_rule(w, label, out, now, text)
+    elif name:
+        logger.debug("Unknown robots rule %(rule)r in %(label)s ignored", {"rule": piece, "label": label})
+
+
+def parse_x_robots_tag(values: Iterable[str], token: str, *, now: datetime | None = None,
+                       label: str = "X-Robots-Tag") -> RobotsRules:
+    """Rules of ``X-Robots-Tag`` header values (each value one header line) for ``token``.
+
+    Google's syntax: a comma list of rules, where ``botname: rules`` scopes the rules
+    after it (up to the next ``botname:``) to that crawler; unscoped rules apply to
+    every crawler. Bot names are compared with ``token`` case-insensitively. A value
+    containing ``;`` or ``=`` is read with the ``robots-tag`` draft syntax instead.
+    """
+    now = now or datetime.now(UTC)
+    out = RobotsRules()
+    token = token.lower()
+    for raw in values:
+        value = raw.strip()
+        if not value:
+            continue
+        if ";" in value or "=" in value:
+            _merge(out, parse_robots_tag([value], token, now=now, label=label))
+            continue
+        _parse_scoped(value, token, label, out, now)
+    return out
+
+
+def _parse_scoped(value: str, token: str, label: str, out: RobotsRules, now: datetime, prefix: str = "") -> None:
+    """One comma list of rules where ``botname:`` scopes the rules after it."""
+    applies, scope = True, ""
+    for piece in _split_rules(value):
+        head, sep, rest = piece.partition(":")
+        head_l = head.strip().lower()
+        if sep and head_l not in VALUED_RULES and head_l not in KNOWN_RULES:
+            if not _TOKEN_RE.match(head.strip()):
+                out.problems.append(f"{label}: cannot read {piece!r}")
+                continue
+            applies, scope = head_l == token, head.strip()
+            piece = rest.strip()
+            if not piece:
+                continue
+        if applies:
+            text = f"{label}: {prefix}{scope}: {piece}" if scope else f"{label}: {prefix}{piece}"
+            _apply_rule(piece, label, out, now, text)
+
+
+def parse_robots_tag(values: Iterable[str], token: str, *, now: datetime | None = None,
+                     label: str = "Robots-Tag") -> RobotsRules:
+    """Rules of ``robots-tag`` header values in draft-illyes-repext syntax.
+
+    ``rules; Token=rules; *=rules``: the part without ``=`` (or ``*=``) applies to
+    every crawler, ``Token=`` only to the crawler whose product token it names.
+    """
+    now = now or datetime.now(UTC)
+    out = RobotsRules()
+    token = token.lower()
+    for raw in values:
+        for part in raw.split(";"):
+            part = part.strip()
+            if not part:
+                continue
+            name, sep, rules = part.partition("=")
+            if sep:
+                name = name.strip()
+                if name != "*" and not _TOKEN_RE.match(name):
+                    out.problems.append(f"{label}: cannot read {part!r}")
+                    continue
+                if name != "*" and name.lower() != token:
+                    continue
+                _parse_scoped(rules, token, label, out, now, prefix=f"{name}=")
+            else:
+                # rules for every crawler; a Google-style "botname:" prefix is honoured too
+                _parse_scoped(part, token, label, out, now)
+    return out
+
+
+def _merge(into: RobotsRules, other: RobotsRules) -> None:
+    for rule, text in other.rules.items():
+        into.add(rule, text)
+    into.problems.extend(other.problems)
+
+
+def parse_meta_robots(response: HtmlResponse, token: str, *, now: datetime | None = None) -> tuple[RobotsRules, dict[str, str]]:
+    """Robots rules of ``<meta name="robots|<token>">`` in ``<head>``, and the TDMRep metas.
+
+    Returns the rules and ``{"tdm-reservation": ..., "tdm-policy": ...}`` (when present).
+    Only elements inside ``<head>`` count (draft-illyes-repext).
+    """
+    now = now or datetime.now(UTC)
+    out = RobotsRules()
+    tdm: dict[str, str] = {}
+    token = token.lower()
+    for meta in response.xpath("//head/meta[@name]"):
+        name = (meta.attrib.get("name") or "").strip().lower()
+        content = meta.attrib.get("content")
+        if name in ("tdm-reservation", "tdm-policy"):
+            if content is not None:
+                tdm.setdefault(name, content.strip())
+            continue
+        if name not in ("robots", token):
+            continue
+        if content is None:
+            out.problems.append(f'<meta name="{name}"> without content')
+            continue
+        label = f'<meta name="{meta.attrib.get("name")}">'
+        text = f'<meta name="{meta.attrib.get("name")}" content="{content.strip()}">'
+        for piece in _split_rules(content):
+            _apply_rule(piece, label, out, now, text)
+    return out, tdm
+
+
+# --------------------------------------------------------------------------- Content-Usage
+
+
+@dataclass
+class ContentUsage:
+    """Preferences of a ``Content-Usage`` field: purpose -> ``"n"`` or ``"y"`` per key."""
+
+    prefs: dict[str, str] = field(default_factory=dict)  # vocabulary key -> "y"/"n"
+    problems: list[str] = field(default_factory=list)
+
+
+def parse_content_usage(values: Iterable[str]) -> ContentUsage:
+    """Parse ``Content-Usage`` header values as one Structured Fields Dictionary.
+
+    Repeated header lines are combined with ``, `` (RFC 9110 §5.3). A parse failure
+    (uppercase keys, stray commas) makes every preference unknown; values other than
+    the tokens ``y`` and ``n`` are unknown; unknown keys and all parameters are
+    ignored; a repeated key's last value wins (draft-ietf-aipref-vocab).
+    """
+    out = ContentUsage()
+    joined = ", ".join(v.strip() for v in values if v.strip())
+    if not joined:
+        return out
+    sfd = http_sfv.Dictionary()
+    try:
+        sfd.parse(joined.encode("latin-1", errors="strict"))
+    except (ValueError, UnicodeError) as exc:
+        out.problems.append(f"Content-Usage: cannot parse {joined!r} ({str(exc) or 'not a valid structured field dictionary'})")
+        return out
+    for key, member in sfd.items():
+        if key not in CONTENT_USAGE_KEYS:
+            continue
+        value = getattr(member, "value", None)
+        if isinstance(value, http_sfv.Token) and str(value) in ("y", "n"):
+            out.prefs[key] = str(value)
+        else:
+            out.problems.append(f"Content-Usage: {key} has a value other than the tokens y/n; unknown")
+    return out
+
+
+# --------------------------------------------------------------------------- TDMRep
+
+
+@dataclass(frozen=True)
+class TdmRule:
+    location: str
+    reservation: int | None
+    policy: str | None
+    regex: re.Pattern[str]
+
+
+def _tdm_value(value: Any) -> int | None:
+    """``tdm-reservation`` as 0/1, or None (unset) for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and value in (0, 1):
+        return value
+    if isinstance(value, str) and value.strip() in ("0", "1"):
+        return int(value.strip())
+    return None
+
+
+_PCT = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def _decode_unreserved(path: str) -> str:
+    """Decode percent-encoded unreserved characters (RFC 3986), as TDMRep asks before matching."""
+
+    def repl(m: re.Match[str]) -> str:
+        char = chr(int(m.group(1), 16))
+        return char if char.isascii() and (char.isalnum() or char in "-._~") else m.group(0).upper()
+
+    return _PCT.sub(repl, path)
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    pattern = _decode_unreserved(pattern)
+    anchored = pattern.endswith("$")
+    body = pattern[:-1] if anchored else pattern
+    regex = ".*".join(re.escape(part) for part in body.split("*"))
+    return re.compile(regex + ("\\Z" if anchored else ""))
+
+
+def parse_tdmrep_file(body: bytes) -> tuple[list[TdmRule], list[str]]:
+    """Rules of a ``/.well-known/tdmrep.json`` body; raises ValueError when it is not valid."""
+    data = json.loads(body.decode("utf-8-sig"))
+    if not isinstance(data, list):
+        raise ValueError("tdmrep.json is not a JSON array")
+    rules: list[TdmRule] = []
+    problems: list[str] = []
+    for i, entry in enumerate(data):
+        if not isinstance(entry, dict) or not isinstance(entry.get("location"), str):
+            problems.append(f"tdmrep.json entry {i} has no location; skipped")
+            continue
+        location = entry["location"].strip()
+        if not location.startswith(("/", "*")):
+            location = "/" + location
+        reservation = _tdm_value(entry.get("tdm-reservation"))
+        if reservation is None and "tdm-reservation" in entry:
+            problems.append(f"tdmrep.json entry {i}: tdm-reservation {entry['tdm-reservation']!r} is not 0 or 1; unset")
+        policy = entry.get("tdm-policy")
+        rules.append(TdmRule(location, reservation, policy if isinstance(policy, str) else None, _pattern_regex(location)))
+    return rules, problems
+
+
+def match_tdmrep(rules: list[TdmRule], url: str) -> TdmRule | None:
+    """The first rule whose location matches the URL's path (and query): TDMRep's "most specific"."""
+    parts = urlsplit(url)
+    target = _decode_unreserved((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
+    for rule in rules:
+        if rule.regex.match(target):
+            return rule
+    return None
+
+
+@dataclass
+class _TdmEntry:
+    rules: list[TdmRule] | None = None  # None: no file (unset)
+    fetched_at: float = 0.0
+    error: str = ""
+    waiters: list[Deferred[None]] | None = None  # a fetch is in flight
+
+
+# --------------------------------------------------------------------------- decision
+
+
+@dataclass
+class Decision:
+    """The combined opt-out decision for one response."""
+
+    reserved: dict[str, list[Signal]] = field(default_factory=lambda: {p: [] for p in PURPOSES})
+    images: dict[str, list[Signal]] = field(default_factory=lambda: {p: [] for p in PURPOSES})
+    nofollow: Signal | None = None
+    noarchive: Signal | None = None
+    seen: list[Signal] = field(default_factory=list)
+    tdm_policy: str | None = None
+
+    def reserve(self, purposes: Iterable[str], signal: Signal) -> None:
+        for p in purposes:
+            if signal not in self.reserved[p]:
+                self.reserved[p].append(signal)
+
+    def reserve_images(self, purposes: Iterable[str], signal: Signal) -> None:
+        for p in purposes:
+            if signal not in self.images[p]:
+                self.images[p].append(signal)
+
+
+def _robots_into(decision: Decision, rules: RobotsRules, source: str) -> None:
+    for rule, text in rules.rules.items():
+        signal = Signal(source, rule, text)
+        if rule in RULE_PURPOSES:
+            if rule == "none":
+                continue  # recorded through the noindex and nofollow it implies
+            decision.reserve(RULE_PURPOSES[rule], signal)
+            decision.seen.append(signal)
+        elif rule in IMAGE_RULE_PURPOSES:
+            decision.reserve_images(IMAGE_RULE_PURPOSES[rule], signal)
+            decision.seen.append(signal)
+        elif rule == "nofollow" and decision.nofollow is None:
+            decision.nofollow = signal
+            decision.seen.append(signal)
+        elif rule == "noarchive" and decision.noarchive is None:
+            decision.noarchive = signal
+            decision.seen.append(signal)
+
+
+# --------------------------------------------------------------------------- middleware
 
 
 class OptOutMiddleware:
-    """Placeholder: opt-out signals."""
+    """Downloader middleware reading opt-out signals and attaching the decision."""
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self.runtime = component_runtime(crawler)
+        self.policy = self.runtime.policy
+        self.switches = self.policy.opt_out
+        self.token = self.policy.crawler.product_token
+        self.tdmrep_ttl = self.policy.duration(self.switches.tdmrep_cache_ttl).total_seconds()
+        #: The opt-out purposes of the spider, each with the policy clause naming it.
+        self.spider_purposes: dict[str, str] = {}
+        for i, purpose in enumerate(self.policy.purposes):
+            for sp in purpose.signal_purposes:
+                self.spider_purposes.setdefault(sp, self.policy.clause("purposes", i, "signal_purposes"))
+        self._tdm: dict[str, _TdmEntry] = {}
+        self._summary: dict[str, Any] = {"pages_with_reservations": 0, "refused_responses": 0,
+                                         "reserved": {p: 0 for p in PURPOSES}, "tdmrep_files": {}}
+        self.runtime.report_sections["optout"] = self._summary
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         return cls(crawler)
+
+    # -- TDMRep file -----------------------------------------------------------------
+    @staticmethod
+    def _origin(url: str) -> str | None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            return None
+        return f"{parts.scheme}://{parts.netloc.lower()}"
+
+    async def _tdmrep(self, origin: str) -> _TdmEntry:
+        """The origin's TDMRep rules, fetched once per TTL; concurrent callers share one fetch."""
+        entry = self._tdm.get(origin)
+        if entry is not None and entry.waiters is None and time.monotonic() - entry.fetched_at < self.tdmrep_ttl:
+            return entry
+        if entry is not None and entry.waiters is not None:
+            d: Deferred[None] = Deferred()
+            entry.waiters.append(d)
+            await maybe_deferred_to_future(d)
+            return self._tdm[origin]
+        if entry is None:
+            entry = self._tdm[origin] = _TdmEntry()
+        entry.waiters = []
+        try:
+            await self._fetch_tdmrep(origin, entry)
+        finally:
+            entry.fetched_at = time.monotonic()
+            waiters, entry.waiters = entry.waiters, None
+            for d in waiters:
+                d.callback(None)
+        return entry
+
+    async def _fetch_tdmrep(self, origin: str, entry: _TdmEntry) -> None:
+        url = origin + TDMREP_PATH
+        stats = self.crawler.stats
+        request = Request(url, priority=INTERNAL_PRIORITY, callback=NO_CALLBACK, dont_filter=True,
+                          meta={"gdpr_internal": "tdmrep", "download_maxsize": TDMREP_MAX_SIZE})
+        entry.rules, entry.error = None, ""
+        try:
+            response = await self.crawler.engine.download_async(request)
+        except IgnoreRequest as exc:
+            entry.error = f"not fetched: {exc}"
+        except Exception as exc:  # network errors: the file is unreachable, so unset
+            entry.error = f"unreachable: {exc.__class__.__name__}: {exc}"
+        else:
+            if response.status == 200:
+                try:
+                    rules, problems = parse_tdmrep_file(response.body)
+                except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+                    entry.error = f"invalid file: {exc.__class__.__name__}: {exc}"
+                else:
+                    entry.rules = rules
+                    for problem in problems:
+                        logger.warning("TDMRep %(url)s: %(p)s", {"url": url, "p": problem},
+                                       extra={"spider": self.crawler.spider})
+            elif response.status != 404:
+                entry.error = f"HTTP {response.status}"
+        if entry.rules is not None:
+            stats.inc_value("gdpr/optout/tdmrep_file/found")
+            status = f"{len(entry.rules)} rule(s)"
+        elif entry.error:
+            stats.inc_value("gdpr/optout/tdmrep_file/error")
+            logger.warning("TDMRep file %(url)s treated as unset: %(e)s", {"url": url, "e": entry.error},
+                           extra={"spider": self.crawler.spider})
+            status = f"unset ({entry.error})"
+        else:
+            status = "none (404)"
+        self._summary["tdmrep_files"][origin] = status
+
+    # -- hooks ----------------------------------------------------------------------
+    async def process_request(self, request: Request) -> None:
+        if request.meta.get("gdpr_internal") or not self.switches.tdmrep:
+            return
+        origin = self._origin(request.url)
+        if origin is not None:
+            # TDMRep: the file must be checked before the first page of an origin.
+            await self._tdmrep(origin)
+
+    async def process_response(self, request: Request, response: Response) -> Response:
+        if request.meta.get("gdpr_internal"):
+            return response
+        decision = await self.decide(response)
+        self._attach(request, response, decision)
+        self._enforce(response, decision)
+        return response
+
+    # -- the decision ---------------------------------------------------------------
+    def _problem(self, source: str, message: str, url: str) -> None:
+        self.crawler.stats.inc_value(f"gdpr/optout/malformed/{source}")
+        logger.warning("Opt-out signal on %(url)s not fully readable: %(m)s", {"url": url, "m": message},
+                       extra={"spider": self.crawler.spider})
+
+    def _headers(self, response: Response, name: str) -> list[str]:
+        return [v.decode("latin-1") for v in response.headers.getlist(name)]
+
+    async def decide(self, response: Response) -> Decision:
+        """Read every enabled signal on ``response`` and combine them."""
+        decision = Decision()
+        url = response.url
+        sw = self.switches
+        if sw.x_robots_tag:
+            for header, source, parser in (("X-Robots-Tag", "x_robots_tag", parse_x_robots_tag),
+                                           ("Robots-Tag", "robots_tag", parse_robots_tag)):
+                values = self._headers(response, header)
+                if values:
+                    rules = parser(values, self.token)
+                    for p in rules.problems:
+                        self._problem(source, p, url)
+                    _robots_into(decision, rules, source)
+        meta_tdm: dict[str, str] = {}
+        if isinstance(response, HtmlResponse) and (sw.meta_robots or sw.tdmrep):
+            try:
+                rules, meta_tdm = parse_meta_robots(response, self.token)
+            except Exception as exc:  # an unparseable body: nothing can be read from it
+                self._problem("meta_robots", f"cannot parse the HTML: {exc}", url)
+                rules, meta_tdm = RobotsRules(), {}
+            if sw.meta_robots:
+                for p in rules.problems:
+                    self._problem("meta_robots", p, url)
+                _robots_into(decision, rules, "meta_robots")
+        if sw.tdmrep:
+            await self._decide_tdmrep(response, decision, meta_tdm)
+        if sw.content_usage:
+            values = self._headers(response, "Content-Usage")
+            if values:
+                usage = parse_content_usage(values)
+                for p in usage.problems:
+                    self._problem("content_usage", p, url)
+                for key, value in usage.prefs.items():
+                    if value == "n":
+                        signal = Signal("content_usage", key, f"Content-Usage: {key}=n")
+                        decision.reserve([CONTENT_USAGE_KEYS[key]], signal)
+                        decision.seen.append(signal)
+        return decision
+
+    async def _decide_tdmrep(self, response: Response, decision: Decision, meta_tdm: dict[str, str]) -> None:
+        # TDMRep's own precedence: file < header < HTML meta; absence never resets.
+        value: int | None = None
+        signal: Signal | None = None
+        policy: str | None = None
+        origin = self._origin(response.url)
+        if origin is not None:
+            entry = await self._tdmrep(origin)
+            rule = match_tdmrep(entry.rules or [], response.url)
+            if rule is not None and rule.reservation is not None:
+                value, policy = rule.reservation, rule.policy
+                signal = Signal("tdmrep_file", "tdm-reservation",
+                                f"{origin}{TDMREP_PATH}: location {rule.location} tdm-reservation={rule.reservation}")
+        headers = [h.strip() for h in self._headers(response, "tdm-reservation")]
+        if headers:
+            values = {_tdm_value(h) for h in headers} - {None}
+            if len(values) < len(set(headers)):
+                self._problem("tdmrep_header", f"tdm-reservation {', '.join(headers)!r} is not 0 or 1; unset", response.url)
+            if values:
+                value = max(values)  # repeated, conflicting headers: the reservation wins
+                signal = Signal("tdmrep_header", "tdm-reservation", f"tdm-reservation: {value}")
+                policy = (self._headers(response, "tdm-policy") or [policy])[0]
+        if "tdm-reservation" in meta_tdm:
+            meta_value = _tdm_value(meta_tdm["tdm-reservation"])
+            if meta_value is None:
+                self._problem("tdmrep_meta", f'<meta name="tdm-reservation" content="{meta_tdm["tdm-reservation"]}"> '
+                              "is not 0 or 1; unset", response.url)
+            else:
+                value = meta_value
+                signal = Signal("tdmrep_meta", "tdm-reservation", f'<meta name="tdm-reservation" content="{meta_value}">')
+                policy = meta_tdm.get("tdm-policy", policy)
+        if value == 1 and signal is not None:
+            decision.reserve(AI_PURPOSES, signal)
+            decision.seen.append(signal)
+            decision.tdm_policy = policy
+
+    def _attach(self, request: Request, response: Response, decision: Decision) -> None:
+        optout: dict[str, Any] = {}
+        for purpose in self.spider_purposes:
+            signals = decision.reserved[purpose]
+            optout[purpose] = {
+                "allowed": not signals,
+                "signal": str(signals[0]) if signals else "",
+                "signals": [str(s) for s in signals],
+            }
+        image_signals = [s for p in self.spider_purposes for s in decision.images[p]]
+        image_signals = list(dict.fromkeys(image_signals))
+        request.meta["gdpr_optout"] = optout
+        request.meta["gdpr_images_optout"] = {
+            "reserved": bool(image_signals),
+            "signal": str(image_signals[0]) if image_signals else "",
+        }
+        if decision.nofollow is not None:
+            request.meta["gdpr_nofollow"] = str(decision.nofollow)
+        if decision.noarchive is not None:
+            request.meta["gdpr_noarchive"] = str(decision.noarchive)
+        if decision.tdm_policy:
+            request.meta["gdpr_tdm_policy"] = decision.tdm_policy
+
+        stats = self.crawler.stats
+        for signal in dict.fromkeys(decision.seen):
+            stats.inc_value(f"gdpr/optout/{signal.source}/{signal.rule}")
+        reserved = {p: [str(s) for s in decision.reserved[p]] for p in PURPOSES if decision.reserved[p]}
+        images = {p: [str(s) for s in decision.images[p]] for p in PURPOSES if decision.images[p]}
+        if reserved or images:
+            self._summary["pages_with_reservations"] += 1
+            for p in reserved:
+                self._summary["reserved"][p] += 1
+                stats.inc_value(f"gdpr/optout/reserved/{p}")
+            audit.record(
+                self.crawler,
+                "optout_decision",
+                response.url,
+                purposes={p: v["allowed"] for p, v in optout.items()},
+                reserved=reserved,
+                images_reserved=images,
+                signals=[str(s) for s in dict.fromkeys(decision.seen)],
+            )
+
+    def _enforce(self, response: Response, decision: Decision) -> None:
+        """Refuse non-HTML responses (images, documents) that reserve the spider's purposes."""
+        if isinstance(response, HtmlResponse):
+            return
+        for purpose, clause in self.spider_purposes.items():
+            if decision.reserved[purpose]:
+                self._summary["refused_responses"] += 1
+                raise refuse(self.crawler, response.url, Reason.OPTOUT, clause=clause,
+                             detail=f"{purpose} reserved by {decision.reserved[purpose][0]}")
+        ctype = response.headers.get("Content-Type", b"").decode("latin-1").lower()
+        if ctype.startswith("image/"):
+            for purpose, clause in self.spider_purposes.items():
+                if decision.images[purpose]:
+                    self._summary["refused_responses"] += 1
+                    raise refuse(self.crawler, response.url, Reason.OPTOUT, clause=clause,
+                                 detail=f"images reserved for {purpose} by {decision.images[purpose][0]}")
+
+
+class NoFollowMiddleware(BaseSpiderMiddleware):
+    """Spider middleware: drops requests a callback yields from a ``nofollow`` page.
+
+    Every request yielded while handling such a response is treated as following a
+    link from it (a callback's requests cannot be told apart), and refused with an
+    audit line (kind ``link``).
+    """
+
+    def __init__(self, crawler: Crawler) -> None:
+        super().__init__(crawler)
+        self.runtime = component_runtime(crawler)
+        switches = self.runtime.policy.opt_out
+        self.enabled = switches.x_robots_tag or switches.meta_robots
+
+    def get_processed_request(self, request: Request, response: Response | None) -> Request | None:
+        if not self.enabled or response is None:
+            return request
+        signal = response.meta.get("gdpr_nofollow")
+        if not signal:
+            return request
+        note_refusal(self.crawler, request.url, Reason.OPTOUT, clause="opt_out",
+                     detail=f"link from {response.url}, which says {signal}", kind="link")
+        return None

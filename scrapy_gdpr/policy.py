@@ -256,6 +256,11 @@ class TermsReview(_Model):
     fingerprint: Fingerprint | None = Field(
         None, description="sha256 of the normalised terms text the reviewer read (scrapy gdpr-terms URL)"
     )
+    snapshot: str | None = Field(
+        None,
+        description="The normalised terms text the reviewer read, relative to the policy file "
+        "(scrapy gdpr-terms URL --save DIR); the compliance report diffs against it on drift",
+    )
 
 
 class RateLimit(_Model):
@@ -298,6 +303,7 @@ class OptOutSettings(_Model):
     tdmrep: bool = True
     content_signal: bool = True
     content_usage: bool = True
+    tdmrep_cache_ttl: IsoDuration = Field("PT24H", description="How long a site's /.well-known/tdmrep.json is cached")
 
 
 class Jurisdictions(_Model):

@@ -1,23 +1,320 @@
-"""Terms of use: reviewed verdict and drift detection."""
+"""Terms of use: the reviewed verdict, and drift detection.
+
+:class:`TermsMiddleware` (downloader middleware at 60, before robots.txt is
+fetched) refuses requests to a listed domain whose terms were never reviewed or
+forbid crawling. For the others it fetches the terms page at crawl start and every
+``terms_check.interval``, normalises its text (:func:`normalise_terms`) and compares
+the fingerprint with the one the reviewer recorded; on any difference, or when the
+page cannot be fetched, the domain is refused until the terms are reviewed again.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import difflib
+import hashlib
+import logging
+import re
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import lxml.etree
+import lxml.html
+from scrapy.exceptions import IgnoreRequest
+from scrapy.http import HtmlResponse, Request, TextResponse
+from scrapy.http.request import NO_CALLBACK
+from scrapy.utils.defer import maybe_deferred_to_future
+from scrapy.utils.httpobj import urlparse_cached
+from twisted.internet.defer import Deferred
 
 from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr.audit import Reason, record, refuse
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
+    from scrapy.http import Response
     from typing_extensions import Self
+
+    from scrapy_gdpr.policy import DomainRule
+
+logger = logging.getLogger(__name__)
+
+#: Internal requests that pass this middleware: the terms page itself (which must be
+#: fetched to be checked), robots.txt and tdmrep.json (protocol files, fetched for
+#: a request that has already passed, or is being checked by, this middleware).
+INTERNAL = ("robots", "tdmrep", "terms")
+INTERNAL_PRIORITY = 1000
+#: The longest diff kept in the compliance report, in lines.
+MAX_DIFF_LINES = 400
+
+# --------------------------------------------------------------------------- normalisation
+
+#: Elements whose text is never shown.
+_INVISIBLE = ("script", "style", "noscript", "template", "head")
+#: Elements that start a new line of text.
+_BLOCKS = frozenset(
+    "address article aside blockquote br caption dd details dialog div dl dt fieldset figcaption "
+    "figure footer form h1 h2 h3 h4 h5 h6 header hgroup hr li main nav ol p pre section summary "
+    "table tbody td tfoot th thead tr ul".split()
+)
+_WS = re.compile(r"\s+")
+_XML_DECL = re.compile(r"^\s*<\?xml[^>]*\?>")
+
+
+def normalise_text(text: str) -> str:
+    """Unicode NFC, each line's whitespace collapsed and trimmed, empty lines dropped."""
+    text = unicodedata.normalize("NFC", text)
+    lines = (_WS.sub(" ", line).strip() for line in text.splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def html_visible_text(html: str) -> str:
+    """The text of an HTML document as a browser would show it, one block per line."""
+    html = _XML_DECL.sub("", html, count=1)
+    if not html.strip():
+        return ""
+    try:
+        root = lxml.html.document_fromstring(html)
+    except (lxml.etree.ParserError, ValueError):
+        return ""
+    for el in list(root.iter(*_INVISIBLE)):
+        el.drop_tree()
+    # Source line breaks are spaces to a browser (outside <pre>); blocks break lines.
+    for el in root.iter():
+        in_pre = any(a.tag == "pre" for a in el.iterancestors()) or el.tag == "pre"
+        if not in_pre and el.text:
+            el.text = _WS.sub(" ", el.text)
+        if el.tail and not any(a.tag == "pre" for a in el.iterancestors()):
+            el.tail = _WS.sub(" ", el.tail)
+    for el in root.iter():
+        if isinstance(el.tag, str) and el.tag.lower() in _BLOCKS:
+            el.text = "\n" + (el.text or "")
+            el.tail = "\n" + (el.tail or "")
+    return str(root.text_content())
+
+
+def normalise_terms(response: Response) -> str:
+    """The normalised text of a terms page, as fingerprinted.
+
+    1. Decode as Scrapy does (Content-Type charset, BOM, ``<meta charset>``).
+    2. HTML (an ``HtmlResponse``): drop ``<head>``, ``<script>``, ``<style>``,
+       ``<noscript>`` and ``<template>`` (comments carry no text); line breaks in
+       the source become spaces (except inside ``<pre>``) and each block element
+       (``p``, ``div``, ``li``, ``h1``-``h6``, ``br``, ``tr``...) starts a new line. Other text is taken as it is. Binary bodies give ``""``.
+    3. Unicode NFC; every run of whitespace (Python's ``\\s``, which includes
+       no-break spaces) becomes one space; lines are trimmed; empty lines dropped;
+       lines are joined with ``\\n`` (no trailing newline).
+    """
+    if isinstance(response, HtmlResponse):
+        text = html_visible_text(response.text)
+    elif isinstance(response, TextResponse):
+        text = response.text
+    else:
+        return ""
+    return normalise_text(text)
+
+
+def fingerprint(text: str) -> str:
+    """``sha256:<hex>`` of the UTF-8 bytes of normalised text."""
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def unified_diff(old: str, new: str, *, limit: int = MAX_DIFF_LINES) -> str:
+    lines = list(difflib.unified_diff(old.splitlines(), new.splitlines(), "reviewed", "current", lineterm=""))
+    if len(lines) > limit:
+        lines = [*lines[:limit], f"... ({len(lines) - limit} more lines)"]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- middleware
+
+
+@dataclass
+class _TermsState:
+    """What is known about one domain's terms page."""
+
+    status: str = "not checked"  # ok, drift, unreachable, not checked
+    detail: str = ""
+    current: str | None = None  # fingerprint seen at the last check
+    checked_at: float | None = None  # time.monotonic()
+    checked_on: str = ""  # ISO time of the last check, for the report
+    checks: int = 0
+    waiters: list[Deferred[None]] | None = None  # a check is in flight
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 class TermsMiddleware:
-    """Placeholder: terms verdict and drift."""
+    """Downloader middleware: terms reviewed, not forbidding, and unchanged."""
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self.runtime = component_runtime(crawler)
+        self.policy = self.runtime.policy
+        self.interval = self.policy.duration(self.policy.terms_check.interval).total_seconds()
+        self._states: dict[int, _TermsState] = {}
+        rows: list[dict[str, Any]] = []
+        for i, rule in enumerate(self.policy.domains):
+            state = self._states[i] = _TermsState()
+            state.report = self._row(rule)
+            rows.append(state.report)
+            snapshot = rule.terms.snapshot if rule.terms is not None else None
+            if snapshot and not self.policy.resolve_path(snapshot).is_file():
+                logger.warning("The terms snapshot %(path)s of %(domain)s does not exist; a drift report "
+                               "cannot show what changed", {"path": self.policy.resolve_path(snapshot),
+                                                            "domain": rule.domain})
+        self.runtime.report_sections["terms"] = rows
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         return cls(crawler)
+
+    @staticmethod
+    def _row(rule: DomainRule) -> dict[str, Any]:
+        terms = rule.terms
+        if terms is None:
+            return {"domain": rule.domain, "verdict": "not reviewed", "status": "refused: no terms review"}
+        status = "refused: terms forbid crawling" if terms.verdict == "forbids" else "not checked"
+        return {
+            "domain": rule.domain,
+            "terms_url": terms.url,
+            "verdict": terms.verdict,
+            "conditions": list(terms.conditions),
+            "reviewed": f"{terms.reviewed_on.isoformat()} by {terms.reviewed_by}",
+            "status": status,
+            "reviewed_fingerprint": terms.fingerprint or "(none recorded)",
+        }
+
+    def _rule_for(self, host: str) -> int | None:
+        """The index of the most specific domain rule covering ``host``."""
+        best: tuple[int, int] | None = None
+        for i, rule in enumerate(self.policy.domains):
+            if host == rule.domain or (rule.include_subdomains and host.endswith("." + rule.domain)):
+                if best is None or len(rule.domain) > best[1]:
+                    best = (i, len(rule.domain))
+        return None if best is None else best[0]
+
+    async def process_request(self, request: Request) -> None:
+        if request.meta.get("gdpr_internal") in INTERNAL:
+            return
+        host = (urlparse_cached(request).hostname or "").lower().rstrip(".")
+        i = self._rule_for(host)
+        if i is None:
+            return  # not a listed domain: the policy gate (40) refuses it
+        rule = self.policy.domains[i]
+        if rule.terms is None:
+            raise refuse(self.crawler, request.url, Reason.TERMS, clause=self.policy.clause("domains", i),
+                         detail=f"no terms review recorded for {rule.domain}")
+        if rule.terms.verdict == "forbids":
+            raise refuse(self.crawler, request.url, Reason.TERMS,
+                         clause=self.policy.clause("domains", i, "terms", "verdict"),
+                         detail=f"the terms of {rule.domain} forbid crawling (reviewed {rule.terms.reviewed_on})")
+        state = await self._checked(i)
+        if state.status != "ok":
+            raise refuse(self.crawler, request.url, Reason.TERMS_DRIFT,
+                         clause=self.policy.clause("domains", i, "terms", "fingerprint"), detail=state.detail)
+
+    async def _checked(self, i: int) -> _TermsState:
+        """The domain's terms state, re-checked when due; concurrent callers share a check."""
+        state = self._states[i]
+        if state.waiters is not None:
+            d: Deferred[None] = Deferred()
+            state.waiters.append(d)
+            await maybe_deferred_to_future(d)
+            return state
+        if state.checked_at is not None and time.monotonic() - state.checked_at < self.interval:
+            return state
+        state.waiters = []
+        try:
+            await self._check(i, state)
+        except Exception as exc:  # never let a check error open the gate
+            state.status, state.detail = "unreachable", f"terms check failed: {exc!r}"
+            logger.exception("Terms check for %(domain)s failed", {"domain": self.policy.domains[i].domain},
+                             extra={"spider": self.crawler.spider})
+        finally:
+            state.checked_at = time.monotonic()
+            waiters, state.waiters = state.waiters, None
+            for d in waiters:
+                d.callback(None)
+        return state
+
+    async def _check(self, i: int, state: _TermsState) -> None:
+        rule = self.policy.domains[i]
+        terms = rule.terms
+        assert terms is not None
+        stats = self.crawler.stats
+        state.checks += 1
+        state.checked_on = datetime.now(UTC).isoformat(timespec="seconds")
+        stats.inc_value("gdpr/terms/check_count")
+        request = Request(terms.url, priority=INTERNAL_PRIORITY, callback=NO_CALLBACK, dont_filter=True,
+                          meta={"gdpr_internal": "terms", "dont_cache": True})
+        row = state.report
+        row.update({"checks": state.checks, "last_checked": state.checked_on})
+        for key in ("diff", "note", "current_fingerprint"):
+            row.pop(key, None)
+        try:
+            response = await self.crawler.engine.download_async(request)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, IgnoreRequest) else f"{exc.__class__.__name__}: {exc}"
+            self._unreachable(i, state, f"the terms page {terms.url} could not be fetched ({reason})")
+            return
+        if response.status != 200:
+            self._unreachable(i, state, f"the terms page {terms.url} answered HTTP {response.status}")
+            return
+        text = normalise_terms(response)
+        if not text:
+            ctype = response.headers.get("Content-Type", b"").decode("latin-1") or "unknown type"
+            self._unreachable(i, state, f"the terms page {terms.url} has no readable text ({ctype}); "
+                                        "its changes cannot be detected")
+            return
+        current = fingerprint(text)
+        state.current = current
+        row["current_fingerprint"] = current
+        if terms.fingerprint is not None and current == terms.fingerprint:
+            state.status, state.detail = "ok", ""
+            row["status"] = "ok: unchanged since review"
+            stats.inc_value("gdpr/terms/unchanged")
+            record(self.crawler, "terms_unchanged", terms.url, domain=rule.domain, current=current)
+            return
+        state.status = "drift"
+        stats.inc_value("gdpr/terms/drift")
+        if terms.fingerprint is None:
+            state.detail = f"no fingerprint of the reviewed terms of {rule.domain} is recorded; current {current}"
+            row["status"] = "refused: no fingerprint recorded"
+        else:
+            state.detail = f"the terms of {rule.domain} changed since the review ({terms.fingerprint} -> {current})"
+            row["status"] = "refused: terms changed since review"
+        row.update(self._diff(terms.snapshot, terms.fingerprint, text, current))
+        logger.warning("Terms drift on %(domain)s: %(detail)s; the domain is refused until the terms are "
+                       "reviewed again (scrapy gdpr-terms %(url)s)",
+                       {"domain": rule.domain, "detail": state.detail, "url": terms.url},
+                       extra={"spider": self.crawler.spider})
+        record(self.crawler, "terms_drift", terms.url, domain=rule.domain, reviewed=terms.fingerprint,
+               current=current)
+
+    def _diff(self, snapshot: str | None, reviewed: str | None, text: str, current: str) -> dict[str, str]:
+        if not snapshot:
+            return {"note": f"the terms text changed; no snapshot of the reviewed text is recorded, so no diff "
+                            f"can be shown. Current fingerprint: {current}"}
+        path = self.policy.resolve_path(snapshot)
+        try:
+            old = normalise_text(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            return {"note": f"the snapshot {path} cannot be read ({exc}); current fingerprint: {current}"}
+        out = {"diff": unified_diff(old, text)}
+        if reviewed is not None and fingerprint(old) != reviewed:
+            out["note"] = f"the snapshot {path} does not match the reviewed fingerprint; the diff may be misleading"
+        return out
+
+    def _unreachable(self, i: int, state: _TermsState, detail: str) -> None:
+        state.status, state.detail = "unreachable", detail
+        state.report["status"] = "refused: terms page unreachable"
+        state.report["note"] = f"{detail}; retried after {self.policy.terms_check.interval}"
+        self.crawler.stats.inc_value("gdpr/terms/unreachable")
+        rule = self.policy.domains[i]
+        record(self.crawler, "terms_unreachable", rule.terms.url if rule.terms else "", domain=rule.domain,
+               detail=detail)
+        logger.warning("Terms of %(domain)s unverifiable, domain refused: %(detail)s",
+                       {"domain": rule.domain, "detail": detail},
+                       extra={"spider": self.crawler.spider})

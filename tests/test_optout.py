@@ -1,0 +1,453 @@
+"""Opt-out signals on responses: real crawls against the local server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from scrapy import Request, Spider
+from scrapy.utils.test import get_crawler
+
+from scrapy_gdpr.exceptions import PolicyViolation
+from scrapy_gdpr.optout import NoFollowMiddleware, OptOutMiddleware
+from tests.utils import DATA, coroutine_test
+
+VALID = DATA / "policies" / "valid.yaml"
+
+
+def write_policy(tmp_path: Path, *, signal_purposes: list[str] | None = None, opt_out: dict[str, Any] | None = None,
+                 **changes: Any) -> Path:
+    data = yaml.safe_load(VALID.read_text(encoding="utf-8"))
+    data["purposes"][0]["signal_purposes"] = signal_purposes or ["search", "ai-train", "ai-input"]
+    if opt_out is not None:
+        data["opt_out"] = opt_out
+    data.update(changes)
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def crawl_settings(tmp_path: Path, policy: Path, **extra: Any) -> dict[str, Any]:
+    return {
+        "GDPR_POLICY": str(policy),
+        "GDPR_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+        "GDPR_REPORT_DIR": str(tmp_path / "reports"),
+        "DOWNLOADER_MIDDLEWARES": {OptOutMiddleware: 120},
+        "DNS_RESOLVER": "tests.utils.LocalResolver",
+        "ROBOTSTXT_OBEY": False,
+        "RETRY_ENABLED": False,
+        "LOG_LEVEL": "INFO",
+        **extra,
+    }
+
+
+def audit_lines(tmp_path: Path) -> list[dict[str, Any]]:
+    path = tmp_path / "audit.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
+
+
+class CollectSpider(Spider):
+    name = "optout"
+
+    def __init__(self, urls: list[str] | None = None, follow: bool = False, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.urls = urls or []
+        self.follow = follow
+        self.results: dict[str, dict[str, Any]] = {}
+        self.failures: dict[str, Any] = {}
+
+    async def start(self):
+        for url in self.urls:
+            yield Request(url, dont_filter=True, errback=self.failed)
+
+    def parse(self, response):
+        self.results[response.url] = {
+            "optout": response.meta.get("gdpr_optout"),
+            "images": response.meta.get("gdpr_images_optout"),
+            "nofollow": response.meta.get("gdpr_nofollow"),
+            "tdm_policy": response.meta.get("gdpr_tdm_policy"),
+        }
+        if self.follow:
+            for href in response.css("a::attr(href)").getall():
+                yield response.follow(href, errback=self.failed)
+
+    def failed(self, failure):
+        self.failures[failure.request.url] = failure.value
+
+
+async def run(tmp_path: Path, urls: list[str], policy: Path | None = None, **kw: Any) -> Any:
+    policy = policy or write_policy(tmp_path)
+    settings = crawl_settings(tmp_path, policy, **kw.pop("settings", {}))
+    crawler = get_crawler(CollectSpider, settings)
+    await crawler.crawl_async(urls=urls, **kw)
+    return crawler
+
+
+def reserved(result: dict[str, Any]) -> dict[str, str]:
+    """{purpose: signal} of the reserved purposes of one page."""
+    return {p: d["signal"] for p, d in result["optout"].items() if not d["allowed"]}
+
+
+# --------------------------------------------------------------------------- X-Robots-Tag
+
+
+@coroutine_test
+async def test_x_robots_tag_values(tmp_path, mockserver):
+    host = "optout-xrobots.test"
+    names = ["noindex", "scoped", "scoped-lower", "other", "repeated", "mixed", "none", "all", "expired",
+             "future", "draft", "draft-other", "plain"]
+    urls = {n: mockserver.url(f"/{n}.html", host=host) for n in names}
+    crawler = await run(tmp_path, list(urls.values()))
+    r = {n: crawler.spider.results[u] for n, u in urls.items()}
+    assert reserved(r["noindex"]) == {"search": "X-Robots-Tag: noindex"}
+    # bot-scoped values: our product token (case-insensitive) applies, another bot's does not
+    assert reserved(r["scoped"]) == {"search": "X-Robots-Tag: GdprTestBot: noindex"}
+    assert reserved(r["scoped-lower"]) == {"ai-train": "X-Robots-Tag: gdprtestbot: noai",
+                                           "ai-input": "X-Robots-Tag: gdprtestbot: noai"}
+    assert reserved(r["other"]) == {}
+    # repeated header lines are all read
+    assert set(reserved(r["repeated"])) == {"ai-train", "ai-input"}
+    # unscoped before a bot name applies to all; the scope switches at each bot name
+    assert set(reserved(r["mixed"])) == {"ai-train", "ai-input"}
+    assert r["mixed"]["images"] == {"reserved": True, "signal": "X-Robots-Tag: noimageindex"}
+    assert reserved(r["none"]) == {"search": "X-Robots-Tag: none"}
+    assert r["none"]["nofollow"] == "X-Robots-Tag: none"
+    assert reserved(r["all"]) == {}
+    # unavailable_after is a rule with a date, not a bot name; a past date means noindex
+    assert reserved(r["expired"]) == {"search": "X-Robots-Tag: unavailable_after: Sat, 25 Aug 2007 15:00:00 GMT"}
+    assert reserved(r["future"]) == {}
+    # the robots-tag draft syntax: "rules; Token=rules"
+    assert reserved(r["draft"]) == {"search": "Robots-Tag: GdprTestBot=noindex",
+                                    "ai-train": "Robots-Tag: GdprTestBot=noai",
+                                    "ai-input": "Robots-Tag: GdprTestBot=noai"}
+    assert r["draft"]["images"]["reserved"] is False
+    assert reserved(r["draft-other"]) == {}
+    assert r["plain"]["optout"] == {p: {"allowed": True, "signal": "", "signals": []}
+                                    for p in ("search", "ai-train", "ai-input")}
+    assert r["plain"]["images"] == {"reserved": False, "signal": ""}
+
+    stats = crawler.stats.get_stats()
+    assert stats["gdpr/optout/x_robots_tag/noindex"] == 4  # noindex, scoped, none, expired
+    assert stats["gdpr/optout/robots_tag/noai"] == 1
+    assert stats["gdpr/optout/reserved/search"] == 5
+    decisions = [a for a in audit_lines(tmp_path) if a["decision"] == "optout_decision"]
+    assert {a["url"] for a in decisions} == {urls[n] for n in
+                                             ("noindex", "scoped", "scoped-lower", "repeated", "mixed", "none",
+                                              "expired", "draft")}
+    line = next(a for a in decisions if a["url"] == urls["noindex"])
+    assert line["purposes"] == {"search": False, "ai-train": True, "ai-input": True}
+    assert line["signals"] == ["X-Robots-Tag: noindex"]
+
+
+@coroutine_test
+async def test_malformed_robots_headers_never_crash_nor_fail_open(tmp_path, mockserver, caplog):
+    host = "optout-xrobots.test"
+    urls = [mockserver.url("/malformed.html", host=host), mockserver.url("/junk.html", host=host)]
+    crawler = await run(tmp_path, urls)
+    malformed = crawler.spider.results[urls[0]]
+    # "noai garbage" still reads as noai: a damaged restrictive rule is honoured, not dropped
+    assert set(reserved(malformed)) == {"ai-train", "ai-input"}
+    assert crawler.spider.results[urls[1]]["optout"]["search"]["allowed"] is True
+    assert crawler.stats.get_value("gdpr/optout/malformed/x_robots_tag") >= 4
+    assert "cannot read '@@@: ???'" in caplog.text
+    assert "cannot read the date" in caplog.text
+
+
+@coroutine_test
+async def test_switch_off_x_robots_tag(tmp_path, mockserver):
+    policy = write_policy(tmp_path, opt_out={"x_robots_tag": False})
+    url = mockserver.url("/noindex.html", host="optout-xrobots.test")
+    crawler = await run(tmp_path, [url], policy)
+    assert reserved(crawler.spider.results[url]) == {}
+
+
+@coroutine_test
+async def test_only_spider_purposes_are_attached(tmp_path, mockserver):
+    policy = write_policy(tmp_path, signal_purposes=["ai-train"])
+    url = mockserver.url("/noindex.html", host="optout-xrobots.test")
+    crawler = await run(tmp_path, [url], policy)
+    assert crawler.spider.results[url]["optout"] == {"ai-train": {"allowed": True, "signal": "", "signals": []}}
+
+
+# --------------------------------------------------------------------------- meta robots
+
+
+@coroutine_test
+async def test_meta_robots(tmp_path, mockserver):
+    host = "optout-meta.test"
+    names = ["meta", "token", "other", "body", "both", "plain"]
+    urls = {n: mockserver.url(f"/{n}.html", host=host) for n in names}
+    crawler = await run(tmp_path, list(urls.values()))
+    r = {n: crawler.spider.results[u] for n, u in urls.items()}
+    signal = '<meta name="ROBOTS" content="NoIndex, noimageai">'
+    assert reserved(r["meta"]) == {"search": signal}
+    assert r["meta"]["images"] == {"reserved": True, "signal": signal}
+    assert set(reserved(r["token"])) == {"ai-train", "ai-input"}
+    assert reserved(r["other"]) == {}
+    assert reserved(r["body"]) == {}  # only <head> counts
+    # header and meta combine: most restrictive wins
+    assert set(reserved(r["both"])) == {"ai-train", "ai-input"}
+    assert r["both"]["images"]["signal"] == '<meta name="robots" content="noimageindex">'
+    assert crawler.stats.get_value("gdpr/optout/meta_robots/noimageai") == 1
+
+
+@coroutine_test
+async def test_meta_robots_switch_off(tmp_path, mockserver):
+    policy = write_policy(tmp_path, opt_out={"meta_robots": False})
+    url = mockserver.url("/meta.html", host="optout-meta.test")
+    crawler = await run(tmp_path, [url], policy)
+    assert reserved(crawler.spider.results[url]) == {}
+    assert crawler.spider.results[url]["images"]["reserved"] is False
+
+
+@coroutine_test
+async def test_nofollow_drops_links(tmp_path, mockserver):
+    host = "optout-meta.test"
+    urls = [mockserver.url("/nofollow.html", host=host), mockserver.url("/follow.html", host=host)]
+    settings = {"SPIDER_MIDDLEWARES": {NoFollowMiddleware: 900}}
+    # follow.html links to plain.html too: the link is followed from there only
+    crawler = await run(tmp_path, urls[:1], settings=settings, follow=True)
+    assert mockserver.url("/plain.html", host=host) not in crawler.spider.results
+    refusals = [a for a in audit_lines(tmp_path) if a["decision"] == "refused"]
+    assert refusals[0]["kind"] == "link" and refusals[0]["reason"] == "optout"
+    assert crawler.stats.get_value("gdpr/blocked/optout") == 1
+    crawler = await run(tmp_path, urls[1:], settings=settings, follow=True)
+    assert mockserver.url("/plain.html", host=host) in crawler.spider.results
+
+
+# --------------------------------------------------------------------------- TDMRep
+
+
+@coroutine_test
+async def test_tdmrep_file_header_meta_precedence(tmp_path, logged_mockserver):
+    server = logged_mockserver
+    host = "optout-tdm.test"
+    paths = {
+        "file1": "/reserved/a.html",
+        "file0": "/open/a.html",
+        "file1_meta0": "/reserved/meta0.html",
+        "file1_header0": "/reserved/header0.html",
+        "file0_header1": "/open/header1.html",
+        "header1_meta0": "/open/header1-meta0.html",
+        "header0_meta1": "/open/header0-meta1.html",
+        "bad_header": "/open/bad-header.html",
+        "bad_meta": "/reserved/bad-meta.html",
+        "exact": "/exact.html",
+        "exact_query": "/exact.html?x=1",
+        "catch_all": "/other.html",
+    }
+    urls = {k: server.url(p, host=host) for k, p in paths.items()}
+    crawler = await run(tmp_path, list(urls.values()))
+    r = {k: crawler.spider.results[u] for k, u in urls.items()}
+    file_signal = f"http://{host}:{server.port}/.well-known/tdmrep.json: location /reserved/* tdm-reservation=1"
+    assert reserved(r["file1"]) == {"ai-train": file_signal, "ai-input": file_signal}
+    assert r["file1"]["tdm_policy"] == "https://example.org/tdm-policy.json"
+    assert reserved(r["file0"]) == {}
+    assert reserved(r["file1_meta0"]) == {}  # HTML meta supersedes the file
+    assert reserved(r["file1_header0"]) == {}  # the header supersedes the file
+    assert reserved(r["file0_header1"])["ai-train"] == "tdm-reservation: 1"
+    assert r["file0_header1"]["tdm_policy"] == "https://example.org/p"
+    assert reserved(r["header1_meta0"]) == {}
+    assert reserved(r["header0_meta1"])["ai-train"] == '<meta name="tdm-reservation" content="1">'
+    # invalid values are unset: the earlier source stays
+    assert reserved(r["bad_header"]) == {}  # file says 0
+    assert reserved(r["bad_meta"])["ai-train"] == file_signal
+    # "$" anchors; first match wins
+    assert "ai-train" in reserved(r["exact"])
+    assert reserved(r["exact_query"]) == {}
+    assert reserved(r["catch_all"]) == {}
+    # search is never reserved by TDMRep
+    assert all(v["optout"]["search"]["allowed"] for v in r.values())
+    stats = crawler.stats.get_stats()
+    assert stats["gdpr/optout/malformed/tdmrep_header"] == 1
+    assert stats["gdpr/optout/malformed/tdmrep_meta"] == 1
+    # one fetch of the file for all these pages, before the first page
+    requests = [p for _, h, p in server.requests() if h == host]
+    assert requests.count("/.well-known/tdmrep.json") == 1
+    assert requests[0] == "/.well-known/tdmrep.json"
+
+
+@coroutine_test
+async def test_tdmrep_concurrent_requests_share_one_slow_fetch(tmp_path):
+    from tests.conftest import MockServer
+
+    site = tmp_path / "site"
+    (site / "hosts" / "tdm-slow").mkdir(parents=True)
+    routes = {"/.well-known/tdmrep.json": {"delay": 1, "body": json.dumps([{"location": "/", "tdm-reservation": 1}])}}
+    for i in range(12):
+        routes[f"/p{i}.html"] = {"body": "<html><body>x</body></html>"}
+    (site / "hosts" / "tdm-slow" / "_routes.json").write_text(json.dumps(routes))
+    with MockServer(site=site, log=tmp_path / "requests.log") as server:
+        urls = [server.url(f"/p{i}.html", host="tdm-slow.test") for i in range(12)]
+        crawler = await run(tmp_path, urls, settings={"CONCURRENT_REQUESTS_PER_DOMAIN": 16})
+        paths = [p for _, _, p in server.requests()]
+    assert paths.count("/.well-known/tdmrep.json") == 1
+    assert len(crawler.spider.results) == 12
+    assert all(not v["optout"]["ai-train"]["allowed"] for v in crawler.spider.results.values())
+
+
+@coroutine_test
+async def test_tdmrep_invalid_or_unreachable_file_is_unset_and_logged(tmp_path, mockserver, caplog):
+    urls = [mockserver.url("/page.html", host="optout-tdmbad.test"),
+            mockserver.url("/header.html", host="optout-tdmbad.test"),
+            mockserver.url("/page.html", host="optout-tdmdown.test")]
+    crawler = await run(tmp_path, urls)
+    r = crawler.spider.results
+    assert reserved(r[urls[0]]) == {}
+    assert reserved(r[urls[1]])["ai-train"] == "tdm-reservation: 1"  # the header still counts
+    assert reserved(r[urls[2]]) == {}
+    assert crawler.stats.get_value("gdpr/optout/tdmrep_file/error") == 2
+    assert "invalid file" in caplog.text and "HTTP 503" in caplog.text
+    files = crawler.stats.get_value("gdpr/optout/tdmrep_file/found")
+    assert files is None
+
+
+@coroutine_test
+async def test_tdmrep_switch_off_fetches_nothing(tmp_path, logged_mockserver):
+    policy = write_policy(tmp_path, opt_out={"tdmrep": False})
+    url = logged_mockserver.url("/reserved/a.html", host="optout-tdm.test")
+    crawler = await run(tmp_path, [url], policy)
+    assert reserved(crawler.spider.results[url]) == {}
+    assert "/.well-known/tdmrep.json" not in [p for _, _, p in logged_mockserver.requests()]
+
+
+# --------------------------------------------------------------------------- Content-Usage
+
+
+@coroutine_test
+async def test_content_usage(tmp_path, mockserver):
+    host = "optout-cu.test"
+    names = ["train-n", "search-n", "repeated", "dup-last-y", "dup-last-n", "upper", "string", "bool", "params",
+             "unknown-key", "garbage"]
+    urls = {n: mockserver.url(f"/{n}.html", host=host) for n in names}
+    crawler = await run(tmp_path, list(urls.values()))
+    r = {n: reserved(crawler.spider.results[u]) for n, u in urls.items()}
+    assert r["train-n"] == {"ai-train": "Content-Usage: train-ai=n"}
+    assert r["search-n"] == {"search": "Content-Usage: search=n"}
+    assert r["repeated"] == {"ai-train": "Content-Usage: train-ai=n"}  # lines combined into one dictionary
+    assert r["dup-last-y"] == {}  # duplicate keys: the last wins
+    assert r["dup-last-n"] == {"ai-train": "Content-Usage: train-ai=n"}
+    assert r["upper"] == {}  # uppercase keys are a parse failure: unknown
+    assert r["string"] == {}  # "n" is a String, not the Token n: unknown
+    assert r["bool"] == {}
+    assert r["params"] == {"ai-train": "Content-Usage: train-ai=n"}  # parameters ignored
+    assert r["unknown-key"] == {}
+    assert r["garbage"] == {}
+    assert crawler.stats.get_value("gdpr/optout/malformed/content_usage") == 4  # upper, string, bool, garbage
+    assert crawler.stats.get_value("gdpr/optout/content_usage/train-ai") == 4
+
+
+@coroutine_test
+async def test_content_usage_switch_off(tmp_path, mockserver):
+    policy = write_policy(tmp_path, opt_out={"content_usage": False})
+    url = mockserver.url("/train-n.html", host="optout-cu.test")
+    crawler = await run(tmp_path, [url], policy)
+    assert reserved(crawler.spider.results[url]) == {}
+
+
+# --------------------------------------------------------------------------- non-HTML responses
+
+
+@coroutine_test
+async def test_images_and_documents_with_reservations_are_refused(tmp_path, mockserver):
+    host = "optout-img.test"
+    names = ["noimageindex.png", "noimageai.png", "noindex.png", "tdm.png", "cu-train.png", "other.png", "ok.png",
+             "doc.pdf"]
+    urls = {n: mockserver.url(f"/{n}", host=host) for n in names}
+    # a search-only spider: noimageai, TDMRep and train-ai reservations do not concern it
+    policy = write_policy(tmp_path, signal_purposes=["search"])
+    crawler = await run(tmp_path, list(urls.values()), policy)
+    failures = crawler.spider.failures
+    refused = {n for n, u in urls.items() if u in failures}
+    assert refused == {"noimageindex.png", "noindex.png", "doc.pdf"}
+    exc = failures[urls["noimageindex.png"]]
+    assert isinstance(exc, PolicyViolation) and exc.reason == "optout"
+    assert "X-Robots-Tag: noimageindex" in str(exc)
+    assert exc.clause.startswith("purposes[0].signal_purposes")
+    assert crawler.stats.get_value("gdpr/blocked/optout") == 3
+
+    # an AI-training spider refuses the AI reservations instead
+    (tmp_path / "audit.jsonl").unlink()
+    policy = write_policy(tmp_path, signal_purposes=["ai-train"])
+    crawler = await run(tmp_path, list(urls.values()), policy)
+    refused = {n for n, u in urls.items() if u in crawler.spider.failures}
+    assert refused == {"noimageai.png", "tdm.png", "cu-train.png"}
+    lines = [a for a in audit_lines(tmp_path) if a["decision"] == "refused"]
+    assert {a["reason"] for a in lines} == {"optout"} and len(lines) == 3
+
+
+@coroutine_test
+async def test_images_pipeline_never_stores_a_reserved_image(tmp_path, mockserver):
+    from scrapy.pipelines.images import ImagesPipeline
+
+    host = "optout-img.test"
+    urls = [mockserver.url(f"/{n}", host=host) for n in ("noimageindex.png", "ok.png")]
+
+    class ImageSpider(Spider):
+        name = "images"
+
+        async def start(self):
+            yield Request(mockserver.url("/plain.html", host="optout-xrobots.test"))
+
+        def parse(self, response):
+            yield {"image_urls": urls}
+
+    items: list[dict[str, Any]] = []
+    policy = write_policy(tmp_path, signal_purposes=["search"])
+    settings = crawl_settings(tmp_path, policy, ITEM_PIPELINES={ImagesPipeline: 1}, IMAGES_STORE=str(tmp_path / "images"))
+    crawler = get_crawler(ImageSpider, settings)
+    from scrapy import signals
+
+    crawler.signals.connect(lambda item, **kw: items.append(item), signal=signals.item_scraped, weak=False)
+    await crawler.crawl_async()
+    assert [img["url"] for img in items[0]["images"]] == [urls[1]]
+    assert len(list((tmp_path / "images").rglob("*.jpg"))) == 1
+    assert crawler.stats.get_value("gdpr/blocked/optout") == 1
+
+
+@coroutine_test
+async def test_tdmrep_cache_expires(tmp_path):
+    from scrapy.utils.asyncio import sleep
+
+    from tests.conftest import MockServer
+
+    site = tmp_path / "site"
+    (site / "hosts" / "tdm-ttl" / ".well-known").mkdir(parents=True)
+    (site / "hosts" / "tdm-ttl" / ".well-known" / "tdmrep.json").write_text('[{"location": "/", "tdm-reservation": 1}]')
+    (site / "hosts" / "tdm-ttl" / "a.html").write_text("<html><body>a</body></html>")
+
+    class LaterSpider(CollectSpider):
+        async def start(self):
+            yield Request(self.urls[0], dont_filter=True)
+            while not self.results:
+                await sleep(0.05)
+            await sleep(1.2)
+            yield Request(self.urls[0] + "?later", dont_filter=True)
+
+    policy = write_policy(tmp_path, opt_out={"tdmrep_cache_ttl": "PT1S"})
+    with MockServer(site=site, log=tmp_path / "requests.log") as server:
+        crawler = get_crawler(LaterSpider, crawl_settings(tmp_path, policy))
+        await crawler.crawl_async(urls=[server.url("/a.html", host="tdm-ttl.test")])
+        paths = [p for _, _, p in server.requests()]
+    assert paths == ["/.well-known/tdmrep.json", "/a.html", "/.well-known/tdmrep.json", "/a.html?later"]
+    assert all(not r["optout"]["ai-train"]["allowed"] for r in crawler.spider.results.values())
+    assert crawler.stats.get_value("gdpr/optout/tdmrep_file/found") == 2
+
+
+@coroutine_test
+async def test_report_section(tmp_path, mockserver):
+    from scrapy_gdpr.runtime import get_runtime
+
+    urls = [mockserver.url("/noindex.html", host="optout-xrobots.test"),
+            mockserver.url("/reserved/a.html", host="optout-tdm.test"),
+            mockserver.url("/page.html", host="optout-tdmbad.test")]
+    crawler = await run(tmp_path, urls)
+    section = get_runtime(crawler).report_sections["optout"]
+    assert section["pages_with_reservations"] == 2
+    assert section["reserved"] == {"search": 1, "ai-train": 1, "ai-input": 1}
+    files = section["tdmrep_files"]
+    assert files[f"http://optout-xrobots.test:{mockserver.port}"] == "none (404)"
+    assert files[f"http://optout-tdm.test:{mockserver.port}"] == "4 rule(s)"
+    assert files[f"http://optout-tdmbad.test:{mockserver.port}"].startswith("unset (invalid file")
