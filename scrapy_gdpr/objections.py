@@ -40,9 +40,12 @@ KINDS = ("url", "prefix", "domain")
 SERVICE = "objections"
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
-# URLs that canonicalize_url would return unchanged (apart from the host case and an
-# empty path): no query, no percent-escapes, no dot segments, unreserved characters.
-_PLAIN_URL = re.compile(r"^(https?)://([A-Za-z0-9.-]+)(?::(\d+))?(/[A-Za-z0-9\-_~/.]*)?$")
+# URLs that canonicalize_url would return unchanged (apart from the host case, an
+# empty path and a fragment): no percent-escapes, no dot segments, unreserved
+# characters, a query (if any) already sorted (checked in code).
+_PLAIN_URL = re.compile(
+    r"^(https?)://([A-Za-z0-9.-]+)(?::(\d+))?(/[A-Za-z0-9\-_~/.]*)?(?:\?([A-Za-z0-9\-_~.=&]*))?(?:#.*)?$", re.DOTALL
+)
 # A whole "url|prefix URL" line whose URL takes the fast path (reading a large file).
 _PLAIN_LINE = re.compile(r"^(url|prefix)[ \t]+(https?)://([a-z0-9.-]+)(?::(\d+))?(/[A-Za-z0-9\-_~/.]*)?[ \t]*$")
 _DOMAIN = re.compile(r"^(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
@@ -94,10 +97,12 @@ def canonical_url(url: str) -> str:
     Raises ``ValueError`` for anything that is not an absolute http(s) URL.
     """
     m = _PLAIN_URL.match(url)
-    if m is not None and "/." not in (m.group(4) or ""):
+    if m is not None and "/." not in (m.group(4) or "") and _sorted_query(m.group(5)):
         scheme, host, port, path = m.group(1), m.group(2).lower().rstrip("."), m.group(3), m.group(4) or "/"
         if not host:
             raise ValueError(f"{url!r} has no host")
+        if m.group(5):
+            path += "?" + m.group(5)
     else:
         canon = canonicalize_url(url.strip())
         parts = urlsplit(canon)
@@ -117,6 +122,14 @@ def canonical_url(url: str) -> str:
     if port is not None and port == _DEFAULT_PORTS[scheme]:
         port = None
     return f"https://{host}:{port}{path}" if port else f"https://{host}{path}"
+
+
+def _sorted_query(query: str | None) -> bool:
+    """True when canonicalize_url would keep ``query`` as it is."""
+    if not query:
+        return query is None
+    pairs = [p.partition("=") for p in query.split("&")]
+    return all(k and eq for k, eq, _ in pairs) and pairs == sorted(pairs)
 
 
 def canonical_domain(value: str) -> str:
@@ -324,7 +337,10 @@ class ObjectionList:
             head = key[:length]
             if head in self._prefixes:
                 return self._describe("prefix", head, self._prefixes[head])
-        host = urlsplit(key).hostname or ""
+        if not self._domains:
+            return None
+        authority = key[8 : key.find("/", 8)]  # key = "https://host[:port]/..."
+        host = authority[1 : authority.index("]")] if authority.startswith("[") else authority.partition(":")[0]
         return self.match_host(host, refresh=False)
 
     def match_host(self, host: str, *, refresh: bool = True) -> str | None:

@@ -78,6 +78,13 @@ def test_fast_path_agrees_with_w3lib():
         "http://ex.org:8080/a~b_c-d.e",
         "http://ex.org/a/./b/../c",
         "http://ex.org/.well-known/x",
+        "http://ex.org/p?a=1&b=2#frag",
+        "http://ex.org/p?b=2&a=1",
+        "http://ex.org/p?a-=1&a=2",
+        "http://ex.org/p?a&b=1",
+        "http://ex.org/p?",
+        "http://ex.org#x",
+        "http://[::1]:80/q",
     ]
     fast = [canonical_url(u) for u in urls]
     pattern = mod._PLAIN_URL
