@@ -16,6 +16,7 @@ from twisted.internet import defer
 from scrapy_gdpr.addon import Addon
 from scrapy_gdpr.gate import PolicyGateMiddleware, address_class
 from scrapy_gdpr.objections import ObjectionFileError, append_objection
+from scrapy_gdpr.runtime import get_runtime
 from tests.utils import DATA, coroutine_test
 
 VALID = DATA / "policies" / "valid.yaml"
@@ -148,6 +149,9 @@ async def test_unlisted_domain_never_contacted_with_addon(tmp_path, logged_mocks
     assert line["url"] == url and line["reason"] == "domain" and line["kind"] == "request"
     assert line["clause"].startswith("domains (line ")
     assert "gate-unlisted.test is not a listed domain" in line["detail"]
+    section = get_runtime(crawler).report_sections["gate"]
+    assert section["domains"][0]["domain"] == "gate-a.test"
+    assert section["objections"] == {"path": str(tmp_path / "objections.txt"), "entries_at_start": 0}
 
 
 @coroutine_test
