@@ -167,63 +167,55 @@ class PolicyGate:
 
     def check_static(self, url: str, internal: str | None = None) -> tuple[Refusal | None, int | None, str]:
         """Checks 1-3 (no I/O). Returns (refusal or None, the rule index, the host)."""
+        domains = self.policy.clause("domains")
         try:
             parts = urlsplit(url)
             host = canonical_host(parts.hostname or "")
         except (ValueError, UnicodeError) as exc:
-            return Refusal(Reason.DOMAIN, self.policy.clause("domains"), f"the URL cannot be parsed: {exc}"), None, ""
+            return Refusal(Reason.DOMAIN, domains, f"the URL cannot be parsed: {exc}"), None, ""
         if parts.scheme.lower() not in ("http", "https") or not host:
-            return (
-                Refusal(Reason.DOMAIN, self.policy.clause("domains"), f"only http(s) URLs of listed domains are fetched, not {parts.scheme or 'this'}: URLs"),
-                None,
-                host,
-            )
-        # 1. objections
+            detail = f"only http(s) URLs of listed domains are fetched, not {parts.scheme or 'this'}: URLs"
+            return Refusal(Reason.DOMAIN, domains, detail), None, host
+        refusal = self.check_objection(url) or self.check_jurisdiction(host)
+        if refusal is not None:
+            return refusal, None, host
+        refusal, index = self.check_domain(url, host, internal)
+        return refusal, index, host
+
+    def check_objection(self, url: str) -> Refusal | None:
+        clause = self.objections_clause
         try:
             entry = self.objections.match(url)
         except ObjectionFileError as exc:
-            return Refusal(Reason.UNDECIDED, self.objections_clause, f"the objection list is unusable: {exc}"), None, host
+            return Refusal(Reason.UNDECIDED, clause, f"the objection list is unusable: {exc}")
         except (ValueError, UnicodeError) as exc:
-            return Refusal(Reason.UNDECIDED, self.objections_clause, f"the URL cannot be checked for objections: {exc}"), None, host
-        if entry is not None:
-            return Refusal(Reason.OBJECTION, self.objections_clause, f"covered by the objection {entry}"), None, host
-        # 2. jurisdictions
-        if (refusal := self.check_jurisdiction(host)) is not None:
-            return refusal, None, host
-        # 3. domains and paths
+            return Refusal(Reason.UNDECIDED, clause, f"the URL cannot be checked for objections: {exc}")
+        if entry is None:
+            return None
+        return Refusal(Reason.OBJECTION, clause, f"covered by the objection {entry}")
+
+    def check_domain(self, url: str, host: str, internal: str | None = None) -> tuple[Refusal | None, int | None]:
+        """The domain allowlist, then the rule's paths. Returns (refusal, rule index)."""
+        is_terms_page = internal == "terms" and canonical_url(url) in self._terms
         index = self.rule_for(host)
-        if index is None and internal == "terms":
-            try:
-                index = self._terms.get(canonical_url(url))
-            except ValueError:
-                index = None
-            if index is not None:
-                return None, index, host  # the reviewed terms page of a listed domain
+        if index is None and is_terms_page:
+            return None, self._terms[canonical_url(url)]  # a listed domain's reviewed terms
         if index is None:
-            return (
-                Refusal(Reason.DOMAIN, self.policy.clause("domains"), f"{host} is not a listed domain"),
-                None,
-                host,
-            )
-        if internal in INTERNAL_PATH_EXEMPT or (internal == "terms" and canonical_url(url) in self._terms):
-            return None, index, host
+            return Refusal(Reason.DOMAIN, self.policy.clause("domains"), f"{host} is not a listed domain"), None
+        if internal in INTERNAL_PATH_EXEMPT or is_terms_page:
+            return None, index
         path = _normalise_path(_path_of(url))
         candidates = {path, _collapse_slashes(path)}
         for j, prefix in enumerate(self._deny[index]):
             if any(p.startswith(prefix) for p in candidates):
-                return (
-                    Refusal(Reason.DOMAIN, self.policy.clause("domains", index, "deny_paths", j), f"{path} is under the denied path {prefix}"),
-                    index,
-                    host,
-                )
+                clause = self.policy.clause("domains", index, "deny_paths", j)
+                return Refusal(Reason.DOMAIN, clause, f"{path} is under the denied path {prefix}"), index
         allow = self._allow[index]
         if allow and not any(path.startswith(prefix) for prefix in allow):
-            return (
-                Refusal(Reason.DOMAIN, self.policy.clause("domains", index, "allow_paths"), f"{path} is not under an allowed path of {self.policy.domains[index].domain}"),
-                index,
-                host,
-            )
-        return None, index, host
+            clause = self.policy.clause("domains", index, "allow_paths")
+            detail = f"{path} is not under an allowed path of {self.policy.domains[index].domain}"
+            return Refusal(Reason.DOMAIN, clause, detail), index
+        return None, index
 
     def check_jurisdiction(self, host: str) -> Refusal | None:
         try:
@@ -258,7 +250,11 @@ class PolicyGate:
             index = own
         if index is not None:
             rule = self.policy.domains[index]
-        clause = self.policy.clause("domains", index, "allow_private_network") if index is not None else self.policy.clause("domains")
+        clause = (
+            self.policy.clause("domains", index, "allow_private_network")
+            if index is not None
+            else self.policy.clause("domains")
+        )
         if host in METADATA_HOSTS or host.endswith(".metadata.google.internal"):
             return Refusal(Reason.PRIVATE_NETWORK, clause, f"{host} is a cloud metadata service")
         try:
@@ -268,11 +264,8 @@ class PolicyGate:
             try:
                 ip = ipaddress.ip_address(await self.resolve(host))
             except Exception as exc:  # noqa: BLE001 - any failure: fail closed
-                return Refusal(
-                    Reason.UNDECIDED,
-                    clause,
-                    f"{host} could not be resolved, so it cannot be checked for a private address: {exc.__class__.__name__}: {exc}",
-                )
+                detail = f"{host} could not be resolved, so it cannot be checked for a private address"
+                return Refusal(Reason.UNDECIDED, clause, f"{detail}: {exc.__class__.__name__}: {exc}")
             resolved = f"{host} resolves to {ip}, a"
         kind = address_class(ip)
         if kind is None:
@@ -406,7 +399,7 @@ class ItemGatePipeline:
                 "callback, or the provenance middleware is off), so its source cannot be checked",
             )
         url = provenance.url
-        objection = self._objection(url)
+        objection = self.gate.check_objection(url)
         if objection is not None:
             raise drop(self.crawler, url, objection.reason, clause=objection.clause, detail=objection.detail)
         for sp, i in self.signal_purposes.items():
@@ -427,15 +420,6 @@ class ItemGatePipeline:
         self._filter_media(item, url, provenance.images_reserved, provenance.images_signal)
         return item
 
-    def _objection(self, url: str) -> Refusal | None:
-        try:
-            entry = self.gate.objections.match(url)
-        except (ValueError, UnicodeError) as exc:
-            return Refusal(Reason.UNDECIDED, self.gate.objections_clause, f"cannot be checked for objections: {exc}")
-        if entry is None:
-            return None
-        return Refusal(Reason.OBJECTION, self.gate.objections_clause, f"covered by the objection {entry}")
-
     def _filter_media(self, item: Any, source: str, reserved: bool, signal: str) -> None:
         adapter = ItemAdapter(item)
         for field in self.url_fields:
@@ -453,9 +437,11 @@ class ItemGatePipeline:
                         + (f" ({signal})" if signal else ""), kind="image",
                     )
                     continue
-                refusal = self._objection(absolute)
+                refusal = self.gate.check_objection(absolute)
                 if refusal is not None:
-                    note_refusal(self.crawler, absolute, refusal.reason, clause=refusal.clause, detail=refusal.detail, kind="image")
+                    note_refusal(
+                        self.crawler, absolute, refusal.reason, clause=refusal.clause, detail=refusal.detail, kind="image"
+                    )
                     continue
                 kept.append(u)
             if len(kept) != len(urls):

@@ -295,7 +295,9 @@ class ObjectionList:
             if m is not None and "/." not in (path := m.group(5) or "/") and not m.group(3).endswith("."):
                 # the common case, inlined: lower-case host, no query, no escapes
                 kind, scheme, host, port = m.group(1, 2, 3, 4)
-                key = f"https://{host}:{port}{path}" if port and port != _DEFAULT_PORTS[scheme] else f"https://{host}{path}"
+                if port and port != _DEFAULT_PORTS[scheme]:
+                    host = f"{host}:{port}"
+                key = f"https://{host}{path}"
                 if kind == "url":
                     urls.setdefault(key, line_no)
                 elif key not in prefixes:

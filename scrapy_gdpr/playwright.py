@@ -228,4 +228,5 @@ def _install_host_rules(settings: BaseSettings, policy: Policy) -> None:
             key: _with_host_rules(kw, policy) if isinstance(kw, dict) and kw.get("user_data_dir") else kw
             for key, kw in contexts.items()
         }
-        settings.set("PLAYWRIGHT_CONTEXTS", contexts, max(settings.getpriority("PLAYWRIGHT_CONTEXTS") or 0, SETTINGS_PRIORITIES["addon"]))
+        priority = max(settings.getpriority("PLAYWRIGHT_CONTEXTS") or 0, SETTINGS_PRIORITIES["addon"])
+        settings.set("PLAYWRIGHT_CONTEXTS", contexts, priority)

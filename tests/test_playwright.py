@@ -12,7 +12,6 @@ import pytest
 from scrapy import Request, Spider
 from scrapy.utils.test import get_crawler
 
-from scrapy_gdpr.addon import Addon
 from scrapy_gdpr.objections import append_objection
 from scrapy_gdpr.playwright import SubresourceGate, update_settings
 from scrapy_gdpr.runtime import get_runtime
