@@ -9,6 +9,7 @@ downloaded. :class:`PolicyGate` holds the checks; the Playwright predicate
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 from dataclasses import dataclass
@@ -17,12 +18,12 @@ from urllib.parse import urljoin, urlsplit
 
 from itemadapter import ItemAdapter
 from scrapy.utils.defer import maybe_deferred_to_future
+from scrapy.utils.reactor import is_reactor_installed
 
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.audit import Reason, drop, note_refusal, refuse
 from scrapy_gdpr.objections import (
     ObjectionFileError,
-    ObjectionList,
     canonical_host,
     canonical_url,
     objection_list,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from scrapy.http import Request
     from typing_extensions import Self
 
+    from scrapy_gdpr.objections import ObjectionList
     from scrapy_gdpr.policy import DomainRule, Policy
     from scrapy_gdpr.runtime import GdprRuntime
 
@@ -258,35 +260,50 @@ class PolicyGate:
         if host in METADATA_HOSTS or host.endswith(".metadata.google.internal"):
             return Refusal(Reason.PRIVATE_NETWORK, clause, f"{host} is a cloud metadata service")
         try:
-            ip = ipaddress.ip_address(host)
-            resolved = f"{host} is a"
+            addresses = [ipaddress.ip_address(host)]
+            literal = True
         except ValueError:
             try:
-                ip = ipaddress.ip_address(await self.resolve(host))
+                addresses = [ipaddress.ip_address(a.partition("%")[0]) for a in await self.resolve(host)]
+                if not addresses:
+                    raise OSError("no address") from None
             except Exception as exc:  # noqa: BLE001 - any failure: fail closed
                 detail = f"{host} could not be resolved, so it cannot be checked for a private address"
                 return Refusal(Reason.UNDECIDED, clause, f"{detail}: {exc.__class__.__name__}: {exc}")
-            resolved = f"{host} resolves to {ip}, a"
-        kind = address_class(ip)
-        if kind is None:
-            return None
-        if kind.startswith("cloud metadata"):
-            return Refusal(Reason.PRIVATE_NETWORK, clause, f"{resolved} {kind} address")
-        if rule is not None and rule.allow_private_network:
-            return None
-        return Refusal(
-            Reason.PRIVATE_NETWORK,
-            clause,
-            f"{resolved} {kind} address; set allow_private_network: true on the domain only for a local test site",
-        )
+            literal = False
+        # any non-public address refuses: the client may connect to any of them
+        for ip in addresses:
+            kind = address_class(ip)
+            if kind is None:
+                continue
+            said = f"{ip} is" if literal else f"{host} resolves to {ip},"
+            if kind.startswith("cloud metadata"):
+                return Refusal(Reason.PRIVATE_NETWORK, clause, f"{said} a {kind} address")
+            if rule is None or not rule.allow_private_network:
+                return Refusal(
+                    Reason.PRIVATE_NETWORK,
+                    clause,
+                    f"{said} a {kind} address; set allow_private_network: true on the domain "
+                    "only for a local test site",
+                )
+        return None
 
-    async def resolve(self, host: str) -> str:
-        """Resolve through the reactor's resolver (Scrapy's DNS cache), with GDPR_DNS_TIMEOUT."""
-        from twisted.internet import reactor
+    async def resolve(self, host: str) -> list[str]:
+        """The addresses ``host`` resolves to, within GDPR_DNS_TIMEOUT.
 
-        d = reactor.resolver.getHostByName(host)  # type: ignore[attr-defined]
-        d.addTimeout(self.dns_timeout, reactor)
-        return str(await maybe_deferred_to_future(d))
+        With a Twisted reactor: through the reactor's resolver (Scrapy's DNS_RESOLVER
+        and its cache, which the download then uses too). Without one: asyncio's
+        ``getaddrinfo``, every address it returns.
+        """
+        if is_reactor_installed():
+            from twisted.internet import reactor
+
+            d = reactor.resolver.getHostByName(host)  # type: ignore[attr-defined]
+            d.addTimeout(self.dns_timeout, reactor)
+            return [str(await maybe_deferred_to_future(d))]
+        loop = asyncio.get_running_loop()
+        infos = await asyncio.wait_for(loop.getaddrinfo(host, None), self.dns_timeout)
+        return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
     async def check(self, url: str, internal: str | None = None) -> Refusal | None:
         refusal, index, host = self.check_static(url, internal)

@@ -432,6 +432,24 @@ async def test_dns_failure_and_timeout_fail_closed(tmp_path, spy_resolver):
     assert "NXDOMAIN" in details[urls[1]]
 
 
+@coroutine_test
+async def test_resolution_without_a_reactor_checks_every_address(tmp_path, monkeypatch):
+    """Scrapy can run without a Twisted reactor; then asyncio's getaddrinfo is used."""
+    import scrapy_gdpr.gate as gate_module
+
+    policy = write_policy(tmp_path, [{"domain": "localhost"}, {"domain": "gate-nowhere.invalid"}])
+    crawler = get_crawler(Spider, gate_settings(tmp_path, policy))
+    gate = gate_module.policy_gate(crawler, get_runtime(crawler))
+    monkeypatch.setattr(gate_module, "is_reactor_installed", lambda: False)
+    refusal = await gate.check("http://localhost/")
+    assert refusal is not None and refusal.reason == "private_network"
+    assert "localhost resolves to" in refusal.detail and "loopback" in refusal.detail
+    monkeypatch.setattr(gate, "dns_timeout", 0.001)
+    refusal = await gate.check("http://gate-nowhere.invalid/")
+    assert refusal is not None and refusal.reason == "undecided"
+    assert "could not be resolved" in refusal.detail
+
+
 @pytest.mark.parametrize(
     ("address", "expected"),
     [
