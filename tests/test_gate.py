@@ -232,6 +232,29 @@ async def test_internal_requests_pass_path_rules_but_not_domain_rules(tmp_path, 
     assert hosts_requested(logged_mockserver) == ["gate-a.test/robots.txt", "gate-terms.test/terms.html"]
 
 
+@coroutine_test
+async def test_terms_pages_still_get_jurisdiction_and_objection_checks(tmp_path, spy_resolver):
+    from scrapy_gdpr.gate import policy_gate
+
+    terms = {"verdict": "permits", "reviewed_on": "2026-10-01", "reviewed_by": "Dana Protection"}
+    policy = write_policy(
+        tmp_path,
+        [
+            {"domain": "gate-a.test", "terms": {**terms, "url": "http://legal.example.cn/terms.html"}},
+            {"domain": "gate-b.test", "terms": {**terms, "url": "http://legal.gate-c.test/terms.html"}},
+        ],
+        jurisdictions={"exclude_tlds": ["cn"]},
+    )
+    append_objection(tmp_path / "objections.txt", "domain", "gate-c.test")
+    crawler = get_crawler(Spider, gate_settings(tmp_path, policy))
+    gate = policy_gate(crawler, get_runtime(crawler))
+    refusal = await gate.check("http://legal.example.cn/terms.html", "terms")
+    assert refusal is not None and refusal.reason == "jurisdiction"
+    refusal = await gate.check("http://legal.gate-c.test/terms.html", "terms")
+    assert refusal is not None and refusal.reason == "objection"
+    assert spy_resolver.names == []
+
+
 # --------------------------------------------------------------------------- jurisdictions
 
 
