@@ -17,8 +17,8 @@ import concurrent.futures
 import copy
 import ipaddress
 import logging
-from fnmatch import fnmatchcase
 from collections.abc import Awaitable, Callable
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
