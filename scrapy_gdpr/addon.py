@@ -143,7 +143,9 @@ class Addon:
 #: Functions ``(settings, crawler) -> None`` that add area-specific settings
 #: (feed filters, the Playwright abort predicate); the policy is
 #: ``get_runtime(crawler).policy``.
-ADDON_HOOKS: list[str] = []
+ADDON_HOOKS: list[str] = [
+    "scrapy_gdpr.playwright.update_settings",
+]
 
 
 def _disable(settings: BaseSettings, name: str, cls: type) -> None:

@@ -1,35 +1,465 @@
-"""Request gate: domain allowlist, jurisdictions, objections, private networks."""
+"""Request gate: domain allowlist, jurisdictions, objections, private networks.
+
+:class:`PolicyGateMiddleware` runs first among the downloader middlewares, so a
+host the policy rules out is never contacted, not even for its robots.txt.
+:class:`ItemGatePipeline` runs first among the item pipelines, before any image is
+downloaded. :class:`PolicyGate` holds the checks; the Playwright predicate
+(:mod:`scrapy_gdpr.playwright`) uses the same object for browser sub-resources.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import ipaddress
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin, urlsplit
+
+from itemadapter import ItemAdapter
+from scrapy.utils.defer import maybe_deferred_to_future
+from scrapy.utils.reactor import is_reactor_installed
 
 from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr.audit import Reason, drop, note_refusal, refuse
+from scrapy_gdpr.objections import (
+    ObjectionFileError,
+    canonical_host,
+    canonical_url,
+    objection_list,
+    objections_path,
+)
+from scrapy_gdpr.provenance import provenance_of
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
+    from scrapy.http import Request
     from typing_extensions import Self
+
+    from scrapy_gdpr.objections import ObjectionList
+    from scrapy_gdpr.policy import DomainRule, Policy
+    from scrapy_gdpr.runtime import GdprRuntime
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "gate"
+
+#: Names of cloud instance-metadata services. Refused even where a domain rule has
+#: ``allow_private_network: true``: no crawl has a reason to read them.
+METADATA_HOSTS = frozenset(
+    {
+        "metadata",
+        "metadata.google.internal",
+        "metadata.goog",
+        "metadata.azure.internal",
+        "instance-data",
+        "instance-data.ec2.internal",
+        "metadata.tencentyun.com",
+        "metadata.platformequinix.com",
+    }
+)
+#: Addresses of cloud instance-metadata services (AWS, GCP, Azure, OCI, DigitalOcean:
+#: 169.254.169.254; AWS IPv6: fd00:ec2::254; Alibaba: 100.100.100.200; Oracle:
+#: 192.0.0.192; AWS ECS task metadata: 169.254.170.2). Always refused.
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a)
+    for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200", "192.0.0.192")
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+#: ``request.meta["gdpr_internal"]`` values of the policy's own requests that pass
+#: the path rules of a listed host.
+INTERNAL_PATH_EXEMPT = frozenset({"robots", "tdmrep"})
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why the gate refuses a URL, and which policy clause says so."""
+
+    reason: Reason
+    clause: str
+    detail: str
+
+
+def address_class(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """What makes ``ip`` non-public ("loopback", "cloud metadata", ...), or None.
+
+    Addresses embedded in IPv6 (IPv4-mapped, 6to4, Teredo, NAT64) are checked too.
+    """
+    if ip in METADATA_ADDRESSES:
+        return "cloud metadata"
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded: list[ipaddress.IPv4Address] = []
+        if ip.ipv4_mapped is not None:
+            embedded.append(ip.ipv4_mapped)
+        if ip.sixtofour is not None:
+            embedded.append(ip.sixtofour)
+        if ip.teredo is not None:
+            embedded.extend(ip.teredo)
+        if ip in _NAT64:
+            embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        for inner in embedded:
+            if (kind := address_class(inner)) is not None:
+                return f"{kind} (embedded in {ip})"
+    for attr, kind in (
+        ("is_loopback", "loopback"),
+        ("is_unspecified", "unspecified"),
+        ("is_link_local", "link-local"),
+        ("is_multicast", "multicast"),
+        ("is_reserved", "reserved"),
+        ("is_private", "private"),
+    ):
+        if getattr(ip, attr):
+            return kind
+    if not ip.is_global:
+        return "not globally routable"  # shared (100.64/10), documentation ranges, ...
+    return None
+
+
+class PolicyGate:
+    """The request gate's checks for one policy, in this order:
+
+    1. objections (a person's objection is the most specific reason),
+    2. jurisdictions (excluded TLDs and domains),
+    3. the domain allowlist, then its ``deny_paths`` / ``allow_paths``,
+    4. private networks (needs DNS, so last; only hosts that passed 1-3 are resolved).
+    """
+
+    def __init__(self, crawler: Crawler, runtime: GdprRuntime, objections: ObjectionList) -> None:
+        self.crawler = crawler
+        self.policy: Policy = runtime.policy
+        self.objections = objections
+        self.objections_clause = (
+            "GDPR_OBJECTIONS setting" if runtime.config.objections else self.policy.clause("objections", "path")
+        )
+        self.dns_timeout = runtime.config.dns_timeout
+        self._rules: dict[str, int] = {}
+        for i, rule in enumerate(self.policy.domains):
+            self._rules.setdefault(canonical_host(rule.domain), i)
+        self._terms: dict[str, int] = {}
+        for i, rule in enumerate(self.policy.domains):
+            if rule.terms is not None:
+                try:
+                    self._terms.setdefault(canonical_url(rule.terms.url), i)
+                except ValueError:
+                    pass
+        jur = self.policy.jurisdictions
+        self._tlds = {t.lstrip(".").lower(): i for i, t in enumerate(jur.exclude_tlds)}
+        self._excluded = {canonical_host(d): i for i, d in enumerate(jur.exclude_domains)}
+        self._deny = [[_normalise_path(p) for p in rule.deny_paths] for rule in self.policy.domains]
+        self._allow = [[_normalise_path(p) for p in rule.allow_paths] for rule in self.policy.domains]
+
+    # -- the rules ------------------------------------------------------------------
+    def rule_for(self, host: str) -> int | None:
+        """Index of the most specific domain rule covering ``host``, or None."""
+        host = canonical_host(host)
+        i = self._rules.get(host)
+        if i is not None:
+            return i
+        if ":" in host:
+            return None
+        dot = host.find(".")
+        while dot >= 0:
+            host = host[dot + 1 :]
+            i = self._rules.get(host)
+            if i is not None and self.policy.domains[i].include_subdomains:
+                return i
+            dot = host.find(".")
+        return None
+
+    def check_static(self, url: str, internal: str | None = None) -> tuple[Refusal | None, int | None, str]:
+        """Checks 1-3 (no I/O). Returns (refusal or None, the rule index, the host)."""
+        domains = self.policy.clause("domains")
+        try:
+            parts = urlsplit(url)
+            host = canonical_host(parts.hostname or "")
+        except (ValueError, UnicodeError) as exc:
+            return Refusal(Reason.DOMAIN, domains, f"the URL cannot be parsed: {exc}"), None, ""
+        if parts.scheme.lower() not in ("http", "https") or not host:
+            detail = f"only http(s) URLs of listed domains are fetched, not {parts.scheme or 'this'}: URLs"
+            return Refusal(Reason.DOMAIN, domains, detail), None, host
+        refusal = self.check_objection(url) or self.check_jurisdiction(host)
+        if refusal is not None:
+            return refusal, None, host
+        refusal, index = self.check_domain(url, host, internal)
+        return refusal, index, host
+
+    def check_objection(self, url: str) -> Refusal | None:
+        clause = self.objections_clause
+        try:
+            entry = self.objections.match(url)
+        except ObjectionFileError as exc:
+            return Refusal(Reason.UNDECIDED, clause, f"the objection list is unusable: {exc}")
+        except (ValueError, UnicodeError) as exc:
+            return Refusal(Reason.UNDECIDED, clause, f"the URL cannot be checked for objections: {exc}")
+        if entry is None:
+            return None
+        return Refusal(Reason.OBJECTION, clause, f"covered by the objection {entry}")
+
+    def check_domain(self, url: str, host: str, internal: str | None = None) -> tuple[Refusal | None, int | None]:
+        """The domain allowlist, then the rule's paths. Returns (refusal, rule index)."""
+        is_terms_page = internal == "terms" and canonical_url(url) in self._terms
+        index = self.rule_for(host)
+        if index is None and is_terms_page:
+            return None, self._terms[canonical_url(url)]  # a listed domain's reviewed terms
+        if index is None:
+            return Refusal(Reason.DOMAIN, self.policy.clause("domains"), f"{host} is not a listed domain"), None
+        if internal in INTERNAL_PATH_EXEMPT or is_terms_page:
+            return None, index
+        path = _normalise_path(_path_of(url))
+        candidates = {path, _collapse_slashes(path)}
+        for j, prefix in enumerate(self._deny[index]):
+            if any(p.startswith(prefix) for p in candidates):
+                clause = self.policy.clause("domains", index, "deny_paths", j)
+                return Refusal(Reason.DOMAIN, clause, f"{path} is under the denied path {prefix}"), index
+        allow = self._allow[index]
+        if allow and not any(path.startswith(prefix) for prefix in allow):
+            clause = self.policy.clause("domains", index, "allow_paths")
+            detail = f"{path} is not under an allowed path of {self.policy.domains[index].domain}"
+            return Refusal(Reason.DOMAIN, clause, detail), index
+        return None, index
+
+    def check_jurisdiction(self, host: str) -> Refusal | None:
+        try:
+            ipaddress.ip_address(host)
+            return None  # an address has no TLD; the domain rules still apply
+        except ValueError:
+            pass
+        tld = host.rsplit(".", 1)[-1]
+        if tld in self._tlds:
+            return Refusal(
+                Reason.JURISDICTION,
+                self.policy.clause("jurisdictions", "exclude_tlds", self._tlds[tld]),
+                f".{tld} is an excluded top-level domain",
+            )
+        name = host
+        while True:
+            if name in self._excluded:
+                return Refusal(
+                    Reason.JURISDICTION,
+                    self.policy.clause("jurisdictions", "exclude_domains", self._excluded[name]),
+                    f"{host} is under the excluded domain {name}",
+                )
+            dot = name.find(".")
+            if dot < 0:
+                return None
+            name = name[dot + 1 :]
+
+    async def check_network(self, host: str, index: int | None) -> Refusal | None:
+        """Check 4: refuse hosts on loopback/private/link-local/metadata addresses."""
+        rule: DomainRule | None = None
+        if (own := self.rule_for(host)) is not None:
+            index = own
+        if index is not None:
+            rule = self.policy.domains[index]
+        clause = (
+            self.policy.clause("domains", index, "allow_private_network")
+            if index is not None
+            else self.policy.clause("domains")
+        )
+        if host in METADATA_HOSTS or host.endswith(".metadata.google.internal"):
+            return Refusal(Reason.PRIVATE_NETWORK, clause, f"{host} is a cloud metadata service")
+        try:
+            addresses = [ipaddress.ip_address(host)]
+            literal = True
+        except ValueError:
+            try:
+                addresses = [ipaddress.ip_address(a.partition("%")[0]) for a in await self.resolve(host)]
+                if not addresses:
+                    raise OSError("no address") from None
+            except Exception as exc:  # noqa: BLE001 - any failure: fail closed
+                detail = f"{host} could not be resolved, so it cannot be checked for a private address"
+                return Refusal(Reason.UNDECIDED, clause, f"{detail}: {exc.__class__.__name__}: {exc}")
+            literal = False
+        # any non-public address refuses: the client may connect to any of them
+        for ip in addresses:
+            kind = address_class(ip)
+            if kind is None:
+                continue
+            said = f"{ip} is" if literal else f"{host} resolves to {ip},"
+            if kind.startswith("cloud metadata"):
+                return Refusal(Reason.PRIVATE_NETWORK, clause, f"{said} a {kind} address")
+            if rule is None or not rule.allow_private_network:
+                return Refusal(
+                    Reason.PRIVATE_NETWORK,
+                    clause,
+                    f"{said} a {kind} address; set allow_private_network: true on the domain "
+                    "only for a local test site",
+                )
+        return None
+
+    async def resolve(self, host: str) -> list[str]:
+        """The addresses ``host`` resolves to, within GDPR_DNS_TIMEOUT.
+
+        With a Twisted reactor: through the reactor's resolver (Scrapy's DNS_RESOLVER
+        and its cache, which the download then uses too). Without one: asyncio's
+        ``getaddrinfo``, every address it returns.
+        """
+        if is_reactor_installed():
+            from twisted.internet import reactor
+
+            d = reactor.resolver.getHostByName(host)  # type: ignore[attr-defined]
+            d.addTimeout(self.dns_timeout, reactor)
+            return [str(await maybe_deferred_to_future(d))]
+        loop = asyncio.get_running_loop()
+        infos = await asyncio.wait_for(loop.getaddrinfo(host, None), self.dns_timeout)
+        return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+    async def check(self, url: str, internal: str | None = None) -> Refusal | None:
+        refusal, index, host = self.check_static(url, internal)
+        if refusal is not None:
+            return refusal
+        return await self.check_network(host, index)
+
+
+def policy_gate(crawler: Crawler, rt: GdprRuntime) -> PolicyGate:
+    """The crawl's shared :class:`PolicyGate` (``runtime.services["gate"]``)."""
+    gate = rt.services.get(SERVICE)
+    if gate is None:
+        gate = rt.services[SERVICE] = PolicyGate(crawler, rt, objection_list(rt))
+        rt.report_sections.setdefault(
+            "gate",
+            {
+                "domains": [
+                    {"domain": r.domain, "include_subdomains": r.include_subdomains,
+                     "allow_paths": list(r.allow_paths), "deny_paths": list(r.deny_paths),
+                     "allow_private_network": r.allow_private_network}
+                    for r in rt.policy.domains
+                ],
+                "jurisdictions": {
+                    "exclude_tlds": list(rt.policy.jurisdictions.exclude_tlds),
+                    "exclude_domains": list(rt.policy.jurisdictions.exclude_domains),
+                },
+                "objections": {"path": str(objections_path(rt)), "entries_at_start": len(gate.objections)},
+            },
+        )
+    return gate  # type: ignore[no-any-return]
+
+
+def _path_of(url: str) -> str:
+    parts = urlsplit(url)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+def _normalise_path(path: str) -> str:
+    """Percent-encoding and dot segments normalised as w3lib's canonicalize_url does,
+    so ``/priv%61te/`` and ``/a/../private/`` meet a ``/private/`` rule."""
+    if not path.startswith("/"):
+        path = "/" + path
+    canon = canonical_url("http://h.invalid" + path)
+    return canon[len("https://h.invalid") :]
+
+
+def _collapse_slashes(path: str) -> str:
+    while "//" in path:
+        path = path.replace("//", "/")
+    return path
 
 
 class PolicyGateMiddleware:
-    """Placeholder: domain allowlist, jurisdictions, objections, SSRF guard."""
+    """Downloader middleware refusing what the policy rules out, before any contact.
+
+    Every request is checked: the spider's, redirects, robots.txt, terms pages and
+    media downloads. See :class:`PolicyGate` for the order of the checks.
+    """
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self.runtime = component_runtime(crawler)
+        self.gate = policy_gate(crawler, self.runtime)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         return cls(crawler)
+
+    async def process_request(self, request: Request) -> None:
+        refusal = await self.gate.check(request.url, request.meta.get("gdpr_internal"))
+        if refusal is not None:
+            raise refuse(self.crawler, request.url, refusal.reason, clause=refusal.clause, detail=refusal.detail)
 
 
 class ItemGatePipeline:
-    """Placeholder: objections and opt-out reservations on items."""
+    """Drops items from objected-to or opted-out pages; strips reserved image URLs.
+
+    Runs before the images pipeline, so a reserved or objected-to image is never
+    requested.
+    """
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self.runtime = component_runtime(crawler)
+        self.policy = self.runtime.policy
+        self.gate = policy_gate(crawler, self.runtime)
+        settings = crawler.settings
+        self.url_fields = [
+            settings.get("IMAGES_URLS_FIELD") or "image_urls",
+            settings.get("FILES_URLS_FIELD") or "file_urls",
+        ]
+        # which opt-out purposes (search, ai-train, ai-input) the spider's purposes fall under
+        self.signal_purposes: dict[str, int] = {}
+        for i, purpose in enumerate(self.policy.purposes):
+            for sp in purpose.signal_purposes:
+                self.signal_purposes.setdefault(sp, i)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         return cls(crawler)
+
+    async def process_item(self, item: Any) -> Any:
+        provenance = provenance_of(self.crawler, item)
+        if provenance is None:
+            raise drop(
+                self.crawler,
+                "",
+                Reason.UNDECIDED,
+                detail=f"{type(item).__name__} item has no provenance (not yielded from a response "
+                "callback, or the provenance middleware is off), so its source cannot be checked",
+            )
+        url = provenance.url
+        objection = self.gate.check_objection(url)
+        if objection is not None:
+            raise drop(self.crawler, url, objection.reason, clause=objection.clause, detail=objection.detail)
+        for sp, i in self.signal_purposes.items():
+            decision = provenance.optout.get(sp)
+            if decision is None:
+                continue
+            allowed = decision.get("allowed") if isinstance(decision, dict) else None
+            if allowed is True:
+                continue
+            signal = decision.get("signal", "") if isinstance(decision, dict) else ""
+            raise drop(
+                self.crawler,
+                url,
+                Reason.OPTOUT,
+                clause=self.policy.clause("purposes", i, "signal_purposes"),
+                detail=f"the source page reserves {sp}" + (f" ({signal})" if signal else ""),
+            )
+        self._filter_media(item, url, provenance.images_reserved, provenance.images_signal)
+        return item
+
+    def _filter_media(self, item: Any, source: str, reserved: bool, signal: str) -> None:
+        adapter = ItemAdapter(item)
+        for field in self.url_fields:
+            urls = adapter.get(field)
+            if not urls:
+                continue
+            if isinstance(urls, str):
+                urls = [urls]
+            kept = []
+            for u in urls:
+                absolute = urljoin(source, str(u))
+                if reserved:
+                    note_refusal(
+                        self.crawler, absolute, Reason.OPTOUT, detail=f"the page {source} reserves its images"
+                        + (f" ({signal})" if signal else ""), kind="image",
+                    )
+                    continue
+                refusal = self.gate.check_objection(absolute)
+                if refusal is not None:
+                    note_refusal(
+                        self.crawler, absolute, refusal.reason, clause=refusal.clause, detail=refusal.detail, kind="image"
+                    )
+                    continue
+                kept.append(u)
+            if len(kept) != len(urls):
+                adapter[field] = kept

@@ -1,0 +1,514 @@
+"""The request gate: real crawls against the mock server."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from scrapy import Request, Spider
+from scrapy.utils.test import get_crawler
+from twisted.internet import defer
+
+from scrapy_gdpr.addon import Addon
+from scrapy_gdpr.gate import PolicyGateMiddleware, address_class
+from scrapy_gdpr.objections import ObjectionFileError, append_objection
+from scrapy_gdpr.runtime import get_runtime
+from tests.utils import DATA, coroutine_test
+
+VALID = DATA / "policies" / "valid.yaml"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def write_policy(tmp_path: Path, domains: list[dict[str, Any]], **sections: Any) -> Path:
+    """The test policy with other domains (and sections); objections in tmp_path."""
+    data = yaml.safe_load(VALID.read_text(encoding="utf-8"))
+    data["domains"] = domains
+    data["objections"] = {"path": "objections.txt"}
+    data.update(sections)
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def gate_settings(tmp_path: Path, policy: Path, *, addon: bool = False, **extra: Any) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "GDPR_POLICY": str(policy),
+        "GDPR_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+        "GDPR_REPORT_DIR": str(tmp_path / "reports"),
+        "GDPR_LEDGER": f"sqlite:///{tmp_path / 'ledger.sqlite3'}",
+        "RETRY_ENABLED": False,
+        "DOWNLOAD_TIMEOUT": 10,
+        **extra,
+    }
+    if addon:
+        settings["ADDONS"] = {Addon: 0}
+    else:
+        settings.setdefault("DOWNLOADER_MIDDLEWARES", {PolicyGateMiddleware: 40})
+    return settings
+
+
+def refusals(tmp_path: Path) -> list[dict[str, Any]]:
+    path = tmp_path / "audit.jsonl"
+    if not path.exists():
+        return []
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return [r for r in lines if r.get("decision") == "refused"]
+
+
+class UrlSpider(Spider):
+    """Requests ``urls`` (with ``meta``); records responses and failures."""
+
+    name = "gate"
+    custom_settings = {"HTTPERROR_ALLOW_ALL": True}
+
+    def __init__(self, urls: list[str] = (), meta: dict[str, Any] | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.urls = list(urls)
+        self.meta = meta or {}
+        self.seen: list[str] = []
+        self.failed: dict[str, str] = {}
+
+    async def start(self):
+        for url in self.urls:
+            yield Request(url, meta=dict(self.meta), errback=self.failure, dont_filter=True)
+
+    def parse(self, response):
+        self.seen.append(response.url)
+
+    def failure(self, failure):
+        request = failure.request
+        reason = getattr(failure.value, "reason", None) or failure.value.__class__.__name__
+        self.failed[request.url] = reason
+
+
+async def crawl(tmp_path: Path, policy: Path, urls: list[str], *, spider: type[Spider] = UrlSpider, addon: bool = False, settings: dict[str, Any] | None = None, **kw: Any):
+    crawler = get_crawler(spider, gate_settings(tmp_path, policy, addon=addon, **(settings or {})))
+    await crawler.crawl_async(urls=urls, **kw)
+    return crawler
+
+
+def hosts_requested(server) -> list[str]:
+    return [f"{host}{path}" for _, host, path in server.requests()]
+
+
+class SpyResolver:
+    """Stands in for ``reactor.resolver``: records names, resolves ``*.test`` locally."""
+
+    def __init__(self, answers: dict[str, Any] | None = None) -> None:
+        self.names: list[str] = []
+        self.answers = answers or {}
+
+    def getHostByName(self, name: str, timeout: Any = ()) -> defer.Deferred:  # noqa: N802
+        self.names.append(name)
+        if name in self.answers:
+            answer = self.answers[name]
+            if answer is None:
+                return defer.Deferred()  # never answers
+            if isinstance(answer, Exception):
+                return defer.fail(answer)
+            return defer.succeed(answer)
+        if name.endswith(".test"):
+            return defer.succeed("127.0.0.1")
+        return defer.fail(OSError(f"no such host {name}"))
+
+
+@pytest.fixture
+def spy_resolver(monkeypatch):
+    from twisted.internet import reactor
+
+    spy = SpyResolver()
+    monkeypatch.setattr(reactor, "resolver", spy)
+    return spy
+
+
+def local(domain: str, **rule: Any) -> dict[str, Any]:
+    """A domain rule for a mock-server host (which resolves to 127.0.0.1)."""
+    return {"domain": domain, "allow_private_network": True, **rule}
+
+
+# --------------------------------------------------------------------------- domains
+
+
+@coroutine_test
+async def test_unlisted_domain_never_contacted_with_addon(tmp_path, logged_mockserver):
+    policy = write_policy(tmp_path, [local("gate-a.test")])
+    url = logged_mockserver.url("/index.html", host="gate-unlisted.test")
+    crawler = await crawl(tmp_path, policy, [url], addon=True)
+    assert crawler.spider.seen == []
+    assert crawler.spider.failed == {url: "domain"}
+    # not even its robots.txt
+    assert logged_mockserver.requests() == []
+    assert crawler.stats.get_value("gdpr/blocked/domain") == 1
+    [line] = refusals(tmp_path)
+    assert line["url"] == url and line["reason"] == "domain" and line["kind"] == "request"
+    assert line["clause"].startswith("domains (line ")
+    assert "gate-unlisted.test is not a listed domain" in line["detail"]
+    section = get_runtime(crawler).report_sections["gate"]
+    assert section["domains"][0]["domain"] == "gate-a.test"
+    assert section["objections"] == {"path": str(tmp_path / "objections.txt"), "entries_at_start": 0}
+
+
+@coroutine_test
+async def test_listed_domain_is_fetched(tmp_path, logged_mockserver):
+    policy = write_policy(tmp_path, [local("gate-a.test")])
+    url = logged_mockserver.url("/index.html", host="gate-a.test")
+    crawler = await crawl(tmp_path, policy, [url])
+    assert crawler.spider.seen == [url]
+    assert hosts_requested(logged_mockserver) == ["gate-a.test/index.html"]
+    assert refusals(tmp_path) == []
+    assert crawler.stats.get_value("gdpr/blocked/domain") is None
+
+
+@coroutine_test
+async def test_subdomains_only_when_included(tmp_path, logged_mockserver):
+    off = write_policy(tmp_path, [local("gate-a.test")])
+    sub = logged_mockserver.url("/index.html", host="www.gate-a.test")
+    crawler = await crawl(tmp_path, off, [sub])
+    assert crawler.spider.failed == {sub: "domain"}
+    assert logged_mockserver.requests() == []
+
+    on = write_policy(tmp_path, [local("gate-a.test", include_subdomains=True)])
+    deep = logged_mockserver.url("/index.html", host="x.y.gate-a.test")
+    lookalike = logged_mockserver.url("/index.html", host="evilgate-a.test")
+    crawler = await crawl(tmp_path, on, [sub, deep, lookalike])
+    assert sorted(crawler.spider.seen) == sorted([sub, deep])
+    assert crawler.spider.failed == {lookalike: "domain"}
+    assert sorted(hosts_requested(logged_mockserver)) == ["www.gate-a.test/index.html", "x.y.gate-a.test/index.html"]
+
+
+@coroutine_test
+async def test_allow_and_deny_paths(tmp_path, logged_mockserver):
+    policy = write_policy(
+        tmp_path, [local("gate-a.test", allow_paths=["/public/"], deny_paths=["/public/secret/"])]
+    )
+    ok = logged_mockserver.url("/public/page.html", host="gate-a.test")
+    outside = logged_mockserver.url("/index.html", host="gate-a.test")
+    denied = [
+        logged_mockserver.url(p, host="gate-a.test")
+        for p in ("/public/secret/a.html", "/public/%73ecret/b.html", "/public/x/../secret/c.html", "/public//secret/d.html")
+    ]
+    crawler = await crawl(tmp_path, policy, [ok, outside, *denied])
+    assert crawler.spider.seen == [ok]
+    assert set(crawler.spider.failed) == {outside, *denied}
+    assert set(crawler.spider.failed.values()) == {"domain"}
+    assert hosts_requested(logged_mockserver) == ["gate-a.test/public/page.html"]
+    assert crawler.stats.get_value("gdpr/blocked/domain") == 5
+    lines = {r["url"]: r for r in refusals(tmp_path)}
+    assert lines[outside]["clause"].startswith("domains[0].allow_paths (line ")
+    for url in denied:
+        assert lines[url]["clause"].startswith("domains[0].deny_paths[0] (line ")
+
+
+@coroutine_test
+async def test_internal_requests_pass_path_rules_but_not_domain_rules(tmp_path, logged_mockserver):
+    policy = write_policy(
+        tmp_path,
+        [local("gate-a.test", allow_paths=["/public/"], terms={
+            "url": logged_mockserver.url("/terms.html", host="gate-terms.test"),
+            "verdict": "permits", "reviewed_on": "2026-10-01", "reviewed_by": "Dana Protection",
+        })],
+    )
+    robots = logged_mockserver.url("/robots.txt", host="gate-a.test")
+    other_robots = logged_mockserver.url("/robots.txt", host="gate-other.test")
+    crawler = await crawl(tmp_path, policy, [robots, other_robots], meta={"gdpr_internal": "robots"})
+    assert crawler.spider.seen == [robots]
+    assert crawler.spider.failed == {other_robots: "domain"}
+
+    # the reviewed terms page passes the domain check although it is on another host
+    terms = logged_mockserver.url("/terms.html", host="gate-terms.test")
+    not_terms = logged_mockserver.url("/other.html", host="gate-terms.test")
+    crawler = await crawl(tmp_path, policy, [terms, not_terms], meta={"gdpr_internal": "terms"})
+    assert crawler.spider.seen == [terms]
+    assert crawler.spider.failed == {not_terms: "domain"}
+    # ...but only when it is a terms request
+    crawler = await crawl(tmp_path, policy, [terms])
+    assert crawler.spider.failed == {terms: "domain"}
+    assert hosts_requested(logged_mockserver) == ["gate-a.test/robots.txt", "gate-terms.test/terms.html"]
+
+
+@coroutine_test
+async def test_terms_pages_still_get_jurisdiction_and_objection_checks(tmp_path, spy_resolver):
+    from scrapy_gdpr.gate import policy_gate
+
+    terms = {"verdict": "permits", "reviewed_on": "2026-10-01", "reviewed_by": "Dana Protection"}
+    policy = write_policy(
+        tmp_path,
+        [
+            {"domain": "gate-a.test", "terms": {**terms, "url": "http://legal.example.cn/terms.html"}},
+            {"domain": "gate-b.test", "terms": {**terms, "url": "http://legal.gate-c.test/terms.html"}},
+        ],
+        jurisdictions={"exclude_tlds": ["cn"]},
+    )
+    append_objection(tmp_path / "objections.txt", "domain", "gate-c.test")
+    crawler = get_crawler(Spider, gate_settings(tmp_path, policy))
+    gate = policy_gate(crawler, get_runtime(crawler))
+    refusal = await gate.check("http://legal.example.cn/terms.html", "terms")
+    assert refusal is not None and refusal.reason == "jurisdiction"
+    refusal = await gate.check("http://legal.gate-c.test/terms.html", "terms")
+    assert refusal is not None and refusal.reason == "objection"
+    assert spy_resolver.names == []
+
+
+# --------------------------------------------------------------------------- jurisdictions
+
+
+@coroutine_test
+async def test_jurisdictions_refused_before_any_lookup(tmp_path, logged_mockserver, spy_resolver):
+    policy = write_policy(
+        tmp_path,
+        [local("gate-jur.test", include_subdomains=True), local("shop.example.cn")],
+        jurisdictions={"exclude_tlds": ["cn", ".ru"], "exclude_domains": ["eu.gate-jur.test"]},
+    )
+    by_tld = "http://shop.example.cn/index.html"
+    unlisted_tld = "http://www.example.ru/"
+    by_domain = logged_mockserver.url("/index.html", host="eu.gate-jur.test")
+    below_domain = logged_mockserver.url("/index.html", host="a.eu.gate-jur.test")
+    allowed = logged_mockserver.url("/index.html", host="us.gate-jur.test")
+    crawler = await crawl(tmp_path, policy, [by_tld, unlisted_tld, by_domain, below_domain, allowed])
+    assert crawler.spider.seen == [allowed]
+    assert crawler.spider.failed == {u: "jurisdiction" for u in (by_tld, unlisted_tld, by_domain, below_domain)}
+    # no DNS for refused hosts, and no contact
+    assert spy_resolver.names == ["us.gate-jur.test"]
+    assert hosts_requested(logged_mockserver) == ["us.gate-jur.test/index.html"]
+    assert crawler.stats.get_value("gdpr/blocked/jurisdiction") == 4
+    lines = {r["url"]: r for r in refusals(tmp_path)}
+    assert lines[by_tld]["clause"].startswith("jurisdictions.exclude_tlds[0] (line ")
+    assert lines[unlisted_tld]["clause"].startswith("jurisdictions.exclude_tlds[1] (line ")
+    assert lines[below_domain]["clause"].startswith("jurisdictions.exclude_domains[0] (line ")
+
+
+# --------------------------------------------------------------------------- objections
+
+
+@coroutine_test
+async def test_objections_url_prefix_domain_and_variants(tmp_path, logged_mockserver):
+    port = logged_mockserver.port
+    (tmp_path / "objections.txt").write_text(
+        "# objections\n"
+        f"url http://gate-a.test:{port}/people/jane.html\n"
+        f"prefix http://gate-a.test:{port}/people/joe/\n"
+        "domain gate-obj.test   # a whole site\n",
+        encoding="utf-8",
+    )
+    policy = write_policy(tmp_path, [local("gate-a.test"), local("gate-obj.test", include_subdomains=True)])
+    refused = [
+        f"http://gate-a.test:{port}/people/jane.html",
+        f"http://GATE-A.test:{port}/people/./jane.html#top",
+        f"http://gate-a.test.:{port}/people/%6Aane.html",
+        f"https://gate-a.test:{port}/people/jane.html",  # the same page over https
+        f"http://gate-a.test:{port}/people/joe/",
+        f"http://gate-a.test:{port}/people/joe/photos/1.html?b=2&a=1",
+        f"http://gate-obj.test:{port}/index.html",
+        f"http://www.gate-obj.test:{port}/index.html",
+        f"http://gate-obj.test:{port}/robots.txt",
+    ]
+    refused = [Request(u).url for u in refused]  # as Scrapy normalises them
+    allowed = [f"http://gate-a.test:{port}/people/janet.html", f"http://gate-a.test:{port}/people/joe"]
+    crawler = await crawl(tmp_path, policy, refused + allowed)
+    assert sorted(crawler.spider.seen) == sorted(allowed)
+    assert crawler.spider.failed == dict.fromkeys(refused, "objection")
+    assert sorted(hosts_requested(logged_mockserver)) == ["gate-a.test/people/janet.html", "gate-a.test/people/joe"]
+    assert crawler.stats.get_value("gdpr/blocked/objection") == len(refused)
+    lines = {r["url"]: r for r in refusals(tmp_path)}
+    assert len(lines) == len(refused)
+    assert f"objections.txt:2" in lines[refused[1]]["detail"]
+    assert "prefix" in lines[refused[5]]["detail"]
+    assert "domain gate-obj.test" in lines[refused[7]]["detail"]
+    assert lines[refused[0]]["clause"].startswith("objections.path")
+
+
+class OneByOneSpider(UrlSpider):
+    """Requests its URLs one after the other, appending an objection before the last."""
+
+    objection_file: Path
+
+    async def start(self):
+        yield Request(self.urls[0], errback=self.failure)
+
+    def parse(self, response):
+        self.seen.append(response.url)
+        append_objection(self.objection_file, "prefix", self.urls[1].rsplit("/", 1)[0] + "/")
+        yield Request(self.urls[1], errback=self.failure)
+
+
+@coroutine_test
+async def test_objection_appended_during_crawl_blocks_next_request(tmp_path, logged_mockserver):
+    policy = write_policy(tmp_path, [local("gate-a.test")])
+    first = logged_mockserver.url("/index.html", host="gate-a.test")
+    second = logged_mockserver.url("/people/page.html", host="gate-a.test")
+    OneByOneSpider.objection_file = tmp_path / "objections.txt"
+    crawler = get_crawler(OneByOneSpider, gate_settings(tmp_path, policy))
+    await crawler.crawl_async(urls=[first, second])
+    assert crawler.spider.seen == [first]
+    assert crawler.spider.failed == {second: "objection"}
+    assert hosts_requested(logged_mockserver) == ["gate-a.test/index.html"]
+
+
+@coroutine_test
+async def test_malformed_objection_file_stops_crawl(tmp_path, logged_mockserver):
+    (tmp_path / "objections.txt").write_text("url https://ok.example/\nurll https://typo.example/\n", encoding="utf-8")
+    policy = write_policy(tmp_path, [local("gate-a.test")])
+    with pytest.raises(ObjectionFileError, match=r"objections.txt:2: expected"):
+        await crawl(tmp_path, policy, [logged_mockserver.url("/", host="gate-a.test")])
+    assert logged_mockserver.requests() == []
+
+
+@coroutine_test
+async def test_gdpr_objections_setting_overrides_policy(tmp_path, logged_mockserver):
+    other = tmp_path / "elsewhere" / "objections.txt"
+    url = logged_mockserver.url("/index.html", host="gate-a.test")
+    append_objection(other, "url", url)
+    policy = write_policy(tmp_path, [local("gate-a.test")])
+    crawler = await crawl(tmp_path, policy, [url], settings={"GDPR_OBJECTIONS": str(other)})
+    assert crawler.spider.failed == {url: "objection"}
+    [line] = refusals(tmp_path)
+    assert line["clause"] == "GDPR_OBJECTIONS setting"
+
+
+@coroutine_test
+async def test_objection_file_broken_during_crawl_fails_closed(tmp_path, logged_mockserver):
+    objections = tmp_path / "objections.txt"
+    objections.write_text("", encoding="utf-8")
+    policy = write_policy(tmp_path, [local("gate-a.test")])
+    first = logged_mockserver.url("/index.html", host="gate-a.test")
+    second = logged_mockserver.url("/page.html", host="gate-a.test")
+
+    class BreakingSpider(OneByOneSpider):
+        def parse(self, response):
+            self.seen.append(response.url)
+            with objections.open("a", encoding="utf-8") as fh:
+                fh.write("nonsense line\n")
+            yield Request(self.urls[1], errback=self.failure)
+
+    crawler = get_crawler(BreakingSpider, gate_settings(tmp_path, policy))
+    await crawler.crawl_async(urls=[first, second])
+    assert crawler.spider.failed == {second: "undecided"}
+    [line] = refusals(tmp_path)
+    assert "objections.txt:1" in line["detail"]
+
+
+# --------------------------------------------------------------------------- private networks
+
+
+@coroutine_test
+async def test_private_network_refused_unless_allowed(tmp_path, logged_mockserver, spy_resolver):
+    policy = write_policy(tmp_path, [{"domain": "gate-a.test"}, local("gate-b.test")])
+    private = logged_mockserver.url("/index.html", host="gate-a.test")
+    allowed = logged_mockserver.url("/index.html", host="gate-b.test")
+    crawler = await crawl(tmp_path, policy, [private, allowed])
+    assert crawler.spider.seen == [allowed]
+    assert crawler.spider.failed == {private: "private_network"}
+    assert hosts_requested(logged_mockserver) == ["gate-b.test/index.html"]
+    assert crawler.stats.get_value("gdpr/blocked/private_network") == 1
+    [line] = refusals(tmp_path)
+    assert line["clause"].startswith("domains[0].allow_private_network")
+    assert "gate-a.test resolves to 127.0.0.1, a loopback address" in line["detail"]
+
+
+@coroutine_test
+async def test_literal_and_metadata_addresses_refused_without_connecting(tmp_path, spy_resolver):
+    policy = write_policy(
+        tmp_path,
+        [
+            {"domain": "10.1.2.3"},
+            {"domain": "[fd00::1]"},
+            # metadata services are refused even where private networks are allowed
+            local("169.254.169.254"),
+            local("metadata.google.internal"),
+            {"domain": "gate-rebind.test"},
+        ],
+    )
+    spy_resolver.answers["gate-rebind.test"] = "::ffff:192.168.0.7"
+    urls = [
+        "http://10.1.2.3/",
+        "http://[fd00::1]:8080/x",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://gate-rebind.test/",
+    ]
+    crawler = await crawl(tmp_path, policy, urls)
+    assert crawler.spider.failed == dict.fromkeys(urls, "private_network")
+    assert spy_resolver.names == ["gate-rebind.test"]  # literal addresses and metadata names: no DNS
+    details = {r["url"]: r["detail"] for r in refusals(tmp_path)}
+    assert "a private address" in details[urls[0]]
+    assert "cloud metadata" in details[urls[2]]
+    assert "cloud metadata" in details[urls[3]]
+    assert "embedded in ::ffff:c0a8:7" in details[urls[4]]
+
+
+@coroutine_test
+async def test_dns_failure_and_timeout_fail_closed(tmp_path, spy_resolver):
+    spy_resolver.answers["gate-slow.test"] = None  # never answers
+    spy_resolver.answers["gate-nx.test"] = OSError("NXDOMAIN")
+    policy = write_policy(tmp_path, [{"domain": "gate-slow.test"}, {"domain": "gate-nx.test"}])
+    urls = ["http://gate-slow.test/", "http://gate-nx.test/"]
+    crawler = await crawl(tmp_path, policy, urls, settings={"GDPR_DNS_TIMEOUT": 0.2})
+    assert crawler.spider.failed == dict.fromkeys(urls, "undecided")
+    details = {r["url"]: r["detail"] for r in refusals(tmp_path)}
+    assert "TimeoutError" in details[urls[0]] or "CancelledError" in details[urls[0]]
+    assert "NXDOMAIN" in details[urls[1]]
+
+
+@coroutine_test
+async def test_resolution_without_a_reactor_checks_every_address(tmp_path, monkeypatch):
+    """Scrapy can run without a Twisted reactor; then asyncio's getaddrinfo is used."""
+    import scrapy_gdpr.gate as gate_module
+
+    policy = write_policy(tmp_path, [{"domain": "localhost"}, {"domain": "gate-nowhere.invalid"}])
+    crawler = get_crawler(Spider, gate_settings(tmp_path, policy))
+    gate = gate_module.policy_gate(crawler, get_runtime(crawler))
+    monkeypatch.setattr(gate_module, "is_reactor_installed", lambda: False)
+    refusal = await gate.check("http://localhost/")
+    assert refusal is not None and refusal.reason == "private_network"
+    assert "localhost resolves to" in refusal.detail and "loopback" in refusal.detail
+    monkeypatch.setattr(gate, "dns_timeout", 0.001)
+    refusal = await gate.check("http://gate-nowhere.invalid/")
+    assert refusal is not None and refusal.reason == "undecided"
+    assert "could not be resolved" in refusal.detail
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("8.8.8.8", None),
+        ("2001:4860:4860::8888", None),
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("10.0.0.1", "private"),
+        ("172.16.5.4", "private"),
+        ("192.168.1.1", "private"),
+        ("169.254.1.1", "link-local"),
+        ("fe80::1", "link-local"),
+        ("fc00::1", "private"),
+        ("224.0.0.1", "multicast"),
+        ("ff02::1", "multicast"),
+        ("0.0.0.0", "unspecified"),
+        ("240.0.0.1", "reserved"),
+        ("100.64.0.1", "not globally routable"),
+        ("169.254.169.254", "cloud metadata"),
+        ("fd00:ec2::254", "cloud metadata"),
+        ("100.100.100.200", "cloud metadata"),
+        ("::ffff:10.0.0.1", "private (embedded in ::ffff:a00:1)"),
+        ("2002:a9fe:a9fe::", "cloud metadata (embedded in 2002:a9fe:a9fe::)"),
+        ("64:ff9b::7f00:1", "loopback (embedded in 64:ff9b::7f00:1)"),
+    ],
+)
+def test_address_classes(address, expected):
+    assert address_class(ipaddress.ip_address(address)) == expected
+
+
+@coroutine_test
+async def test_non_http_schemes_refused(tmp_path):
+    policy = write_policy(tmp_path, [local("gate-a.test")])
+    secret = tmp_path / "secret.txt"
+    secret.write_text("secret", encoding="utf-8")
+    url = secret.as_uri()
+    crawler = await crawl(tmp_path, policy, [url])
+    assert crawler.spider.failed == {url: "domain"}
+    assert crawler.spider.seen == []
