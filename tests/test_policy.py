@@ -405,6 +405,23 @@ def test_every_policy_field_is_documented():
     assert not missing, f"docs/policy.md does not document: {', '.join(missing)}"
 
 
+def test_example_in_the_docs_is_valid_and_clean():
+    text = (ROOT / "docs" / "policy.md").read_text(encoding="utf-8")
+    example = re.search(r"```yaml\n(.*?)```", text, re.DOTALL)
+    assert example is not None
+    policy, findings = validate_policy_text(example.group(1), "docs/policy.md", today=TODAY)
+    assert policy is not None and findings == [], [str(f) for f in findings]
+    assert policy.domains[0].terms is not None and policy.domains[0].terms.verdict == "conditional"
+
+
+def test_every_reason_code_is_documented():
+    from scrapy_gdpr.audit import Reason
+
+    text = (ROOT / "docs" / "stats.md").read_text(encoding="utf-8")
+    missing = [r.value for r in Reason if f"`gdpr/blocked/{r.value}`" not in text]
+    assert not missing, f"docs/stats.md does not document: {', '.join(missing)}"
+
+
 def test_every_setting_is_documented():
     text = (ROOT / "docs" / "settings.md").read_text(encoding="utf-8")
     missing = [name for name in DEFAULTS if not re.search(rf"^#+ *`?{name}`?\s*$", text, re.MULTILINE)]
