@@ -44,7 +44,7 @@ LAWFUL_BASES: dict[str, tuple[str, str, str]] = {
     "legitimate_interests": (
         "Art. 6(1)(f)",
         "legitimate interests of the controller, balanced against the data subjects' rights",
-        "our legitimate interests, which we have weighed against your rights and interests",
+        "it is in our legitimate interests, which we have weighed against your rights and interests",
     ),
 }
 
@@ -476,6 +476,13 @@ def _dotted(path: tuple[Any, ...]) -> str:
     return out
 
 
+def _faces_detail(policy: Policy, doc: dict[str, Any]) -> str:
+    common = "Faces are detected on our own computers; no image is sent to another service. "
+    if policy.faces.action == "keep":
+        return common + doc["handling"]["faces"]["art9"] + " Image metadata such as GPS location is removed."
+    return common + "No face template or other biometric data is kept. Image metadata such as GPS location is removed."
+
+
 def _notice(policy: Policy, doc: dict[str, Any]) -> dict[str, Any]:
     token = policy.crawler.product_token
     record = doc["record"]
@@ -504,8 +511,7 @@ def _notice(policy: Policy, doc: dict[str, Any]) -> dict[str, Any]:
             "data_subjects": [_public_words(s["value"]) for s in record["data_subjects"]],
             "pages": "Public pages of the websites listed by the controller, and what the crawler extracts from them.",
             "faces": doc["handling"]["faces"]["words"],
-            "faces_detail": "Faces are detected on our own computers; no image is sent to another service, "
-            "and no face template or other biometric data is kept. Image metadata such as GPS location is removed.",
+            "faces_detail": _faces_detail(policy, doc),
             "retention": retention,
             "recipients": [f"{r['name']} ({r['role_words']})" for r in record["recipients"]],
             "transfers": [f"{t['country']}: {t['safeguard_words']}" for t in record["transfers"]],

@@ -66,7 +66,8 @@ def test_report_writes_every_document(tmp_path):
         "User-agent: GdprTestBot Disallow: /",
         "noai", "noimageai", "tdm-reservation: 1", "Content-Signal:", "Content-Usage:",
         "No identity document is needed, and there is no time limit",
-        "dpo@example.org", "Faces found in images are blurred", "legitimate interests", "Images: 14 days",
+        "dpo@example.org", "Faces found in images are blurred", "because it is in our legitimate interests",
+        "Images: 14 days",
     ):
         assert expected.lower() in notice.lower(), expected
 
@@ -193,3 +194,23 @@ def test_documents_render_in_chromium(tmp_path):
             assert 200 < stat.mean[0] < 254, (name, stat.mean)
             assert stat.stddev[0] > 20, (name, stat.stddev)
             assert gray.getextrema()[0] < 60, name
+
+
+def test_faces_kept_under_art9_are_described_truthfully():
+    text = VALID.read_text(encoding="utf-8").replace("action: blur", "action: keep") + (
+        "special_categories:\n  biometric:\n    condition: archiving_research_statistics\n    reference: DPIA-7\n"
+        "    reviewed_by: Dana Protection\n    reviewed_on: 2026-10-01\n"
+    )
+    from scrapy_gdpr.policy import validate_policy_text
+
+    policy, findings = validate_policy_text(text, "keep.yaml", today=date(2026, 11, 1))
+    assert policy is not None
+    doc = build_documents(policy, findings, today=date(2026, 11, 1))
+    assert doc["handling"]["faces"]["words"] == "Faces found in images are kept unredacted."
+    assert doc["handling"]["faces"]["art9"].startswith("Faces are kept under Art. 9(2)(j)")
+    notice = text_of(render_notice_html(doc))
+    assert "Faces found in images are kept unredacted." in notice
+    assert "Art. 9(2)(j)" in notice and "No face template" not in notice
+    review = text_of(render_review_html(doc))
+    assert "archiving in the public interest" in review and "DPIA-7" in review
+    assert "purposes[0] : biometric data may be processed but no DPIA reference is recorded" in review
