@@ -464,6 +464,21 @@ _Loader.add_implicit_resolver(
 )
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_COLLECTION_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
+
+def _yaml_finding(exc: yaml.YAMLError, filename: str) -> Finding:
+    mark = getattr(exc, "problem_mark", None)
+    line = mark.line + 1 if mark is not None else None
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
+    if context and context_mark is not None and context_mark.line + 1 != line:
+        problem += f" ({context} on line {context_mark.line + 1})"
+    return Finding(filename, line, "", f"the file is not valid YAML: {problem}", "correct the YAML syntax at that line")
+
+
 def _compose(text: str, filename: str) -> tuple[Any, dict[tuple[Any, ...], int], list[Finding]]:
     """Parse YAML to plain data plus a map of key path -> line, noting duplicate keys."""
     loader = _Loader(text)
@@ -472,16 +487,7 @@ def _compose(text: str, filename: str) -> tuple[Any, dict[tuple[Any, ...], int],
     try:
         node = loader.get_single_node()
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        context = getattr(exc, "context", None)
-        context_mark = getattr(exc, "context_mark", None)
-        if context and context_mark is not None and context_mark.line + 1 != line:
-            problem += f" ({context} on line {context_mark.line + 1})"
-        findings.append(
-            Finding(filename, line, "", f"the file is not valid YAML: {problem}", "correct the YAML syntax at that line")
-        )
+        findings.append(_yaml_finding(exc, filename))
         return None, lines, findings
     finally:
         loader.dispose()
@@ -490,9 +496,30 @@ def _compose(text: str, filename: str) -> tuple[Any, dict[tuple[Any, ...], int],
 
     def build(n: yaml.Node, path: tuple[Any, ...]) -> Any:
         lines.setdefault(path, n.start_mark.line + 1)
+        if isinstance(n, (yaml.MappingNode, yaml.SequenceNode)) and n.tag not in _COLLECTION_TAGS:
+            # the safe loader would refuse it; so do we (it is never constructed)
+            raise yaml.constructor.ConstructorError(
+                None, None, f"could not determine a constructor for the tag {n.tag!r}", n.start_mark
+            )
         if isinstance(n, yaml.MappingNode):
             out: dict[Any, Any] = {}
+            # ``<<: *anchor`` merge keys first, so that keys written out override them
             for key_node, value_node in n.value:
+                if key_node.tag != _MERGE_TAG:
+                    continue
+                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                for source in sources:
+                    if not isinstance(source, yaml.MappingNode):
+                        findings.append(Finding(filename, key_node.start_mark.line + 1, _format_path(path),
+                                                "'<<' must refer to a mapping (an '&anchor' on a section)",
+                                                "refer to a section, e.g. '<<: *contact'"))
+                        continue
+                    for key, value in build(source, path).items():
+                        out.setdefault(key, value)
+            merged = set(out)
+            for key_node, value_node in n.value:
+                if key_node.tag == _MERGE_TAG:
+                    continue
                 key = loader.construct_object(key_node, deep=True)
                 if not isinstance(key, (str, int, float, bool)) or key is None:
                     findings.append(
@@ -500,7 +527,9 @@ def _compose(text: str, filename: str) -> tuple[Any, dict[tuple[Any, ...], int],
                                 "a key must be a plain word", "write the key as plain text")
                     )
                     continue
-                if key in out:
+                if key in merged:
+                    merged.discard(key)
+                elif key in out:
                     findings.append(
                         Finding(
                             filename,
@@ -518,7 +547,12 @@ def _compose(text: str, filename: str) -> tuple[Any, dict[tuple[Any, ...], int],
             return [build(child, (*path, i)) for i, child in enumerate(n.value)]
         return loader.construct_object(n, deep=True)
 
-    return build(node, ()), lines, findings
+    try:
+        return build(node, ()), lines, findings
+    except yaml.YAMLError as exc:
+        # e.g. a tag such as '!!python/object' that the safe loader does not construct
+        findings.append(_yaml_finding(exc, filename))
+        return None, lines, findings
 
 
 def _format_path(path: tuple[Any, ...] | list[Any]) -> str:

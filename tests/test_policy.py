@@ -242,6 +242,26 @@ def test_empty_file():
     assert validate("")[1][0].message == "the policy file is empty"
 
 
+def test_yaml_merge_keys_are_read():
+    text = VALID.read_text().replace(
+        "dpo:\n  name: Dana Protection\n  email: dpo@example.org",
+        "dpo: &dpo\n  name: Dana Protection\n  email: dpo@example.org\nrepresentative:\n  <<: *dpo\n  name: EU Rep",
+    )
+    policy, findings = validate(text)
+    assert policy is not None, [str(f) for f in findings]
+    assert policy.representative is not None
+    assert (policy.representative.name, policy.representative.email) == ("EU Rep", "dpo@example.org")
+    assert policy.line_of("representative", "name") == 14
+
+
+@pytest.mark.parametrize("tag", ["!!python/object/apply:os.system ['true']", "!custom x"])
+def test_unknown_yaml_tags_are_findings_not_crashes(tag):
+    policy, findings = validate(VALID.read_text().replace("title: Test gallery crawl", f"title: {tag}"))
+    assert policy is None
+    [f] = findings
+    assert f.line == 4 and f.message.startswith("the file is not valid YAML: could not determine a constructor")
+
+
 def test_not_a_mapping():
     _, findings = validate("- a\n- b\n")
     assert findings[0].message == "the policy must be a mapping of 'key: value' lines"
