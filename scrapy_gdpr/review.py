@@ -177,11 +177,14 @@ def _seconds_words(seconds: float) -> str:
 
 def build_documents(policy: Policy, findings: list[Finding], *, today: date | None = None) -> dict[str, Any]:
     """The content of both documents, as JSON-serialisable data."""
-    today = today or date.today()
+    generated = date.today()
+    today = today or generated
     file = str(policy.path) if policy.path else ""
     doc: dict[str, Any] = {
         "generator": f"scrapy-gdpr {__version__}",
-        "generated_on": today.isoformat(),
+        "generated_on": generated.isoformat(),
+        # dates are checked as of this day (``--today``), normally the day it was generated
+        "checked_as_of": today.isoformat(),
         "policy": {
             "id": policy.policy_id,
             "title": policy.title or policy.policy_id,
@@ -641,7 +644,9 @@ def render_review_html(doc: dict[str, Any]) -> str:
         f"<h1>{_e(pol['title'])}</h1>",
         f"<p class='meta'>Policy {_c(pol['id'])} &middot; file {_c(pol['file'])}</p>",
         f"<p class='meta'>Fingerprint {_c(pol['fingerprint'])}</p>",
-        f"<p class='meta'>Generated on {_e(doc['generated_on'])} by {_e(doc['generator'])}</p></header>",
+        f"<p class='meta'>Generated on {_e(doc['generated_on'])} by {_e(doc['generator'])}"
+        + (f"; dates checked as of {_e(doc['checked_as_of'])}" if doc["checked_as_of"] != doc["generated_on"] else "")
+        + "</p></header>",
         "<div class='box ok'><p>This document describes, in plain language, what the crawler configured by this "
         "policy file does with personal data. A crawl records the fingerprint above; if it differs, the policy "
         "was changed after this review.</p>"
@@ -872,7 +877,8 @@ def render_review_markdown(doc: dict[str, Any]) -> str:
         f"- Policy: {_mdc(pol['id'])}",
         f"- File: {_mdc(pol['file'])}",
         f"- Fingerprint: {_mdc(pol['fingerprint'])}",
-        f"- Generated on {doc['generated_on']} by {_md(doc['generator'])}",
+        f"- Generated on {doc['generated_on']} by {_md(doc['generator'])}"
+        + (f"; dates checked as of {doc['checked_as_of']}" if doc["checked_as_of"] != doc["generated_on"] else ""),
         f"- Open items: {len(doc['checklist'])} (see the checklist at the end)",
         "",
         "## 1. Record of processing (Art. 30)",

@@ -214,3 +214,12 @@ def test_faces_kept_under_art9_are_described_truthfully():
     review = text_of(render_review_html(doc))
     assert "archiving in the public interest" in review and "DPIA-7" in review
     assert "purposes[0] : biometric data may be processed but no DPIA reference is recorded" in review
+
+
+def test_today_option_is_stated(tmp_path):
+    result, out = report(tmp_path, WARNINGS, "--today", "2026-11-01")
+    assert result.returncode == 0, result.stderr
+    data = json.loads((out / "news-archive-review.json").read_text(encoding="utf-8"))
+    assert data["checked_as_of"] == "2026-11-01"
+    assert data["generated_on"] == date.today().isoformat()
+    assert "dates checked as of 2026-11-01" in (out / "news-archive-review.md").read_text(encoding="utf-8")
