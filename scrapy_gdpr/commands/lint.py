@@ -14,7 +14,7 @@ from scrapy.spiderloader import get_spider_loader
 from scrapy.utils.project import inside_project
 
 from scrapy_gdpr.config import DEFAULTS, GdprConfig
-from scrapy_gdpr.policy import Finding, PolicyError, load_policy
+from scrapy_gdpr.policy import Finding, Policy, PolicyError, load_policy
 
 if TYPE_CHECKING:
     import argparse
@@ -30,7 +30,7 @@ def parse_today(value: str | None) -> date | None:
         raise UsageError(f"--today must be a date written as YYYY-MM-DD, not {value!r}", print_help=False) from None
 
 
-def check_policy(path: Path, today: date | None) -> tuple[Any, list[Finding]]:
+def check_policy(path: Path, today: date | None) -> tuple[Policy | None, list[Finding]]:
     """Load ``path``; return the policy (or None) and every finding, errors and warnings."""
     try:
         policy = load_policy(path, today=today)
@@ -48,7 +48,7 @@ class Command(ScrapyCommand):
         return "[options] [POLICY ...]"
 
     def short_desc(self) -> str:
-        return "Check GDPR policy files (with no argument, the policy of every spider in the project)"
+        return "Check GDPR policy files (of every spider, with no argument)"
 
     def long_desc(self) -> str:
         return (

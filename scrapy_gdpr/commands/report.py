@@ -28,7 +28,7 @@ class Command(ScrapyCommand):
         return "[options] POLICY"
 
     def short_desc(self) -> str:
-        return "Write the privacy officer's review of a GDPR policy and the public crawler information page"
+        return "Write a GDPR policy's review document and crawler information page"
 
     def long_desc(self) -> str:
         return (
