@@ -24,6 +24,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -31,6 +32,8 @@ from pydantic import (
     ValidationError,
     WithJsonSchema,
 )
+
+from pydantic_core import PydanticCustomError
 
 from scrapy_gdpr.durations import Duration
 
@@ -83,14 +86,23 @@ class PolicyError(ValueError):
 # --------------------------------------------------------------------------- field types
 
 
-def _check_duration(value: str) -> str:
-    Duration.parse(value)
+def _invalid(message: str, fix: str) -> PydanticCustomError:
+    """A validation error carrying its own fix (shown as ``(fix: ...)``)."""
+    return PydanticCustomError("policy_value", "{message}", {"message": message, "fix": fix})
+
+
+def _check_duration(value: Any) -> str:
+    try:
+        Duration.parse(value)
+    except ValueError as exc:
+        raise _invalid(str(exc), "write an ISO 8601 duration: P30D (30 days), P6M (6 months), P1Y (a year), PT24H (24 hours)") from None
     return value.strip().upper()
 
 
 IsoDuration = Annotated[
     str,
-    AfterValidator(_check_duration),
+    # before: a bare number (``30``) gets the duration message, not "not a string"
+    BeforeValidator(_check_duration),
     WithJsonSchema(
         {
             "type": "string",
@@ -106,12 +118,12 @@ _HOST_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9])?)(\.[
 def _check_host(value: str) -> str:
     host = value.strip().lower().rstrip(".")
     if "://" in host or "/" in host:
-        raise ValueError(f"{value!r} is a URL; give the host name only, e.g. 'example.org'")
+        raise _invalid(f"{value!r} is a URL, not a host name", "give the host name only, e.g. 'example.org'")
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         if not _HOST_RE.match(host):
-            raise ValueError(f"{value!r} is not a valid host name") from None
+            raise _invalid(f"{value!r} is not a valid host name", "give a host name such as 'example.org'") from None
     return host
 
 
@@ -120,7 +132,7 @@ HostName = Annotated[str, AfterValidator(_check_host)]
 
 def _check_url(value: str) -> str:
     if not re.match(r"^https?://[^\s/]+", value):
-        raise ValueError(f"{value!r} is not an absolute http(s) URL")
+        raise _invalid(f"{value!r} is not an absolute http(s) URL", "write the full address, e.g. 'https://example.org/terms'")
     return value
 
 
@@ -129,16 +141,29 @@ HttpUrl = Annotated[str, AfterValidator(_check_url)]
 
 def _check_fingerprint(value: str) -> str:
     if not re.match(r"^sha256:[0-9a-f]{64}$", value):
-        raise ValueError(
-            f"{value!r} is not a fingerprint of the form sha256:<64 hex digits>; "
-            "run 'scrapy gdpr-terms URL' to compute it"
+        raise _invalid(
+            f"{value!r} is not a fingerprint of the form sha256:<64 hex digits>",
+            "run 'scrapy gdpr-terms URL' and copy the fingerprint it prints",
         )
     return value
 
 
 Fingerprint = Annotated[str, AfterValidator(_check_fingerprint)]
 
-DateField = Annotated[date, PlainSerializer(lambda d: d.isoformat(), return_type=str)]
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _check_date_text(value: Any) -> Any:
+    # pydantic would also read numbers (Unix time) and date-times as dates; a policy
+    # date is a calendar day written as YYYY-MM-DD, nothing else.
+    if isinstance(value, date) or (isinstance(value, str) and _DATE_RE.match(value.strip())):
+        return value.strip() if isinstance(value, str) else value
+    raise _invalid(f"{value!r} is not a date written as YYYY-MM-DD", "write the date as YYYY-MM-DD, e.g. 2026-10-01")
+
+
+DateField = Annotated[
+    date, BeforeValidator(_check_date_text), PlainSerializer(lambda d: d.isoformat(), return_type=str)
+]
 
 Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=64)]
 NonEmpty = Annotated[str, Field(min_length=1)]
@@ -445,6 +470,21 @@ _Loader.add_implicit_resolver(
 )
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_COLLECTION_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
+
+def _yaml_finding(exc: yaml.YAMLError, filename: str) -> Finding:
+    mark = getattr(exc, "problem_mark", None)
+    line = mark.line + 1 if mark is not None else None
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
+    if context and context_mark is not None and context_mark.line + 1 != line:
+        problem += f" ({context} on line {context_mark.line + 1})"
+    return Finding(filename, line, "", f"the file is not valid YAML: {problem}", "correct the YAML syntax at that line")
+
+
 def _compose(text: str, filename: str) -> tuple[Any, dict[tuple[Any, ...], int], list[Finding]]:
     """Parse YAML to plain data plus a map of key path -> line, noting duplicate keys."""
     loader = _Loader(text)
@@ -453,12 +493,7 @@ def _compose(text: str, filename: str) -> tuple[Any, dict[tuple[Any, ...], int],
     try:
         node = loader.get_single_node()
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        findings.append(
-            Finding(filename, line, "", f"the file is not valid YAML: {problem}", "correct the YAML syntax at that line")
-        )
+        findings.append(_yaml_finding(exc, filename))
         return None, lines, findings
     finally:
         loader.dispose()
@@ -467,9 +502,30 @@ def _compose(text: str, filename: str) -> tuple[Any, dict[tuple[Any, ...], int],
 
     def build(n: yaml.Node, path: tuple[Any, ...]) -> Any:
         lines.setdefault(path, n.start_mark.line + 1)
+        if isinstance(n, (yaml.MappingNode, yaml.SequenceNode)) and n.tag not in _COLLECTION_TAGS:
+            # the safe loader would refuse it; so do we (it is never constructed)
+            raise yaml.constructor.ConstructorError(
+                None, None, f"could not determine a constructor for the tag {n.tag!r}", n.start_mark
+            )
         if isinstance(n, yaml.MappingNode):
             out: dict[Any, Any] = {}
+            # ``<<: *anchor`` merge keys first, so that keys written out override them
             for key_node, value_node in n.value:
+                if key_node.tag != _MERGE_TAG:
+                    continue
+                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                for source in sources:
+                    if not isinstance(source, yaml.MappingNode):
+                        findings.append(Finding(filename, key_node.start_mark.line + 1, _format_path(path),
+                                                "'<<' must refer to a mapping (an '&anchor' on a section)",
+                                                "refer to a section, e.g. '<<: *contact'"))
+                        continue
+                    for key, value in build(source, path).items():
+                        out.setdefault(key, value)
+            merged = set(out)
+            for key_node, value_node in n.value:
+                if key_node.tag == _MERGE_TAG:
+                    continue
                 key = loader.construct_object(key_node, deep=True)
                 if not isinstance(key, (str, int, float, bool)) or key is None:
                     findings.append(
@@ -477,7 +533,9 @@ def _compose(text: str, filename: str) -> tuple[Any, dict[tuple[Any, ...], int],
                                 "a key must be a plain word", "write the key as plain text")
                     )
                     continue
-                if key in out:
+                if key in merged:
+                    merged.discard(key)
+                elif key in out:
                     findings.append(
                         Finding(
                             filename,
@@ -495,7 +553,12 @@ def _compose(text: str, filename: str) -> tuple[Any, dict[tuple[Any, ...], int],
             return [build(child, (*path, i)) for i, child in enumerate(n.value)]
         return loader.construct_object(n, deep=True)
 
-    return build(node, ()), lines, findings
+    try:
+        return build(node, ()), lines, findings
+    except yaml.YAMLError as exc:
+        # e.g. a tag such as '!!python/object' that the safe loader does not construct
+        findings.append(_yaml_finding(exc, filename))
+        return None, lines, findings
 
 
 def _format_path(path: tuple[Any, ...] | list[Any]) -> str:
@@ -575,8 +638,19 @@ _FIXES = {
 }
 
 
+#: Plain words for the patterns of the model, used in messages instead of the regex.
+_PATTERNS = {
+    r"^[a-z0-9][a-z0-9_.-]*$": "lower-case letters, digits, '_', '.' and '-', starting with a letter or digit",
+    r"^[A-Za-z_-]+$": "letters, '_' and '-' only (no digits, spaces or '/')",
+    r"^\.?[a-z0-9-]+$": "a lower-case top-level domain such as 'cn' or '.cn'",
+}
+
+
 def _fix_for(err: dict[str, Any], loc: tuple[Any, ...]) -> str:
     kind = err["type"]
+    ctx = err.get("ctx") or {}
+    if "fix" in ctx:
+        return str(ctx["fix"])
     if kind == "extra_forbidden":
         owner = _model_for_path(loc[:-1])
         allowed = sorted(owner.model_fields) if owner else []
@@ -590,8 +664,8 @@ def _fix_for(err: dict[str, Any], loc: tuple[Any, ...]) -> str:
     if kind == "value_error":
         return "correct the value as described"
     if kind == "string_pattern_mismatch":
-        pattern = err.get("ctx", {}).get("pattern", "")
-        return f"use a value matching {pattern}"
+        pattern = ctx.get("pattern", "")
+        return f"use {_PATTERNS[pattern]}" if pattern in _PATTERNS else f"use a value matching {pattern}"
     return _FIXES.get(kind, "correct the value")
 
 
@@ -620,8 +694,14 @@ def _schema_findings(data: Any, lines: dict[tuple[Any, ...], int], filename: str
                 msg = f"required key {loc[-1]!r} is missing"
             elif msg.startswith("Value error, "):
                 msg = msg[len("Value error, ") :]
+            elif err["type"] == "string_pattern_mismatch":
+                msg = f"{err.get('input')!r} is not in the allowed form"
+            elif err["type"] in ("date_parsing", "date_from_datetime_parsing", "date_from_datetime_inexact"):
+                reason = msg.split(", ", 1)[1] if ", " in msg else msg
+                msg = f"{err.get('input')!r} is not a valid date ({reason})"
             else:
-                msg = f"{msg} (got {err.get('input')!r})" if "input" in err and not isinstance(err["input"], (dict, list)) else msg
+                shown = err["type"] != "policy_value" and "input" in err and not isinstance(err["input"], (dict, list))
+                msg = f"{msg} (got {err['input']!r})" if shown else msg
             key = (loc, msg)
             if key in seen:
                 continue
@@ -777,7 +857,8 @@ def load_policy(path: str | Path, *, today: date | None = None) -> Policy:
     path = Path(path)
     name = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: editors on Windows may save a byte-order mark
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise PolicyError(
             [Finding(name, None, "", "the policy file does not exist",

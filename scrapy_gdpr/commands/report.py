@@ -1,19 +1,89 @@
-"""scrapy gdpr-report (not implemented yet)."""
+"""``scrapy gdpr-report``: the review document and the public crawler information page."""
 
 from __future__ import annotations
 
-import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
+from scrapy_gdpr.commands.lint import check_policy, parse_today
+from scrapy_gdpr.review import build_documents, render_notice_html, render_review_html, render_review_markdown
+
+if TYPE_CHECKING:
+    import argparse
+
+FORMATS = ("html", "md")
+
 
 class Command(ScrapyCommand):
     requires_project = False
-    default_settings = {"LOG_ENABLED": False}
+    requires_crawler_process = False
+    default_settings: ClassVar[dict[str, Any]] = {"LOG_ENABLED": False}
+
+    def syntax(self) -> str:
+        return "[options] POLICY"
 
     def short_desc(self) -> str:
-        return "(not implemented yet)"
+        return "Write a GDPR policy's review document and crawler information page"
+
+    def long_desc(self) -> str:
+        return (
+            "Validate POLICY, then write the review document for the privacy officer (HTML and Markdown), "
+            "the public crawler information page (Art. 14 notice, HTML) and their content as JSON, and print "
+            "the paths. An invalid policy prints its findings and writes nothing. Exit status: 0 on success, "
+            "1 when the policy is missing or invalid, 2 on a usage error."
+        )
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        super().add_options(parser)
+        parser.add_argument(
+            "--out", metavar="DIR", default=None, help="output folder (default: GDPR_REPORT_DIR, gdpr-reports)"
+        )
+        parser.add_argument(
+            "--format", dest="format", default="html,md", metavar="FORMATS",
+            help="formats of the review document, comma-separated: html, md (default: html,md)",
+        )
+        parser.add_argument(
+            "--today", metavar="YYYY-MM-DD", default=None, help="review dates as if today were this day"
+        )
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
-        raise UsageError("gdpr-report is not implemented yet")
+        if len(args) != 1:
+            raise UsageError("give exactly one policy file")
+        formats = [f.strip().lower() for f in opts.format.split(",") if f.strip()]
+        unknown = [f for f in formats if f not in FORMATS]
+        if unknown or not formats:
+            raise UsageError(f"--format takes a comma-separated list of {', '.join(FORMATS)}", print_help=False)
+        today = parse_today(opts.today)
+        policy, findings = check_policy(Path(args[0]), today)
+        if policy is None:
+            for finding in findings:
+                print(finding, file=sys.stderr)
+            errors = sum(f.severity == "error" for f in findings)
+            print(f"{args[0]}: invalid policy ({errors} error(s)); no report written", file=sys.stderr)
+            self.exitcode = 1
+            return
+        assert self.settings is not None
+        out = Path(opts.out or self.settings.get("GDPR_REPORT_DIR") or "gdpr-reports")
+        out.mkdir(parents=True, exist_ok=True)
+        doc = build_documents(policy, findings, today=today)
+        stem = policy.policy_id
+        written: list[Path] = []
+
+        def write(name: str, text: str) -> None:
+            path = out / name
+            path.write_text(text, encoding="utf-8")
+            written.append(path)
+
+        if "html" in formats:
+            write(f"{stem}-review.html", render_review_html(doc))
+        if "md" in formats:
+            write(f"{stem}-review.md", render_review_markdown(doc))
+        write(f"{stem}-crawler-info.html", render_notice_html(doc))
+        write(f"{stem}-review.json", json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        for path in written:
+            print(path)
