@@ -92,6 +92,9 @@ class Handler(BaseHTTPRequestHandler):
         target = (root / path.lstrip("/")).resolve()
         if target.is_dir():
             target = target / "index.html"
+        if path == "/terms.html" and not target.is_file():
+            # every virtual host has terms of use: the default site's, unless it has its own
+            root, target = SITE / "default", SITE / "default" / "terms.html"
         if not str(target).startswith(str(root.resolve())) or not target.is_file():
             self._send(404, b"<html><body>Not found</body></html>", head=head)
             return

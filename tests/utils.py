@@ -64,3 +64,66 @@ def require_service(name: str, reason: str) -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"{name} is required in CI but is not available: {reason}")
     pytest.skip(f"{name} not available on this machine ({reason}); CI runs these tests")
+
+
+def terms_fingerprint(url: str) -> str:
+    """Fetch a terms page from a local test server and fingerprint it as the crawl does."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    from scrapy.http import HtmlResponse
+
+    from scrapy_gdpr.terms import fingerprint, normalise_terms
+
+    parts = urlsplit(url)
+    local = f"http://127.0.0.1:{parts.port}{parts.path}"
+    req = urllib.request.Request(local, headers={"Host": parts.netloc})
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - local test server only
+        body = resp.read()
+        ctype = resp.headers.get("Content-Type", "text/html")
+    return fingerprint(normalise_terms(HtmlResponse(url, body=body, headers={"Content-Type": ctype})))
+
+
+def write_policy(path: Path, mockserver: Any, hosts: list[str], **changes: Any) -> Path:
+    """A valid policy listing ``hosts`` (``*.test`` names or 127.0.0.1) of ``mockserver``,
+    each with a terms review whose fingerprint matches the served terms page.
+
+    ``changes`` replace top-level sections (e.g. ``faces={"action": "drop_item"}``).
+    """
+    import yaml
+
+    data = yaml.safe_load((DATA / "policies" / "valid.yaml").read_text(encoding="utf-8"))
+    domains = []
+    for host in hosts:
+        terms_url = mockserver.url("/terms.html", host=None if host == "127.0.0.1" else host)
+        domains.append({
+            "domain": host,
+            "allow_private_network": True,
+            "terms": {
+                "url": terms_url,
+                "verdict": "permits",
+                "reviewed_on": "2026-10-01",
+                "reviewed_by": "Dana Protection",
+                "fingerprint": terms_fingerprint(terms_url),
+            },
+        })
+    data["domains"] = domains
+    data["politeness"] = {"default_delay": 0, "default_concurrency": 8}
+    data.update(changes)
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def addon_settings(tmp_path: Path, policy: Path, **extra: Any) -> dict[str, Any]:
+    """Settings for an in-process crawl with the whole add-on, writing into ``tmp_path``."""
+    from scrapy_gdpr.addon import Addon
+
+    return {
+        "ADDONS": {Addon: 0},
+        "GDPR_POLICY": str(policy),
+        "GDPR_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+        "GDPR_REPORT_DIR": str(tmp_path / "reports"),
+        "GDPR_LEDGER": f"sqlite:///{tmp_path / 'ledger.sqlite3'}",
+        "LOG_LEVEL": "INFO",
+        **extra,
+    }
