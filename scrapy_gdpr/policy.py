@@ -312,6 +312,9 @@ class FacePolicy(_Model):
     sensitivity: Literal["strict", "balanced", "fast"] = "strict"
     min_confidence: Annotated[float, Field(gt=0, lt=1)] | None = None
     max_pixels: Annotated[int, Field(gt=0)] = 60_000_000
+    max_frames: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        100, description="Most frames or pages an animated image or multi-page TIFF may have; more are refused"
+    )
     allow_unchecked_types: list[NonEmpty] = Field(
         default_factory=list, description="MIME types that may be stored without a face check"
     )
