@@ -508,8 +508,8 @@ def encode(image: DecodedImage, fmt: str, *, jpeg_quality: int = 90) -> bytes:
             params.update(qtables=image.jpeg_qtables)
             if image.jpeg_subsampling >= 0 and first.mode == "RGB":
                 params["subsampling"] = image.jpeg_subsampling
-        else:
-            params.update(quality=jpeg_quality)
+        else:  # from a lossless source: keep full colour resolution
+            params.update(quality=jpeg_quality, subsampling="4:4:4" if first.mode == "RGB" else -1)
     elif fmt == "PNG":
         params.update(compress_level=6)
         if rest:
