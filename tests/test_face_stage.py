@@ -390,3 +390,11 @@ def test_boxes_map_back_to_the_stored_orientation():
 def test_default_detector_is_built_per_thread():
     verdict = process_image(read("face-baseline.jpg"), face_policy=FacePolicy())
     assert verdict.stored and verdict.faces >= 1 and verdict.detector
+
+
+def test_images_too_small_for_a_face_are_stored_without_detection():
+    buf = io.BytesIO()
+    Image.new("P", (1, 1), 0).save(buf, "GIF", transparency=0)  # a tracking pixel
+    detector = FixedDetector(fail=RuntimeError("must not be called"))
+    verdict = process_image(buf.getvalue(), detector=detector)
+    assert verdict.stored and verdict.faces == 0 and detector.calls == 0

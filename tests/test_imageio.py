@@ -257,3 +257,11 @@ def test_encode_gray_with_alpha_in_every_format():
         assert im.size == (6, 4), fmt
     with pytest.raises(ValueError, match="transparency"):
         encode(image, "JPEG")
+
+
+def test_apng_is_read_frame_by_frame():
+    apng = encode(decode(read("face-animated.gif"), **LIMITS), "PNG")
+    image = decode(apng, **LIMITS)
+    assert image.animated and len(image.frames) == 3
+    assert [f.duration for f in image.frames] == [100, 120, 140]
+    assert output_format(image) == "PNG"

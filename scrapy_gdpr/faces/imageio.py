@@ -75,9 +75,6 @@ _TRANSPOSE = {
     8: Image.Transpose.ROTATE_90,
 }
 
-_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
-
-
 class ImageRefused(Exception):
     """The image cannot be checked; ``reason`` is the stage's reason code."""
 
@@ -374,15 +371,16 @@ def _to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
     if icc and im.mode in ("L", "LA", "RGB", "RGBA", "CMYK"):
         try:
             src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            srgb = ImageCms.createProfile("sRGB")  # per call: LittleCMS profiles are not shared across threads
             out_mode = "RGBA" if im.mode in ("LA", "RGBA") else "RGB"
             if im.mode == "LA":  # LittleCMS has no gray+alpha transform
                 alpha = im.getchannel("A")
-                rgb = ImageCms.profileToProfile(im.convert("L"), src, _SRGB, outputMode="RGB")
+                rgb = ImageCms.profileToProfile(im.convert("L"), src, srgb, outputMode="RGB")
                 assert rgb is not None
                 rgb.putalpha(alpha)
                 converted = rgb
             else:
-                converted = ImageCms.profileToProfile(im, src, _SRGB, outputMode=out_mode)
+                converted = ImageCms.profileToProfile(im, src, srgb, outputMode=out_mode)
             assert converted is not None
             if im.mode in ("L", "LA"):
                 converted = _collapse_gray(converted)
@@ -504,7 +502,7 @@ def encode(image: DecodedImage, fmt: str, *, jpeg_quality: int = 90) -> bytes:
     if fmt == "JPEG":
         if first.mode not in ("L", "RGB"):
             raise ValueError("JPEG cannot hold transparency")
-        if image.jpeg_qtables and len(image.jpeg_qtables) <= 4:
+        if image.jpeg_qtables and (1 if first.mode == "L" else 2) <= len(image.jpeg_qtables) <= 4:
             params.update(qtables=image.jpeg_qtables)
             if image.jpeg_subsampling >= 0 and first.mode == "RGB":
                 params["subsampling"] = image.jpeg_subsampling

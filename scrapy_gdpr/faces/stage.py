@@ -75,6 +75,9 @@ _AUDIT_REASON = {
 }
 
 REDACTIONS = ("blur", "pixelate", "fill")
+#: Frames whose shorter side is below this many pixels cannot show an identifiable
+#: face (tracking pixels, spacers, icons): they are re-encoded without detection.
+MIN_FACE_SIDE = 10
 ACTIONS = (*REDACTIONS, "drop_image", "drop_item", "keep")
 
 
@@ -346,6 +349,8 @@ def _detect_frames(frames: list[Frame], detector: FaceDetector) -> list[list[Det
 
 def _detect(frame: Frame, detector: FaceDetector) -> list[Detection]:
     h, w = frame.pixels.shape[:2]
+    if min(h, w) < MIN_FACE_SIDE:
+        return []
     if frame.alpha is None:
         found = _valid(detector.detect(_bgr(frame.pixels)), w, h)
     else:
