@@ -11,6 +11,7 @@ from PIL import Image
 
 from scrapy_gdpr.faces.imageio import (
     _TRANSPOSE,
+    _webp_canvas,
     DecodedImage,
     Frame,
     ImageRefused,
@@ -265,3 +266,14 @@ def test_apng_is_read_frame_by_frame():
     assert image.animated and len(image.frames) == 3
     assert [f.duration for f in image.frames] == [100, 120, 140]
     assert output_format(image) == "PNG"
+
+
+def test_webp_canvas_is_checked_before_pillow_opens_it():
+    # a 16384 x 16384 canvas in a 30-byte file
+    chunk = b"VP8X" + struct.pack("<I", 10) + b"\x02\0\0\0" + (16383).to_bytes(3, "little") * 2
+    data = b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk
+    with pytest.raises(ImageRefused) as info:
+        decode(data, **LIMITS)
+    assert info.value.reason == "too_many_pixels"
+    for name in ("face-lossy.webp", "face-lossless.webp", "face-animated.webp"):
+        assert _webp_canvas(read(name)) == (256, 256), name

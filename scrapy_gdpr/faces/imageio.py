@@ -208,6 +208,20 @@ def _gif_scan(data: bytes) -> tuple[int, int, int]:
     return frames, width, height
 
 
+def _webp_canvas(data: bytes) -> tuple[int, int] | None:
+    """A WebP's canvas size from its first chunk (libwebp's animation decoder
+    allocates the canvas as soon as Pillow opens the file, so check it first)."""
+    kind = data[12:16]
+    if kind == b"VP8X" and len(data) >= 30:
+        return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
+    if kind == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
+        return struct.unpack_from("<H", data, 26)[0] & 0x3FFF, struct.unpack_from("<H", data, 28)[0] & 0x3FFF
+    if kind == b"VP8L" and len(data) >= 25 and data[20] == 0x2F:
+        bits = int.from_bytes(data[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+    return None
+
+
 def _check_size(size: tuple[int, int], limit: int, what: str) -> int:
     w, h = size
     if w <= 0 or h <= 0:
@@ -246,6 +260,11 @@ def decode(data: bytes, *, max_pixels: int, max_frames: int) -> DecodedImage:
             raise ImageRefused("too_many_frames", f"{n} frames, the limit is {max_frames}")
         if n * w * h > limit:
             raise ImageRefused("too_many_pixels", f"{n} frames of {w}x{h}, the limit is {limit} pixels in all")
+    if mime == "image/webp":
+        canvas = _webp_canvas(data)
+        if canvas is None:
+            raise ImageRefused("undecodable", "no WebP image header")
+        _check_size(canvas, limit, "the WebP canvas")
     try:
         im = decoder(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -319,9 +319,7 @@ def _process(
 
 
 def _bgr(pixels: np.ndarray) -> np.ndarray:
-    if pixels.ndim == 2:
-        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR)
-    return np.ascontiguousarray(pixels[..., ::-1])
+    return cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR if pixels.ndim == 2 else cv2.COLOR_RGB2BGR)
 
 
 def _composite(frame: Frame) -> np.ndarray:
@@ -390,7 +388,7 @@ def _merge(dets: list[Detection]) -> list[Detection]:
 
 def _redact_frame(frame: Frame, dets: list[Detection], action: str, margin: float) -> None:
     bgr = redact(_bgr(frame.pixels), dets, action, margin)
-    frame.pixels = np.ascontiguousarray(bgr[..., 0] if frame.pixels.ndim == 2 else bgr[..., ::-1])
+    frame.pixels = np.ascontiguousarray(bgr[..., 0]) if frame.pixels.ndim == 2 else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     if frame.alpha is not None:
         a = redact(cv2.cvtColor(frame.alpha, cv2.COLOR_GRAY2BGR), dets, action, margin)
         frame.alpha = np.ascontiguousarray(a[..., 0])
