@@ -398,3 +398,20 @@ def test_images_too_small_for_a_face_are_stored_without_detection():
     detector = FixedDetector(fail=RuntimeError("must not be called"))
     verdict = process_image(buf.getvalue(), detector=detector)
     assert verdict.stored and verdict.faces == 0 and detector.calls == 0
+
+
+class PerFrameDetector(FixedDetector):
+    """Finds the face only in the first picture it is shown."""
+
+    def detect(self, image_bgr):
+        self.calls += 1
+        return list(self.boxes) if self.calls == 1 else []
+
+
+def test_animation_frames_borrow_their_neighbours_boxes():
+    verdict = process_image(read("face-animated.webp"), detector=PerFrameDetector([FACE_BOX + (0.9,)]),
+                            face_policy=FacePolicy(action="fill", margin=0))
+    frames = frames_of(verdict.data)
+    assert region(frames[0], FACE_BOX).mean() < 6  # found here (lossy WebP: nearly black)
+    assert region(frames[1], FACE_BOX).mean() < 6  # missed here, filled from frame 0's box
+    assert region(frames[2], FACE_BOX).mean() > 60  # two frames away: not touched

@@ -296,7 +296,12 @@ def _process(
     taken = "none"
     if faces and action in REDACTIONS:
         try:
-            for frame, dets in zip(image.frames, per_frame, strict=True):
+            for i, frame in enumerate(image.frames):
+                dets = per_frame[i]
+                if image.animated:
+                    # a face found in a neighbouring frame is redacted here too, in case
+                    # the detector missed it in this one (faces move little between frames)
+                    dets = [*dets, *(per_frame[i - 1] if i else []), *(per_frame[i + 1] if i + 1 < len(per_frame) else [])]
                 if dets:
                     _redact_frame(frame, dets, action, margin)
         except Exception as exc:  # noqa: BLE001
