@@ -7,7 +7,7 @@ import struct
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from scrapy_gdpr.faces.imageio import (
     _TRANSPOSE,
@@ -277,3 +277,16 @@ def test_webp_canvas_is_checked_before_pillow_opens_it():
     assert info.value.reason == "too_many_pixels"
     for name in ("face-lossy.webp", "face-lossless.webp", "face-animated.webp"):
         assert _webp_canvas(read(name)) == (256, 256), name
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_orientation_matches_pillow_exif_transpose(orientation):
+    im = Image.fromarray(np.arange(6 * 10 * 3, dtype=np.uint8).reshape(6, 10, 3) * 3)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    im.save(buf, "PNG", exif=exif.tobytes())
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(buf.getvalue()))))
+    image = decode(buf.getvalue(), **LIMITS)
+    assert image.orientation == orientation
+    assert (image.frames[0].pixels == expected).all()
