@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 #: Files taken from folders (files named on the command line are always taken).
 IMAGE_SUFFIXES = frozenset(
-    ".jpg .jpeg .jpe .jfif .png .apng .gif .webp .tif .tiff .bmp .dib .svg .svgz .avif .heic .heif .ico .jp2 .jxl".split()
+    ".jpg .jpeg .jpe .jfif .png .apng .gif .webp .tif .tiff .bmp .dib"
+    " .svg .svgz .avif .heic .heif .ico .jp2 .jxl".split()
 )
 
 

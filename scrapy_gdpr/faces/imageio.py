@@ -455,7 +455,10 @@ def _unify(frames: list[Frame]) -> None:
 # --------------------------------------------------------------------------- orientation
 
 
-def source_box(box: tuple[float, float, float, float], orientation: int, source_size: tuple[int, int]) -> tuple[float, float, float, float]:
+Box = tuple[float, float, float, float]
+
+
+def source_box(box: Box, orientation: int, source_size: tuple[int, int]) -> Box:
     """Map an ``(x, y, w, h)`` box on the upright image back to the image as stored."""
     if orientation not in _TRANSPOSE:
         return box

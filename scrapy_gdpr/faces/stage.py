@@ -301,7 +301,9 @@ def _process(
                 if image.animated:
                     # a face found in a neighbouring frame is redacted here too, in case
                     # the detector missed it in this one (faces move little between frames)
-                    dets = [*dets, *(per_frame[i - 1] if i else []), *(per_frame[i + 1] if i + 1 < len(per_frame) else [])]
+                    before = per_frame[i - 1] if i else []
+                    after = per_frame[i + 1] if i + 1 < len(per_frame) else []
+                    dets = [*dets, *before, *after]
                 if dets:
                     _redact_frame(frame, dets, action, margin)
         except Exception as exc:  # noqa: BLE001
@@ -359,7 +361,8 @@ def _detect(frame: Frame, detector: FaceDetector) -> list[Detection]:
     else:
         # what a viewer sees, and the colour channels alone: a face can be drawn by
         # the alpha channel, or hidden in colour under partly transparent pixels
-        found = _merge(_valid(detector.detect(_composite(frame)), w, h) + _valid(detector.detect(_bgr(frame.pixels)), w, h))
+        seen = _valid(detector.detect(_composite(frame)), w, h)
+        found = _merge(seen + _valid(detector.detect(_bgr(frame.pixels)), w, h))
     return found
 
 
