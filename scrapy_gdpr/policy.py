@@ -319,6 +319,14 @@ class FacePolicy(_Model):
         default_factory=list, description="MIME types that may be stored without a face check"
     )
 
+    _keep_allowed: bool = PrivateAttr(False)
+
+    @property
+    def keep_allowed(self) -> bool:
+        """Whether the policy holding this section documents an Art. 9 condition, so that
+        the face stage, given only this section, may honour ``action: keep``."""
+        return self._keep_allowed
+
 
 class Retention(_Model):
     items: dict[NonEmpty, IsoDuration] = Field(
@@ -418,6 +426,9 @@ class Policy(_Model):
 
     def faces_may_be_kept(self) -> bool:
         return self.faces.action == "keep" and self.special_categories.biometric is not None
+
+    def model_post_init(self, context: Any, /) -> None:
+        self.faces._keep_allowed = self.special_categories.biometric is not None
 
 
 # --------------------------------------------------------------------------- YAML with lines

@@ -286,9 +286,13 @@ def test_keep_is_refused_without_an_art9_condition(tmp_path):
     verdict = process_image(read("face-baseline.jpg"), face_policy=FacePolicy(action="keep"), detector=face)
     assert not verdict.stored and verdict.reason == "keep_without_art9"
     assert face.calls == 0
-    # load_policy refuses such a policy outright; a policy object can still ask for it
+    # load_policy refuses such a policy outright; an override can still ask for it
     override = process_image(read("face-baseline.jpg"), action="keep", detector=face)
     assert override.reason == "keep_without_art9"
+    without = load_policy(policy_file(tmp_path, {"action": "blur"}, biometric=False))
+    assert not without.faces.keep_allowed
+    assert process_image(read("face-baseline.jpg"), face_policy=without.faces, action="keep",
+                         detector=face).reason == "keep_without_art9"
 
 
 def test_keep_is_honoured_with_an_art9_condition(tmp_path):
@@ -301,9 +305,15 @@ def test_keep_is_honoured_with_an_art9_condition(tmp_path):
     assert b"ExampleCam" not in verdict.data and not Image.open(io.BytesIO(verdict.data)).getexif()
     upright = decode(data, **LIMITS).frames[0].pixels.astype(int)
     assert np.abs(frames_of(verdict.data)[0] - upright).mean() < 1.5  # the face is still there
-    # the same policy given as its faces section alone needs keep_allowed
-    assert process_image(data, face_policy=policy.faces, detector=face).reason == "keep_without_art9"
-    assert process_image(data, face_policy=policy.faces, keep_allowed=True, detector=face).stored
+    # the policy's faces section alone knows its policy documents the condition
+    assert policy.faces.keep_allowed
+    assert process_image(data, face_policy=policy.faces, detector=face).action == "keep"
+    refused = process_image(data, face_policy=policy.faces, keep_allowed=False, detector=face)
+    assert refused.reason == "keep_without_art9"
+    # as the crawl's face pool calls it
+    pool = process_image(data, action="keep", margin=0.25, detector=face, max_pixels=10**7,
+                         face_policy=policy.faces, mime="image/jpeg")
+    assert pool.stored and pool.action == "keep"
 
 
 def test_policy_faces_section_is_used_directly(tmp_path):

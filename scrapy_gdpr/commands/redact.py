@@ -99,8 +99,7 @@ class Command(ScrapyCommand):
                 policy = load_policy(opts.policy)
             except PolicyError as exc:
                 raise UsageError(str(exc)) from None
-        faces = policy.faces if policy is not None else FacePolicy()
-        keep_allowed = policy.faces_may_be_kept() if policy is not None else False
+        faces = policy.faces if policy is not None else FacePolicy()  # keep only with an Art. 9 condition
         files = collect(args)
         out = Path(opts.out)
         for path, _ in files:
@@ -110,8 +109,7 @@ class Command(ScrapyCommand):
 
         def one(item: tuple[Path, str]) -> Verdict:
             path, _ = item
-            return process_image(path.read_bytes(), face_policy=faces, action=opts.action, keep_allowed=keep_allowed,
-                                 output="same")
+            return process_image(path.read_bytes(), face_policy=faces, action=opts.action, output="same")
 
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gdpr-redact") as pool:
             verdicts = list(pool.map(one, files))

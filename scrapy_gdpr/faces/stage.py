@@ -177,8 +177,9 @@ def process_image(
     Settings come from ``face_policy`` (a policy's ``faces`` section) or ``policy``
     (the whole policy, which also answers whether faces may be kept); the keyword
     arguments ``action``, ``margin``, ``max_pixels`` and ``max_frames`` override
-    them. ``keep_allowed`` says an Art. 9 condition is documented (default:
-    ``policy.faces_may_be_kept()``, or False). ``mime`` is the declared type
+    them. ``keep_allowed`` says an Art. 9 condition is documented (default: what
+    the policy's faces section says, ``face_policy.keep_allowed``; False for a
+    section built on its own). ``mime`` is the declared type
     (Content-Type): only used to match ``faces.allow_unchecked_types`` when the
     bytes themselves are of no recognisable type. ``detector`` defaults to one per
     thread built from the policy's sensitivity. ``output`` is ``auto`` (JPEG, or
@@ -237,7 +238,8 @@ def _process(
     if face_policy is None and policy is not None:
         face_policy = policy.faces
     if keep_allowed is None:
-        keep_allowed = policy.faces_may_be_kept() if policy is not None else False
+        # a policy's faces section knows whether its policy documents an Art. 9 condition
+        keep_allowed = bool(getattr(face_policy, "keep_allowed", False))
     action = action or (face_policy.action if face_policy is not None else "blur")
     margin = margin if margin is not None else (face_policy.margin if face_policy is not None else 0.25)
     max_pixels = max_pixels or (face_policy.max_pixels if face_policy is not None else 60_000_000)
