@@ -343,9 +343,20 @@ class FacePolicy(_Model):
     sensitivity: Literal["strict", "balanced", "fast"] = "strict"
     min_confidence: Annotated[float, Field(gt=0, lt=1)] | None = None
     max_pixels: Annotated[int, Field(gt=0)] = 60_000_000
+    max_frames: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        100, description="Most frames or pages an animated image or multi-page TIFF may have; more are refused"
+    )
     allow_unchecked_types: list[NonEmpty] = Field(
         default_factory=list, description="MIME types that may be stored without a face check"
     )
+
+    _keep_allowed: bool = PrivateAttr(False)
+
+    @property
+    def keep_allowed(self) -> bool:
+        """Whether the policy holding this section documents an Art. 9 condition, so that
+        the face stage, given only this section, may honour ``action: keep``."""
+        return self._keep_allowed
 
 
 class Retention(_Model):
@@ -446,6 +457,9 @@ class Policy(_Model):
 
     def faces_may_be_kept(self) -> bool:
         return self.faces.action == "keep" and self.special_categories.biometric is not None
+
+    def model_post_init(self, context: Any, /) -> None:
+        self.faces._keep_allowed = self.special_categories.biometric is not None
 
 
 # --------------------------------------------------------------------------- YAML with lines

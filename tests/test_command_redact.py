@@ -1,0 +1,127 @@
+"""scrapy gdpr-redact, run as a user runs it (in a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+from PIL import Image
+
+from scrapy_gdpr.faces.imageio import source_box
+from tests.utils import DATA, run_scrapy
+
+IMAGES = DATA / "images"
+FACE_BOX = (91, 31, 43, 58)  # upright astronaut face in the fixtures
+
+
+def iou(a, b) -> float:
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def make_input(tmp_path: Path, names: dict[str, str]) -> Path:
+    src = tmp_path / "in"
+    for target, name in names.items():
+        (src / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(IMAGES / name, src / target)
+    return src
+
+
+def test_redacts_a_folder_under_the_same_names(tmp_path):
+    src = make_input(tmp_path, {
+        "face.jpg": "face-baseline.jpg",
+        "coffee.png": "noface.png",
+        "sideways.jpg": "face-exif-gps-rot6.jpg",
+        "nested/deeper/face.bmp": "face.bmp",
+        "animated.gif": "face-animated.gif",
+    })
+    (src / "notes.txt").write_text("not an image", encoding="utf-8")
+    (src / ".hidden.jpg").write_bytes((IMAGES / "face-baseline.jpg").read_bytes())
+    out, dets = tmp_path / "out", tmp_path / "detections.json"
+    result = run_scrapy("gdpr-redact", str(src), "--out", str(out), "--detections-out", str(dets), "--workers", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "5 image(s), action blur: 5 written" in result.stdout
+    assert "0 not stored" in result.stdout
+
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == ["animated.gif", "coffee.png", "face.jpg", "nested/deeper/face.bmp", "sideways.jpg"]
+    for name, fmt in (("face.jpg", "JPEG"), ("coffee.png", "PNG"), ("nested/deeper/face.bmp", "BMP"),
+                      ("animated.gif", "GIF"), ("sideways.jpg", "JPEG")):
+        with Image.open(out / name) as im:
+            assert im.format == fmt, name  # the content matches the name
+            assert not im.getexif() and "icc_profile" not in im.info, name
+            assert getattr(im, "n_frames", 1) == (3 if fmt == "GIF" else 1)
+    # what face_eval.py residual does: read both with OpenCV (which reads no GIF), same shapes
+    for name in ("face.jpg", "coffee.png", "nested/deeper/face.bmp", "sideways.jpg"):
+        original, anonymised = cv2.imread(str(src / name)), cv2.imread(str(out / name))
+        assert original is not None and anonymised is not None and original.shape == anonymised.shape, name
+    # the no-face PNG is pixel-identical; the face JPEG is not
+    with Image.open(out / "coffee.png") as a, Image.open(src / "coffee.png") as b:
+        assert (np.asarray(a) == np.asarray(b)).all()
+
+    boxes = json.loads(dets.read_text(encoding="utf-8"))
+    assert sorted(boxes) == written
+    assert boxes["coffee.png"] == []
+    for name in ("face.jpg", "nested/deeper/face.bmp", "sideways.jpg"):
+        assert boxes[name], name
+        for box in boxes[name]:
+            assert len(box) == 5 and all(isinstance(v, (int, float)) for v in box)
+            assert 0 < box[4] <= 1
+    assert max(iou(b, FACE_BOX) for b in boxes["face.jpg"]) > 0.3
+    # boxes are in pixels of the input as stored: the sideways file is 192 wide and 256 high
+    expected = source_box(FACE_BOX, 6, (192, 256))
+    assert max(iou(b, expected) for b in boxes["sideways.jpg"]) > 0.3
+    assert all(b[0] + b[2] <= 192.5 and b[1] + b[3] <= 256.5 for b in boxes["sideways.jpg"])
+
+
+def test_refused_files_are_listed_and_the_exit_code_is_one(tmp_path):
+    src = make_input(tmp_path, {"a.svg": "bad-image.svg", "b.jpg": "bad-truncated.jpg", "c.jpg": "face-baseline.jpg",
+                                "d.png": "bad-bomb.png"})
+    out = tmp_path / "out"
+    result = run_scrapy("gdpr-redact", str(src / "a.svg"), str(src / "b.jpg"), str(src / "c.jpg"),
+                        str(src / "d.png"), "--out", str(out), "--workers", "1")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "4 image(s), action blur: 1 written" in result.stdout
+    assert "not stored: a.svg: unsupported_type (image/svg+xml)" in result.stdout
+    assert "not stored: b.jpg: undecodable" in result.stdout
+    assert "not stored: d.png: too_many_pixels" in result.stdout
+    assert [p.name for p in out.iterdir()] == ["c.jpg"]
+
+
+def test_policy_and_action_options(tmp_path):
+    policy = yaml.safe_load((DATA / "policies" / "valid.yaml").read_text(encoding="utf-8"))
+    policy["faces"] = {"action": "fill", "margin": 0, "allow_unchecked_types": ["image/svg+xml"]}
+    policy_path = tmp_path / "policy.yaml"
+    policy_path.write_text(yaml.safe_dump(policy), encoding="utf-8")
+    src = make_input(tmp_path, {"face.bmp": "face.bmp", "logo.svg": "bad-image.svg"})
+    out = tmp_path / "out"
+    result = run_scrapy("gdpr-redact", str(src), "--out", str(out), "--policy", str(policy_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "action fill" in result.stdout
+    assert (out / "logo.svg").read_bytes() == (src / "logo.svg").read_bytes()  # unchecked, allowed by policy
+    with Image.open(out / "face.bmp") as im:
+        filled = np.asarray(im)
+    assert (filled == 0).all(axis=2).sum() > 1000  # a black box where the face was
+
+    dropped = run_scrapy("gdpr-redact", str(src / "face.bmp"), "--out", str(tmp_path / "out2"),
+                         "--policy", str(policy_path), "--action", "drop_image")
+    assert dropped.returncode == 1
+    assert "not stored: face.bmp: faces_drop_image" in dropped.stdout
+    assert not (tmp_path / "out2" / "face.bmp").exists()
+
+
+def test_usage_errors(tmp_path):
+    src = make_input(tmp_path, {"face.jpg": "face-baseline.jpg"})
+    assert run_scrapy("gdpr-redact", str(src)).returncode == 2  # no --out
+    inside = run_scrapy("gdpr-redact", str(src), "--out", str(src))
+    assert inside.returncode == 2 and "overwrite" in inside.stderr
+    bad_policy = tmp_path / "bad.yaml"
+    bad_policy.write_text("version: 1\n", encoding="utf-8")
+    invalid = run_scrapy("gdpr-redact", str(src), "--out", str(tmp_path / "out"), "--policy", str(bad_policy))
+    assert invalid.returncode == 2 and "policy_id" in invalid.stderr
