@@ -72,8 +72,9 @@ def main() -> int:
             print(f"  {reason:<20} {info['count']:>3}  e.g. {info['samples'][0] if info['samples'] else ''}")
         totals = data.get("totals", {})
         print(f"\nItems stored: {totals.get('items_scraped', 0)}, dropped: {totals.get('items_dropped', 0)}")
-    print("\nFor the privacy officer:")
-    print(report.stdout.strip())
+    print("\nFor the privacy officer (review document, crawler information page):")
+    for line in report.stdout.strip().splitlines():
+        print(f"  {HERE / line.strip()}")
     return 0
 
 

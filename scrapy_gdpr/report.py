@@ -95,8 +95,8 @@ main{max-width:980px;margin:0 auto;padding:32px 24px 64px}
 h1{font-size:26px;margin:0 0 4px}h2{font-size:19px;margin:32px 0 8px;border-bottom:2px solid #dde3ea;padding-bottom:4px}
 .sub{color:#5b6775;margin:0 0 16px}
 table{border-collapse:collapse;width:100%;background:#fff;border:1px solid #dde3ea;border-radius:6px;overflow:hidden}
-th,td{text-align:left;padding:7px 10px;border-bottom:1px solid #eef1f5;vertical-align:top;font-size:14px}
-th{background:#eef2f7;font-weight:600}
+th,td{text-align:left;overflow-wrap:anywhere;padding:7px 10px;border-bottom:1px solid #eef1f5;vertical-align:top;font-size:14px}
+th{background:#eef2f7;font-weight:600}\ntbody th{width:22%;background:#f7f9fb}\ntd table{margin:0;font-size:13px}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:12px}
 .card{background:#fff;border:1px solid #dde3ea;border-radius:8px;padding:12px 14px}
 .card b{display:block;font-size:24px}.card span{color:#5b6775;font-size:13px}
@@ -107,32 +107,39 @@ pre{background:#fff;border:1px solid #dde3ea;padding:10px;overflow:auto;border-r
 
 
 def _cell(value: Any) -> str:
-    if isinstance(value, (dict, list)):
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            return "<br>".join(f"<code>{html.escape(v)}</code>" for v in value) or "&ndash;"
-        return f"<pre>{html.escape(json.dumps(value, indent=1, ensure_ascii=False, default=str))}</pre>"
+    if isinstance(value, dict):
+        if not value:
+            return "&ndash;"
+        return _table([(k, v) for k, v in value.items()], None)
+    if isinstance(value, list):
+        if not value:
+            return "&ndash;"
+        if all(isinstance(v, dict) for v in value):
+            keys = list(dict.fromkeys(k for v in value for k in v))
+            return _table([tuple(v.get(k, "") for k in keys) for v in value], tuple(keys))
+        return "<br>".join(_cell(v) for v in value)
     text = str(value)
     if "\n" in text:
         return f"<pre>{html.escape(text)}</pre>"
     return html.escape(text)
 
 
-def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def _table(rows: list[tuple[Any, ...]], header: tuple[str, ...] | None) -> str:
+    head = ""
+    if header is not None:
+        head = "<thead><tr>" + "".join(f"<th>{html.escape(str(h).replace('_', ' '))}</th>" for h in header) + "</tr></thead>"
+    body = "".join(
+        "<tr>" + "".join(
+            (f"<th>{_cell(c)}</th>" if header is None and i == 0 else f"<td>{_cell(c)}</td>") for i, c in enumerate(row)
+        ) + "</tr>"
+        for row in rows
+    )
+    return f"<table>{head}<tbody>{body}</tbody></table>"
 
 
 def _section(title: str, value: Any) -> str:
     out = f"<h2>{html.escape(title.replace('_', ' ').capitalize())}</h2>"
-    if isinstance(value, dict):
-        out += _table([(k, v) for k, v in value.items()], ("", ""))
-    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        keys = list(dict.fromkeys(k for v in value for k in v))
-        out += _table([tuple(v.get(k, "") for k in keys) for v in value], tuple(keys))
-    else:
-        out += _cell(value)
-    return out
+    return out + _cell(value)
 
 
 def render_html(data: dict[str, Any]) -> str:
