@@ -32,6 +32,7 @@ from protego import Protego
 from scrapy import Request
 from scrapy.http.request import NO_CALLBACK
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
+from scrapy.utils.httpobj import urlparse_cached
 from twisted.internet.defer import Deferred
 
 from scrapy_gdpr._component import component_runtime
@@ -79,9 +80,12 @@ _TOKEN_RE = re.compile(r"[A-Za-z_-]*")
 _NO_COLON_RE = re.compile(r"^(user[ -]?agent|disallow|allow|sitemap|crawl[ -]delay|request[ -]rate)\s+(.*)$", re.I)
 
 
-def origin_of(url: str) -> str:
-    """``scheme://host:port`` with the default port spelled out: the robots.txt cache key."""
-    parts = urlsplit(url)
+def origin_of(url: str | Any) -> str:
+    """``scheme://host:port`` with the default port spelled out: the robots.txt cache key.
+
+    ``url`` is a URL or an already split one (``urlparse_cached(request)``).
+    """
+    parts = urlsplit(url) if isinstance(url, str) else url
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower()
     try:
@@ -440,7 +444,7 @@ class RobotsGateMiddleware:
             return
         if request.url.startswith(("data:", "file:")):
             return
-        entry = await self.entry_for(request.url)
+        entry = await self.entry_for(request.url, urlparse_cached(request))
         allowed, reason, detail = self._decide(entry, request.url)
         if not allowed:
             raise refuse(self.crawler, request.url, reason, clause=self._clause(reason), detail=detail)
@@ -490,9 +494,9 @@ class RobotsGateMiddleware:
         return policy.clause("crawler", "product_token")
 
     # -- cache -----------------------------------------------------------------------
-    async def entry_for(self, url: str) -> RobotsEntry:
+    async def entry_for(self, url: str, parts: Any = None) -> RobotsEntry:
         """The robots.txt entry for ``url``, fetching it once for all waiters when needed."""
-        origin = origin_of(url)
+        origin = origin_of(parts if parts is not None else url)
         entry = self.cache.get(origin)
         if entry is not None and time.monotonic() < entry.expires_at:
             self.cache.move_to_end(origin)
