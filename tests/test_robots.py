@@ -403,11 +403,17 @@ async def test_retries_are_bounded(tmp_path, mockserver):
 # --------------------------------------------------------------------------- delays and sitemaps
 
 
+@pytest.mark.parametrize("autothrottle", [False, True])
 @coroutine_test
-async def test_crawl_delay_observed_between_fetches(tmp_path, logged_mockserver):
+async def test_crawl_delay_observed_between_fetches(tmp_path, logged_mockserver, autothrottle):
+    # AutoThrottle, aiming at 64 concurrent requests, halves the delay after every
+    # response; the floor must come back before the next request is sent
     server = logged_mockserver
     urls = [server.url(f"/page.html?{i}", host="polite-delay.test") for i in range(4)]
-    crawler = await crawl(tmp_path, urls, CONCURRENT_REQUESTS_PER_DOMAIN=8, DOWNLOAD_DELAY_JITTER=0.5)
+    crawler = await crawl(
+        tmp_path, urls, CONCURRENT_REQUESTS_PER_DOMAIN=8, DOWNLOAD_DELAY_JITTER=0.5,
+        AUTOTHROTTLE_ENABLED=autothrottle, AUTOTHROTTLE_START_DELAY=0, AUTOTHROTTLE_TARGET_CONCURRENCY=64,
+    )
     assert len(crawler.spider.seen) == 4
     times = [t for t, h, p in server.requests() if p.startswith("/page.html")]
     assert len(times) == 4
@@ -588,3 +594,86 @@ def test_content_signal_values():
     assert prefs("ai-train=maybe, search") == {}
     assert prefs("AI-Train=No") == {"ai-train": False}
     assert prefs("search-ai=no") == {}
+
+
+@coroutine_test
+async def test_unreachable_waits_at_least_retry_after(tmp_path, mockserver):
+    policy = write_policy(tmp_path, robots={"retry_backoff": "PT1S"})
+    url = mockserver.url("/index.html", host="robots-429ra.test")
+    crawler = await crawl(tmp_path, [url], policy=policy)
+    assert crawler.spider.refused == {url: "robots_unreachable"}
+    entry = runtime(crawler).report_sections["robots"]["unreachable"][origin_of(url)]
+    assert entry["retry_in_seconds"] == 120
+
+
+# --------------------------------------------------------------------------- RFC 9309 matching
+
+
+@pytest.mark.parametrize(
+    ("robots", "path", "allowed"),
+    [
+        # longest match wins (RFC 9309 2.2.2)
+        ("Allow: /p\nDisallow: /", "/page", True),
+        ("Allow: /folder\nDisallow: /folder/", "/folder/page", False),
+        ("Allow: /folder/\nDisallow: /folder", "/folder/page", True),
+        # equivalent Allow and Disallow: Allow wins
+        ("Allow: /page\nDisallow: /page", "/page", True),
+        # "*" and "$"
+        ("Disallow: /*.gif$", "/img/a.gif", False),
+        ("Disallow: /*.gif$", "/img/a.gif?x=1", True),
+        ("Disallow: /fish*", "/fish.html", False),
+        ("Disallow: /fish*", "/Fish.html", True),  # paths are case-sensitive
+        ("Allow: /$\nDisallow: /", "/", True),
+        ("Allow: /$\nDisallow: /", "/page.html", False),
+        # percent-encoding is normalised
+        ("Disallow: /foo/bar%2Fbaz", "/foo/bar%2fbaz", False),
+        ("Disallow: /a%3cd.html", "/a%3Cd.html", False),
+        # an empty Disallow allows everything
+        ("Disallow:", "/anything", True),
+        # robots.txt itself is always allowed
+        ("Disallow: /", "/robots.txt", True),
+    ],
+)
+def test_rfc9309_path_matching(robots, path, allowed):
+    rules = parse_robots(f"User-agent: *\n{robots}\n".encode(), "GdprTestBot")
+    assert rules.can_fetch(f"http://example.test{path}") is allowed
+
+
+@pytest.mark.parametrize(
+    ("robots", "allowed"),
+    [
+        # a group names several agents
+        ("User-agent: a\nUser-agent: GdprTestBot\nDisallow: /x\n", False),
+        # a rule line ends the user-agent list: the second group is its own
+        ("User-agent: GdprTestBot\nAllow: /\nUser-agent: other\nDisallow: /x\n", True),
+        # token equality ignores case and a version suffix
+        ("User-agent: gDpRtEsTbOt/9\nDisallow: /x\n", False),
+        # a longer or shorter token is another crawler
+        ("User-agent: GdprTestBots\nDisallow: /x\n", True),
+        ("User-agent: GdprTest\nDisallow: /x\n", True),
+        ("User-agent: *GdprTestBot\nDisallow: /x\n", True),
+        # "*" only when we have no group of our own
+        ("User-agent: *\nDisallow: /x\nUser-agent: GdprTestBot\nAllow: /y\n", True),
+        ("User-agent: *\nDisallow: /x\n", False),
+        # rules before any group are ignored
+        ("Disallow: /x\nUser-agent: *\nAllow: /\n", True),
+        # directive names in any case, with spaces, common misspellings
+        ("USER-AGENT : GdprTestBot\nDISALLOW : /x\n", False),
+        ("user agent: GdprTestBot\ndissallow: /x\n", False),
+        # comments
+        ("User-agent: GdprTestBot # us\nDisallow: /x # private\n", False),
+        # CR-only line ends
+        ("User-agent: GdprTestBot\rDisallow: /x\r", False),
+    ],
+)
+def test_rfc9309_group_selection(robots, allowed):
+    assert parse_robots(robots.encode(), "GdprTestBot").can_fetch("http://example.test/x") is allowed
+
+
+def test_crawl_delay_and_request_rate_from_own_group_only():
+    body = b"User-agent: *\nCrawl-delay: 9\n\nUser-agent: GdprTestBot\nCrawl-delay: 2\nRequest-rate: 3/10s\n"
+    rules = parse_robots(body, "GdprTestBot")
+    assert rules.crawl_delay == 2
+    assert rules.request_rate == (3, 10)
+    assert parse_robots(body, "Other").crawl_delay == 9
+    assert parse_robots(b"User-agent: *\nCrawl-delay: soon\nRequest-rate: fast\n", "X").crawl_delay is None
