@@ -180,6 +180,8 @@ def child(mode: str, port: int, hosts: int, pages: int, folder: Path) -> None:
     crawler = process.create_crawler(BenchSpider)
     process.crawl(crawler)
     profile_path = os.environ.get("GDPR_BENCH_PROFILE")
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_started = usage.ru_utime + usage.ru_stime
     started = time.perf_counter()
     if profile_path:  # e.g. GDPR_BENCH_PROFILE=/tmp/gdpr.prof, one child at a time
         import cProfile
@@ -188,6 +190,8 @@ def child(mode: str, port: int, hosts: int, pages: int, folder: Path) -> None:
     else:
         process.start()
     elapsed = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime - cpu_started
     stats = crawler.stats.get_stats()
     print(
         json.dumps(
@@ -196,6 +200,8 @@ def child(mode: str, port: int, hosts: int, pages: int, folder: Path) -> None:
                 "pages": count["pages"],
                 "elapsed": elapsed,
                 "pages_per_s": count["pages"] / elapsed,
+                "cpu_s": cpu,
+                "pages_per_cpu_s": count["pages"] / cpu,
                 "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "blocked": {k: v for k, v in stats.items() if k.startswith("gdpr/blocked/")},
                 "errors": stats.get("log_count/ERROR", 0),
@@ -282,6 +288,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--objections", type=int, default=1_000_000)
     parser.add_argument("--lookups", type=int, default=200_000)
+    parser.add_argument("--objections-only", action="store_true", help="skip the crawls")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=["plain", "gdpr"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -292,6 +299,9 @@ def main() -> None:
         return
     if args.child:
         child(args.child, args.port, args.hosts, args.pages, args.folder)
+        return
+    if args.objections_only:
+        objection_benchmark(args.objections, args.lookups)
         return
 
     server = subprocess.Popen([sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, text=True)
@@ -306,7 +316,8 @@ def main() -> None:
                 r = run_child(mode, port, args.hosts, args.pages)
                 results[mode].append(r)
                 print(
-                    f"  {mode:5s}: {r['pages']:,} pages in {r['elapsed']:.1f} s = {r['pages_per_s']:,.0f} pages/s, "
+                    f"  {mode:5s}: {r['pages']:,} pages in {r['elapsed']:.1f} s = {r['pages_per_s']:,.0f} pages/s; "
+                    f"{r['cpu_s']:.1f} CPU s = {r['pages_per_cpu_s']:,.0f} pages per CPU second; "
                     f"peak RSS {r['peak_rss_mib']:.0f} MiB"
                     + (f", refused {r['blocked']}" if r["blocked"] else "")
                     + (f", {r['errors']} ERROR log lines" if r["errors"] else "")
@@ -316,9 +327,21 @@ def main() -> None:
         server.wait()
     plain = statistics.median(r["pages_per_s"] for r in results["plain"])
     gdpr = statistics.median(r["pages_per_s"] for r in results["gdpr"])
-    print(f"plain Scrapy: {plain:,.0f} pages/s, peak RSS {max(r['peak_rss_mib'] for r in results['plain']):.0f} MiB")
-    print(f"with add-on:  {gdpr:,.0f} pages/s, peak RSS {max(r['peak_rss_mib'] for r in results['gdpr']):.0f} MiB")
+    plain_cpu = statistics.median(r["pages_per_cpu_s"] for r in results["plain"])
+    gdpr_cpu = statistics.median(r["pages_per_cpu_s"] for r in results["gdpr"])
+    load = os.getloadavg()[0]
+    print(
+        f"plain Scrapy: {plain:,.0f} pages/s ({plain_cpu:,.0f} per CPU second), "
+        f"peak RSS {max(r['peak_rss_mib'] for r in results['plain']):.0f} MiB"
+    )
+    print(
+        f"with add-on:  {gdpr:,.0f} pages/s ({gdpr_cpu:,.0f} per CPU second), "
+        f"peak RSS {max(r['peak_rss_mib'] for r in results['gdpr']):.0f} MiB"
+    )
     print(f"ratio: {gdpr / plain:.1%} of plain Scrapy's pages/s (target >= 95%)")
+    print(f"ratio per CPU second: {gdpr_cpu / plain_cpu:.1%} (less sensitive to other load on the machine)")
+    if load > (os.cpu_count() or 1):
+        print(f"note: load average {load:.1f} on {os.cpu_count()} CPUs; wall-clock figures are unreliable")
     if any(r["pages"] != total for r in results["plain"] + results["gdpr"]):
         print("WARNING: not every crawl fetched every page; the comparison is not like for like")
     objection_benchmark(args.objections, args.lookups)

@@ -416,6 +416,7 @@ class RobotsGateMiddleware:
         self.cache_size = max(1, self.runtime.config.robots_cache_size)
         self.cache: OrderedDict[str, RobotsEntry] = OrderedDict()
         self._waiters: dict[str, list[Deferred[RobotsEntry]]] = {}
+        self._fetching: dict[str, Deferred[None]] = {}  # keeps the fetch tasks referenced
         self.purposes: list[str] = []
         for purpose in policy.purposes:
             for sp in purpose.signal_purposes:
@@ -505,7 +506,9 @@ class RobotsGateMiddleware:
         waiters = self._waiters.get(origin)
         if waiters is None:
             self._waiters[origin] = [waiter]
-            deferred_from_coro(self._refresh(origin, _robots_url(url), entry))
+            fetch = deferred_from_coro(self._refresh(origin, _robots_url(url), entry))
+            if not fetch.called:
+                self._fetching[origin] = fetch
         else:
             waiters.append(waiter)
             self.crawler.stats.inc_value("gdpr/robots/waited")
@@ -526,6 +529,7 @@ class RobotsGateMiddleware:
             _, old = self.cache.popitem(last=False)
             for key in old.slot_keys:
                 self.floors.clear(key, f"robots.txt {old.origin}")
+        self._fetching.pop(origin, None)
         for waiter in self._waiters.pop(origin, []):
             waiter.callback(entry)
 
