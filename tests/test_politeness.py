@@ -170,3 +170,38 @@ async def test_user_agent_from_policy_accepted(tmp_path, mockserver):
     url = mockserver.url("/index.html", host="robots-ok.test")
     crawler = await crawl(tmp_path, [url], policy=policy, USER_AGENT="Mozilla/5.0 (compatible; gdprtestbot/1.0; +https://example.org/bot)")
     assert crawler.spider.seen == [url]
+
+
+@coroutine_test
+async def test_with_addon_rate_limit_and_robots_apply(tmp_path, logged_mockserver):
+    # the add-on wires both middlewares, sets USER_AGENT and copies rate limits to
+    # DOWNLOAD_SLOTS; the other gate components are switched off so that only these
+    # two decide here
+    from scrapy_gdpr.addon import Addon
+    from scrapy_gdpr.robots import RobotsGateMiddleware
+
+    server = logged_mockserver
+    host = "polite-rated.test"
+    urls = [server.url(f"/page.html?{i}", host=host) for i in range(3)]
+    private = server.url("/private/x.html", host="robots-ok.test")
+    settings = {
+        "ADDONS": {Addon: 0},
+        "GDPR_POLICY": str(rated_policy(tmp_path, include_subdomains=False)),
+        "GDPR_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+        "GDPR_REPORT_DIR": str(tmp_path / "reports"),
+        "GDPR_LEDGER": f"sqlite:///{tmp_path / 'ledger.sqlite3'}",
+        "DOWNLOADER_MIDDLEWARES": {
+            "scrapy_gdpr.gate.PolicyGateMiddleware": None,
+            "scrapy_gdpr.terms.TermsMiddleware": None,
+            "scrapy_gdpr.optout.OptOutMiddleware": None,
+        },
+    }
+    crawler = get_crawler(UrlsSpider, settings)
+    await crawler.crawl_async(urls=[*urls, private])
+    mws = [type(m) for m in crawler.engine.downloader.middleware.middlewares]
+    assert RobotsGateMiddleware in mws
+    assert crawler.spider.refused == {private: "robots"}
+    assert crawler.engine.downloader.per_slot_settings[host]["delay"] == 1
+    times = fetch_times(server, host, "/page.html")
+    assert len(times) == 3
+    assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.9

@@ -677,3 +677,19 @@ def test_crawl_delay_and_request_rate_from_own_group_only():
     assert rules.request_rate == (3, 10)
     assert parse_robots(body, "Other").crawl_delay == 9
     assert parse_robots(b"User-agent: *\nCrawl-delay: soon\nRequest-rate: fast\n", "X").crawl_delay is None
+
+
+@coroutine_test
+async def test_internal_requests_pass_unchecked(tmp_path, mockserver):
+    terms = mockserver.url("/page.html", host="robots-503.test")
+    other = mockserver.url("/index.html", host="robots-503.test")
+
+    class Internal(UrlsSpider):
+        async def start(self):
+            yield Request(terms, meta={"gdpr_internal": "terms"}, errback=self.failed)
+            yield Request(other, meta={"gdpr_internal": "something-else"}, errback=self.failed)
+
+    crawler = get_crawler(Internal, gate_settings(tmp_path))
+    await crawler.crawl_async()
+    assert crawler.spider.seen == [terms]
+    assert crawler.spider.refused == {other: "robots_unreachable"}
