@@ -51,7 +51,17 @@ class UserAgentError(ValueError):
     """The effective USER_AGENT does not identify the crawler (fail closed at start-up)."""
 
 
-def check_user_agent(user_agent: str | None, policy: Policy) -> None:
+def effective_user_agent(crawler: Crawler) -> tuple[str, str | None]:
+    """``(setting, value)`` of the User-Agent requests get: DEFAULT_REQUEST_HEADERS'
+    (its middleware runs first) or else USER_AGENT."""
+    for name, value in crawler.settings.getdict("DEFAULT_REQUEST_HEADERS").items():
+        if str(name).lower() == "user-agent":
+            return 'DEFAULT_REQUEST_HEADERS["User-Agent"]', str(value)
+    ua: str | None = crawler.settings.get("USER_AGENT")
+    return "USER_AGENT", ua
+
+
+def check_user_agent(user_agent: str | None, policy: Policy, setting: str = "USER_AGENT") -> None:
     """Raise :class:`UserAgentError` unless ``user_agent`` carries the product token and a contact URL."""
     token = policy.crawler.product_token
     ua = user_agent or ""
@@ -62,10 +72,10 @@ def check_user_agent(user_agent: str | None, policy: Policy) -> None:
         problems.append("it carries no http(s) contact URL")
     if problems:
         raise UserAgentError(
-            f"The USER_AGENT setting {ua!r} does not identify this crawler: {' and '.join(problems)}. "
-            f"Fix: set USER_AGENT to the policy's crawler.user_agent "
-            f"({policy.crawler.user_agent!r}), or remove your USER_AGENT override so the "
-            "scrapy-gdpr add-on sets it."
+            f"The {setting} setting {ua!r} does not identify this crawler: {' and '.join(problems)}. "
+            f"Fix: set {setting} to the policy's crawler.user_agent "
+            f"({policy.crawler.user_agent!r}), or remove your {setting} override so the "
+            "scrapy-gdpr add-on sets USER_AGENT."
         )
 
 
@@ -198,7 +208,8 @@ class PolitenessMiddleware:
         self.crawler = crawler
         self.runtime = component_runtime(crawler)
         policy = self.runtime.policy
-        check_user_agent(crawler.settings.get("USER_AGENT"), policy)
+        setting, user_agent = effective_user_agent(crawler)
+        check_user_agent(user_agent, policy, setting)
         self.max_wait = policy.duration(policy.politeness.retry_after_max).total_seconds()
         self.floors = slot_floors(crawler)
         #: slot key -> monotonic time before which nothing is sent to it
@@ -226,7 +237,7 @@ class PolitenessMiddleware:
 
     async def process_request(self, request: Request) -> None:
         key = self._slot_key(request)
-        if key not in self._rated:
+        if self._exact and key not in self._rated:
             self._apply_rate_limit(key, request)
         while True:
             if key in self.given_up:
@@ -306,7 +317,8 @@ class PolitenessMiddleware:
         return response
 
     def _apply_rate_limit(self, key: str, request: Request) -> None:
-        self._rated.add(key)
+        # only slots that get a limit are remembered: a set of every host would grow
+        # without bound on crawls of millions of hosts
         host = (urlparse_cached(request).hostname or "").lower().rstrip(".")
         index = self._exact.get(host)
         if index is None:
@@ -317,6 +329,7 @@ class PolitenessMiddleware:
                     break
         if index is None:
             return
+        self._rated.add(key)
         policy = self.runtime.policy
         rate = policy.domains[index].rate_limit
         assert rate is not None

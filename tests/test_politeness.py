@@ -205,3 +205,12 @@ async def test_with_addon_rate_limit_and_robots_apply(tmp_path, logged_mockserve
     times = fetch_times(server, host, "/page.html")
     assert len(times) == 3
     assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.9
+
+
+@coroutine_test
+async def test_user_agent_in_default_request_headers_is_checked(tmp_path, mockserver):
+    crawler = get_crawler(
+        UrlsSpider, gate_settings(tmp_path, DEFAULT_REQUEST_HEADERS={"User-Agent": "curl/8.0"})
+    )
+    with pytest.raises(UserAgentError, match=r"DEFAULT_REQUEST_HEADERS\[.User-Agent.\] setting .curl/8.0"):
+        await crawler.crawl_async(urls=[mockserver.url("/index.html")])
