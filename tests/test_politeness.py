@@ -48,7 +48,6 @@ async def test_retry_after_seconds_pauses_host_not_others(tmp_path, logged_mocks
             for url in others:
                 yield Request(url, dont_filter=True, errback=self.failed)
 
-    started = time.time()
     crawler = get_crawler(Spider, gate_settings(tmp_path, RETRY_ENABLED=True))
     await crawler.crawl_async()
     assert sorted(crawler.spider.seen) == sorted([page, index, *others])
@@ -58,7 +57,7 @@ async def test_retry_after_seconds_pauses_host_not_others(tmp_path, logged_mocks
     assert index_time - first >= 1.9  # so did a later request to the same host
     other_times = fetch_times(server, "polite-other.test", "/page.html")
     assert len(other_times) == 5
-    assert max(other_times) - started < first - started + 1.5  # the other host was not held
+    assert max(other_times) < first + 1.8  # the other host was not held (it would be >= first + 2)
     assert crawler.stats.get_value("gdpr/politeness/retry_after") == 1
     assert crawler.stats.get_value("gdpr/politeness/waited") >= 2
 
@@ -144,7 +143,7 @@ async def test_domain_rate_limit_not_for_subdomains_unless_included(tmp_path, lo
     crawler = await crawl(tmp_path, urls, policy=rated_policy(tmp_path, include_subdomains=False))
     assert host not in crawler.engine.downloader.per_slot_settings
     times = fetch_times(server, host, "/page.html")
-    assert max(times) - min(times) < 0.9
+    assert max(times) - min(times) < 1.5  # with the limit it would be >= 1.8
 
 
 @pytest.mark.parametrize(
