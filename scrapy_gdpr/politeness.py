@@ -247,7 +247,7 @@ class PolitenessMiddleware:
                     request.url,
                     Reason.RETRY_AFTER,
                     clause=self.runtime.policy.clause("politeness", "retry_after_max"),
-                    detail=f"host {key} gave up: {info['detail']}",
+                    detail=f"host {key} was given up: {info['detail']}",
                 )
             wait = self.not_before.get(key, 0.0) - time.monotonic()
             if wait <= 0:
