@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,7 +41,7 @@ from scrapy_gdpr.audit import Reason, record, refuse
 from scrapy_gdpr.politeness import parse_retry_after, slot_floors
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, MutableMapping
 
     from scrapy.crawler import Crawler
     from scrapy.http import Response
@@ -107,7 +108,7 @@ def _robots_url(url: str) -> str:
 # --------------------------------------------------------------------------- parsing
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Signal:
     """One content-signal line of the applicable group."""
 
@@ -128,7 +129,7 @@ class _PathMatcher:
         return not self._parser.can_fetch(url, "x")
 
 
-@dataclass
+@dataclass(slots=True)
 class RobotsRules:
     """What one robots.txt says to this crawler (its product-token group, else ``*``)."""
 
@@ -264,11 +265,14 @@ def parse_robots(
     max_size: int = 512000,
     content_signal: bool = True,
     content_usage: bool = True,
+    shared: MutableMapping[str, Protego] | None = None,
 ) -> RobotsRules:
     """Parse the first ``max_size`` bytes of a robots.txt for ``product_token``.
 
     Groups apply when a user-agent line's product token equals ours
     (case-insensitively); all such groups combine; else the ``*`` groups; else none.
+    ``shared`` maps rule texts to parsers already built, so the many sites serving the
+    same rules (CMS defaults) share one parser.
     """
     truncated = len(body) > max_size
     if truncated:
@@ -343,7 +347,14 @@ def parse_robots(
                 path, prefs_text = _split_path(value)
                 signals.append(Signal(number, f"Content-Usage: {value}", path, _content_usage_prefs(prefs_text)))
 
-    parser = Protego.parse("\n".join(protego_lines) + "\n") if len(protego_lines) > 1 else None
+    parser = None
+    if len(protego_lines) > 1:
+        text = "\n".join(protego_lines) + "\n"
+        parser = shared.get(text) if shared is not None else None
+        if parser is None:
+            parser = Protego.parse(text)
+            if shared is not None:
+                shared[text] = parser
     crawl_delay = parser.crawl_delay("x") if parser is not None else None
     rate = parser.request_rate("x") if parser is not None else None
     return RobotsRules(
@@ -364,7 +375,7 @@ def parse_robots(
 State = Literal["parsed", "unavailable", "unreachable"]
 
 
-@dataclass
+@dataclass(slots=True)
 class RobotsEntry:
     """The cached robots.txt answer for one scheme+host+port."""
 
@@ -417,6 +428,8 @@ class RobotsGateMiddleware:
         self.cache: OrderedDict[str, RobotsEntry] = OrderedDict()
         self._waiters: dict[str, list[Deferred[RobotsEntry]]] = {}
         self._fetching: dict[str, Deferred[None]] = {}  # keeps the fetch tasks referenced
+        #: parsers by rule text, shared by the cache entries that use them
+        self._parsers: weakref.WeakValueDictionary[str, Protego] = weakref.WeakValueDictionary()
         self.purposes: list[str] = []
         for purpose in policy.purposes:
             for sp in purpose.signal_purposes:
@@ -594,6 +607,7 @@ class RobotsGateMiddleware:
             max_size=self.max_size,
             content_signal=self.content_signal,
             content_usage=self.content_usage,
+            shared=self._parsers,
         )
         entry = RobotsEntry(origin, robots_url, "parsed", rules=rules, status=response.status)
         if rules.truncated:

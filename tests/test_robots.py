@@ -693,3 +693,17 @@ async def test_internal_requests_pass_unchecked(tmp_path, mockserver):
     await crawler.crawl_async()
     assert crawler.spider.seen == [terms]
     assert crawler.spider.refused == {other: "robots_unreachable"}
+
+
+def test_parsers_shared_between_sites_with_the_same_rules():
+    import weakref
+
+    shared: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+    a = parse_robots(b"# site a\nUser-agent: *\nDisallow: /wp-admin/\nSitemap: http://a/s.xml\n", "X", shared=shared)
+    b = parse_robots(b"User-agent: *\nDisallow: /wp-admin/\nSitemap: http://b/s.xml\n", "X", shared=shared)
+    c = parse_robots(b"User-agent: *\nDisallow: /other/\n", "X", shared=shared)
+    assert a.parser is b.parser
+    assert c.parser is not a.parser
+    assert a.sitemaps == ["http://a/s.xml"] and b.sitemaps == ["http://b/s.xml"]
+    assert a.explain("http://a/wp-admin/x") == "robots.txt line 3 'Disallow: /wp-admin/' (group User-agent: *)"
+    assert b.explain("http://b/wp-admin/x") == "robots.txt line 2 'Disallow: /wp-admin/' (group User-agent: *)"
