@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from email.utils import formatdate
@@ -97,6 +98,7 @@ async def test_retry_after_above_ceiling_gives_host_up(tmp_path, logged_mockserv
     report = runtime(crawler).report_sections["politeness"]
     assert report["given_up_count"] == 1
     assert report["given_up"]["polite-giveup.test"]["retry_after"] == "7200"
+    json.dumps(report)
     assert crawler.stats.get_value("gdpr/blocked/retry_after") == 2
 
 
