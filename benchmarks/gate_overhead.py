@@ -227,6 +227,15 @@ def run_child(mode: str, port: int, hosts: int, pages: int) -> dict[str, Any]:
     return result
 
 
+def _process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a running process (Linux /proc), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # --------------------------------------------------------------------------- objections
 
 
@@ -322,6 +331,10 @@ def main() -> None:
                     + (f", refused {r['blocked']}" if r["blocked"] else "")
                     + (f", {r['errors']} ERROR log lines" if r["errors"] else "")
                 )
+        server_cpu = _process_cpu_seconds(server.pid)
+        if server_cpu is not None:
+            crawl_cpu = sum(r["cpu_s"] for rs in results.values() for r in rs)
+            print(f"server: {server_cpu:.1f} CPU s in all, against {crawl_cpu:.1f} CPU s for the crawls")
     finally:
         server.kill()
         server.wait()
