@@ -1,23 +1,343 @@
-"""Retry-After and per-host back-off."""
+"""Retry-After, per-domain rate limits, per-slot delay floors and the User-Agent check.
+
+:class:`PolitenessMiddleware` sits at 560, so it sees 429/503 responses before
+Scrapy's RetryMiddleware (550) retries them. A ``Retry-After`` answer pauses the
+whole download slot (the host): every later request to it waits, in this
+middleware, until the not-before time, without blocking other hosts or the
+reactor. A wait above ``politeness.retry_after_max`` gives the host up: its
+requests are refused with reason ``retry_after``.
+
+:class:`SlotFloors` keeps minimum delays per download slot (robots.txt
+Crawl-delay/Request-rate, the policy's per-domain rate limits). A floor is written
+to ``downloader.per_slot_settings`` (what ``DOWNLOAD_SLOTS`` fills), so it
+survives Scrapy's slot garbage collection, and re-applied to the live slot after
+every response, after AutoThrottle has adjusted it.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+import re
+import time
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
+
+from scrapy import signals
+from scrapy.utils.asyncio import sleep
+from scrapy.utils.httpobj import urlparse_cached
 
 from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr.audit import Reason, refuse
 
 if TYPE_CHECKING:
+    from scrapy.core.downloader import Downloader, Slot
     from scrapy.crawler import Crawler
+    from scrapy.http import Request, Response
     from typing_extensions import Self
+
+    from scrapy_gdpr.policy import Policy
+
+logger = logging.getLogger(__name__)
+
+#: Responses whose ``Retry-After`` pauses the host.
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+
+#: How many given-up hosts the compliance report lists (the count is always exact).
+REPORT_LIMIT = 1000
+
+
+class UserAgentError(ValueError):
+    """The effective USER_AGENT does not identify the crawler (fail closed at start-up)."""
+
+
+def effective_user_agent(crawler: Crawler) -> tuple[str, str | None]:
+    """``(setting, value)`` of the User-Agent requests get: DEFAULT_REQUEST_HEADERS'
+    (its middleware runs first) or else USER_AGENT."""
+    for name, value in crawler.settings.getdict("DEFAULT_REQUEST_HEADERS").items():
+        if str(name).lower() == "user-agent":
+            return 'DEFAULT_REQUEST_HEADERS["User-Agent"]', str(value)
+    ua: str | None = crawler.settings.get("USER_AGENT")
+    return "USER_AGENT", ua
+
+
+def check_user_agent(user_agent: str | None, policy: Policy, setting: str = "USER_AGENT") -> None:
+    """Raise :class:`UserAgentError` unless ``user_agent`` carries the product token and a contact URL."""
+    token = policy.crawler.product_token
+    ua = user_agent or ""
+    problems = []
+    if not re.search(rf"(?<![A-Za-z0-9_-]){re.escape(token)}(?![A-Za-z0-9_-])", ua, re.IGNORECASE):
+        problems.append(f"it does not contain the policy's product token {token!r}")
+    if not re.search(r"https?://\S+", ua):
+        problems.append("it carries no http(s) contact URL")
+    if problems:
+        raise UserAgentError(
+            f"The {setting} setting {ua!r} does not identify this crawler: {' and '.join(problems)}. "
+            f"Fix: set {setting} to the policy's crawler.user_agent "
+            f"({policy.crawler.user_agent!r}), or remove your {setting} override so the "
+            "scrapy-gdpr add-on sets USER_AGENT."
+        )
+
+
+def parse_retry_after(value: bytes | str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP-date); None if malformed."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    value = value.strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(int(value))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:  # pragma: no cover - older Pythons
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def _floor_values(delay: float, jitter: float, floor: float) -> tuple[float, float]:
+    """The (delay, jitter) pair closest to the given one whose shortest wait is ``floor``."""
+    delay = max(delay, floor)
+    if jitter and floor and delay * (1 - jitter) < floor:
+        jitter = max(0.0, 1 - floor / delay)
+    return delay, jitter
+
+
+class SlotFloors:
+    """Minimum delays per download slot, from several sources (one per crawler).
+
+    ``set(key, source, seconds)`` raises the slot's delay to at least ``seconds``
+    (and narrows its jitter so no wait is shorter); the effective floor is the
+    largest of the slot's sources. Get the crawler's instance with
+    :func:`slot_floors`.
+    """
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self._floors: dict[str, dict[str, float]] = {}
+        self._base: dict[str, dict[str, Any] | None] = {}
+        crawler.signals.connect(self._response_downloaded, signal=signals.response_downloaded)
+
+    @property
+    def _downloader(self) -> Downloader:
+        return self.crawler.engine.downloader
+
+    def floor(self, key: str) -> float:
+        sources = self._floors.get(key)
+        return max(sources.values()) if sources else 0.0
+
+    def set(self, key: str, source: str, seconds: float) -> None:
+        sources = self._floors.setdefault(key, {})
+        if sources.get(source) != seconds:
+            sources[source] = seconds
+            self._write_settings(key)
+        self.apply(key)
+
+    def clear(self, key: str, source: str) -> None:
+        sources = self._floors.get(key)
+        if not sources or source not in sources:
+            return
+        del sources[source]
+        if not sources:
+            del self._floors[key]
+        self._write_settings(key)
+
+    def apply(self, key: str) -> None:
+        """Re-apply the floor to the live slot, if there is one."""
+        floor = self.floor(key)
+        if not floor:
+            return
+        slot: Slot | None = self._downloader.slots.get(key)
+        if slot is not None and (slot.delay < floor or (slot.jitter and slot.delay * (1 - slot.jitter) < floor)):
+            slot.delay, slot.jitter = _floor_values(slot.delay, slot.jitter, floor)
+
+    def _write_settings(self, key: str) -> None:
+        per_slot = self._downloader.per_slot_settings
+        if key not in self._base:
+            base = per_slot.get(key)
+            self._base[key] = dict(base) if base is not None else None
+        base = self._base[key]
+        floor = self.floor(key)
+        if not floor:
+            if base is None:
+                per_slot.pop(key, None)
+            else:
+                per_slot[key] = dict(base)
+            self._base.pop(key, None)
+            slot = self._downloader.slots.get(key)
+            if slot is not None:
+                settings = self.crawler.settings
+                slot.delay = float((base or {}).get("delay", settings.getfloat("DOWNLOAD_DELAY")))
+                slot.jitter = float((base or {}).get("jitter", settings.getfloat("DOWNLOAD_DELAY_JITTER")))
+            return
+        values = dict(base or {})
+        delay = float(values.get("delay", self.crawler.settings.getfloat("DOWNLOAD_DELAY")))
+        jitter = float(values.get("jitter", self.crawler.settings.getfloat("DOWNLOAD_DELAY_JITTER")))
+        values["delay"], values["jitter"] = _floor_values(delay, jitter, floor)
+        values.pop("randomize_delay", None)
+        per_slot[key] = values
+
+    def _response_downloaded(self, response: Response, request: Request) -> None:
+        # Connected after AutoThrottle (extensions are built before the downloader),
+        # so this runs after it may have lowered the delay, before the next dispatch.
+        key = request.meta.get("download_slot")
+        if key is not None and key in self._floors:
+            self.apply(key)
+
+
+def slot_floors(crawler: Crawler) -> SlotFloors:
+    """The crawler's :class:`SlotFloors` (registered as ``runtime.services["slot_floors"]``)."""
+    rt = component_runtime(crawler)
+    floors = rt.services.get("slot_floors")
+    if floors is None:
+        floors = rt.services["slot_floors"] = SlotFloors(crawler)
+    return floors
 
 
 class PolitenessMiddleware:
-    """Placeholder: Retry-After."""
+    """Honours ``Retry-After``, applies per-domain rate limits, checks the User-Agent."""
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self.runtime = component_runtime(crawler)
+        policy = self.runtime.policy
+        setting, user_agent = effective_user_agent(crawler)
+        check_user_agent(user_agent, policy, setting)
+        self.max_wait = policy.duration(policy.politeness.retry_after_max).total_seconds()
+        self.floors = slot_floors(crawler)
+        #: slot key -> monotonic time before which nothing is sent to it
+        self.not_before: dict[str, float] = {}
+        #: slot key -> why the host was given up
+        self.given_up: dict[str, dict[str, Any]] = {}
+        self._rated: set[str] = set()
+        self._exact: dict[str, int] = {}
+        self._subdomains: dict[str, int] = {}
+        for i, rule in enumerate(policy.domains):
+            if rule.rate_limit is None:
+                continue
+            self._exact[rule.domain] = i
+            if rule.include_subdomains:
+                self._subdomains[rule.domain] = i
+        self._report: dict[str, Any] = {"retry_after_max_seconds": self.max_wait, "paused": 0, "given_up": {}, "given_up_count": 0}
+        self.runtime.report_sections["politeness"] = self._report
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         return cls(crawler)
+
+    def _slot_key(self, request: Request) -> str:
+        return self.crawler.engine.downloader.get_slot_key(request)
+
+    async def process_request(self, request: Request) -> None:
+        key = self._slot_key(request)
+        if self._exact and key not in self._rated:
+            self._apply_rate_limit(key, request)
+        while True:
+            if key in self.given_up:
+                info = self.given_up[key]
+                raise refuse(
+                    self.crawler,
+                    request.url,
+                    Reason.RETRY_AFTER,
+                    clause=self.runtime.policy.clause("politeness", "retry_after_max"),
+                    detail=f"host {key} was given up: {info['detail']}",
+                )
+            wait = self.not_before.get(key, 0.0) - time.monotonic()
+            if wait <= 0:
+                return
+            self.crawler.stats.inc_value("gdpr/politeness/waited")
+            logger.debug(
+                "Holding %(request)s for %(wait).1f s (Retry-After from %(key)s)",
+                {"request": request, "wait": wait, "key": key},
+                extra={"spider": self.crawler.spider},
+            )
+            await sleep(wait)
+
+    def process_response(self, request: Request, response: Response) -> Response:
+        if response.status not in RETRY_AFTER_STATUSES:
+            return response
+        raw = response.headers.get(b"Retry-After")
+        seconds = parse_retry_after(raw)
+        if seconds is None:
+            if raw is not None:
+                logger.info(
+                    "Ignoring a malformed Retry-After %(value)r from %(url)s",
+                    {"value": raw, "url": response.url},
+                    extra={"spider": self.crawler.spider},
+                )
+            return response
+        key = request.meta.get("download_slot") or self._slot_key(request)
+        stats = self.crawler.stats
+        if seconds > self.max_wait:
+            detail = (
+                f"{response.status} with Retry-After {raw.decode('latin-1') if raw else ''!r} "
+                f"({seconds:.0f} s) is above politeness.retry_after_max ({self.max_wait:.0f} s)"
+            )
+            if key not in self.given_up:
+                self.given_up[key] = {"detail": detail, "url": response.url, "status": response.status}
+                self._report["given_up_count"] += 1
+                if len(self._report["given_up"]) < REPORT_LIMIT:
+                    self._report["given_up"][key] = {
+                        "url": response.url,
+                        "status": response.status,
+                        "retry_after": raw.decode("latin-1") if raw else "",
+                        "seconds": seconds,
+                        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    }
+                stats.inc_value("gdpr/politeness/given_up")
+                logger.warning(
+                    "Giving up host %(key)s: %(detail)s",
+                    {"key": key, "detail": detail},
+                    extra={"spider": self.crawler.spider},
+                )
+            raise refuse(
+                self.crawler,
+                request.url,
+                Reason.RETRY_AFTER,
+                clause=self.runtime.policy.clause("politeness", "retry_after_max"),
+                detail=detail,
+            )
+        until = time.monotonic() + seconds
+        if until > self.not_before.get(key, 0.0):
+            self.not_before[key] = until
+        self._report["paused"] += 1
+        stats.inc_value("gdpr/politeness/retry_after")
+        logger.info(
+            "Host %(key)s answered %(status)s with Retry-After %(seconds).0f s: pausing it",
+            {"key": key, "status": response.status, "seconds": seconds},
+            extra={"spider": self.crawler.spider},
+        )
+        return response
+
+    def _apply_rate_limit(self, key: str, request: Request) -> None:
+        # only slots that get a limit are remembered: a set of every host would grow
+        # without bound on crawls of millions of hosts
+        host = (urlparse_cached(request).hostname or "").lower().rstrip(".")
+        index = self._exact.get(host)
+        if index is None:
+            parts = host.split(".")
+            for i in range(1, len(parts)):
+                index = self._subdomains.get(".".join(parts[i:]))
+                if index is not None:
+                    break
+        if index is None:
+            return
+        self._rated.add(key)
+        policy = self.runtime.policy
+        rate = policy.domains[index].rate_limit
+        assert rate is not None
+        downloader = self.crawler.engine.downloader
+        slot_settings = downloader.per_slot_settings.setdefault(key, {})
+        slot_settings.setdefault("concurrency", rate.concurrency)
+        slot = downloader.slots.get(key)
+        if slot is not None:
+            slot.concurrency = min(slot.concurrency, int(slot_settings["concurrency"]))
+        if rate.delay:
+            self.floors.set(key, f"domains[{index}].rate_limit", rate.delay)

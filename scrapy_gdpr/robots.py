@@ -1,23 +1,703 @@
-"""RFC 9309 robots.txt gate."""
+"""RFC 9309 robots.txt gate.
+
+:class:`RobotsGateMiddleware` takes the place of Scrapy's ``RobotsTxtMiddleware``
+and fails closed where the stock one fails open:
+
+* robots.txt is fetched by this middleware (redirects and retries handled here),
+  once per scheme+host+port, shared by every request waiting for it;
+* 2xx is parsed, 4xx means no restrictions, 5xx/429/network errors mean complete
+  disallow (``robots_unreachable``), re-tried after a back-off;
+* the group is chosen by the policy's product token (RFC 9309 §2.2.1), not by a
+  substring of the User-Agent;
+* Crawl-delay and Request-rate become per-slot delay floors;
+* ``Content-Signal`` and ``Content-Usage`` lines reserve purposes (``optout``).
+
+Other components ask ``runtime.services["robots"].allows(url)``; spiders can read
+the sitemaps with :func:`sitemaps`.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+import re
+import time
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urljoin, urlsplit
+
+import http_sfv
+from protego import Protego
+from scrapy import Request
+from scrapy.http.request import NO_CALLBACK
+from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
+from scrapy.utils.httpobj import urlparse_cached
+from twisted.internet.defer import Deferred
 
 from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr.audit import Reason, record, refuse
+from scrapy_gdpr.politeness import parse_retry_after, slot_floors
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, MutableMapping
+
     from scrapy.crawler import Crawler
+    from scrapy.http import Response
     from typing_extensions import Self
+
+logger = logging.getLogger(__name__)
+
+#: Meta of the robots.txt requests this middleware sends.
+ROBOTS_META: dict[str, Any] = {
+    "gdpr_internal": "robots",
+    "dont_obey_robotstxt": True,
+    "dont_redirect": True,
+    "dont_retry": True,
+    "handle_httpstatus_all": True,
+    "dont_merge_cookies": True,
+}
+
+#: ``meta["gdpr_internal"]`` values this middleware lets through unchecked.
+INTERNAL = frozenset({"robots", "terms", "tdmrep"})
+
+#: How many problem hosts the compliance report lists (counts are always exact).
+REPORT_LIMIT = 1000
+
+#: Purposes named by the two content-signal syntaxes.
+_CONTENT_SIGNAL_KEYS = {"search": "search", "ai-train": "ai-train", "ai-input": "ai-input"}
+_CONTENT_USAGE_KEYS = {"train-ai": "ai-train", "search": "search"}
+
+_USER_AGENT = {"user-agent", "useragent", "user agent"}
+_ALLOW = {"allow"}
+_DISALLOW = {"disallow", "dissallow", "dissalow", "disalow", "diasllow", "disallaw"}
+_PASS_THROUGH = {"crawl-delay": "Crawl-delay", "crawl delay": "Crawl-delay", "request-rate": "Request-rate",
+                 "request rate": "Request-rate"}
+_SITEMAP = {"sitemap", "sitemaps", "site-map"}
+_CONTENT_SIGNAL = {"content-signal", "content-signals"}
+_CONTENT_USAGE = {"content-usage"}
+_TOKEN_RE = re.compile(r"[A-Za-z_-]*")
+_NO_COLON_RE = re.compile(r"^(user[ -]?agent|disallow|allow|sitemap|crawl[ -]delay|request[ -]rate)\s+(.*)$", re.I)
+
+
+def origin_of(url: str | Any) -> str:
+    """``scheme://host:port`` with the default port spelled out: the robots.txt cache key.
+
+    ``url`` is a URL or an already split one (``urlparse_cached(request)``).
+    """
+    parts = urlsplit(url) if isinstance(url, str) else url
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None:
+        port = {"http": 80, "https": 443, "ftp": 21}.get(scheme, 0)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
+def _robots_url(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/robots.txt"
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One content-signal line of the applicable group."""
+
+    line: int
+    text: str
+    path: str | None
+    prefs: dict[str, bool]  # purpose -> True (allowed) / False (reserved); unknown purposes absent
+
+
+class _PathMatcher:
+    """RFC 9309 path patterns (``*``, ``$``), matched with Protego."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self._parser = Protego.parse(f"User-agent: *\nDisallow: {pattern}\n")
+
+    def matches(self, url: str) -> bool:
+        return not self._parser.can_fetch(url, "x")
+
+
+@dataclass(slots=True)
+class RobotsRules:
+    """What one robots.txt says to this crawler (its product-token group, else ``*``)."""
+
+    group: str  # the product token, "*", or "" when no group applies
+    parser: Protego | None
+    rules: list[tuple[int, str, str]] = field(default_factory=list)  # (line, Allow/Disallow, value)
+    crawl_delay: float | None = None
+    request_rate: tuple[int, int] | None = None  # (requests, seconds)
+    signals: list[Signal] = field(default_factory=list)
+    sitemaps: list[str] = field(default_factory=list)
+    truncated: bool = False
+    _disallow_matchers: list[tuple[int, str, _PathMatcher]] | None = field(default=None, repr=False)
+    _signal_matchers: dict[str, _PathMatcher] = field(default_factory=dict, repr=False)
+
+    def can_fetch(self, url: str) -> bool:
+        return self.parser is None or self.parser.can_fetch(url, "x")
+
+    def explain(self, url: str) -> str:
+        """The rule that disallows ``url`` (the longest matching Disallow)."""
+        if self._disallow_matchers is None:
+            self._disallow_matchers = [
+                (line, value, _PathMatcher(value)) for line, name, value in self.rules if name == "Disallow"
+            ][:5000]
+        best: tuple[int, str] | None = None
+        for line, value, matcher in self._disallow_matchers:
+            if (best is None or len(value) > len(best[1])) and matcher.matches(url):
+                best = (line, value)
+        group = f"group User-agent: {self.group}"
+        if best is None:
+            return f"robots.txt ({group}) disallows this URL"
+        return f"robots.txt line {best[0]} 'Disallow: {best[1]}' ({group})"
+
+    def reserved(self, url: str, purposes: Iterable[str]) -> tuple[str, Signal] | None:
+        """The first of ``purposes`` that a content signal reserves for ``url``, and the line."""
+        if not self.signals:
+            return None
+        wanted = list(purposes)
+        for kind in ("Content-Usage", "Content-Signal"):
+            candidates = [s for s in self.signals if s.text.lower().startswith(kind.lower())]
+            if not candidates:
+                continue
+            matched: list[tuple[int, Signal]] = []
+            for s in candidates:
+                path = s.path or "/"
+                if s.path is None or self._matcher(path).matches(url):
+                    matched.append((len(path) if s.path is not None else 0, s))
+            if not matched:
+                continue
+            longest = max(length for length, _ in matched)
+            best = [s for length, s in matched if length == longest]
+            for purpose in wanted:
+                for s in best:  # any "no" among equally specific lines reserves
+                    if s.prefs.get(purpose) is False:
+                        return purpose, s
+        return None
+
+    def _matcher(self, path: str) -> _PathMatcher:
+        m = self._signal_matchers.get(path)
+        if m is None:
+            m = self._signal_matchers[path] = _PathMatcher(path)
+        return m
+
+
+def _split_line(line: str) -> tuple[str, str] | None:
+    if ":" in line:
+        name, value = line.split(":", 1)
+        name = " ".join(name.split()).lower()
+        if name in _USER_AGENT or name in _ALLOW or name in _DISALLOW or name in _PASS_THROUGH \
+                or name in _SITEMAP or name in _CONTENT_SIGNAL or name in _CONTENT_USAGE:
+            return name, value.strip()
+    m = _NO_COLON_RE.match(line)
+    if m:
+        return " ".join(m.group(1).split()).lower().replace("user agent", "user-agent"), m.group(2).strip()
+    if ":" in line:
+        name, value = line.split(":", 1)
+        return " ".join(name.split()).lower(), value.strip()
+    return None
+
+
+def _ua_token(value: str) -> str:
+    value = value.strip()
+    if value == "*" or (value.startswith("*") and value[1:2].isspace()):
+        return "*"
+    m = _TOKEN_RE.match(value)
+    return m.group(0).lower() if m else ""
+
+
+def _split_path(value: str) -> tuple[str | None, str]:
+    """An optional leading path pattern, then the preference text."""
+    if value.startswith("/"):
+        parts = value.split(None, 1)
+        return parts[0], (parts[1] if len(parts) > 1 else "")
+    return None, value
+
+
+def _content_signal_prefs(text: str) -> dict[str, bool]:
+    """Cloudflare ``search=yes, ai-train=no``: unknown keys and values other than yes/no are ignored."""
+    prefs: dict[str, bool] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        purpose = _CONTENT_SIGNAL_KEYS.get(key.strip().lower())
+        value = value.strip().lower()
+        if sep and purpose and value in ("yes", "no"):
+            prefs[purpose] = value == "yes"
+    return prefs
+
+
+def _content_usage_prefs(text: str) -> dict[str, bool]:
+    """IETF aipref ``train-ai=n, search=y`` as a Structured Fields Dictionary.
+
+    A parse failure (uppercase keys, bad syntax) makes every preference unknown; values
+    other than the tokens ``y``/``n`` are unknown; unknown keys and parameters are
+    ignored; the last of duplicate keys wins (done by the parser).
+    """
+    d = http_sfv.Dictionary()
+    try:
+        d.parse(text.encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        return {}
+    prefs: dict[str, bool] = {}
+    for key, member in d.items():
+        purpose = _CONTENT_USAGE_KEYS.get(key)
+        value = getattr(member, "value", None)
+        if purpose and isinstance(value, http_sfv.Token) and str(value) in ("y", "n"):
+            prefs[purpose] = str(value) == "y"
+    return prefs
+
+
+def parse_robots(
+    body: bytes,
+    product_token: str,
+    *,
+    max_size: int = 512000,
+    content_signal: bool = True,
+    content_usage: bool = True,
+    shared: MutableMapping[str, Protego] | None = None,
+) -> RobotsRules:
+    """Parse the first ``max_size`` bytes of a robots.txt for ``product_token``.
+
+    Groups apply when a user-agent line's product token equals ours
+    (case-insensitively); all such groups combine; else the ``*`` groups; else none.
+    ``shared`` maps rule texts to parsers already built, so the many sites serving the
+    same rules (CMS defaults) share one parser.
+    """
+    truncated = len(body) > max_size
+    if truncated:
+        body = body[:max_size]
+        # a cut line could turn "Allow: /a/b" into "Allow: /": drop it
+        cut = body.rfind(b"\n")
+        body = body[: cut + 1] if cut >= 0 else b""
+    text = body.decode("utf-8-sig", errors="replace")
+    token = product_token.lower()
+
+    groups: list[tuple[set[str], list[tuple[int, str, str]]]] = []
+    global_lines: list[tuple[int, str, str]] = []
+    sitemaps: list[str] = []
+    current: tuple[set[str], list[tuple[int, str, str]]] | None = None
+    in_agents = False
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parsed = _split_line(line)
+        if parsed is None:
+            continue
+        name, value = parsed
+        if name in _SITEMAP:
+            if value:
+                sitemaps.append(value)
+            continue
+        if name in _USER_AGENT:
+            if not in_agents:
+                current = (set(), [])
+                groups.append(current)
+                in_agents = True
+            assert current is not None
+            current[0].add(_ua_token(value))
+            continue
+        in_agents = False
+        entry = (number, name, value)
+        if current is None:
+            global_lines.append(entry)
+        else:
+            current[1].append(entry)
+
+    chosen = [g for g in groups if token in g[0]]
+    group = product_token if chosen else ""
+    if not chosen:
+        chosen = [g for g in groups if "*" in g[0]]
+        group = "*" if chosen else ""
+    lines = sorted((e for g in chosen for e in g[1]), key=lambda e: e[0])
+
+    rules: list[tuple[int, str, str]] = []
+    protego_lines = ["User-agent: *"]
+    signals: list[Signal] = []
+    # lines before the first User-agent belong to no group: only content signals
+    # there count (for everyone), as crawler-commons reads them
+    tagged = [(e, False) for e in global_lines] + [(e, True) for e in lines]
+    for (number, name, value), in_group in tagged:
+        if name in _ALLOW or name in _DISALLOW:
+            if not in_group or not value:
+                continue
+            kind = "Allow" if name in _ALLOW else "Disallow"
+            rules.append((number, kind, value))
+            protego_lines.append(f"{kind}: {value}")
+        elif name in _PASS_THROUGH:
+            if in_group:
+                protego_lines.append(f"{_PASS_THROUGH[name]}: {value}")
+        elif name in _CONTENT_SIGNAL:
+            if content_signal:
+                path, prefs_text = _split_path(value)
+                signals.append(Signal(number, f"Content-Signal: {value}", path, _content_signal_prefs(prefs_text)))
+        elif name in _CONTENT_USAGE:
+            if content_usage:
+                path, prefs_text = _split_path(value)
+                signals.append(Signal(number, f"Content-Usage: {value}", path, _content_usage_prefs(prefs_text)))
+
+    parser = None
+    if len(protego_lines) > 1:
+        text = "\n".join(protego_lines) + "\n"
+        parser = shared.get(text) if shared is not None else None
+        if parser is None:
+            parser = Protego.parse(text)
+            if shared is not None:
+                shared[text] = parser
+    crawl_delay = parser.crawl_delay("x") if parser is not None else None
+    rate = parser.request_rate("x") if parser is not None else None
+    return RobotsRules(
+        group=group,
+        parser=parser if rules else None,
+        rules=rules,
+        crawl_delay=crawl_delay,
+        request_rate=(rate.requests, rate.seconds) if rate is not None else None,
+        signals=signals,
+        sitemaps=sitemaps,
+        truncated=truncated,
+    )
+
+
+# --------------------------------------------------------------------------- cache entries
+
+
+State = Literal["parsed", "unavailable", "unreachable"]
+
+
+@dataclass(slots=True)
+class RobotsEntry:
+    """The cached robots.txt answer for one scheme+host+port."""
+
+    origin: str
+    robots_url: str
+    state: State
+    rules: RobotsRules | None = None
+    status: int | None = None
+    error: str = ""
+    fetched_at: float = 0.0  # time.monotonic()
+    expires_at: float = 0.0
+    attempts: int = 0  # consecutive unreachable fetches
+    delay: float = 0.0  # the delay floor for this origin's slot(s)
+    delay_note: str = ""
+    slot_keys: set[str] = field(default_factory=set)
+
+
+def _max_age(response: Response) -> float | None:
+    value = response.headers.get(b"Cache-Control")
+    if not value:
+        return None
+    m = re.search(rb"(?:^|[,\s])max-age\s*=\s*\"?(\d+)", value, re.I)
+    return float(m.group(1)) if m else None
+
+
+# --------------------------------------------------------------------------- middleware
 
 
 class RobotsGateMiddleware:
-    """Placeholder: robots.txt, crawl-delay, request-rate."""
+    """Downloader middleware enforcing robots.txt (RFC 9309) and its content signals."""
+
+    #: The shortest cache lifetime a ``Cache-Control: max-age`` can set (seconds).
+    MIN_TTL: float = 60.0
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self.runtime = component_runtime(crawler)
+        policy = self.runtime.policy
+        self.product_token = policy.crawler.product_token
+        robots = policy.robots
+        self.max_size = robots.max_size
+        self.max_redirects = robots.max_redirects
+        self.retry_times = robots.retry_times
+        self.retry_backoff = policy.duration(robots.retry_backoff).total_seconds()
+        self.ttl = policy.duration(robots.cache_ttl).total_seconds()
+        self.max_crawl_delay = policy.duration(robots.max_crawl_delay).total_seconds()
+        self.content_signal = policy.opt_out.content_signal
+        self.content_usage = policy.opt_out.content_usage
+        self.cache_size = max(1, self.runtime.config.robots_cache_size)
+        self.cache: OrderedDict[str, RobotsEntry] = OrderedDict()
+        self._waiters: dict[str, list[Deferred[RobotsEntry]]] = {}
+        self._fetching: dict[str, Deferred[None]] = {}  # keeps the fetch tasks referenced
+        #: parsers by rule text, shared by the cache entries that use them
+        self._parsers: weakref.WeakValueDictionary[str, Protego] = weakref.WeakValueDictionary()
+        self.purposes: list[str] = []
+        for purpose in policy.purposes:
+            for sp in purpose.signal_purposes:
+                if sp not in self.purposes:
+                    self.purposes.append(sp)
+        self.floors = slot_floors(crawler)
+        self._report: dict[str, Any] = {
+            "product_token": self.product_token,
+            "unreachable_count": 0,
+            "unreachable": {},
+            "redirect_failures": 0,
+            "truncated": [],
+            "capped_delays": {},
+            "sitemaps": {},
+        }
+        self.runtime.report_sections["robots"] = self._report
+        self.runtime.services["robots"] = self
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         return cls(crawler)
+
+    # -- the hook --------------------------------------------------------------------
+    async def process_request(self, request: Request) -> None:
+        if request.meta.get("gdpr_internal") in INTERNAL:
+            return
+        if request.url.startswith(("data:", "file:")):
+            return
+        entry = await self.entry_for(request.url, urlparse_cached(request))
+        allowed, reason, detail = self._decide(entry, request.url)
+        if not allowed:
+            raise refuse(self.crawler, request.url, reason, clause=self._clause(reason), detail=detail)
+        if entry.delay:
+            key = self.crawler.engine.downloader.get_slot_key(request)
+            if key not in entry.slot_keys:
+                entry.slot_keys.add(key)
+            self.floors.set(key, f"robots.txt {entry.origin}", entry.delay)
+
+    # -- the service -----------------------------------------------------------------
+    async def allows(self, url: str) -> tuple[bool, str, str]:
+        """``(allowed, reason code, detail)`` for ``url``, fetching robots.txt if needed."""
+        if url.startswith(("data:", "file:")):
+            return True, "", ""
+        entry = await self.entry_for(url)
+        allowed, reason, detail = self._decide(entry, url)
+        return allowed, str(reason) if reason else "", detail
+
+    async def sitemaps(self, url: str) -> list[str]:
+        """The ``Sitemap:`` URLs of the robots.txt for ``url``'s scheme, host and port."""
+        entry = await self.entry_for(url)
+        return list(entry.rules.sitemaps) if entry.rules is not None else []
+
+    def _decide(self, entry: RobotsEntry, url: str) -> tuple[bool, Reason | None, str]:
+        if entry.state == "unreachable":
+            return False, Reason.ROBOTS_UNREACHABLE, (
+                f"{entry.robots_url} is unreachable ({entry.error}): complete disallow (RFC 9309 2.3.1.4)"
+            )
+        rules = entry.rules
+        if rules is None:
+            return True, None, ""
+        if not rules.can_fetch(url):
+            return False, Reason.ROBOTS, rules.explain(url)
+        found = rules.reserved(url, self.purposes)
+        if found is not None:
+            purpose, signal = found
+            detail = f"{entry.robots_url} line {signal.line} '{signal.text}' reserves {purpose}"
+            return False, Reason.OPTOUT, detail
+        return True, None, ""
+
+    def _clause(self, reason: Reason | None) -> str:
+        policy = self.runtime.policy
+        if reason == Reason.OPTOUT:
+            return policy.clause("purposes")
+        if reason == Reason.ROBOTS_UNREACHABLE:
+            return policy.clause("robots")
+        return policy.clause("crawler", "product_token")
+
+    # -- cache -----------------------------------------------------------------------
+    async def entry_for(self, url: str, parts: Any = None) -> RobotsEntry:
+        """The robots.txt entry for ``url``, fetching it once for all waiters when needed."""
+        origin = origin_of(parts if parts is not None else url)
+        entry = self.cache.get(origin)
+        if entry is not None and time.monotonic() < entry.expires_at:
+            self.cache.move_to_end(origin)
+            return entry
+        waiter: Deferred[RobotsEntry] = Deferred()
+        waiters = self._waiters.get(origin)
+        if waiters is None:
+            self._waiters[origin] = [waiter]
+            fetch = deferred_from_coro(self._refresh(origin, _robots_url(url), entry))
+            if not fetch.called:
+                self._fetching[origin] = fetch
+        else:
+            waiters.append(waiter)
+            self.crawler.stats.inc_value("gdpr/robots/waited")
+        return await maybe_deferred_to_future(waiter)
+
+    async def _refresh(self, origin: str, robots_url: str, previous: RobotsEntry | None) -> None:
+        try:
+            entry = await self._fetch(origin, robots_url, previous)
+        except Exception as exc:  # noqa: BLE001 - never leave waiters hanging; fail closed
+            logger.exception("Unexpected error fetching %(url)s", {"url": robots_url}, extra={"spider": self.crawler.spider})
+            entry = self._unreachable(origin, robots_url, previous, f"{type(exc).__name__}: {exc}", None)
+        if previous is not None and previous.slot_keys and not entry.delay:
+            for key in previous.slot_keys:
+                self.floors.clear(key, f"robots.txt {origin}")
+        self.cache[origin] = entry
+        self.cache.move_to_end(origin)
+        while len(self.cache) > self.cache_size:
+            _, old = self.cache.popitem(last=False)
+            for key in old.slot_keys:
+                self.floors.clear(key, f"robots.txt {old.origin}")
+        self._fetching.pop(origin, None)
+        for waiter in self._waiters.pop(origin, []):
+            waiter.callback(entry)
+
+    async def _fetch(self, origin: str, robots_url: str, previous: RobotsEntry | None) -> RobotsEntry:
+        stats = self.crawler.stats
+        url = robots_url
+        seen = {url}
+        hops = 0
+        while True:
+            request = Request(url, meta=dict(ROBOTS_META), callback=NO_CALLBACK, dont_filter=True, priority=1000)
+            stats.inc_value("gdpr/robots/fetches")
+            try:
+                response = await self.crawler.engine.download_async(request)
+            except Exception as exc:  # noqa: BLE001 - any failure to download is "unreachable"
+                stats.inc_value(f"gdpr/robots/exception/{type(exc).__name__}")
+                return self._unreachable(origin, robots_url, previous, f"{type(exc).__name__}: {exc}", None)
+            status = response.status
+            stats.inc_value(f"gdpr/robots/status/{status}")
+            if 300 <= status < 400 and status != 304:
+                location = response.headers.get(b"Location")
+                if not location:
+                    return self._unreachable(origin, robots_url, previous, f"{status} without Location", response)
+                target = urljoin(url, location.decode("latin-1").strip())
+                hops += 1
+                problem = ""
+                if urlsplit(target).scheme not in ("http", "https"):
+                    problem = f"redirect to a non-HTTP URL {target}"
+                elif target in seen:
+                    problem = f"redirect loop at {target}"
+                elif hops > self.max_redirects:
+                    problem = f"more than {self.max_redirects} redirects (policy robots.max_redirects)"
+                if problem:
+                    self._report["redirect_failures"] += 1
+                    return self._unreachable(origin, robots_url, previous, problem, response)
+                seen.add(target)
+                url = target
+                continue
+            if 200 <= status < 300:
+                return self._parsed(origin, robots_url, response)
+            if status == 429 or status >= 500:
+                return self._unreachable(origin, robots_url, previous, f"HTTP {status}", response)
+            if 400 <= status < 500:
+                # RFC 9309 2.3.1.3 "unavailable": no restrictions
+                return self._finish(RobotsEntry(origin, robots_url, "unavailable", status=status), response)
+            return self._unreachable(origin, robots_url, previous, f"unexpected HTTP {status}", response)
+
+    def _finish(self, entry: RobotsEntry, response: Response | None) -> RobotsEntry:
+        now = time.monotonic()
+        ttl = self.ttl
+        if response is not None:
+            max_age = _max_age(response)
+            if max_age is not None:
+                ttl = min(ttl, max(max_age, min(self.MIN_TTL, self.ttl)))
+        entry.fetched_at = now
+        entry.expires_at = now + ttl
+        return entry
+
+    def _parsed(self, origin: str, robots_url: str, response: Response) -> RobotsEntry:
+        rules = parse_robots(
+            response.body,
+            self.product_token,
+            max_size=self.max_size,
+            content_signal=self.content_signal,
+            content_usage=self.content_usage,
+            shared=self._parsers,
+        )
+        entry = RobotsEntry(origin, robots_url, "parsed", rules=rules, status=response.status)
+        if rules.truncated:
+            self.crawler.stats.inc_value("gdpr/robots/truncated")
+            if len(self._report["truncated"]) < REPORT_LIMIT:
+                self._report["truncated"].append(robots_url)
+        delays = []
+        if rules.crawl_delay:
+            delays.append((rules.crawl_delay, f"Crawl-delay: {rules.crawl_delay:g}"))
+        if rules.request_rate:
+            requests, seconds = rules.request_rate
+            delays.append((seconds / requests, f"Request-rate: {requests}/{seconds}s"))
+        if delays:
+            delay, note = max(delays)
+            if delay > self.max_crawl_delay:
+                logger.warning(
+                    "%(url)s asks for %(note)s; capped at robots.max_crawl_delay (%(cap)g s)",
+                    {"url": robots_url, "note": note, "cap": self.max_crawl_delay},
+                    extra={"spider": self.crawler.spider},
+                )
+                if len(self._report["capped_delays"]) < REPORT_LIMIT:
+                    self._report["capped_delays"][origin] = {"asked": delay, "applied": self.max_crawl_delay}
+                delay = self.max_crawl_delay
+            entry.delay, entry.delay_note = delay, note
+            self.crawler.stats.inc_value("gdpr/robots/crawl_delay_hosts")
+        if rules.sitemaps:
+            self.crawler.stats.inc_value("gdpr/robots/sitemaps", len(rules.sitemaps))
+            if len(self._report["sitemaps"]) < REPORT_LIMIT:
+                self._report["sitemaps"][origin] = rules.sitemaps[:20]
+        for signal in rules.signals:
+            record(self.crawler, "content_signal", robots_url, line=signal.line, text=signal.text,
+                   group=rules.group, preferences=signal.prefs)
+            logger.info(
+                "%(url)s line %(line)d: %(text)s -> %(prefs)s",
+                {"url": robots_url, "line": signal.line, "text": signal.text, "prefs": signal.prefs or "unknown"},
+                extra={"spider": self.crawler.spider},
+            )
+        return self._finish(entry, response)
+
+    def _unreachable(
+        self, origin: str, robots_url: str, previous: RobotsEntry | None, error: str, response: Response | None
+    ) -> RobotsEntry:
+        attempts = previous.attempts + 1 if previous is not None and previous.state == "unreachable" else 1
+        now = time.monotonic()
+        if attempts <= self.retry_times:
+            wait = self.retry_backoff * 2 ** (attempts - 1)
+            retry_after = parse_retry_after(response.headers.get(b"Retry-After")) if response is not None else None
+            if retry_after is not None:
+                wait = max(wait, retry_after)
+        else:
+            # retries exhausted: complete disallow until the cache lifetime ends
+            wait = self.ttl
+        entry = RobotsEntry(
+            origin, robots_url, "unreachable", status=response.status if response is not None else None,
+            error=error, fetched_at=now, expires_at=now + wait, attempts=attempts,
+        )
+        stats = self.crawler.stats
+        if attempts == 1:
+            stats.inc_value("gdpr/robots/unreachable")
+            self._report["unreachable_count"] += 1
+        hosts = self._report["unreachable"]
+        if origin in hosts or len(hosts) < REPORT_LIMIT:
+            first = hosts.get(origin, {}).get("since") or datetime.now(UTC).isoformat(timespec="seconds")
+            hosts[origin] = {
+                "robots_url": robots_url,
+                "error": error,
+                "attempts": attempts,
+                "since": first,
+                "retry_in_seconds": round(wait, 3),
+                "gave_up": attempts > self.retry_times,
+            }
+        logger.warning(
+            "%(url)s unreachable (%(error)s), attempt %(n)d: disallowing %(origin)s for %(wait).0f s",
+            {"url": robots_url, "error": error, "n": attempts, "origin": origin, "wait": wait},
+            extra={"spider": self.crawler.spider},
+        )
+        return entry
+
+
+async def sitemaps(crawler: Crawler, url: str) -> list[str]:
+    """The ``Sitemap:`` URLs listed in the robots.txt of ``url``'s site.
+
+    Needs :class:`RobotsGateMiddleware` enabled (the add-on does it); fetches the
+    robots.txt if it is not cached yet. Use it from ``async def start()`` or a callback::
+
+        for sitemap in await scrapy_gdpr.robots.sitemaps(self.crawler, url):
+            yield Request(sitemap, callback=self.parse_sitemap)
+    """
+    service = component_runtime(crawler).services.get("robots")
+    if service is None:
+        raise RuntimeError("scrapy_gdpr.robots.RobotsGateMiddleware is not enabled")
+    result: list[str] = await service.sitemaps(url)
+    return result

@@ -7,7 +7,9 @@ line of output (Scrapy's own pattern). It serves virtual hosts by the Host heade
   ``SITE_DIR/default/``.
 * A file ``_routes.json`` in a host's folder overrides paths:
   ``{"/robots.txt": {"status": 503, "body": "...", "headers": {"Retry-After": "5"},
-  "delay": 2.5, "redirect": "/other"}}``.
+  "delay": 2.5, "redirect": "/other"}}``. ``{"sequence": [route, route, ...]}``
+  answers the n-th request for that host and path with the n-th route (the last
+  one repeats), e.g. a robots.txt that fails once, then recovers.
 * ``/_/respond?status=..&body=..&delay=..&h=Name:Value&h=...`` answers anything.
 * Every request is appended to ``SITE_DIR/../_requests.log`` when that variable
   ``MOCKSERVER_LOG`` names a file: ``<time> <host> <path>`` per line, so tests can
@@ -31,6 +33,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 SITE = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).with_name("site")).resolve()
 LOG = os.environ.get("MOCKSERVER_LOG")
 _log_lock = threading.Lock()
+_seq_lock = threading.Lock()
+_seq_counts: dict[tuple[str, str], int] = {}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -87,6 +91,12 @@ class Handler(BaseHTTPRequestHandler):
             routes = json.loads(routes_file.read_text(encoding="utf-8"))
             route = routes.get(path)
             if route is not None:
+                if "sequence" in route:
+                    with _seq_lock:
+                        n = _seq_counts.get((self._host(), path), 0)
+                        _seq_counts[(self._host(), path)] = n + 1
+                    steps = route["sequence"]
+                    route = steps[min(n, len(steps) - 1)]
                 self._route(route, root, head)
                 return
         target = (root / path.lstrip("/")).resolve()

@@ -1,0 +1,364 @@
+"""How much the request gate costs: the same crawl with plain Scrapy and with the add-on.
+
+    python benchmarks/gate_overhead.py [--hosts 60] [--pages 100] [--rounds 2]
+
+A local asyncio HTTP/1.1 server (keep-alive, tiny pages) answers for every
+``h<N>.bench.test`` host; a resolver in each crawl maps ``*.bench.test`` to
+127.0.0.1. Each crawl runs in its own subprocess so its peak RSS can be read.
+Plain Scrapy runs with ``ROBOTSTXT_OBEY = True`` (the ``startproject``
+default); the gated crawl with ``ADDONS = {"scrapy_gdpr.Addon": 0}`` and a policy
+listing every host. Both use the same concurrency and no delay.
+
+It then times objection-list lookups at 1,000,000 entries
+(``scrapy_gdpr.objections.ObjectionList``) when that class exists.
+
+The figures are printed as measured; nothing here asserts a target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TERMS_HTML = (
+    b"<html><head><title>Terms</title></head><body><h1>Terms of use</h1>"
+    b"<p>Automated access is permitted for research.</p></body></html>"
+)
+ROBOTS_TXT = b"User-agent: *\nDisallow: /private/\n"
+PAGE = b"<html><head><title>p</title></head><body><p>hello</p></body></html>"
+
+
+# --------------------------------------------------------------------------- server
+
+
+class _HttpProtocol(asyncio.Protocol):
+    """Just enough HTTP/1.1 for GET with keep-alive."""
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+            line = head.split(b"\r\n", 1)[0]
+            parts = line.split(b" ")
+            path = parts[1] if len(parts) > 1 else b"/"
+            if path == b"/robots.txt":
+                body, ctype = ROBOTS_TXT, b"text/plain"
+            elif path == b"/terms.html":
+                body, ctype = TERMS_HTML, b"text/html; charset=utf-8"
+            else:
+                body, ctype = PAGE, b"text/html; charset=utf-8"
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: " + ctype + b"\r\nContent-Length: "
+                + str(len(body)).encode() + b"\r\nConnection: keep-alive\r\n\r\n" + body
+            )
+
+
+def serve() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(_HttpProtocol, "127.0.0.1", 0, backlog=1024)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await server.serve_forever()
+
+    asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- crawl (child)
+
+
+def _resolver_class() -> Any:
+    from scrapy.resolver import CachingThreadedResolver
+    from twisted.internet import defer
+
+    class BenchResolver(CachingThreadedResolver):
+        def getHostByName(self, name: str, timeout: Any = ()) -> Any:  # noqa: N802
+            if name.endswith(".test"):
+                return defer.succeed("127.0.0.1")
+            return super().getHostByName(name, timeout)
+
+    return BenchResolver
+
+
+BenchResolver = None  # set in the child, so TWISTED_DNS_RESOLVER can name it
+
+
+def write_policy(folder: Path, port: int) -> Path:
+    import yaml
+    from scrapy.http import HtmlResponse
+
+    try:  # the terms middleware's own fingerprint, when it exists on this branch
+        from scrapy_gdpr.terms import fingerprint, normalise_terms  # type: ignore[attr-defined]
+
+        response = HtmlResponse(f"http://bench.test:{port}/terms.html", body=TERMS_HTML, encoding="utf-8")
+        terms_fp = fingerprint(normalise_terms(response))
+    except ImportError:
+        terms_fp = "sha256:" + "0" * 64
+    data = yaml.safe_load((ROOT / "tests" / "data" / "policies" / "valid.yaml").read_text())
+    data["crawler"] = {
+        "product_token": "GdprBenchBot",
+        "user_agent": "GdprBenchBot/1.0 (+http://127.0.0.1/crawler-info.html)",
+        "info_url": "http://127.0.0.1/crawler-info.html",
+    }
+    data["domains"] = [
+        {
+            "domain": "bench.test",
+            "include_subdomains": True,
+            "allow_private_network": True,
+            "terms": {
+                "url": f"http://bench.test:{port}/terms.html",
+                "verdict": "permits",
+                "reviewed_on": "2026-10-01",
+                "reviewed_by": "Bench",
+                "fingerprint": terms_fp,
+            },
+        }
+    ]
+    data["politeness"] = {"default_delay": 0, "default_concurrency": 8}
+    path = folder / "bench.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def child(mode: str, port: int, hosts: int, pages: int, folder: Path) -> None:
+    global BenchResolver  # noqa: PLW0603
+    BenchResolver = _resolver_class()
+    from scrapy import Request, Spider
+    from scrapy.crawler import CrawlerProcess
+
+    count = {"pages": 0}
+
+    class BenchSpider(Spider):
+        name = "bench"
+
+        async def start(self):  # type: ignore[no-untyped-def]
+            for page in range(pages):
+                for host in range(hosts):
+                    yield Request(f"http://h{host}.bench.test:{port}/p/{page}.html")
+
+        def parse(self, response):  # type: ignore[no-untyped-def]
+            count["pages"] += 1
+
+    settings: dict[str, Any] = {
+        "TWISTED_DNS_RESOLVER": "__main__.BenchResolver",
+        "LOG_LEVEL": "WARNING",
+        "TELNETCONSOLE_ENABLED": False,
+        "REMOTE_CONTROL_ENABLED": False,
+        "CONCURRENT_REQUESTS": 64,
+        "CONCURRENT_REQUESTS_PER_DOMAIN": 8,
+        "DOWNLOAD_DELAY": 0,
+        "ROBOTSTXT_OBEY": True,
+    }
+    if mode == "gdpr":
+        settings.update(
+            {
+                "ADDONS": {"scrapy_gdpr.Addon": 0},
+                "GDPR_POLICY": str(write_policy(folder, port)),
+                "GDPR_AUDIT_LOG": str(folder / "audit.jsonl"),
+                "GDPR_REPORT_DIR": str(folder / "reports"),
+                "GDPR_LEDGER": f"sqlite:///{folder / 'ledger.sqlite3'}",
+                "GDPR_OBJECTIONS": str(folder / "objections.txt"),
+            }
+        )
+        (folder / "objections.txt").write_text("domain objected.example\n")
+    process = CrawlerProcess(settings)
+    crawler = process.create_crawler(BenchSpider)
+    process.crawl(crawler)
+    profile_path = os.environ.get("GDPR_BENCH_PROFILE")
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_started = usage.ru_utime + usage.ru_stime
+    started = time.perf_counter()
+    if profile_path:  # e.g. GDPR_BENCH_PROFILE=/tmp/gdpr.prof, one child at a time
+        import cProfile
+
+        cProfile.runctx("process.start()", globals(), {"process": process}, f"{profile_path}.{mode}")
+    else:
+        process.start()
+    elapsed = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime - cpu_started
+    stats = crawler.stats.get_stats()
+    print(
+        json.dumps(
+            {
+                "mode": mode,
+                "pages": count["pages"],
+                "elapsed": elapsed,
+                "pages_per_s": count["pages"] / elapsed,
+                "cpu_s": cpu,
+                "pages_per_cpu_s": count["pages"] / cpu,
+                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "blocked": {k: v for k, v in stats.items() if k.startswith("gdpr/blocked/")},
+                "errors": stats.get("log_count/ERROR", 0),
+            }
+        ),
+        flush=True,
+    )
+
+
+def run_child(mode: str, port: int, hosts: int, pages: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix=f"gdpr-bench-{mode}-") as tmp:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))}
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", mode, "--port", str(port), "--hosts", str(hosts),
+             "--pages", str(pages), "--folder", tmp],
+            capture_output=True, text=True, env=env, cwd=tmp, timeout=600, check=False,
+        )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stderr[-3000:])
+        raise SystemExit(f"the {mode} crawl failed (exit {proc.returncode})")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def _process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a running process (Linux /proc), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------- objections
+
+
+def objection_benchmark(entries: int, lookups: int) -> None:
+    try:
+        from scrapy_gdpr.objections import ObjectionList  # type: ignore[attr-defined]
+    except ImportError:
+        print("objection benchmark: not available")
+        return
+    rng = random.Random(42)
+    with tempfile.TemporaryDirectory(prefix="gdpr-bench-objections-") as tmp:
+        path = Path(tmp) / "objections.txt"
+        with path.open("w", encoding="utf-8") as fh:
+            for i in range(entries):
+                kind = ("url", "prefix", "domain")[i % 3]
+                if kind == "url":
+                    fh.write(f"url https://site{i % 5000}.example/people/{i}.html\n")
+                elif kind == "prefix":
+                    fh.write(f"prefix https://site{i % 5000}.example/albums/{i}/\n")
+                else:
+                    fh.write(f"domain person{i}.example\n")
+        started = time.perf_counter()
+        if hasattr(ObjectionList, "from_file"):
+            objections = ObjectionList.from_file(path)
+        elif hasattr(ObjectionList, "load"):
+            objections = ObjectionList.load(path)
+        else:
+            objections = ObjectionList(path)
+        load_s = time.perf_counter() - started
+        urls = []
+        for _ in range(lookups):
+            i = rng.randrange(entries * 2)
+            urls.append(
+                rng.choice(
+                    [
+                        f"https://site{i % 5000}.example/people/{i}.html",
+                        f"https://site{i % 5000}.example/albums/{i}/photo.jpg",
+                        f"https://person{i}.example/index.html",
+                        f"https://www.person{i}.example/a/b?c=d",
+                    ]
+                )
+            )
+        started = time.perf_counter()
+        hits = sum(1 for url in urls if objections.match(url))
+        elapsed = time.perf_counter() - started
+        print(
+            f"objection lookups: {lookups / elapsed:,.0f}/s at {entries:,} entries "
+            f"({hits:,} of {lookups:,} matched; loading took {load_s:.1f} s)"
+        )
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hosts", type=int, default=60)
+    parser.add_argument("--pages", type=int, default=100, help="pages per host")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--objections", type=int, default=1_000_000)
+    parser.add_argument("--lookups", type=int, default=200_000)
+    parser.add_argument("--objections-only", action="store_true", help="skip the crawls")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["plain", "gdpr"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve()
+        return
+    if args.child:
+        child(args.child, args.port, args.hosts, args.pages, args.folder)
+        return
+    if args.objections_only:
+        objection_benchmark(args.objections, args.lookups)
+        return
+
+    server = subprocess.Popen([sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        total = args.hosts * args.pages
+        print(f"crawl: {total:,} pages over {args.hosts} hosts, {args.rounds} round(s) each, alternating")
+        results: dict[str, list[dict[str, Any]]] = {"plain": [], "gdpr": []}
+        for _ in range(args.rounds):
+            for mode in ("plain", "gdpr"):
+                r = run_child(mode, port, args.hosts, args.pages)
+                results[mode].append(r)
+                print(
+                    f"  {mode:5s}: {r['pages']:,} pages in {r['elapsed']:.1f} s = {r['pages_per_s']:,.0f} pages/s; "
+                    f"{r['cpu_s']:.1f} CPU s = {r['pages_per_cpu_s']:,.0f} pages per CPU second; "
+                    f"peak RSS {r['peak_rss_mib']:.0f} MiB"
+                    + (f", refused {r['blocked']}" if r["blocked"] else "")
+                    + (f", {r['errors']} ERROR log lines" if r["errors"] else "")
+                )
+        server_cpu = _process_cpu_seconds(server.pid)
+        if server_cpu is not None:
+            crawl_cpu = sum(r["cpu_s"] for rs in results.values() for r in rs)
+            print(f"server: {server_cpu:.1f} CPU s in all, against {crawl_cpu:.1f} CPU s for the crawls")
+    finally:
+        server.kill()
+        server.wait()
+    plain = statistics.median(r["pages_per_s"] for r in results["plain"])
+    gdpr = statistics.median(r["pages_per_s"] for r in results["gdpr"])
+    plain_cpu = statistics.median(r["pages_per_cpu_s"] for r in results["plain"])
+    gdpr_cpu = statistics.median(r["pages_per_cpu_s"] for r in results["gdpr"])
+    load = os.getloadavg()[0]
+    print(
+        f"plain Scrapy: {plain:,.0f} pages/s ({plain_cpu:,.0f} per CPU second), "
+        f"peak RSS {max(r['peak_rss_mib'] for r in results['plain']):.0f} MiB"
+    )
+    print(
+        f"with add-on:  {gdpr:,.0f} pages/s ({gdpr_cpu:,.0f} per CPU second), "
+        f"peak RSS {max(r['peak_rss_mib'] for r in results['gdpr']):.0f} MiB"
+    )
+    print(f"ratio: {gdpr / plain:.1%} of plain Scrapy's pages/s (target >= 95%)")
+    print(f"ratio per CPU second: {gdpr_cpu / plain_cpu:.1%} (less sensitive to other load on the machine)")
+    if load > (os.cpu_count() or 1):
+        print(f"note: load average {load:.1f} on {os.cpu_count()} CPUs; wall-clock figures are unreliable")
+    if any(r["pages"] != total for r in results["plain"] + results["gdpr"]):
+        print("WARNING: not every crawl fetched every page; the comparison is not like for like")
+    objection_benchmark(args.objections, args.lookups)
+
+
+if __name__ == "__main__":
+    main()
