@@ -1,0 +1,81 @@
+"""The example project's crawl of its own example site, end to end, as `make demo` runs it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import socket
+
+import cv2
+import numpy as np
+import pytest
+
+from scrapy_gdpr.faces.detector import build_detector
+from tests.utils import ROOT, run_scrapy
+
+EXAMPLE = ROOT / "example_project"
+PORT = 8760  # the example policy's terms URLs and objections name this port
+
+
+def _load_serve():
+    spec = importlib.util.spec_from_file_location("example_serve", EXAMPLE / "serve.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def example_copy(tmp_path):
+    """A copy of the example project, so the test never touches the real one's output."""
+    dest = tmp_path / "example_project"
+    shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns("output", "site", "__pycache__"))
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", PORT)) == 0:
+            pytest.fail(f"port {PORT} is taken: stop the running example site (make demo) first")
+    servers = _load_serve().serve(PORT)
+    yield dest
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.slow
+def test_example_crawl_end_to_end(example_copy):
+    result = run_scrapy("crawl", "gallery", "-a", f"base=http://127.0.0.1:{PORT}", cwd=example_copy, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = example_copy / "output"
+
+    # the compliance report counts a refusal for every reason the site demonstrates
+    report = json.loads(next((out / "reports").glob("*.json")).read_text(encoding="utf-8"))
+    expected = {
+        "domain", "jurisdiction", "objection", "optout", "private_network", "terms", "terms_drift",
+        "robots", "robots_unreachable", "retry_after",
+    }
+    assert expected <= set(report["refusals"]), report["refusals"]
+
+    # the audit log has one line per refusal, each with its reason and the policy fingerprint
+    audit = [json.loads(line) for line in (out / "audit" / "gallery.jsonl").read_text(encoding="utf-8").splitlines()]
+    refused = [a for a in audit if a.get("decision") == "refused"]
+    assert len(refused) == sum(r["count"] for r in report["refusals"].values())
+    assert {a["policy_fingerprint"] for a in audit} == {report["policy"]["fingerprint"]}
+
+    # items: the gallery pages are stored, the refused ones are not
+    items = [json.loads(line) for line in (out / "items" / "gallery.jsonl").read_text(encoding="utf-8").splitlines()]
+    urls = {item["url"] for item in items}
+    base = f"http://127.0.0.1:{PORT}"
+    assert f"{base}/gallery/street.html" in urls
+    assert f"{base}/people/jane.html" not in urls  # objection
+    assert f"{base}/optout/noindex.html" not in urls  # X-Robots-Tag: noindex
+    assert f"{base}/private/staff.html" not in urls  # robots.txt
+
+    # every stored image and thumbnail: decodable, and no face left for the detector to find
+    stored = sorted((out / "images").rglob("*.jpg"))
+    assert len(stored) >= 8  # 4 full-size images (one page reserves its image) and their thumbnails
+    detector = build_detector("strict")
+    for path in stored:
+        image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
+        assert image is not None, path
+        if min(image.shape[:2]) >= 200:
+            assert detector.detect(image) == [], path
