@@ -309,7 +309,7 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "strict": Profile(0.1, 2, 0.3, 100, 0.5e6, 2.4e6, 2.0, 384, 0.3, 0.5),
+    "strict": Profile(0.1, 3, 0.3, 100, 0.5e6, 2.4e6, 2.0, 384, 0.3, 0.5),
     "balanced": Profile(0.2, 1, 0.35, 100, 0.3e6, 1.2e6, 1.5, 384, 0.35, 0.5),
     "fast": Profile(0.3, 1, 0.4, 100, 0.0, 0.5e6, 1.0, 320, 0.4, 0.6),
 }

@@ -25,7 +25,7 @@ ACTIONS = ("blur", "pixelate", "fill")
 
 #: Samples left across a face (the box as detected, before the margin).
 BLUR_SAMPLES = 2.0
-PIXELATE_BLOCKS = 4.0
+PIXELATE_BLOCKS = 3.0
 FILL_BGR = (128, 128, 128)
 
 
