@@ -118,18 +118,14 @@ def _empty() -> np.ndarray:
     return np.zeros((0, 5), np.float64)
 
 
-def _overlaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """IoU and intersection-over-area-of-a matrices for xywh boxes."""
-    ax1, ay1 = a[:, 0:1], a[:, 1:2]
-    ax2, ay2 = ax1 + a[:, 2:3], ay1 + a[:, 3:4]
-    bx1, by1 = b[:, 0], b[:, 1]
-    bx2, by2 = bx1 + b[:, 2], by1 + b[:, 3]
-    iw = np.clip(np.minimum(ax2, bx2) - np.maximum(ax1, bx1), 0, None)
-    ih = np.clip(np.minimum(ay2, by2) - np.maximum(ay1, by1), 0, None)
+def _row_overlaps(box: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IoU of ``box`` with each of ``boxes`` (xywh), and the share of each of
+    ``boxes`` that lies inside ``box``."""
+    iw = np.clip(np.minimum(box[0] + box[2], boxes[:, 0] + boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    ih = np.clip(np.minimum(box[1] + box[3], boxes[:, 1] + boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
     inter = iw * ih
-    area_a = a[:, 2:3] * a[:, 3:4]
-    union = area_a + b[:, 2] * b[:, 3] - inter
-    return inter / np.maximum(union, 1e-9), inter / np.maximum(area_a, 1e-9)
+    areas = boxes[:, 2] * boxes[:, 3]
+    return inter / np.maximum(box[2] * box[3] + areas - inter, 1e-9), inter / np.maximum(areas, 1e-9)
 
 
 def _sorted_by_score(dets: np.ndarray) -> np.ndarray:
@@ -139,27 +135,38 @@ def _sorted_by_score(dets: np.ndarray) -> np.ndarray:
 
 
 def box_vote(dets: np.ndarray, iou: float = 0.4, min_votes: int = 1) -> np.ndarray:
-    """Group boxes that overlap the best remaining box by ``iou`` or more and
-    replace each group by its score-weighted mean box (keeping the best score).
+    """Greedy non-maximum suppression at ``iou`` in which each kept box becomes
+    the score-weighted mean of the boxes it suppresses (keeping the best score).
     Groups with fewer than ``min_votes`` members are dropped: a real face makes
     the CNN fire on several neighbouring cells, a speck of texture on one."""
     if len(dets) == 0:
         return _empty()
     dets = _sorted_by_score(dets)
-    ious, ioas = _overlaps(dets[:, :4], dets[:, :4])
-    used = np.zeros(len(dets), bool)
-    out = []
-    for i in range(len(dets)):
-        if used[i]:
-            continue
-        group = ~used & (ious[i] >= iou)
-        group[i] = True
-        weights = dets[group, 4]
-        box = (dets[group, :4] * weights[:, None]).sum(0) / weights.sum()
-        if group.sum() >= min_votes:
-            out.append([*box, dets[i, 4]])
-        used |= group | (ioas[:, i] >= 0.8)
-    return np.asarray(out, np.float64).reshape(-1, 5)
+    keepers = cv2.dnn.NMSBoxes(dets[:, :4].tolist(), dets[:, 4].tolist(), 0.0, iou)
+    keepers = np.sort(np.asarray(keepers, np.int64).reshape(-1))  # rows are sorted by score
+    if len(keepers) == 0:
+        return _empty()
+    k, n = dets[keepers], dets
+    iw = np.clip(
+        np.minimum(k[:, 0:1] + k[:, 2:3], n[:, 0] + n[:, 2]) - np.maximum(k[:, 0:1], n[:, 0]), 0, None
+    )
+    ih = np.clip(
+        np.minimum(k[:, 1:2] + k[:, 3:4], n[:, 1] + n[:, 3]) - np.maximum(k[:, 1:2], n[:, 1]), 0, None
+    )
+    inter = iw * ih
+    ious = inter / np.maximum(k[:, 2:3] * k[:, 3:4] + n[:, 2] * n[:, 3] - inter, 1e-9)
+    ious[np.arange(len(keepers)), keepers] = 1.0
+    member = ious >= iou
+    # each box belongs to the best-scoring kept box that overlaps it (as in greedy NMS)
+    first = np.where(member.any(0), member.argmax(0), -1)
+    ok = first >= 0
+    g, w = first[ok], dets[ok, 4]
+    votes = np.bincount(g, minlength=len(keepers))
+    wsum = np.bincount(g, weights=w, minlength=len(keepers))
+    boxes = np.stack([np.bincount(g, weights=w * dets[ok, c], minlength=len(keepers)) for c in range(4)], 1)
+    boxes /= np.maximum(wsum, 1e-12)[:, None]
+    sel = votes >= min_votes
+    return np.hstack([boxes[sel], k[sel, 4:5]]).astype(np.float64)
 
 
 def nms(dets: np.ndarray, iou: float = 0.4, contained: float = 0.8) -> np.ndarray:
@@ -168,14 +175,14 @@ def nms(dets: np.ndarray, iou: float = 0.4, contained: float = 0.8) -> np.ndarra
     if len(dets) == 0:
         return _empty()
     dets = _sorted_by_score(dets)
-    ious, ioas = _overlaps(dets[:, :4], dets[:, :4])
     suppressed = np.zeros(len(dets), bool)
     keep = []
     for i in range(len(dets)):
         if suppressed[i]:
             continue
         keep.append(i)
-        suppressed |= (ious[i] >= iou) | (ioas[:, i] >= contained)
+        ious, inside = _row_overlaps(dets[i], dets)
+        suppressed |= (ious >= iou) | (inside >= contained)
     return dets[keep]
 
 
