@@ -8,7 +8,8 @@ fine mosaics can be partly reversed; see docs/face-detection.md).
   copy reduced to about 2 samples across the face and smoothed back up; the
   edge is feathered over ``margin`` (a share of the face size) beyond it, so the
   result does not draw a hard frame.
-* ``pixelate``: the grown box becomes a mosaic of about 4 blocks across the face.
+* ``pixelate``: the grown box becomes a mosaic of about 2 blocks across the face
+  (about 3 across the box with the default margin).
 * ``fill``: the grown box is filled with a flat grey.
 """
 
@@ -25,7 +26,7 @@ ACTIONS = ("blur", "pixelate", "fill")
 
 #: Samples left across a face (the box as detected, before the margin).
 BLUR_SAMPLES = 2.0
-PIXELATE_BLOCKS = 3.0
+PIXELATE_BLOCKS = 2.0
 FILL_BGR = (128, 128, 128)
 
 
