@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scrapy_gdpr.faces.detector import Detection, build_detector, registered_detectors  # noqa: E402
+from scrapy_gdpr.faces.detector import build_detector, registered_detectors  # noqa: E402
 from scrapy_gdpr.faces.redact import ACTIONS, redact  # noqa: E402
 
 BUCKETS = [("<20", 0, 20), ("20-50", 20, 50), ("50-150", 50, 150), (">150", 150, float("inf"))]

@@ -185,3 +185,15 @@ def test_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(KeyError):
         build_detector(backend="nope")
     assert "fixed" in registered_detectors()
+
+
+def test_degenerate_images(strict: FaceDetector) -> None:
+    assert strict.detect(np.zeros((5, 5, 3), np.uint8)) == []
+    assert strict.detect(np.full((300, 400, 3), 127, np.uint8)) == []
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (768, 1024, 3), dtype=np.uint8)
+    assert len(strict.detect(noise)) < 20
+    bgra = cv2.cvtColor(load("skimage_astronaut.png"), cv2.COLOR_BGR2BGRA)
+    assert strict.detect(bgra) == strict.detect(load("skimage_astronaut.png"))
+    with pytest.raises(TypeError):
+        strict.detect(np.zeros((64, 64, 3), np.float32))

@@ -134,6 +134,11 @@ def _sorted_by_score(dets: np.ndarray) -> np.ndarray:
     return dets[order]
 
 
+#: Candidate boxes kept per pass (best scores first): bounds time and memory on
+#: pathological images (dense texture at a low threshold).
+MAX_CANDIDATES = 6000
+
+
 def box_vote(dets: np.ndarray, iou: float = 0.4, min_votes: int = 1) -> np.ndarray:
     """Greedy non-maximum suppression at ``iou`` in which each kept box becomes
     the score-weighted mean of the boxes it suppresses (keeping the best score).
@@ -141,24 +146,27 @@ def box_vote(dets: np.ndarray, iou: float = 0.4, min_votes: int = 1) -> np.ndarr
     the CNN fire on several neighbouring cells, a speck of texture on one."""
     if len(dets) == 0:
         return _empty()
-    dets = _sorted_by_score(dets)
+    dets = _sorted_by_score(dets)[:MAX_CANDIDATES]
     keepers = cv2.dnn.NMSBoxes(dets[:, :4].tolist(), dets[:, 4].tolist(), 0.0, iou)
     keepers = np.sort(np.asarray(keepers, np.int64).reshape(-1))  # rows are sorted by score
     if len(keepers) == 0:
         return _empty()
-    k, n = dets[keepers], dets
-    iw = np.clip(
-        np.minimum(k[:, 0:1] + k[:, 2:3], n[:, 0] + n[:, 2]) - np.maximum(k[:, 0:1], n[:, 0]), 0, None
-    )
-    ih = np.clip(
-        np.minimum(k[:, 1:2] + k[:, 3:4], n[:, 1] + n[:, 3]) - np.maximum(k[:, 1:2], n[:, 1]), 0, None
-    )
-    inter = iw * ih
-    ious = inter / np.maximum(k[:, 2:3] * k[:, 3:4] + n[:, 2] * n[:, 3] - inter, 1e-9)
-    ious[np.arange(len(keepers)), keepers] = 1.0
-    member = ious >= iou
-    # each box belongs to the best-scoring kept box that overlaps it (as in greedy NMS)
-    first = np.where(member.any(0), member.argmax(0), -1)
+    # each box belongs to the best-scoring kept box that overlaps it (as in
+    # greedy NMS); computed in blocks of kept boxes to bound memory
+    first = np.full(len(dets), -1, np.int64)
+    x1, y1, x2, y2 = dets[:, 0], dets[:, 1], dets[:, 0] + dets[:, 2], dets[:, 1] + dets[:, 3]
+    areas = dets[:, 2] * dets[:, 3]
+    for start in range(0, len(keepers), 256):
+        idx = keepers[start : start + 256]
+        k = dets[idx]
+        iw = np.clip(np.minimum(k[:, 0:1] + k[:, 2:3], x2) - np.maximum(k[:, 0:1], x1), 0, None)
+        ih = np.clip(np.minimum(k[:, 1:2] + k[:, 3:4], y2) - np.maximum(k[:, 1:2], y1), 0, None)
+        inter = iw * ih
+        member = inter / np.maximum(k[:, 2:3] * k[:, 3:4] + areas - inter, 1e-9) >= iou
+        member[np.arange(len(idx)), idx] = True
+        hit = (first < 0) & member.any(0)
+        first[hit] = start + member[:, hit].argmax(0)
+    k = dets[keepers]
     ok = first >= 0
     g, w = first[ok], dets[ok, 4]
     votes = np.bincount(g, minlength=len(keepers))
