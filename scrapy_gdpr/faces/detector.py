@@ -1,15 +1,57 @@
 """Face detectors behind one interface.
 
-Provisional implementation (MediaPipe full range on the whole image); the face
-stage work replaces it with the multi-scale ensemble, keeping this interface.
+The default back end (``"ensemble"``) combines two vendored models:
+
+* **CenterFace** (ONNX, run through OpenCV's DNN module), a CNN trained on WIDER
+  FACE that finds faces from about 10 px up to a few hundred px high. It runs on
+  the image at a working resolution chosen by the profile (small images are
+  upscaled, huge ones downscaled), and again on a coarse copy (longer side
+  384 px) that only answers for faces too big for the first pass.
+* **MediaPipe BlazeFace short range** (TFLite, through the MediaPipe Tasks API),
+  which sees the whole image squashed to 128 px: it adds close-up portraits and
+  faces that fill the frame.
+
+The boxes of all passes are merged by score-weighted box voting and
+non-maximum suppression. Only boxes and scores are read: CenterFace's landmark
+head is never evaluated and MediaPipe's keypoints are discarded unread; no
+embedding or template is computed.
+
+Every model file is checked against its SHA-256 before it is loaded
+(:class:`ModelIntegrityError` otherwise). Detectors are not thread-safe: build
+one per thread with :func:`build_detector`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
+import cv2
 import numpy as np
+
+__all__ = [
+    "MODELS",
+    "PROFILES",
+    "Detection",
+    "EnsembleDetector",
+    "FaceDetector",
+    "ModelIntegrityError",
+    "build_detector",
+    "register_detector",
+    "registered_detectors",
+]
+
+MODELS_DIR = Path(__file__).parent / "models"
+
+#: Vendored model files and their SHA-256 (see ``models/README.md``).
+MODELS: dict[str, str] = {
+    "centerface.onnx": "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc",
+    "face_detection_short_range.tflite": "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+}
 
 
 @dataclass(frozen=True)
@@ -34,27 +76,367 @@ class FaceDetector(Protocol):
         ...
 
 
-class _MediaPipeFullRange:
-    name = "mediapipe-full"
-    version = "provisional"
+class ModelIntegrityError(RuntimeError):
+    """A model file is missing or its SHA-256 is not the expected one."""
 
-    def __init__(self, min_confidence: float = 0.5) -> None:
+
+_verified: dict[tuple[str, str], bytes] = {}
+_verified_lock = threading.Lock()
+
+
+def load_model_bytes(path: Path | str, sha256: str) -> bytes:
+    """Read a model file and return its bytes if their SHA-256 is ``sha256``.
+
+    The bytes that were hashed are the bytes that get loaded, so the file cannot
+    change between the check and the load. Verified files are cached by path.
+    """
+    key = (str(path), sha256)
+    with _verified_lock:
+        cached = _verified.get(key)
+    if cached is not None:
+        return cached
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ModelIntegrityError(f"cannot read face model {path}: {exc}") from exc
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != sha256:
+        raise ModelIntegrityError(
+            f"face model {path} has sha256 {digest}, expected {sha256}; refusing to run a modified model"
+        )
+    with _verified_lock:
+        _verified[key] = data
+    return data
+
+
+# --------------------------------------------------------------------------
+# box helpers (arrays of rows x, y, w, h, score)
+# --------------------------------------------------------------------------
+
+
+def _empty() -> np.ndarray:
+    return np.zeros((0, 5), np.float64)
+
+
+def _row_overlaps(box: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IoU of ``box`` with each of ``boxes`` (xywh), and the share of each of
+    ``boxes`` that lies inside ``box``."""
+    iw = np.clip(np.minimum(box[0] + box[2], boxes[:, 0] + boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    ih = np.clip(np.minimum(box[1] + box[3], boxes[:, 1] + boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = iw * ih
+    areas = boxes[:, 2] * boxes[:, 3]
+    return inter / np.maximum(box[2] * box[3] + areas - inter, 1e-9), inter / np.maximum(areas, 1e-9)
+
+
+def _sorted_by_score(dets: np.ndarray) -> np.ndarray:
+    # Deterministic order: score, then position and size as tie-breakers.
+    order = np.lexsort((dets[:, 3], dets[:, 2], dets[:, 0], dets[:, 1], -dets[:, 4]))
+    return dets[order]
+
+
+#: Candidate boxes kept per pass (best scores first): bounds time and memory on
+#: pathological images (dense texture at a low threshold).
+MAX_CANDIDATES = 6000
+
+
+def box_vote(dets: np.ndarray, iou: float = 0.4, min_votes: int = 1) -> np.ndarray:
+    """Greedy non-maximum suppression at ``iou`` in which each kept box becomes
+    the score-weighted mean of the boxes it suppresses (keeping the best score).
+    Groups with fewer than ``min_votes`` members are dropped: a real face makes
+    the CNN fire on several neighbouring cells, a speck of texture on one."""
+    if len(dets) == 0:
+        return _empty()
+    dets = _sorted_by_score(dets)[:MAX_CANDIDATES]
+    keepers = cv2.dnn.NMSBoxes(dets[:, :4].tolist(), dets[:, 4].tolist(), 0.0, iou)
+    keepers = np.sort(np.asarray(keepers, np.int64).reshape(-1))  # rows are sorted by score
+    if len(keepers) == 0:
+        return _empty()
+    # each box belongs to the best-scoring kept box that overlaps it (as in
+    # greedy NMS); computed in blocks of kept boxes to bound memory
+    first = np.full(len(dets), -1, np.int64)
+    x1, y1, x2, y2 = dets[:, 0], dets[:, 1], dets[:, 0] + dets[:, 2], dets[:, 1] + dets[:, 3]
+    areas = dets[:, 2] * dets[:, 3]
+    for start in range(0, len(keepers), 256):
+        idx = keepers[start : start + 256]
+        k = dets[idx]
+        iw = np.clip(np.minimum(k[:, 0:1] + k[:, 2:3], x2) - np.maximum(k[:, 0:1], x1), 0, None)
+        ih = np.clip(np.minimum(k[:, 1:2] + k[:, 3:4], y2) - np.maximum(k[:, 1:2], y1), 0, None)
+        inter = iw * ih
+        member = inter / np.maximum(k[:, 2:3] * k[:, 3:4] + areas - inter, 1e-9) >= iou
+        member[np.arange(len(idx)), idx] = True
+        hit = (first < 0) & member.any(0)
+        first[hit] = start + member[:, hit].argmax(0)
+    k = dets[keepers]
+    ok = first >= 0
+    g, w = first[ok], dets[ok, 4]
+    votes = np.bincount(g, minlength=len(keepers))
+    wsum = np.bincount(g, weights=w, minlength=len(keepers))
+    boxes = np.stack([np.bincount(g, weights=w * dets[ok, c], minlength=len(keepers)) for c in range(4)], 1)
+    boxes /= np.maximum(wsum, 1e-12)[:, None]
+    sel = votes >= min_votes
+    return np.hstack([boxes[sel], k[sel, 4:5]]).astype(np.float64)
+
+
+def nms(dets: np.ndarray, iou: float = 0.4, contained: float = 0.8) -> np.ndarray:
+    """Non-maximum suppression: drop a box overlapping a better one by ``iou``
+    or lying mostly (``contained``) inside it. Best score first."""
+    if len(dets) == 0:
+        return _empty()
+    dets = _sorted_by_score(dets)
+    suppressed = np.zeros(len(dets), bool)
+    keep = []
+    for i in range(len(dets)):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        ious, inside = _row_overlaps(dets[i], dets)
+        suppressed |= (ious >= iou) | (inside >= contained)
+    return dets[keep]
+
+
+def _as_bgr(image: np.ndarray) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise TypeError("detect() needs an 8-bit image (numpy uint8 array)")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.ndim == 3 and image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    raise ValueError(f"unsupported image shape {image.shape}")
+
+
+# --------------------------------------------------------------------------
+# models
+# --------------------------------------------------------------------------
+
+
+class CenterFaceNet:
+    """CenterFace through ``cv2.dnn``. One instance per thread."""
+
+    # heatmap, scale, offset; output "540" (landmarks) is never requested, so
+    # OpenCV does not evaluate that head.
+    OUTPUTS = ["537", "538", "539"]
+
+    def __init__(self, path: Path | str | None = None, sha256: str | None = None) -> None:
+        data = load_model_bytes(
+            path or MODELS_DIR / "centerface.onnx", sha256 or MODELS["centerface.onnx"]
+        )
+        self.net = cv2.dnn.readNetFromONNX(np.frombuffer(data, np.uint8))
+        # OpenCV 4.11 fuses layers for the first input shape it sees; reusing the
+        # net on an image of another size then returns garbage. No fusion: same speed.
+        self.net.enableFusion(False)
+        self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+        self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+
+    def run(self, image_bgr: np.ndarray, scale: float, threshold: float) -> np.ndarray:
+        """Raw candidate boxes (one per heatmap cell >= ``threshold``) of the image
+        resized by ``scale``, in pixels of ``image_bgr``."""
+        h, w = image_bgr.shape[:2]
+        nw = max(32, int(np.ceil(w * scale / 32) * 32))
+        nh = max(32, int(np.ceil(h * scale / 32) * 32))
+        sx, sy = nw / w, nh / h
+        interp = cv2.INTER_AREA if sx < 1 else cv2.INTER_LINEAR
+        resized = cv2.resize(image_bgr, (nw, nh), interpolation=interp)
+        blob = cv2.dnn.blobFromImage(resized, 1.0, (nw, nh), (0, 0, 0), swapRB=True, crop=False)
+        self.net.setInput(blob)
+        heatmap, sizes, offsets = self.net.forward(self.OUTPUTS)
+        hm = heatmap[0, 0]
+        rows, cols = np.nonzero(hm >= threshold)
+        if len(rows) == 0:
+            return _empty()
+        bh = np.exp(sizes[0, 0, rows, cols].astype(np.float64)) * 4
+        bw = np.exp(sizes[0, 1, rows, cols].astype(np.float64)) * 4
+        cx = (cols + offsets[0, 1, rows, cols] + 0.5) * 4
+        cy = (rows + offsets[0, 0, rows, cols] + 0.5) * 4
+        return np.stack(
+            [(cx - bw / 2) / sx, (cy - bh / 2) / sy, bw / sx, bh / sy, hm[rows, cols].astype(np.float64)], 1
+        )
+
+
+class BlazeFaceShort:
+    """MediaPipe's short-range BlazeFace through the Tasks API (which, unlike
+    ``mp.solutions``, honours thresholds below 0.5). One instance per thread."""
+
+    def __init__(self, threshold: float, path: Path | str | None = None, sha256: str | None = None) -> None:
         import mediapipe as mp
+        from mediapipe.tasks.python.core.base_options import BaseOptions
+        from mediapipe.tasks.python.vision import FaceDetector as _MPFaceDetector
+        from mediapipe.tasks.python.vision import FaceDetectorOptions
 
-        self._fd = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=min_confidence)
+        data = load_model_bytes(
+            path or MODELS_DIR / "face_detection_short_range.tflite",
+            sha256 or MODELS["face_detection_short_range.tflite"],
+        )
+        options = FaceDetectorOptions(
+            base_options=BaseOptions(model_asset_buffer=data),
+            min_detection_confidence=threshold,
+            min_suppression_threshold=0.3,
+        )
+        self._mp = mp
+        self._detector = _MPFaceDetector.create_from_options(options)
+
+    def run(self, image_bgr: np.ndarray) -> np.ndarray:
+        rgb = np.ascontiguousarray(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
+        result = self._detector.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb))
+        rows = []
+        for d in result.detections:
+            b = d.bounding_box
+            # BlazeFace boxes are square, brow to mouth; faces are annotated (and
+            # must be covered) from the hairline to the chin: grow upwards and down.
+            h = float(b.height)
+            rows.append([float(b.origin_x), b.origin_y - 0.2 * h, float(b.width), 1.3 * h, d.categories[0].score])
+        return np.asarray(rows, np.float64).reshape(-1, 5)
+
+    def close(self) -> None:
+        self._detector.close()
+
+
+# --------------------------------------------------------------------------
+# the ensemble
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Passes and thresholds of one ``faces.sensitivity`` level."""
+
+    #: CenterFace threshold on the main pass (``faces.min_confidence`` overrides it).
+    threshold: float
+    #: Boxes of a candidate group needed to keep it (see :func:`box_vote`).
+    min_votes: int
+    #: Threshold for boxes at least ``large_height`` px high as the network saw
+    #: them: large faces score high, large low-score boxes are texture (a cat's face).
+    large_threshold: float
+    large_height: float
+    #: The main pass works on at least ``min_pixels`` (small images are
+    #: upscaled, by ``max_upscale`` at most) and at most ``max_pixels``.
+    min_pixels: float
+    max_pixels: float
+    max_upscale: float
+    #: Longer side of the coarse pass for big faces (0: no coarse pass).
+    coarse_side: int
+    coarse_threshold: float
+    #: MediaPipe threshold (0: MediaPipe not used).
+    mediapipe_threshold: float
+
+
+PROFILES: dict[str, Profile] = {
+    "strict": Profile(0.1, 3, 0.3, 100, 0.5e6, 2.4e6, 2.0, 384, 0.3, 0.5),
+    "balanced": Profile(0.2, 1, 0.35, 100, 0.3e6, 1.2e6, 1.5, 384, 0.35, 0.5),
+    "fast": Profile(0.3, 1, 0.4, 100, 0.0, 0.5e6, 1.0, 320, 0.4, 0.6),
+}
+
+VERSION = "1"
+
+
+class EnsembleDetector:
+    """CenterFace (main and coarse passes) + MediaPipe BlazeFace, merged by box voting and NMS."""
+
+    name = "ensemble"
+
+    def __init__(self, sensitivity: str = "strict", min_confidence: float | None = None) -> None:
+        try:
+            profile = PROFILES[sensitivity]
+        except KeyError:
+            raise ValueError(f"unknown face sensitivity {sensitivity!r}; use one of {sorted(PROFILES)}") from None
+        if min_confidence is not None:
+            if not 0 < min_confidence < 1:
+                raise ValueError("min_confidence must be between 0 and 1")
+            mc = float(min_confidence)
+            profile = Profile(
+                **{**profile.__dict__, "threshold": mc, "large_threshold": max(mc, profile.large_threshold)}
+            )
+        self.sensitivity = sensitivity
+        self.profile = profile
+        self.version = f"{VERSION}-{sensitivity}-t{profile.threshold:g}"
+        self._centerface = CenterFaceNet()
+        self._blazeface = BlazeFaceShort(profile.mediapipe_threshold) if profile.mediapipe_threshold else None
+
+    def main_scale(self, height: int, width: int) -> float:
+        p = self.profile
+        pixels = float(height * width)
+        if pixels > p.max_pixels:
+            return float(np.sqrt(p.max_pixels / pixels))
+        if pixels < p.min_pixels:
+            return float(min(p.max_upscale, np.sqrt(p.min_pixels / pixels)))
+        return 1.0
+
+    def detect_array(self, image_bgr: np.ndarray) -> np.ndarray:
+        """Like :meth:`detect`, as an N x 5 array (x, y, w, h, score), best first."""
+        img = _as_bgr(image_bgr)
+        h, w = img.shape[:2]
+        if h < 8 or w < 8:
+            return _empty()
+        p = self.profile
+        parts = []
+        scale = self.main_scale(h, w)
+        main = box_vote(self._centerface.run(img, scale, p.threshold), 0.4, p.min_votes)
+        parts.append(main[(main[:, 3] * scale < p.large_height) | (main[:, 4] >= p.large_threshold)])
+        longer = max(h, w) * scale
+        if p.coarse_side and longer > 1.6 * p.coarse_side:
+            cs = p.coarse_side / max(h, w)
+            coarse = box_vote(self._centerface.run(img, cs, p.coarse_threshold), 0.4, 1)
+            # The coarse pass only answers for faces too big for the main pass.
+            parts.append(coarse[coarse[:, 3] * cs >= 40])
+        if self._blazeface is not None:
+            parts.append(self._blazeface.run(img))
+        dets = nms(np.vstack(parts), 0.4)
+        if len(dets):
+            # clip to the image
+            x1 = np.clip(dets[:, 0], 0, w)
+            y1 = np.clip(dets[:, 1], 0, h)
+            x2 = np.clip(dets[:, 0] + dets[:, 2], 0, w)
+            y2 = np.clip(dets[:, 1] + dets[:, 3], 0, h)
+            dets = np.stack([x1, y1, x2 - x1, y2 - y1, np.clip(dets[:, 4], 0, 1)], 1)
+            dets = dets[(dets[:, 2] >= 1) & (dets[:, 3] >= 1)]
+        return dets
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
-        import cv2
-
-        h, w = image_bgr.shape[:2]
-        result = self._fd.process(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
-        out = []
-        for d in result.detections or []:
-            b = d.location_data.relative_bounding_box
-            out.append(Detection(b.xmin * w, b.ymin * h, b.width * w, b.height * h, float(d.score[0])))
-        return out
+        return [Detection(*map(float, row)) for row in self.detect_array(image_bgr)]
 
 
-def build_detector(sensitivity: str = "strict", min_confidence: float | None = None) -> FaceDetector:
-    """Build the detector for a policy's ``faces.sensitivity`` and ``faces.min_confidence``."""
-    return _MediaPipeFullRange()
+# --------------------------------------------------------------------------
+# registry
+# --------------------------------------------------------------------------
+
+DetectorFactory = Callable[[str, "float | None"], FaceDetector]
+
+_REGISTRY: dict[str, DetectorFactory] = {}
+
+
+def register_detector(name: str, factory: DetectorFactory, *, replace: bool = False) -> None:
+    """Make a back end available to :func:`build_detector` under ``name``.
+
+    ``factory(sensitivity, min_confidence)`` must return a new detector (one is
+    built per worker thread).
+    """
+    if name in _REGISTRY and not replace:
+        raise ValueError(f"a face detector named {name!r} is already registered")
+    _REGISTRY[name] = factory
+
+
+def registered_detectors() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+register_detector("ensemble", EnsembleDetector)
+
+DEFAULT_BACKEND = "ensemble"
+
+
+def build_detector(
+    sensitivity: str = "strict", min_confidence: float | None = None, backend: str = DEFAULT_BACKEND
+) -> FaceDetector:
+    """Build the detector for a policy's ``faces.sensitivity`` and ``faces.min_confidence``.
+
+    Raises :class:`ModelIntegrityError` if a model file fails its SHA-256 check,
+    ``KeyError`` for an unknown back end.
+    """
+    try:
+        factory = _REGISTRY[backend]
+    except KeyError:
+        raise KeyError(f"unknown face detector back end {backend!r}; registered: {registered_detectors()}") from None
+    return factory(sensitivity, min_confidence)

@@ -1,4 +1,17 @@
-"""Redaction of face boxes: blur, pixelate, fill (provisional; see the face stage work)."""
+"""Redaction of face boxes: blur, pixelate, fill.
+
+The strength scales with the face: whatever the face size, what is left holds
+only a few samples across it, so it cannot be recognised (light blurs and
+fine mosaics can be partly reversed; see docs/face-detection.md).
+
+* ``blur``: the ellipse through the corners of the face box is replaced by a
+  copy reduced to about 2 samples across the face and smoothed back up; the
+  edge is feathered over ``margin`` (a share of the face size) beyond it, so the
+  result does not draw a hard frame.
+* ``pixelate``: the grown box becomes a mosaic of about 2 blocks across the face
+  (about 3 across the box with the default margin).
+* ``fill``: the grown box is filled with a flat grey.
+"""
 
 from __future__ import annotations
 
@@ -11,25 +24,94 @@ from scrapy_gdpr.faces.detector import Detection
 
 ACTIONS = ("blur", "pixelate", "fill")
 
+#: Samples left across a face (the box as detected, before the margin).
+BLUR_SAMPLES = 2.0
+PIXELATE_BLOCKS = 2.0
+FILL_BGR = (128, 128, 128)
+
+
+def _grown(d: Detection, margin: float, extra: float, w: int, h: int) -> tuple[int, int, int, int]:
+    """The box grown by ``margin`` (share of its size, each side) times ``extra``, clipped."""
+    cx, cy = d.x + d.w / 2, d.y + d.h / 2
+    hw, hh = d.w * (0.5 + margin) * extra, d.h * (0.5 + margin) * extra
+    x0, y0 = max(0, int(np.floor(cx - hw))), max(0, int(np.floor(cy - hh)))
+    x1, y1 = min(w, int(np.ceil(cx + hw))), min(h, int(np.ceil(cy + hh)))
+    return x0, y0, x1, y1
+
+
+def _coarse(roi: np.ndarray, cells_x: int, cells_y: int, interpolation: int) -> np.ndarray:
+    small = cv2.resize(roi, (max(cells_x, 1), max(cells_y, 1)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (roi.shape[1], roi.shape[0]), interpolation=interpolation)
+
+
+def _blur_one(out: np.ndarray, d: Detection, margin: float) -> None:
+    h, w = out.shape[:2]
+    # Fully blurred inside the ellipse through the box's corners (semi-axes
+    # sqrt(2) times the half-sides); feathered out to ``margin`` beyond it.
+    core = np.sqrt(0.5)
+    outer = core + margin
+    x0, y0, x1, y1 = _grown(d, outer - 0.5, 1.0, w, h)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return
+    roi = out[y0:y1, x0:x1]
+    # cells across the whole region so that about BLUR_SAMPLES fall on the face
+    cells_x = int(np.ceil(BLUR_SAMPLES * (x1 - x0) / max(d.w, 1.0)))
+    cells_y = int(np.ceil(BLUR_SAMPLES * (y1 - y0) / max(d.h, 1.0)))
+    small = cv2.resize(roi, (max(cells_x, 1), max(cells_y, 1)), interpolation=cv2.INTER_AREA)
+    # Smooth at a low resolution (8 px per cell), where a Gaussian of half a
+    # cell is cheap whatever the face size, then scale up.
+    mid = cv2.resize(small, (8 * small.shape[1], 8 * small.shape[0]), interpolation=cv2.INTER_LINEAR)
+    mid = cv2.GaussianBlur(mid, (0, 0), 4.0)
+    blurred = cv2.resize(mid, (roi.shape[1], roi.shape[0]), interpolation=cv2.INTER_LINEAR)
+    # The mask is computed at 128 px at most and scaled up: it is smooth anyway.
+    rh, rw = roi.shape[:2]
+    f = min(1.0, 128.0 / max(rh, rw))
+    mh, mw = max(2, int(round(rh * f))), max(2, int(round(rw * f)))
+    cx, cy = (d.x + d.w / 2 - x0) / rw, (d.y + d.h / 2 - y0) / rh
+    ys = ((np.arange(mh, dtype=np.float32) + 0.5) / mh - cy) * rh / max(d.h, 1e-3)
+    xs = ((np.arange(mw, dtype=np.float32) + 0.5) / mw - cx) * rw / max(d.w, 1e-3)
+    r = np.sqrt(ys[:, None] ** 2 + xs[None, :] ** 2)
+    if margin > 0:
+        alpha = np.clip((outer - r) / margin, 0.0, 1.0).astype(np.float32)
+    else:
+        alpha = (r <= core).astype(np.float32)
+    if (mh, mw) != (rh, rw):
+        alpha = cv2.resize(alpha, (rw, rh), interpolation=cv2.INTER_LINEAR)
+    roi[:] = cv2.blendLinear(blurred, roi, alpha, 1.0 - alpha)
+
+
+def _pixelate_one(out: np.ndarray, d: Detection, margin: float) -> None:
+    h, w = out.shape[:2]
+    x0, y0, x1, y1 = _grown(d, margin, 1.0, w, h)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return
+    block = max(2.0, max(d.w, d.h) / PIXELATE_BLOCKS)
+    roi = out[y0:y1, x0:x1]
+    roi[:] = _coarse(roi, int(np.ceil((x1 - x0) / block)), int(np.ceil((y1 - y0) / block)), cv2.INTER_NEAREST)
+
+
+def _fill_one(out: np.ndarray, d: Detection, margin: float) -> None:
+    h, w = out.shape[:2]
+    x0, y0, x1, y1 = _grown(d, margin, 1.0, w, h)
+    if x1 > x0 and y1 > y0:
+        out[y0:y1, x0:x1] = FILL_BGR[: out.shape[2]] if out.ndim == 3 else FILL_BGR[0]
+
+
+_ONE = {"blur": _blur_one, "pixelate": _pixelate_one, "fill": _fill_one}
+
 
 def redact(image_bgr: np.ndarray, detections: Sequence[Detection], action: str, margin: float) -> np.ndarray:
-    """Return a copy of ``image_bgr`` with every box (grown by ``margin``) redacted."""
+    """Return a copy of ``image_bgr`` with every box (grown by ``margin`` of its
+    width/height on each side) redacted; the input is not modified."""
     if action not in ACTIONS:
         raise ValueError(f"unknown redaction {action!r}")
+    if margin < 0:
+        raise ValueError("margin must not be negative")
     out = image_bgr.copy()
-    h, w = out.shape[:2]
-    for d in detections:
-        x0, y0 = max(0, int(d.x - margin * d.w)), max(0, int(d.y - margin * d.h))
-        x1, y1 = min(w, int(d.x + d.w * (1 + margin)) + 1), min(h, int(d.y + d.h * (1 + margin)) + 1)
-        roi = out[y0:y1, x0:x1]
-        if not roi.size:
+    one = _ONE[action]
+    # Larger faces first: a small box inside a large one is redacted again on top.
+    for d in sorted(detections, key=lambda d: (-(d.w * d.h), d.y, d.x)):
+        if d.w <= 0 or d.h <= 0:
             continue
-        if action == "fill":
-            roi[:] = 0
-        elif action == "pixelate":
-            small = cv2.resize(roi, (4, 4), interpolation=cv2.INTER_AREA)
-            roi[:] = cv2.resize(small, (roi.shape[1], roi.shape[0]), interpolation=cv2.INTER_NEAREST)
-        else:
-            k = max(3, (max(roi.shape[:2]) // 2) | 1)
-            roi[:] = cv2.GaussianBlur(roi, (k, k), 0)
+        one(out, d, margin)
     return out

@@ -1,0 +1,199 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from scrapy_gdpr.faces import detector as detector_module
+from scrapy_gdpr.faces.detector import (
+    MODELS,
+    MODELS_DIR,
+    CenterFaceNet,
+    Detection,
+    EnsembleDetector,
+    FaceDetector,
+    ModelIntegrityError,
+    build_detector,
+    load_model_bytes,
+    register_detector,
+    registered_detectors,
+)
+
+DATA = Path(__file__).parent / "data" / "faces"
+
+
+def load(name: str) -> np.ndarray:
+    img = cv2.imread(str(DATA / name), cv2.IMREAD_COLOR)
+    assert img is not None
+    return img
+
+
+def annotations() -> dict[str, dict]:
+    with (DATA / "annotations.json").open() as f:
+        return {e["file"]: e for e in json.load(f)["images"]}
+
+
+def iou(a: Detection, box: list[float]) -> float:
+    x, y, w, h = box
+    iw = max(0.0, min(a.x + a.w, x + w) - max(a.x, x))
+    ih = max(0.0, min(a.y + a.h, y + h) - max(a.y, y))
+    inter = iw * ih
+    return inter / (a.w * a.h + w * h - inter)
+
+
+def found(dets: list[Detection], faces: list[list[float]], thr: float = 0.5) -> int:
+    """Faces matched greedily by a detection at IoU >= thr."""
+    left = list(dets)
+    n = 0
+    for face in faces:
+        best = max(left, key=lambda d: iou(d, face), default=None)
+        if best is not None and iou(best, face) >= thr:
+            left.remove(best)
+            n += 1
+    return n
+
+
+@pytest.fixture(scope="module")
+def strict() -> FaceDetector:
+    return build_detector("strict")
+
+
+def test_interface(strict: FaceDetector) -> None:
+    assert strict.name == "ensemble"
+    assert "strict" in strict.version
+    dets = strict.detect(load("skimage_astronaut.png"))
+    assert dets and all(isinstance(d, Detection) for d in dets)
+    assert all(0.0 <= d.score <= 1.0 for d in dets)
+
+
+def test_finds_portrait(strict: FaceDetector) -> None:
+    face = annotations()["skimage_astronaut.png"]["faces"]
+    dets = strict.detect(load("skimage_astronaut.png"))
+    assert found(dets, face) == 1
+    assert len(dets) == 1
+
+
+def test_finds_small_faces_in_street_photo(strict: FaceDetector) -> None:
+    entry = annotations()["deface_city.jpg"]
+    dets = strict.detect(load("deface_city.jpg"))
+    assert found(dets, entry["faces"]) >= 16  # of 17, 16-48 px high
+
+
+def test_grayscale_profile(strict: FaceDetector) -> None:
+    gray = cv2.imread(str(DATA / "skimage_camera.png"), cv2.IMREAD_UNCHANGED)
+    assert gray.ndim == 2
+    dets = strict.detect(gray)
+    assert found(dets, annotations()["skimage_camera.png"]["faces"]) == 1
+
+
+@pytest.mark.parametrize("sensitivity", ["strict", "balanced", "fast"])
+@pytest.mark.parametrize("name", ["skimage_coffee.png", "skimage_chelsea.png"])
+def test_no_face_on_face_free_images(sensitivity: str, name: str, strict: FaceDetector) -> None:
+    det = strict if sensitivity == "strict" else build_detector(sensitivity)
+    assert det.detect(load(name)) == []
+
+
+def test_deterministic(strict: FaceDetector) -> None:
+    img = load("deface_city.jpg")
+    first = strict.detect(img)
+    assert strict.detect(img.copy()) == first
+    assert build_detector("strict").detect(img) == first
+
+
+def test_differently_sized_images_in_sequence() -> None:
+    """With OpenCV 4.11 a CenterFace net reused across input sizes returned garbage
+    from the second size on unless layer fusion is off."""
+    city = load("deface_city.jpg")
+    astronaut = load("skimage_astronaut.png")
+    small = cv2.resize(city, (400, 282), interpolation=cv2.INTER_AREA)
+    fresh = {}
+    for name, img in (("city", city), ("astronaut", astronaut), ("small", small)):
+        fresh[name] = build_detector("strict").detect(img)
+        assert fresh[name]
+    det = build_detector("strict")
+    for name, img in (("astronaut", astronaut), ("city", city), ("small", small), ("astronaut", astronaut)):
+        assert det.detect(img) == fresh[name], name
+    net = CenterFaceNet()
+    raw_city = net.run(city, 1.0, 0.3)
+    net.run(astronaut, 1.5, 0.3)
+    np.testing.assert_array_equal(net.run(city, 1.0, 0.3), raw_city)
+
+
+def test_model_checksums_match_vendored_files() -> None:
+    for name, digest in MODELS.items():
+        assert load_model_bytes(MODELS_DIR / name, digest)
+
+
+def test_corrupted_model_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "centerface.onnx"
+    shutil.copy(MODELS_DIR / "centerface.onnx", bad)
+    data = bytearray(bad.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ModelIntegrityError, match="sha256"):
+        CenterFaceNet(bad)
+    with pytest.raises(ModelIntegrityError):
+        CenterFaceNet(tmp_path / "missing.onnx")
+
+
+def test_build_refuses_when_checksum_differs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(MODELS, "centerface.onnx", "0" * 64)
+    with pytest.raises(ModelIntegrityError):
+        build_detector("strict")
+
+
+def test_profiles_and_min_confidence() -> None:
+    with pytest.raises(ValueError):
+        build_detector("paranoid")
+    with pytest.raises(ValueError):
+        build_detector("strict", 1.5)
+    det = build_detector("balanced", 0.6)
+    assert isinstance(det, EnsembleDetector)
+    assert det.profile.threshold == 0.6
+    assert det.version != build_detector("balanced").version
+    img = load("deface_city.jpg")
+    # a higher threshold never finds more
+    assert len(det.detect(img)) <= len(build_detector("balanced").detect(img))
+
+
+def test_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(detector_module, "_REGISTRY", dict(detector_module._REGISTRY))
+    assert "ensemble" in registered_detectors()
+
+    class Fixed:
+        name = "fixed"
+        version = "1"
+
+        def __init__(self, sensitivity: str, min_confidence: float | None) -> None:
+            self.args = (sensitivity, min_confidence)
+
+        def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+            return [Detection(1, 2, 3, 4, 0.5)]
+
+    register_detector("fixed", Fixed)
+    det = build_detector("fast", 0.4, backend="fixed")
+    assert isinstance(det, Fixed)
+    assert det.args == ("fast", 0.4)
+    assert build_detector("fast", backend="fixed") is not det  # one per thread
+    with pytest.raises(ValueError):
+        register_detector("fixed", Fixed)
+    register_detector("fixed", Fixed, replace=True)
+    with pytest.raises(KeyError):
+        build_detector(backend="nope")
+    assert "fixed" in registered_detectors()
+
+
+def test_degenerate_images(strict: FaceDetector) -> None:
+    assert strict.detect(np.zeros((5, 5, 3), np.uint8)) == []
+    assert strict.detect(np.full((300, 400, 3), 127, np.uint8)) == []
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (768, 1024, 3), dtype=np.uint8)
+    assert len(strict.detect(noise)) < 20
+    bgra = cv2.cvtColor(load("skimage_astronaut.png"), cv2.COLOR_BGR2BGRA)
+    assert strict.detect(bgra) == strict.detect(load("skimage_astronaut.png"))
+    with pytest.raises(TypeError):
+        strict.detect(np.zeros((64, 64, 3), np.float32))
