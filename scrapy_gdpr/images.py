@@ -28,6 +28,7 @@ from scrapy.pipelines.media import _MediaRequestFiltered
 from scrapy.utils.defer import ensure_awaitable
 
 from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr.faces.imageio import sniff_mime as _sniff_mime
 from scrapy_gdpr.audit import Reason, drop, note_refusal
 from scrapy_gdpr.facepool import acquire_pool
 from scrapy_gdpr.provenance import provenance_of
@@ -91,49 +92,11 @@ def _quiet_scrapy_media_logs() -> None:
 
 # --------------------------------------------------------------------------- content sniffing
 
-_ISO_IMAGE_BRANDS = {b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
-
-
 def sniff_mime(data: bytes) -> str | None:
-    """The MIME type the bytes start with, or None when unknown. Names are not trusted."""
-    head = data[:64]
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "image/tiff"
-    if head[:2] == b"BM":
-        return "image/bmp"
-    if head[:4] == b"\x00\x00\x01\x00":
-        return "image/vnd.microsoft.icon"
-    if head.startswith((b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51")):
-        return "image/jp2"
-    if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")):
-        return "image/jxl"
-    if head[:4] == b"8BPS":
-        return "image/vnd.adobe.photoshop"
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in _ISO_IMAGE_BRANDS:
-            return "image/avif" if brand.startswith(b"avi") else "image/heic"
-        return "video/quicktime" if brand == b"qt  " else "video/mp4"
-    if head.startswith(b"%PDF-"):
-        return "application/pdf"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "video/webm"
-    if head.startswith(b"OggS"):
-        return "application/ogg"
-    if head.startswith(b"PK\x03\x04"):
-        return "application/zip"
-    text = data[:4096].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if (text.startswith((b"<?xml", b"<svg", b"<!doctype svg")) and b"<svg" in text) or text.startswith(b"<svg"):
-        return "image/svg+xml"
-    return None
+    """The MIME type the bytes start with, or None when the bytes do not say
+    (then the declared Content-Type decides). Names are not trusted."""
+    mime = _sniff_mime(data)
+    return None if mime in ("application/octet-stream", "text/html") else mime
 
 
 def _header_mime(response: Response) -> str | None:

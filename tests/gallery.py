@@ -107,16 +107,50 @@ class Outcome:
         return self.notes[id(item)]
 
 
-_DETECTOR = None
+_SECOND: Any = None
+_STRICT: Any = None
 
 
 def detect(data: bytes) -> list[tuple[int, int, int, int]]:
-    """Face boxes the stage's own detector finds in encoded image bytes."""
-    global _DETECTOR  # noqa: PLW0603
-    if _DETECTOR is None:
-        _DETECTOR = build_detector()
+    """Face boxes a second, independent detector (MediaPipe full range, confidence
+    0.5) finds in encoded image bytes: a redacted face must not be found by it."""
+    global _SECOND  # noqa: PLW0603
+    if _SECOND is None:
+        import mediapipe as mp
+
+        _SECOND = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
     img = decode(data)
-    return [(int(d.x), int(d.y), int(d.w), int(d.h)) for d in _DETECTOR.detect(img)]
+    h, w = img.shape[:2]
+    result = _SECOND.process(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    out = []
+    for d in result.detections or []:
+        b = d.location_data.relative_bounding_box
+        out.append((int(b.xmin * w), int(b.ymin * h), int(b.width * w), int(b.height * h)))
+    return out
+
+
+def leaked(original: bytes, stored: bytes) -> list[tuple[int, int, int, int]]:
+    """Faces of ``original`` that ``stored`` still shows, by the leak rule of the face
+    benchmarks: the box is nearly unmodified (SSIM >= 0.8), or the stage's own strict
+    detector finds the face again (IoU >= 0.5) and the box still looks like the
+    original (SSIM >= 0.5). (At a low threshold the strict detector also "finds" the
+    blurred head shape, so being found alone is not a leak.)"""
+    from tests.test_face_redact import crop, iou, ssim
+
+    global _STRICT  # noqa: PLW0603
+    if _STRICT is None:
+        _STRICT = build_detector("strict")
+    orig, out = decode(original), decode(stored)
+    assert orig.shape == out.shape
+    faces = [[d.x, d.y, d.w, d.h] for d in _STRICT.detect(orig)]
+    again = _STRICT.detect(out)
+    bad = []
+    for face in faces:
+        similar = ssim(crop(orig, face), crop(out, face))
+        if similar >= 0.8 or (similar >= 0.5 and any(iou(d, face) >= 0.5 for d in again)):
+            bad.append(tuple(int(v) for v in face))
+    assert faces, "the strict detector finds no face in the original"
+    return bad
 
 
 def decode(data: bytes) -> np.ndarray:

@@ -7,6 +7,7 @@ from scrapy.utils.test import get_crawler
 
 from scrapy_gdpr.images import sniff_mime
 from tests.gallery import (
+    leaked,
     FILES,
     HOST,
     SITE,
@@ -48,6 +49,7 @@ async def test_image_is_redacted_and_pdf_refused(tmp_path, mockserver):
     (stored,) = files.values()
     assert stored != original
     assert detect(stored) == []
+    assert leaked(original, stored) == []
     assert box_difference(decode(original), decode(stored), face_box) > 10
     assert_no_metadata(stored)
     image, pdf = records
@@ -84,6 +86,7 @@ async def test_image_named_as_pdf_is_still_checked(tmp_path, mockserver):
     )
     (stored,) = files.values()
     assert detect(stored) == []
+    assert leaked((SITE / "astronaut-gps.jpg").read_bytes(), stored) == []
     assert_no_metadata(stored)
     assert records[0]["faces"] >= 1
 

@@ -16,6 +16,7 @@ from scrapy_gdpr.exceptions import GdprDropItem
 from scrapy_gdpr.images import GdprImagesPipeline
 from scrapy_gdpr.runtime import get_runtime
 from tests.gallery import (
+    leaked,
     HOST,
     SITE,
     GallerySpider,
@@ -67,6 +68,7 @@ async def test_stored_images_and_thumbnails_are_redacted_and_metadata_free(tmp_p
     portrait_path = next(i["path"] for i in item["images"] if i["url"].endswith(PORTRAIT))
     stored = files[portrait_path]
     assert detect(stored) == []
+    assert leaked(original, stored) == []
     assert box_difference(decode(original), decode(stored), face_box) > 10
 
     # The thumbnail is made from the redacted image, not from the original.
