@@ -153,6 +153,7 @@ CATEGORY_WORDS: dict[str, str] = {
     "location": "locations",
     "biometric": "biometric data",
     "content": "content people published",
+    "public": "content people published",
 }
 
 
@@ -801,7 +802,7 @@ def render_notice_html(doc: dict[str, Any]) -> str:
             + ([("Representative in the EU", _contact_html(who["representative"]))] if who["representative"] else [])
             + ([("Data protection officer", _contact_html(who["dpo"]))] if who["dpo"] else [])),
         "<h2 id='why'>Why we crawl</h2>",
-        _ul([f"{_e(w['purpose'])}. <span class='small'>We may do this because {_e(w['basis'])} "
+        _ul([f"{_e(w['purpose'].rstrip('.'))}. <span class='small'>We may do this because {_e(w['basis'])} "
              f"({_e(w['article'])} GDPR).</span>" for w in n["why"]]),
         "<h2 id='what'>What we collect and how long we keep it</h2>",
         f"<p>{_e(what['pages'])}</p>",
