@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
@@ -148,6 +149,11 @@ class PolicyGate:
         self._excluded = {canonical_host(d): i for i, d in enumerate(jur.exclude_domains)}
         self._deny = [[_normalise_path(p) for p in rule.deny_paths] for rule in self.policy.domains]
         self._allow = [[_normalise_path(p) for p in rule.allow_paths] for rule in self.policy.domains]
+        self._domains_clause = self.policy.clause("domains")
+        # Network verdicts per (host, rule): the same lifetime as Scrapy's own DNS
+        # cache, whose answer the download then uses; failures are not kept.
+        self._network: OrderedDict[tuple[str, int | None], Refusal | None] = OrderedDict()
+        self._network_size = max(1, crawler.settings.getint("DNSCACHE_SIZE", 10000))
 
     # -- the rules ------------------------------------------------------------------
     def rule_for(self, host: str) -> int | None:
@@ -169,7 +175,7 @@ class PolicyGate:
 
     def check_static(self, url: str, internal: str | None = None) -> tuple[Refusal | None, int | None, str]:
         """Checks 1-3 (no I/O). Returns (refusal or None, the rule index, the host)."""
-        domains = self.policy.clause("domains")
+        domains = self._domains_clause
         try:
             parts = urlsplit(url)
             host = canonical_host(parts.hostname or "")
@@ -203,7 +209,7 @@ class PolicyGate:
         if index is None and is_terms_page:
             return None, self._terms[canonical_url(url)]  # a listed domain's reviewed terms
         if index is None:
-            return Refusal(Reason.DOMAIN, self.policy.clause("domains"), f"{host} is not a listed domain"), None
+            return Refusal(Reason.DOMAIN, self._domains_clause, f"{host} is not a listed domain"), None
         if internal in INTERNAL_PATH_EXEMPT or is_terms_page:
             return None, index
         path = _normalise_path(_path_of(url))
@@ -247,18 +253,29 @@ class PolicyGate:
 
     async def check_network(self, host: str, index: int | None) -> Refusal | None:
         """Check 4: refuse hosts on loopback/private/link-local/metadata addresses."""
-        rule: DomainRule | None = None
         if (own := self.rule_for(host)) is not None:
             index = own
-        if index is not None:
-            rule = self.policy.domains[index]
+        key = (host, index)
+        if key in self._network:
+            self._network.move_to_end(key)
+            return self._network[key]
+        refusal, final = await self._check_network(host, index)
+        if final:
+            self._network[key] = refusal
+            if len(self._network) > self._network_size:
+                self._network.popitem(last=False)
+        return refusal
+
+    async def _check_network(self, host: str, index: int | None) -> tuple[Refusal | None, bool]:
+        """The verdict, and whether it may be cached (not after a failed lookup)."""
+        rule: DomainRule | None = self.policy.domains[index] if index is not None else None
         clause = (
             self.policy.clause("domains", index, "allow_private_network")
             if index is not None
-            else self.policy.clause("domains")
+            else self._domains_clause
         )
         if host in METADATA_HOSTS or host.endswith(".metadata.google.internal"):
-            return Refusal(Reason.PRIVATE_NETWORK, clause, f"{host} is a cloud metadata service")
+            return Refusal(Reason.PRIVATE_NETWORK, clause, f"{host} is a cloud metadata service"), True
         try:
             addresses = [ipaddress.ip_address(host)]
             literal = True
@@ -269,7 +286,7 @@ class PolicyGate:
                     raise OSError("no address") from None
             except Exception as exc:  # noqa: BLE001 - any failure: fail closed
                 detail = f"{host} could not be resolved, so it cannot be checked for a private address"
-                return Refusal(Reason.UNDECIDED, clause, f"{detail}: {exc.__class__.__name__}: {exc}")
+                return Refusal(Reason.UNDECIDED, clause, f"{detail}: {exc.__class__.__name__}: {exc}"), False
             literal = False
         # any non-public address refuses: the client may connect to any of them
         for ip in addresses:
@@ -278,15 +295,15 @@ class PolicyGate:
                 continue
             said = f"{ip} is" if literal else f"{host} resolves to {ip},"
             if kind.startswith("cloud metadata"):
-                return Refusal(Reason.PRIVATE_NETWORK, clause, f"{said} a {kind} address")
+                return Refusal(Reason.PRIVATE_NETWORK, clause, f"{said} a {kind} address"), True
             if rule is None or not rule.allow_private_network:
                 return Refusal(
                     Reason.PRIVATE_NETWORK,
                     clause,
                     f"{said} a {kind} address; set allow_private_network: true on the domain "
                     "only for a local test site",
-                )
-        return None
+                ), True
+        return None, True
 
     async def resolve(self, host: str) -> list[str]:
         """The addresses ``host`` resolves to, within GDPR_DNS_TIMEOUT.

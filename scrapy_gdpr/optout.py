@@ -280,6 +280,13 @@ def _merge(into: RobotsRules, other: RobotsRules) -> None:
     into.problems.extend(other.problems)
 
 
+def _may_have_meta(body: bytes) -> bool:
+    """False only when the document has no ``<meta`` tag at all: then no meta element
+    can count, and the HTML need not be parsed. (A tag name cannot be written with
+    character references, so this cannot be evaded.)"""
+    return b"<meta" in body.lower()
+
+
 def parse_meta_robots(response: HtmlResponse, token: str, *, now: datetime | None = None) -> tuple[RobotsRules, dict[str, str]]:
     """Robots rules of ``<meta name="robots|<token>">`` in ``<head>``, and the TDMRep metas.
 
@@ -290,6 +297,8 @@ def parse_meta_robots(response: HtmlResponse, token: str, *, now: datetime | Non
     out = RobotsRules()
     tdm: dict[str, str] = {}
     token = token.lower()
+    if not _may_have_meta(response.body):
+        return out, tdm
     for meta in response.xpath("//head/meta[@name]"):
         name = (meta.attrib.get("name") or "").strip().lower()
         content = meta.attrib.get("content")

@@ -123,3 +123,16 @@ def test_tdmrep_file_patterns():
     for bad in (b"{}", b"not json", b"\xff", b"[" * 100000):
         with pytest.raises((ValueError, RecursionError)):
             parse_tdmrep_file(bad)
+
+
+def test_meta_prefilter_never_hides_a_meta_tag():
+    from scrapy.http import HtmlResponse
+
+    from scrapy_gdpr.optout import parse_meta_robots
+
+    tricky = b'<html><head><script>var s="</head>";</script><META NAME="robots" CONTENT="noindex"></head></html>'
+    rules, _ = parse_meta_robots(HtmlResponse("http://a.test/", body=tricky), "GdprTestBot")
+    assert "noindex" in rules.rules
+    plain = b"<html><head><title>t</title></head><body>no metas</body></html>"
+    rules, tdm = parse_meta_robots(HtmlResponse("http://a.test/", body=plain), "GdprTestBot")
+    assert rules.rules == {} and tdm == {}
