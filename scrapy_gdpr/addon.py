@@ -141,7 +141,10 @@ class Addon:
 #: Functions ``(settings, crawler) -> None`` that add area-specific settings
 #: (feed filters, the Playwright abort predicate); the policy is
 #: ``get_runtime(crawler).policy``.
-ADDON_HOOKS: list[str] = []
+ADDON_HOOKS: list[str] = [
+    # retention filter, stamp-aware CSV/XML exporters and locking storage on every feed
+    "scrapy_gdpr.retention.configure_feeds",
+]
 
 
 def _disable(settings: BaseSettings, name: str, cls: type) -> None:
