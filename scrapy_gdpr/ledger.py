@@ -495,7 +495,11 @@ class SQLiteLedger(Ledger):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
-        self.migrate()
+        try:
+            self.migrate()
+        except BaseException:
+            self.close()
+            raise
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -539,7 +543,11 @@ class PostgresLedger(Ledger):
             self._connection = psycopg.connect(url, autocommit=False)
         except psycopg.Error as exc:
             raise LedgerError(f"cannot connect to the ledger {_redact(url)}: {exc}") from exc
-        self.migrate()
+        try:
+            self.migrate()
+        except BaseException:
+            self.close()
+            raise
 
     def _conn(self) -> Any:
         return self._connection

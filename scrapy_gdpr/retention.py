@@ -655,44 +655,14 @@ class RetentionExtension:
         await maybe_deferred_to_future(deferToThread(self._record_feed, path, fmt, slot.feed_options.get("gdpr_purpose")))
 
     def _record_feed(self, path: Path, fmt: str, feed_purpose: str | None) -> None:
-        if not path.exists():
+        summary = record_feed(
+            self.ledger, path, fmt,
+            purpose=feed_purpose or self.policy.primary_purpose.id,
+            policy_fingerprint=self.policy.fingerprint,
+            spider=_spider_name(self.crawler, self.runtime.spider_name),
+        )
+        if summary is None:
             return
-        path = path.resolve()
-        rows: list[Record] = []
-        summary = feedfiles.RewriteResult()
-        with feedfiles.exclusive(path, timeout=60) as fd:
-            if fd is None:
-                return
-            for rec in feedfiles.read_records(path, fmt):
-                if not rec.stamp:
-                    continue
-                summary.kept += 1
-                summary.earliest = min(summary.earliest or rec.expires_at, rec.expires_at)
-                summary.latest = max(summary.latest, rec.expires_at)
-                rows.append(Record(
-                    kind="feed_line", location=str(path), item_id=rec.item_id, url=rec.source_url,
-                    expires_at=parse_ts(rec.expires_at), spider=str(rec.stamp.get("spider", "")),
-                    purpose=str(rec.stamp.get("purpose", "")), lawful_basis=str(rec.stamp.get("lawful_basis", "")),
-                    policy_fingerprint=str(rec.stamp.get("policy_fingerprint", "")),
-                    collected_at=parse_ts(rec.stamp["collected_at"]) if rec.stamp.get("collected_at") else None,
-                    content_hash=str(rec.stamp.get("content_sha256", "")),
-                ))
-            manifest = write_manifest(
-                path, fmt, summary,
-                purpose=feed_purpose or self.policy.primary_purpose.id,
-                policy_fingerprint=self.policy.fingerprint,
-                spider=_spider_name(self.crawler, self.runtime.spider_name),
-                created=(read_manifest(path) or {}).get("created") or stamp_time(datetime.now(UTC)),
-            )
-        # the file's lines are recorded afresh (a file may be appended to by later crawls)
-        self.ledger.delete_location(str(path), kinds=["feed_line", "feed_file"])
-        self.ledger.add(rows)
-        if summary.earliest:
-            self.ledger.set_feed_file(Record(
-                kind="feed_file", location=str(path), url="", expires_at=parse_ts(summary.earliest),
-                spider=_spider_name(self.crawler, self.runtime.spider_name), purpose=manifest["purpose"],
-                policy_fingerprint=self.policy.fingerprint, content_hash=_file_hash(str(path)),
-            ))
         self.section["feed_files"].append({
             "file": str(path), "items": summary.kept, "earliest_expiry": summary.earliest,
             "latest_expiry": summary.latest,
@@ -714,6 +684,53 @@ class RetentionExtension:
         if not self._closed:
             await self.spider_closed()
         self.ledger.close()
+
+
+def line_record(path: Path, rec: feedfiles.FeedRecord) -> Record:
+    """The ledger row of one stamped feed record."""
+    stamp = rec.stamp
+    return Record(
+        kind="feed_line", location=str(path), item_id=rec.item_id, url=rec.source_url,
+        expires_at=parse_ts(rec.expires_at), spider=str(stamp.get("spider", "")),
+        purpose=str(stamp.get("purpose", "")), lawful_basis=str(stamp.get("lawful_basis", "")),
+        policy_fingerprint=str(stamp.get("policy_fingerprint", "")),
+        collected_at=parse_ts(stamp["collected_at"]) if stamp.get("collected_at") else None,
+        content_hash=str(stamp.get("content_sha256", "")),
+    )
+
+
+def record_feed(ledger: Ledger, path: Path, fmt: str, *, purpose: str, policy_fingerprint: str,
+                spider: str) -> feedfiles.RewriteResult | None:
+    """Write the manifest of a feed file and record its lines and the file in the ledger."""
+    fmt = feedfiles.normalise_format(fmt)
+    if not path.exists():
+        return None
+    path = path.resolve()
+    rows: list[Record] = []
+    summary = feedfiles.RewriteResult()
+    with feedfiles.exclusive(path, timeout=60) as fd:
+        if fd is None:
+            return None
+        for rec in feedfiles.read_records(path, fmt):
+            if not rec.stamp or not rec.expires_at:
+                continue
+            summary.kept += 1
+            summary.earliest = min(summary.earliest or rec.expires_at, rec.expires_at)
+            summary.latest = max(summary.latest, rec.expires_at)
+            rows.append(line_record(path, rec))
+        write_manifest(
+            path, fmt, summary, purpose=purpose, policy_fingerprint=policy_fingerprint, spider=spider,
+            created=(read_manifest(path) or {}).get("created") or stamp_time(datetime.now(UTC)),
+        )
+    # the file's lines are recorded afresh (a file may be appended to by later crawls)
+    ledger.delete_location(str(path), kinds=["feed_line", "feed_file"])
+    ledger.add(rows)
+    if summary.earliest:
+        ledger.set_feed_file(Record(
+            kind="feed_file", location=str(path), url="", expires_at=parse_ts(summary.earliest),
+            spider=spider, purpose=purpose, policy_fingerprint=policy_fingerprint, content_hash=_file_hash(str(path)),
+        ))
+    return summary
 
 
 def _spider_name(crawler: Crawler, default: str) -> str:

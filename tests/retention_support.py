@@ -12,6 +12,7 @@ import io
 import os
 import shutil
 import uuid
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +164,76 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[
         yield url
     finally:
         drop_postgres_schema(url)
+
+
+def stamp_for(url: str, expires_at: datetime, *, collected_at: datetime | None = None, item_id: str | None = None) -> dict[str, Any]:
+    from scrapy_gdpr.retention import STAMP_VERSION, stamp_time
+
+    collected = collected_at or expires_at - timedelta(days=30)
+    return {
+        "stamp_version": STAMP_VERSION,
+        "item_id": item_id or uuid.uuid4().hex,
+        "item_type": "PageItem",
+        "spider": "pages",
+        "source_url": url,
+        "collected_at": stamp_time(collected),
+        "expires_at": stamp_time(expires_at),
+        "retention": "P30D",
+        "purpose": "search",
+        "lawful_basis": "legitimate_interests",
+        "policy_id": "test-gallery",
+        "policy_fingerprint": "sha256:" + "0" * 64,
+        "content_sha256": "sha256:" + "1" * 64,
+        "faces": None,
+    }
+
+
+EXPORTERS = {
+    "jsonlines": "scrapy.exporters.JsonLinesItemExporter",
+    "json": "scrapy.exporters.JsonItemExporter",
+    "csv": "scrapy_gdpr.retention.GdprCsvItemExporter",
+    "xml": "scrapy_gdpr.retention.GdprXmlItemExporter",
+}
+SUFFIX = {"jsonlines": "jsonl", "json": "json", "csv": "csv", "xml": "xml"}
+
+
+def write_stamped_feed(path: Path, fmt: str, items: list[dict[str, Any]], *, ledger: Any = None) -> None:
+    """Write items (with stamps) through Scrapy's exporters, as a crawl would; record the file."""
+    from scrapy.utils.misc import load_object
+
+    from scrapy_gdpr.retention import record_feed
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fh:
+        exporter = load_object(EXPORTERS[fmt])(fh)
+        exporter.start_exporting()
+        for item in items:
+            exporter.export_item(item)
+        exporter.finish_exporting()
+    if ledger is not None:
+        record_feed(ledger, path, fmt, purpose="search", policy_fingerprint="sha256:" + "0" * 64, spider="pages")
+
+
+def page_item(url: str, expires_at: datetime, text: str = "") -> dict[str, Any]:
+    return {"url": url, "title": text or f"Title of {url}", "gdpr": stamp_for(url, expires_at)}
+
+
+def feed_ids(path: Path, fmt: str) -> list[str]:
+    from scrapy_gdpr import feedfiles
+
+    if not path.exists():
+        return []
+    return sorted(r.item_id for r in feedfiles.read_records(path, fmt))
+
+
+def add_object(ledger: Any, folder: Path, name: str, page_url: str, object_url: str, expires_at: datetime,
+               kind: str = "image") -> Path:
+    from scrapy_gdpr.ledger import Record
+
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_bytes(png_bytes())
+    ledger.add([Record(kind=kind, location=str(path), url=page_url, object_url=object_url, expires_at=expires_at,
+                       item_id="", collected_at=expires_at - timedelta(days=14))])
+    return path
