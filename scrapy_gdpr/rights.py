@@ -53,6 +53,8 @@ class FoundItem:
     data: Any
     locations: list[str] = field(default_factory=list)
     stamp: dict[str, Any] = field(default_factory=dict)
+    #: the format ``data`` was read from; JSON formats keep types, so they are preferred
+    source_format: str = ""
 
 
 @dataclass
@@ -91,7 +93,11 @@ def _record_data(rec: feedfiles.FeedRecord, fmt: str) -> Any:
         return json.loads(raw)
     if fmt == "csv":
         header, row = raw
-        return dict(zip(header, row, strict=False))
+        flat = dict(zip(header, row, strict=False))
+        data = {k: v for k, v in flat.items() if not k.startswith(feedfiles.CSV_PREFIX)}
+        data[feedfiles.STAMP_FIELD] = {k[len(feedfiles.CSV_PREFIX):]: v for k, v in flat.items()
+                                       if k.startswith(feedfiles.CSV_PREFIX)}
+        return data
     if fmt == "xml":
         return _xml_to_data(raw)
     return raw
@@ -150,8 +156,11 @@ def find_holdings(ledger: Ledger, selectors: Sequence[Selector], audit_paths: It
             found = out.items.get(rec.item_id)
             if found is None:
                 found = out.items[rec.item_id] = FoundItem(
-                    item_id=rec.item_id, source_url=rec.source_url, data=_record_data(rec, fmt), stamp=dict(rec.stamp)
+                    item_id=rec.item_id, source_url=rec.source_url, data=_record_data(rec, fmt), stamp=dict(rec.stamp),
+                    source_format=fmt,
                 )
+            elif fmt in ("jsonlines", "json") and found.source_format not in ("jsonlines", "json"):
+                found.data, found.stamp, found.source_format = _record_data(rec, fmt), dict(rec.stamp), fmt
             found.locations.append(location)
         if hit:
             out.feed_files.append(location)
