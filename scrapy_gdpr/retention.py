@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import queue
@@ -22,7 +23,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -39,6 +40,7 @@ from twisted.internet.threads import deferToThread
 from scrapy_gdpr import feedfiles
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.audit import Reason, drop
+from scrapy_gdpr.durations import Duration
 from scrapy_gdpr.feedfiles import CSV_PREFIX, STAMP_FIELD
 from scrapy_gdpr.ledger import OBJECT_KINDS, Ledger, Record, format_ts, open_ledger, parse_ts
 from scrapy_gdpr.provenance import provenance_of, registry
@@ -122,6 +124,27 @@ class RetentionPipeline:
                 f"the spider's gdpr_purpose {spider_purpose!r} is not a purpose of policy {self.policy.policy_id}"
             )
         self.purpose = purpose
+        # ids: a random per-process prefix and a counter (os.urandom per item is slow on
+        # some machines); unique across processes, never reused
+        self._id_prefix = uuid.uuid4().hex[:16]
+        self._id_counter = itertools.count()
+        self.stamped = 0
+        self._periods: dict[str, tuple[Duration, timedelta | None]] = {}
+        self._constant = {
+            "purpose": purpose.id,
+            "lawful_basis": purpose.lawful_basis,
+            "policy_id": self.policy.policy_id,
+            "policy_fingerprint": self.policy.fingerprint,
+        }
+
+    def _period(self, item_type: str) -> tuple[Duration, timedelta | None]:
+        cached = self._periods.get(item_type)
+        if cached is None:
+            period = self.policy.retention_for_item(item_type)
+            # without years or months a duration is a fixed length of time
+            fixed = None if (period.years or period.months) else period.approx_timedelta()
+            cached = self._periods[item_type] = (period, fixed)
+        return cached
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -134,36 +157,36 @@ class RetentionPipeline:
                 self.crawler, "", Reason.RETENTION, clause=self.policy.clause("retention"),
                 detail=f"{type(item).__name__} has no provenance: its source and expiry are unknown",
             )
-        adapter = ItemAdapter(item)
-        data = adapter.asdict()
+        data = dict(ItemAdapter(item).items())
         if STAMP_FIELD in data:
             raise drop(
                 self.crawler, prov.url, Reason.RETENTION, clause=self.policy.clause("retention"),
                 detail=f"the item already has a {STAMP_FIELD!r} field, which is reserved for the retention stamp",
             )
         item_type = type(item).__name__
-        period = self.policy.retention_for_item(item_type)
+        period, fixed = self._period(item_type)
         collected = prov.collected_at.astimezone(UTC)
+        expires = collected + fixed if fixed is not None else period.add_to(collected)
         stamp = {
             "stamp_version": STAMP_VERSION,
-            "item_id": uuid.uuid4().hex,
+            "item_id": f"{self._id_prefix}{next(self._id_counter):016x}",
             "item_type": item_type,
             "spider": _spider_name(self.crawler, self.runtime.spider_name),
             "source_url": prov.url,
             "collected_at": stamp_time(collected),
-            "expires_at": stamp_time(period.add_to(collected)),
+            "expires_at": stamp_time(expires),
             "retention": period.text,
-            "purpose": self.purpose.id,
-            "lawful_basis": self.purpose.lawful_basis,
-            "policy_id": self.policy.policy_id,
-            "policy_fingerprint": self.policy.fingerprint,
+            **self._constant,
             "content_sha256": content_hash(data),
             "faces": prov.notes.get("faces"),
         }
         data[STAMP_FIELD] = stamp
         self.registry.move(item, data)
-        self.crawler.stats.inc_value("gdpr/retention/stamped")
+        self.stamped += 1
         return data
+
+    def close_spider(self) -> None:
+        self.crawler.stats.set_value("gdpr/retention/stamped", self.stamped)
 
 
 def get_stamp(item: Any) -> dict[str, Any] | None:
@@ -488,28 +511,39 @@ def _month(stamp_value: str) -> str:
 
 
 class _LedgerWriter(threading.Thread):
-    """Writes ledger rows in batches off the reactor thread."""
+    """Writes ledger rows off the reactor thread.
 
-    def __init__(self, ledger: Ledger, batch: int = 500) -> None:
+    Jobs are collected on the calling thread and handed over a batch at a time: a
+    thread woken for every item would take the GIL from the reactor thousands of
+    times a second and slow the crawl far more than the writes themselves.
+    """
+
+    def __init__(self, ledger: Ledger, batch: int = 1000) -> None:
         super().__init__(name="gdpr-ledger-writer", daemon=True)
         self.ledger = ledger
         self.batch = batch
-        self.queue: queue.Queue[Callable[[], list[Record]] | None] = queue.Queue()
+        self.queue: queue.Queue[list[Callable[[], list[Record]]] | None] = queue.Queue()
+        self._pending: list[Callable[[], list[Record]]] = []
         self.errors: list[BaseException] = []
         self.written = 0
 
+    def put(self, job: Callable[[], list[Record]]) -> None:
+        self._pending.append(job)
+        if len(self._pending) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self.queue.put(self._pending)
+            self._pending = []
+
     def run(self) -> None:
-        stop = False
-        while not stop:
-            jobs = [self.queue.get()]
-            with contextlib.suppress(queue.Empty):
-                while len(jobs) < self.batch:
-                    jobs.append(self.queue.get_nowait())
+        while True:
+            jobs = self.queue.get()
+            if jobs is None:
+                return
             rows: list[Record] = []
             for job in jobs:
-                if job is None:
-                    stop = True
-                    continue
                 try:
                     rows += job()
                 except Exception as exc:  # noqa: BLE001 - reported at close
@@ -523,6 +557,7 @@ class _LedgerWriter(threading.Thread):
                     logger.error("GDPR ledger: write failed: %(exc)s", {"exc": exc}, exc_info=True)
 
     def close(self) -> None:
+        self.flush()
         self.queue.put(None)
         self.join()
 
@@ -606,7 +641,7 @@ class RetentionExtension:
                     if isinstance(entry, dict) and entry.get("path"):
                         media.append((kind, self.stores.get(store_setting), dict(entry)))
                         self.section["files_stored"][kind] += 1
-        self.writer.queue.put(lambda: self._records_for(stamp, media))
+        self.writer.put(lambda: self._records_for(stamp, media))
 
     def _records_for(self, stamp: dict[str, Any], media: list[tuple[str, Any, dict[str, Any]]]) -> list[Record]:
         collected = parse_ts(stamp["collected_at"])
@@ -673,6 +708,7 @@ class RetentionExtension:
         if self._closed:
             return
         self._closed = True
+        self.writer.flush()
         await maybe_deferred_to_future(deferToThread(self.writer.close))
         self.crawler.stats.set_value("gdpr/retention/ledger_rows", self.writer.written)
         self.section["files_stored"] = dict(self.section["files_stored"])
