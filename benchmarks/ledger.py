@@ -303,7 +303,7 @@ def main() -> None:
             try:
                 print(f"[{backend}] stamping {args.items} items ...", flush=True)
                 res = bench_stamping(url, args.items, folder)
-                print(f"[{backend}] crawls of {args.items} items with and without retention ...", flush=True)
+                print(f"[{backend}] crawls of {args.crawl_items} pages with and without retention ...", flush=True)
                 res.update(bench_crawl(url, args.crawl_items, folder))
                 print(f"[{backend}] loading {args.rows} rows and their feed lines ...", flush=True)
                 with open_ledger(url) as ledger:

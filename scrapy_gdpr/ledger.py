@@ -398,6 +398,17 @@ class Ledger:
             conn.commit()
         return sorted(r[0] for r in rows)
 
+    def locations(self, kinds: Sequence[str]) -> list[str]:
+        """Distinct locations of rows of these kinds (e.g. every known feed file)."""
+        with self._lock:
+            conn = self._conn()
+            cur = conn.cursor()
+            cur.execute(self._sql(f"SELECT DISTINCT location FROM ledger_records WHERE kind IN "
+                                  f"({', '.join('?' for _ in kinds)})"), list(kinds))
+            rows = cur.fetchall()
+            conn.commit()
+        return sorted(r[0] for r in rows)
+
     def count_expired(self, now: datetime, kinds: Sequence[str] | None = None) -> int:
         where, params = self._expired_where(now, kinds, None)
         return self._scalar(f"SELECT COUNT(*) FROM ledger_records WHERE {where}", params)
@@ -442,6 +453,17 @@ class Ledger:
 
     def at_location(self, location: str) -> list[Record]:
         return list(self._select("location = ?", [location]))
+
+    def feed_file(self, location: str) -> Record | None:
+        """The ``feed_file`` row of a feed file, if recorded."""
+        return next(iter(self._select("kind = ? AND location = ?", ["feed_file", location])), None)
+
+    def has_unexpired(self, location: str, now: datetime) -> bool:
+        """Whether any row at ``location`` expires after ``now``."""
+        return bool(self._scalar(
+            "SELECT COUNT(*) FROM ledger_records WHERE location = ? AND expires_at > ?",
+            [location, self._to_db_ts(now)],
+        ))
 
     def feed_files(self) -> list[Record]:
         return list(self._select("kind = ?", ["feed_file"]))

@@ -42,7 +42,7 @@ from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.audit import Reason, drop
 from scrapy_gdpr.durations import Duration
 from scrapy_gdpr.feedfiles import CSV_PREFIX, STAMP_FIELD
-from scrapy_gdpr.ledger import OBJECT_KINDS, Ledger, Record, format_ts, open_ledger, parse_ts
+from scrapy_gdpr.ledger import OBJECT_KINDS, Ledger, Record, open_ledger, parse_ts
 from scrapy_gdpr.provenance import provenance_of, registry
 
 if TYPE_CHECKING:
@@ -451,10 +451,12 @@ def purge(
             kept_manifest = {k: v for k, v in (manifest or {}).items() if k in ("purpose", "policy_fingerprint", "spider", "created")}
             write_manifest(path, fmt, summary, **kept_manifest)
             ledger.delete_expired(now, kinds=["feed_line"], location=location)
-            file_row = next((r for r in ledger.at_location(location) if r.kind == "feed_file"), None)
+            file_row = ledger.feed_file(location)
             if file_row is not None and summary.earliest:
                 file_row.expires_at = parse_ts(summary.earliest)
                 ledger.set_feed_file(file_row)
+            elif file_row is not None:  # only unstamped lines are left: nothing to expire
+                ledger.delete_location(location, kinds=["feed_file"])
         else:
             result.feed_files_removed += 1
             feedfiles.crash_point("before manifest removal")
@@ -474,7 +476,7 @@ def purge(
         if local_feed_path(location) is None:
             result.remote.append(location)
             continue
-        still_needed = any(not is_expired(format_ts(r.expires_at), now) for r in ledger.at_location(location))
+        still_needed = ledger.has_unexpired(location, now)
         if dry_run:
             if not still_needed:
                 result.objects += 1

@@ -123,9 +123,7 @@ def record_matches(rec: feedfiles.FeedRecord, selectors: Sequence[Selector]) -> 
 
 def feed_locations(ledger: Ledger) -> list[str]:
     """Every feed file the ledger knows (files and files of recorded lines)."""
-    locations = {r.location for r in ledger.feed_files()}
-    locations |= {r.location for r in ledger.all(["feed_line"])}
-    return sorted(locations)
+    return ledger.locations(["feed_file", "feed_line"])
 
 
 def _format_of(path: Path) -> str | None:
@@ -374,7 +372,7 @@ def erase(
                                                   if k in ("purpose", "policy_fingerprint", "spider", "created")})
             ledger.delete_location(location, kinds=["feed_line"])
             if outcome.earliest:
-                row = next((r for r in ledger.at_location(location) if r.kind == "feed_file"), None)
+                row = ledger.feed_file(location)
                 if row is not None:
                     row.expires_at = parse_ts(outcome.earliest)
                     ledger.set_feed_file(row)
