@@ -109,7 +109,7 @@ def bench_stamping(ledger_url: str, n: int, folder: Path) -> dict[str, float]:
     # interleave and take the best of several rounds: the machine is shared
     plain_t, stamp_t, ledger_t = [], [], []
     with open_ledger(ledger_url) as ledger:
-        for _ in range(5):
+        for _ in range(3):
             plain_t.append(plain())
             stamp_t.append(stamped(False, None))
             ledger_t.append(stamped(True, ledger))
@@ -282,7 +282,7 @@ def _drop(dsn: str, schema: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--items", type=int, default=20_000, help="items for the exporter micro-benchmark")
+    parser.add_argument("--items", type=int, default=10_000, help="items for the exporter micro-benchmark")
     parser.add_argument("--crawl-items", type=int, default=3_000, help="pages/items per benchmark crawl")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--postgres", default=os.environ.get("GDPR_TEST_POSTGRES_DSN",
@@ -309,6 +309,7 @@ def main() -> None:
                 with open_ledger(url) as ledger:
                     res["ledger_write_rows_s"], samples = load_rows(ledger, args.rows, folder)
                     res["ledger_rows"] = ledger.count()
+                    ledger.optimize()  # what autovacuum / PRAGMA optimize do after a bulk load
                     print(f"[{backend}] erase by URL ...", flush=True)
                     res["erase_by_url_ms"] = bench_erase(ledger, samples)
                     print(f"[{backend}] purge ...", flush=True)

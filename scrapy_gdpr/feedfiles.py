@@ -293,6 +293,8 @@ class RewriteResult:
     kept: int = 0
     removed: int = 0
     removed_ids: list[str] | None = None
+    #: (item_id, source_url, expires_at) of each removed record
+    removed_records: list[tuple[str, str, str]] | None = None
     earliest: str = ""
     latest: str = ""
 
@@ -305,7 +307,7 @@ def rewrite(path: Path, fmt: str, drop: Callable[[FeedRecord], bool], *, lock_ti
     deleted when nothing is kept.
     """
     fmt = normalise_format(fmt)
-    result = RewriteResult(removed_ids=[])
+    result = RewriteResult(removed_ids=[], removed_records=[])
     with exclusive(path, lock_timeout) as fd:
         if fd is None:
             return result
@@ -314,6 +316,7 @@ def rewrite(path: Path, fmt: str, drop: Callable[[FeedRecord], bool], *, lock_ti
             if rec.stamp and drop(rec):
                 result.removed += 1
                 result.removed_ids.append(rec.item_id)  # type: ignore[union-attr]
+                result.removed_records.append((rec.item_id, rec.source_url, rec.expires_at))  # type: ignore[union-attr]
             else:
                 kept.append(rec)
                 expiry = rec.expires_at

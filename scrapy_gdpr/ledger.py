@@ -217,6 +217,9 @@ class Ledger:
     def close(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def optimize(self) -> None:
+        """Keep query plans good (called before a purge)."""
+
     def __enter__(self) -> Ledger:
         return self
 
@@ -537,6 +540,10 @@ class SQLiteLedger(Ledger):
     def _begin_migration(self, cur: Any) -> None:
         cur.execute("BEGIN IMMEDIATE")
 
+    def optimize(self) -> None:
+        with self._lock:
+            self._conn().execute("PRAGMA optimize")
+
     def close(self) -> None:
         for conn in self._connections:
             try:
@@ -573,6 +580,12 @@ class PostgresLedger(Ledger):
 
     def _conn(self) -> Any:
         return self._connection
+
+    def optimize(self) -> None:
+        # fresh planner statistics after bulk inserts (autovacuum may not have run yet)
+        with self._lock:
+            self._connection.execute("ANALYZE ledger_records")
+            self._connection.commit()
 
     def _begin_migration(self, cur: Any) -> None:
         # one migrating process at a time, across machines

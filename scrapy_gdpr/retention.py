@@ -397,6 +397,7 @@ def purge(
     """
     now = now.astimezone(UTC)
     result = PurgeResult(now=now.isoformat(), dry_run=dry_run)
+    ledger.optimize()
 
     def record(entry: dict[str, Any]) -> None:
         if len(result.deleted) < keep_deleted:
@@ -440,9 +441,9 @@ def purge(
             continue
         if outcome.removed:
             result.feed_lines += outcome.removed
-            urls = {r.item_id: r.url for r in ledger.find_items(outcome.removed_ids or [])} if audit else {}
-            for item_id in outcome.removed_ids or []:
-                record({"kind": "feed_line", "location": location, "item_id": item_id, "url": urls.get(item_id, "")})
+            for item_id, url, expires_at in outcome.removed_records or []:
+                record({"kind": "feed_line", "location": location, "item_id": item_id, "url": url,
+                        "expires_at": expires_at})
         if path.exists():
             if outcome.removed:
                 result.feed_files_rewritten += 1
