@@ -144,7 +144,10 @@ class Addon:
 #: (feed filters, the Playwright abort predicate); the policy is
 #: ``get_runtime(crawler).policy``.
 ADDON_HOOKS: list[str] = [
+    # the browser sub-resource predicate and host rules
     "scrapy_gdpr.playwright.update_settings",
+    # retention filter, stamp-aware CSV/XML exporters and locking storage on every feed
+    "scrapy_gdpr.retention.configure_feeds",
 ]
 
 

@@ -1,35 +1,820 @@
-"""Retention stamps, ledger recording and purge at spider open."""
+"""Retention stamps, the ledger, manifests, and purge at spider open.
+
+* :class:`RetentionPipeline` (item pipeline, 900) turns every item into a dict with a
+  retention stamp under the ``gdpr`` key (field names in :data:`STAMP_FIELDS`).
+* :class:`RetentionItemFilter` (set on every feed by :func:`configure_feeds`) keeps
+  unstamped items out of feed files.
+* :class:`RetentionExtension` records every stored item, feed line, feed file and
+  media object in the ledger, writes a ``<file>.gdpr.json`` manifest next to every
+  feed file, and purges expired data when the spider opens.
+* :func:`purge` is what ``scrapy gdpr-purge`` and the extension run.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+import hashlib
+import itertools
+import json
+import logging
+import queue
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
+from itemadapter import ItemAdapter
+from scrapy import signals
+from scrapy.exporters import CsvItemExporter, XmlItemExporter
+from scrapy.extensions.feedexport import FileFeedStorage
+from scrapy.utils.misc import load_object
+from w3lib.url import file_uri_to_path
+from scrapy.utils.defer import maybe_deferred_to_future
+from twisted.internet.threads import deferToThread
+
+from scrapy_gdpr import feedfiles
 from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr.audit import Reason, drop
+from scrapy_gdpr.durations import Duration
+from scrapy_gdpr.feedfiles import CSV_PREFIX, STAMP_FIELD
+from scrapy_gdpr.ledger import OBJECT_KINDS, Ledger, Record, open_ledger, parse_ts
+from scrapy_gdpr.provenance import provenance_of, registry
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
+    from scrapy.settings import BaseSettings
     from typing_extensions import Self
+
+    from scrapy_gdpr.audit import AuditLog
+
+logger = logging.getLogger(__name__)
+
+#: Version of the stamp layout; bumped only when a field changes meaning.
+STAMP_VERSION = 1
+#: The stamp's fields, in the order they are written. These names are stable.
+STAMP_FIELDS = (
+    "stamp_version",
+    "item_id",
+    "item_type",
+    "spider",
+    "source_url",
+    "collected_at",
+    "expires_at",
+    "retention",
+    "purpose",
+    "lawful_basis",
+    "policy_id",
+    "policy_fingerprint",
+    "content_sha256",
+    "faces",
+)
+#: Manifest files sit next to feed files: ``items.jsonl`` -> ``items.jsonl.gdpr.json``.
+MANIFEST_SUFFIX = ".gdpr.json"
+#: Item fields holding media results (``[{url, path, checksum, status}]``), the
+#: setting naming the field, the store setting and the ledger kind.
+MEDIA_FIELDS = (
+    ("IMAGES_RESULT_FIELD", "images", "IMAGES_STORE", "image"),
+    ("FILES_RESULT_FIELD", "files", "FILES_STORE", "file"),
+    (None, "screenshots", "FILES_STORE", "screenshot"),
+)
+
+
+def stamp_time(moment: datetime) -> str:
+    """``2026-11-23T16:17:00Z``: the fixed-width UTC form used in stamps (sorts as text)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def content_hash(data: Any) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def is_expired(expires_at: str, now: datetime) -> bool:
+    """Whether a stamp's ``expires_at`` is at or before ``now`` (unparsable: expired)."""
+    try:
+        return parse_ts(expires_at) <= now
+    except ValueError:
+        return True
+
+
+# --------------------------------------------------------------------------- stamping
 
 
 class RetentionPipeline:
-    """Placeholder: retention stamp."""
+    """Item pipeline (900): returns the item as a dict with a ``gdpr`` retention stamp.
+
+    An item without provenance is dropped (fail closed): its source, and so its
+    purpose and expiry, are unknown.
+    """
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self.runtime = component_runtime(crawler)
+        self.policy = self.runtime.policy
+        self.registry = registry(self.runtime)
+        spider_purpose = getattr(crawler.spider, "gdpr_purpose", None)
+        purpose = self.policy.purpose(spider_purpose) if spider_purpose else self.policy.primary_purpose
+        if purpose is None:
+            raise ValueError(
+                f"the spider's gdpr_purpose {spider_purpose!r} is not a purpose of policy {self.policy.policy_id}"
+            )
+        self.purpose = purpose
+        # ids: a random per-process prefix and a counter (os.urandom per item is slow on
+        # some machines); unique across processes, never reused
+        self._id_prefix = uuid.uuid4().hex[:16]
+        self._id_counter = itertools.count()
+        self.stamped = 0
+        self._periods: dict[str, tuple[Duration, timedelta | None]] = {}
+        self._constant = {
+            "purpose": purpose.id,
+            "lawful_basis": purpose.lawful_basis,
+            "policy_id": self.policy.policy_id,
+            "policy_fingerprint": self.policy.fingerprint,
+        }
+
+    def _period(self, item_type: str) -> tuple[Duration, timedelta | None]:
+        cached = self._periods.get(item_type)
+        if cached is None:
+            period = self.policy.retention_for_item(item_type)
+            # without years or months a duration is a fixed length of time
+            fixed = None if (period.years or period.months) else period.approx_timedelta()
+            cached = self._periods[item_type] = (period, fixed)
+        return cached
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         return cls(crawler)
+
+    def process_item(self, item: Any) -> dict[str, Any]:
+        prov = provenance_of(self.crawler, item)
+        if prov is None:
+            raise drop(
+                self.crawler, "", Reason.RETENTION, clause=self.policy.clause("retention"),
+                detail=f"{type(item).__name__} has no provenance: its source and expiry are unknown",
+            )
+        data = dict(ItemAdapter(item).items())
+        if STAMP_FIELD in data:
+            raise drop(
+                self.crawler, prov.url, Reason.RETENTION, clause=self.policy.clause("retention"),
+                detail=f"the item already has a {STAMP_FIELD!r} field, which is reserved for the retention stamp",
+            )
+        item_type = type(item).__name__
+        period, fixed = self._period(item_type)
+        collected = prov.collected_at.astimezone(UTC)
+        expires = collected + fixed if fixed is not None else period.add_to(collected)
+        stamp = {
+            "stamp_version": STAMP_VERSION,
+            "item_id": f"{self._id_prefix}{next(self._id_counter):016x}",
+            "item_type": item_type,
+            "spider": _spider_name(self.crawler, self.runtime.spider_name),
+            "source_url": prov.url,
+            "collected_at": stamp_time(collected),
+            "expires_at": stamp_time(expires),
+            "retention": period.text,
+            **self._constant,
+            "content_sha256": content_hash(data),
+            "faces": prov.notes.get("faces"),
+        }
+        data[STAMP_FIELD] = stamp
+        self.registry.move(item, data)
+        self.stamped += 1
+        return data
+
+    def close_spider(self) -> None:
+        self.crawler.stats.set_value("gdpr/retention/stamped", self.stamped)
+
+
+def get_stamp(item: Any) -> dict[str, Any] | None:
+    if isinstance(item, dict):
+        stamp = item.get(STAMP_FIELD)
+        if isinstance(stamp, dict) and stamp.get("item_id") and stamp.get("expires_at"):
+            return stamp
+    return None
+
+
+def flat_stamp(stamp: dict[str, Any]) -> dict[str, str]:
+    """The stamp with text values, for CSV columns and XML elements."""
+    out: dict[str, str] = {}
+    for key, value in stamp.items():
+        if value is None:
+            out[key] = ""
+        elif isinstance(value, (dict, list)):
+            out[key] = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+        else:
+            out[key] = str(value)
+    return out
+
+
+class RetentionItemFilter:
+    """Feed ``item_filter``: only stamped items reach feed files.
+
+    Honours ``item_classes`` by the stamp's ``item_type`` (stamped items are dicts)
+    and the custom feed option ``gdpr_purpose`` (only items of that purpose).
+    """
+
+    def __init__(self, feed_options: dict[str, Any] | None) -> None:
+        self.feed_options = feed_options or {}
+        self.item_types = {
+            load_object(c).__name__ if not isinstance(c, type) else c.__name__
+            for c in self.feed_options.get("item_classes") or ()
+        }
+        self.purpose = self.feed_options.get("gdpr_purpose")
+        self._warned = False
+
+    def accepts(self, item: Any) -> bool:
+        stamp = get_stamp(item)
+        if stamp is None:
+            if not self._warned:
+                self._warned = True
+                logger.warning(
+                    "A %(type)s without a retention stamp was kept out of a feed: is "
+                    "scrapy_gdpr.retention.RetentionPipeline enabled?", {"type": type(item).__name__},
+                )
+            return False
+        if self.item_types and stamp.get("item_type") not in self.item_types:
+            return False
+        return not (self.purpose and stamp.get("purpose") != self.purpose)
+
+
+class GdprCsvItemExporter(CsvItemExporter):
+    """CSV exporter writing the stamp as ``gdpr.<field>`` columns."""
+
+    def __init__(self, file: Any, **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        fields = self.fields_to_export
+        if isinstance(fields, list | tuple) and STAMP_FIELD in fields:
+            expanded: list[str] = []
+            for name in fields:
+                expanded += [CSV_PREFIX + f for f in STAMP_FIELDS] if name == STAMP_FIELD else [name]
+            self.fields_to_export = expanded
+
+    def export_item(self, item: Any) -> None:
+        stamp = get_stamp(item)
+        if stamp is not None:
+            item = {k: v for k, v in item.items() if k != STAMP_FIELD}
+            item.update({CSV_PREFIX + k: v for k, v in flat_stamp(stamp).items()})
+        super().export_item(item)
+
+
+class GdprXmlItemExporter(XmlItemExporter):
+    """XML exporter writing the stamp as ``<gdpr><field>text</field>...</gdpr>``."""
+
+    def export_item(self, item: Any) -> None:
+        stamp = get_stamp(item)
+        if stamp is not None:
+            item = {**item, STAMP_FIELD: flat_stamp(stamp)}
+        super().export_item(item)
+
+
+class LockingFileFeedStorage(FileFeedStorage):
+    """Local feed storage holding a shared lock while the crawl writes, so a purge or
+    an erasure never replaces a file under an open exporter."""
+
+    def open(self, spider: Any) -> Any:
+        fh = super().open(spider)
+        return feedfiles.lock_shared(fh, Path(self.path))
+
+
+def configure_feeds(settings: BaseSettings, crawler: Crawler) -> None:
+    """Add-on hook: a retention filter on every feed, the stamp in every feed's fields,
+    flattening CSV/XML exporters and locking local storage."""
+    feeds = settings.getdict("FEEDS")
+    if feeds:
+        new: dict[Any, Any] = {}
+        for uri, options in feeds.items():
+            options = dict(options or {})
+            options.setdefault("item_filter", RetentionItemFilter)
+            fields = options.get("fields")
+            if isinstance(fields, list | tuple) and STAMP_FIELD not in fields:
+                options["fields"] = [*fields, STAMP_FIELD]
+            new[uri] = options
+        settings.set("FEEDS", new, settings.getpriority("FEEDS") or 0)
+    for name, defaults in (
+        ("FEED_EXPORTERS", {"csv": GdprCsvItemExporter, "xml": GdprXmlItemExporter}),
+        ("FEED_STORAGES", {"": LockingFileFeedStorage, "file": LockingFileFeedStorage}),
+    ):
+        current = settings.getdict(name)
+        for key, value in defaults.items():
+            current.setdefault(key, value)
+        settings.set(name, current, settings.getpriority(name) or 0)
+
+
+# --------------------------------------------------------------------------- manifests
+
+
+def manifest_path(feed: Path) -> Path:
+    return feed.with_name(feed.name + MANIFEST_SUFFIX)
+
+
+def write_manifest(feed: Path, fmt: str, summary: feedfiles.RewriteResult, **fields: Any) -> dict[str, Any]:
+    st = feed.stat()
+    data = {
+        "manifest_version": 1,
+        "file": feed.name,
+        "format": feedfiles.normalise_format(fmt),
+        "item_count": summary.kept,
+        "earliest_expiry": summary.earliest or None,
+        "latest_expiry": summary.latest or None,
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "updated": stamp_time(datetime.now(UTC)),
+        **fields,
+    }
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    feedfiles.atomic_write(manifest_path(feed), lambda fh: fh.write(text.encode("utf-8")))
+    return data
+
+
+def read_manifest(feed: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(manifest_path(feed).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def local_feed_path(uri: str) -> Path | None:
+    """The local path of a feed URI, or None for remote storage."""
+    scheme = urlsplit(uri).scheme
+    if uri.startswith("file:"):
+        return Path(file_uri_to_path(uri))
+    if scheme and len(scheme) > 1:  # not a Windows drive letter
+        return None
+    return Path(uri)
+
+
+# --------------------------------------------------------------------------- purge
+
+
+@dataclass
+class PurgeResult:
+    now: str
+    dry_run: bool = False
+    feed_lines: int = 0
+    feed_files_rewritten: int = 0
+    feed_files_removed: int = 0
+    objects: int = 0
+    objects_kept_shared: int = 0
+    ledger_rows: int = 0
+    busy: list[str] = field(default_factory=list)
+    missing_format: list[str] = field(default_factory=list)
+    remote: list[str] = field(default_factory=list)
+    deleted: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "deleted"}
+        out["deleted_count"] = len(self.deleted)
+        return out
+
+
+def _feed_format(path: Path, manifest: dict[str, Any] | None) -> str | None:
+    if manifest and manifest.get("format") in feedfiles.FORMATS:
+        return str(manifest["format"])
+    return feedfiles.guess_format(path)
+
+
+def purge(
+    ledger: Ledger,
+    now: datetime,
+    *,
+    dry_run: bool = False,
+    audit: AuditLog | None = None,
+    spider: str = "",
+    lock_timeout: float = 0.0,
+    keep_deleted: int = 10_000,
+) -> PurgeResult:
+    """Delete everything expired at ``now``: feed lines, media objects, ledger rows.
+
+    Order (so a purge killed at any point loses nothing unexpired, and a re-run
+    finishes the job): each feed file is rewritten atomically first, then its
+    manifest and ledger rows are updated; media objects are unlinked before their
+    rows are deleted; rows without storage go last. Feed lines are judged by the
+    ``expires_at`` in their own stamp, so a re-run needs nothing else.
+    """
+    now = now.astimezone(UTC)
+    result = PurgeResult(now=now.isoformat(), dry_run=dry_run)
+    ledger.optimize()
+
+    def record(entry: dict[str, Any]) -> None:
+        if len(result.deleted) < keep_deleted:
+            result.deleted.append(entry)
+        if audit is not None and not dry_run:
+            audit.write({"spider": spider, "url": entry.get("url", ""), "decision": "purged", **entry})
+
+    # 1. feed files with expired lines
+    for location in ledger.expired_locations(now, ["feed_line", "feed_file"]):
+        path = Path(location)
+        manifest = read_manifest(path)
+        fmt = _feed_format(path, manifest)
+        if fmt is None:
+            result.missing_format.append(location)
+            logger.warning("GDPR purge: unknown feed format of %(path)s, not purged", {"path": location})
+            continue
+        if not path.exists():
+            if not dry_run:
+                ledger.delete_location(location)
+                with contextlib.suppress(FileNotFoundError):
+                    manifest_path(path).unlink()
+            continue
+        feedfiles.clean_temp_files(path.parent)
+
+        def expired(rec: feedfiles.FeedRecord) -> bool:
+            return is_expired(rec.expires_at, now)
+
+        if dry_run:
+            for rec in feedfiles.read_records(path, fmt):
+                if rec.stamp and expired(rec):
+                    result.feed_lines += 1
+                    record({"kind": "feed_line", "location": location, "item_id": rec.item_id,
+                            "url": rec.source_url, "expires_at": rec.expires_at})
+            continue
+        try:
+            outcome = feedfiles.rewrite(path, fmt, expired, lock_timeout=lock_timeout)
+        except feedfiles.FileBusy:
+            result.busy.append(location)
+            logger.warning("GDPR purge: %(path)s is being written by a crawl; purged on the next run",
+                           {"path": location})
+            continue
+        if outcome.removed:
+            result.feed_lines += outcome.removed
+            for item_id, url, expires_at in outcome.removed_records or []:
+                record({"kind": "feed_line", "location": location, "item_id": item_id, "url": url,
+                        "expires_at": expires_at})
+        if path.exists():
+            if outcome.removed:
+                result.feed_files_rewritten += 1
+            feedfiles.crash_point("before manifest")
+            summary = feedfiles.summarise(path, fmt) if not outcome.removed else outcome
+            kept_manifest = {k: v for k, v in (manifest or {}).items() if k in ("purpose", "policy_fingerprint", "spider", "created")}
+            write_manifest(path, fmt, summary, **kept_manifest)
+            ledger.delete_expired(now, kinds=["feed_line"], location=location)
+            file_row = ledger.feed_file(location)
+            if file_row is not None and summary.earliest:
+                file_row.expires_at = parse_ts(summary.earliest)
+                ledger.set_feed_file(file_row)
+            elif file_row is not None:  # only unstamped lines are left: nothing to expire
+                ledger.delete_location(location, kinds=["feed_file"])
+        else:
+            result.feed_files_removed += 1
+            feedfiles.crash_point("before manifest removal")
+            with contextlib.suppress(FileNotFoundError):
+                manifest_path(path).unlink()
+            ledger.delete_location(location)
+            record({"kind": "feed_file", "location": location})
+        feedfiles.crash_point("feed file done")
+
+    # 2. media objects: unlink, then delete the rows. A file another unexpired row
+    #    still points to (the same image on two pages) is kept.
+    objects = ledger.expired(now, kinds=list(OBJECT_KINDS))
+    by_location: dict[str, list[Record]] = {}
+    for rec in objects:
+        by_location.setdefault(rec.location, []).append(rec)
+    for location, recs in sorted(by_location.items()):
+        if local_feed_path(location) is None:
+            result.remote.append(location)
+            continue
+        still_needed = ledger.has_unexpired(location, now)
+        if dry_run:
+            if not still_needed:
+                result.objects += 1
+            for r in recs:
+                record({"kind": r.kind, "location": location, "item_id": r.item_id, "url": r.url,
+                        "object_url": r.object_url, "expires_at": r.expires_at.isoformat()})
+            continue
+        if still_needed:
+            result.objects_kept_shared += 1
+        else:
+            if feedfiles.remove_durably(Path(location)):
+                result.objects += 1
+            feedfiles.crash_point("object removed")
+            for r in recs:
+                record({"kind": r.kind, "location": location, "item_id": r.item_id, "url": r.url,
+                        "object_url": r.object_url})
+        result.ledger_rows += ledger.delete_ids([r.id for r in recs if r.id is not None])
+
+    # 3. rows of items (no storage of their own) and anything else that expired
+    if dry_run:
+        result.ledger_rows = ledger.count_expired(now)
+    else:
+        result.ledger_rows += ledger.delete_expired(now, kinds=["item"])
+    if audit is not None and not dry_run:
+        audit.write({"spider": spider, "url": "", "decision": "purge_finished", **result.as_dict()})
+    return result
+
+
+# --------------------------------------------------------------------------- the extension
+
+
+def _month(stamp_value: str) -> str:
+    return stamp_value[:7]
+
+
+class _LedgerWriter(threading.Thread):
+    """Writes ledger rows off the reactor thread.
+
+    Jobs are collected on the calling thread and handed over a batch at a time: a
+    thread woken for every item would take the GIL from the reactor thousands of
+    times a second and slow the crawl far more than the writes themselves.
+    """
+
+    def __init__(self, ledger: Ledger, batch: int = 1000) -> None:
+        super().__init__(name="gdpr-ledger-writer", daemon=True)
+        self.ledger = ledger
+        self.batch = batch
+        self.queue: queue.Queue[list[Callable[[], list[Record]]] | None] = queue.Queue()
+        self._pending: list[Callable[[], list[Record]]] = []
+        self.errors: list[BaseException] = []
+        self.written = 0
+
+    def put(self, job: Callable[[], list[Record]]) -> None:
+        self._pending.append(job)
+        if len(self._pending) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self.queue.put(self._pending)
+            self._pending = []
+
+    def run(self) -> None:
+        while True:
+            jobs = self.queue.get()
+            if jobs is None:
+                return
+            rows: list[Record] = []
+            for job in jobs:
+                try:
+                    rows += job()
+                except Exception as exc:  # noqa: BLE001 - reported at close
+                    self.errors.append(exc)
+                    logger.error("GDPR ledger: cannot record a stored item: %(exc)s", {"exc": exc}, exc_info=True)
+            if rows:
+                try:
+                    self.written += self.ledger.add(rows)
+                except Exception as exc:  # noqa: BLE001 - reported at close
+                    self.errors.append(exc)
+                    logger.error("GDPR ledger: write failed: %(exc)s", {"exc": exc}, exc_info=True)
+
+    def close(self) -> None:
+        self.flush()
+        self.queue.put(None)
+        self.join()
 
 
 class RetentionExtension:
-    """Placeholder: ledger and purge."""
+    """Ledger recording, feed manifests, purge at spider open, report section."""
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self.runtime = component_runtime(crawler)
+        self.policy = self.runtime.policy
+        self.config = self.runtime.config
+        url = self.config.ledger
+        if not url:
+            raise ValueError("GDPR_LEDGER is empty: retention cannot be enforced without a ledger")
+        self.ledger = open_ledger(url)
+        self.writer = _LedgerWriter(self.ledger)
+        self.writer.start()
+        self._closed = False
+        settings = crawler.settings
+        self.media = [
+            (settings.get(setting) if setting else None) or default for setting, default, _, _ in MEDIA_FIELDS
+        ]
+        self.stores = {store: settings.get(store) for _, _, store, _ in MEDIA_FIELDS}
+        self.thumbs = list((settings.getdict("IMAGES_THUMBS") or {}).keys())
+        self.section: dict[str, Any] = {
+            "ledger": _display_url(self.ledger.url),
+            "items_stored": 0,
+            "files_stored": Counter(),
+            "feed_files": [],
+            "expiry_by_month": Counter(),
+            "purges": [],
+        }
+        self.runtime.report_sections["retention"] = self.section
+        crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
+        crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
+        crawler.signals.connect(self.feed_slot_closed, signal=signals.feed_slot_closed)
+        crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
+        crawler.signals.connect(self.engine_stopped, signal=signals.engine_stopped)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         return cls(crawler)
+
+    # -- purge at open ----------------------------------------------------------
+    async def spider_opened(self) -> None:
+        if not self.config.purge_on_open:
+            return
+        now = datetime.now(UTC)
+        result = await maybe_deferred_to_future(deferToThread(
+            purge, self.ledger, now, audit=self.runtime.audit, spider=_spider_name(self.crawler, self.runtime.spider_name)
+        ))
+        self._note_purge(result)
+
+    def _note_purge(self, result: PurgeResult) -> None:
+        stats = self.crawler.stats
+        stats.inc_value("gdpr/retention/purged/feed_lines", result.feed_lines)
+        stats.inc_value("gdpr/retention/purged/objects", result.objects)
+        stats.inc_value("gdpr/retention/purged/ledger_rows", result.ledger_rows)
+        if result.busy:
+            stats.inc_value("gdpr/retention/purge_busy", len(result.busy))
+        self.section["purges"].append(result.as_dict())
+        logger.info(
+            "GDPR purge: %(lines)d feed lines, %(objects)d files, %(rows)d ledger rows expired and deleted",
+            {"lines": result.feed_lines, "objects": result.objects, "rows": result.ledger_rows},
+            extra={"spider": self.crawler.spider},
+        )
+
+    # -- recording --------------------------------------------------------------
+    def item_scraped(self, item: Any) -> None:
+        stamp = get_stamp(item)
+        if stamp is None:
+            return
+        self.section["items_stored"] += 1
+        self.section["expiry_by_month"][_month(stamp["expires_at"])] += 1
+        media = []
+        for (_, _, store_setting, kind), field_name in zip(MEDIA_FIELDS, self.media, strict=True):
+            results = item.get(field_name)
+            if isinstance(results, list):
+                for entry in results:
+                    if isinstance(entry, dict) and entry.get("path"):
+                        media.append((kind, self.stores.get(store_setting), dict(entry)))
+                        self.section["files_stored"][kind] += 1
+        self.writer.put(lambda: self._records_for(stamp, media))
+
+    def _records_for(self, stamp: dict[str, Any], media: list[tuple[str, Any, dict[str, Any]]]) -> list[Record]:
+        collected = parse_ts(stamp["collected_at"])
+        common = {
+            "item_id": stamp["item_id"],
+            "url": stamp["source_url"],
+            "spider": stamp["spider"],
+            "purpose": stamp["purpose"],
+            "lawful_basis": stamp["lawful_basis"],
+            "policy_fingerprint": stamp["policy_fingerprint"],
+            "collected_at": collected,
+        }
+        rows = [Record(kind="item", location="", expires_at=parse_ts(stamp["expires_at"]),
+                       content_hash=stamp["content_sha256"], **common)]
+        for kind, store, entry in media:
+            period = self.policy.retention.images if kind == "image" else self.policy.retention.files
+            expires = self.policy.duration(period).add_to(collected)
+            base = _store_path(store)
+            if base is None:
+                location = f"{store}/{entry['path']}"
+                paths = [(kind, location)]
+            else:
+                paths = [(kind, str((base / entry["path"]).resolve()))]
+                if kind == "image":
+                    stem = Path(entry["path"]).stem
+                    for size in self.thumbs:
+                        thumb = (base / "thumbs" / size / f"{stem}.jpg").resolve()
+                        if thumb.exists():
+                            paths.append(("thumbnail", str(thumb)))
+            for row_kind, location in paths:
+                rows.append(Record(kind=row_kind, location=location, object_url=str(entry.get("url", "")),
+                                   expires_at=expires, content_hash=_file_hash(location), **common))
+        return rows
+
+    async def feed_slot_closed(self, slot: Any) -> None:
+        path = local_feed_path(slot.uri)
+        if path is None:
+            logger.warning("GDPR: feed %(uri)s is not a local file; purge and erasure cannot reach it",
+                           {"uri": slot.uri}, extra={"spider": self.crawler.spider})
+            self.crawler.stats.inc_value("gdpr/retention/remote_feeds")
+            return
+        fmt = feedfiles.normalise_format(slot.format)
+        if fmt not in feedfiles.FORMATS:
+            logger.warning("GDPR: feed format %(fmt)s of %(uri)s cannot be purged", {"fmt": slot.format, "uri": slot.uri})
+            return
+        await maybe_deferred_to_future(deferToThread(self._record_feed, path, fmt, slot.feed_options.get("gdpr_purpose")))
+
+    def _record_feed(self, path: Path, fmt: str, feed_purpose: str | None) -> None:
+        summary = record_feed(
+            self.ledger, path, fmt,
+            purpose=feed_purpose or self.policy.primary_purpose.id,
+            policy_fingerprint=self.policy.fingerprint,
+            spider=_spider_name(self.crawler, self.runtime.spider_name),
+        )
+        if summary is None:
+            return
+        self.section["feed_files"].append({
+            "file": str(path), "items": summary.kept, "earliest_expiry": summary.earliest,
+            "latest_expiry": summary.latest,
+        })
+        self.crawler.stats.inc_value("gdpr/retention/feed_files")
+
+    async def spider_closed(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.writer.flush()
+        await maybe_deferred_to_future(deferToThread(self.writer.close))
+        self.crawler.stats.set_value("gdpr/retention/ledger_rows", self.writer.written)
+        self.section["files_stored"] = dict(self.section["files_stored"])
+        self.section["expiry_by_month"] = dict(sorted(self.section["expiry_by_month"].items()))
+        if self.writer.errors:
+            self.crawler.stats.set_value("gdpr/retention/ledger_errors", len(self.writer.errors))
+
+    async def engine_stopped(self) -> None:
+        if not self._closed:
+            await self.spider_closed()
+        self.ledger.close()
+
+
+def line_record(path: Path, rec: feedfiles.FeedRecord) -> Record:
+    """The ledger row of one stamped feed record."""
+    stamp = rec.stamp
+    return Record(
+        kind="feed_line", location=str(path), item_id=rec.item_id, url=rec.source_url,
+        expires_at=parse_ts(rec.expires_at), spider=str(stamp.get("spider", "")),
+        purpose=str(stamp.get("purpose", "")), lawful_basis=str(stamp.get("lawful_basis", "")),
+        policy_fingerprint=str(stamp.get("policy_fingerprint", "")),
+        collected_at=parse_ts(stamp["collected_at"]) if stamp.get("collected_at") else None,
+        content_hash=str(stamp.get("content_sha256", "")),
+    )
+
+
+def record_feed(ledger: Ledger, path: Path, fmt: str, *, purpose: str, policy_fingerprint: str,
+                spider: str) -> feedfiles.RewriteResult | None:
+    """Write the manifest of a feed file and record its lines and the file in the ledger."""
+    fmt = feedfiles.normalise_format(fmt)
+    if not path.exists():
+        return None
+    path = path.resolve()
+    rows: list[Record] = []
+    summary = feedfiles.RewriteResult()
+    with feedfiles.exclusive(path, timeout=60) as fd:
+        if fd is None:
+            return None
+        for rec in feedfiles.read_records(path, fmt):
+            if not rec.stamp or not rec.expires_at:
+                continue
+            summary.kept += 1
+            summary.earliest = min(summary.earliest or rec.expires_at, rec.expires_at)
+            summary.latest = max(summary.latest, rec.expires_at)
+            rows.append(line_record(path, rec))
+        write_manifest(
+            path, fmt, summary, purpose=purpose, policy_fingerprint=policy_fingerprint, spider=spider,
+            created=(read_manifest(path) or {}).get("created") or stamp_time(datetime.now(UTC)),
+        )
+    # the file's lines are recorded afresh (a file may be appended to by later crawls)
+    ledger.delete_location(str(path), kinds=["feed_line", "feed_file"])
+    ledger.add(rows)
+    if summary.earliest:
+        ledger.set_feed_file(Record(
+            kind="feed_file", location=str(path), url="", expires_at=parse_ts(summary.earliest),
+            spider=spider, purpose=purpose, policy_fingerprint=policy_fingerprint, content_hash=_file_hash(str(path)),
+        ))
+    return summary
+
+
+def _spider_name(crawler: Crawler, default: str) -> str:
+    # the runtime may be created before the spider (extensions are built first)
+    return getattr(crawler.spider, "name", None) or default
+
+
+def _store_path(store: Any) -> Path | None:
+    if not store:
+        return None
+    store = str(store)
+    if store.startswith("file://"):
+        return Path(file_uri_to_path(store))
+    if "://" in store:
+        return None
+    return Path(store)
+
+
+def _file_hash(location: str) -> str:
+    try:
+        with open(location, "rb") as fh:
+            return "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return ""
+
+
+def _display_url(url: str) -> str:
+    parts = urlsplit(url)
+    return url.replace(f":{parts.password}@", ":***@") if parts.password else url
+
+
+def iter_local_feeds(ledger: Ledger) -> Iterable[Path]:
+    for rec in ledger.feed_files():
+        yield Path(rec.location)
+
+
+__all__ = [
+    "GdprCsvItemExporter",
+    "GdprXmlItemExporter",
+    "LockingFileFeedStorage",
+    "RetentionExtension",
+    "RetentionItemFilter",
+    "RetentionPipeline",
+    "STAMP_FIELDS",
+    "configure_feeds",
+    "purge",
+]
+

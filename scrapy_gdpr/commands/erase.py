@@ -1,19 +1,53 @@
-"""scrapy gdpr-erase (not implemented yet)."""
+"""scrapy gdpr-erase: delete everything matching, everywhere, and object to it for good."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from scrapy.commands import ScrapyCommand
-from scrapy.exceptions import UsageError
+
+from scrapy_gdpr.commands import _rights
+from scrapy_gdpr.rights import erase, write_receipts
 
 
 class Command(ScrapyCommand):
     requires_project = False
     default_settings = {"LOG_ENABLED": False}
 
+    def syntax(self) -> str:
+        return "--url URL | --url-prefix URL | --domain HOST | --contains TEXT"
+
     def short_desc(self) -> str:
-        return "(not implemented yet)"
+        return "Erase everything held that matches and add it to the objection list"
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        super().add_options(parser)
+        _rights.add_common_options(parser)
+        _rights.add_selector_options(parser)
+        parser.add_argument("--objections", metavar="FILE",
+                            help="objection list (default: GDPR_OBJECTIONS, else the policy's objections.path)")
+        parser.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                            help="how long to wait for a feed file a crawl is writing (default 30)")
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
-        raise UsageError("gdpr-erase is not implemented yet")
+        assert self.settings is not None
+        sels = _rights.selectors(opts)
+        objections = _rights.objections_path(opts, self.settings)
+        ledger = _rights.ledger(opts, self.settings)
+        audit = _rights.audit_log(opts, self.settings, "rights")
+        try:
+            result = erase(ledger, sels, objections_path=objections, audit=audit, lock_timeout=opts.wait)
+        finally:
+            audit.close()
+            ledger.close()
+        data = {"kind": "erasure", **result.as_dict(), "objection_list": str(objections)}
+        receipts = write_receipts(data, Path(opts.receipt_dir))
+        print(f"{result.request_id}: {result.feed_lines} feed line(s), {len(result.objects)} file(s), "
+              f"{result.ledger_rows} ledger row(s) erased; objections added: {len(result.objections_added)}")
+        print(f"receipt: {receipts['md']}")
+        if result.pending:
+            for location in result.pending:
+                print(f"not yet erased (a crawl is writing it; run again): {location}", file=sys.stderr)
+            self.exitcode = 1

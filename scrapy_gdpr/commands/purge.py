@@ -1,19 +1,56 @@
-"""scrapy gdpr-purge (not implemented yet)."""
+"""scrapy gdpr-purge: delete everything whose retention period is over."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
 from scrapy.commands import ScrapyCommand
-from scrapy.exceptions import UsageError
+
+from scrapy_gdpr.commands import _rights
+from scrapy_gdpr.retention import purge
 
 
 class Command(ScrapyCommand):
     requires_project = False
     default_settings = {"LOG_ENABLED": False}
 
+    def syntax(self) -> str:
+        return "[--dry-run] [--now ISO] [--ledger URL]"
+
     def short_desc(self) -> str:
-        return "(not implemented yet)"
+        return "Delete expired feed lines, images and files, and their ledger rows"
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        super().add_options(parser)
+        _rights.add_common_options(parser)
+        parser.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+        parser.add_argument("--now", metavar="ISO", help="purge as if it were this time (default: now)")
+        parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                            help="wait this long for a feed file a crawl is writing (default: skip it)")
+        parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
-        raise UsageError("gdpr-purge is not implemented yet")
+        assert self.settings is not None
+        ledger = _rights.ledger(opts, self.settings)
+        audit = _rights.audit_log(opts, self.settings, "purge")
+        try:
+            result = purge(ledger, _rights.now(opts), dry_run=opts.dry_run, audit=audit,
+                           spider=opts.spider or "", lock_timeout=opts.wait)
+        finally:
+            audit.close()
+            ledger.close()
+        if opts.json:
+            print(json.dumps({**result.as_dict(), "deleted": result.deleted}, indent=2, default=str))
+        else:
+            verb = "Would delete" if opts.dry_run else "Deleted"
+            for entry in result.deleted:
+                print(f"{'would delete' if opts.dry_run else 'deleted'} {entry['kind']}: "
+                      f"{entry.get('location', '')} {entry.get('item_id', '')} {entry.get('url', '')}".rstrip())
+            print(f"{verb} {result.feed_lines} feed line(s), {result.objects} file(s), "
+                  f"{result.ledger_rows} ledger row(s) expired at {result.now}.")
+            for location in result.busy:
+                print(f"busy (a crawl is writing it), purged next time: {location}", file=sys.stderr)
+        if result.busy:
+            self.exitcode = 2

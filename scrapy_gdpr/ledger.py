@@ -1,0 +1,629 @@
+"""The retention ledger: every stored item and file, where it is and when it expires.
+
+One row per stored thing (``kind``): ``item`` (an exported item, recorded at
+``item_scraped``), ``feed_line`` (that item inside one feed file, recorded at
+``feed_slot_closed``), ``feed_file`` (the feed file as a whole), ``image``,
+``thumbnail``, ``file`` and ``screenshot`` (objects under IMAGES_STORE/FILES_STORE).
+
+Back ends, chosen by URL (``GDPR_LEDGER``):
+
+* ``sqlite:///relative/path.sqlite3`` or ``sqlite:////absolute/path`` (default
+  ``sqlite:///gdpr-ledger.sqlite3``): one file, WAL mode, no set-up.
+* ``postgresql://user@host:5432/db`` (psycopg 3): for several crawl machines. Add
+  ``?options=-csearch_path%3Dgdpr`` to keep the tables in their own schema.
+
+Both share this interface and the same schema, versioned in ``schema_version``
+and created by the ordered steps in :data:`MIGRATIONS`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("item", "feed_line", "feed_file", "image", "thumbnail", "file", "screenshot")
+#: Kinds that are objects on disk (deleted by unlinking the path in ``location``).
+OBJECT_KINDS = ("image", "thumbnail", "file", "screenshot")
+
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def format_ts(moment: datetime) -> str:
+    """The fixed-width UTC form used in the SQLite ledger (sorts as text)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime(_TS_FORMAT)
+
+
+def parse_ts(value: str | datetime) -> datetime:
+    """Parse an ISO 8601 time (``Z`` or offset); naive times are taken as UTC."""
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        text = value.strip()
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def domain_key(domain: str) -> str:
+    """``www.example.org`` -> ``org.example.www.``: a domain and its subdomains share a prefix."""
+    labels = [p for p in domain.lower().rstrip(".").split(".") if p]
+    return ".".join(reversed(labels)) + "."
+
+
+def host_of(url: str) -> str:
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+@dataclass
+class Record:
+    """One stored thing."""
+
+    kind: str
+    location: str
+    url: str
+    expires_at: datetime
+    item_id: str = ""
+    object_url: str = ""
+    domain: str = ""
+    spider: str = ""
+    purpose: str = ""
+    lawful_basis: str = ""
+    policy_fingerprint: str = ""
+    collected_at: datetime | None = None
+    content_hash: str = ""
+    id: int | None = None
+    recorded_at: datetime | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"ledger record kind must be one of {KINDS}, not {self.kind!r}")
+        if not self.domain:
+            self.domain = host_of(self.url)
+
+    def as_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("extra")
+        for key in ("expires_at", "collected_at", "recorded_at"):
+            if out[key] is not None:
+                out[key] = parse_ts(out[key]).isoformat()
+        return out
+
+
+@dataclass(frozen=True)
+class Selector:
+    """What a data-subject request matches: ``url``, ``prefix``, ``domain`` or ``contains``."""
+
+    kind: str
+    value: str
+
+    KINDS = ("url", "prefix", "domain", "contains")
+
+    def __post_init__(self) -> None:
+        if self.kind not in self.KINDS:
+            raise ValueError(f"selector kind must be one of {self.KINDS}, not {self.kind!r}")
+        if not self.value.strip():
+            raise ValueError("a selector needs a value")
+
+    def matches_url(self, url: str) -> bool:
+        """Whether a source or object URL is covered (used on feed lines and files)."""
+        if not url:
+            return False
+        if self.kind == "url":
+            return url == self.value
+        if self.kind == "prefix":
+            return url.startswith(self.value)
+        if self.kind == "domain":
+            host = host_of(url)
+            target = self.value.lower().rstrip(".")
+            return host == target or host.endswith("." + target)
+        return self.value in url
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.value}"
+
+
+# --------------------------------------------------------------------------- migrations
+
+#: Ordered schema steps. Step N brings the schema from version N-1 to N; a ledger
+#: newer than this code knows is refused (fail closed) rather than written to.
+#: ``{id}`` is the auto-increment primary key type and ``{ts}`` the timestamp type
+#: of the back end.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE ledger_records (
+            id {id},
+            kind TEXT NOT NULL,
+            location TEXT NOT NULL,
+            item_id TEXT NOT NULL DEFAULT '',
+            url TEXT NOT NULL,
+            object_url TEXT NOT NULL DEFAULT '',
+            domain TEXT NOT NULL DEFAULT '',
+            domain_key TEXT NOT NULL DEFAULT '',
+            spider TEXT NOT NULL DEFAULT '',
+            purpose TEXT NOT NULL DEFAULT '',
+            lawful_basis TEXT NOT NULL DEFAULT '',
+            policy_fingerprint TEXT NOT NULL DEFAULT '',
+            collected_at {ts},
+            expires_at {ts} NOT NULL,
+            content_hash TEXT NOT NULL DEFAULT '',
+            recorded_at {ts} NOT NULL
+        )""",
+        # erase by URL / prefix (range scan) and by image URL
+        "CREATE INDEX ledger_records_url ON ledger_records (url)",
+        "CREATE INDEX ledger_records_object_url ON ledger_records (object_url)",
+        # erase by domain: a domain and its subdomains are one key range
+        "CREATE INDEX ledger_records_domain_key ON ledger_records (domain_key)",
+        # purge by expiry
+        "CREATE INDEX ledger_records_expires ON ledger_records (expires_at)",
+        # which rows live in a file; an item's rows
+        "CREATE INDEX ledger_records_location ON ledger_records (location)",
+        "CREATE INDEX ledger_records_item ON ledger_records (item_id)",
+    ],
+]
+
+_COLUMNS = (
+    "kind", "location", "item_id", "url", "object_url", "domain", "domain_key", "spider", "purpose",
+    "lawful_basis", "policy_fingerprint", "collected_at", "expires_at", "content_hash", "recorded_at",
+)
+
+
+class LedgerError(RuntimeError):
+    """The ledger cannot be opened or is of an unknown (newer) schema."""
+
+
+class Ledger:
+    """Common logic; subclasses provide the connection and the SQL dialect."""
+
+    placeholder = "?"
+    id_type = "INTEGER PRIMARY KEY AUTOINCREMENT"
+    ts_type = "TEXT"
+    url: str
+
+    def __init__(self, migrations: Sequence[Sequence[str]] | None = None) -> None:
+        self.migrations = list(MIGRATIONS if migrations is None else migrations)
+        self._lock = threading.RLock()
+
+    # -- back-end specifics -----------------------------------------------------
+    def _conn(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _begin_migration(self, cur: Any) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _to_db_ts(self, moment: datetime | None) -> Any:
+        return None if moment is None else format_ts(moment)
+
+    def _from_db_ts(self, value: Any) -> datetime | None:
+        return None if value is None else parse_ts(value)
+
+    def close(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def optimize(self) -> None:
+        """Keep query plans good (called before a purge)."""
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema -----------------------------------------------------------------
+    def _sql(self, text: str) -> str:
+        return text.replace("?", self.placeholder) if self.placeholder != "?" else text
+
+    def schema_version(self) -> int:
+        with self._lock:
+            cur = self._conn().cursor()
+            try:
+                cur.execute("SELECT MAX(version) FROM schema_version")
+            except Exception:
+                self._conn().rollback()
+                return 0
+            row = cur.fetchone()
+            self._conn().commit()
+            return int(row[0] or 0) if row else 0
+
+    def migrate(self) -> int:
+        """Apply every pending migration step in order; return the schema version."""
+        with self._lock:
+            conn = self._conn()
+            cur = conn.cursor()
+            self._begin_migration(cur)
+            try:
+                cur.execute(f"CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at {self.ts_type} NOT NULL)")
+                cur.execute("SELECT MAX(version) FROM schema_version")
+                row = cur.fetchone()
+                current = int(row[0] or 0) if row else 0
+                if current > len(self.migrations):
+                    raise LedgerError(
+                        f"the ledger {self.url} has schema version {current}, newer than this scrapy-gdpr "
+                        f"knows ({len(self.migrations)}); upgrade scrapy-gdpr"
+                    )
+                for version in range(current + 1, len(self.migrations) + 1):
+                    for statement in self.migrations[version - 1]:
+                        cur.execute(statement.format(id=self.id_type, ts=self.ts_type))
+                    cur.execute(
+                        self._sql("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)"),
+                        (version, self._to_db_ts(datetime.now(UTC))),
+                    )
+                    logger.info("GDPR ledger %(url)s migrated to schema version %(v)d", {"url": self.url, "v": version})
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            return len(self.migrations)
+
+    # -- writing ----------------------------------------------------------------
+    def add(self, records: Iterable[Record]) -> int:
+        now = datetime.now(UTC)
+        rows = []
+        for r in records:
+            rows.append((
+                r.kind, r.location, r.item_id, r.url, r.object_url, r.domain, domain_key(r.domain), r.spider,
+                r.purpose, r.lawful_basis, r.policy_fingerprint, self._to_db_ts(r.collected_at),
+                self._to_db_ts(r.expires_at), r.content_hash, self._to_db_ts(r.recorded_at or now),
+            ))
+        if not rows:
+            return 0
+        sql = self._sql(
+            f"INSERT INTO ledger_records ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+        )
+        with self._lock:
+            conn = self._conn()
+            try:
+                conn.cursor().executemany(sql, rows)
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+        return len(rows)
+
+    def delete_ids(self, ids: Iterable[int]) -> int:
+        ids = list(ids)
+        deleted = 0
+        with self._lock:
+            conn = self._conn()
+            cur = conn.cursor()
+            try:
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    cur.execute(
+                        self._sql(f"DELETE FROM ledger_records WHERE id IN ({', '.join('?' for _ in chunk)})"), chunk
+                    )
+                    deleted += max(cur.rowcount, 0)
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+        return deleted
+
+    def delete_expired(self, now: datetime, kinds: Sequence[str] | None = None, location: str | None = None) -> int:
+        """Delete rows expired at ``now`` (optionally only some kinds, or one location)."""
+        where, params = self._expired_where(now, kinds, location)
+        with self._lock:
+            conn = self._conn()
+            cur = conn.cursor()
+            try:
+                cur.execute(self._sql(f"DELETE FROM ledger_records WHERE {where}"), params)
+                count = max(cur.rowcount, 0)
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+        return count
+
+    def delete_location(self, location: str, kinds: Sequence[str] | None = None) -> int:
+        where = "location = ?"
+        params: list[Any] = [location]
+        if kinds:
+            where += f" AND kind IN ({', '.join('?' for _ in kinds)})"
+            params += list(kinds)
+        with self._lock:
+            conn = self._conn()
+            cur = conn.cursor()
+            try:
+                cur.execute(self._sql(f"DELETE FROM ledger_records WHERE {where}"), params)
+                count = max(cur.rowcount, 0)
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+        return count
+
+    def set_feed_file(self, record: Record) -> None:
+        """Record (or replace) the one ``feed_file`` row of a feed file."""
+        with self._lock:
+            self.delete_location(record.location, kinds=["feed_file"])
+            self.add([record])
+
+    # -- reading ----------------------------------------------------------------
+    def _select(self, where: str, params: Sequence[Any], order: str = "id", limit: int | None = None) -> Iterator[Record]:
+        sql = f"SELECT id, {', '.join(_COLUMNS)} FROM ledger_records WHERE {where} ORDER BY {order}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._lock:
+            conn = self._conn()
+            cur = conn.cursor()
+            cur.execute(self._sql(sql), list(params))
+            rows = cur.fetchall()
+            conn.commit()
+        for row in rows:
+            yield self._record(row)
+
+    def _record(self, row: Sequence[Any]) -> Record:
+        values = dict(zip(("id", *_COLUMNS), row, strict=True))
+        values.pop("domain_key")
+        for key in ("collected_at", "expires_at", "recorded_at"):
+            values[key] = self._from_db_ts(values[key])
+        return Record(**values)
+
+    def _expired_where(self, now: datetime, kinds: Sequence[str] | None, location: str | None) -> tuple[str, list[Any]]:
+        where = "expires_at <= ?"
+        params: list[Any] = [self._to_db_ts(now)]
+        if kinds:
+            where += f" AND kind IN ({', '.join('?' for _ in kinds)})"
+            params += list(kinds)
+        if location is not None:
+            where += " AND location = ?"
+            params.append(location)
+        return where, params
+
+    def expired(self, now: datetime, kinds: Sequence[str] | None = None, limit: int | None = None) -> list[Record]:
+        where, params = self._expired_where(now, kinds, None)
+        return list(self._select(where, params, order="expires_at, id", limit=limit))
+
+    def expired_locations(self, now: datetime, kinds: Sequence[str]) -> list[str]:
+        where, params = self._expired_where(now, kinds, None)
+        with self._lock:
+            conn = self._conn()
+            cur = conn.cursor()
+            cur.execute(self._sql(f"SELECT DISTINCT location FROM ledger_records WHERE {where}"), params)
+            rows = cur.fetchall()
+            conn.commit()
+        return sorted(r[0] for r in rows)
+
+    def locations(self, kinds: Sequence[str]) -> list[str]:
+        """Distinct locations of rows of these kinds (e.g. every known feed file)."""
+        with self._lock:
+            conn = self._conn()
+            cur = conn.cursor()
+            cur.execute(self._sql(f"SELECT DISTINCT location FROM ledger_records WHERE kind IN "
+                                  f"({', '.join('?' for _ in kinds)})"), list(kinds))
+            rows = cur.fetchall()
+            conn.commit()
+        return sorted(r[0] for r in rows)
+
+    def count_expired(self, now: datetime, kinds: Sequence[str] | None = None) -> int:
+        where, params = self._expired_where(now, kinds, None)
+        return self._scalar(f"SELECT COUNT(*) FROM ledger_records WHERE {where}", params)
+
+    def _scalar(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with self._lock:
+            conn = self._conn()
+            cur = conn.cursor()
+            cur.execute(self._sql(sql), list(params))
+            row = cur.fetchone()
+            conn.commit()
+        return int(row[0] or 0)
+
+    def _selector_where(self, selector: Selector) -> tuple[str, list[Any]]:
+        value = selector.value
+        if selector.kind == "url":
+            return "(url = ? OR object_url = ?)", [value, value]
+        if selector.kind == "prefix":
+            # a key range, so the index is used by both back ends (LIKE would not be)
+            upper = value[:-1] + chr(ord(value[-1]) + 1)
+            return "((url >= ? AND url < ?) OR (object_url >= ? AND object_url < ?))", [value, upper, value, upper]
+        if selector.kind == "domain":
+            key = domain_key(value)
+            upper = key[:-1] + "/"  # "." + 1
+            return "(domain_key >= ? AND domain_key < ?)", [key, upper]
+        escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        return "(url LIKE ? ESCAPE '\\' OR object_url LIKE ? ESCAPE '\\')", [pattern, pattern]
+
+    def find(self, selector: Selector) -> list[Record]:
+        """Every row whose source URL or object URL the selector covers (no time window)."""
+        where, params = self._selector_where(selector)
+        return list(self._select(where, params))
+
+    def find_items(self, item_ids: Sequence[str]) -> list[Record]:
+        out: list[Record] = []
+        ids = list(item_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            out += self._select(f"item_id IN ({', '.join('?' for _ in chunk)})", chunk)
+        return out
+
+    def at_location(self, location: str) -> list[Record]:
+        return list(self._select("location = ?", [location]))
+
+    def feed_file(self, location: str) -> Record | None:
+        """The ``feed_file`` row of a feed file, if recorded."""
+        return next(iter(self._select("kind = ? AND location = ?", ["feed_file", location])), None)
+
+    def has_unexpired(self, location: str, now: datetime) -> bool:
+        """Whether any row at ``location`` expires after ``now``."""
+        return bool(self._scalar(
+            "SELECT COUNT(*) FROM ledger_records WHERE location = ? AND expires_at > ?",
+            [location, self._to_db_ts(now)],
+        ))
+
+    def feed_files(self) -> list[Record]:
+        return list(self._select("kind = ?", ["feed_file"]))
+
+    def all(self, kinds: Sequence[str] | None = None) -> list[Record]:
+        if kinds:
+            return list(self._select(f"kind IN ({', '.join('?' for _ in kinds)})", list(kinds)))
+        return list(self._select("1 = 1", []))
+
+    def count(self, kind: str | None = None) -> int:
+        if kind is None:
+            return self._scalar("SELECT COUNT(*) FROM ledger_records")
+        return self._scalar("SELECT COUNT(*) FROM ledger_records WHERE kind = ?", [kind])
+
+    def summary(self, since: datetime | None = None, until: datetime | None = None) -> list[dict[str, Any]]:
+        """Rows recorded in a period, grouped by kind, purpose and expiry month."""
+        where = "1 = 1"
+        params: list[Any] = []
+        if since is not None:
+            where += " AND recorded_at >= ?"
+            params.append(self._to_db_ts(since))
+        if until is not None:
+            where += " AND recorded_at < ?"
+            params.append(self._to_db_ts(until))
+        with self._lock:
+            conn = self._conn()
+            cur = conn.cursor()
+            cur.execute(
+                self._sql(f"SELECT kind, purpose, lawful_basis, expires_at FROM ledger_records WHERE {where}"), params
+            )
+            rows = cur.fetchall()
+            conn.commit()
+        groups: dict[tuple[str, str, str, str], int] = {}
+        for kind, purpose, basis, expires in rows:
+            month = self._from_db_ts(expires).strftime("%Y-%m")  # type: ignore[union-attr]
+            key = (kind, purpose, basis, month)
+            groups[key] = groups.get(key, 0) + 1
+        return [
+            {"kind": k, "purpose": p, "lawful_basis": b, "expires_month": m, "count": c}
+            for (k, p, b, m), c in sorted(groups.items())
+        ]
+
+
+class SQLiteLedger(Ledger):
+    """One SQLite file in WAL mode; safe to share between a crawl and a purge."""
+
+    def __init__(self, path: str | Path, migrations: Sequence[Sequence[str]] | None = None) -> None:
+        super().__init__(migrations)
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        try:
+            self.migrate()
+        except BaseException:
+            self.close()
+            raise
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level="DEFERRED", check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=60000")
+            # a larger page cache: erasure and purge touch seven indexes of a large table
+            conn.execute("PRAGMA cache_size=-65536")
+            self._local.conn = conn
+            self._connections.append(conn)
+        return conn
+
+    def _begin_migration(self, cur: Any) -> None:
+        cur.execute("BEGIN IMMEDIATE")
+
+    def optimize(self) -> None:
+        with self._lock:
+            self._conn().execute("PRAGMA optimize")
+
+    def close(self) -> None:
+        for conn in self._connections:
+            try:
+                conn.close()
+            except sqlite3.ProgrammingError:  # pragma: no cover - closed in another thread
+                pass
+        self._connections.clear()
+        self._local = threading.local()
+
+
+class PostgresLedger(Ledger):
+    """PostgreSQL through psycopg 3 (``pip install scrapy-gdpr[postgres]``)."""
+
+    placeholder = "%s"
+    id_type = "BIGSERIAL PRIMARY KEY"
+    ts_type = "TIMESTAMPTZ"
+
+    def __init__(self, url: str, migrations: Sequence[Sequence[str]] | None = None) -> None:
+        super().__init__(migrations)
+        try:
+            import psycopg
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise LedgerError("a postgresql:// ledger needs psycopg 3: pip install 'scrapy-gdpr[postgres]'") from exc
+        self.url = url
+        try:
+            self._connection = psycopg.connect(url, autocommit=False)
+        except psycopg.Error as exc:
+            raise LedgerError(f"cannot connect to the ledger {_redact(url)}: {exc}") from exc
+        try:
+            self.migrate()
+        except BaseException:
+            self.close()
+            raise
+
+    def _conn(self) -> Any:
+        return self._connection
+
+    def optimize(self) -> None:
+        # fresh planner statistics after bulk inserts (autovacuum may not have run yet)
+        with self._lock:
+            self._connection.execute("ANALYZE ledger_records")
+            self._connection.commit()
+
+    def _begin_migration(self, cur: Any) -> None:
+        # one migrating process at a time, across machines
+        cur.execute("SELECT pg_advisory_xact_lock(7146339101)")
+
+    def _to_db_ts(self, moment: datetime | None) -> Any:
+        if moment is None:
+            return None
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+    def _from_db_ts(self, value: Any) -> datetime | None:
+        return None if value is None else parse_ts(value)
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url
+
+
+def open_ledger(url: str, *, base: Path | None = None) -> Ledger:
+    """Open (creating and migrating) the ledger at ``url``.
+
+    ``sqlite:///name`` is relative to ``base`` (default: the current directory),
+    ``sqlite:////abs/path`` absolute.
+    """
+    if url.startswith("sqlite:///"):
+        raw = unquote(url[len("sqlite:///") :])
+        path = Path(raw)
+        if not path.is_absolute():
+            path = (base or Path.cwd()) / path
+        return SQLiteLedger(path)
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresLedger(url)
+    raise LedgerError(f"unsupported ledger URL {_redact(url)!r}: use sqlite:///FILE or postgresql://...")

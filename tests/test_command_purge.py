@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from scrapy_gdpr.ledger import open_ledger
+from tests.retention_support import add_object, feed_ids, page_item, write_stamped_feed
+from tests.utils import run_scrapy
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def test_gdpr_purge_dry_run_then_purge(tmp_path):
+    ledger = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    feed = tmp_path / "items.jsonl"
+    old = page_item("https://people.test/old", NOW - timedelta(days=1))
+    new = page_item("https://people.test/new", NOW + timedelta(days=1))
+    with open_ledger(ledger) as led:
+        write_stamped_feed(feed, "jsonlines", [old, new], ledger=led)
+        img = add_object(led, tmp_path / "img", "full/a.jpg", "https://people.test/old", "https://cdn.test/a.jpg",
+                         NOW - timedelta(days=1))
+    audit = tmp_path / "audit.jsonl"
+
+    dry = run_scrapy("gdpr-purge", "--dry-run", "--now", NOW.isoformat(), "--ledger", ledger,
+                     "--audit-log", str(audit), cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert "would delete feed_line" in dry.stdout and "https://people.test/old" in dry.stdout
+    assert "would delete image" in dry.stdout
+    assert "Would delete 1 feed line(s), 1 file(s)" in dry.stdout
+    assert len(feed_ids(feed, "jsonlines")) == 2 and img.exists()
+
+    done = run_scrapy("gdpr-purge", "--now", NOW.isoformat(), "--ledger", ledger, "--audit-log", str(audit),
+                      "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["feed_lines"] == 1 and result["objects"] == 1
+    assert feed_ids(feed, "jsonlines") == [new["gdpr"]["item_id"]]
+    assert not img.exists()
+    decisions = [json.loads(x)["decision"] for x in audit.read_text(encoding="utf-8").splitlines()]
+    assert decisions.count("purged") == 2 and decisions[-1] == "purge_finished"
+
+
+def test_gdpr_purge_rejects_bad_time(tmp_path):
+    proc = run_scrapy("gdpr-purge", "--now", "yesterday", "--ledger", f"sqlite:///{tmp_path / 'l.sqlite3'}",
+                      cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "not an ISO 8601 time" in proc.stderr

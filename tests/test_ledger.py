@@ -1,0 +1,151 @@
+"""Ledger behaviour, identical on SQLite and PostgreSQL (``ledger_url`` runs both)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from scrapy_gdpr.ledger import (
+    MIGRATIONS,
+    LedgerError,
+    PostgresLedger,
+    Record,
+    Selector,
+    SQLiteLedger,
+    domain_key,
+    open_ledger,
+)
+from tests.retention_support import ledger_url  # noqa: F401
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _rec(url: str, days: int, kind: str = "feed_line", location: str = "/data/a.jsonl", **kw) -> Record:
+    return Record(kind=kind, location=location, url=url, expires_at=T0 + timedelta(days=days),
+                  collected_at=T0, item_id=kw.pop("item_id", url[-8:]), purpose="search", **kw)
+
+
+def test_add_find_and_delete(ledger_url):  # noqa: F811
+    with open_ledger(ledger_url) as led:
+        assert led.schema_version() == len(MIGRATIONS)
+        led.add([
+            _rec("https://people.example/jane", 10),
+            _rec("https://people.example/jane", 10, kind="image", location="/img/full/1.jpg",
+                 object_url="https://cdn.example/jane.jpg"),
+            _rec("https://people.example/jane-doe/bio", 20),
+            _rec("https://sub.people.example/x", 30),
+            _rec("https://other.example/jane", 40),
+        ])
+        assert led.count() == 5
+        by_url = led.find(Selector("url", "https://people.example/jane"))
+        assert {r.kind for r in by_url} == {"feed_line", "image"}
+        # an image is also found by its own URL
+        assert [r.kind for r in led.find(Selector("url", "https://cdn.example/jane.jpg"))] == ["image"]
+        prefix = led.find(Selector("prefix", "https://people.example/jane"))
+        assert len(prefix) == 3
+        domain = led.find(Selector("domain", "people.example"))
+        assert sorted(r.url for r in domain) == sorted(
+            ["https://people.example/jane"] * 2 + ["https://people.example/jane-doe/bio", "https://sub.people.example/x"])
+        # no look-alike domains
+        assert led.find(Selector("domain", "ople.example")) == []
+        contains = led.find(Selector("contains", "jane"))
+        assert len(contains) == 4
+        # % and _ are literal in "contains"
+        assert led.find(Selector("contains", "j_ne")) == []
+        rec = by_url[0]
+        assert rec.expires_at == T0 + timedelta(days=10)
+        assert rec.collected_at == T0
+        assert rec.domain == "people.example"
+        assert led.delete_ids([r.id for r in by_url]) == 2
+        assert led.count() == 3
+
+
+def test_expiry_queries(ledger_url):  # noqa: F811
+    with open_ledger(ledger_url) as led:
+        led.add([_rec(f"https://a.example/{i}", i, location=f"/f{i % 2}.jsonl") for i in range(10)])
+        now = T0 + timedelta(days=4)
+        assert led.count_expired(now) == 5  # days 0..4, expiry at or before now
+        assert led.expired_locations(now, ["feed_line"]) == ["/f0.jsonl", "/f1.jsonl"]
+        assert [r.url for r in led.expired(now, limit=2)] == ["https://a.example/0", "https://a.example/1"]
+        assert led.delete_expired(now, kinds=["feed_line"], location="/f0.jsonl") == 3
+        assert led.delete_expired(now) == 2
+        assert led.count() == 5
+
+
+def test_feed_file_row_replaced(ledger_url):  # noqa: F811
+    with open_ledger(ledger_url) as led:
+        led.set_feed_file(Record(kind="feed_file", location="/f.jsonl", url="", expires_at=T0))
+        led.set_feed_file(Record(kind="feed_file", location="/f.jsonl", url="", expires_at=T0 + timedelta(days=1)))
+        rows = led.feed_files()
+        assert len(rows) == 1 and rows[0].expires_at == T0 + timedelta(days=1)
+
+
+def test_summary_groups_by_expiry_month(ledger_url):  # noqa: F811
+    with open_ledger(ledger_url) as led:
+        led.add([_rec("https://a.example/1", 5), _rec("https://a.example/2", 40), _rec("https://a.example/3", 41)])
+        summary = led.summary()
+        assert {(s["expires_month"], s["count"]) for s in summary} == {("2026-01", 1), ("2026-02", 2)}
+
+
+def test_migrations_run_in_order_once(ledger_url):  # noqa: F811
+    extra = [*MIGRATIONS, ["ALTER TABLE ledger_records ADD COLUMN note TEXT NOT NULL DEFAULT ''"]]
+    with open_ledger(ledger_url) as led:
+        led.add([_rec("https://a.example/1", 5)])
+        url = led.url
+    cls = SQLiteLedger if ledger_url.startswith("sqlite") else PostgresLedger
+    target = led.path if isinstance(led, SQLiteLedger) else url
+    with cls(target, migrations=extra) as upgraded:
+        assert upgraded.schema_version() == 2
+        assert upgraded.count() == 1  # data kept
+    with cls(target, migrations=extra) as again:  # idempotent
+        assert again.schema_version() == 2
+    # older code refuses a newer ledger instead of writing to it
+    with pytest.raises(LedgerError, match="newer"):
+        cls(target)
+
+
+def test_concurrent_writers(ledger_url):  # noqa: F811
+    errors: list[BaseException] = []
+
+    def write(n: int) -> None:
+        try:
+            with open_ledger(ledger_url) as led:
+                for i in range(20):
+                    led.add([_rec(f"https://a.example/{n}/{i}", i)])
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    with open_ledger(ledger_url) as led:
+        assert led.count() == 80
+
+
+def test_sqlite_is_wal_and_relative_to_base(tmp_path):
+    led = open_ledger("sqlite:///sub/ledger.sqlite3", base=tmp_path)
+    led.close()
+    path = tmp_path / "sub" / "ledger.sqlite3"
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"ledger_records_url", "ledger_records_expires", "ledger_records_domain_key"} <= indexes
+    plan = " ".join(str(r) for r in conn.execute(
+        "EXPLAIN QUERY PLAN SELECT * FROM ledger_records WHERE url = 'x' OR object_url = 'x'"))
+    assert "ledger_records_url" in plan
+    conn.close()
+
+
+def test_unknown_url_refused():
+    with pytest.raises(LedgerError, match="unsupported"):
+        open_ledger("mysql://x")
+
+
+def test_domain_key():
+    assert domain_key("WWW.Example.org.") == "org.example.www."
