@@ -171,7 +171,7 @@ class RetentionPipeline:
             "stamp_version": STAMP_VERSION,
             "item_id": f"{self._id_prefix}{next(self._id_counter):016x}",
             "item_type": item_type,
-            "spider": _spider_name(self.crawler, self.runtime.spider_name),
+            "spider": self.runtime.spider_name,
             "source_url": prov.url,
             "collected_at": stamp_time(collected),
             "expires_at": stamp_time(expires),
@@ -611,7 +611,7 @@ class RetentionExtension:
             return
         now = datetime.now(UTC)
         result = await maybe_deferred_to_future(deferToThread(
-            purge, self.ledger, now, audit=self.runtime.audit, spider=_spider_name(self.crawler, self.runtime.spider_name)
+            purge, self.ledger, now, audit=self.runtime.audit, spider=self.runtime.spider_name
         ))
         self._note_purge(result)
 
@@ -697,7 +697,7 @@ class RetentionExtension:
             self.ledger, path, fmt,
             purpose=feed_purpose or self.policy.primary_purpose.id,
             policy_fingerprint=self.policy.fingerprint,
-            spider=_spider_name(self.crawler, self.runtime.spider_name),
+            spider=self.runtime.spider_name,
         )
         if summary is None:
             return
@@ -770,11 +770,6 @@ def record_feed(ledger: Ledger, path: Path, fmt: str, *, purpose: str, policy_fi
             spider=spider, purpose=purpose, policy_fingerprint=policy_fingerprint, content_hash=_file_hash(str(path)),
         ))
     return summary
-
-
-def _spider_name(crawler: Crawler, default: str) -> str:
-    # the runtime may be created before the spider (extensions are built first)
-    return getattr(crawler.spider, "name", None) or default
 
 
 def _store_path(store: Any) -> Path | None:

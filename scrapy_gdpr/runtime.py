@@ -34,13 +34,21 @@ class GdprRuntime:
     config: GdprConfig
     policy: Policy
     audit: AuditLog
-    spider_name: str
+    #: The spider's name as known when the runtime was made (see ``spider_name``).
+    initial_spider_name: str
     refusals: Refusals = field(default_factory=Refusals)
     #: Sections other components add to the per-crawl compliance report
     #: (``{"terms_drift": {...}, "robots": {...}}``); values must be JSON-serialisable.
     report_sections: dict[str, Any] = field(default_factory=dict)
     #: Shared objects that components register by name (e.g. the objection list).
     services: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spider_name(self) -> str:
+        """The spider's name (the runtime can be made before the spider exists, e.g. by
+        ``scrapy.utils.test.get_crawler``, which applies settings first)."""
+        spider = self.crawler.spider
+        return getattr(spider, "name", None) or self.initial_spider_name
 
     def close(self) -> None:
         self.audit.close()
@@ -61,7 +69,7 @@ def get_runtime(crawler: Crawler) -> GdprRuntime:
     policy = load_policy(path)
     spider_name = getattr(spider, "name", None) or "spider"
     audit = AuditLog(_expand_path(config, spider))
-    rt = GdprRuntime(crawler=crawler, config=config, policy=policy, audit=audit, spider_name=spider_name)
+    rt = GdprRuntime(crawler=crawler, config=config, policy=policy, audit=audit, initial_spider_name=spider_name)
     _RUNTIMES[crawler] = rt
     logger.info(
         "GDPR policy %(path)s loaded: %(id)s, fingerprint %(fp)s",
