@@ -28,6 +28,8 @@ ACTIONS = ("blur", "pixelate", "fill")
 BLUR_SAMPLES = 2.0
 PIXELATE_BLOCKS = 2.0
 FILL_BGR = (128, 128, 128)
+#: Pixels per cell of the intermediate image the blur is smoothed on.
+MID_PX = 4
 
 
 def _grown(d: Detection, margin: float, extra: float, w: int, h: int) -> tuple[int, int, int, int]:
@@ -58,10 +60,11 @@ def _blur_one(out: np.ndarray, d: Detection, margin: float) -> None:
     cells_x = int(np.ceil(BLUR_SAMPLES * (x1 - x0) / max(d.w, 1.0)))
     cells_y = int(np.ceil(BLUR_SAMPLES * (y1 - y0) / max(d.h, 1.0)))
     small = cv2.resize(roi, (max(cells_x, 1), max(cells_y, 1)), interpolation=cv2.INTER_AREA)
-    # Smooth at a low resolution (8 px per cell), where a Gaussian of half a
-    # cell is cheap whatever the face size, then scale up.
-    mid = cv2.resize(small, (8 * small.shape[1], 8 * small.shape[0]), interpolation=cv2.INTER_LINEAR)
-    mid = cv2.GaussianBlur(mid, (0, 0), 4.0)
+    # Smooth at a low resolution (MID_PX px per cell), where a Gaussian of half
+    # a cell is cheap whatever the face size, then scale up. The kernel is
+    # truncated at 2 sigma (a whole cell): crowds have hundreds of small boxes.
+    mid = cv2.resize(small, (MID_PX * small.shape[1], MID_PX * small.shape[0]), interpolation=cv2.INTER_LINEAR)
+    mid = cv2.GaussianBlur(mid, (2 * MID_PX + 1, 2 * MID_PX + 1), MID_PX / 2)
     blurred = cv2.resize(mid, (roi.shape[1], roi.shape[0]), interpolation=cv2.INTER_LINEAR)
     # The mask is computed at 128 px at most and scaled up: it is smooth anyway.
     rh, rw = roi.shape[:2]
