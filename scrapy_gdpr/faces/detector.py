@@ -135,8 +135,9 @@ def library_threads_per_worker(workers: int, cpus: int | None = None) -> int:
 
 def configure_library_threads(workers: int, cpus: int | None = None) -> int:
     """Set OpenCV's thread count (process-wide) for ``workers`` concurrent
-    detectors and return it. MediaPipe's TFLite inference (XNNPACK) already runs
-    on the calling thread on desktop Linux, one thread per call."""
+    detectors and return it. OpenCV's DNN module runs the CenterFace passes,
+    nearly all of the work; MediaPipe's short-range model takes a few ms per
+    image and is left at its defaults."""
     threads = library_threads_per_worker(workers, cpus)
     cv2.setNumThreads(threads)
     return threads
@@ -244,6 +245,32 @@ def _as_bgr(image: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------
 # models
 # --------------------------------------------------------------------------
+
+
+def _merge_rects(
+    rects: np.ndarray, groups: list[list[int]], slack: float
+) -> tuple[np.ndarray, list[list[int]]]:
+    """Greedily merge rectangles (x0, y0, x1, y1) while the union of a pair is at
+    most ``slack`` pixels larger than the two apart. ``groups`` follow the merges."""
+    rects = rects.copy()
+    groups = [list(g) for g in groups]
+    while len(rects) > 1:
+        area = (rects[:, 2] - rects[:, 0]) * (rects[:, 3] - rects[:, 1])
+        ux0 = np.minimum(rects[:, None, 0], rects[None, :, 0])
+        uy0 = np.minimum(rects[:, None, 1], rects[None, :, 1])
+        ux1 = np.maximum(rects[:, None, 2], rects[None, :, 2])
+        uy1 = np.maximum(rects[:, None, 3], rects[None, :, 3])
+        extra = (ux1 - ux0) * (uy1 - uy0) - area[:, None] - area[None, :]
+        np.fill_diagonal(extra, np.inf)
+        i, j = np.unravel_index(int(np.argmin(extra)), extra.shape)
+        if extra[i, j] > slack:
+            break
+        i, j = min(i, j), max(i, j)
+        rects[i] = [ux0[i, j], uy0[i, j], ux1[i, j], uy1[i, j]]
+        groups[i] += groups[j]
+        rects = np.delete(rects, j, 0)
+        del groups[j]
+    return rects, groups
 
 
 class CenterFaceNet:
@@ -411,10 +438,15 @@ class EnsembleDetector:
     REFINE_PAD = 1.0
     REFINE_CONTEXT = 16.0
     REFINE_CELL = 8
+    #: Rectangles are merged when that adds fewer pixels (as the network sees
+    #: them) than one more network call costs (about 100 x 100 px).
+    REFINE_CALL_PIXELS = 10000.0
+    #: Pixels the refinement may process, as a share of the main pass's.
+    REFINE_BUDGET = 2.0
 
-    def _refine_small(self, img: np.ndarray, main: np.ndarray, scale: float) -> np.ndarray:
-        """Look again, at ``refine_zoom`` times the main pass's resolution, at the
-        windows around the main pass's small boxes.
+    def _refine_small(self, img: np.ndarray, main: np.ndarray, scale: float, zoom: float) -> np.ndarray:
+        """Look again, at ``zoom`` (the profile's ``refine_zoom`` times the main
+        pass's scale), at windows around the main pass's small boxes.
 
         At 10-20 px a face covers only a few cells of the network's 4 px grid,
         so its box is coarse; a closer look places it better and finds faces
@@ -432,19 +464,35 @@ class EnsembleDetector:
         gh, gw = -(-h // cell), -(-w // cell)
         grid = np.zeros((gh, gw), np.uint8)
         ctx = self.REFINE_CONTEXT / scale
-        for x, y, bw, bh, _ in main[small]:
+        seeds = main[small]
+        for x, y, bw, bh, _ in seeds:
             r = self.REFINE_PAD * max(bw, bh) + ctx
             cx, cy = x + bw / 2, y + bh / 2
             grid[max(0, int((cy - r) // cell)) : int((cy + r) // cell) + 1,
                  max(0, int((cx - r) // cell)) : int((cx + r) // cell) + 1] = 1
         n, labels, stats, _ = cv2.connectedComponentsWithStats(grid, connectivity=8)
-        zoom = scale * p.refine_zoom
+        # each window's rectangle in pixels, plus context for the network
+        rects = np.stack([
+            np.maximum(0, stats[1:, 0] * cell - ctx), np.maximum(0, stats[1:, 1] * cell - ctx),
+            np.minimum(w, (stats[1:, 0] + stats[1:, 2]) * cell + ctx),
+            np.minimum(h, (stats[1:, 1] + stats[1:, 3]) * cell + ctx),
+        ], 1).astype(np.float64)
+        groups = [[k] for k in range(1, n)]
+        rects, groups = _merge_rects(rects, groups, self.REFINE_CALL_PIXELS / zoom**2)
+        # A budget: at most REFINE_BUDGET times the main pass's pixels, the
+        # rectangles holding the most small boxes per pixel first.
+        cx = np.clip(((seeds[:, 0] + seeds[:, 2] / 2) // cell).astype(np.int64), 0, gw - 1)
+        cy = np.clip(((seeds[:, 1] + seeds[:, 3] / 2) // cell).astype(np.int64), 0, gh - 1)
+        seed_label = labels[cy, cx]
+        areas = (rects[:, 2] - rects[:, 0]) * (rects[:, 3] - rects[:, 1])
+        density = np.array([np.isin(seed_label, g).sum() for g in groups]) / np.maximum(areas, 1.0)
+        budget = self.REFINE_BUDGET * h * w * scale * scale / (zoom * zoom)
         found = []
-        for k in range(1, n):
-            gx, gy, gww, ghh = stats[k, :4]
-            # the window's rectangle in pixels, plus context for the network
-            x0, y0 = max(0, int(gx * cell - ctx)), max(0, int(gy * cell - ctx))
-            x1, y1 = min(w, int((gx + gww) * cell + ctx)), min(h, int((gy + ghh) * cell + ctx))
+        for i in np.argsort(-density, kind="stable"):
+            if areas[i] > budget:
+                continue
+            budget -= areas[i]
+            x0, y0, x1, y1 = (int(v) for v in rects[i])
             if x1 - x0 < 8 or y1 - y0 < 8:
                 continue
             raw = self._centerface.run(img[y0:y1, x0:x1], zoom, p.threshold)
@@ -453,10 +501,10 @@ class EnsembleDetector:
             raw[:, 0] += x0
             raw[:, 1] += y0
             boxes = box_vote(raw, p.vote_iou, p.min_votes)
-            # only small faces whose centre lies in this window
+            # only small faces whose centre lies in a window of this rectangle
             cgx = np.clip(((boxes[:, 0] + boxes[:, 2] / 2) // cell).astype(np.int64), 0, gw - 1)
             cgy = np.clip(((boxes[:, 1] + boxes[:, 3] / 2) // cell).astype(np.int64), 0, gh - 1)
-            ok = (labels[cgy, cgx] == k) & (boxes[:, 3] * zoom < 1.5 * p.refine_height * p.refine_zoom)
+            ok = np.isin(labels[cgy, cgx], groups[i]) & (boxes[:, 3] * scale < 1.5 * p.refine_height)
             found.append(boxes[ok])
         refined = np.vstack(found) if found else _empty()
         if not len(refined):
@@ -476,7 +524,7 @@ class EnsembleDetector:
         main = box_vote(self._centerface.run(img, scale, p.threshold), p.vote_iou, p.min_votes)
         main = main[(main[:, 3] * scale < p.large_height) | (main[:, 4] >= p.large_threshold)]
         if p.refine_height and len(main):
-            main = self._refine_small(img, main, scale)
+            main = self._refine_small(img, main, scale, scale * p.refine_zoom)
         parts.append(main)
         longer = max(h, w) * scale
         if p.coarse_side and longer > 1.6 * p.coarse_side:
