@@ -14,8 +14,9 @@ fine mosaics can be partly reversed; see docs/face-detection.md).
   (about 3 across the box with the default margin).
 * ``fill``: the grown box is filled with black.
 
-Only ``pixelate`` and ``fill`` keep within the box grown by ``margin``; the
-blur's ellipse reaches a little beyond it.
+``pixelate`` and ``fill`` keep within the box grown by ``margin``; the blur's
+feathered ellipse reaches a little beyond it, except with ``margin`` 0 (no
+feather), which blurs exactly the box.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def _blur_one(out: np.ndarray, d: Detection, margin: float) -> None:
     h, w = out.shape[:2]
     # Fully blurred inside the ellipse through the box's corners (semi-axes
     # sqrt(2) times the half-sides); feathered out to ``margin`` beyond it.
-    core = np.sqrt(0.5)
+    # With no margin there is no feather: exactly the box is blurred.
+    core = np.sqrt(0.5) if margin > 0 else 0.5
     outer = core + margin
     x0, y0, x1, y1 = _grown(d, outer - 0.5, 1.0, w, h)
     if x1 - x0 < 2 or y1 - y0 < 2:
@@ -82,7 +84,7 @@ def _blur_one(out: np.ndarray, d: Detection, margin: float) -> None:
     if margin > 0:
         alpha = np.clip((outer - r) / margin, 0.0, 1.0).astype(np.float32)
     else:
-        alpha = (r <= core).astype(np.float32)
+        alpha = np.ones_like(r, np.float32)
     if (mh, mw) != (rh, rw):
         alpha = cv2.resize(alpha, (rw, rh), interpolation=cv2.INTER_LINEAR)
     roi[:] = cv2.blendLinear(blurred, roi, alpha, 1.0 - alpha)
