@@ -353,6 +353,12 @@ class PolicyGate:
         refusal, index, host = self.check_static(url, internal)
         if refusal is not None:
             return refusal
+        if (own := self.host_info(host).rule) is not None:
+            index = own
+        key = (host, index)
+        if key in self._network:  # check_network's cached path, without a coroutine
+            self._network.move_to_end(key)
+            return self._network[key]
         return await self.check_network(host, index)
 
 

@@ -589,7 +589,9 @@ class OptOutMiddleware:
         origin = self._origin(request.url)
         if origin is not None:
             # TDMRep: the file must be checked before the first page of an origin.
-            await self._tdmrep(origin)
+            entry = self._tdm.get(origin)
+            if entry is None or entry.waiters is not None or time.monotonic() - entry.fetched_at >= self.tdmrep_ttl:
+                await self._tdmrep(origin)  # not fetched yet, in flight, or expired
 
     async def process_response(self, request: Request, response: Response) -> Response:
         if request.meta.get("gdpr_internal"):
