@@ -15,7 +15,7 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 from itemadapter import ItemAdapter
 from scrapy.utils.defer import maybe_deferred_to_future
@@ -80,6 +80,15 @@ class Refusal:
     reason: Reason
     clause: str
     detail: str
+
+
+@dataclass(frozen=True)
+class _HostInfo:
+    """What the policy says of one host, whatever its path."""
+
+    host: str  #: canonical form
+    jurisdiction: Refusal | None
+    rule: int | None  #: index of the most specific domain rule, or None
 
 
 def address_class(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
@@ -154,8 +163,23 @@ class PolicyGate:
         # cache, whose answer the download then uses; failures are not kept.
         self._network: OrderedDict[tuple[str, int | None], Refusal | None] = OrderedDict()
         self._network_size = max(1, crawler.settings.getint("DNSCACHE_SIZE", 10000))
+        # Host-level decisions (canonical host, jurisdiction verdict, domain rule):
+        # they depend on the policy only, which does not change during a crawl.
+        self._hosts: dict[str, _HostInfo] = {}
+        self._hosts_size = self._network_size
 
     # -- the rules ------------------------------------------------------------------
+    def host_info(self, hostname: str) -> _HostInfo:
+        """The policy's host-level decisions for ``hostname`` (as ``urlsplit`` gives it), cached."""
+        info = self._hosts.get(hostname)
+        if info is None:
+            host = canonical_host(hostname)
+            info = _HostInfo(host, self.check_jurisdiction(host), self.rule_for(host))
+            if len(self._hosts) >= self._hosts_size:
+                del self._hosts[next(iter(self._hosts))]  # the oldest entry
+            self._hosts[hostname] = info
+        return info
+
     def rule_for(self, host: str) -> int | None:
         """Index of the most specific domain rule covering ``host``, or None."""
         host = canonical_host(host)
@@ -175,19 +199,19 @@ class PolicyGate:
 
     def check_static(self, url: str, internal: str | None = None) -> tuple[Refusal | None, int | None, str]:
         """Checks 1-3 (no I/O). Returns (refusal or None, the rule index, the host)."""
-        domains = self._domains_clause
         try:
             parts = urlsplit(url)
-            host = canonical_host(parts.hostname or "")
+            info = self.host_info(parts.hostname or "")
         except (ValueError, UnicodeError) as exc:
-            return Refusal(Reason.DOMAIN, domains, f"the URL cannot be parsed: {exc}"), None, ""
+            return Refusal(Reason.DOMAIN, self._domains_clause, f"the URL cannot be parsed: {exc}"), None, ""
+        host = info.host
         if parts.scheme.lower() not in ("http", "https") or not host:
             detail = f"only http(s) URLs of listed domains are fetched, not {parts.scheme or 'this'}: URLs"
-            return Refusal(Reason.DOMAIN, domains, detail), None, host
-        refusal = self.check_objection(url) or self.check_jurisdiction(host)
+            return Refusal(Reason.DOMAIN, self._domains_clause, detail), None, host
+        refusal = self.check_objection(url) or info.jurisdiction
         if refusal is not None:
             return refusal, None, host
-        refusal, index = self.check_domain(url, host, internal)
+        refusal, index = self._check_domain(url, host, info.rule, internal, parts)
         return refusal, index, host
 
     def check_objection(self, url: str) -> Refusal | None:
@@ -204,15 +228,21 @@ class PolicyGate:
 
     def check_domain(self, url: str, host: str, internal: str | None = None) -> tuple[Refusal | None, int | None]:
         """The domain allowlist, then the rule's paths. Returns (refusal, rule index)."""
+        return self._check_domain(url, host, self.rule_for(host), internal)
+
+    def _check_domain(
+        self, url: str, host: str, index: int | None, internal: str | None, parts: SplitResult | None = None
+    ) -> tuple[Refusal | None, int | None]:
         is_terms_page = internal == "terms" and canonical_url(url) in self._terms
-        index = self.rule_for(host)
         if index is None and is_terms_page:
             return None, self._terms[canonical_url(url)]  # a listed domain's reviewed terms
         if index is None:
             return Refusal(Reason.DOMAIN, self._domains_clause, f"{host} is not a listed domain"), None
         if internal in INTERNAL_PATH_EXEMPT or is_terms_page:
             return None, index
-        path = _normalise_path(_path_of(url))
+        if not self._deny[index] and not self._allow[index]:
+            return None, index  # no path rules on this domain
+        path = _normalise_path(_path_of(parts if parts is not None else urlsplit(url)))
         candidates = {path, _collapse_slashes(path)}
         for j, prefix in enumerate(self._deny[index]):
             if any(p.startswith(prefix) for p in candidates):
@@ -226,11 +256,8 @@ class PolicyGate:
         return None, index
 
     def check_jurisdiction(self, host: str) -> Refusal | None:
-        try:
-            ipaddress.ip_address(host)
+        if _is_ip_address(host):
             return None  # an address has no TLD; the domain rules still apply
-        except ValueError:
-            pass
         tld = host.rsplit(".", 1)[-1]
         if tld in self._tlds:
             return Refusal(
@@ -253,7 +280,7 @@ class PolicyGate:
 
     async def check_network(self, host: str, index: int | None) -> Refusal | None:
         """Check 4: refuse hosts on loopback/private/link-local/metadata addresses."""
-        if (own := self.rule_for(host)) is not None:
+        if (own := self.host_info(host).rule) is not None:
             index = own
         key = (host, index)
         if key in self._network:
@@ -326,6 +353,12 @@ class PolicyGate:
         refusal, index, host = self.check_static(url, internal)
         if refusal is not None:
             return refusal
+        if (own := self.host_info(host).rule) is not None:
+            index = own
+        key = (host, index)
+        if key in self._network:  # check_network's cached path, without a coroutine
+            self._network.move_to_end(key)
+            return self._network[key]
         return await self.check_network(host, index)
 
 
@@ -353,8 +386,18 @@ def policy_gate(crawler: Crawler, rt: GdprRuntime) -> PolicyGate:
     return gate  # type: ignore[no-any-return]
 
 
-def _path_of(url: str) -> str:
-    parts = urlsplit(url)
+def _is_ip_address(host: str) -> bool:
+    """Whether ``host`` is an IP address literal (no exception for host names)."""
+    if ":" not in host and not host[-1:].isdigit():
+        return False  # a host name: no top-level domain is numeric
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _path_of(parts: SplitResult) -> str:
     return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 

@@ -40,6 +40,8 @@ KINDS = ("url", "prefix", "domain")
 SERVICE = "objections"
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
+#: How many hosts' ``domain`` verdicts an :class:`ObjectionList` keeps.
+HOST_VERDICTS_SIZE = 10_000
 # URLs that canonicalize_url would return unchanged (apart from the host case, an
 # empty path and a fragment): no percent-escapes, no dot segments, unreserved
 # characters, a query (if any) already sorted (checked in code).
@@ -163,6 +165,7 @@ class ObjectionList:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
+        self._fspath = os.fspath(path) if path is not None else ""
         self._urls: dict[str, int] = {}
         self._prefixes: dict[str, int] = {}
         self._prefix_lengths: list[int] = []
@@ -172,6 +175,10 @@ class ObjectionList:
         self._offset = 0  # bytes of the file consumed (complete lines only)
         self._line = 0  # lines consumed
         self._stat: tuple[int, int, int] | None = None  # (inode, size, mtime_ns)
+        # The ``domain`` verdict per host looked up, emptied whenever a domain entry
+        # is added or the list is cleared (a generation count guards a concurrent add).
+        self._host_verdicts: dict[str, str | None] = {}
+        self._generation = 0
         #: The error that made the list unusable (a malformed appended line): lookups
         #: raise it until the file is fixed, so nothing is fetched meanwhile.
         self.error: ObjectionFileError | None = None
@@ -226,6 +233,11 @@ class ObjectionList:
                 self._prefix_lengths.append(len(key))
         else:
             self._domains.setdefault(key, line)
+            self._forget_hosts()
+
+    def _forget_hosts(self) -> None:
+        self._generation += 1
+        self._host_verdicts.clear()
 
     def _sort_lengths(self) -> None:
         self._prefix_lengths = sorted(set(self._prefix_lengths))
@@ -235,6 +247,7 @@ class ObjectionList:
         self._prefixes.clear()
         self._prefix_lengths = []
         self._domains.clear()
+        self._forget_hosts()
         self._offset = self._line = 0
         for kind, value in self._added:
             self._insert(kind, value, 0)
@@ -246,7 +259,7 @@ class ObjectionList:
         if self.path is None:
             return
         try:
-            st = os.stat(self.path)
+            st = os.stat(self._fspath)
         except FileNotFoundError:
             if self._stat is not None:
                 with self._lock:
@@ -353,6 +366,19 @@ class ObjectionList:
                 raise self.error
         if not self._domains:
             return None
+        verdicts = self._host_verdicts
+        if host in verdicts:
+            return verdicts[host]
+        generation = self._generation
+        verdict = self._match_domain(host)
+        if len(verdicts) >= HOST_VERDICTS_SIZE:
+            del verdicts[next(iter(verdicts))]  # the oldest entry
+        verdicts[host] = verdict
+        if self._generation != generation:  # an entry was added meanwhile
+            verdicts.pop(host, None)
+        return verdict
+
+    def _match_domain(self, host: str) -> str | None:
         host = canonical_host(host)
         if host in self._domains:
             return self._describe("domain", host, self._domains[host])

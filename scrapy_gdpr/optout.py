@@ -284,7 +284,10 @@ def _may_have_meta(body: bytes) -> bool:
     """False only when the document has no ``<meta`` tag at all: then no meta element
     can count, and the HTML need not be parsed. (A tag name cannot be written with
     character references, so this cannot be evaded.)"""
-    return b"<meta" in body.lower()
+    return _META_TAG.search(body) is not None
+
+
+_META_TAG = re.compile(rb"<meta", re.IGNORECASE)  # ASCII case folding, as bytes.lower()
 
 
 def parse_meta_robots(response: HtmlResponse, token: str, *, now: datetime | None = None) -> tuple[RobotsRules, dict[str, str]]:
@@ -293,12 +296,12 @@ def parse_meta_robots(response: HtmlResponse, token: str, *, now: datetime | Non
     Returns the rules and ``{"tdm-reservation": ..., "tdm-policy": ...}`` (when present).
     Only elements inside ``<head>`` count (draft-illyes-repext).
     """
-    now = now or datetime.now(UTC)
     out = RobotsRules()
     tdm: dict[str, str] = {}
-    token = token.lower()
     if not _may_have_meta(response.body):
         return out, tdm
+    now = now or datetime.now(UTC)
+    token = token.lower()
     for meta in response.xpath("//head/meta[@name]"):
         name = (meta.attrib.get("name") or "").strip().lower()
         content = meta.attrib.get("content")
@@ -586,7 +589,9 @@ class OptOutMiddleware:
         origin = self._origin(request.url)
         if origin is not None:
             # TDMRep: the file must be checked before the first page of an origin.
-            await self._tdmrep(origin)
+            entry = self._tdm.get(origin)
+            if entry is None or entry.waiters is not None or time.monotonic() - entry.fetched_at >= self.tdmrep_ttl:
+                await self._tdmrep(origin)  # not fetched yet, in flight, or expired
 
     async def process_response(self, request: Request, response: Response) -> Response:
         if request.meta.get("gdpr_internal"):
@@ -602,7 +607,11 @@ class OptOutMiddleware:
         logger.warning("Opt-out signal on %(url)s not fully readable: %(m)s", {"url": url, "m": message},
                        extra={"spider": self.crawler.spider})
 
-    def _headers(self, response: Response, name: str) -> list[str]:
+    def _headers(self, response: Response, name: str, present: frozenset[bytes] | None = None) -> list[str]:
+        """The values of header ``name``; ``present``: the response's lower-case header
+        names, when known, so that absent headers cost one set lookup."""
+        if present is not None and name.lower().encode("latin-1") not in present:
+            return []
         return [v.decode("latin-1") for v in response.headers.getlist(name)]
 
     async def decide(self, response: Response) -> Decision:
@@ -610,10 +619,11 @@ class OptOutMiddleware:
         decision = Decision()
         url = response.url
         sw = self.switches
+        present = frozenset(k.lower() for k in response.headers)
         if sw.x_robots_tag:
             for header, source, parser in (("X-Robots-Tag", "x_robots_tag", parse_x_robots_tag),
                                            ("Robots-Tag", "robots_tag", parse_robots_tag)):
-                values = self._headers(response, header)
+                values = self._headers(response, header, present)
                 if values:
                     rules = parser(values, self.token)
                     for p in rules.problems:
@@ -631,9 +641,9 @@ class OptOutMiddleware:
                     self._problem("meta_robots", p, url)
                 _robots_into(decision, rules, "meta_robots")
         if sw.tdmrep:
-            await self._decide_tdmrep(response, decision, meta_tdm)
+            await self._decide_tdmrep(response, decision, meta_tdm, present)
         if sw.content_usage:
-            values = self._headers(response, "Content-Usage")
+            values = self._headers(response, "Content-Usage", present)
             if values:
                 usage = parse_content_usage(values)
                 for p in usage.problems:
@@ -645,7 +655,9 @@ class OptOutMiddleware:
                         decision.seen.append(signal)
         return decision
 
-    async def _decide_tdmrep(self, response: Response, decision: Decision, meta_tdm: dict[str, str]) -> None:
+    async def _decide_tdmrep(
+        self, response: Response, decision: Decision, meta_tdm: dict[str, str], present: frozenset[bytes] | None = None
+    ) -> None:
         # TDMRep's own precedence: file < header < HTML meta; absence never resets.
         value: int | None = None
         signal: Signal | None = None
@@ -658,7 +670,7 @@ class OptOutMiddleware:
                 value, policy = rule.reservation, rule.policy
                 signal = Signal("tdmrep_file", "tdm-reservation",
                                 f"{origin}{TDMREP_PATH}: location {rule.location} tdm-reservation={rule.reservation}")
-        headers = [h.strip() for h in self._headers(response, "tdm-reservation")]
+        headers = [h.strip() for h in self._headers(response, "tdm-reservation", present)]
         if headers:
             values = {_tdm_value(h) for h in headers} - {None}
             if len(values) < len(set(headers)):

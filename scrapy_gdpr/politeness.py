@@ -123,7 +123,9 @@ class SlotFloors:
         self.crawler = crawler
         self._floors: dict[str, dict[str, float]] = {}
         self._base: dict[str, dict[str, Any] | None] = {}
-        crawler.signals.connect(self._response_downloaded, signal=signals.response_downloaded)
+        #: Connected to ``response_downloaded`` when the first floor is set, so a crawl
+        #: without floors does no work per response.
+        self._connected = False
 
     @property
     def _downloader(self) -> Downloader:
@@ -134,6 +136,11 @@ class SlotFloors:
         return max(sources.values()) if sources else 0.0
 
     def set(self, key: str, source: str, seconds: float) -> None:
+        if not self._connected:
+            # Connected after AutoThrottle (extensions are built before the downloader
+            # and this runs later still), so it sees the delay AutoThrottle may lower.
+            self.crawler.signals.connect(self._response_downloaded, signal=signals.response_downloaded)
+            self._connected = True
         sources = self._floors.setdefault(key, {})
         if sources.get(source) != seconds:
             sources[source] = seconds
@@ -185,8 +192,7 @@ class SlotFloors:
         per_slot[key] = values
 
     def _response_downloaded(self, response: Response, request: Request) -> None:
-        # Connected after AutoThrottle (extensions are built before the downloader),
-        # so this runs after it may have lowered the delay, before the next dispatch.
+        # Runs after AutoThrottle may have lowered the delay, before the next dispatch.
         key = request.meta.get("download_slot")
         if key is not None and key in self._floors:
             self.apply(key)

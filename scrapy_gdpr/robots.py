@@ -458,7 +458,13 @@ class RobotsGateMiddleware:
             return
         if request.url.startswith(("data:", "file:")):
             return
-        entry = await self.entry_for(request.url, urlparse_cached(request))
+        parts = urlparse_cached(request)
+        origin = origin_of(parts)
+        entry = self.cache.get(origin)
+        if entry is not None and time.monotonic() < entry.expires_at:
+            self.cache.move_to_end(origin)  # entry_for's fresh-entry path, without a coroutine
+        else:
+            entry = await self.entry_for(request.url, parts)
         allowed, reason, detail = self._decide(entry, request.url)
         if not allowed:
             raise refuse(self.crawler, request.url, reason, clause=self._clause(reason), detail=detail)

@@ -48,6 +48,8 @@ INTERNAL = ("robots", "tdmrep", "terms")
 INTERNAL_PRIORITY = 1000
 #: The longest diff kept in the compliance report, in lines.
 MAX_DIFF_LINES = 400
+#: How many host names' domain rules the middleware keeps.
+HOST_CACHE_SIZE = 10_000
 
 # --------------------------------------------------------------------------- normalisation
 
@@ -154,6 +156,8 @@ class TermsMiddleware:
         self.policy = self.runtime.policy
         self.interval = self.policy.duration(self.policy.terms_check.interval).total_seconds()
         self._states: dict[int, _TermsState] = {}
+        #: The domain rule per host name seen (the policy does not change during a crawl).
+        self._host_rules: dict[str, int | None] = {}
         rows: list[dict[str, Any]] = []
         for i, rule in enumerate(self.policy.domains):
             state = self._states[i] = _TermsState()
@@ -198,8 +202,13 @@ class TermsMiddleware:
     async def process_request(self, request: Request) -> None:
         if request.meta.get("gdpr_internal") in INTERNAL:
             return
-        host = (urlparse_cached(request).hostname or "").lower().rstrip(".")
-        i = self._rule_for(host)
+        hostname = urlparse_cached(request).hostname or ""
+        i = self._host_rules.get(hostname, -1)
+        if i == -1:  # not seen yet
+            i = self._rule_for(hostname.lower().rstrip("."))
+            if len(self._host_rules) >= HOST_CACHE_SIZE:
+                del self._host_rules[next(iter(self._host_rules))]  # the oldest entry
+            self._host_rules[hostname] = i
         if i is None:
             return  # not a listed domain: the policy gate (40) refuses it
         rule = self.policy.domains[i]
@@ -210,7 +219,9 @@ class TermsMiddleware:
             raise refuse(self.crawler, request.url, Reason.TERMS,
                          clause=self.policy.clause("domains", i, "terms", "verdict"),
                          detail=f"the terms of {rule.domain} forbid crawling (reviewed {rule.terms.reviewed_on})")
-        state = await self._checked(i)
+        state = self._states[i]
+        if state.waiters is not None or state.checked_at is None or time.monotonic() - state.checked_at >= self.interval:
+            state = await self._checked(i)  # due for a check, or one is in flight
         if state.status != "ok":
             raise refuse(self.crawler, request.url, Reason.TERMS_DRIFT,
                          clause=self.policy.clause("domains", i, "terms", "fingerprint"), detail=state.detail)

@@ -512,3 +512,30 @@ async def test_non_http_schemes_refused(tmp_path):
     crawler = await crawl(tmp_path, policy, [url])
     assert crawler.spider.failed == {url: "domain"}
     assert crawler.spider.seen == []
+
+
+@coroutine_test
+async def test_host_decisions_cached_per_host_and_bounded(tmp_path, spy_resolver):
+    from scrapy_gdpr.gate import policy_gate
+
+    policy = write_policy(
+        tmp_path,
+        [local("gate-a.test", include_subdomains=True, deny_paths=["/private/"])],
+        jurisdictions={"exclude_domains": ["x.gate-a.test"]},
+    )
+    crawler = get_crawler(Spider, gate_settings(tmp_path, policy, DNSCACHE_SIZE=4))
+    gate = policy_gate(crawler, get_runtime(crawler))
+    for round_ in range(2):  # the second round answers from the cache
+        for i in range(10):
+            assert await gate.check(f"http://h{i}.gate-a.test/p{round_}") is None
+            refusal = await gate.check(f"http://h{i}.gate-a.test/private/{round_}")
+            assert refusal is not None and refusal.reason == "domain"
+            refusal = await gate.check(f"http://h{i}.x.gate-a.test/")
+            assert refusal is not None and refusal.reason == "jurisdiction"
+            refusal = await gate.check(f"http://h{i}.gate-b.test/")
+            assert refusal is not None and refusal.reason == "domain"
+    assert len(gate._hosts) <= 4
+    # an objection appended meanwhile still comes first for a host already seen
+    append_objection(tmp_path / "objections.txt", "domain", "h3.gate-a.test")
+    refusal = await gate.check("http://h3.gate-a.test/p0")
+    assert refusal is not None and refusal.reason == "objection"

@@ -206,3 +206,31 @@ def test_one_million_entries_load_and_lookups_stay_fast(tmp_path):
     per_lookup = (time.perf_counter() - started) / rounds
     # a linear scan of a million entries takes tens of milliseconds per lookup
     assert per_lookup < 0.002, per_lookup
+
+
+def test_domain_verdicts_per_host_follow_every_change_of_the_list(tmp_path):
+    path = tmp_path / "objections.txt"
+    path.write_text("domain other.example\n", encoding="utf-8")
+    objections = ObjectionList.from_file(path)
+    assert objections.match("https://www.person.example/a") is None  # remembered for the host
+    append_objection(path, "domain", "person.example")
+    assert objections.match("https://www.person.example/b") == f"domain person.example ({path}:3)"
+    objections.add("domain", "added.example")
+    assert objections.match_host("x.added.example") == "domain added.example"
+    # the entry removed by hand (the file replaced): the host is no longer covered
+    replacement = tmp_path / "new.txt"
+    replacement.write_text("domain other.example\n", encoding="utf-8")
+    os.replace(replacement, path)
+    assert objections.match("https://www.person.example/c") is None
+    assert objections.match_host("x.added.example") == "domain added.example"  # in-memory entries stay
+
+
+def test_domain_verdicts_per_host_are_bounded(tmp_path, monkeypatch):
+    from scrapy_gdpr import objections as module
+
+    monkeypatch.setattr(module, "HOST_VERDICTS_SIZE", 5)
+    objections = ObjectionList.from_entries(["domain person.example"])
+    for i in range(20):
+        assert objections.match(f"https://h{i}.example/") is None
+        assert objections.match(f"https://h{i}.person.example/") == "domain person.example"
+    assert len(objections._host_verdicts) <= 5

@@ -299,3 +299,23 @@ async def test_terms_without_readable_text_fail_closed(tmp_path, mockserver):
     crawler = await run(tmp_path, policy, urls=[page])
     assert crawler.spider.seen == []
     assert "no readable text (application/pdf)" in str(crawler.spider.failures[page])
+
+
+@coroutine_test
+async def test_domain_rule_per_host_is_cached_and_bounded(tmp_path, monkeypatch):
+    import pytest
+    from scrapy.exceptions import IgnoreRequest
+
+    from scrapy_gdpr import terms as module
+
+    monkeypatch.setattr(module, "HOST_CACHE_SIZE", 3)
+    policy = write_policy(tmp_path, [{"domain": "forbid.test", "include_subdomains": True,
+                                      "terms": terms("http://forbid.test/terms.html", verdict="forbids")}])
+    crawler = get_crawler(TermsSpider, settings(tmp_path, policy))
+    mw = TermsMiddleware.from_crawler(crawler)
+    for _ in range(2):
+        for i in range(6):
+            with pytest.raises(IgnoreRequest, match="forbid crawling"):
+                await mw.process_request(Request(f"http://h{i}.FORBID.test./page"))
+            assert await mw.process_request(Request(f"http://h{i}.other.test/page")) is None
+    assert len(mw._host_rules) <= 3
