@@ -33,10 +33,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from scrapy_gdpr.faces.detector import build_detector, configure_library_threads
-from scrapy_gdpr.faces.stage import Verdict, process_image
+import importlib
 
 if TYPE_CHECKING:
+    from scrapy_gdpr.faces.stage import Verdict
     from collections.abc import AsyncIterator, Callable
 
     from scrapy_gdpr.faces.detector import FaceDetector
@@ -51,7 +51,43 @@ THREAD_NAME_PREFIX = "gdpr-faces"
 #: Report section name in ``runtime.report_sections``.
 REPORT_SECTION = "faces"
 
-_STAGE_PARAMS = frozenset(inspect.signature(process_image).parameters)
+#: The face stage (numpy, OpenCV, MediaPipe) is imported when a pool is first used,
+#: not when the add-on loads the pipeline classes: a crawl that stores no images
+#: never pays for it.
+_LAZY = {
+    "build_detector": "scrapy_gdpr.faces.detector",
+    "configure_library_threads": "scrapy_gdpr.faces.detector",
+    "process_image": "scrapy_gdpr.faces.stage",
+    "Verdict": "scrapy_gdpr.faces.stage",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def _face(name: str) -> Any:
+    """A face-stage name: the imported one, or a test's replacement for it."""
+    try:
+        return globals()[name]
+    except KeyError:
+        return __getattr__(name)
+
+
+_stage_params: frozenset[str] | None = None
+
+
+def _stage_parameters() -> frozenset[str]:
+    global _stage_params  # noqa: PLW0603
+    if _stage_params is None:
+        real = importlib.import_module("scrapy_gdpr.faces.stage").process_image
+        _stage_params = frozenset(inspect.signature(real).parameters)
+    return _stage_params
 
 
 def _safe_record(record: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +107,7 @@ class FacePool:
         # One library thread per worker (cores shared out): OpenCV's DNN would
         # otherwise fan every worker's layers out over all cores, and N workers
         # would fight over the same cores with N x cores threads.
-        self.library_threads = configure_library_threads(self.workers)
+        self.library_threads = _face("configure_library_threads")(self.workers)
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=THREAD_NAME_PREFIX)
         self._local = threading.local()
         self._slots = asyncio.Semaphore(self.queue)
@@ -159,7 +195,7 @@ class FacePool:
     def _detector(self) -> FaceDetector:
         detector: FaceDetector | None = getattr(self._local, "detector", None)
         if detector is None:
-            detector = build_detector(self.face_policy.sensitivity, self.face_policy.min_confidence)
+            detector = _face("build_detector")(self.face_policy.sensitivity, self.face_policy.min_confidence)
             self._local.detector = detector
         return detector
 
@@ -177,12 +213,12 @@ class FacePool:
                 "face_policy": self.face_policy,
                 "mime": mime,
             }
-            verdict = process_image(data, **{k: v for k, v in kwargs.items() if k in _STAGE_PARAMS})
+            verdict = _face("process_image")(data, **{k: v for k, v in kwargs.items() if k in _stage_parameters()})
         except Exception as exc:  # fail closed: nothing unchecked is stored
             logger.exception("Face stage failed; the image is not stored")
-            return Verdict(False, reason="stage_error", record={"error": type(exc).__name__})
+            return _face("Verdict")(False, reason="stage_error", record={"error": type(exc).__name__})
         if verdict.stored and not verdict.data:
-            return Verdict(False, reason="stage_error", faces=verdict.faces, record={"error": "no output"})
+            return _face("Verdict")(False, reason="stage_error", faces=verdict.faces, record={"error": "no output"})
         return verdict
 
     def _action(self) -> str:

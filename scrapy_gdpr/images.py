@@ -28,7 +28,6 @@ from scrapy.pipelines.media import _MediaRequestFiltered
 from scrapy.utils.defer import ensure_awaitable
 
 from scrapy_gdpr._component import component_runtime
-from scrapy_gdpr.faces.imageio import sniff_mime as _sniff_mime
 from scrapy_gdpr.audit import Reason, drop, note_refusal
 from scrapy_gdpr.facepool import acquire_pool
 from scrapy_gdpr.provenance import provenance_of
@@ -95,6 +94,8 @@ def _quiet_scrapy_media_logs() -> None:
 def sniff_mime(data: bytes) -> str | None:
     """The MIME type the bytes start with, or None when the bytes do not say
     (then the declared Content-Type decides). Names are not trusted."""
+    from scrapy_gdpr.faces.imageio import sniff_mime as _sniff_mime  # numpy/Pillow only when needed
+
     mime = _sniff_mime(data)
     return None if mime in ("application/octet-stream", "text/html") else mime
 
