@@ -107,7 +107,9 @@ class FacePool:
         # One library thread per worker (cores shared out): OpenCV's DNN would
         # otherwise fan every worker's layers out over all cores, and N workers
         # would fight over the same cores with N x cores threads.
-        self.library_threads = _face("configure_library_threads")(self.workers)
+        # (Set when the pool is first used, so a crawl that checks no image never
+        # imports the face stage.)
+        self.library_threads: int | None = None
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=THREAD_NAME_PREFIX)
         self._local = threading.local()
         self._slots = asyncio.Semaphore(self.queue)
@@ -184,6 +186,9 @@ class FacePool:
         """Run ``fn(*args)`` in a worker thread and await its result."""
         if self._closed:
             raise RuntimeError("the face pool is shut down")
+        if self.library_threads is None:
+            self.library_threads = _face("configure_library_threads")(self.workers)
+            self.section["library_threads"] = self.library_threads
         return await asyncio.wrap_future(self._executor.submit(fn, *args))
 
     async def check(self, data: bytes, *, mime: str | None = None) -> Verdict:
