@@ -177,6 +177,18 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX ledger_records_location ON ledger_records (location)",
         "CREATE INDEX ledger_records_item ON ledger_records (item_id)",
     ],
+    [
+        # Most rows have no object URL. After ANALYZE (PRAGMA optimize) a full index
+        # on object_url looks useless to SQLite's planner (one value for nearly every
+        # row), so the OR in an erasure by URL fell back to a full table scan. A
+        # partial index holds only rows with an object URL and stays cheap to use;
+        # queries name ``object_url <> ''`` so that it applies.
+        "DROP INDEX ledger_records_object_url",
+        "CREATE INDEX ledger_records_object_url ON ledger_records (object_url) WHERE object_url <> ''",
+        # the one feed_file row of a feed file is found without reading the file's lines
+        "DROP INDEX ledger_records_location",
+        "CREATE INDEX ledger_records_location ON ledger_records (location, kind)",
+    ],
 ]
 
 _COLUMNS = (
@@ -193,6 +205,7 @@ class Ledger:
     """Common logic; subclasses provide the connection and the SQL dialect."""
 
     placeholder = "?"
+    explain = "EXPLAIN QUERY PLAN"
     id_type = "INTEGER PRIMARY KEY AUTOINCREMENT"
     ts_type = "TEXT"
     url: str
@@ -331,6 +344,28 @@ class Ledger:
                 raise
         return count
 
+    def delete_expired_at(self, now: datetime, kinds: Sequence[str], locations: Sequence[str]) -> int:
+        """Delete rows of ``kinds`` expired at ``now`` in any of ``locations`` (set-based,
+        one transaction)."""
+        where, params = self._expired_where(now, kinds, None)
+        locations = sorted(set(locations))
+        count = 0
+        with self._lock:
+            conn = self._conn()
+            cur = conn.cursor()
+            try:
+                for start in range(0, len(locations), 500):
+                    chunk = locations[start : start + 500]
+                    cur.execute(self._sql(
+                        f"DELETE FROM ledger_records WHERE {where} AND location IN ({', '.join('?' for _ in chunk)})"
+                    ), [*params, *chunk])
+                    count += max(cur.rowcount, 0)
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+        return count
+
     def delete_location(self, location: str, kinds: Sequence[str] | None = None) -> int:
         where = "location = ?"
         params: list[Any] = [location]
@@ -356,10 +391,15 @@ class Ledger:
             self.add([record])
 
     # -- reading ----------------------------------------------------------------
-    def _select(self, where: str, params: Sequence[Any], order: str = "id", limit: int | None = None) -> Iterator[Record]:
+    @staticmethod
+    def _select_sql(where: str, order: str = "id", limit: int | None = None) -> str:
         sql = f"SELECT id, {', '.join(_COLUMNS)} FROM ledger_records WHERE {where} ORDER BY {order}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
+        return sql
+
+    def _select(self, where: str, params: Sequence[Any], order: str = "id", limit: int | None = None) -> Iterator[Record]:
+        sql = self._select_sql(where, order, limit)
         with self._lock:
             conn = self._conn()
             cur = conn.cursor()
@@ -428,11 +468,12 @@ class Ledger:
     def _selector_where(self, selector: Selector) -> tuple[str, list[Any]]:
         value = selector.value
         if selector.kind == "url":
-            return "(url = ? OR object_url = ?)", [value, value]
+            return "(url = ? OR (object_url = ? AND object_url <> ''))", [value, value]
         if selector.kind == "prefix":
             # a key range, so the index is used by both back ends (LIKE would not be)
             upper = value[:-1] + chr(ord(value[-1]) + 1)
-            return "((url >= ? AND url < ?) OR (object_url >= ? AND object_url < ?))", [value, upper, value, upper]
+            return ("((url >= ? AND url < ?) OR (object_url >= ? AND object_url < ? AND object_url <> ''))",
+                    [value, upper, value, upper])
         if selector.kind == "domain":
             key = domain_key(value)
             upper = key[:-1] + "/"  # "." + 1
@@ -445,6 +486,17 @@ class Ledger:
         """Every row whose source URL or object URL the selector covers (no time window)."""
         where, params = self._selector_where(selector)
         return list(self._select(where, params))
+
+    def find_plan(self, selector: Selector) -> list[str]:
+        """The query plan of :meth:`find` for ``selector``, one line per step (for checks)."""
+        where, params = self._selector_where(selector)
+        with self._lock:
+            conn = self._conn()
+            cur = conn.cursor()
+            cur.execute(self._sql(f"{self.explain} {self._select_sql(where)}"), params)
+            rows = cur.fetchall()
+            conn.commit()
+        return [str(row[-1]) for row in rows]
 
     def find_items(self, item_ids: Sequence[str]) -> list[Record]:
         out: list[Record] = []
@@ -543,8 +595,22 @@ class SQLiteLedger(Ledger):
         cur.execute("BEGIN IMMEDIATE")
 
     def optimize(self) -> None:
+        # ANALYZE reads, then writes sqlite_stat1: in its own implicit transaction that
+        # upgrade fails at once ("database is locked", busy_timeout is not consulted)
+        # when a crawl committed meanwhile, so the write lock is taken first. A bounded
+        # analysis keeps this cheap on a large ledger.
         with self._lock:
-            self._conn().execute("PRAGMA optimize")
+            conn = self._conn()
+            if conn.in_transaction:
+                conn.commit()
+            conn.execute("PRAGMA analysis_limit=1000")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("PRAGMA optimize")
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
 
     def close(self) -> None:
         for conn in self._connections:
@@ -560,6 +626,7 @@ class PostgresLedger(Ledger):
     """PostgreSQL through psycopg 3 (``pip install scrapy-gdpr[postgres]``)."""
 
     placeholder = "%s"
+    explain = "EXPLAIN"
     id_type = "BIGSERIAL PRIMARY KEY"
     ts_type = "TIMESTAMPTZ"
 
