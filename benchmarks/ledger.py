@@ -199,25 +199,29 @@ def load_rows(ledger: Ledger, rows: int, folder: Path, files: int = 10, live_eve
     """``rows`` expired feed lines in ``files`` JSON Lines files (plus one unexpired line
     per ``live_every``), recorded in the ledger. Returns (rows/s, sample URLs)."""
     handles = [(folder / f"feed-{f}.jsonl").open("w", encoding="utf-8") for f in range(files)]
+    locations = [str(folder / f"feed-{f}.jsonl") for f in range(files)]
     batch: list[Record] = []
     write_time = 0.0
     samples = []
-    expired_at = stamp_time(NOW - timedelta(days=1))
+    expires, collected = NOW - timedelta(days=1), NOW - timedelta(days=31)
+    expired_at = stamp_time(expires)
     live_at = stamp_time(NOW + timedelta(days=30))
+    prefix = uuid.uuid4().hex[:16]  # ids as the stamping pipeline makes them
+    encode = json.JSONEncoder().encode
     for i in range(rows):
         f = i % files
         url = f"https://site{i % 997}.example/people/{i}"
-        item_id = uuid.uuid4().hex
+        item_id = f"{prefix}{2 * i:016x}"
         stamp = {"item_id": item_id, "source_url": url, "expires_at": expired_at, "purpose": "search"}
-        handles[f].write(json.dumps({"url": url, "title": f"Page {i}", "gdpr": stamp}) + "\n")
-        if i % live_every == 0:
-            live = {"item_id": uuid.uuid4().hex, "source_url": url + "/live", "expires_at": live_at}
-            handles[f].write(json.dumps({"url": url + "/live", "gdpr": live}) + "\n")
-        batch.append(Record(kind="feed_line", location=str(folder / f"feed-{f}.jsonl"), url=url, item_id=item_id,
-                            expires_at=NOW - timedelta(days=1), purpose="search", collected_at=NOW - timedelta(days=31)))
+        handles[f].write(encode({"url": url, "title": f"Page {i}", "gdpr": stamp}) + "\n")
+        if (i // files) % live_every == 0:  # every file holds unexpired lines
+            live = {"item_id": f"{prefix}{2 * i + 1:016x}", "source_url": url + "/live", "expires_at": live_at}
+            handles[f].write(encode({"url": url + "/live", "gdpr": live}) + "\n")
+        batch.append(Record(kind="feed_line", location=locations[f], url=url, item_id=item_id,
+                            expires_at=expires, purpose="search", collected_at=collected))
         if i % (rows // 25 or 1) == 0:
             samples.append(url)
-        if len(batch) >= 10_000:
+        if len(batch) >= 50_000:
             start = time.perf_counter()
             ledger.add(batch)
             write_time += time.perf_counter() - start

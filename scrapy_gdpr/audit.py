@@ -75,9 +75,11 @@ class AuditLog:
         """Write several lines with one timestamp and one flush (e.g. a purge's deletions)."""
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
         encode = _ENCODER.encode
-        text = "".join(encode({"time": stamp, **record}) + "\n" for record in records)
-        if not text:
+        lines = [encode({"time": stamp, **record}) for record in records]
+        if not lines:
             return
+        lines.append("")
+        text = "\n".join(lines)
         with self._lock:
             if self._fh is not None:
                 self._fh.write(text)

@@ -445,17 +445,18 @@ def purge(
         if room > 0:
             result.deleted += entries[:room]
         if audit is not None and not dry_run:
-            audit.write_many({"spider": spider, "url": entry.get("url", ""), "decision": "purged", **entry}
-                             for entry in entries)
+            audit.write_many([{"spider": spider, "url": entry.get("url", ""), "decision": "purged", **entry}
+                              for entry in entries])
 
     def record(entry: dict[str, Any]) -> None:
         record_many([entry])
 
     is_expired_at = expiry_check(now)
-    # feed files whose expired line rows are deleted together once every file is done:
-    # one set-based delete instead of one per file (a kill before it leaves rows whose
-    # lines are already gone; a re-run finds nothing left to drop and deletes them)
-    rewritten: list[str] = []
+    # The ledger rows of feed files are deleted together once every file is done: one
+    # set-based delete instead of one per file. A kill before it leaves rows whose lines
+    # or files are already gone; a re-run finds nothing left to drop and deletes them.
+    rewritten: list[str] = []  # files rewritten: their expired line rows go
+    removed: list[str] = []  # files deleted (nothing left in them): all their rows go
 
     # 1. feed files with expired lines
     for location in ledger.expired_locations(now, ["feed_line", "feed_file"]):
@@ -493,8 +494,9 @@ def purge(
             continue
         if outcome.removed:
             result.feed_lines += outcome.removed
-            record_many([{"kind": "feed_line", "location": location, "item_id": item_id, "url": url,
-                          "expires_at": expires_at} for item_id, url, expires_at in outcome.removed_records or []])
+            if audit is not None or len(result.deleted) < keep_deleted:
+                record_many([{"kind": "feed_line", "location": location, "item_id": item_id, "url": url,
+                              "expires_at": expires_at} for item_id, url, expires_at in outcome.removed_records or []])
         if path.exists():
             if outcome.removed:
                 result.feed_files_rewritten += 1
@@ -514,11 +516,13 @@ def purge(
             feedfiles.crash_point("before manifest removal")
             with contextlib.suppress(FileNotFoundError):
                 manifest_path(path).unlink()
-            ledger.delete_location(location)
+            removed.append(location)
             record({"kind": "feed_file", "location": location})
         feedfiles.crash_point("feed file done")
     if rewritten:
-        ledger.delete_expired_at(now, kinds=["feed_line"], locations=rewritten)
+        ledger.delete_at(rewritten, expired=now, kinds=["feed_line"])
+    if removed:
+        ledger.delete_at(removed)
 
     # 2. media objects: unlink, then delete the rows. A file another unexpired row
     #    still points to (the same image on two pages) is kept.
