@@ -202,3 +202,32 @@ def test_unknown_url_refused():
 
 def test_domain_key():
     assert domain_key("WWW.Example.org.") == "org.example.www."
+
+
+def test_version_1_ledger_upgrades_to_the_partial_index(ledger_url):  # noqa: F811
+    cls = SQLiteLedger if ledger_url.startswith("sqlite") else PostgresLedger
+    target = ledger_url[len("sqlite:///"):] if ledger_url.startswith("sqlite") else ledger_url
+    with cls(target, migrations=MIGRATIONS[:1]) as old:
+        assert old.schema_version() == 1
+        old.add([_rec("https://a.example/1", 5),
+                 _rec("https://a.example/1", 5, kind="image", location="/img/1.jpg", object_url="https://cdn.example/1.jpg")])
+    with open_ledger(ledger_url) as led:
+        assert led.schema_version() == len(MIGRATIONS) >= 2
+        assert led.count() == 2
+        assert [r.kind for r in led.find(Selector("url", "https://cdn.example/1.jpg"))] == ["image"]
+        assert len(led.find(Selector("url", "https://a.example/1"))) == 2
+        if isinstance(led, PostgresLedger):
+            defs = dict(led._conn().execute(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'ledger_records' "
+                "AND schemaname = current_schema()").fetchall())
+            led._conn().commit()
+            assert "WHERE (object_url <> ''::text)" in defs["ledger_records_object_url"]
+            assert "(location, kind)" in defs["ledger_records_location"]
+        else:
+            assert "ledger_records_object_url" in " ".join(led.find_plan(Selector("url", "https://cdn.example/1.jpg")))
+            sql = led._conn().execute(
+                "SELECT sql FROM sqlite_master WHERE name = 'ledger_records_object_url'").fetchone()[0]
+            assert "WHERE object_url <> ''" in sql
+            sql = led._conn().execute(
+                "SELECT sql FROM sqlite_master WHERE name = 'ledger_records_location'").fetchone()[0]
+            assert "(location, kind)" in sql
