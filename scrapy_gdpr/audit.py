@@ -55,8 +55,10 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
 class AuditLog:
     """Append-only JSON Lines audit log, safe to write from several threads."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, defaults: dict[str, Any] | None = None) -> None:
         self.path = path
+        #: Fields every line carries unless the line sets them (e.g. the policy fingerprint).
+        self.defaults = dict(defaults or {})
         self._lock = threading.Lock()
         self._fh = None
         if path is not None:
@@ -65,6 +67,8 @@ class AuditLog:
 
     def write(self, record: dict[str, Any]) -> None:
         record = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **record}
+        for key, value in self.defaults.items():
+            record.setdefault(key, value)
         line = json.dumps(record, ensure_ascii=False, default=str, sort_keys=False)
         with self._lock:
             if self._fh is not None:

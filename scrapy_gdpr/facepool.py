@@ -8,7 +8,10 @@ their work, so threads scale with the cores; a process pool would only add the
 cost of pickling every image.
 
 Each thread builds its own detector on first use (``threading.local``): detector
-objects are costly to build and not safe to share between threads.
+objects are costly to build and not safe to share between threads. The pool
+sets OpenCV's thread count to the cores shared out among the workers (one
+each by default, :func:`~scrapy_gdpr.faces.detector.configure_library_threads`),
+so that the workers do not each fan out over every core.
 
 Back-pressure: at most ``GDPR_FACE_QUEUE`` images hold a slot (:meth:`FacePool.slot`)
 at a time, so at most that many images are decoded in memory, while the crawl
@@ -30,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from scrapy_gdpr.faces.detector import build_detector
+from scrapy_gdpr.faces.detector import build_detector, configure_library_threads
 from scrapy_gdpr.faces.stage import Verdict, process_image
 
 if TYPE_CHECKING:
@@ -65,6 +68,10 @@ class FacePool:
         self.face_policy = runtime.policy.faces
         self.workers: int = runtime.config.face_workers
         self.queue: int = runtime.config.face_queue
+        # One library thread per worker (cores shared out): OpenCV's DNN would
+        # otherwise fan every worker's layers out over all cores, and N workers
+        # would fight over the same cores with N x cores threads.
+        self.library_threads = configure_library_threads(self.workers)
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=THREAD_NAME_PREFIX)
         self._local = threading.local()
         self._slots = asyncio.Semaphore(self.queue)
@@ -85,6 +92,7 @@ class FacePool:
             "max_pixels": self.face_policy.max_pixels,
             "allow_unchecked_types": list(self.face_policy.allow_unchecked_types),
             "workers": self.workers,
+            "library_threads": self.library_threads,
             "queue": self.queue,
             "images_checked": 0,
             "faces_detected": 0,

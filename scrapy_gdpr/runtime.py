@@ -68,7 +68,7 @@ def get_runtime(crawler: Crawler) -> GdprRuntime:
     path = config.policy_path(spider)
     policy = load_policy(path)
     spider_name = getattr(spider, "name", None) or "spider"
-    audit = AuditLog(_expand_path(config, spider))
+    audit = AuditLog(_expand_path(config, spider), defaults={"policy_fingerprint": policy.fingerprint})
     rt = GdprRuntime(crawler=crawler, config=config, policy=policy, audit=audit, initial_spider_name=spider_name)
     _RUNTIMES[crawler] = rt
     logger.info(

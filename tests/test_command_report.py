@@ -223,3 +223,32 @@ def test_today_option_is_stated(tmp_path):
     assert data["checked_as_of"] == "2026-11-01"
     assert data["generated_on"] == date.today().isoformat()
     assert "dates checked as of 2026-11-01" in (out / "news-archive-review.md").read_text(encoding="utf-8")
+
+
+def test_processing_record_over_a_period(tmp_path):
+    from scrapy_gdpr.ledger import open_ledger
+
+    ledger_url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    with open_ledger(ledger_url):
+        pass  # an empty, initialised ledger
+    audit = tmp_path / "audit.jsonl"
+    audit.write_text(
+        json.dumps({"time": "2026-06-01T10:00:00.000+00:00", "spider": "valid", "url": "", "decision": "crawl_started"})
+        + "\n"
+        + json.dumps({"time": "2026-06-01T10:00:01.000+00:00", "spider": "valid", "url": "http://a.test/x",
+                      "decision": "refused", "reason": "robots"})
+        + "\n",
+        encoding="utf-8",
+    )
+    result, out = report(
+        tmp_path, DATA / "policies" / "valid.yaml",
+        "--since", "2026-01-01", "--until", "2026-12-31", "--ledger", ledger_url, "--audit-log", str(audit),
+    )
+    assert result.returncode == 0, result.stderr
+    md = (out / "test-gallery-processing-record.md").read_text(encoding="utf-8")
+    assert "2026-01-01" in md and "Crawls started: 1" in md and "robots 1" in md
+    data = json.loads((out / "test-gallery-processing-record.json").read_text(encoding="utf-8"))
+    assert data["period"]["since"].startswith("2026-01-01")
+    assert "<table>" in (out / "test-gallery-processing-record.html").read_text(encoding="utf-8")
+    bad, _ = report(tmp_path, DATA / "policies" / "valid.yaml", "--since", "yesterday")
+    assert bad.returncode == 2 and "--since" in bad.stderr

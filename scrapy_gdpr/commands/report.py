@@ -11,6 +11,9 @@ from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
 from scrapy_gdpr.commands.lint import check_policy, parse_today
+from scrapy_gdpr.config import DEFAULTS
+from scrapy_gdpr.ledger import parse_ts
+from scrapy_gdpr.rights import processing_record, render_processing_record_html, render_processing_record_markdown
 from scrapy_gdpr.review import build_documents, render_notice_html, render_review_html, render_review_markdown
 
 if TYPE_CHECKING:
@@ -50,6 +53,18 @@ class Command(ScrapyCommand):
         parser.add_argument(
             "--today", metavar="YYYY-MM-DD", default=None, help="review dates as if today were this day"
         )
+        record = parser.add_argument_group("record of processing (from the ledger and the audit log)")
+        record.add_argument(
+            "--processing-record", action="store_true",
+            help="also write the record of processing over a period (implied by --since/--until)",
+        )
+        record.add_argument("--since", metavar="ISO", default=None, help="start of the period (default: the start)")
+        record.add_argument("--until", metavar="ISO", default=None, help="end of the period (default: now)")
+        record.add_argument("--ledger", metavar="URL", default=None, help="ledger URL (default: GDPR_LEDGER)")
+        record.add_argument(
+            "--audit-log", metavar="FILE", action="append", default=None,
+            help="audit log(s) to read (default: GDPR_AUDIT_LOG for the spider named like the policy file)",
+        )
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         if len(args) != 1:
@@ -85,5 +100,24 @@ class Command(ScrapyCommand):
             write(f"{stem}-review.md", render_review_markdown(doc))
         write(f"{stem}-crawler-info.html", render_notice_html(doc))
         write(f"{stem}-review.json", json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+        if opts.processing_record or opts.since or opts.until:
+            record = self._processing_record(Path(args[0]), opts)
+            write(f"{stem}-processing-record.html", render_processing_record_html(record))
+            write(f"{stem}-processing-record.md", render_processing_record_markdown(record))
+            write(f"{stem}-processing-record.json", json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n")
         for path in written:
             print(path)
+
+    def _processing_record(self, policy_path: Path, opts: argparse.Namespace) -> dict[str, Any]:
+        assert self.settings is not None
+        try:
+            since = parse_ts(opts.since) if opts.since else None
+            until = parse_ts(opts.until) if opts.until else None
+        except ValueError as exc:
+            raise UsageError(f"--since/--until: {exc}", print_help=False) from None
+        ledger = opts.ledger or self.settings.get("GDPR_LEDGER") or DEFAULTS["GDPR_LEDGER"]
+        audit = opts.audit_log
+        if not audit:
+            template = self.settings.get("GDPR_AUDIT_LOG") or DEFAULTS["GDPR_AUDIT_LOG"]
+            audit = [template % {"name": policy_path.stem}] if "%(" in template else [template]
+        return processing_record(ledger, [p for p in audit if Path(p).exists()], since, until)

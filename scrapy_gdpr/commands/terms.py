@@ -90,7 +90,8 @@ class Command(ScrapyCommand):
             path = folder / f"{host}.terms.txt"
             path.write_text(text + "\n", encoding="utf-8")
             print(f"saved: {path}")
-            print("Record under the domain's terms in the policy (snapshot is relative to the policy file):")
+            print("Record under the domain's terms in the policy (run from the policy's folder, "
+                  "the snapshot path below is already relative to the policy file):")
             print(f'  fingerprint: "{fp}"')
             print(f"  snapshot: {path.as_posix()}")
 

@@ -24,6 +24,7 @@ one per thread with :func:`build_detector`.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ __all__ = [
     "FaceDetector",
     "ModelIntegrityError",
     "build_detector",
+    "configure_library_threads",
+    "library_threads_per_worker",
     "register_detector",
     "registered_detectors",
 ]
@@ -107,6 +110,37 @@ def load_model_bytes(path: Path | str, sha256: str) -> bytes:
     with _verified_lock:
         _verified[key] = data
     return data
+
+
+# --------------------------------------------------------------------------
+# library threads
+# --------------------------------------------------------------------------
+
+
+def library_threads_per_worker(workers: int, cpus: int | None = None) -> int:
+    """Threads OpenCV may use inside one detector call when ``workers`` detectors
+    run at once on ``cpus`` cores: the cores shared out, at least one.
+
+    With one worker per core (the pool's default) this is 1: each worker then
+    keeps to its core instead of every worker's DNN layers fanning out over all
+    cores and fighting over them.
+    """
+    if cpus is None:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not Linux
+            cpus = os.cpu_count() or 1
+    return max(1, int(cpus) // max(1, int(workers)))
+
+
+def configure_library_threads(workers: int, cpus: int | None = None) -> int:
+    """Set OpenCV's thread count (process-wide) for ``workers`` concurrent
+    detectors and return it. OpenCV's DNN module runs the CenterFace passes,
+    nearly all of the work; MediaPipe's short-range model takes a few ms per
+    image and is left at its defaults."""
+    threads = library_threads_per_worker(workers, cpus)
+    cv2.setNumThreads(threads)
+    return threads
 
 
 # --------------------------------------------------------------------------
@@ -211,6 +245,32 @@ def _as_bgr(image: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------
 # models
 # --------------------------------------------------------------------------
+
+
+def _merge_rects(
+    rects: np.ndarray, groups: list[list[int]], slack: float
+) -> tuple[np.ndarray, list[list[int]]]:
+    """Greedily merge rectangles (x0, y0, x1, y1) while the union of a pair is at
+    most ``slack`` pixels larger than the two apart. ``groups`` follow the merges."""
+    rects = rects.copy()
+    groups = [list(g) for g in groups]
+    while len(rects) > 1:
+        area = (rects[:, 2] - rects[:, 0]) * (rects[:, 3] - rects[:, 1])
+        ux0 = np.minimum(rects[:, None, 0], rects[None, :, 0])
+        uy0 = np.minimum(rects[:, None, 1], rects[None, :, 1])
+        ux1 = np.maximum(rects[:, None, 2], rects[None, :, 2])
+        uy1 = np.maximum(rects[:, None, 3], rects[None, :, 3])
+        extra = (ux1 - ux0) * (uy1 - uy0) - area[:, None] - area[None, :]
+        np.fill_diagonal(extra, np.inf)
+        i, j = np.unravel_index(int(np.argmin(extra)), extra.shape)
+        if extra[i, j] > slack:
+            break
+        i, j = min(i, j), max(i, j)
+        rects[i] = [ux0[i, j], uy0[i, j], ux1[i, j], uy1[i, j]]
+        groups[i] += groups[j]
+        rects = np.delete(rects, j, 0)
+        del groups[j]
+    return rects, groups
 
 
 class CenterFaceNet:
@@ -321,15 +381,22 @@ class Profile:
     coarse_threshold: float
     #: MediaPipe threshold (0: MediaPipe not used).
     mediapipe_threshold: float
+    #: IoU at which the main pass's candidate boxes are grouped for voting.
+    vote_iou: float = 0.4
+    #: Refinement of small faces: boxes under ``refine_height`` px high (as the
+    #: main pass saw them) are looked at again at ``refine_zoom`` times the main
+    #: pass's scale, in windows around them (0: no refinement).
+    refine_height: float = 0.0
+    refine_zoom: float = 1.25
 
 
 PROFILES: dict[str, Profile] = {
-    "strict": Profile(0.1, 3, 0.3, 100, 0.5e6, 2.4e6, 2.0, 384, 0.3, 0.5),
+    "strict": Profile(0.1, 3, 0.3, 100, 0.5e6, 2.4e6, 2.0, 256, 0.3, 0.5, vote_iou=0.3, refine_height=24),
     "balanced": Profile(0.2, 1, 0.35, 100, 0.3e6, 1.2e6, 1.5, 384, 0.35, 0.5),
     "fast": Profile(0.3, 1, 0.4, 100, 0.0, 0.5e6, 1.0, 320, 0.4, 0.6),
 }
 
-VERSION = "1"
+VERSION = "2"
 
 
 class EnsembleDetector:
@@ -364,6 +431,87 @@ class EnsembleDetector:
             return float(min(p.max_upscale, np.sqrt(p.min_pixels / pixels)))
         return 1.0
 
+    #: Refinement windows: a small box's window reaches ``REFINE_PAD`` times its
+    #: size from its centre plus ``REFINE_CONTEXT`` px (as the network sees
+    #: them); the network gets another ``REFINE_CONTEXT`` px of context around
+    #: each window. Windows are merged on a grid of ``REFINE_CELL`` px.
+    REFINE_PAD = 1.0
+    REFINE_CONTEXT = 16.0
+    REFINE_CELL = 8
+    #: Rectangles are merged when that adds fewer pixels (as the network sees
+    #: them) than one more network call costs (about 100 x 100 px).
+    REFINE_CALL_PIXELS = 10000.0
+    #: Pixels the refinement may process, as a share of the main pass's.
+    REFINE_BUDGET = 2.0
+
+    def _refine_small(self, img: np.ndarray, main: np.ndarray, scale: float, zoom: float) -> np.ndarray:
+        """Look again, at ``zoom`` (the profile's ``refine_zoom`` times the main
+        pass's scale), at windows around the main pass's small boxes.
+
+        At 10-20 px a face covers only a few cells of the network's 4 px grid,
+        so its box is coarse; a closer look places it better and finds faces
+        next to it (small faces come in crowds). A small box that a refined box
+        overlaps is replaced by it; one the closer look does not confirm is
+        kept (fail safe: it is still redacted). Costs little unless the image
+        holds many small faces: only the windows are processed again.
+        """
+        p = self.profile
+        small = main[:, 3] * scale < p.refine_height
+        if not small.any():
+            return main
+        h, w = img.shape[:2]
+        cell = self.REFINE_CELL
+        gh, gw = -(-h // cell), -(-w // cell)
+        grid = np.zeros((gh, gw), np.uint8)
+        ctx = self.REFINE_CONTEXT / scale
+        seeds = main[small]
+        for x, y, bw, bh, _ in seeds:
+            r = self.REFINE_PAD * max(bw, bh) + ctx
+            cx, cy = x + bw / 2, y + bh / 2
+            grid[max(0, int((cy - r) // cell)) : int((cy + r) // cell) + 1,
+                 max(0, int((cx - r) // cell)) : int((cx + r) // cell) + 1] = 1
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(grid, connectivity=8)
+        # each window's rectangle in pixels, plus context for the network
+        rects = np.stack([
+            np.maximum(0, stats[1:, 0] * cell - ctx), np.maximum(0, stats[1:, 1] * cell - ctx),
+            np.minimum(w, (stats[1:, 0] + stats[1:, 2]) * cell + ctx),
+            np.minimum(h, (stats[1:, 1] + stats[1:, 3]) * cell + ctx),
+        ], 1).astype(np.float64)
+        groups = [[k] for k in range(1, n)]
+        rects, groups = _merge_rects(rects, groups, self.REFINE_CALL_PIXELS / zoom**2)
+        # A budget: at most REFINE_BUDGET times the main pass's pixels, the
+        # rectangles holding the most small boxes per pixel first.
+        cx = np.clip(((seeds[:, 0] + seeds[:, 2] / 2) // cell).astype(np.int64), 0, gw - 1)
+        cy = np.clip(((seeds[:, 1] + seeds[:, 3] / 2) // cell).astype(np.int64), 0, gh - 1)
+        seed_label = labels[cy, cx]
+        areas = (rects[:, 2] - rects[:, 0]) * (rects[:, 3] - rects[:, 1])
+        density = np.array([np.isin(seed_label, g).sum() for g in groups]) / np.maximum(areas, 1.0)
+        budget = self.REFINE_BUDGET * h * w * scale * scale / (zoom * zoom)
+        found = []
+        for i in np.argsort(-density, kind="stable"):
+            if areas[i] > budget:
+                continue
+            budget -= areas[i]
+            x0, y0, x1, y1 = (int(v) for v in rects[i])
+            if x1 - x0 < 8 or y1 - y0 < 8:
+                continue
+            raw = self._centerface.run(img[y0:y1, x0:x1], zoom, p.threshold)
+            if not len(raw):
+                continue
+            raw[:, 0] += x0
+            raw[:, 1] += y0
+            boxes = box_vote(raw, p.vote_iou, p.min_votes)
+            # only small faces whose centre lies in a window of this rectangle
+            cgx = np.clip(((boxes[:, 0] + boxes[:, 2] / 2) // cell).astype(np.int64), 0, gw - 1)
+            cgy = np.clip(((boxes[:, 1] + boxes[:, 3] / 2) // cell).astype(np.int64), 0, gh - 1)
+            ok = np.isin(labels[cgy, cgx], groups[i]) & (boxes[:, 3] * scale < 1.5 * p.refine_height)
+            found.append(boxes[ok])
+        refined = np.vstack(found) if found else _empty()
+        if not len(refined):
+            return main
+        kept = [b for b in main[small] if _row_overlaps(b, refined)[0].max() < 0.1]
+        return np.vstack([main[~small], np.asarray(kept, np.float64).reshape(-1, 5), refined])
+
     def detect_array(self, image_bgr: np.ndarray) -> np.ndarray:
         """Like :meth:`detect`, as an N x 5 array (x, y, w, h, score), best first."""
         img = _as_bgr(image_bgr)
@@ -373,8 +521,11 @@ class EnsembleDetector:
         p = self.profile
         parts = []
         scale = self.main_scale(h, w)
-        main = box_vote(self._centerface.run(img, scale, p.threshold), 0.4, p.min_votes)
-        parts.append(main[(main[:, 3] * scale < p.large_height) | (main[:, 4] >= p.large_threshold)])
+        main = box_vote(self._centerface.run(img, scale, p.threshold), p.vote_iou, p.min_votes)
+        main = main[(main[:, 3] * scale < p.large_height) | (main[:, 4] >= p.large_threshold)]
+        if p.refine_height and len(main):
+            main = self._refine_small(img, main, scale, scale * p.refine_zoom)
+        parts.append(main)
         longer = max(h, w) * scale
         if p.coarse_side and longer > 1.6 * p.coarse_side:
             cs = p.coarse_side / max(h, w)
