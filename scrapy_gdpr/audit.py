@@ -76,10 +76,17 @@ class AuditLog:
                 self._fh.flush()
 
     def write_many(self, records: Iterable[dict[str, Any]]) -> None:
-        """Write several lines with one timestamp and one flush (e.g. a purge's deletions)."""
+        """Write several lines with one timestamp and one flush (e.g. a purge's deletions);
+        each line as :meth:`write` makes it."""
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
         encode = _ENCODER.encode
-        lines = [encode({"time": stamp, **record}) for record in records]
+        defaults = self.defaults
+        lines = []
+        for record in records:
+            line = {"time": stamp, **record}
+            for key, value in defaults.items():
+                line.setdefault(key, value)
+            lines.append(encode(line))
         if not lines:
             return
         lines.append("")

@@ -62,15 +62,20 @@ def test_format_ts_cache_keeps_time_zones_apart():
 
 
 def test_audit_write_many_writes_one_line_each(tmp_path):
-    log = AuditLog(tmp_path / "audit.jsonl")
+    log = AuditLog(tmp_path / "audit.jsonl", defaults={"policy_fingerprint": "fp", "spider": "people"})
     log.write_many([{"decision": "purged", "item_id": f"i{n}", "url": "https://a.test/ü"} for n in range(3)])
+    log.write_many([{"decision": "purged", "item_id": "i3", "spider": "other"}])
     log.write_many([])
-    log.write({"decision": "purge_finished"})
+    log.write({"decision": "purge_finished", "item_id": "i4", "url": "https://a.test/ü"})
     log.close()
     lines = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert [x["decision"] for x in lines] == ["purged"] * 3 + ["purge_finished"]
-    assert [x.get("item_id") for x in lines[:3]] == ["i0", "i1", "i2"]
+    assert [x["decision"] for x in lines] == ["purged"] * 4 + ["purge_finished"]
+    assert [x.get("item_id") for x in lines] == ["i0", "i1", "i2", "i3", "i4"]
     assert all(x["time"] and list(x)[0] == "time" for x in lines)
+    # the defaults apply as in write(), a line's own value wins, and the keys come in the same order
+    assert [x["policy_fingerprint"] for x in lines] == ["fp"] * 5
+    assert [x["spider"] for x in lines] == ["people", "people", "people", "other", "people"]
+    assert [list(x) for x in lines[:3]] == [list(lines[4])] * 3
     assert "https://a.test/ü" in (tmp_path / "audit.jsonl").read_text(encoding="utf-8")
 
 
