@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from scrapy_gdpr.exceptions import GdprDropItem, PolicyViolation
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from scrapy.crawler import Crawler
 
 logger = logging.getLogger(__name__)
@@ -46,6 +48,10 @@ class Reason(StrEnum):
     UNDECIDED = "undecided"  # a component could not decide: fail closed
 
 
+#: What :meth:`AuditLog.write` does with ``json.dumps``, built once.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
+
+
 class AuditLog:
     """Append-only JSON Lines audit log, safe to write from several threads."""
 
@@ -67,6 +73,27 @@ class AuditLog:
         with self._lock:
             if self._fh is not None:
                 self._fh.write(line + "\n")
+                self._fh.flush()
+
+    def write_many(self, records: Iterable[dict[str, Any]]) -> None:
+        """Write several lines with one timestamp and one flush (e.g. a purge's deletions);
+        each line as :meth:`write` makes it."""
+        stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+        encode = _ENCODER.encode
+        defaults = self.defaults
+        lines = []
+        for record in records:
+            line = {"time": stamp, **record}
+            for key, value in defaults.items():
+                line.setdefault(key, value)
+            lines.append(encode(line))
+        if not lines:
+            return
+        lines.append("")
+        text = "\n".join(lines)
+        with self._lock:
+            if self._fh is not None:
+                self._fh.write(text)
                 self._fh.flush()
 
     def close(self) -> None:

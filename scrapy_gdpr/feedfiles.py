@@ -312,17 +312,24 @@ def rewrite(path: Path, fmt: str, drop: Callable[[FeedRecord], bool], *, lock_ti
         if fd is None:
             return result
         kept: list[FeedRecord] = []
+        removed_records: list[tuple[str, str, str]] = []
+        earliest = latest = ""
         for rec in read_records(path, fmt):
-            if rec.stamp and drop(rec):
-                result.removed += 1
-                result.removed_ids.append(rec.item_id)  # type: ignore[union-attr]
-                result.removed_records.append((rec.item_id, rec.source_url, rec.expires_at))  # type: ignore[union-attr]
+            stamp = rec.stamp
+            if stamp and drop(rec):
+                removed_records.append((
+                    str(stamp.get("item_id", "")), str(stamp.get("source_url", "")), str(stamp.get("expires_at", ""))
+                ))
             else:
                 kept.append(rec)
-                expiry = rec.expires_at
+                expiry = str(stamp.get("expires_at", ""))
                 if expiry:
-                    result.earliest = min(result.earliest or expiry, expiry)
-                    result.latest = max(result.latest, expiry)
+                    earliest = min(earliest or expiry, expiry)
+                    latest = max(latest, expiry)
+        result.removed = len(removed_records)
+        result.removed_records = removed_records
+        result.removed_ids = [item_id for item_id, _, _ in removed_records]
+        result.earliest, result.latest = earliest, latest
         result.kept = len(kept)
         if not result.removed:
             return result

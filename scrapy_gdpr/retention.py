@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 import queue
+import re
 import threading
 import uuid
 from collections import Counter
@@ -43,7 +44,7 @@ from scrapy_gdpr.audit import Reason, drop
 from scrapy_gdpr.durations import Duration
 from scrapy_gdpr.feedfiles import CSV_PREFIX, STAMP_FIELD
 from scrapy_gdpr.ledger import OBJECT_KINDS, Ledger, Record, open_ledger, parse_ts
-from scrapy_gdpr.provenance import provenance_of, registry
+from scrapy_gdpr.provenance import registry
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -89,9 +90,12 @@ def stamp_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+#: Canonical JSON (sorted keys, no spaces, UTF-8), the input of :func:`content_hash`.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def content_hash(data: Any) -> str:
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return "sha256:" + hashlib.sha256(_CANONICAL.encode(data).encode("utf-8")).hexdigest()
 
 
 def is_expired(expires_at: str, now: datetime) -> bool:
@@ -100,6 +104,27 @@ def is_expired(expires_at: str, now: datetime) -> bool:
         return parse_ts(expires_at) <= now
     except ValueError:
         return True
+
+
+_STAMP_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
+def expiry_check(now: datetime) -> Callable[[str], bool]:
+    """:func:`is_expired` at a fixed ``now``, fast for the stamps' own form.
+
+    A stamp time (``2026-11-23T16:17:00Z``, whole seconds, fixed width) is at or
+    before ``now`` exactly when it sorts at or before ``now`` truncated to the
+    second, so it is compared as text; any other form is parsed.
+    """
+    bound = stamp_time(now)
+    match = _STAMP_TIME.fullmatch
+
+    def expired(expires_at: str) -> bool:
+        if match(expires_at):
+            return expires_at <= bound
+        return is_expired(expires_at, now)
+
+    return expired
 
 
 # --------------------------------------------------------------------------- stamping
@@ -129,7 +154,9 @@ class RetentionPipeline:
         self._id_prefix = uuid.uuid4().hex[:16]
         self._id_counter = itertools.count()
         self.stamped = 0
-        self._periods: dict[str, tuple[Duration, timedelta | None]] = {}
+        self._periods: dict[str, tuple[Duration, timedelta | None, bool]] = {}
+        # (item type, whole second collected) -> (collected_at, expires_at) as stamp text
+        self._times: tuple[tuple[str, int], tuple[str, str]] | None = None
         self._constant = {
             "purpose": purpose.id,
             "lawful_basis": purpose.lawful_basis,
@@ -137,45 +164,59 @@ class RetentionPipeline:
             "policy_fingerprint": self.policy.fingerprint,
         }
 
-    def _period(self, item_type: str) -> tuple[Duration, timedelta | None]:
+    def _period(self, item_type: str) -> tuple[Duration, timedelta | None, bool]:
         cached = self._periods.get(item_type)
         if cached is None:
             period = self.policy.retention_for_item(item_type)
             # without years or months a duration is a fixed length of time
             fixed = None if (period.years or period.months) else period.approx_timedelta()
-            cached = self._periods[item_type] = (period, fixed)
+            # a period of whole seconds moves every moment of one second into one
+            # second, so the stamp times of a second's items are formatted once
+            whole = float(period.seconds).is_integer()
+            cached = self._periods[item_type] = (period, fixed, whole)
         return cached
+
+    def _stamp_times(self, item_type: str, collected_at: datetime) -> tuple[str, str]:
+        period, fixed, whole = self._period(item_type)
+        key = (item_type, int(collected_at.timestamp() // 1))
+        if whole and self._times is not None and self._times[0] == key:
+            return self._times[1]
+        collected = collected_at.astimezone(UTC)
+        expires = collected + fixed if fixed is not None else period.add_to(collected)
+        times = (stamp_time(collected), stamp_time(expires))
+        if whole:
+            self._times = (key, times)
+        return times
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         return cls(crawler)
 
     def process_item(self, item: Any) -> dict[str, Any]:
-        prov = provenance_of(self.crawler, item)
+        prov = self.registry.get(item)
         if prov is None:
             raise drop(
                 self.crawler, "", Reason.RETENTION, clause=self.policy.clause("retention"),
                 detail=f"{type(item).__name__} has no provenance: its source and expiry are unknown",
             )
-        data = dict(ItemAdapter(item).items())
+        # a plain dict is copied as is (no adapter round-trip); other items through ItemAdapter
+        data = dict(item) if type(item) is dict else dict(ItemAdapter(item).items())
         if STAMP_FIELD in data:
             raise drop(
                 self.crawler, prov.url, Reason.RETENTION, clause=self.policy.clause("retention"),
                 detail=f"the item already has a {STAMP_FIELD!r} field, which is reserved for the retention stamp",
             )
         item_type = type(item).__name__
-        period, fixed = self._period(item_type)
-        collected = prov.collected_at.astimezone(UTC)
-        expires = collected + fixed if fixed is not None else period.add_to(collected)
+        collected_at, expires_at = self._stamp_times(item_type, prov.collected_at)
         stamp = {
             "stamp_version": STAMP_VERSION,
             "item_id": f"{self._id_prefix}{next(self._id_counter):016x}",
             "item_type": item_type,
             "spider": self.runtime.spider_name,
             "source_url": prov.url,
-            "collected_at": stamp_time(collected),
-            "expires_at": stamp_time(expires),
-            "retention": period.text,
+            "collected_at": collected_at,
+            "expires_at": expires_at,
+            "retention": self._periods[item_type][0].text,
             **self._constant,
             "content_sha256": content_hash(data),
             "faces": prov.notes.get("faces"),
@@ -399,11 +440,23 @@ def purge(
     result = PurgeResult(now=now.isoformat(), dry_run=dry_run)
     ledger.optimize()
 
-    def record(entry: dict[str, Any]) -> None:
-        if len(result.deleted) < keep_deleted:
-            result.deleted.append(entry)
+    def record_many(entries: list[dict[str, Any]]) -> None:
+        room = keep_deleted - len(result.deleted)
+        if room > 0:
+            result.deleted += entries[:room]
         if audit is not None and not dry_run:
-            audit.write({"spider": spider, "url": entry.get("url", ""), "decision": "purged", **entry})
+            audit.write_many([{"spider": spider, "url": entry.get("url", ""), "decision": "purged", **entry}
+                              for entry in entries])
+
+    def record(entry: dict[str, Any]) -> None:
+        record_many([entry])
+
+    is_expired_at = expiry_check(now)
+    # The ledger rows of feed files are deleted together once every file is done: one
+    # set-based delete instead of one per file. A kill before it leaves rows whose lines
+    # or files are already gone; a re-run finds nothing left to drop and deletes them.
+    rewritten: list[str] = []  # files rewritten: their expired line rows go
+    removed: list[str] = []  # files deleted (nothing left in them): all their rows go
 
     # 1. feed files with expired lines
     for location in ledger.expired_locations(now, ["feed_line", "feed_file"]):
@@ -423,7 +476,7 @@ def purge(
         feedfiles.clean_temp_files(path.parent)
 
         def expired(rec: feedfiles.FeedRecord) -> bool:
-            return is_expired(rec.expires_at, now)
+            return is_expired_at(rec.expires_at)
 
         if dry_run:
             for rec in feedfiles.read_records(path, fmt):
@@ -441,9 +494,9 @@ def purge(
             continue
         if outcome.removed:
             result.feed_lines += outcome.removed
-            for item_id, url, expires_at in outcome.removed_records or []:
-                record({"kind": "feed_line", "location": location, "item_id": item_id, "url": url,
-                        "expires_at": expires_at})
+            if audit is not None or len(result.deleted) < keep_deleted:
+                record_many([{"kind": "feed_line", "location": location, "item_id": item_id, "url": url,
+                              "expires_at": expires_at} for item_id, url, expires_at in outcome.removed_records or []])
         if path.exists():
             if outcome.removed:
                 result.feed_files_rewritten += 1
@@ -451,7 +504,7 @@ def purge(
             summary = feedfiles.summarise(path, fmt) if not outcome.removed else outcome
             kept_manifest = {k: v for k, v in (manifest or {}).items() if k in ("purpose", "policy_fingerprint", "spider", "created")}
             write_manifest(path, fmt, summary, **kept_manifest)
-            ledger.delete_expired(now, kinds=["feed_line"], location=location)
+            rewritten.append(location)
             file_row = ledger.feed_file(location)
             if file_row is not None and summary.earliest:
                 file_row.expires_at = parse_ts(summary.earliest)
@@ -463,9 +516,13 @@ def purge(
             feedfiles.crash_point("before manifest removal")
             with contextlib.suppress(FileNotFoundError):
                 manifest_path(path).unlink()
-            ledger.delete_location(location)
+            removed.append(location)
             record({"kind": "feed_file", "location": location})
         feedfiles.crash_point("feed file done")
+    if rewritten:
+        ledger.delete_at(rewritten, expired=now, kinds=["feed_line"])
+    if removed:
+        ledger.delete_at(removed)
 
     # 2. media objects: unlink, then delete the rows. A file another unexpired row
     #    still points to (the same image on two pages) is kept.
