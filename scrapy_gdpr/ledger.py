@@ -23,6 +23,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -229,6 +230,20 @@ class Ledger:
         self._lock = threading.RLock()
 
     # -- back-end specifics -----------------------------------------------------
+    @contextmanager
+    def _write(self) -> Iterator[Any]:
+        """A cursor in one transaction, under the ledger's lock: committed when the
+        block ends, rolled back on any error."""
+        with self._lock:
+            conn = self._conn()
+            cur = conn.cursor()
+            try:
+                yield cur
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+
     def _conn(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -329,35 +344,21 @@ class Ledger:
     def delete_ids(self, ids: Iterable[int]) -> int:
         ids = list(ids)
         deleted = 0
-        with self._lock:
-            conn = self._conn()
-            cur = conn.cursor()
-            try:
-                for start in range(0, len(ids), 500):
-                    chunk = ids[start : start + 500]
-                    cur.execute(
-                        self._sql(f"DELETE FROM ledger_records WHERE id IN ({', '.join('?' for _ in chunk)})"), chunk
-                    )
-                    deleted += max(cur.rowcount, 0)
-                conn.commit()
-            except BaseException:
-                conn.rollback()
-                raise
+        with self._write() as cur:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                cur.execute(
+                    self._sql(f"DELETE FROM ledger_records WHERE id IN ({', '.join('?' for _ in chunk)})"), chunk
+                )
+                deleted += max(cur.rowcount, 0)
         return deleted
 
     def delete_expired(self, now: datetime, kinds: Sequence[str] | None = None, location: str | None = None) -> int:
         """Delete rows expired at ``now`` (optionally only some kinds, or one location)."""
         where, params = self._expired_where(now, kinds, location)
-        with self._lock:
-            conn = self._conn()
-            cur = conn.cursor()
-            try:
-                cur.execute(self._sql(f"DELETE FROM ledger_records WHERE {where}"), params)
-                count = max(cur.rowcount, 0)
-                conn.commit()
-            except BaseException:
-                conn.rollback()
-                raise
+        with self._write() as cur:
+            cur.execute(self._sql(f"DELETE FROM ledger_records WHERE {where}"), params)
+            count = max(cur.rowcount, 0)
         return count
 
     def delete_at(self, locations: Sequence[str], *, expired: datetime | None = None,
@@ -375,21 +376,14 @@ class Ledger:
             params += list(kinds)
         locations = sorted(set(locations))
         count = 0
-        with self._lock:
-            conn = self._conn()
-            cur = conn.cursor()
-            try:
-                for start in range(0, len(locations), 500):
-                    chunk = locations[start : start + 500]
-                    cur.execute(self._sql(
-                        f"DELETE FROM ledger_records WHERE id IN (SELECT id FROM ledger_records WHERE {where} "
-                        f"AND location IN ({', '.join('?' for _ in chunk)}))"
-                    ), [*params, *chunk])
-                    count += max(cur.rowcount, 0)
-                conn.commit()
-            except BaseException:
-                conn.rollback()
-                raise
+        with self._write() as cur:
+            for start in range(0, len(locations), 500):
+                chunk = locations[start : start + 500]
+                cur.execute(self._sql(
+                    f"DELETE FROM ledger_records WHERE id IN (SELECT id FROM ledger_records WHERE {where} "
+                    f"AND location IN ({', '.join('?' for _ in chunk)}))"
+                ), [*params, *chunk])
+                count += max(cur.rowcount, 0)
         return count
 
     def delete_location(self, location: str, kinds: Sequence[str] | None = None) -> int:
@@ -398,16 +392,9 @@ class Ledger:
         if kinds:
             where += f" AND kind IN ({', '.join('?' for _ in kinds)})"
             params += list(kinds)
-        with self._lock:
-            conn = self._conn()
-            cur = conn.cursor()
-            try:
-                cur.execute(self._sql(f"DELETE FROM ledger_records WHERE {where}"), params)
-                count = max(cur.rowcount, 0)
-                conn.commit()
-            except BaseException:
-                conn.rollback()
-                raise
+        with self._write() as cur:
+            cur.execute(self._sql(f"DELETE FROM ledger_records WHERE {where}"), params)
+            count = max(cur.rowcount, 0)
         return count
 
     def set_feed_file(self, record: Record) -> None:
