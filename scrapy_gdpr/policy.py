@@ -46,6 +46,9 @@ __all__ = [
 ]
 
 SCHEMA_PATH = Path(__file__).with_name("policy.schema.json")
+#: The most values (mappings, lists, scalars) a policy file may expand to; real
+#: policies have a few hundred. Protects lint and crawl start-up from alias bombs.
+MAX_VALUES = 100_000
 REVIEW_WARNING_DAYS = 30
 
 
@@ -514,7 +517,14 @@ def _compose(text: str, filename: str) -> tuple[Any, dict[tuple[Any, ...], int],
     if node is None:
         return None, lines, findings
 
+    built = 0
+
     def build(n: yaml.Node, path: tuple[Any, ...]) -> Any:
+        nonlocal built
+        built += 1
+        if built > MAX_VALUES:
+            # '*alias' references can make a small file expand without bound
+            raise _TooManyValues(n.start_mark.line + 1)
         lines.setdefault(path, n.start_mark.line + 1)
         if isinstance(n, (yaml.MappingNode, yaml.SequenceNode)) and n.tag not in _COLLECTION_TAGS:
             # the safe loader would refuse it; so do we (it is never constructed)
@@ -569,10 +579,23 @@ def _compose(text: str, filename: str) -> tuple[Any, dict[tuple[Any, ...], int],
 
     try:
         return build(node, ()), lines, findings
+    except _TooManyValues as exc:
+        findings.append(Finding(
+            filename, exc.line, "",
+            f"the file expands to more than {MAX_VALUES:,} values (through '*alias' references)",
+            "write the policy out without nested '&anchor'/'*alias' references; a policy needs far fewer values",
+        ))
+        return None, lines, findings
     except yaml.YAMLError as exc:
         # e.g. a tag such as '!!python/object' that the safe loader does not construct
         findings.append(_yaml_finding(exc, filename))
         return None, lines, findings
+
+
+class _TooManyValues(Exception):
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
 
 
 def _format_path(path: tuple[Any, ...] | list[Any]) -> str:

@@ -504,3 +504,13 @@ def test_crawl_refuses_an_invalid_policy_in_a_project(tmp_path):
     result = run_scrapy("crawl", "beta", cwd=project)
     assert result.returncode != 0, result.stderr
     assert f"{Path('policies') / 'beta-policy.yaml'}:40: error: faces.action" in result.stderr
+
+
+def test_alias_bomb_is_refused_quickly():
+    levels = ['a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for prev, name in zip("abcdefg", "bcdefgh"):
+        levels.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    policy, findings = validate_policy_text("\n".join(levels) + "\n", "bomb.yaml")
+    assert policy is None
+    assert [f.message for f in findings if "expands to more than" in f.message]
+    assert findings[0].file == "bomb.yaml" and findings[0].line is not None
