@@ -25,6 +25,7 @@ import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urljoin, urlsplit
 
@@ -32,6 +33,7 @@ import http_sfv
 from protego import Protego
 from scrapy import Request
 from scrapy.http.request import NO_CALLBACK
+from scrapy.utils.asyncio import run_in_thread
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from scrapy.utils.httpobj import urlparse_cached
 from twisted.internet.defer import Deferred
@@ -116,6 +118,10 @@ class Signal:
     text: str
     path: str | None
     prefs: dict[str, bool]  # purpose -> True (allowed) / False (reserved); unknown purposes absent
+
+
+#: robots.txt files up to this size are parsed on the reactor thread (microseconds).
+PARSE_INLINE_BYTES = 32 * 1024
 
 
 class _PathMatcher:
@@ -587,7 +593,7 @@ class RobotsGateMiddleware:
                 url = target
                 continue
             if 200 <= status < 300:
-                return self._parsed(origin, robots_url, response)
+                return self._parsed(origin, robots_url, response, await self._parse(response.body))
             if status == 429 or status >= 500:
                 return self._unreachable(origin, robots_url, previous, f"HTTP {status}", response)
             if 400 <= status < 500:
@@ -606,15 +612,23 @@ class RobotsGateMiddleware:
         entry.expires_at = now + ttl
         return entry
 
-    def _parsed(self, origin: str, robots_url: str, response: Response) -> RobotsEntry:
-        rules = parse_robots(
-            response.body,
+    async def _parse(self, body: bytes) -> RobotsRules:
+        """Parse a robots.txt; a large one (up to the 500 KiB limit can take a second)
+        is parsed in a thread, off the reactor."""
+        parse = partial(
+            parse_robots,
+            body,
             self.product_token,
             max_size=self.max_size,
             content_signal=self.content_signal,
             content_usage=self.content_usage,
             shared=self._parsers,
         )
+        if len(body) <= PARSE_INLINE_BYTES:
+            return parse()
+        return await run_in_thread(parse)
+
+    def _parsed(self, origin: str, robots_url: str, response: Response, rules: RobotsRules) -> RobotsEntry:
         entry = RobotsEntry(origin, robots_url, "parsed", rules=rules, status=response.status)
         if rules.truncated:
             self.crawler.stats.inc_value("gdpr/robots/truncated")

@@ -707,3 +707,29 @@ def test_parsers_shared_between_sites_with_the_same_rules():
     assert a.sitemaps == ["http://a/s.xml"] and b.sitemaps == ["http://b/s.xml"]
     assert a.explain("http://a/wp-admin/x") == "robots.txt line 3 'Disallow: /wp-admin/' (group User-agent: *)"
     assert b.explain("http://b/wp-admin/x") == "robots.txt line 2 'Disallow: /wp-admin/' (group User-agent: *)"
+
+
+@coroutine_test
+async def test_large_robots_txt_is_parsed_off_the_reactor_thread(tmp_path, monkeypatch):
+    import threading
+
+    crawler = get_crawler(Spider, {
+        "GDPR_POLICY": str(DATA / "policies" / "valid.yaml"),
+        "GDPR_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+    })
+    mw = RobotsGateMiddleware.from_crawler(crawler)
+    threads: list[str] = []
+    real = robots_module.parse_robots
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(robots_module, "parse_robots", recording)
+    small = b"User-agent: *\nDisallow: /private/\n"
+    large = b"User-agent: *\n" + b"".join(b"Disallow: /p%d/\n" % i for i in range(5000))
+    assert len(large) > robots_module.PARSE_INLINE_BYTES
+    assert not (await mw._parse(small)).can_fetch("http://a.test/private/x")
+    assert not (await mw._parse(large)).can_fetch("http://a.test/p4999/x")
+    main = threading.current_thread().name
+    assert threads[0] == main and threads[1] != main
