@@ -188,9 +188,16 @@ class _FaceStageMixin:
 
 
 class _MediaFaceStageMixin(_FaceStageMixin):
-    """``item_completed`` for the media pipelines: records, then drop or keep the item."""
+    """What the two media pipelines share: setting up the face stage, and
+    ``item_completed``: records, then drop or keep the item."""
 
     _checked: dict[str, dict[str, Any]]
+
+    def __init__(self, store_uri: str | PathLike[str], download_func: None = None, *, crawler: Crawler) -> None:
+        component_runtime(crawler)  # GDPR_ENABLED = False: NotConfigured before anything else
+        super().__init__(store_uri, crawler=crawler)  # type: ignore[call-arg]  # the media pipeline
+        self._setup_faces(crawler)
+        self._checked = {}
 
     def media_failed(self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo) -> NoReturn:
         # Scrapy's version replaces every processing error by a bare FileException
@@ -248,12 +255,6 @@ class GdprImagesPipeline(_MediaFaceStageMixin, ImagesPipeline):
     failed result; :meth:`item_completed` then drops the item when the policy says
     ``drop_item``.
     """
-
-    def __init__(self, store_uri: str | PathLike[str], download_func: None = None, *, crawler: Crawler) -> None:
-        component_runtime(crawler)  # GDPR_ENABLED = False: NotConfigured before anything else
-        super().__init__(store_uri, crawler=crawler)
-        self._setup_faces(crawler)
-        self._checked = {}
 
     async def image_downloaded(
         self,
@@ -337,12 +338,6 @@ class GdprFilesPipeline(_MediaFaceStageMixin, FilesPipeline):
     (video, PDF, unknown) is stored unchanged only when the policy lists its MIME
     type in ``faces.allow_unchecked_types``.
     """
-
-    def __init__(self, store_uri: str | PathLike[str], download_func: None = None, *, crawler: Crawler) -> None:
-        component_runtime(crawler)
-        super().__init__(store_uri, crawler=crawler)
-        self._setup_faces(crawler)
-        self._checked = {}
 
     async def file_downloaded(
         self,

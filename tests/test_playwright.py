@@ -16,7 +16,7 @@ from scrapy_gdpr.objections import append_objection
 from scrapy_gdpr.playwright import SubresourceGate, update_settings
 from scrapy_gdpr.runtime import get_runtime
 from tests.test_gate import gate_settings, local, refusals, write_policy
-from tests.utils import chromium_path, coroutine_test, require_service
+from tests.utils import chromium_path, coroutine_test, playwright_settings, require_service
 
 
 class StubRobots:
@@ -227,24 +227,11 @@ async def test_browser_subresources_are_gated(tmp_path, logged_mockserver):
     port = logged_mockserver.port
     append_objection(tmp_path / "objections.txt", "url", f"http://pw-page.test:{port}/people/jane.png")
     policy = write_policy(tmp_path, [local("pw-page.test"), local("pw-cdn.test"), {"domain": "pw-private.test"}])
-    handler = "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler"
     settings = gate_settings(
         tmp_path,
         policy,
         ADDONS={PlaywrightHookAddon: 0},
-        DOWNLOAD_HANDLERS={"http": handler, "https": handler},
-        PLAYWRIGHT_BROWSER_TYPE="chromium",
-        PLAYWRIGHT_LAUNCH_OPTIONS={
-            "executable_path": path,
-            "args": [
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                "--host-resolver-rules=MAP *.test 127.0.0.1",
-            ],
-        },
+        **playwright_settings(path),
         PLAYWRIGHT_DEFAULT_NAVIGATION_TIMEOUT=30_000,
         PLAYWRIGHT_ABORT_REQUEST="tests.test_playwright.user_abort",
         TWISTED_REACTOR="twisted.internet.asyncioreactor.AsyncioSelectorReactor",

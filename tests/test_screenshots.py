@@ -11,7 +11,7 @@ from scrapy import Request, Spider
 from scrapy.utils.test import get_crawler
 
 from tests.gallery import BYTES, HOST, Outcome, assert_no_metadata, detect, settings
-from tests.utils import chromium_path, coroutine_test, require_service
+from tests.utils import chromium_path, coroutine_test, playwright_settings, require_service
 
 pytestmark = pytest.mark.requires_chromium
 
@@ -51,22 +51,7 @@ async def test_screenshot_is_redacted_before_it_is_kept(tmp_path, mockserver):
         settings(
             tmp_path,
             pipelines=(BYTES,),
-            DOWNLOAD_HANDLERS={
-                "http": "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler",
-                "https": "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler",
-            },
-            PLAYWRIGHT_BROWSER_TYPE="chromium",
-            PLAYWRIGHT_LAUNCH_OPTIONS={
-                "executable_path": path,
-                "args": [
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--no-first-run",
-                    "--host-resolver-rules=MAP *.test 127.0.0.1",
-                ],
-            },
+            **playwright_settings(path),
         ),
     )
     outcome = Outcome(crawler)

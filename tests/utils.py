@@ -127,3 +127,25 @@ def addon_settings(tmp_path: Path, policy: Path, **extra: Any) -> dict[str, Any]
         "LOG_LEVEL": "INFO",
         **extra,
     }
+
+
+PLAYWRIGHT_HANDLER = "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler"
+
+
+def playwright_settings(chromium: str) -> dict[str, Any]:
+    """scrapy-playwright with the system Chromium, headless, ``*.test`` mapped to 127.0.0.1."""
+    return {
+        "DOWNLOAD_HANDLERS": {"http": PLAYWRIGHT_HANDLER, "https": PLAYWRIGHT_HANDLER},
+        "PLAYWRIGHT_BROWSER_TYPE": "chromium",
+        "PLAYWRIGHT_LAUNCH_OPTIONS": {
+            "executable_path": chromium,
+            "args": [
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--host-resolver-rules=MAP *.test 127.0.0.1",
+            ],
+        },
+    }
