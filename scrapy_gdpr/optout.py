@@ -32,11 +32,10 @@ from scrapy.exceptions import IgnoreRequest
 from scrapy.http import HtmlResponse, Request
 from scrapy.http.request import NO_CALLBACK
 from scrapy.spidermiddlewares.base import BaseSpiderMiddleware
-from scrapy.utils.defer import maybe_deferred_to_future
-from twisted.internet.defer import Deferred
 
 from scrapy_gdpr import audit
 from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr._flight import Flight
 from scrapy_gdpr.audit import Reason, note_refusal, refuse
 
 if TYPE_CHECKING:
@@ -441,7 +440,7 @@ class _TdmEntry:
     rules: list[TdmRule] | None = None  # None: no file (unset)
     fetched_at: float = 0.0
     error: str = ""
-    waiters: list[Deferred[None]] | None = None  # a fetch is in flight
+    flight: Flight = field(default_factory=Flight)  # the fetch, shared by concurrent requests
 
 
 # --------------------------------------------------------------------------- decision
@@ -526,24 +525,18 @@ class OptOutMiddleware:
     async def _tdmrep(self, origin: str) -> _TdmEntry:
         """The origin's TDMRep rules, fetched once per TTL; concurrent callers share one fetch."""
         entry = self._tdm.get(origin)
-        if entry is not None and entry.waiters is None and time.monotonic() - entry.fetched_at < self.tdmrep_ttl:
+        if entry is not None and not entry.flight.busy and time.monotonic() - entry.fetched_at < self.tdmrep_ttl:
             return entry
-        if entry is not None and entry.waiters is not None:
-            d: Deferred[None] = Deferred()
-            entry.waiters.append(d)
-            await maybe_deferred_to_future(d)
-            return self._tdm[origin]
         if entry is None:
             entry = self._tdm[origin] = _TdmEntry()
-        entry.waiters = []
+        await entry.flight.run(lambda: self._fetch_tdmrep_stamped(origin, entry))
+        return self._tdm[origin]
+
+    async def _fetch_tdmrep_stamped(self, origin: str, entry: _TdmEntry) -> None:
         try:
             await self._fetch_tdmrep(origin, entry)
         finally:
             entry.fetched_at = time.monotonic()
-            waiters, entry.waiters = entry.waiters, None
-            for d in waiters:
-                d.callback(None)
-        return entry
 
     async def _fetch_tdmrep(self, origin: str, entry: _TdmEntry) -> None:
         url = origin + TDMREP_PATH
@@ -590,7 +583,7 @@ class OptOutMiddleware:
         if origin is not None:
             # TDMRep: the file must be checked before the first page of an origin.
             entry = self._tdm.get(origin)
-            if entry is None or entry.waiters is not None or time.monotonic() - entry.fetched_at >= self.tdmrep_ttl:
+            if entry is None or entry.flight.busy or time.monotonic() - entry.fetched_at >= self.tdmrep_ttl:
                 await self._tdmrep(origin)  # not fetched yet, in flight, or expired
 
     async def process_response(self, request: Request, response: Response) -> Response:

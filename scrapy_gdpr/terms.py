@@ -25,11 +25,10 @@ import lxml.html
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import HtmlResponse, Request, TextResponse
 from scrapy.http.request import NO_CALLBACK
-from scrapy.utils.defer import maybe_deferred_to_future
 from scrapy.utils.httpobj import urlparse_cached
-from twisted.internet.defer import Deferred
 
 from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr._flight import Flight
 from scrapy_gdpr.audit import Reason, record, refuse
 
 if TYPE_CHECKING:
@@ -143,7 +142,7 @@ class _TermsState:
     checked_at: float | None = None  # time.monotonic()
     checked_on: str = ""  # ISO time of the last check, for the report
     checks: int = 0
-    waiters: list[Deferred[None]] | None = None  # a check is in flight
+    flight: Flight = field(default_factory=Flight)  # the check, shared by concurrent requests
     report: dict[str, Any] = field(default_factory=dict)
 
 
@@ -220,7 +219,7 @@ class TermsMiddleware:
                          clause=self.policy.clause("domains", i, "terms", "verdict"),
                          detail=f"the terms of {rule.domain} forbid crawling (reviewed {rule.terms.reviewed_on})")
         state = self._states[i]
-        if state.waiters is not None or state.checked_at is None or time.monotonic() - state.checked_at >= self.interval:
+        if state.flight.busy or state.checked_at is None or time.monotonic() - state.checked_at >= self.interval:
             state = await self._checked(i)  # due for a check, or one is in flight
         if state.status != "ok":
             raise refuse(self.crawler, request.url, Reason.TERMS_DRIFT,
@@ -229,14 +228,12 @@ class TermsMiddleware:
     async def _checked(self, i: int) -> _TermsState:
         """The domain's terms state, re-checked when due; concurrent callers share a check."""
         state = self._states[i]
-        if state.waiters is not None:
-            d: Deferred[None] = Deferred()
-            state.waiters.append(d)
-            await maybe_deferred_to_future(d)
+        if not state.flight.busy and state.checked_at is not None and time.monotonic() - state.checked_at < self.interval:
             return state
-        if state.checked_at is not None and time.monotonic() - state.checked_at < self.interval:
-            return state
-        state.waiters = []
+        await state.flight.run(lambda: self._check_closed(i, state))
+        return state
+
+    async def _check_closed(self, i: int, state: _TermsState) -> None:
         try:
             await self._check(i, state)
         except Exception as exc:  # never let a check error open the gate
@@ -245,10 +242,6 @@ class TermsMiddleware:
                              extra={"spider": self.crawler.spider})
         finally:
             state.checked_at = time.monotonic()
-            waiters, state.waiters = state.waiters, None
-            for d in waiters:
-                d.callback(None)
-        return state
 
     async def _check(self, i: int, state: _TermsState) -> None:
         rule = self.policy.domains[i]
