@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from scrapy_gdpr.faces.detector import build_detector, registered_detectors  # noqa: E402
 from scrapy_gdpr.faces.redact import ACTIONS, redact  # noqa: E402
+from scrapy_gdpr.faces.leak import ssim  # noqa: E402
 
 BUCKETS = [("<20", 0, 20), ("20-50", 20, 50), ("50-150", 50, 150), (">150", 150, float("inf"))]
 
@@ -84,27 +85,12 @@ def match(gt: np.ndarray, ignore: np.ndarray, dets: np.ndarray, thr: float = 0.5
     return matched, fp
 
 
-def ssim_gray(a: np.ndarray, b: np.ndarray) -> float:
-    a = cv2.cvtColor(a, cv2.COLOR_BGR2GRAY).astype(np.float64)
-    b = cv2.cvtColor(b, cv2.COLOR_BGR2GRAY).astype(np.float64)
-    sig = max(min(a.shape) / 8.0, 1.0)
-
-    def f(z: np.ndarray) -> np.ndarray:
-        return cv2.GaussianBlur(z, (0, 0), sig)
-
-    mu_a, mu_b = f(a), f(b)
-    va, vb, cov = f(a * a) - mu_a**2, f(b * b) - mu_b**2, f(a * b) - mu_a * mu_b
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (va + vb + c2))
-    return float(s.mean())
-
-
 def face_ssims(orig: np.ndarray, anon: np.ndarray, faces: np.ndarray) -> np.ndarray:
     h, w = orig.shape[:2]
     out = []
     for x, y, fw, fh in faces:
         x1, y1, x2, y2 = int(max(x, 0)), int(max(y, 0)), int(min(x + fw, w)), int(min(y + fh, h))
-        out.append(0.0 if x2 - x1 < 2 or y2 - y1 < 2 else ssim_gray(orig[y1:y2, x1:x2], anon[y1:y2, x1:x2]))
+        out.append(0.0 if x2 - x1 < 2 or y2 - y1 < 2 else ssim(orig[y1:y2, x1:x2], anon[y1:y2, x1:x2]))
     return np.asarray(out)
 
 

@@ -135,7 +135,7 @@ def leaked(original: bytes, stored: bytes) -> list[tuple[int, int, int, int]]:
     detector finds the face again (IoU >= 0.5) and the box still looks like the
     original (SSIM >= 0.5). (At a low threshold the strict detector also "finds" the
     blurred head shape, so being found alone is not a leak.)"""
-    from tests.test_face_redact import crop, iou, ssim
+    from scrapy_gdpr.faces import leak
 
     global _STRICT  # noqa: PLW0603
     if _STRICT is None:
@@ -143,14 +143,8 @@ def leaked(original: bytes, stored: bytes) -> list[tuple[int, int, int, int]]:
     orig, out = decode(original), decode(stored)
     assert orig.shape == out.shape
     faces = [[d.x, d.y, d.w, d.h] for d in _STRICT.detect(orig)]
-    again = _STRICT.detect(out)
-    bad = []
-    for face in faces:
-        similar = ssim(crop(orig, face), crop(out, face))
-        if similar >= 0.8 or (similar >= 0.5 and any(iou(d, face) >= 0.5 for d in again)):
-            bad.append(tuple(int(v) for v in face))
     assert faces, "the strict detector finds no face in the original"
-    return bad
+    return [tuple(int(v) for v in face) for face in leak.leaked(orig, out, faces, _STRICT.detect(out))]
 
 
 def decode(data: bytes) -> np.ndarray:

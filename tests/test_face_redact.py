@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from scrapy_gdpr.faces import leak
 from scrapy_gdpr.faces.detector import Detection, FaceDetector, build_detector
 from scrapy_gdpr.faces.redact import ACTIONS, redact
 
@@ -24,16 +25,8 @@ def faces_of(name: str) -> list[list[float]]:
         return next(e["faces"] for e in json.load(f)["images"] if e["file"] == name)
 
 
-def iou(d: Detection, box: list[float]) -> float:
-    x, y, w, h = box
-    iw = max(0.0, min(d.x + d.w, x + w) - max(d.x, x))
-    ih = max(0.0, min(d.y + d.h, y + h) - max(d.y, y))
-    inter = iw * ih
-    return inter / (d.w * d.h + w * h - inter)
-
-
 def still_found(dets: list[Detection], faces: list[list[float]]) -> list[list[float]]:
-    return [f for f in faces if any(iou(d, f) >= 0.3 for d in dets)]
+    return [f for f in faces if any(leak.iou(d, f) >= 0.3 for d in dets)]
 
 
 def detail(img: np.ndarray, box: list[float]) -> float:
@@ -41,26 +34,6 @@ def detail(img: np.ndarray, box: list[float]) -> float:
     x, y, w, h = (int(round(v)) for v in box)
     gray = cv2.cvtColor(img[y : y + h, x : x + w], cv2.COLOR_BGR2GRAY)
     return float(np.abs(cv2.Laplacian(gray, cv2.CV_64F)).mean())
-
-
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Structural similarity of two grey crops (Gaussian window of 1/8 of the crop)."""
-    a = cv2.cvtColor(a, cv2.COLOR_BGR2GRAY).astype(np.float64)
-    b = cv2.cvtColor(b, cv2.COLOR_BGR2GRAY).astype(np.float64)
-    sig = max(min(a.shape) / 8.0, 1.0)
-
-    def f(z: np.ndarray) -> np.ndarray:
-        return cv2.GaussianBlur(z, (0, 0), sig)
-
-    ma, mb = f(a), f(b)
-    va, vb, cov = f(a * a) - ma**2, f(b * b) - mb**2, f(a * b) - ma * mb
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    return float((((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma**2 + mb**2 + c1) * (va + vb + c2))).mean())
-
-
-def crop(img: np.ndarray, box: list[float]) -> np.ndarray:
-    x, y, w, h = (int(round(v)) for v in box)
-    return img[y : y + h, x : x + w]
 
 
 @pytest.fixture(scope="module")
@@ -74,18 +47,8 @@ def balanced() -> FaceDetector:
 
 
 def leaked(orig: np.ndarray, out: np.ndarray, faces: list[list[float]], det: FaceDetector) -> list[list[float]]:
-    """Faces still recognisable after redaction: the box is nearly unchanged
-    (SSIM >= 0.8), or the detector finds it again (IoU >= 0.5) and the box still
-    looks like the original (SSIM >= 0.5). At a low threshold a CNN also "finds"
-    well-blurred head-shaped blobs from context (hair, shoulders); those are not
-    leaks."""
-    again = det.detect(out)
-    result = []
-    for f in faces:
-        similar = ssim(crop(orig, f), crop(out, f))
-        if similar >= 0.8 or (similar >= 0.5 and any(iou(d, f) >= 0.5 for d in again)):
-            result.append(f)
-    return result
+    """Faces still recognisable after redaction (the leak rule of scrapy_gdpr.faces.leak)."""
+    return [list(f) for f in leak.leaked(orig, out, faces, det.detect(out))]
 
 
 @pytest.mark.parametrize("action", ACTIONS)
@@ -117,7 +80,7 @@ def test_redaction_strength_scales_with_face_size(action: str) -> None:
         else:
             # almost all fine detail of the face is gone, whatever its size
             assert detail(out, box) < 0.25 * detail(big, box), scale
-        assert ssim(crop(big, box), crop(out, box)) < 0.5
+        assert leak.box_ssim(big, out, box) < 0.5
 
 
 @pytest.mark.parametrize("action", ACTIONS)
@@ -158,3 +121,12 @@ def test_redaction_is_deterministic() -> None:
     dets = [Detection(300, 200, 40, 50, 0.9), Detection(100, 100, 15, 18, 0.4)]
     for action in ACTIONS:
         np.testing.assert_array_equal(redact(img, dets, action, 0.25), redact(img, dets, action, 0.25))
+
+
+def test_leak_rule_edges() -> None:
+    img = load("skimage_astronaut.png")
+    face = faces_of("skimage_astronaut.png")[0]
+    assert leak.leaked(img, img.copy(), [face], []) == [face]  # unchanged: leaked, found or not
+    assert leak.box_ssim(img, img, [5, 5, 1, 1]) == 0.0  # too small to judge
+    assert leak.box_ssim(img, img, [-20, -20, 60, 60]) > 0.99  # clipped to the image
+    assert leak.iou([0, 0, 10, 10], [0, 0, 10, 10]) == 1.0 and leak.iou([0, 0, 0, 0], [0, 0, 0, 0]) == 0.0

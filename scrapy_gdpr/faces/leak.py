@@ -1,0 +1,81 @@
+"""The leak rule: is a face still recognisable after redaction?
+
+A face leaks when its box is nearly unchanged (SSIM >= 0.8 against the original),
+or when a detector still finds it (IoU >= 0.5) and the box still looks like the
+original (SSIM >= 0.5). At a low threshold a CNN also "finds" a well-blurred
+head-shaped blob from context (hair, shoulders); being found alone is not a leak.
+The benchmarks and the tests use this one definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from scrapy_gdpr.faces.detector import Detection
+
+Box = Sequence[float]  # x, y, w, h in pixels
+
+UNCHANGED_SSIM = 0.8
+RECOGNISABLE_SSIM = 0.5
+FOUND_IOU = 0.5
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Structural similarity of two same-sized BGR crops, in grey, with a Gaussian
+    window of an eighth of the crop."""
+    ga = cv2.cvtColor(a, cv2.COLOR_BGR2GRAY).astype(np.float64)
+    gb = cv2.cvtColor(b, cv2.COLOR_BGR2GRAY).astype(np.float64)
+    sig = max(min(ga.shape) / 8.0, 1.0)
+
+    def f(z: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(z, (0, 0), sig)
+
+    ma, mb = f(ga), f(gb)
+    va, vb, cov = f(ga * ga) - ma**2, f(gb * gb) - mb**2, f(ga * gb) - ma * mb
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    return float((((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma**2 + mb**2 + c1) * (va + vb + c2))).mean())
+
+
+def crop(image: np.ndarray, box: Box) -> np.ndarray:
+    """The box's pixels, clipped to the image."""
+    h, w = image.shape[:2]
+    x, y, bw, bh = box
+    x1, y1 = int(max(round(x), 0)), int(max(round(y), 0))
+    x2, y2 = int(min(round(x + bw), w)), int(min(round(y + bh), h))
+    return image[y1:max(y2, y1), x1:max(x2, x1)]
+
+
+def box_ssim(original: np.ndarray, redacted: np.ndarray, box: Box) -> float:
+    """SSIM of one box between the original and the redacted image (0 for a box
+    under 2 px on a side)."""
+    a, b = crop(original, box), crop(redacted, box)
+    if a.shape[0] < 2 or a.shape[1] < 2:
+        return 0.0
+    return ssim(a, b)
+
+
+def iou(d: Detection | Box, box: Box) -> float:
+    dx, dy, dw, dh = (d.x, d.y, d.w, d.h) if isinstance(d, Detection) else d
+    x, y, w, h = box
+    iw = max(0.0, min(dx + dw, x + w) - max(dx, x))
+    ih = max(0.0, min(dy + dh, y + h) - max(dy, y))
+    inter = iw * ih
+    union = dw * dh + w * h - inter
+    return inter / union if union > 0 else 0.0
+
+
+def leaked(original: np.ndarray, redacted: np.ndarray, faces: Sequence[Box],
+           found_again: Sequence[Detection | Box]) -> list[Box]:
+    """The faces of ``original`` still recognisable in ``redacted``, given what a
+    detector finds in ``redacted``."""
+    out = []
+    for face in faces:
+        similar = box_ssim(original, redacted, face)
+        if similar >= UNCHANGED_SSIM or (
+            similar >= RECOGNISABLE_SSIM and any(iou(d, face) >= FOUND_IOU for d in found_again)
+        ):
+            out.append(face)
+    return out
