@@ -7,8 +7,9 @@ Usage (from the repository root)::
 Inputs are JPEGs generated from the redistributable test photos in
 ``tests/data/faces`` (resized, cropped and tiled to 640x480 and 1024x768), so
 the benchmark needs no outside data. It prints images per second for one
-worker and for the pool (threads, one detector per thread; OpenCV's own
-threading is switched off so that each worker uses one core), a few rounds
+worker and for the pool (threads, one detector per thread; the libraries get
+the cores shared out between the workers, as the face stage's pool does, so with
+one worker per core each worker uses one core), a few rounds
 each: the best and the median round. The machine's other load shows up in the
 median.
 """
@@ -30,7 +31,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scrapy_gdpr.faces.detector import FaceDetector, build_detector  # noqa: E402
+from scrapy_gdpr.faces.detector import (  # noqa: E402
+    CENTERFACE_RUNTIMES,
+    EnsembleDetector,
+    FaceDetector,
+    configure_library_threads,
+)
 from scrapy_gdpr.faces.redact import redact  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "faces"
@@ -103,11 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="pool size (default: CPU count)")
     p.add_argument("--seconds", type=float, default=15.0, help="length of one round")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--runtime", default="auto", choices=CENTERFACE_RUNTIMES,
+                   help="what runs CenterFace (default: ONNX Runtime when installed)")
     args = p.parse_args(argv)
 
-    cv2.setNumThreads(1)  # one core per worker; the pool provides the parallelism
-    detectors = [build_detector(args.sensitivity) for _ in range(max(args.workers, 1))]
-    print(f"detector {detectors[0].name} {detectors[0].version}; {os.cpu_count()} CPUs; "
+    # threads per worker as the face pool sets them (one core per worker when there
+    # are as many workers as cores); the one-worker rounds use the same setting, so
+    # they give the time per image per worker
+    threads = configure_library_threads(max(args.workers, 1))
+    detectors = [EnsembleDetector(args.sensitivity, runtime=args.runtime) for _ in range(max(args.workers, 1))]
+    print(f"detector {detectors[0].name} {detectors[0].version} on {detectors[0].runtime}, "
+          f"{threads} library thread(s) per worker; {os.cpu_count()} CPUs; "
           f"load average {os.getloadavg()[0]:.1f}; rounds of {args.seconds:.0f} s")
     for w, h in ((640, 480), (1024, 768)):
         inputs = make_inputs(w, h)

@@ -202,6 +202,9 @@ class FacePool:
         if detector is None:
             detector = _face("build_detector")(self.face_policy.sensitivity, self.face_policy.min_confidence)
             self._local.detector = detector
+            runtime = getattr(detector, "runtime", None)
+            if runtime:
+                self.section["runtime"] = runtime
         return detector
 
     def run_stage(self, data: bytes, mime: str | None = None) -> Verdict:

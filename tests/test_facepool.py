@@ -32,13 +32,17 @@ class RecordingDetector:
     thread_ids: set[int] = set()
     built: list[str] = []
     cv_threads: set[int] = set()
+    onnx_threads: set[int] = set()
     running = 0
     max_running = 0
 
     def __init__(self, inner, delay: float = 0.0) -> None:
         self.inner = inner
         self.delay = delay
-        self.name, self.version = inner.name, inner.version
+        self.name, self.version, self.runtime = inner.name, inner.version, inner.runtime
+        session = inner._centerface._session
+        if session is not None:
+            type(self).onnx_threads.add(session.get_session_options().intra_op_num_threads)
 
     def detect(self, image):
         cls = type(self)
@@ -64,6 +68,7 @@ def recording(monkeypatch):
     RecordingDetector.thread_ids = set()
     RecordingDetector.built = []
     RecordingDetector.cv_threads = set()
+    RecordingDetector.onnx_threads = set()
     RecordingDetector.running = RecordingDetector.max_running = 0
 
     def build(*args, **kwargs):
@@ -117,10 +122,13 @@ async def test_workers_named_gdpr_faces_one_detector_each_and_bounded(tmp_path, 
 
     section = get_runtime(crawler).report_sections["faces"]
     assert section["workers"] == 2 and section["queue"] == 3
-    # OpenCV ran with the cores shared out between the two workers (1 each on 2 cores)
+    # OpenCV and ONNX Runtime ran with the cores shared out between the two
+    # workers (1 each on 2 cores)
     threads = library_threads_per_worker(2)
     assert section["library_threads"] == threads
     assert recording.cv_threads == {threads}
+    assert section["runtime"] == "onnxruntime"
+    assert recording.onnx_threads == {threads}
     assert section["max_in_flight"] == 3  # the bound was reached and respected
     assert section["images_redacted"] == 24
 
