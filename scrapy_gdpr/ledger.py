@@ -212,6 +212,16 @@ _COLUMNS = (
 )
 
 
+#: Rows per SQLite INSERT: within the bound-variable limit of SQLite before 3.32 (999).
+_SQLITE_ROWS_PER_INSERT = 999 // len(_COLUMNS)
+
+
+@lru_cache(maxsize=8)
+def _sqlite_insert(rows: int) -> str:
+    values = "(" + ", ".join("?" for _ in _COLUMNS) + ")"
+    return f"INSERT INTO ledger_records ({', '.join(_COLUMNS)}) VALUES " + ", ".join([values] * rows)
+
+
 class LedgerError(RuntimeError):
     """The ledger cannot be opened or is of an unknown (newer) schema."""
 
@@ -606,6 +616,16 @@ class SQLiteLedger(Ledger):
 
     def _begin_migration(self, cur: Any) -> None:
         cur.execute("BEGIN IMMEDIATE")
+
+    def _insert_rows(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
+        # Many rows per INSERT statement: the sqlite3 module releases the GIL around
+        # every statement step, and with executemany that is once per row. Under a
+        # busy reactor each release hands the GIL over and back, which cost far more
+        # than the inserts (about 0.2 s of CPU per 1,000 rows written during a crawl).
+        per = _SQLITE_ROWS_PER_INSERT
+        for start in range(0, len(rows), per):
+            chunk = rows[start:start + per]
+            cur.execute(_sqlite_insert(len(chunk)), [value for row in chunk for value in row])
 
     def optimize(self) -> None:
         # ANALYZE reads, then writes sqlite_stat1: in its own implicit transaction that

@@ -63,6 +63,22 @@ def test_add_find_and_delete(ledger_url):  # noqa: F811
         assert led.count() == 3
 
 
+@pytest.mark.parametrize("rows", [1, 65, 66, 67, 1000])
+def test_add_many_rows_in_one_call(ledger_url, rows):  # noqa: F811
+    """Every row of a batch arrives with its own values, whatever the batch's size
+    (SQLite writes several rows per INSERT statement)."""
+    records = [_rec(f"https://site{i % 7}.example/p/{i}", i % 40, item_id=f"id{i:05d}",
+                    content_hash=f"sha256:{i:064x}", spider=f"s{i % 3}") for i in range(rows)]
+    with open_ledger(ledger_url) as led:
+        assert led.add(records) == rows
+        stored = sorted(led.all(), key=lambda r: r.item_id)
+        assert len(stored) == rows
+        for want, got in zip(records, stored, strict=True):
+            assert (got.item_id, got.url, got.domain, got.expires_at, got.content_hash, got.spider) == (
+                want.item_id, want.url, want.domain, want.expires_at, want.content_hash, want.spider)
+        assert len(led.find(Selector("domain", "site3.example"))) == len([i for i in range(rows) if i % 7 == 3])
+
+
 def test_expiry_queries(ledger_url):  # noqa: F811
     with open_ledger(ledger_url) as led:
         led.add([_rec(f"https://a.example/{i}", i, location=f"/f{i % 2}.jsonl") for i in range(10)])
