@@ -7,7 +7,12 @@ opt-out decision the request gate attached to that response
 
 Items are keyed by identity, not changed: a Scrapy ``Item`` with declared fields
 cannot take new keys, and the spider's own fields stay the spider's. Entries are
-removed when the item leaves the pipeline (scraped, dropped or failed).
+removed when the item leaves the pipeline (scraped, dropped or failed). The
+retention pipeline takes the entry over when it stamps an item: the stamped item
+it returns (a :class:`ProvenancedDict`) carries its provenance itself, so
+:func:`provenance_of` keeps working after it, and nothing has to listen to every
+scraped item to clean up (a signal handler per item costs a crawl about as much
+as the stamping).
 """
 
 from __future__ import annotations
@@ -47,23 +52,56 @@ class Provenance:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
+class ProvenancedDict(dict):  # type: ignore[type-arg]
+    """A plain ``dict`` item that carries its own provenance (``.provenance``).
+
+    The retention pipeline returns its stamped items as this type; to exporters,
+    ``ItemAdapter`` and JSON it is a dict like any other.
+    """
+
+    __slots__ = ("provenance",)
+
+    def __init__(self, data: Any = (), provenance: Provenance | None = None) -> None:
+        super().__init__(data)
+        self.provenance = provenance
+
+    def __reduce__(self) -> Any:
+        return (self.__class__, (dict(self), self.provenance))
+
+
 class ProvenanceRegistry:
     """Provenance of the items currently in flight, keyed by item identity."""
 
     def __init__(self) -> None:
         self._by_id: dict[int, tuple[Any, Provenance]] = {}
         self._lock = threading.Lock()
+        #: Set by a pipeline that takes over the provenance of every item reaching it
+        #: (the retention pipeline): then nothing needs removing when an item is scraped.
+        self.taken_over = False
 
     def put(self, item: Any, provenance: Provenance) -> None:
         with self._lock:
             self._by_id[id(item)] = (item, provenance)
 
     def get(self, item: Any) -> Provenance | None:
+        if type(item) is ProvenancedDict:
+            return item.provenance
         with self._lock:
             entry = self._by_id.get(id(item))
         if entry is None or entry[0] is not item:
             return None
         return entry[1]
+
+    def take(self, item: Any) -> Provenance | None:
+        """Remove and return the provenance of ``item`` (None when unknown)."""
+        if type(item) is ProvenancedDict:
+            return item.provenance
+        with self._lock:
+            entry = self._by_id.pop(id(item), None)
+            if entry is not None and entry[0] is not item:  # another object at a reused id
+                self._by_id[id(item)] = entry
+                return None
+        return None if entry is None else entry[1]
 
     def move(self, old: Any, new: Any) -> None:
         """A pipeline replaced ``old`` by ``new``: keep the provenance."""
@@ -103,8 +141,15 @@ class ProvenanceMiddleware(BaseSpiderMiddleware):
         super().__init__(crawler)
         self.runtime = component_runtime(crawler)
         self.registry = registry(self.runtime)
-        for sig in (signals.item_scraped, signals.item_dropped, signals.item_error):
+        for sig in (signals.item_dropped, signals.item_error):
             crawler.signals.connect(self._forget, signal=sig)
+        crawler.signals.connect(self._spider_opened, signal=signals.spider_opened)
+
+    def _spider_opened(self) -> None:
+        # Item pipelines are built by now: without one that takes provenance over,
+        # entries are removed as items are scraped.
+        if not self.registry.taken_over:
+            self.crawler.signals.connect(self._forget, signal=signals.item_scraped)
 
     def _forget(self, item: Any, **kwargs: Any) -> None:
         self.registry.discard(item)

@@ -44,7 +44,7 @@ from scrapy_gdpr.audit import Reason, drop
 from scrapy_gdpr.durations import Duration
 from scrapy_gdpr.feedfiles import CSV_PREFIX, STAMP_FIELD
 from scrapy_gdpr.ledger import OBJECT_KINDS, Ledger, Record, open_ledger, parse_ts
-from scrapy_gdpr.provenance import registry
+from scrapy_gdpr.provenance import ProvenancedDict, registry
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -130,11 +130,20 @@ def expiry_check(now: datetime) -> Callable[[str], bool]:
 # --------------------------------------------------------------------------- stamping
 
 
+#: Runtime service: the crawl's :class:`RetentionExtension`.
+EXTENSION_SERVICE = "retention.extension"
+
+
 class RetentionPipeline:
     """Item pipeline (900): returns the item as a dict with a ``gdpr`` retention stamp.
 
     An item without provenance is dropped (fail closed): its source, and so its
-    purpose and expiry, are unknown.
+    purpose and expiry, are unknown. The stamped item (a
+    :class:`~scrapy_gdpr.provenance.ProvenancedDict`) carries its provenance. When
+    it is the last pipeline, it hands each stamped item to the
+    :class:`RetentionExtension` for the ledger itself (``recorder``); a handler of
+    ``item_scraped``, called for every item, would cost the crawl about as much
+    again as the stamp.
     """
 
     def __init__(self, crawler: Crawler) -> None:
@@ -142,6 +151,9 @@ class RetentionPipeline:
         self.runtime = component_runtime(crawler)
         self.policy = self.runtime.policy
         self.registry = registry(self.runtime)
+        self.registry.taken_over = True
+        #: set by the RetentionExtension when no pipeline comes after this one
+        self.recorder: RetentionExtension | None = None
         spider_purpose = getattr(crawler.spider, "gdpr_purpose", None)
         purpose = self.policy.purpose(spider_purpose) if spider_purpose else self.policy.primary_purpose
         if purpose is None:
@@ -193,14 +205,14 @@ class RetentionPipeline:
         return cls(crawler)
 
     def process_item(self, item: Any) -> dict[str, Any]:
-        prov = self.registry.get(item)
+        prov = self.registry.take(item)
         if prov is None:
             raise drop(
                 self.crawler, "", Reason.RETENTION, clause=self.policy.clause("retention"),
                 detail=f"{type(item).__name__} has no provenance: its source and expiry are unknown",
             )
         # a plain dict is copied as is (no adapter round-trip); other items through ItemAdapter
-        data = dict(item) if type(item) is dict else dict(ItemAdapter(item).items())
+        data = ProvenancedDict(item if type(item) is dict else ItemAdapter(item).items(), prov)
         if STAMP_FIELD in data:
             raise drop(
                 self.crawler, prov.url, Reason.RETENTION, clause=self.policy.clause("retention"),
@@ -222,8 +234,9 @@ class RetentionPipeline:
             "faces": prov.notes.get("faces"),
         }
         data[STAMP_FIELD] = stamp
-        self.registry.move(item, data)
         self.stamped += 1
+        if self.recorder is not None:
+            self.recorder.record_item(data, stamp)
         return data
 
     def close_spider(self) -> None:
@@ -314,11 +327,38 @@ class GdprXmlItemExporter(XmlItemExporter):
 
 class LockingFileFeedStorage(FileFeedStorage):
     """Local feed storage holding a shared lock while the crawl writes, so a purge or
-    an erasure never replaces a file under an open exporter."""
+    an erasure never replaces a file under an open exporter.
+
+    When the file is opened it is also registered in the ledger (through the
+    :class:`RetentionExtension`), so that a crawl that dies before its feed is
+    closed still leaves a file that purge and erasure know about.
+    """
+
+    def __init__(self, uri: str, *, feed_options: dict[str, Any] | None = None, crawler: Crawler | None = None) -> None:
+        super().__init__(uri, feed_options=feed_options)
+        self.feed_options = feed_options or {}
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, uri: str, *, feed_options: dict[str, Any] | None = None) -> Self:
+        return cls(uri, feed_options=feed_options, crawler=crawler)
 
     def open(self, spider: Any) -> Any:
         fh = super().open(spider)
-        return feedfiles.lock_shared(fh, Path(self.path))
+        locked = feedfiles.lock_shared(fh, Path(self.path))
+        extension = _retention_extension(self.crawler)
+        if extension is not None:
+            extension.feed_opened(Path(self.path), self.feed_options)
+        return locked
+
+
+def _retention_extension(crawler: Crawler | None) -> RetentionExtension | None:
+    if crawler is None:
+        return None
+    from scrapy_gdpr.runtime import find_runtime
+
+    rt = find_runtime(crawler)
+    return None if rt is None else rt.services.get(EXTENSION_SERVICE)
 
 
 def configure_feeds(settings: BaseSettings, crawler: Crawler) -> None:
@@ -578,10 +618,13 @@ class _LedgerWriter(threading.Thread):
     times a second and slow the crawl far more than the writes themselves.
     """
 
-    def __init__(self, ledger: Ledger, batch: int = 1000) -> None:
+    #: Items per hand-over to the thread.
+    batch_size = 1000
+
+    def __init__(self, ledger: Ledger, batch: int | None = None) -> None:
         super().__init__(name="gdpr-ledger-writer", daemon=True)
         self.ledger = ledger
-        self.batch = batch
+        self.batch = batch or self.batch_size
         self.queue: queue.Queue[list[Callable[[], list[Record]]] | None] = queue.Queue()
         self._pending: list[Callable[[], list[Record]]] = []
         self.errors: list[BaseException] = []
@@ -652,8 +695,11 @@ class RetentionExtension:
             "purges": [],
         }
         self.runtime.report_sections["retention"] = self.section
+        self.runtime.services[EXTENSION_SERVICE] = self
+        #: local feeds the crawl writes and records line by line when they close:
+        #: (item types, purpose) of each, as their RetentionItemFilter takes them
+        self._recorded_feeds = self._local_feed_filters(settings)
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
-        crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
         crawler.signals.connect(self.feed_slot_closed, signal=signals.feed_slot_closed)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
         crawler.signals.connect(self.engine_stopped, signal=signals.engine_stopped)
@@ -664,6 +710,7 @@ class RetentionExtension:
 
     # -- purge at open ----------------------------------------------------------
     async def spider_opened(self) -> None:
+        self._wire_recording()
         if not self.config.purge_on_open:
             return
         now = datetime.now(UTC)
@@ -687,10 +734,79 @@ class RetentionExtension:
         )
 
     # -- recording --------------------------------------------------------------
+    def _wire_recording(self) -> None:
+        """Record stored items from the retention pipeline when it is the last
+        pipeline (then every item it returns is stored), else on ``item_scraped``
+        (a later pipeline may still drop the item)."""
+        scraper = getattr(self.crawler.engine, "scraper", None)
+        pipelines = list(getattr(getattr(scraper, "itemproc", None), "middlewares", ()))
+        if pipelines and isinstance(pipelines[-1], RetentionPipeline):
+            pipelines[-1].recorder = self
+        else:
+            self.crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
+
+    @staticmethod
+    def _local_feed_filters(settings: Any) -> list[tuple[set[str], str | None]]:
+        """The feeds whose every line is recorded in the ledger when they close:
+        local files in a format the ledger reads, written through
+        :class:`LockingFileFeedStorage` (registered when opened) and filtered by
+        :class:`RetentionItemFilter` (so which items they take is known)."""
+        storages = settings.getdict("FEED_STORAGES")
+        out = []
+        for uri, options in settings.getdict("FEEDS").items():
+            options = options or {}
+            uri = str(uri)
+            if local_feed_path(uri) is None or options.get("postprocessing"):
+                continue
+            if feedfiles.normalise_format(str(options.get("format", ""))) not in feedfiles.FORMATS:
+                continue
+            scheme = urlsplit(uri).scheme if "://" in uri else ""
+            storage = storages.get(scheme) or storages.get("file")
+            item_filter = options.get("item_filter")
+            try:
+                storage_cls = load_object(storage) if storage else None
+                filter_cls = load_object(item_filter) if item_filter else None
+            except (ImportError, ValueError, NameError):
+                continue
+            if not (isinstance(storage_cls, type) and issubclass(storage_cls, LockingFileFeedStorage)):
+                continue
+            if not (isinstance(filter_cls, type) and issubclass(filter_cls, RetentionItemFilter)):
+                continue
+            feed_filter = filter_cls(options)
+            out.append((feed_filter.item_types, feed_filter.purpose))
+        return out
+
+    def _in_recorded_feed(self, stamp: dict[str, Any]) -> bool:
+        for item_types, purpose in self._recorded_feeds:
+            if (not item_types or stamp.get("item_type") in item_types) and (not purpose or stamp.get("purpose") == purpose):
+                return True
+        return False
+
+    def feed_opened(self, path: Path, feed_options: dict[str, Any]) -> None:
+        """A local feed file was opened for writing: register it in the ledger now,
+        expiring no later than its first line can, so that purge and erasure reach
+        it even if the crawl dies before the feed is closed and recorded."""
+        now = datetime.now(UTC).replace(microsecond=0)  # stamps hold whole seconds
+        items = self.policy.retention.items
+        expires = min(self.policy.duration(period).add_to(now) for period in items.values()) if items else now
+        row = Record(kind="feed_file", location=str(path.resolve()), url="", expires_at=expires,
+                     spider=self.runtime.spider_name,
+                     purpose=feed_options.get("gdpr_purpose") or self.policy.primary_purpose.id,
+                     policy_fingerprint=self.policy.fingerprint)
+
+        # Written before the first line (once per file: a few milliseconds on the
+        # reactor thread), so that it is in the ledger whatever happens next.
+        current = self.ledger.feed_file(row.location)
+        if current is None or current.expires_at > row.expires_at:
+            self.ledger.set_feed_file(row)
+
     def item_scraped(self, item: Any) -> None:
         stamp = get_stamp(item)
-        if stamp is None:
-            return
+        if stamp is not None:
+            self.record_item(item, stamp)
+
+    def record_item(self, item: dict[str, Any], stamp: dict[str, Any]) -> None:
+        """Record a stored item and its files (the media pipelines have stored them)."""
         self.section["items_stored"] += 1
         self.section["expiry_by_month"][_month(stamp["expires_at"])] += 1
         media = []
@@ -701,9 +817,14 @@ class RetentionExtension:
                     if isinstance(entry, dict) and entry.get("path"):
                         media.append((kind, self.stores.get(store_setting), dict(entry)))
                         self.section["files_stored"][kind] += 1
-        self.writer.put(lambda: self._records_for(stamp, media))
+        # An item that a recorded local feed takes is recorded as that feed's line
+        # when the feed closes; a row of its own would only repeat it.
+        item_row = not self._in_recorded_feed(stamp)
+        if item_row or media:
+            self.writer.put(lambda: self._records_for(stamp, media, item_row))
 
-    def _records_for(self, stamp: dict[str, Any], media: list[tuple[str, Any, dict[str, Any]]]) -> list[Record]:
+    def _records_for(self, stamp: dict[str, Any], media: list[tuple[str, Any, dict[str, Any]]],
+                     item_row: bool = True) -> list[Record]:
         collected = parse_ts(stamp["collected_at"])
         common = {
             "item_id": stamp["item_id"],
@@ -715,7 +836,7 @@ class RetentionExtension:
             "collected_at": collected,
         }
         rows = [Record(kind="item", location="", expires_at=parse_ts(stamp["expires_at"]),
-                       content_hash=stamp["content_sha256"], **common)]
+                       content_hash=stamp["content_sha256"], **common)] if item_row else []
         for kind, store, entry in media:
             period = self.policy.retention.images if kind == "image" else self.policy.retention.files
             expires = self.policy.duration(period).add_to(collected)

@@ -54,6 +54,11 @@ class GdprRuntime:
         self.audit.close()
 
 
+def find_runtime(crawler: Crawler) -> GdprRuntime | None:
+    """The crawler's runtime if one was made, without making one."""
+    return _RUNTIMES.get(crawler)
+
+
 def get_runtime(crawler: Crawler) -> GdprRuntime:
     """Return the crawler's runtime, creating it (and loading the policy) on first use.
 

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -91,10 +95,15 @@ async def test_stamps_in_every_feed_format(tmp_path, site_server):
     assert line["title"] in ("Jane", "John", "News A")
     assert line["gdpr"]["faces"] is None
 
-    # the ledger: items, feed lines of 4 files, images with their own retention, thumbnails
+    # the ledger: each item once per feed file it is in (as that file's line; no
+    # separate item row repeats it), 4 files, images with their own retention, thumbnails
     with open_ledger(ledger) as led:
-        assert led.count("item") == 3
+        assert led.count("item") == 0
         assert led.count("feed_line") == 12
+        for name in FORMATS:
+            lines = led.at_location(str((tmp_path / "out" / name).resolve()))
+            assert sorted(r.url for r in lines if r.kind == "feed_line") == sorted(_urls(site_server))
+            assert all(r.content_hash.startswith("sha256:") and r.item_id for r in lines if r.kind == "feed_line")
         assert led.count("feed_file") == 4
         images = led.all(["image"])
         assert len(images) == 2
@@ -111,7 +120,7 @@ async def test_stamps_in_every_feed_format(tmp_path, site_server):
     stats = crawler.stats.get_stats()
     assert stats["gdpr/retention/stamped"] == 3
     assert stats["gdpr/retention/feed_files"] == 4
-    assert stats["gdpr/retention/ledger_rows"] == 3 + 4  # items + images + thumbnails
+    assert stats["gdpr/retention/ledger_rows"] == 4  # images + thumbnails (the items are feed lines)
     report = json.loads(next((tmp_path / "reports").glob("*.json")).read_text(encoding="utf-8"))
     section = report["sections"]["retention"]
     assert section["items_stored"] == 3
@@ -195,3 +204,194 @@ async def test_csv_with_fields_gets_stamp_columns(tmp_path, site_server):
     assert header == ["title", *(f"gdpr.{f}" for f in STAMP_FIELDS)]
     recs = list(feedfiles.read_records(tmp_path / "few.csv", "csv"))
     assert recs[0].stamp["source_url"] == _urls(site_server)[0]
+
+
+class DropAfterStampPipeline:
+    """A user pipeline after the retention pipeline that drops one stamped item."""
+
+    def process_item(self, item):  # type: ignore[no-untyped-def]
+        if item["gdpr"]["source_url"].endswith("/john.html"):
+            raise scrapy.exceptions.DropItem("not wanted after all")
+        return item
+
+
+class KeepProvenanceNotes:
+    """Reads each scraped item's provenance at item_scraped, as a user extension may."""
+
+    def __init__(self, crawler):  # type: ignore[no-untyped-def]
+        self.crawler = crawler
+        self.seen: list[tuple[str, object]] = []
+        crawler.signals.connect(self.scraped, signal=scrapy.signals.item_scraped)
+
+    @classmethod
+    def from_crawler(cls, crawler):  # type: ignore[no-untyped-def]
+        return cls(crawler)
+
+    def scraped(self, item):  # type: ignore[no-untyped-def]
+        from scrapy_gdpr.provenance import provenance_of
+
+        prov = provenance_of(self.crawler, item)
+        self.seen.append((item["gdpr"]["source_url"], prov.url if prov else None))
+
+
+@pytest.mark.parametrize("feed", [False, True], ids=["no-feed", "jsonl-feed"])
+@pytest.mark.parametrize("batch", [1, 1000], ids=["rows-written-at-once", "rows-batched"])
+@coroutine_test
+async def test_item_dropped_after_the_retention_pipeline_is_not_recorded(tmp_path, site_server, monkeypatch, batch, feed):
+    """With a pipeline after the retention pipeline, an item is recorded only once it
+    is scraped: one that the later pipeline drops gets no ledger row. Without a local
+    feed the items are item rows; with one, that feed's lines."""
+    from scrapy_gdpr import retention
+    from scrapy_gdpr.provenance import registry
+    from scrapy_gdpr.runtime import get_runtime
+
+    monkeypatch.setattr(retention._LedgerWriter, "batch_size", batch)
+    policy = write_policy(tmp_path)
+    ledger = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    feeds = {str(tmp_path / "out" / "items.jsonl"): {"format": "jsonlines"}} if feed else None
+    settings = crawl_settings(tmp_path, policy, ledger, feeds)
+    settings["ITEM_PIPELINES"][DropAfterStampPipeline] = 950
+    settings["EXTENSIONS"][KeepProvenanceNotes] = 0
+    crawler = get_crawler(PagesSpider, settings)
+    await crawler.crawl_async(urls=_urls(site_server))
+
+    kept = sorted(u for u in _urls(site_server) if not u.endswith("/john.html"))
+    with open_ledger(ledger) as led:
+        assert sorted(r.url for r in led.all(["item"])) == ([] if feed else kept)
+        assert sorted(r.url for r in led.all(["feed_line"])) == (kept if feed else [])
+    stats = crawler.stats.get_stats()
+    assert stats["gdpr/retention/stamped"] == 3
+    assert stats["gdpr/retention/ledger_rows"] == (0 if feed else 2)
+    report = json.loads(next((tmp_path / "reports").glob("*.json")).read_text(encoding="utf-8"))
+    assert report["sections"]["retention"]["items_stored"] == 2
+    assert sum(report["sections"]["retention"]["expiry_by_month"].values()) == 2
+    # provenance is still there for whatever reads it after the retention pipeline
+    seen = next(ext for ext in crawler.extensions.middlewares if isinstance(ext, KeepProvenanceNotes)).seen
+    assert sorted(seen) == [(u, u) for u in kept]
+    # and nothing is left behind in the registry of items in flight
+    assert len(registry(get_runtime(crawler))) == 0
+
+
+@coroutine_test
+async def test_provenance_is_released_without_the_retention_pipeline(tmp_path, site_server):
+    """With no pipeline taking provenance over, entries go when items are scraped."""
+    from scrapy_gdpr.provenance import ProvenanceMiddleware, registry
+    from scrapy_gdpr.runtime import get_runtime
+
+    settings = {
+        "GDPR_POLICY": str(write_policy(tmp_path)), "GDPR_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+        "SPIDER_MIDDLEWARES": {ProvenanceMiddleware: 950}, "TWISTED_DNS_RESOLVER": "tests.utils.LocalResolver",
+    }
+    crawler = get_crawler(PagesSpider, settings)
+    await crawler.crawl_async(urls=_urls(site_server))
+    assert crawler.stats.get_value("item_scraped_count") == 3
+    assert len(registry(get_runtime(crawler))) == 0
+
+
+@coroutine_test
+async def test_last_pipeline_records_items_without_a_signal_handler(tmp_path, site_server):
+    """When the retention pipeline is the last one, it hands items to the ledger
+    itself: neither it nor the provenance middleware listens to item_scraped."""
+    from scrapy_gdpr.provenance import ProvenanceMiddleware
+    from scrapy_gdpr.retention import RetentionExtension
+
+    policy = write_policy(tmp_path)
+    ledger = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    crawler = get_crawler(PagesSpider, crawl_settings(tmp_path, policy, ledger))
+    await crawler.crawl_async(urls=_urls(site_server))
+    from pydispatch.dispatcher import getAllReceivers, liveReceivers
+
+    owners = {type(getattr(r, "__self__", None)) for r in liveReceivers(getAllReceivers(crawler, scrapy.signals.item_scraped))}
+    assert RetentionExtension not in owners and ProvenanceMiddleware not in owners
+    assert crawler.stats.get_value("gdpr/retention/ledger_rows") == 3  # no feed: three item rows
+    with open_ledger(ledger) as led:
+        assert sorted(r.url for r in led.all(["item"])) == sorted(_urls(site_server))
+
+
+CRASHING_CRAWL = """
+import os, signal, sys
+import scrapy
+from scrapy.crawler import CrawlerProcess
+from tests.retention_support import crawl_settings
+from pathlib import Path
+
+class Dies(scrapy.Spider):
+    name = "pages"
+    urls = sys.argv[4:]
+
+    async def start(self):
+        for url in self.urls:
+            yield scrapy.Request(url)
+
+    def parse(self, response):
+        if response.url.endswith("/a.html"):
+            os.kill(os.getpid(), signal.SIGKILL)  # the machine dies mid-crawl
+        # big enough that the feed's buffer reaches the disk at once
+        yield {"url": response.url, "text": "x" * 20000}
+
+tmp = Path(sys.argv[1])
+settings = crawl_settings(tmp, Path(sys.argv[2]), sys.argv[3], {str(tmp / "out" / "items.jsonl"): {"format": "jsonlines"}},
+                          CONCURRENT_REQUESTS=1)
+process = CrawlerProcess(settings)
+process.crawl(Dies)
+process.start()
+"""
+
+
+def test_feed_of_a_crawl_that_dies_is_still_purged_and_erased(tmp_path, site_server):
+    """The feed file is in the ledger from the moment it is opened: a crawl killed
+    before it closes its feed leaves a file that purge and erasure still reach."""
+    from scrapy_gdpr.ledger import Selector
+    from scrapy_gdpr.retention import purge
+    from scrapy_gdpr.rights import find_holdings
+    from tests.utils import ROOT
+
+    policy = write_policy(tmp_path, items="P30D")
+    ledger = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    urls = [site_server.url("/jane.html", "people.test"), site_server.url("/john.html", "people.test"),
+            site_server.url("/a.html", "news.test")]
+    started = datetime.now(UTC)
+    proc = subprocess.run([sys.executable, "-c", CRASHING_CRAWL, str(tmp_path), str(policy), ledger, *urls],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    feed = (tmp_path / "out" / "items.jsonl").resolve()
+    written = [r for r in feedfiles.read_records(feed, "jsonlines") if r.stamp]
+    assert written, "the crawl wrote no line before it died"
+    with open_ledger(ledger) as led:
+        row = led.feed_file(str(feed))
+        assert row is not None
+        # no later than the first line can expire
+        assert row.expires_at <= min(parse_ts(r.expires_at) for r in written)
+        assert row.expires_at >= started + timedelta(days=30) - timedelta(seconds=1)
+        assert led.count("feed_line") == 0  # the lines were never recorded
+        # an erasure finds the lines of the unclosed feed
+        holdings = find_holdings(led, [Selector("url", written[0].source_url)])
+        assert list(holdings.items) == [written[0].item_id]
+        # and a purge after their expiry deletes them
+        result = purge(led, started + timedelta(days=31))
+        assert result.feed_lines == len(written)
+        assert not any(r.stamp for r in feedfiles.read_records(feed, "jsonlines")) if feed.exists() else True
+        assert led.feed_file(str(feed)) is None
+
+
+@coroutine_test
+async def test_items_no_recorded_feed_takes_get_item_rows(tmp_path, site_server):
+    """An item that goes into no local feed (here the only feed takes another item
+    class) is recorded as an item row; one that a local feed takes, as its line."""
+    policy = write_policy(tmp_path)
+    ledger = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    feeds = {str(tmp_path / "out" / "other.jsonl"): {"format": "jsonlines", "item_classes": ["tests.retention_support.PageItem"]},
+             str(tmp_path / "out" / "none.jsonl"): {"format": "jsonlines", "item_classes": [scrapy.Item]}}
+    crawler = get_crawler(PagesSpider, crawl_settings(tmp_path, policy, ledger, feeds))
+    await crawler.crawl_async(urls=_urls(site_server))
+    with open_ledger(ledger) as led:
+        assert led.count("feed_line") == 3 and led.count("item") == 0
+    # the same crawl with only the feed that takes nothing
+    ledger2 = f"sqlite:///{tmp_path / 'ledger2.sqlite3'}"
+    feeds2 = {str(tmp_path / "out2" / "none.jsonl"): {"format": "jsonlines", "item_classes": [scrapy.Item]}}
+    crawler = get_crawler(PagesSpider, crawl_settings(tmp_path, policy, ledger2, feeds2))
+    await crawler.crawl_async(urls=_urls(site_server))
+    with open_ledger(ledger2) as led:
+        assert led.count("feed_line") == 0
+        assert sorted(r.url for r in led.all(["item"])) == sorted(_urls(site_server))

@@ -145,3 +145,26 @@ def test_delete_at(ledger_url):  # noqa: F811
         assert led.delete_at(["/c"]) == 4
         assert {r.location for r in led.all()} == {"/a", "/b"}
         assert led.delete_at([]) == 0
+
+
+def test_stamped_item_is_a_plain_dict_that_carries_its_provenance(tmp_path):
+    import pickle
+
+    from itemadapter import ItemAdapter
+
+    from scrapy_gdpr.provenance import ProvenancedDict
+
+    pipeline, reg = _pipeline(tmp_path, "P30D")
+    item = {"url": "https://a.test/1", "name": "Jane"}
+    prov = Provenance(url="https://a.test/1", collected_at=NOW)
+    reg.put(item, prov)
+    out = pipeline.process_item(item)
+    assert isinstance(out, dict) and type(out) is ProvenancedDict
+    assert reg.get(out) is prov and len(reg) == 0  # carried by the item, not held by the registry
+    assert ItemAdapter(out).asdict() == dict(out)
+    assert json.loads(json.dumps(out)) == dict(out)
+    copy = pickle.loads(pickle.dumps(out))
+    assert copy == out and copy.provenance == prov
+    # a second pass finds the stamp already there and refuses it
+    with pytest.raises(Exception, match="reserved for the retention stamp"):
+        pipeline.process_item(out)
