@@ -18,7 +18,6 @@ The figures are printed as measured; nothing here asserts a target.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import random
@@ -30,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _localserver import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 TERMS_HTML = (
@@ -43,40 +44,12 @@ PAGE = b"<html><head><title>p</title></head><body><p>hello</p></body></html>"
 # --------------------------------------------------------------------------- server
 
 
-class _HttpProtocol(asyncio.Protocol):
-    """Just enough HTTP/1.1 for GET with keep-alive."""
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        self.buffer = b""
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while b"\r\n\r\n" in self.buffer:
-            head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-            line = head.split(b"\r\n", 1)[0]
-            parts = line.split(b" ")
-            path = parts[1] if len(parts) > 1 else b"/"
-            if path == b"/robots.txt":
-                body, ctype = ROBOTS_TXT, b"text/plain"
-            elif path == b"/terms.html":
-                body, ctype = TERMS_HTML, b"text/html; charset=utf-8"
-            else:
-                body, ctype = PAGE, b"text/html; charset=utf-8"
-            self.transport.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: " + ctype + b"\r\nContent-Length: "
-                + str(len(body)).encode() + b"\r\nConnection: keep-alive\r\n\r\n" + body
-            )
-
-
-def serve() -> None:
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(_HttpProtocol, "127.0.0.1", 0, backlog=1024)
-        print(server.sockets[0].getsockname()[1], flush=True)
-        await server.serve_forever()
-
-    asyncio.run(main())
+def respond(path: bytes) -> tuple[bytes, bytes, bytes]:
+    if path == b"/robots.txt":
+        return b"200 OK", b"text/plain", ROBOTS_TXT
+    if path == b"/terms.html":
+        return b"200 OK", b"text/html; charset=utf-8", TERMS_HTML
+    return b"200 OK", b"text/html; charset=utf-8", PAGE
 
 
 # --------------------------------------------------------------------------- crawl (child)
@@ -305,7 +278,7 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve()
+        serve(respond)
         return
     if args.child:
         child(args.child, args.port, args.hosts, args.pages, args.folder)

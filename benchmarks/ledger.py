@@ -31,7 +31,6 @@ message when the server cannot be reached.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import io
 import json
 import os
@@ -61,6 +60,8 @@ from scrapy_gdpr.retention import (  # noqa: E402
     stamp_time,
 )
 from scrapy_gdpr.runtime import get_runtime  # noqa: E402
+
+from _localserver import serve  # noqa: E402  (benchmarks/, the script's folder)
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 TEXT = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore. " * 15)
@@ -157,36 +158,11 @@ def article_page(i: int) -> bytes:
     ).encode()
 
 
-class _HttpProtocol(asyncio.Protocol):
-    """Just enough HTTP/1.1 for GET with keep-alive: /a/<n>.html is article n."""
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        self.buffer = b""
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while b"\r\n\r\n" in self.buffer:
-            head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-            path = head.split(b"\r\n", 1)[0].split(b" ")[1]
-            if path.startswith(b"/a/"):
-                status, body = b"200 OK", article_page(int(path[3:].split(b".")[0]))
-            else:
-                status, body = b"404 Not Found", b"not found"
-            self.transport.write(
-                b"HTTP/1.1 " + status + b"\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: "
-                + str(len(body)).encode() + b"\r\nConnection: keep-alive\r\n\r\n" + body
-            )
-
-
-def serve() -> None:
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(_HttpProtocol, "127.0.0.1", 0, backlog=1024)
-        print(server.sockets[0].getsockname()[1], flush=True)
-        await server.serve_forever()
-
-    asyncio.run(run())
+def respond(path: bytes) -> tuple[bytes, bytes, bytes]:
+    """/a/<n>.html is article n."""
+    if path.startswith(b"/a/"):
+        return b"200 OK", b"text/html; charset=utf-8", article_page(int(path[3:].split(b".")[0]))
+    return b"404 Not Found", b"text/plain", b"not found"
 
 
 def crawl_child(source: str, retention: bool, n: int, folder: Path, ledger_url: str, port: int) -> None:
@@ -407,7 +383,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve()
+        serve(respond)
         return
     if args.crawl_child:
         crawl_child(args.crawl_child, bool(args.retention), args.crawl_items, Path(args.folder), args.ledger, args.port)

@@ -103,13 +103,6 @@ class ProvenanceRegistry:
                 return None
         return None if entry is None else entry[1]
 
-    def move(self, old: Any, new: Any) -> None:
-        """A pipeline replaced ``old`` by ``new``: keep the provenance."""
-        with self._lock:
-            entry = self._by_id.pop(id(old), None)
-            if entry is not None and entry[0] is old:
-                self._by_id[id(new)] = (new, entry[1])
-
     def discard(self, item: Any) -> None:
         with self._lock:
             entry = self._by_id.get(id(item))
