@@ -696,8 +696,7 @@ class RetentionExtension:
         }
         self.runtime.report_sections["retention"] = self.section
         self.runtime.services[EXTENSION_SERVICE] = self
-        #: local feeds the crawl writes and records line by line when they close:
-        #: (item types, purpose) of each, as their RetentionItemFilter takes them
+        #: the item filters of the local feeds recorded line by line when they close
         self._recorded_feeds = self._local_feed_filters(settings)
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self.feed_slot_closed, signal=signals.feed_slot_closed)
@@ -746,7 +745,7 @@ class RetentionExtension:
             self.crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
 
     @staticmethod
-    def _local_feed_filters(settings: Any) -> list[tuple[set[str], str | None]]:
+    def _local_feed_filters(settings: Any) -> list[RetentionItemFilter]:
         """The feeds whose every line is recorded in the ledger when they close:
         local files in a format the ledger reads, written through
         :class:`LockingFileFeedStorage` (registered when opened) and filtered by
@@ -772,15 +771,11 @@ class RetentionExtension:
                 continue
             if not (isinstance(filter_cls, type) and issubclass(filter_cls, RetentionItemFilter)):
                 continue
-            feed_filter = filter_cls(options)
-            out.append((feed_filter.item_types, feed_filter.purpose))
+            out.append(filter_cls(options))
         return out
 
-    def _in_recorded_feed(self, stamp: dict[str, Any]) -> bool:
-        for item_types, purpose in self._recorded_feeds:
-            if (not item_types or stamp.get("item_type") in item_types) and (not purpose or stamp.get("purpose") == purpose):
-                return True
-        return False
+    def _feed_purpose(self, feed_purpose: str | None) -> str:
+        return feed_purpose or self.policy.primary_purpose.id
 
     def feed_opened(self, path: Path, feed_options: dict[str, Any]) -> None:
         """A local feed file was opened for writing: register it in the ledger now,
@@ -791,7 +786,7 @@ class RetentionExtension:
         expires = min(self.policy.duration(period).add_to(now) for period in items.values()) if items else now
         row = Record(kind="feed_file", location=str(path.resolve()), url="", expires_at=expires,
                      spider=self.runtime.spider_name,
-                     purpose=feed_options.get("gdpr_purpose") or self.policy.primary_purpose.id,
+                     purpose=self._feed_purpose(feed_options.get("gdpr_purpose")),
                      policy_fingerprint=self.policy.fingerprint)
 
         # Written before the first line (once per file: a few milliseconds on the
@@ -819,7 +814,7 @@ class RetentionExtension:
                         self.section["files_stored"][kind] += 1
         # An item that a recorded local feed takes is recorded as that feed's line
         # when the feed closes; a row of its own would only repeat it.
-        item_row = not self._in_recorded_feed(stamp)
+        item_row = not any(feed_filter.accepts(item) for feed_filter in self._recorded_feeds)
         if item_row or media:
             self.writer.put(lambda: self._records_for(stamp, media, item_row))
 
@@ -873,7 +868,7 @@ class RetentionExtension:
     def _record_feed(self, path: Path, fmt: str, feed_purpose: str | None) -> None:
         summary = record_feed(
             self.ledger, path, fmt,
-            purpose=feed_purpose or self.policy.primary_purpose.id,
+            purpose=self._feed_purpose(feed_purpose),
             policy_fingerprint=self.policy.fingerprint,
             spider=self.runtime.spider_name,
         )
