@@ -27,6 +27,7 @@ from scrapy_gdpr.objections import (
     ObjectionFileError,
     canonical_host,
     canonical_url,
+    extra_objection_list,
     objection_list,
     objections_path,
 )
@@ -139,9 +140,12 @@ class PolicyGate:
         self.crawler = crawler
         self.policy: Policy = runtime.policy
         self.objections = objections
-        self.objections_clause = (
-            "GDPR_OBJECTIONS setting" if runtime.config.objections else self.policy.clause("objections", "path")
-        )
+        self.objections_clause = self.policy.clause("objections", "path")
+        # the policy's list always applies; GDPR_OBJECTIONS can only add one
+        self.objection_lists = [(objections, self.objections_clause)]
+        extra = extra_objection_list(runtime)
+        if extra is not None:
+            self.objection_lists.append((extra, "GDPR_OBJECTIONS setting"))
         self.dns_timeout = runtime.config.dns_timeout
         self._rules: dict[str, int] = {}
         for i, rule in enumerate(self.policy.domains):
@@ -215,16 +219,16 @@ class PolicyGate:
         return refusal, index, host
 
     def check_objection(self, url: str) -> Refusal | None:
-        clause = self.objections_clause
-        try:
-            entry = self.objections.match(url)
-        except ObjectionFileError as exc:
-            return Refusal(Reason.UNDECIDED, clause, f"the objection list is unusable: {exc}")
-        except (ValueError, UnicodeError) as exc:
-            return Refusal(Reason.UNDECIDED, clause, f"the URL cannot be checked for objections: {exc}")
-        if entry is None:
-            return None
-        return Refusal(Reason.OBJECTION, clause, f"covered by the objection {entry}")
+        for objections, clause in self.objection_lists:
+            try:
+                entry = objections.match(url)
+            except ObjectionFileError as exc:
+                return Refusal(Reason.UNDECIDED, clause, f"the objection list is unusable: {exc}")
+            except (ValueError, UnicodeError) as exc:
+                return Refusal(Reason.UNDECIDED, clause, f"the URL cannot be checked for objections: {exc}")
+            if entry is not None:
+                return Refusal(Reason.OBJECTION, clause, f"covered by the objection {entry}")
+        return None
 
     def check_domain(self, url: str, host: str, internal: str | None = None) -> tuple[Refusal | None, int | None]:
         """The domain allowlist, then the rule's paths. Returns (refusal, rule index)."""
@@ -380,7 +384,11 @@ def policy_gate(crawler: Crawler, rt: GdprRuntime) -> PolicyGate:
                     "exclude_tlds": list(rt.policy.jurisdictions.exclude_tlds),
                     "exclude_domains": list(rt.policy.jurisdictions.exclude_domains),
                 },
-                "objections": {"path": str(objections_path(rt)), "entries_at_start": len(gate.objections)},
+                "objections": {
+                    "path": str(objections_path(rt)), "entries_at_start": len(gate.objections),
+                    "added_by_setting": [{"path": str(o.path), "entries_at_start": len(o)}
+                                         for o, _ in gate.objection_lists[1:]],
+                },
             },
         )
     return gate  # type: ignore[no-any-return]

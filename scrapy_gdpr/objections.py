@@ -424,14 +424,23 @@ def _parse_line(raw: str, name: str, line_no: int) -> tuple[str, str] | None:
 
 
 def objections_path(rt: GdprRuntime) -> Path:
-    """``GDPR_OBJECTIONS`` when set, else ``objections.path`` relative to the policy file."""
-    if rt.config.objections:
-        return Path(rt.config.objections)
+    """The objection list named in the policy (``objections.path``, relative to the
+    policy file). It always applies; ``GDPR_OBJECTIONS`` can only add another list."""
     return rt.policy.resolve_path(rt.policy.objections.path)
 
 
+def extra_objections_path(rt: GdprRuntime) -> Path | None:
+    """The list ``GDPR_OBJECTIONS`` adds to the policy's, or None (unset, or the same file)."""
+    if not rt.config.objections:
+        return None
+    extra = Path(rt.config.objections)
+    if extra.resolve() == objections_path(rt).resolve():
+        return None
+    return extra
+
+
 def objection_list(rt: GdprRuntime) -> ObjectionList:
-    """The crawl's shared :class:`ObjectionList` (``runtime.services["objections"]``),
+    """The crawl's shared :class:`ObjectionList` of the policy (``runtime.services["objections"]``),
     read on first use. A malformed or unreadable file raises, which stops the crawl."""
     objections = rt.services.get(SERVICE)
     if objections is None:
@@ -439,5 +448,26 @@ def objection_list(rt: GdprRuntime) -> ObjectionList:
         objections = rt.services[SERVICE] = ObjectionList.from_file(path)
         logger.info(
             "GDPR objection list %(path)s: %(n)d entries", {"path": path, "n": len(objections)}
+        )
+    return objections  # type: ignore[no-any-return]
+
+
+#: Runtime service: the list ``GDPR_OBJECTIONS`` adds (absent when unset).
+EXTRA_SERVICE = "objections.extra"
+
+
+def extra_objection_list(rt: GdprRuntime) -> ObjectionList | None:
+    """The shared :class:`ObjectionList` that ``GDPR_OBJECTIONS`` adds to the policy's
+    list, or None. Checked after the policy's list, never instead of it."""
+    path = extra_objections_path(rt)
+    if path is None:
+        return None
+    objections = rt.services.get(EXTRA_SERVICE)
+    if objections is None:
+        objections = rt.services[EXTRA_SERVICE] = ObjectionList.from_file(path)
+        logger.info(
+            "GDPR objection list added by GDPR_OBJECTIONS %(path)s: %(n)d entries (the policy's list "
+            "%(policy_list)s applies as well)",
+            {"path": path, "n": len(objections), "policy_list": objections_path(rt)},
         )
     return objections  # type: ignore[no-any-return]

@@ -73,12 +73,15 @@ def policy(opts: argparse.Namespace, settings: BaseSettings, required: bool) -> 
 
 
 def objections_path(opts: argparse.Namespace, settings: BaseSettings) -> Path:
-    explicit = getattr(opts, "objections", None) or settings.get("GDPR_OBJECTIONS")
+    """``--objections``, else the policy's list (which every crawl under the policy reads,
+    whatever its settings), else ``GDPR_OBJECTIONS`` (which every crawl of the project adds)."""
+    explicit = getattr(opts, "objections", None)
     if explicit:
         return Path(explicit)
-    pol = policy(opts, settings, required=True)
-    assert pol is not None
-    return pol.resolve_path(pol.objections.path)
+    pol = policy(opts, settings, required=not settings.get("GDPR_OBJECTIONS"))
+    if pol is not None:
+        return pol.resolve_path(pol.objections.path)
+    return Path(settings.get("GDPR_OBJECTIONS"))
 
 
 def audit_template(settings: BaseSettings) -> str | None:
