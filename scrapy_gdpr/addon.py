@@ -148,6 +148,8 @@ ADDON_HOOKS: list[str] = [
     "scrapy_gdpr.playwright.update_settings",
     # retention filter, stamp-aware CSV/XML exporters and locking storage on every feed
     "scrapy_gdpr.retention.configure_feeds",
+    # refuse feeds and media stores purge cannot reach; purge item stores at spider open
+    "scrapy_gdpr.stores.check_settings",
 ]
 
 

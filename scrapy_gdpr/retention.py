@@ -22,7 +22,7 @@ import re
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from scrapy_gdpr.audit import AuditLog
+    from scrapy_gdpr.stores import ItemStore
 
 logger = logging.getLogger(__name__)
 
@@ -444,6 +445,8 @@ class PurgeResult:
     busy: list[str] = field(default_factory=list)
     missing_format: list[str] = field(default_factory=list)
     remote: list[str] = field(default_factory=list)
+    #: expired items deleted per item store (scrapy_gdpr.stores)
+    store_items: dict[str, int] = field(default_factory=dict)
     deleted: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -467,6 +470,7 @@ def purge(
     spider: str = "",
     lock_timeout: float = 0.0,
     keep_deleted: int = 10_000,
+    stores: Sequence[ItemStore] = (),
 ) -> PurgeResult:
     """Delete everything expired at ``now``: feed lines, media objects, ledger rows.
 
@@ -593,7 +597,15 @@ def purge(
                         "object_url": r.object_url})
         result.ledger_rows += ledger.delete_ids([r.id for r in recs if r.id is not None])
 
-    # 3. rows of items (no storage of their own) and anything else that expired
+    # 3. items in the registered item stores (scrapy_gdpr.stores), before their ledger rows
+    if stores:
+        from scrapy_gdpr.stores import purge_stores
+
+        in_stores = purge_stores(stores, now, dry_run=dry_run, audit=audit, spider=spider)
+        result.store_items = in_stores.by_store
+        result.deleted += in_stores.deleted[: max(0, keep_deleted - len(result.deleted))]
+
+    # 4. rows of items (no storage of their own) and anything else that expired
     if dry_run:
         result.ledger_rows = ledger.count_expired(now)
     else:

@@ -31,6 +31,7 @@ from scrapy_gdpr.audit import AuditLog
 from scrapy_gdpr.ledger import OBJECT_KINDS, Ledger, Record, Selector, parse_ts
 from scrapy_gdpr.objections import append_objection
 from scrapy_gdpr.retention import line_record, manifest_path, read_manifest, write_manifest
+from scrapy_gdpr.stores import ItemStore, add_store_holdings, erase_from_stores
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ class Holdings:
     rows: list[Record] = field(default_factory=list)
     feed_files: list[str] = field(default_factory=list)
     audit: list[dict[str, Any]] = field(default_factory=list)
+    #: the item stores searched (``GDPR_ITEM_STORES``, see scrapy_gdpr.stores)
+    stores_searched: list[str] = field(default_factory=list)
 
     @property
     def objects(self) -> list[Record]:
@@ -133,8 +136,9 @@ def _format_of(path: Path) -> str | None:
     return feedfiles.guess_format(path)
 
 
-def find_holdings(ledger: Ledger, selectors: Sequence[Selector], audit_paths: Iterable[Path] = ()) -> Holdings:
-    """Scan the ledger, every known feed file and the audit logs for ``selectors``."""
+def find_holdings(ledger: Ledger, selectors: Sequence[Selector], audit_paths: Iterable[Path] = (),
+                  stores: Sequence[ItemStore] = ()) -> Holdings:
+    """Scan the ledger, every known feed file, the item stores and the audit logs for ``selectors``."""
     out = Holdings(selectors=list(selectors))
     rows: dict[int, Record] = {}
     for sel in selectors:
@@ -162,6 +166,8 @@ def find_holdings(ledger: Ledger, selectors: Sequence[Selector], audit_paths: It
             found.locations.append(location)
         if hit:
             out.feed_files.append(location)
+    # items in the registered item stores (before the media and rows of matched items)
+    add_store_holdings(out, stores, selectors)
     # the media and rows of matched items (an image found through its page's text)
     for r in ledger.find_items(list(out.items)):
         rows[r.id or 0] = r
@@ -245,6 +251,7 @@ def export_access(holdings: Holdings, out: Path, *, request_id: str, received: d
             "ledger_rows": len(holdings.rows),
             "audit_entries": len(holdings.audit),
             "feed_files": holdings.feed_files,
+            "stores_searched": holdings.stores_searched,
         }
         zf.writestr("request.json", json.dumps(summary, indent=2, ensure_ascii=False))
         zf.writestr("index.html", _access_html(summary, items, files, holdings, controller, contact))
@@ -313,6 +320,8 @@ class ErasureResult:
     objects: list[str] = field(default_factory=list)
     ledger_rows: int = 0
     pending: list[str] = field(default_factory=list)
+    #: items deleted per item store searched (scrapy_gdpr.stores)
+    store_items: dict[str, int] = field(default_factory=dict)
     completed: str = ""
 
     @property
@@ -332,6 +341,7 @@ def erase(
     request_id: str | None = None,
     received: datetime | None = None,
     lock_timeout: float = 30.0,
+    stores: Sequence[ItemStore] = (),
 ) -> ErasureResult:
     """Erase everything matching ``selectors`` and object to it for later crawls.
 
@@ -348,8 +358,10 @@ def erase(
             if kind is not None:
                 append_objection(objections_path, kind, sel.value, note=f"erasure {request_id}")
                 result.objections_added.append(f"{kind} {sel.value}")
-    holdings = find_holdings(ledger, selectors)
+    holdings = find_holdings(ledger, selectors, stores=stores)
     item_ids = set(holdings.items)
+    # the item stores (scrapy_gdpr.stores): every matched item, whichever store held it
+    result.store_items = erase_from_stores(stores, item_ids)
     for location in holdings.feed_files:
         path = Path(location)
         fmt = _format_of(path)

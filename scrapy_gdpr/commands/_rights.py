@@ -14,6 +14,7 @@ from scrapy_gdpr.audit import AuditLog
 from scrapy_gdpr.config import DEFAULTS, expand
 from scrapy_gdpr.ledger import Ledger, LedgerError, Selector, open_ledger, parse_ts
 from scrapy_gdpr.policy import Policy, PolicyError, load_policy
+from scrapy_gdpr.stores import ItemStore, StoreError, load_item_stores
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -96,6 +97,14 @@ def audit_log(opts: argparse.Namespace, settings: BaseSettings, default_name: st
     if not template:
         return AuditLog(None)
     return AuditLog(Path(expand(template, _Named(opts.spider or default_name))))  # type: ignore[arg-type]
+
+
+def item_stores(settings: BaseSettings) -> list[ItemStore]:
+    """The stores of ``GDPR_ITEM_STORES``, opened (a store that cannot be reached stops the command)."""
+    try:
+        return load_item_stores(settings)
+    except StoreError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def now(opts: argparse.Namespace) -> datetime:

@@ -10,6 +10,7 @@ from scrapy.commands import ScrapyCommand
 
 from scrapy_gdpr.commands import _rights
 from scrapy_gdpr.rights import audit_paths_for, export_access, find_holdings, new_request_id, write_receipts
+from scrapy_gdpr.stores import close_stores
 
 
 class Command(ScrapyCommand):
@@ -36,11 +37,12 @@ class Command(ScrapyCommand):
         received = datetime.now(UTC)
         request_id = new_request_id("access", received)
         pol = _rights.policy(opts, self.settings, required=False)
+        stores = _rights.item_stores(self.settings)
         ledger = _rights.ledger(opts, self.settings)
         audit = _rights.audit_log(opts, self.settings, "rights")
         try:
             paths = audit_paths_for(_rights.audit_template(self.settings), opts.search_audit_log)
-            holdings = find_holdings(ledger, sels, paths)
+            holdings = find_holdings(ledger, sels, paths, stores=stores)
             out = Path(opts.out or f"{request_id}.zip")
             contact = ""
             if pol is not None:
@@ -55,6 +57,7 @@ class Command(ScrapyCommand):
         finally:
             audit.close()
             ledger.close()
+            close_stores(stores)
         print(f"{request_id}: {summary['items']} item(s), {summary['files']} file(s), "
               f"{summary['audit_entries']} log entries -> {out}")
         print(f"receipt: {receipts['md']}")

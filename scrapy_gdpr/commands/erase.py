@@ -10,6 +10,7 @@ from scrapy.commands import ScrapyCommand
 
 from scrapy_gdpr.commands import _rights
 from scrapy_gdpr.rights import erase, write_receipts
+from scrapy_gdpr.stores import close_stores
 
 
 class Command(ScrapyCommand):
@@ -35,13 +36,16 @@ class Command(ScrapyCommand):
         assert self.settings is not None
         sels = _rights.selectors(opts)
         objections = _rights.objections_path(opts, self.settings)
+        stores = _rights.item_stores(self.settings)
         ledger = _rights.ledger(opts, self.settings)
         audit = _rights.audit_log(opts, self.settings, "rights")
         try:
-            result = erase(ledger, sels, objections_path=objections, audit=audit, lock_timeout=opts.wait)
+            result = erase(ledger, sels, objections_path=objections, audit=audit, lock_timeout=opts.wait,
+                           stores=stores)
         finally:
             audit.close()
             ledger.close()
+            close_stores(stores)
         data = {"kind": "erasure", **result.as_dict(), "objection_list": str(objections)}
         receipts = write_receipts(data, Path(opts.receipt_dir))
         print(f"{result.request_id}: {result.feed_lines} feed line(s), {len(result.objects)} file(s), "

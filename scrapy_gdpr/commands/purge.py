@@ -10,6 +10,7 @@ from scrapy.commands import ScrapyCommand
 
 from scrapy_gdpr.commands import _rights
 from scrapy_gdpr.retention import purge
+from scrapy_gdpr.stores import close_stores
 
 
 class Command(ScrapyCommand):
@@ -33,14 +34,16 @@ class Command(ScrapyCommand):
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
+        stores = _rights.item_stores(self.settings)
         ledger = _rights.ledger(opts, self.settings)
         audit = _rights.audit_log(opts, self.settings, "purge")
         try:
             result = purge(ledger, _rights.now(opts), dry_run=opts.dry_run, audit=audit,
-                           spider=opts.spider or "", lock_timeout=opts.wait)
+                           spider=opts.spider or "", lock_timeout=opts.wait, stores=stores)
         finally:
             audit.close()
             ledger.close()
+            close_stores(stores)
         if opts.json:
             print(json.dumps({**result.as_dict(), "deleted": result.deleted}, indent=2, default=str))
         else:
@@ -50,6 +53,8 @@ class Command(ScrapyCommand):
                       f"{entry.get('location', '')} {entry.get('item_id', '')} {entry.get('url', '')}".rstrip())
             print(f"{verb} {result.feed_lines} feed line(s), {result.objects} file(s), "
                   f"{result.ledger_rows} ledger row(s) expired at {result.now}.")
+            for name, count in result.store_items.items():
+                print(f"{verb} {count} item(s) from item store {name}.")
             for location in result.busy:
                 print(f"busy (a crawl is writing it), purged next time: {location}", file=sys.stderr)
         if result.busy:
