@@ -150,6 +150,8 @@ ADDON_HOOKS: list[str] = [
     "scrapy_gdpr.retention.configure_feeds",
     # refuse feeds and media stores purge cannot reach; purge item stores at spider open
     "scrapy_gdpr.stores.check_settings",
+    # refuse an HTTP cache without retention.caches; expire logs and caches at spider open
+    "scrapy_gdpr.logpurge.update_settings",
 ]
 
 

@@ -9,6 +9,7 @@ import sys
 from scrapy.commands import ScrapyCommand
 
 from scrapy_gdpr.commands import _rights
+from scrapy_gdpr.logpurge import purge_logs_and_caches
 from scrapy_gdpr.retention import purge
 from scrapy_gdpr.stores import close_stores
 
@@ -44,8 +45,12 @@ class Command(ScrapyCommand):
             audit.close()
             ledger.close()
             close_stores(stores)
+        # logs and caches, per retention.logs and retention.caches (scrapy_gdpr.logpurge)
+        logs = purge_logs_and_caches(self.settings, _rights.now(opts), policy_file=opts.policy,
+                                     spider=opts.spider, dry_run=opts.dry_run)
         if opts.json:
-            print(json.dumps({**result.as_dict(), "deleted": result.deleted}, indent=2, default=str))
+            print(json.dumps({**result.as_dict(), "deleted": result.deleted, "logs_and_caches": logs.as_dict()},
+                             indent=2, default=str))
         else:
             verb = "Would delete" if opts.dry_run else "Deleted"
             for entry in result.deleted:
@@ -55,7 +60,17 @@ class Command(ScrapyCommand):
                   f"{result.ledger_rows} ledger row(s) expired at {result.now}.")
             for name, count in result.store_items.items():
                 print(f"{verb} {count} item(s) from item store {name}.")
+            print(f"{verb} {logs.audit_lines} audit log line(s), {logs.log_lines} crawl log line(s), "
+                  f"{logs.log_files_removed} crawl log file(s), {logs.reports} report file(s), "
+                  f"{logs.cache_entries} HTTP cache entries (retention.logs, retention.caches).")
+        for note in logs.notes:
+            print(note, file=sys.stderr)
+        for problem in logs.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        if not opts.json:
             for location in result.busy:
                 print(f"busy (a crawl is writing it), purged next time: {location}", file=sys.stderr)
         if result.busy:
             self.exitcode = 2
+        elif logs.problems:
+            self.exitcode = 1
