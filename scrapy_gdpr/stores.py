@@ -294,7 +294,10 @@ LOCAL_FEED_SCHEMES = ("", "file")
 
 
 def _scheme(uri: str) -> str:
-    scheme = urlsplit(uri).scheme.lower() if "://" in uri or uri.startswith("file:") else ""
+    try:
+        scheme = urlsplit(uri).scheme.lower()
+    except ValueError:
+        return "?"
     return "" if len(scheme) == 1 else scheme  # a Windows drive letter
 
 
@@ -303,7 +306,10 @@ def unreachable_stores(settings: BaseSettings) -> list[str]:
     problems: list[str] = []
     for uri in settings.getdict("FEEDS"):
         scheme = _scheme(str(uri))
-        if scheme not in LOCAL_FEED_SCHEMES:
+        if scheme == "stdout":
+            problems.append(f"feed {uri}: items printed to standard output are kept wherever it is redirected, "
+                            "out of reach of gdpr-purge and gdpr-erase")
+        elif scheme not in LOCAL_FEED_SCHEMES:
             problems.append(
                 f"feed {uri}: {scheme}:// feeds are written where gdpr-purge and gdpr-erase cannot rewrite them"
             )
@@ -441,6 +447,9 @@ class PostgresItemStore(ItemStore):
     def _create(self) -> None:
         t = self.table
         index = t.replace(".", "_")
+        # a role with read rights only (gdpr-access) needs no CREATE when the table exists
+        if self._conn.execute("SELECT to_regclass(%s)", [t]).fetchone()[0] is not None:
+            return
         with self._lock, self._conn.transaction():
             # one creating process at a time (CREATE ... IF NOT EXISTS races on the catalogue)
             self._conn.execute("SELECT pg_advisory_xact_lock(7146339102)")

@@ -66,7 +66,9 @@ def test_search_text_is_decoded_values_only_normalised():
     ({"FEEDS": {"s3://bucket/items.jsonl": {"format": "jsonlines"}}}, "feed s3://bucket/items.jsonl"),
     ({"FEEDS": {"gs://bucket/items.jsonl": {"format": "jsonlines"}}}, "gs://"),
     ({"FEEDS": {"ftp://u:p@host/items.csv": {"format": "csv"}}}, "ftp://"),
+    ({"FEEDS": {"stdout:": {"format": "jsonlines"}}}, "standard output"),
     ({"IMAGES_STORE": "s3://bucket/images/"}, "IMAGES_STORE = s3://bucket/images/"),
+    ({"FILES_STORE": "ftp://u:p@host/files/"}, "FILES_STORE = ftp://"),
     ({"FILES_STORE": "gs://bucket/files/"}, "FILES_STORE = gs://bucket/files/"),
 ])
 def test_remote_feeds_and_media_stores_refused(settings, needle):
@@ -294,3 +296,85 @@ def test_a_store_of_ones_own_is_reached_by_access_erasure_and_purge(tmp_path):
         assert result.store_items == {store.name: 1} and sorted(MemoryStore.held) == ["a", "b"]
         done = purge(led, now + timedelta(days=2), stores=[store])
         assert done.store_items == {store.name: 1} and sorted(MemoryStore.held) == ["b"]
+
+
+def test_store_pipeline_not_registered_refused(tmp_path, pg_table):
+    policy = write_policy(tmp_path)
+    settings = crawl_settings(tmp_path, policy, f"sqlite:///{tmp_path / 'l.sqlite3'}",
+                              ITEM_PIPELINES={RetentionPipeline: 900, STORE: 950},
+                              GDPR_POSTGRES_STORE=POSTGRES_DSN, GDPR_POSTGRES_STORE_TABLE=pg_table)
+    crawler = get_crawler(PagesSpider, settings)
+    with pytest.raises(StoreError, match="not in GDPR_ITEM_STORES"):
+        PostgresItemStore.from_crawler(crawler)
+
+
+def _stamped(url: str, expires_at: datetime, **fields):  # type: ignore[no-untyped-def]
+    from tests.retention_support import stamp_for
+
+    return {**fields, "gdpr": stamp_for(url, expires_at)}
+
+
+@coroutine_test
+async def test_postgres_store_odd_values_and_like_characters(tmp_path, pg_table):
+    store = PostgresItemStore(POSTGRES_DSN, pg_table)
+    try:
+        later = datetime.now(UTC) + timedelta(days=3)
+        await store.process_item(_stamped("https://a.test/1", later, name="nul\x00byte 100% sure",
+                                          when=datetime(2026, 1, 2, tzinfo=UTC), raw=b"\x00\xff", n=7))
+        await store.process_item(_stamped("https://a.test/2", later, name="a_b"))
+        assert [i.source_url for i in store.find([Selector("contains", "NULBYTE 100%")])] == ["https://a.test/1"]
+        assert [i.source_url for i in store.find([Selector("contains", "100%")])] == ["https://a.test/1"]
+        assert store.find([Selector("contains", "1%0")]) == []  # % is not a wildcard
+        assert [i.source_url for i in store.find([Selector("contains", "a_b")])] == ["https://a.test/2"]
+        assert store.find([Selector("contains", "a%b")]) == []
+        [found] = store.find([], ["" + store.find([Selector("url", "https://a.test/1")])[0].item_id])
+        assert found.data["name"] == "nul\x00byte 100% sure" and found.data["n"] == 7
+        assert store.find([Selector("domain", "A.TEST.")]) and not store.find([Selector("domain", "b.a.test")])
+    finally:
+        store.close()
+
+
+@coroutine_test
+async def test_store_purged_at_spider_open(tmp_path, pg_table):
+    from scrapy_gdpr.report import ComplianceReport
+    from scrapy_gdpr.retention import RetentionExtension
+    from scrapy_gdpr.stores import ItemStoresExtension
+
+    store = PostgresItemStore(POSTGRES_DSN, pg_table)
+    try:
+        await store.process_item(_stamped("https://a.test/old", datetime.now(UTC) - timedelta(minutes=1), t="x"))
+        await store.process_item(_stamped("https://a.test/new", datetime.now(UTC) + timedelta(days=1), t="y"))
+    finally:
+        store.close()
+    policy = write_policy(tmp_path)
+    settings = crawl_settings(tmp_path, policy, f"sqlite:///{tmp_path / 'l.sqlite3'}",
+                              EXTENSIONS={ComplianceReport: 0, RetentionExtension: 0, ItemStoresExtension: 0},
+                              GDPR_ITEM_STORES=[STORE], GDPR_POSTGRES_STORE=POSTGRES_DSN,
+                              GDPR_POSTGRES_STORE_TABLE=pg_table)
+    crawler = get_crawler(PagesSpider, settings)
+    await crawler.crawl_async(urls=[])
+    assert sorted(_rows(pg_table)) == ["https://a.test/new"]
+    assert crawler.stats.get_value("gdpr/retention/purged/store_items") == 1
+    audit = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert any(a.get("kind") == "store_item" and a.get("url") == "https://a.test/old" for a in audit)
+
+
+def test_read_only_role_can_search_an_existing_store(tmp_path, pg_table):
+    import psycopg
+
+    PostgresItemStore(POSTGRES_DSN, pg_table).close()  # created by the crawl's role
+    role = "gdpr_ro_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT SELECT ON {pg_table} TO {role}")
+    try:
+        url = POSTGRES_DSN.replace("postgres@", f"{role}@", 1)
+        store = PostgresItemStore(url, pg_table)
+        try:
+            assert store.find([Selector("contains", "x")]) == []
+        finally:
+            store.close()
+    finally:
+        with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+            conn.execute(f"REVOKE ALL ON {pg_table} FROM {role}")
+            conn.execute(f"DROP ROLE {role}")
