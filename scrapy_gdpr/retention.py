@@ -447,6 +447,7 @@ class PurgeResult:
     remote: list[str] = field(default_factory=list)
     #: expired items deleted per item store (scrapy_gdpr.stores)
     store_items: dict[str, int] = field(default_factory=dict)
+    store_errors: list[str] = field(default_factory=list)
     deleted: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -602,7 +603,7 @@ def purge(
         from scrapy_gdpr.stores import purge_stores
 
         in_stores = purge_stores(stores, now, dry_run=dry_run, audit=audit, spider=spider)
-        result.store_items = in_stores.by_store
+        result.store_items, result.store_errors = in_stores.by_store, in_stores.errors
         result.deleted += in_stores.deleted[: max(0, keep_deleted - len(result.deleted))]
 
     # 4. rows of items (no storage of their own) and anything else that expired

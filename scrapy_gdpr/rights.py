@@ -69,6 +69,8 @@ class Holdings:
     audit: list[dict[str, Any]] = field(default_factory=list)
     #: the item stores searched (``GDPR_ITEM_STORES``, see scrapy_gdpr.stores)
     stores_searched: list[str] = field(default_factory=list)
+    #: item stores that could not be searched, with why
+    store_errors: list[str] = field(default_factory=list)
 
     @property
     def objects(self) -> list[Record]:
@@ -252,6 +254,7 @@ def export_access(holdings: Holdings, out: Path, *, request_id: str, received: d
             "audit_entries": len(holdings.audit),
             "feed_files": holdings.feed_files,
             "stores_searched": holdings.stores_searched,
+            "store_errors": holdings.store_errors,
         }
         zf.writestr("request.json", json.dumps(summary, indent=2, ensure_ascii=False))
         zf.writestr("index.html", _access_html(summary, items, files, holdings, controller, contact))
@@ -322,11 +325,13 @@ class ErasureResult:
     pending: list[str] = field(default_factory=list)
     #: items deleted per item store searched (scrapy_gdpr.stores)
     store_items: dict[str, int] = field(default_factory=dict)
+    #: item stores that could not be searched or erased, with why (the erasure is incomplete)
+    store_errors: list[str] = field(default_factory=list)
     completed: str = ""
 
     @property
     def complete(self) -> bool:
-        return not self.pending
+        return not self.pending and not self.store_errors
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "status": "complete" if self.complete else "incomplete"}
@@ -361,7 +366,8 @@ def erase(
     holdings = find_holdings(ledger, selectors, stores=stores)
     item_ids = set(holdings.items)
     # the item stores (scrapy_gdpr.stores): every matched item, whichever store held it
-    result.store_items = erase_from_stores(stores, item_ids)
+    result.store_items, failed = erase_from_stores(stores, item_ids)
+    result.store_errors = holdings.store_errors + failed
     for location in holdings.feed_files:
         path = Path(location)
         fmt = _format_of(path)

@@ -244,7 +244,13 @@ def add_store_holdings(holdings: Any, stores: Sequence[ItemStore], selectors: Se
     for store in stores:
         if isinstance(searched, list):
             searched.append(store.name)
-        for found in store.find(selectors, list(holdings.items)):
+        try:
+            matches = store.find(selectors, list(holdings.items))
+        except Exception as exc:  # noqa: BLE001 - reported, the other stores are still searched
+            logger.error("GDPR: item store %(name)s cannot be searched: %(exc)s", {"name": store.name, "exc": exc})
+            holdings.store_errors.append(f"{store.name}: {exc}")
+            continue
+        for found in matches:
             item = holdings.items.get(found.item_id)
             if item is None:
                 data = found.data or {}
@@ -258,10 +264,19 @@ def add_store_holdings(holdings: Any, stores: Sequence[ItemStore], selectors: Se
             item.locations.append(store.name)
 
 
-def erase_from_stores(stores: Sequence[ItemStore], item_ids: Collection[str]) -> dict[str, int]:
-    """Erasure: delete these items from every store; items deleted per store."""
+def erase_from_stores(stores: Sequence[ItemStore], item_ids: Collection[str]) -> tuple[dict[str, int], list[str]]:
+    """Erasure: delete these items from every store. Returns the items deleted per store
+    and the stores that failed (with why); one failing store does not stop the others."""
     ids = list(item_ids)
-    return {store.name: (store.delete(ids) if ids else 0) for store in stores}
+    counts: dict[str, int] = {}
+    errors: list[str] = []
+    for store in stores:
+        try:
+            counts[store.name] = store.delete(ids) if ids else 0
+        except Exception as exc:  # noqa: BLE001 - reported, the other stores are still erased
+            logger.error("GDPR: cannot erase from item store %(name)s: %(exc)s", {"name": store.name, "exc": exc})
+            errors.append(f"{store.name}: {exc}")
+    return counts, errors
 
 
 @dataclass
@@ -269,6 +284,7 @@ class StorePurge:
     items: int = 0
     by_store: dict[str, int] = field(default_factory=dict)
     deleted: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
 
 
 def purge_stores(stores: Sequence[ItemStore], now: datetime, *, dry_run: bool = False,
@@ -276,7 +292,12 @@ def purge_stores(stores: Sequence[ItemStore], now: datetime, *, dry_run: bool = 
     """Purge: delete every expired item of every store, each one in the audit log."""
     result = StorePurge()
     for store in stores:
-        gone = store.purge(now, dry_run=dry_run)
+        try:
+            gone = store.purge(now, dry_run=dry_run)
+        except Exception as exc:  # noqa: BLE001 - reported, the other stores are still purged
+            logger.error("GDPR purge: item store %(name)s failed: %(exc)s", {"name": store.name, "exc": exc})
+            result.errors.append(f"{store.name}: {exc}")
+            continue
         result.by_store[store.name] = len(gone)
         result.items += len(gone)
         entries = [{"kind": "store_item", "location": store.name, "item_id": g.item_id, "url": g.source_url,
@@ -361,7 +382,15 @@ class ItemStoresExtension:
     async def spider_opened(self) -> None:
         if not self.paths or not self.runtime.config.purge_on_open:
             return
-        result = await maybe_deferred_to_future(deferToThread(self._purge, datetime.now(UTC)))
+        try:
+            result = await maybe_deferred_to_future(deferToThread(self._purge, datetime.now(UTC)))
+        except Exception as exc:  # noqa: BLE001 - a store that cannot be opened: said loudly, counted
+            result = StorePurge(errors=[str(exc)])
+        for error in result.errors:
+            logger.error("GDPR purge of item stores failed: %(e)s; run scrapy gdpr-purge once it is fixed",
+                         {"e": error}, extra={"spider": self.crawler.spider})
+        if result.errors:
+            self.crawler.stats.inc_value("gdpr/retention/purge_errors", len(result.errors))
         self.crawler.stats.inc_value("gdpr/retention/purged/store_items", result.items)
         logger.info("GDPR purge: %(n)d expired items deleted from item stores %(stores)s",
                     {"n": result.items, "stores": result.by_store}, extra={"spider": self.crawler.spider})

@@ -378,3 +378,31 @@ def test_read_only_role_can_search_an_existing_store(tmp_path, pg_table):
         with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
             conn.execute(f"REVOKE ALL ON {pg_table} FROM {role}")
             conn.execute(f"DROP ROLE {role}")
+
+
+class BrokenStore(MemoryStore):
+    """A store whose database went away."""
+
+    def find(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise ConnectionError("server closed the connection")
+
+    delete = purge = find  # type: ignore[assignment]
+
+
+def test_a_failing_store_makes_requests_incomplete_and_others_still_done(tmp_path):
+    from scrapy_gdpr.retention import purge
+    from scrapy_gdpr.rights import erase, find_holdings
+
+    now = datetime.now(UTC)
+    MemoryStore.held = {"a": StoredItem("a", "https://people.test/ana", now.isoformat(), {"name": "Ana"})}
+    broken, good = BrokenStore(), MemoryStore()
+    broken.name, good.name = "broken", "memory"
+    with open_ledger(f"sqlite:///{tmp_path / 'ledger.sqlite3'}") as led:
+        holdings = find_holdings(led, [Selector("contains", "ana")], stores=[broken, good])
+        assert list(holdings.items) == ["a"] and holdings.store_errors == ["broken: server closed the connection"]
+        result = erase(led, [Selector("contains", "ana")], objections_path=None, stores=[broken, good])
+        assert result.store_items == {"memory": 1} and not result.complete
+        assert result.as_dict()["status"] == "incomplete"
+        MemoryStore.held = {"b": StoredItem("b", "https://x.test/b", now.isoformat(), {})}
+        done = purge(led, now + timedelta(seconds=1), stores=[broken, good])
+        assert done.store_items == {"memory": 1} and done.store_errors == ["broken: server closed the connection"]

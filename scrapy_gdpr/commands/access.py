@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -61,3 +62,6 @@ class Command(ScrapyCommand):
         print(f"{request_id}: {summary['items']} item(s), {summary['files']} file(s), "
               f"{summary['audit_entries']} log entries -> {out}")
         print(f"receipt: {receipts['md']}")
+        for problem in holdings.store_errors:
+            print(f"incomplete (item store not searched): {problem}", file=sys.stderr)
+            self.exitcode = 1

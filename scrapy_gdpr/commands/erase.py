@@ -51,6 +51,9 @@ class Command(ScrapyCommand):
         print(f"{result.request_id}: {result.feed_lines} feed line(s), {len(result.objects)} file(s), "
               f"{result.ledger_rows} ledger row(s) erased; objections added: {len(result.objections_added)}")
         print(f"receipt: {receipts['md']}")
+        for problem in result.store_errors:
+            print(f"not erased (item store failed; run again): {problem}", file=sys.stderr)
+            self.exitcode = 1
         if result.pending:
             for location in result.pending:
                 print(f"not yet erased (a crawl is writing it; run again): {location}", file=sys.stderr)

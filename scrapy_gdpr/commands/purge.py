@@ -65,12 +65,12 @@ class Command(ScrapyCommand):
                   f"{logs.cache_entries} HTTP cache entries (retention.logs, retention.caches).")
         for note in logs.notes:
             print(note, file=sys.stderr)
-        for problem in logs.problems:
+        for problem in result.store_errors + logs.problems:
             print(f"error: {problem}", file=sys.stderr)
         if not opts.json:
             for location in result.busy:
                 print(f"busy (a crawl is writing it), purged next time: {location}", file=sys.stderr)
         if result.busy:
             self.exitcode = 2
-        elif logs.problems:
+        elif logs.problems or result.store_errors:
             self.exitcode = 1
