@@ -31,6 +31,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
@@ -96,50 +97,89 @@ class LogPurgeResult:
 
 # --------------------------------------------------------------------------- in-place rewrite
 
+#: Kept lines are gathered here (next to the file) before being copied back over it.
+TEMP_SUFFIX = ".gdpr-purge.tmp"
+_CHUNK = 1 << 20
 
-def rewrite_in_place(path: Path, keep: Callable[[bytes], tuple[bytes, int]], *, dry_run: bool = False,
-                     lock: Any = None) -> int:
-    """Filter the complete lines of ``path`` with ``keep(data) -> (kept, removed count)``
-    and write the result into the same file (its inode stays, so a process appending
-    to it goes on appending). A torn last line and anything appended meanwhile are
-    kept. ``lock`` (a ``threading.Lock``) is held by in-process writers."""
+
+def rewrite_in_place(path: Path, keep: Callable[[bytes], bool], *, dry_run: bool = False, lock: Any = None) -> int:
+    """Drop the complete lines of ``path`` for which ``keep(line)`` is false (called on
+    each line in order), writing the result into the same file: its inode stays, so a
+    process appending to it goes on appending. A torn last line and anything appended
+    meanwhile are kept. Returns how many lines were (or, with ``dry_run``, would be)
+    dropped. ``lock`` (a ``threading.Lock``) is held by in-process writers.
+
+    The file is read as a stream; kept lines go to a temporary file first and are then
+    copied over the start of the file. Each kept line lies at or after the place it is
+    copied to, so a kill during the copy loses no kept line (the file then holds some
+    lines twice, and a later run drops the expired copies)."""
+    temp = path.with_name(path.name + TEMP_SUFFIX)
     try:
         fh = path.open("r+b")
     except FileNotFoundError:
         return 0
     with fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)  # one purge at a time
-        data = fh.read()
-        end = data.rfind(b"\n") + 1
-        kept, removed = keep(data[:end])
-        if not removed or dry_run:
-            return removed
-        with lock or contextlib.nullcontext():
-            fh.seek(len(data))
-            new = kept + data[end:] + fh.read()
-            fh.seek(0)
-            fh.write(new)
-            fh.truncate(len(new))
-            fh.flush()
-            os.fsync(fh.fileno())
+        temp.unlink(missing_ok=True)  # left by a killed run: the file itself holds every kept line
+        removed = 0
+        consumed = 0  # bytes of complete lines read
+        out = None if dry_run else temp.open("wb")
+        try:
+            for line in fh:
+                if not line.endswith(b"\n"):
+                    break  # a torn last line: kept as it is
+                consumed += len(line)
+                if keep(line):
+                    if out is not None:
+                        out.write(line)
+                else:
+                    removed += 1
+            if out is None or not removed:
+                return removed
+            with lock or contextlib.nullcontext():
+                fh.seek(consumed)
+                while chunk := fh.read(_CHUNK):  # the torn line, and lines appended meanwhile
+                    out.write(chunk)
+                read_to = fh.tell()
+                out.flush()
+                size = out.tell()
+                out.close()
+                with temp.open("rb") as src:
+                    fh.seek(0)
+                    while chunk := src.read(_CHUNK):
+                        fh.write(chunk)
+                # another process may have appended during the copy: move that too
+                while True:
+                    end = os.fstat(fh.fileno()).st_size
+                    if end <= read_to:
+                        break
+                    fh.seek(read_to)
+                    extra = fh.read(end - read_to)
+                    read_to += len(extra)
+                    fh.seek(size)
+                    fh.write(extra)
+                    size += len(extra)
+                fh.truncate(size)
+                fh.flush()
+                os.fsync(fh.fileno())
+        finally:
+            if out is not None:
+                out.close()
+                temp.unlink(missing_ok=True)
     return removed
 
 
-def _keep_json_lines(before: datetime) -> Callable[[bytes], tuple[bytes, int]]:
-    def keep(data: bytes) -> tuple[bytes, int]:
-        out: list[bytes] = []
-        removed = 0
-        for line in data.splitlines(keepends=True):
-            try:
-                moment = parse_ts(json.loads(line)["time"])
-            except (ValueError, KeyError, TypeError):
-                out.append(line)  # not dated: kept (never delete what cannot be judged)
-                continue
-            if moment <= before:
-                removed += 1
-            else:
-                out.append(line)
-        return b"".join(out), removed
+_AUDIT_TIME = re.compile(rb'^\{"time": "([^"]+)"')
+
+
+def _keep_json_lines(before: datetime) -> Callable[[bytes], bool]:
+    def keep(line: bytes) -> bool:
+        try:
+            m = _AUDIT_TIME.match(line)
+            moment = parse_ts(m.group(1).decode() if m else json.loads(line)["time"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return True  # not dated: kept (never delete what cannot be judged)
+        return moment > before
 
     return keep
 
@@ -149,26 +189,17 @@ def expire_audit_log(path: Path, before: datetime, *, dry_run: bool = False, loc
     return rewrite_in_place(path, _keep_json_lines(before), dry_run=dry_run, lock=lock)
 
 
-def _keep_log_records(before: datetime, date_format: str) -> Callable[[bytes], tuple[bytes, int]]:
+def _keep_log_records(before: datetime, date_format: str) -> Callable[[bytes], bool]:
     width = len(datetime.now().strftime(date_format))  # noqa: DTZ005 - Scrapy logs local time
+    state = {"expired": False}  # continuation lines follow their record
 
-    def keep(data: bytes) -> tuple[bytes, int]:
-        out: list[bytes] = []
-        removed = 0
-        expired = False  # continuation lines follow their record
-        for line in data.splitlines(keepends=True):
-            try:
-                moment = datetime.strptime(line[:width].decode("utf-8", "replace"), date_format).astimezone(UTC)
-            except ValueError:
-                if not expired:
-                    out.append(line)
-                continue
-            expired = moment <= before
-            if expired:
-                removed += 1
-            else:
-                out.append(line)
-        return b"".join(out), removed
+    def keep(line: bytes) -> bool:
+        try:
+            moment = datetime.strptime(line[:width].decode("utf-8", "replace"), date_format).astimezone(UTC)
+        except ValueError:
+            return not state["expired"]
+        state["expired"] = moment <= before
+        return not state["expired"]
 
     return keep
 

@@ -22,6 +22,7 @@ from scrapy_gdpr.logpurge import (
     expire_audit_log,
     expire_crawl_log,
     expire_http_cache,
+    TEMP_SUFFIX,
     LogPurgeResult,
     update_settings,
 )
@@ -63,6 +64,20 @@ def test_audit_log_lines_expire_in_place(tmp_path):
     assert '{"time": "torn' in text  # a torn last line is never judged
 
 
+def test_audit_log_rewrite_streams_a_large_file_and_cleans_a_killed_runs_temp(tmp_path):
+    log = tmp_path / "audit.jsonl"
+    old, new = audit_line(NOW - timedelta(days=40), "old"), audit_line(NOW, "new")
+    with log.open("w", encoding="utf-8") as fh:
+        for i in range(200_000):
+            fh.write(old if i % 2 else new)
+    (tmp_path / ("audit.jsonl" + TEMP_SUFFIX)).write_bytes(b"left by a killed run")
+    assert expire_audit_log(log, NOW - timedelta(days=30)) == 100_000
+    with log.open(encoding="utf-8") as fh:
+        assert sum(1 for _ in fh) == 100_000
+    assert '"old"' not in log.read_text(encoding="utf-8")
+    assert not (tmp_path / ("audit.jsonl" + TEMP_SUFFIX)).exists()
+
+
 def test_crawl_log_records_expire_with_their_continuation_lines(tmp_path):
     log = tmp_path / "crawl.log"
 
@@ -78,7 +93,7 @@ def test_crawl_log_records_expire_with_their_continuation_lines(tmp_path):
     result = LogPurgeResult()
     expire_crawl_log(log, NOW - timedelta(days=30), Settings(), result=result)
     text = log.read_text(encoding="utf-8")
-    assert result.log_lines == 2
+    assert result.log_lines == 5  # two records, one with a three-line traceback
     assert "Zoë" not in text and "jane@example.org" not in text and "Traceback" not in text
     assert text.count("Spider opened") == 1 and "a continuation line of a recent record" in text
 
