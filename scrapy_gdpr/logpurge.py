@@ -512,6 +512,11 @@ def _policy_targets(settings: BaseSettings, policy_file: str | None, spider: str
         loader = get_spider_loader(settings)
         for name in sorted(loader.list()):
             spidercls = loader.load(name)
+            enabled = (getattr(spidercls, "custom_settings", None) or {}).get("GDPR_ENABLED")
+            if enabled is None:
+                enabled = settings.getbool("GDPR_ENABLED", True)
+            if not enabled or str(enabled).lower() in ("false", "0"):
+                continue  # not gated: it writes no audit log of ours
             path = getattr(spidercls, "gdpr_policy", None) or template
             wanted.append((expand(path, _Named(name)), name))  # type: ignore[arg-type]
     targets: list[tuple[Policy, str | None]] = []

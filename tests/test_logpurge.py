@@ -252,12 +252,55 @@ async def test_purge_at_spider_open_expires_the_spiders_logs(tmp_path):
     # a fixed name: get_crawler() applies the add-on before the spider exists
     settings = {"ADDONS": {Addon: 0}, "GDPR_POLICY": str(policy), "GDPR_AUDIT_LOG": str(paths["audit"]),
                 "GDPR_REPORT_DIR": str(tmp_path / "reports"), "GDPR_LEDGER": f"sqlite:///{tmp_path / 'l.sqlite3'}",
-                "LOG_FILE": str(paths["log"])}
+                "LOG_FILE": str(paths["log"]), "HTTPCACHE_ENABLED": True, "HTTPCACHE_DIR": str(tmp_path / "cache")}
+    old_entry = tmp_path / "cache" / "cached" / "ab" / "ab12"
+    old_entry.mkdir(parents=True)
+    (old_entry / "meta").write_text(repr({"timestamp": time.time() - 8 * 86400}))
+    (old_entry / "pickled_meta").write_bytes(b"x")
     crawler = get_crawler(PagesSpider, settings)
+    assert crawler.settings.getint("HTTPCACHE_EXPIRATION_SECS") == 7 * 86400
     await crawler.crawl_async(urls=[])
+    assert not old_entry.exists()
+    assert crawler.stats.get_value("gdpr/retention/purged/cache_entries") == 1
     audit = paths["audit"].read_text(encoding="utf-8")
     assert "jane" not in audit and "crawl_started" in audit
     assert not paths["report"].exists() and other.exists()  # another spider's reports follow its own policy
     assert "old line about jane" not in paths["log"].read_text(encoding="utf-8")
     assert crawler.stats.get_value("gdpr/retention/purged/audit_lines") == 1
     assert crawler.stats.get_value("gdpr/retention/purged/reports") == 1
+
+
+def test_gdpr_purge_in_a_project_uses_each_spiders_policy(tmp_path):
+    from tests.test_command_lint import make_project
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    alpha = write_policy(tmp_path / "a", logs="P30D", caches="P7D")
+    beta = write_policy(tmp_path / "b", logs="P90D", caches="P60D")
+    root = make_project(tmp_path, alpha=alpha, beta=beta)
+    settings = root / "proj" / "settings.py"
+    settings.write_text(settings.read_text() + 'LOG_FILE = "out/crawl.log"\nHTTPCACHE_DIR = "cache"\n', encoding="utf-8")
+    out = root / "out"
+    out.mkdir()
+    forty = datetime.now(UTC) - timedelta(days=40)
+    for name in ("alpha", "beta"):
+        (out / f"audit-{name}.jsonl").write_text(audit_line(forty, f"{name} old"), encoding="utf-8")
+        entry = root / ".scrapy" / "cache" / name / "ab" / "ab12"
+        entry.mkdir(parents=True)
+        (entry / "meta").write_text(repr({"timestamp": forty.timestamp()}))
+        (entry / "pickled_meta").write_bytes(b"x")
+    (out / "audit-purge.jsonl").write_text(audit_line(forty, "purge old"), encoding="utf-8")
+    (out / "crawl.log").write_text(
+        forty.astimezone().strftime("%Y-%m-%d %H:%M:%S") + " [x] INFO: old\n", encoding="utf-8")
+    proc = run_scrapy("gdpr-purge", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    # alpha (P30D) expired, beta (P90D) kept; shared files per the shortest period
+    assert (out / "audit-alpha.jsonl").read_text() == ""
+    assert "beta old" in (out / "audit-beta.jsonl").read_text()
+    assert "purge old" not in (out / "audit-purge.jsonl").read_text() and "[x] INFO: old" not in (out / "crawl.log").read_text()
+    assert not (root / ".scrapy" / "cache" / "alpha" / "ab" / "ab12").exists()
+    assert (root / ".scrapy" / "cache" / "beta" / "ab" / "ab12").exists()
+    # a gated spider whose policy cannot be loaded: said, exit status 1, the rest done
+    (root / "policies" / "beta-policy.yaml").unlink()
+    proc = run_scrapy("gdpr-purge", cwd=root)
+    assert proc.returncode == 1 and "logs and caches of spider beta not purged" in proc.stderr
