@@ -34,7 +34,7 @@ from scrapy.utils.defer import maybe_deferred_to_future
 from scrapy.utils.misc import load_object
 from twisted.internet.threads import deferToThread
 
-from scrapy_gdpr.feedfiles import STAMP_FIELD
+from scrapy_gdpr.feedfiles import FORMATS, STAMP_FIELD, normalise_format
 from scrapy_gdpr.ledger import Selector, host_of, parse_ts
 
 if TYPE_CHECKING:
@@ -325,8 +325,16 @@ def _scheme(uri: str) -> str:
 def unreachable_stores(settings: BaseSettings) -> list[str]:
     """Feeds and media stores that purge and erasure cannot reach, each with why."""
     problems: list[str] = []
-    for uri in settings.getdict("FEEDS"):
+    for uri, options in settings.getdict("FEEDS").items():
+        options = options or {}
         scheme = _scheme(str(uri))
+        fmt = normalise_format(str(options.get("format", "")))
+        if fmt not in FORMATS:
+            problems.append(f"feed {uri}: the {fmt or 'unnamed'} format cannot be read back, so its items cannot be "
+                            f"purged or erased (use one of {', '.join(FORMATS)})")
+        if options.get("postprocessing"):
+            problems.append(f"feed {uri}: postprocessing (compression) makes the file unreadable to gdpr-purge and "
+                            "gdpr-erase (compress copies in a job that also deletes what they delete)")
         if scheme == "stdout":
             problems.append(f"feed {uri}: items printed to standard output are kept wherever it is redirected, "
                             "out of reach of gdpr-purge and gdpr-erase")
@@ -348,9 +356,10 @@ def check_settings(settings: BaseSettings, crawler: Crawler) -> None:
     problems = unreachable_stores(settings)
     if problems:
         raise StoreError(
-            "scrapy-gdpr cannot enforce retention and erasure on remote storage:\n  - "
+            "scrapy-gdpr cannot enforce retention and erasure where this crawl would store data:\n  - "
             + "\n  - ".join(problems)
-            + "\nWrite feeds and media to a local folder (purge, access and erasure reach those), and copy "
+            + "\nWrite feeds (jsonlines, json, csv or xml, uncompressed) and media to a local folder (purge, "
+            "access and erasure reach those), and copy "
             "them elsewhere only with a job that deletes what gdpr-purge and gdpr-erase delete; or store "
             "items in a database through an item store registered in GDPR_ITEM_STORES (for example "
             "scrapy_gdpr.stores.PostgresItemStore). See the 'Item stores' section of docs/retention.md."
