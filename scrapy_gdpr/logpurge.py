@@ -69,8 +69,10 @@ class CacheRetentionError(ValueError):
 
 def cutoff(period: Duration, now: datetime) -> datetime:
     """The moment before which (inclusive) data kept for ``period`` has expired at ``now``."""
-    return now - relativedelta(years=period.years, months=period.months, weeks=period.weeks, days=period.days,
-                               hours=period.hours, minutes=period.minutes, seconds=period.seconds)
+    moment: datetime = now - relativedelta(years=period.years, months=period.months, weeks=period.weeks,
+                                           days=period.days, hours=period.hours, minutes=period.minutes,
+                                           seconds=period.seconds)
+    return moment
 
 
 @dataclass
@@ -517,14 +519,14 @@ def _policy_targets(settings: BaseSettings, policy_file: str | None, spider: str
                 enabled = settings.getbool("GDPR_ENABLED", True)
             if not enabled or str(enabled).lower() in ("false", "0"):
                 continue  # not gated: it writes no audit log of ours
-            path = getattr(spidercls, "gdpr_policy", None) or template
-            wanted.append((expand(path, _Named(name)), name))  # type: ignore[arg-type]
+            own = getattr(spidercls, "gdpr_policy", None)
+            wanted.append((expand(str(own or template), _Named(name)), name))  # type: ignore[arg-type]
     targets: list[tuple[Policy, str | None]] = []
-    for path, name in wanted:
+    for policy_path, spider_name in wanted:
         try:
-            targets.append((load_policy(path), name))
+            targets.append((load_policy(policy_path), spider_name))
         except PolicyError as exc:
-            problems.append(f"logs and caches of spider {name or '?'} not purged: {exc}")
+            problems.append(f"logs and caches of spider {spider_name or '?'} not purged: {exc}")
     return targets
 
 

@@ -254,7 +254,8 @@ def add_store_holdings(holdings: Any, stores: Sequence[ItemStore], selectors: Se
             item = holdings.items.get(found.item_id)
             if item is None:
                 data = found.data or {}
-                stamp = data.get(STAMP_FIELD) if isinstance(data.get(STAMP_FIELD), dict) else {}
+                raw_stamp = data.get(STAMP_FIELD)
+                stamp: dict[str, Any] = raw_stamp if isinstance(raw_stamp, dict) else {}
                 item = holdings.items[found.item_id] = FoundItem(
                     item_id=found.item_id, source_url=found.source_url, data=data, stamp=dict(stamp),
                     source_format=store.name,
@@ -486,7 +487,8 @@ class PostgresItemStore(ItemStore):
         t = self.table
         index = t.replace(".", "_")
         # a role with read rights only (gdpr-access) needs no CREATE when the table exists
-        if self._conn.execute("SELECT to_regclass(%s)", [t]).fetchone()[0] is not None:
+        row = self._conn.execute("SELECT to_regclass(%s)", [t]).fetchone()
+        if row is not None and row[0] is not None:
             return
         with self._lock, self._conn.transaction():
             # one creating process at a time (CREATE ... IF NOT EXISTS races on the catalogue)
