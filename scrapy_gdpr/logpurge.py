@@ -361,11 +361,13 @@ def expire_logs_and_caches(
     dry_run: bool = False,
     audit_lock: Any = None,
     other_spiders: Collection[str] = (),
+    logs: bool = True,
+    cache: bool = True,
 ) -> LogPurgeResult:
     """Expire, per ``policy``: the audit logs given, the compliance reports of ``spider``
     (all reports when None), ``LOG_FILE`` and the HTTP cache of ``spider`` (all when None).
     With ``spider`` None, the reports and cache of ``other_spiders`` are left to their
-    own policies.
+    own policies. ``logs`` and ``cache`` say which of the two to do.
 
     A file that cannot be read or written is reported in ``problems`` and the others
     are still done.
@@ -373,7 +375,7 @@ def expire_logs_and_caches(
     result = LogPurgeResult()
     logs_before = cutoff(policy.duration(policy.retention.logs), now)
     caches_before = cutoff(policy.duration(policy.retention.caches), now)
-    for path in audit_logs:
+    for path in audit_logs if logs else ():
         try:
             removed = expire_audit_log(Path(path), logs_before, dry_run=dry_run, lock=audit_lock)
         except OSError as exc:
@@ -383,7 +385,7 @@ def expire_logs_and_caches(
         if removed:
             result.files.append(str(path))
     report_dir = settings.get("GDPR_REPORT_DIR", "gdpr-reports")
-    if report_dir:
+    if report_dir and logs:
         try:
             gone = expire_reports(Path(report_dir), logs_before, prefix=f"{spider}-" if spider else "",
                                   dry_run=dry_run, exclude=[f"{o}-" for o in other_spiders])
@@ -393,12 +395,12 @@ def expire_logs_and_caches(
             result.reports += len(gone)
             result.files += [str(p) for p in gone]
     log_file = settings.get("LOG_FILE")
-    if log_file:
+    if log_file and logs:
         try:
             expire_crawl_log(Path(log_file), logs_before, settings, dry_run=dry_run, result=result)
         except OSError as exc:
             result.problems.append(f"{log_file}: {exc}")
-    if settings.getbool("HTTPCACHE_ENABLED") or http_cache_dir(settings).exists():
+    if cache and (settings.getbool("HTTPCACHE_ENABLED") or http_cache_dir(settings).exists()):
         try:
             result.cache_entries += expire_http_cache(settings, caches_before, spider=spider, dry_run=dry_run,
                                                       exclude=other_spiders)
@@ -457,7 +459,12 @@ class LogRetention:
     async def spider_opened(self) -> None:
         if not self.runtime.config.purge_on_open:
             return
-        result = await maybe_deferred_to_future(deferToThread(self.purge, datetime.now(UTC)))
+        now = datetime.now(UTC)
+        # The HTTP cache first, on this thread: this handler runs before the cache
+        # middleware opens its storage (a DBM database is written afresh here) and
+        # before any response can be stored, so no entry is deleted while in use.
+        result = self.purge(now, logs=False)
+        result.add(await maybe_deferred_to_future(deferToThread(self.purge, now, cache=False)))
         stats = self.crawler.stats
         stats.inc_value("gdpr/retention/purged/audit_lines", result.audit_lines)
         stats.inc_value("gdpr/retention/purged/log_lines", result.log_lines + result.log_files_removed)
@@ -473,12 +480,12 @@ class LogRetention:
             extra={"spider": self.crawler.spider},
         )
 
-    def purge(self, now: datetime) -> LogPurgeResult:
+    def purge(self, now: datetime, *, logs: bool = True, cache: bool = True) -> LogPurgeResult:
         audit = self.runtime.audit
         paths = [audit.path] if audit.path is not None else []
         return expire_logs_and_caches(self.crawler.settings, self.runtime.policy, now,
                                       spider=self.runtime.spider_name, audit_logs=paths,
-                                      audit_lock=audit._lock)
+                                      audit_lock=audit._lock, logs=logs, cache=cache)
 
 
 __all__ = [

@@ -304,3 +304,27 @@ def test_gdpr_purge_in_a_project_uses_each_spiders_policy(tmp_path):
     (root / "policies" / "beta-policy.yaml").unlink()
     proc = run_scrapy("gdpr-purge", cwd=root)
     assert proc.returncode == 1 and "logs and caches of spider beta not purged" in proc.stderr
+
+
+@coroutine_test
+async def test_dbm_cache_purged_at_spider_open(tmp_path):
+    import dbm.dumb
+
+    policy = write_policy(tmp_path, caches="P7D")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with dbm.dumb.open(str(cache / "cached.db"), "c") as db:
+        db["old_data"] = b"<html>Jane's page</html>"
+        db["old_time"] = str(time.time() - 8 * 86400)
+        db["new_data"] = b"<html>fresh</html>"
+        db["new_time"] = str(time.time())
+    settings = {"ADDONS": {Addon: 0}, "GDPR_POLICY": str(policy), "GDPR_AUDIT_LOG": str(tmp_path / "a.jsonl"),
+                "GDPR_REPORT_DIR": str(tmp_path / "reports"), "GDPR_LEDGER": f"sqlite:///{tmp_path / 'l.sqlite3'}",
+                "HTTPCACHE_ENABLED": True, "HTTPCACHE_DIR": str(cache),
+                "HTTPCACHE_STORAGE": "scrapy.extensions.httpcache.DbmCacheStorage", "HTTPCACHE_DBM_MODULE": "dbm.dumb"}
+    crawler = get_crawler(PagesSpider, settings)
+    await crawler.crawl_async(urls=[])
+    assert crawler.stats.get_value("gdpr/retention/purged/cache_entries") == 1
+    with dbm.dumb.open(str(cache / "cached.db"), "r") as db:  # the middleware closed it after the purge
+        assert sorted(db.keys()) == [b"new_data", b"new_time"]
+    assert b"Jane" not in b"".join(p.read_bytes() for p in cache.iterdir())
