@@ -386,8 +386,10 @@ def policy_gate(crawler: Crawler, rt: GdprRuntime) -> PolicyGate:
                 },
                 "objections": {
                     "path": str(objections_path(rt)), "entries_at_start": len(gate.objections),
-                    "added_by_setting": [{"path": str(o.path), "entries_at_start": len(o)}
-                                         for o, _ in gate.objection_lists[1:]],
+                    # the list GDPR_OBJECTIONS adds, when set
+                    **({"added_by_setting": [{"path": str(o.path), "entries_at_start": len(o)}
+                                             for o, _ in gate.objection_lists[1:]]}
+                       if len(gate.objection_lists) > 1 else {}),
                 },
             },
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from scrapy_gdpr.objections import append_objection
+from scrapy_gdpr.runtime import get_runtime
 from tests.test_gate import crawl, hosts_requested, local, refusals, write_policy
 from tests.utils import coroutine_test, run_scrapy
 
@@ -39,6 +40,9 @@ async def test_both_lists_apply(tmp_path, logged_mockserver):
     clauses = {line["url"]: line["clause"] for line in refusals(tmp_path)}
     assert clauses[in_policy].startswith("objections.path")
     assert clauses[in_setting] == "GDPR_OBJECTIONS setting"
+    section = get_runtime(crawler).report_sections["gate"]["objections"]
+    assert section["path"] == str(tmp_path / "objections.txt")
+    assert section["added_by_setting"] == [{"path": str(shared), "entries_at_start": 1}]
 
 
 @coroutine_test
