@@ -19,6 +19,7 @@ the sitemaps with :func:`sitemaps`.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 import weakref
@@ -30,7 +31,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urljoin, urlsplit
 
 import http_sfv
-from protego import Protego
 from scrapy import Request
 from scrapy.http.request import NO_CALLBACK
 from scrapy.utils.asyncio import run_in_thread
@@ -123,16 +123,122 @@ class Signal:
 #: robots.txt files up to this size are parsed on the reactor thread (microseconds).
 PARSE_INLINE_BYTES = 32 * 1024
 
+#: ASCII kept as it is in a path (RFC 3986 pchar, "/" and "?", and the pattern characters).
+_KEEP = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/?")
+#: Escapes undone in the decoded spelling: all of ``_KEEP`` but the pattern characters.
+_DECODE = _KEEP - frozenset(b"*$")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
 
-class _PathMatcher:
-    """RFC 9309 path patterns (``*``, ``$``), matched with Protego."""
 
-    def __init__(self, pattern: str) -> None:
-        self.pattern = pattern
-        self._parser = Protego.parse(f"User-agent: *\nDisallow: {pattern}\n")
+def _encode(text: str, *, decode: bool) -> str:
+    """``text`` as the octets RFC 9309 2.2.2 compares, percent-encoded.
 
-    def matches(self, url: str) -> bool:
-        return not self._parser.can_fetch(url, "x")
+    Octets outside US-ASCII (a path given raw, in UTF-8 or not) and ASCII that is not
+    allowed in a path are percent-encoded; existing escapes get upper-case hex digits;
+    a ``%`` not starting an escape is ``%25``. With ``decode``, escapes of ASCII that
+    may stand in a path are undone (``%7E``, ``%62``, also ``%2F``): the spelling a
+    server that decodes them sees, which ``Disallow`` rules are also matched in.
+    """
+    data = text.encode("utf-8", "surrogateescape")
+    if "%" not in text and all(c in _KEEP for c in data):
+        return text  # the common case: nothing to do
+    out: list[str] = []
+    i, n = 0, len(data)
+    while i < n:
+        c = data[i]
+        if c == 0x25 and i + 2 < n and data[i + 1] in _HEX and data[i + 2] in _HEX:
+            value = int(data[i + 1 : i + 3], 16)
+            out.append(chr(value) if decode and value in _DECODE else f"%{value:02X}")
+            i += 3
+            continue
+        out.append(chr(c) if c in _KEEP else f"%{c:02X}")
+        i += 1
+    return "".join(out)
+
+
+class _Pattern:
+    """One RFC 9309 path pattern: ``*`` matches any octets, a final ``$`` ends the path."""
+
+    __slots__ = ("anchored", "pieces")
+
+    def __init__(self, encoded: str) -> None:
+        self.anchored = encoded.endswith("$")
+        if self.anchored:
+            encoded = encoded[:-1]
+        self.pieces = encoded.split("*")
+
+    def matches(self, path: str) -> bool:
+        pieces = self.pieces
+        first = pieces[0]
+        if not path.startswith(first):
+            return False
+        if len(pieces) == 1:
+            return not self.anchored or len(path) == len(first)
+        pos = len(first)
+        for piece in pieces[1:-1]:
+            found = path.find(piece, pos)  # the leftmost place leaves the most room after it
+            if found < 0:
+                return False
+            pos = found + len(piece)
+        last = pieces[-1]
+        if self.anchored:
+            return len(path) - len(last) >= pos and path.endswith(last)
+        return path.find(last, pos) >= 0
+
+
+class _Rule:
+    """An Allow or Disallow rule, in the two encodings it is compared in."""
+
+    __slots__ = ("allow", "index", "length", "raw", "decoded")
+
+    def __init__(self, index: int, allow: bool, value: str) -> None:
+        self.index = index
+        self.allow = allow
+        raw = _encode(value, decode=False)
+        self.length = len(raw)  # octets (RFC 9309 2.2.2: the most octets is the most specific)
+        self.raw = _Pattern(raw)
+        decoded = _encode(value, decode=True)
+        self.decoded = self.raw if decoded == raw else _Pattern(decoded)
+
+    def matches(self, raw: str, decoded: str) -> bool:
+        # An Allow applies only to the spelling it gives; a Disallow also to the decoded
+        # spelling (``/%7Ea`` and ``/~a``, ``/a%2Fb`` and ``/a/b``): in doubt, the rule that forbids.
+        if self.raw.matches(raw):
+            return True
+        return not self.allow and self.decoded.matches(decoded)
+
+
+class RuleSet:
+    """The Allow/Disallow rules of one group, ordered for RFC 9309 2.2.2 precedence:
+    the longest matching pattern wins, an Allow wins over an equally long Disallow."""
+
+    __slots__ = ("__weakref__", "rules")
+
+    def __init__(self, rules: Iterable[tuple[str, str]]) -> None:
+        built = [_Rule(i, kind == "Allow", value) for i, (kind, value) in enumerate(rules)]
+        built.sort(key=lambda r: (-r.length, not r.allow, r.index))
+        self.rules = built
+
+    def decide(self, url: str) -> _Rule | None:
+        """The rule deciding ``url`` (None: no rule matches, so it is allowed)."""
+        path = url_path(url)
+        if path == "/robots.txt":
+            return None  # RFC 9309 2.2.2: implicitly allowed
+        raw = _encode(path, decode=False)
+        decoded = _encode(path, decode=True)
+        for rule in self.rules:
+            if rule.matches(raw, decoded):
+                return rule
+        return None
+
+
+def url_path(url: str) -> str:
+    """The path and query of ``url`` that rules are matched against (``/`` when empty)."""
+    parts = urlsplit(url)
+    path = parts.path or "/"
+    if not path.startswith("/"):
+        path = "/" + path
+    return f"{path}?{parts.query}" if parts.query else path
 
 
 @dataclass(slots=True)
@@ -140,48 +246,47 @@ class RobotsRules:
     """What one robots.txt says to this crawler (its product-token group, else ``*``)."""
 
     group: str  # the product token, "*", or "" when no group applies
-    parser: Protego | None
+    parser: RuleSet | None
     rules: list[tuple[int, str, str]] = field(default_factory=list)  # (line, Allow/Disallow, value)
     crawl_delay: float | None = None
     request_rate: tuple[int, int] | None = None  # (requests, seconds)
     signals: list[Signal] = field(default_factory=list)
     sitemaps: list[str] = field(default_factory=list)
     truncated: bool = False
-    _disallow_matchers: list[tuple[int, str, _PathMatcher]] | None = field(default=None, repr=False)
-    _signal_matchers: dict[str, _PathMatcher] = field(default_factory=dict, repr=False)
+    _signal_matchers: dict[str, _Pattern] = field(default_factory=dict, repr=False)
 
     def can_fetch(self, url: str) -> bool:
-        return self.parser is None or self.parser.can_fetch(url, "x")
+        if self.parser is None:
+            return True
+        rule = self.parser.decide(url)
+        return rule is None or rule.allow
 
     def explain(self, url: str) -> str:
-        """The rule that disallows ``url`` (the longest matching Disallow)."""
-        if self._disallow_matchers is None:
-            self._disallow_matchers = [
-                (line, value, _PathMatcher(value)) for line, name, value in self.rules if name == "Disallow"
-            ][:5000]
-        best: tuple[int, str] | None = None
-        for line, value, matcher in self._disallow_matchers:
-            if (best is None or len(value) > len(best[1])) and matcher.matches(url):
-                best = (line, value)
+        """The rule that decides ``url``."""
         group = f"group User-agent: {self.group}"
-        if best is None:
-            return f"robots.txt ({group}) disallows this URL"
-        return f"robots.txt line {best[0]} 'Disallow: {best[1]}' ({group})"
+        rule = self.parser.decide(url) if self.parser is not None else None
+        if rule is None:
+            return f"robots.txt ({group}) has no rule for this URL"
+        line, kind, value = self.rules[rule.index]
+        return f"robots.txt line {line} '{kind}: {value}' ({group})"
 
     def reserved(self, url: str, purposes: Iterable[str]) -> tuple[str, Signal] | None:
         """The first of ``purposes`` that a content signal reserves for ``url``, and the line."""
         if not self.signals:
             return None
         wanted = list(purposes)
+        path = url_path(url)
+        raw = _encode(path, decode=False)
         for kind in ("Content-Usage", "Content-Signal"):
             candidates = [s for s in self.signals if s.text.lower().startswith(kind.lower())]
             if not candidates:
                 continue
             matched: list[tuple[int, Signal]] = []
             for s in candidates:
-                path = s.path or "/"
-                if s.path is None or self._matcher(path).matches(url):
-                    matched.append((len(path) if s.path is not None else 0, s))
+                if s.path is None:
+                    matched.append((0, s))
+                elif self._matcher(s.path).matches(raw):
+                    matched.append((len(s.path), s))
             if not matched:
                 continue
             longest = max(length for length, _ in matched)
@@ -192,11 +297,15 @@ class RobotsRules:
                         return purpose, s
         return None
 
-    def _matcher(self, path: str) -> _PathMatcher:
+    def _matcher(self, path: str) -> _Pattern:
         m = self._signal_matchers.get(path)
         if m is None:
-            m = self._signal_matchers[path] = _PathMatcher(path)
+            m = self._signal_matchers[path] = _Pattern(_encode(path, decode=False))
         return m
+
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+_BOM = "\ufeff"
 
 
 def _split_line(line: str) -> tuple[str, str] | None:
@@ -229,6 +338,30 @@ def _split_path(value: str) -> tuple[str | None, str]:
         parts = value.split(None, 1)
         return parts[0], (parts[1] if len(parts) > 1 else "")
     return None, value
+
+
+def _crawl_delay(value: str) -> float | None:
+    try:
+        delay = float(value.split()[0]) if value.split() else None
+    except ValueError:
+        return None
+    if delay is None or not math.isfinite(delay) or delay < 0:
+        return None
+    return delay
+
+
+_RATE_RE = re.compile(r"^(\d{1,9})\s*/\s*(\d{1,9})\s*([smhd]?)(?:\s|$)", re.I)
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _request_rate(value: str) -> tuple[int, int] | None:
+    m = _RATE_RE.match(value)
+    if not m:
+        return None
+    requests, seconds = int(m.group(1)), int(m.group(2)) * _UNIT[m.group(3).lower()]
+    if requests <= 0 or seconds <= 0:
+        return None
+    return requests, seconds
 
 
 def _content_signal_prefs(text: str) -> dict[str, bool]:
@@ -264,6 +397,14 @@ def _content_usage_prefs(text: str) -> dict[str, bool]:
     return prefs
 
 
+def _strip_bom(body: bytes) -> bytes:
+    """Drop a UTF-8 byte order mark at the start, also a cut one (``EF``, ``EF BB``)."""
+    for bom in (b"\xef\xbb\xbf", b"\xef\xbb", b"\xef"):
+        if body.startswith(bom):
+            return body[len(bom) :]
+    return body
+
+
 def parse_robots(
     body: bytes,
     product_token: str,
@@ -271,57 +412,68 @@ def parse_robots(
     max_size: int = 512000,
     content_signal: bool = True,
     content_usage: bool = True,
-    shared: MutableMapping[str, Protego] | None = None,
+    shared: MutableMapping[tuple[tuple[str, str], ...], RuleSet] | None = None,
 ) -> RobotsRules:
     """Parse the first ``max_size`` bytes of a robots.txt for ``product_token``.
 
-    Groups apply when a user-agent line's product token equals ours
-    (case-insensitively); all such groups combine; else the ``*`` groups; else none.
-    ``shared`` maps rule texts to parsers already built, so the many sites serving the
-    same rules (CMS defaults) share one parser.
+    A group is one or more ``User-agent`` lines and the records after them, up to the
+    next ``User-agent`` line that follows an ``Allow`` or ``Disallow`` line (RFC 9309
+    2.2): other records (``Crawl-delay``, ``Sitemap``, content signals, unknown or
+    broken lines, blank lines) never end the list of user agents, so
+    ``User-agent: a`` / ``Crawl-delay: 5`` / ``User-agent: *`` / ``Disallow: /``
+    is one group for ``a`` and ``*``. Groups apply when a user-agent line's product
+    token equals ours (case-insensitively); all such groups combine; else the ``*``
+    groups; else none. ``shared`` maps rule lists to rule sets already built, so the
+    many sites serving the same rules (CMS defaults) share one.
     """
     truncated = len(body) > max_size
     if truncated:
         body = body[:max_size]
         # a cut line could turn "Allow: /a/b" into "Allow: /": drop it
-        cut = body.rfind(b"\n")
+        cut = max(body.rfind(b"\n"), body.rfind(b"\r"))
         body = body[: cut + 1] if cut >= 0 else b""
-    text = body.decode("utf-8-sig", errors="replace")
+    # surrogateescape keeps octets that are not UTF-8 (a Latin-1 path) as they are
+    text = _strip_bom(body).decode("utf-8", errors="surrogateescape")
     token = product_token.lower()
 
     groups: list[tuple[set[str], list[tuple[int, str, str]]]] = []
     global_lines: list[tuple[int, str, str]] = []
     sitemaps: list[str] = []
     current: tuple[set[str], list[tuple[int, str, str]]] | None = None
-    in_agents = False
-    for number, raw in enumerate(text.splitlines(), start=1):
+    had_rule = False  # the current group has an Allow/Disallow: a User-agent line starts a new group
+    for number, raw in enumerate(_LINE_END.split(text), start=1):
         line = raw.split("#", 1)[0].strip()
+        bom = line.startswith(_BOM)
+        if bom:
+            line = line.lstrip(_BOM).strip()
         if not line:
             continue
         parsed = _split_line(line)
         if parsed is None:
             continue
         name, value = parsed
+        if bom and name not in _DISALLOW:
+            continue  # a stray byte order mark spoils the line; only a Disallow is kept, in doubt
         if name in _SITEMAP:
             if value:
                 sitemaps.append(value)
             continue
         if name in _USER_AGENT:
-            if not in_agents:
+            if current is None or had_rule:
                 current = (set(), [])
                 groups.append(current)
-                in_agents = True
-            assert current is not None
+                had_rule = False
             current[0].add(_ua_token(value))
             continue
-        in_agents = False
         entry = (number, name, value)
         if current is None:
             global_lines.append(entry)
-        else:
-            current[1].append(entry)
+            continue
+        if name in _ALLOW or name in _DISALLOW:
+            had_rule = True
+        current[1].append(entry)
 
-    chosen = [g for g in groups if token in g[0]]
+    chosen = [g for g in groups if token and token in g[0]]
     group = product_token if chosen else ""
     if not chosen:
         chosen = [g for g in groups if "*" in g[0]]
@@ -329,21 +481,28 @@ def parse_robots(
     lines = sorted((e for g in chosen for e in g[1]), key=lambda e: e[0])
 
     rules: list[tuple[int, str, str]] = []
-    protego_lines = ["User-agent: *"]
     signals: list[Signal] = []
+    delays: list[float] = []
+    rates: list[tuple[int, int]] = []
     # lines before the first User-agent belong to no group: only content signals
     # there count (for everyone), as crawler-commons reads them
     tagged = [(e, False) for e in global_lines] + [(e, True) for e in lines]
     for (number, name, value), in_group in tagged:
         if name in _ALLOW or name in _DISALLOW:
             if not in_group or not value:
-                continue
+                continue  # an empty value is no rule (RFC 9309 2.2.2)
             kind = "Allow" if name in _ALLOW else "Disallow"
+            if kind == "Disallow" and not value.startswith(("/", "*")):
+                value = "/" + value  # not a path: read as one, in doubt the wider reading
             rules.append((number, kind, value))
-            protego_lines.append(f"{kind}: {value}")
         elif name in _PASS_THROUGH:
-            if in_group:
-                protego_lines.append(f"{_PASS_THROUGH[name]}: {value}")
+            if not in_group:
+                continue
+            if _PASS_THROUGH[name] == "Crawl-delay":
+                if (delay := _crawl_delay(value)) is not None:
+                    delays.append(delay)
+            elif (rate := _request_rate(value)) is not None:
+                rates.append(rate)
         elif name in _CONTENT_SIGNAL:
             if content_signal:
                 path, prefs_text = _split_path(value)
@@ -353,22 +512,21 @@ def parse_robots(
                 path, prefs_text = _split_path(value)
                 signals.append(Signal(number, f"Content-Usage: {value}", path, _content_usage_prefs(prefs_text)))
 
-    parser = None
-    if len(protego_lines) > 1:
-        text = "\n".join(protego_lines) + "\n"
-        parser = shared.get(text) if shared is not None else None
-        if parser is None:
-            parser = Protego.parse(text)
+    ruleset = None
+    if rules:
+        key = tuple((kind, value) for _, kind, value in rules)
+        ruleset = shared.get(key) if shared is not None else None
+        if ruleset is None:
+            ruleset = RuleSet(key)
             if shared is not None:
-                shared[text] = parser
-    crawl_delay = parser.crawl_delay("x") if parser is not None else None
-    rate = parser.request_rate("x") if parser is not None else None
+                shared[key] = ruleset
     return RobotsRules(
         group=group,
-        parser=parser if rules else None,
+        parser=ruleset,
         rules=rules,
-        crawl_delay=crawl_delay,
-        request_rate=(rate.requests, rate.seconds) if rate is not None else None,
+        # several values in the group: the most cautious one
+        crawl_delay=max(delays) if delays else None,
+        request_rate=max(rates, key=lambda r: r[1] / r[0]) if rates else None,
         signals=signals,
         sitemaps=sitemaps,
         truncated=truncated,
@@ -435,7 +593,9 @@ class RobotsGateMiddleware:
         self._waiters: dict[str, list[Deferred[RobotsEntry]]] = {}
         self._fetching: dict[str, Deferred[None]] = {}  # keeps the fetch tasks referenced
         #: parsers by rule text, shared by the cache entries that use them
-        self._parsers: weakref.WeakValueDictionary[str, Protego] = weakref.WeakValueDictionary()
+        self._parsers: weakref.WeakValueDictionary[tuple[tuple[str, str], ...], RuleSet] = (
+            weakref.WeakValueDictionary()
+        )
         self.purposes: list[str] = []
         for purpose in policy.purposes:
             for sp in purpose.signal_purposes:

@@ -247,6 +247,20 @@ async def test_garbage_body_is_tolerated(tmp_path, mockserver):
     assert not crawler.spider.errors
 
 
+@coroutine_test
+async def test_other_records_do_not_end_the_user_agent_list_in_a_crawl(tmp_path, mockserver):
+    # "User-agent: GdprTestBot / Crawl-delay / Content-Signal / User-agent: * / Disallow: /private/"
+    # is one group (RFC 9309 2.2.4): the Disallow applies to GdprTestBot, and so does the delay
+    page = mockserver.url("/page.html", host="robots-group.test")
+    private = mockserver.url("/private/x.html", host="robots-group.test")
+    crawler = await crawl(tmp_path, [page, private])
+    assert crawler.spider.seen == [page]
+    assert crawler.spider.refused == {private: "robots"}
+    refusal = next(r for r in audit_lines(tmp_path) if r.get("decision") == "refused")
+    assert "line 5 'Disallow: /private/' (group User-agent: GdprTestBot)" in refusal["detail"]
+    assert crawler.stats.get_value("gdpr/robots/crawl_delay_hosts") == 1
+
+
 # --------------------------------------------------------------------------- product token
 
 
@@ -671,11 +685,17 @@ def test_rfc9309_group_selection(robots, allowed):
 
 
 def test_crawl_delay_and_request_rate_from_own_group_only():
-    body = b"User-agent: *\nCrawl-delay: 9\n\nUser-agent: GdprTestBot\nCrawl-delay: 2\nRequest-rate: 3/10s\n"
+    body = (b"User-agent: *\nCrawl-delay: 9\nDisallow: /x\n\n"
+            b"User-agent: GdprTestBot\nCrawl-delay: 2\nRequest-rate: 3/10s\nDisallow: /y\n")
     rules = parse_robots(body, "GdprTestBot")
     assert rules.crawl_delay == 2
     assert rules.request_rate == (3, 10)
     assert parse_robots(body, "Other").crawl_delay == 9
+    assert parse_robots(body, "Other").request_rate is None
+    # without a rule between them, the two User-agent lines are one group (RFC 9309 2.2)
+    merged = b"User-agent: *\nCrawl-delay: 9\n\nUser-agent: GdprTestBot\nCrawl-delay: 2\nRequest-rate: 3/10s\n"
+    assert parse_robots(merged, "GdprTestBot").crawl_delay == 9  # the most cautious of the group's values
+    assert parse_robots(merged, "Other").request_rate == (3, 10)
     assert parse_robots(b"User-agent: *\nCrawl-delay: soon\nRequest-rate: fast\n", "X").crawl_delay is None
 
 
