@@ -39,6 +39,7 @@ from scrapy.utils.httpobj import urlparse_cached
 from twisted.internet.defer import Deferred
 
 from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.audit import Reason, record, refuse
 from scrapy_gdpr.politeness import parse_retry_after, slot_floors
 
@@ -60,6 +61,11 @@ ROBOTS_META: dict[str, Any] = {
     "handle_httpstatus_all": True,
     "dont_merge_cookies": True,
 }
+
+#: A robots.txt download is stopped at this many times ``robots.max_size`` (after
+#: decompression): a larger body is parsed up to ``max_size``, a body over the cap
+#: makes the host unreachable (complete disallow).
+DOWNLOAD_FACTOR = 4
 
 #: ``meta["gdpr_internal"]`` values this middleware lets through unchecked.
 INTERNAL = frozenset({"robots", "terms", "tdmrep"})
@@ -581,6 +587,7 @@ class RobotsGateMiddleware:
         self.product_token = policy.crawler.product_token
         robots = policy.robots
         self.max_size = robots.max_size
+        self.download_limit = DOWNLOAD_FACTOR * self.max_size
         self.max_redirects = robots.max_redirects
         self.retry_times = robots.retry_times
         self.retry_backoff = policy.duration(robots.retry_backoff).total_seconds()
@@ -724,11 +731,16 @@ class RobotsGateMiddleware:
         seen = {url}
         hops = 0
         while True:
-            request = Request(url, meta=dict(ROBOTS_META), callback=NO_CALLBACK, dont_filter=True, priority=1000)
+            meta = {**ROBOTS_META, **capped(self.download_limit)}
+            request = Request(url, meta=meta, callback=NO_CALLBACK, dont_filter=True, priority=1000)
             stats.inc_value("gdpr/robots/fetches")
             try:
                 response = await self.crawler.engine.download_async(request)
             except Exception as exc:  # noqa: BLE001 - any failure to download is "unreachable"
+                if too_large(exc):
+                    stats.inc_value("gdpr/robots/too_large")
+                    error = f"robots.txt {size_detail(self.download_limit)}"
+                    return self._unreachable(origin, robots_url, previous, error, None)
                 stats.inc_value(f"gdpr/robots/exception/{type(exc).__name__}")
                 return self._unreachable(origin, robots_url, previous, f"{type(exc).__name__}: {exc}", None)
             status = response.status
@@ -753,6 +765,9 @@ class RobotsGateMiddleware:
                 url = target
                 continue
             if 200 <= status < 300:
+                if problem := body_problem(response, self.download_limit):
+                    stats.inc_value("gdpr/robots/unusable_body")
+                    return self._unreachable(origin, robots_url, previous, f"robots.txt unusable: {problem}", response)
                 return self._parsed(origin, robots_url, response, await self._parse(response.body))
             if status == 429 or status >= 500:
                 return self._unreachable(origin, robots_url, previous, f"HTTP {status}", response)
