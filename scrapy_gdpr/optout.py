@@ -38,6 +38,7 @@ from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr._flight import Flight
 from scrapy_gdpr.audit import Reason, note_refusal, refuse
+from scrapy_gdpr.robots import PathPattern
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -369,7 +370,7 @@ class TdmRule:
     location: str
     reservation: int | None
     policy: str | None
-    regex: re.Pattern[str]
+    pattern: PathPattern
 
 
 def _tdm_value(value: Any) -> int | None:
@@ -396,12 +397,11 @@ def _decode_unreserved(path: str) -> str:
     return _PCT.sub(repl, path)
 
 
-def _pattern_regex(pattern: str) -> re.Pattern[str]:
-    pattern = _decode_unreserved(pattern)
-    anchored = pattern.endswith("$")
-    body = pattern[:-1] if anchored else pattern
-    regex = ".*".join(re.escape(part) for part in body.split("*"))
-    return re.compile(regex + ("\\Z" if anchored else ""))
+def _pattern(location: str) -> PathPattern:
+    """A TDMRep location as a path pattern: ``*`` any characters, a final ``$`` anchors.
+
+    Matched in linear time, so a hostile ``tdmrep.json`` cannot stall the crawl."""
+    return PathPattern(_decode_unreserved(location))
 
 
 def parse_tdmrep_file(body: bytes) -> tuple[list[TdmRule], list[str]]:
@@ -422,7 +422,7 @@ def parse_tdmrep_file(body: bytes) -> tuple[list[TdmRule], list[str]]:
         if reservation is None and "tdm-reservation" in entry:
             problems.append(f"tdmrep.json entry {i}: tdm-reservation {entry['tdm-reservation']!r} is not 0 or 1; unset")
         policy = entry.get("tdm-policy")
-        rules.append(TdmRule(location, reservation, policy if isinstance(policy, str) else None, _pattern_regex(location)))
+        rules.append(TdmRule(location, reservation, policy if isinstance(policy, str) else None, _pattern(location)))
     return rules, problems
 
 
@@ -431,7 +431,7 @@ def match_tdmrep(rules: list[TdmRule], url: str) -> TdmRule | None:
     parts = urlsplit(url)
     target = _decode_unreserved((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
     for rule in rules:
-        if rule.regex.match(target):
+        if rule.pattern.matches(target):
             return rule
     return None
 

@@ -162,8 +162,12 @@ def _encode(text: str, *, decode: bool) -> str:
     return "".join(out)
 
 
-class _Pattern:
-    """One RFC 9309 path pattern: ``*`` matches any octets, a final ``$`` ends the path."""
+class PathPattern:
+    """One RFC 9309 path pattern: ``*`` matches any octets, a final ``$`` ends the path.
+
+    Matched from the start of the path, in time linear in its length (no regular
+    expression, so no pattern can make matching backtrack).
+    """
 
     __slots__ = ("anchored", "pieces")
 
@@ -202,9 +206,9 @@ class _Rule:
         self.allow = allow
         raw = _encode(value, decode=False)
         self.length = len(raw)  # octets (RFC 9309 2.2.2: the most octets is the most specific)
-        self.raw = _Pattern(raw)
+        self.raw = PathPattern(raw)
         decoded = _encode(value, decode=True)
-        self.decoded = self.raw if decoded == raw else _Pattern(decoded)
+        self.decoded = self.raw if decoded == raw else PathPattern(decoded)
 
     def matches(self, raw: str, decoded: str) -> bool:
         # An Allow applies only to the spelling it gives; a Disallow also to the decoded
@@ -259,7 +263,7 @@ class RobotsRules:
     signals: list[Signal] = field(default_factory=list)
     sitemaps: list[str] = field(default_factory=list)
     truncated: bool = False
-    _signal_matchers: dict[str, _Pattern] = field(default_factory=dict, repr=False)
+    _signal_matchers: dict[str, PathPattern] = field(default_factory=dict, repr=False)
 
     def can_fetch(self, url: str) -> bool:
         if self.parser is None:
@@ -303,10 +307,10 @@ class RobotsRules:
                         return purpose, s
         return None
 
-    def _matcher(self, path: str) -> _Pattern:
+    def _matcher(self, path: str) -> PathPattern:
         m = self._signal_matchers.get(path)
         if m is None:
-            m = self._signal_matchers[path] = _Pattern(_encode(path, decode=False))
+            m = self._signal_matchers[path] = PathPattern(_encode(path, decode=False))
         return m
 
 
