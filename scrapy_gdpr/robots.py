@@ -44,7 +44,7 @@ from scrapy_gdpr.audit import Reason, record, refuse
 from scrapy_gdpr.politeness import parse_retry_after, slot_floors
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, MutableMapping
+    from collections.abc import Callable, Iterable, MutableMapping
 
     from scrapy.crawler import Crawler
     from scrapy.http import Response
@@ -133,7 +133,6 @@ PARSE_INLINE_BYTES = 32 * 1024
 _KEEP = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/?")
 #: Escapes undone in the decoded spelling: all of ``_KEEP`` but the pattern characters.
 _DECODE = _KEEP - frozenset(b"*$")
-_HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
 def _encode(text: str, *, decode: bool) -> str:
@@ -145,21 +144,29 @@ def _encode(text: str, *, decode: bool) -> str:
     may stand in a path are undone (``%7E``, ``%62``, also ``%2F``): the spelling a
     server that decodes them sees, which ``Disallow`` rules are also matched in.
     """
-    data = text.encode("utf-8", "surrogateescape")
-    if "%" not in text and all(c in _KEEP for c in data):
+    if _PLAIN.fullmatch(text):
         return text  # the common case: nothing to do
-    out: list[str] = []
-    i, n = 0, len(data)
-    while i < n:
-        c = data[i]
-        if c == 0x25 and i + 2 < n and data[i + 1] in _HEX and data[i + 2] in _HEX:
-            value = int(data[i + 1 : i + 3], 16)
-            out.append(chr(value) if decode and value in _DECODE else f"%{value:02X}")
-            i += 3
-            continue
-        out.append(chr(c) if c in _KEEP else f"%{c:02X}")
-        i += 1
-    return "".join(out)
+    # one character per octet, so that non-UTF-8 octets survive as themselves
+    octets = text.encode("utf-8", "surrogateescape").decode("latin-1")
+    return _ESCAPE.sub(_escape_decoded if decode else _escape, octets)
+
+
+_KEEP_CLASS = "A-Za-z0-9\\-._~!$&'()*+,;=:@/?"
+_PLAIN = re.compile(f"[{_KEEP_CLASS}]*")
+_ESCAPE = re.compile(f"%[0-9A-Fa-f]{{2}}|[^{_KEEP_CLASS}]")
+
+
+def _escape(m: re.Match[str]) -> str:
+    s = m.group(0)
+    return s.upper() if len(s) == 3 else f"%{ord(s):02X}"
+
+
+def _escape_decoded(m: re.Match[str]) -> str:
+    s = m.group(0)
+    if len(s) == 3:
+        value = int(s[1:], 16)
+        return chr(value) if value in _DECODE else s.upper()
+    return f"%{ord(s):02X}"
 
 
 class PathPattern:
@@ -197,7 +204,12 @@ class PathPattern:
 
 
 class _Rule:
-    """An Allow or Disallow rule, in the two encodings it is compared in."""
+    """An Allow or Disallow rule, in the two spellings it is compared in.
+
+    An Allow applies only to the spelling it gives; a Disallow also to the decoded
+    spelling (``/%7Ea`` and ``/~a``, ``/a%2Fb`` and ``/a/b``): in doubt, the rule
+    that forbids.
+    """
 
     __slots__ = ("allow", "index", "length", "raw", "decoded")
 
@@ -210,24 +222,40 @@ class _Rule:
         decoded = _encode(value, decode=True)
         self.decoded = self.raw if decoded == raw else PathPattern(decoded)
 
-    def matches(self, raw: str, decoded: str) -> bool:
-        # An Allow applies only to the spelling it gives; a Disallow also to the decoded
-        # spelling (``/%7Ea`` and ``/~a``, ``/a%2Fb`` and ``/a/b``): in doubt, the rule that forbids.
-        if self.raw.matches(raw):
-            return True
-        return not self.allow and self.decoded.matches(decoded)
-
 
 class RuleSet:
     """The Allow/Disallow rules of one group, ordered for RFC 9309 2.2.2 precedence:
-    the longest matching pattern wins, an Allow wins over an equally long Disallow."""
+    the longest matching pattern wins, an Allow wins over an equally long Disallow.
 
-    __slots__ = ("__weakref__", "rules")
+    Rules whose fixed start names a whole first path segment (``/wp-admin/...``) are
+    filed under it, so a URL is compared only with the rules of its own first segment
+    and the few that are not filed (``/``, ``/*.php``, ``/p``).
+    """
+
+    __slots__ = ("__weakref__", "_decoded", "_raw", "_decoded_differs", "rules")
 
     def __init__(self, rules: Iterable[tuple[str, str]]) -> None:
         built = [_Rule(i, kind == "Allow", value) for i, (kind, value) in enumerate(rules)]
         built.sort(key=lambda r: (-r.length, not r.allow, r.index))
         self.rules = built
+        # spelling -> (rules not filed, rules by first segment), each list in precedence order
+        self._raw = self._file(built, lambda r: r.raw)
+        self._decoded = self._file([r for r in built if not r.allow], lambda r: r.decoded)
+        self._decoded_differs = any(r.decoded is not r.raw for r in built if not r.allow)
+
+    @staticmethod
+    def _file(
+        rules: list[_Rule], pattern: Callable[[_Rule], PathPattern]
+    ) -> tuple[list[_Rule], dict[str, list[_Rule]]]:
+        general: list[_Rule] = []
+        filed: dict[str, list[_Rule]] = {}
+        for rule in rules:
+            segment = _segment(pattern(rule).pieces[0])
+            if segment is None:
+                general.append(rule)
+            else:
+                filed.setdefault(segment, []).append(rule)
+        return general, filed
 
     def decide(self, url: str) -> _Rule | None:
         """The rule deciding ``url`` (None: no rule matches, so it is allowed)."""
@@ -235,11 +263,34 @@ class RuleSet:
         if path == "/robots.txt":
             return None  # RFC 9309 2.2.2: implicitly allowed
         raw = _encode(path, decode=False)
+        best = self._first(self._raw, raw, False, None)
         decoded = _encode(path, decode=True)
-        for rule in self.rules:
-            if rule.matches(raw, decoded):
-                return rule
-        return None
+        if decoded != raw or self._decoded_differs:
+            # a Disallow also applies to the decoded spelling (see _Rule.matches)
+            best = self._first(self._decoded, decoded, True, best)
+        return best
+
+    @staticmethod
+    def _first(
+        filed: tuple[list[_Rule], dict[str, list[_Rule]]], path: str, decoded: bool, best: _Rule | None
+    ) -> _Rule | None:
+        general, by_segment = filed
+        segment = _segment(path)
+        for rules in (general, by_segment.get(segment) if segment is not None else None):
+            for rule in rules or ():
+                if best is not None and (-rule.length, not rule.allow, rule.index) >= (
+                        -best.length, not best.allow, best.index):
+                    break  # the lists are in precedence order: nothing later can win
+                if (rule.decoded if decoded else rule.raw).matches(path):
+                    best = rule
+                    break
+        return best
+
+
+def _segment(prefix: str) -> str | None:
+    """``/a/`` of ``/a/b``: the first path segment with its slashes, when complete."""
+    end = prefix.find("/", 1)
+    return prefix[: end + 1] if end > 0 else None
 
 
 def url_path(url: str) -> str:

@@ -466,3 +466,30 @@ def test_content_signals_of_the_right_group():
 def test_sitemaps_anywhere():
     robots = "Sitemap: http://example.test/a.xml\nUser-agent: x\nSitemap: http://example.test/b.xml\nDisallow: /\n"
     assert parse_robots(robots.encode(), "mine").sitemaps == ["http://example.test/a.xml", "http://example.test/b.xml"]
+
+
+def test_rules_filed_by_segment_decide_as_a_full_scan_does():
+    # the rule set files rules by their first path segment; it must pick exactly the
+    # rule a scan of every rule in precedence order picks
+    import random
+
+    from scrapy_gdpr.robots import RuleSet, _encode, url_path
+
+    rng = random.Random(9309)
+    atoms = ["a", "b", "/", "/", "*", "%61", "%2F", "~", "%7e", "?", "é"]
+
+    def text(n: int) -> str:
+        return "/" + "".join(rng.choice(atoms) for _ in range(rng.randrange(n)))
+
+    for _ in range(300):
+        rules = [(rng.choice(["Allow", "Disallow"]), text(6) + rng.choice(["", "", "$"])) for _ in range(rng.randrange(1, 12))]
+        ruleset = RuleSet(rules)
+        for _ in range(20):
+            url = "http://h" + text(9).replace("*", "x")
+            path = url_path(url)
+            raw, decoded = _encode(path, decode=False), _encode(path, decode=True)
+            scan = next((r for r in ruleset.rules
+                         if r.raw.matches(raw) or (not r.allow and r.decoded.matches(decoded))), None)
+            if path == "/robots.txt":
+                scan = None
+            assert ruleset.decide(url) is scan, (rules, url)
