@@ -70,6 +70,10 @@ def test_errors_and_exit_codes(tmp_path, mockserver):
     result = run_scrapy("gdpr-terms", "--policy", policy, mockserver.url("/_/respond?status=503&body=down"), cwd=tmp_path)
     assert result.returncode == 1
     assert "answered HTTP 503" in result.stderr
+    assert "none_published" not in result.stderr
+    result = run_scrapy("gdpr-terms", "--policy", policy, mockserver.url("/no-terms-here.html"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "answered HTTP 404" in result.stderr and "verdict: none_published" in result.stderr
     result = run_scrapy("gdpr-terms", "--policy", policy, "http://127.0.0.1:9/terms.html", cwd=tmp_path)
     assert result.returncode == 1
     assert "cannot fetch" in result.stderr

@@ -91,6 +91,10 @@ class Command(ScrapyCommand):
             return
         if status != 200:
             print(f"error: {url} answered HTTP {status}; the crawl would refuse this domain", file=sys.stderr)
+            if status in (404, 410):
+                print("If the site publishes no terms of use at all, record that in the policy with "
+                      "verdict: none_published (the crawl then watches this address for terms appearing)",
+                      file=sys.stderr)
             self.exitcode = 1
             return
         response_cls = responsetypes.from_args(headers=headers, url=final_url, body=body)
