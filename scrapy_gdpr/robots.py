@@ -266,7 +266,7 @@ class RuleSet:
         best = self._first(self._raw, raw, False, None)
         decoded = _encode(path, decode=True)
         if decoded != raw or self._decoded_differs:
-            # a Disallow also applies to the decoded spelling (see _Rule.matches)
+            # a Disallow also applies to the decoded spelling (see _Rule)
             best = self._first(self._decoded, decoded, True, best)
         return best
 
