@@ -86,7 +86,20 @@ _SITEMAP = {"sitemap", "sitemaps", "site-map"}
 _CONTENT_SIGNAL = {"content-signal", "content-signals"}
 _CONTENT_USAGE = {"content-usage"}
 _TOKEN_RE = re.compile(r"[A-Za-z_-]*")
-_NO_COLON_RE = re.compile(r"^(user[ -]?agent|disallow|allow|sitemap|crawl[ -]delay|request[ -]rate)\s+(.*)$", re.I)
+#: A known directive name followed by white space instead of a colon ("Disallow /x").
+_NO_COLON_RE = re.compile(
+    "^({})\\s+(.*)$".format(
+        "|".join(
+            re.escape(name).replace("\\ ", "\\s+")
+            for name in sorted(
+                _USER_AGENT | _ALLOW | _DISALLOW | set(_PASS_THROUGH) | _SITEMAP | _CONTENT_SIGNAL | _CONTENT_USAGE,
+                key=len,
+                reverse=True,  # the longest name first: "user agent" before "user"
+            )
+        )
+    ),
+    re.I,
+)
 
 
 def origin_of(url: str | Any) -> str:

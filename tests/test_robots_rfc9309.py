@@ -340,6 +340,8 @@ def test_line_syntax():
         # a missing colon is read as if it were there
         ("user-agent FooBot\ndisallow /\n", "FooBot", "/x/y", False),
         ("User-agent: FooBot\nDisallow /x/\n", "FooBot", "/x/y", False),
+        ("User agent FooBot\nDissallow /x/\n", "FooBot", "/x/y", False),  # misspelt and no colon
+        ("User-agent: FooBot\nDisallow: /\nAllow /x/\n", "FooBot", "/x/y", True),
         # names in any case, with spaces and tabs around the parts
         ("USER-AGENT: FooBot\nALLOW: /x/\nDISALLOW: /\n", "FooBot", "/x/y", True),
         ("uSeR-aGeNt: FooBot\nAlLoW: /x/\ndIsAlLoW: /\n", "FooBot", "/a/b", False),
@@ -353,6 +355,12 @@ def test_line_syntax():
         # ... but never widens an Allow
         ("User-agent: *\nDisallow: /\nAllow: public\n", "a", "/public/x", False),
     ])
+
+
+def test_other_records_without_a_colon():
+    rules = parse_robots(b"User-agent: FooBot\nCrawl delay 3\nRequest-rate 1/10s\nContent-Signal ai-train=no\n", "FooBot")
+    assert rules.crawl_delay == 3 and rules.request_rate == (1, 10)
+    assert rules.reserved(H + "/x", ["ai-train"])[0] == "ai-train"
 
 
 @pytest.mark.parametrize("eol", ["\n", "\r\n", "\r"])
