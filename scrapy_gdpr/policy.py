@@ -849,6 +849,9 @@ def _rule_findings(data: Any, lines: dict[tuple[Any, ...], int], filename: str, 
             if terms.get("verdict") == "none_published" and terms.get("fingerprint"):
                 add(("domains", i, "terms", "fingerprint"), "a fingerprint is recorded, but the verdict says the "
                     "site publishes no terms", "remove the fingerprint, or record the reviewer's verdict on the terms")
+            if terms.get("candidates") and terms.get("verdict") != "none_published":
+                add(("domains", i, "terms", "candidates"), "candidates are watched only with verdict none_published",
+                    "remove them, or set the verdict to none_published if the site publishes no terms", "warning")
             if terms.get("verdict") == "conditional" and not terms.get("conditions"):
                 add(("domains", i, "terms", "conditions"), "a conditional verdict lists no conditions",
                     "list the conditions the reviewer attached")

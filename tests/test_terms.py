@@ -409,7 +409,12 @@ def test_no_terms_published_in_the_policy(tmp_path):
     assert "the site publishes no terms of use" in render_review_markdown(doc)
     assert "the site publishes no terms of use" in render_review_html(doc)
     assert "crawled: no terms published" in render_review_markdown(doc)
-    data["domains"][0]["terms"]["fingerprint"] = fingerprint("x")
+    # candidates mean nothing with another verdict: said, not silently ignored
+    data["domains"][0]["terms"].update(verdict="permits", fingerprint=fingerprint("x"))
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    assert any("candidates are watched only with verdict none_published" in w.message
+               for w in load_policy(path).warnings)
+    data["domains"][0]["terms"]["verdict"] = "none_published"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     with pytest.raises(PolicyError) as exc:
         load_policy(path)
