@@ -35,8 +35,10 @@ from scrapy.spidermiddlewares.base import BaseSpiderMiddleware
 
 from scrapy_gdpr import audit
 from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr._flight import Flight
 from scrapy_gdpr.audit import Reason, note_refusal, refuse
+from scrapy_gdpr.robots import PathPattern
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -368,7 +370,7 @@ class TdmRule:
     location: str
     reservation: int | None
     policy: str | None
-    regex: re.Pattern[str]
+    pattern: PathPattern
 
 
 def _tdm_value(value: Any) -> int | None:
@@ -395,12 +397,11 @@ def _decode_unreserved(path: str) -> str:
     return _PCT.sub(repl, path)
 
 
-def _pattern_regex(pattern: str) -> re.Pattern[str]:
-    pattern = _decode_unreserved(pattern)
-    anchored = pattern.endswith("$")
-    body = pattern[:-1] if anchored else pattern
-    regex = ".*".join(re.escape(part) for part in body.split("*"))
-    return re.compile(regex + ("\\Z" if anchored else ""))
+def _pattern(location: str) -> PathPattern:
+    """A TDMRep location as a path pattern: ``*`` any characters, a final ``$`` anchors.
+
+    Matched in linear time, so a hostile ``tdmrep.json`` cannot stall the crawl."""
+    return PathPattern(_decode_unreserved(location))
 
 
 def parse_tdmrep_file(body: bytes) -> tuple[list[TdmRule], list[str]]:
@@ -421,7 +422,7 @@ def parse_tdmrep_file(body: bytes) -> tuple[list[TdmRule], list[str]]:
         if reservation is None and "tdm-reservation" in entry:
             problems.append(f"tdmrep.json entry {i}: tdm-reservation {entry['tdm-reservation']!r} is not 0 or 1; unset")
         policy = entry.get("tdm-policy")
-        rules.append(TdmRule(location, reservation, policy if isinstance(policy, str) else None, _pattern_regex(location)))
+        rules.append(TdmRule(location, reservation, policy if isinstance(policy, str) else None, _pattern(location)))
     return rules, problems
 
 
@@ -430,7 +431,7 @@ def match_tdmrep(rules: list[TdmRule], url: str) -> TdmRule | None:
     parts = urlsplit(url)
     target = _decode_unreserved((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
     for rule in rules:
-        if rule.regex.match(target):
+        if rule.pattern.matches(target):
             return rule
     return None
 
@@ -440,6 +441,7 @@ class _TdmEntry:
     rules: list[TdmRule] | None = None  # None: no file (unset)
     fetched_at: float = 0.0
     error: str = ""
+    unread: str = ""  # why a file that exists could not be read (over the cap): reserved, in doubt
     flight: Flight = field(default_factory=Flight)  # the fetch, shared by concurrent requests
 
 
@@ -542,16 +544,21 @@ class OptOutMiddleware:
         url = origin + TDMREP_PATH
         stats = self.crawler.stats
         request = Request(url, priority=INTERNAL_PRIORITY, callback=NO_CALLBACK, dont_filter=True,
-                          meta={"gdpr_internal": "tdmrep", "download_maxsize": TDMREP_MAX_SIZE})
-        entry.rules, entry.error = None, ""
+                          meta={"gdpr_internal": "tdmrep", **capped(TDMREP_MAX_SIZE)})
+        entry.rules, entry.error, entry.unread = None, "", ""
         try:
             response = await self.crawler.engine.download_async(request)
-        except IgnoreRequest as exc:
-            entry.error = f"not fetched: {exc}"
-        except Exception as exc:  # network errors: the file is unreachable, so unset
-            entry.error = f"unreachable: {exc.__class__.__name__}: {exc}"
+        except Exception as exc:
+            if too_large(exc):
+                entry.unread = f"the file is {size_detail(TDMREP_MAX_SIZE)}"
+            elif isinstance(exc, IgnoreRequest):
+                entry.error = f"not fetched: {exc}"
+            else:  # network errors: the file is unreachable, so unset
+                entry.error = f"unreachable: {exc.__class__.__name__}: {exc}"
         else:
-            if response.status == 200:
+            if response.status == 200 and (problem := body_problem(response, TDMREP_MAX_SIZE)):
+                entry.unread = problem
+            elif response.status == 200:
                 try:
                     rules, problems = parse_tdmrep_file(response.body)
                 except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
@@ -563,7 +570,13 @@ class OptOutMiddleware:
                                        extra={"spider": self.crawler.spider})
             elif response.status != 404:
                 entry.error = f"HTTP {response.status}"
-        if entry.rules is not None:
+        if entry.unread:
+            stats.inc_value("gdpr/optout/tdmrep_file/unread")
+            logger.warning("TDMRep file %(url)s cannot be read (%(e)s): text and data mining is treated as "
+                           "reserved for %(origin)s", {"url": url, "e": entry.unread, "origin": origin},
+                           extra={"spider": self.crawler.spider})
+            status = f"unread, TDM reserved ({entry.unread})"
+        elif entry.rules is not None:
             stats.inc_value("gdpr/optout/tdmrep_file/found")
             status = f"{len(entry.rules)} rule(s)"
         elif entry.error:
@@ -659,7 +672,11 @@ class OptOutMiddleware:
         if origin is not None:
             entry = await self._tdmrep(origin)
             rule = match_tdmrep(entry.rules or [], response.url)
-            if rule is not None and rule.reservation is not None:
+            if entry.unread:
+                value = 1
+                signal = Signal("tdmrep_file", "tdm-reservation",
+                                f"{origin}{TDMREP_PATH} cannot be read ({entry.unread}): reserved, in doubt")
+            elif rule is not None and rule.reservation is not None:
                 value, policy = rule.reservation, rule.policy
                 signal = Signal("tdmrep_file", "tdm-reservation",
                                 f"{origin}{TDMREP_PATH}: location {rule.location} tdm-reservation={rule.reservation}")

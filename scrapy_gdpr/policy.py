@@ -276,8 +276,17 @@ class Crawler(_Model):
 class TermsReview(_Model):
     """A person's review of a site's terms of use."""
 
-    url: HttpUrl
-    verdict: Literal["permits", "forbids", "conditional"]
+    url: HttpUrl = Field(
+        description="The terms page; with verdict none_published, the address where terms would be "
+        "published (watched: a page appearing there refuses the domain until reviewed again)"
+    )
+    verdict: Literal["permits", "forbids", "conditional", "none_published"] = Field(
+        description="none_published: the reviewer checked that the site publishes no terms of use"
+    )
+    candidates: list[HttpUrl] = Field(
+        default_factory=list,
+        description="With verdict none_published: more addresses where terms would appear, watched like url",
+    )
     conditions: list[NonEmpty] = Field(default_factory=list)
     reviewed_on: DateField
     reviewed_by: NonEmpty
@@ -837,6 +846,12 @@ def _rule_findings(data: Any, lines: dict[tuple[Any, ...], int], filename: str, 
                 add(("domains", i, "terms"), "no fingerprint of the reviewed terms text is recorded, so drift "
                     "cannot be detected and the domain will be refused",
                     "run 'scrapy gdpr-terms URL' and record the fingerprint it prints", "warning")
+            if terms.get("verdict") == "none_published" and terms.get("fingerprint"):
+                add(("domains", i, "terms", "fingerprint"), "a fingerprint is recorded, but the verdict says the "
+                    "site publishes no terms", "remove the fingerprint, or record the reviewer's verdict on the terms")
+            if terms.get("candidates") and terms.get("verdict") != "none_published":
+                add(("domains", i, "terms", "candidates"), "candidates are watched only with verdict none_published",
+                    "remove them, or set the verdict to none_published if the site publishes no terms", "warning")
             if terms.get("verdict") == "conditional" and not terms.get("conditions"):
                 add(("domains", i, "terms", "conditions"), "a conditional verdict lists no conditions",
                     "list the conditions the reviewer attached")

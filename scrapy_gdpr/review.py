@@ -89,6 +89,7 @@ VERDICTS: dict[str, str] = {
     "permits": "the terms permit crawling",
     "forbids": "the terms forbid crawling: the domain is never crawled",
     "conditional": "the terms permit crawling under conditions",
+    "none_published": "the site publishes no terms of use; a page appearing where terms would be stops the crawl",
 }
 
 FACE_ACTIONS: dict[str, str] = {
@@ -331,11 +332,16 @@ def _domain(policy: Policy, i: int) -> dict[str, Any]:
         delay, concurrency = rule.rate_limit.delay, rule.rate_limit.concurrency
     else:
         delay, concurrency = policy.politeness.default_delay, policy.politeness.default_concurrency
-    crawled = terms is not None and terms.verdict in ("permits", "conditional") and terms.fingerprint is not None
+    crawled = terms is not None and (
+        terms.verdict == "none_published"
+        or (terms.verdict in ("permits", "conditional") and terms.fingerprint is not None)
+    )
     if terms is None:
         status = "not crawled: no terms review is recorded"
     elif terms.verdict == "forbids":
         status = "not crawled: the terms forbid it"
+    elif terms.verdict == "none_published":
+        status = "crawled: no terms published"
     elif terms.fingerprint is None:
         status = "not crawled: no fingerprint of the reviewed terms is recorded"
     else:
@@ -453,7 +459,7 @@ def _checklist(policy: Policy, findings: list[Finding], today: date) -> list[dic
                 "confirm that no DPIA is required (Art. 35), or record its id in dpia_reference")
     for i, rule in enumerate(policy.domains):
         terms = rule.terms
-        if terms is not None and terms.verdict != "forbids" and terms.fingerprint is None:
+        if terms is not None and terms.verdict not in ("forbids", "none_published") and terms.fingerprint is None:
             add("warning", ("domains", i, "terms"),
                 f"no fingerprint of the reviewed terms of {rule.domain} is recorded",
                 f"run 'scrapy gdpr-terms {terms.url}' and record the fingerprint")

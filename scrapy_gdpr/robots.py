@@ -19,6 +19,7 @@ the sitemaps with :func:`sitemaps`.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 import weakref
@@ -30,7 +31,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urljoin, urlsplit
 
 import http_sfv
-from protego import Protego
 from scrapy import Request
 from scrapy.http.request import NO_CALLBACK
 from scrapy.utils.asyncio import run_in_thread
@@ -39,11 +39,12 @@ from scrapy.utils.httpobj import urlparse_cached
 from twisted.internet.defer import Deferred
 
 from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.audit import Reason, record, refuse
 from scrapy_gdpr.politeness import parse_retry_after, slot_floors
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, MutableMapping
+    from collections.abc import Callable, Iterable, MutableMapping
 
     from scrapy.crawler import Crawler
     from scrapy.http import Response
@@ -60,6 +61,11 @@ ROBOTS_META: dict[str, Any] = {
     "handle_httpstatus_all": True,
     "dont_merge_cookies": True,
 }
+
+#: A robots.txt download is stopped at this many times ``robots.max_size`` (after
+#: decompression): a larger body is parsed up to ``max_size``, a body over the cap
+#: makes the host unreachable (complete disallow).
+DOWNLOAD_FACTOR = 4
 
 #: ``meta["gdpr_internal"]`` values this middleware lets through unchecked.
 INTERNAL = frozenset({"robots", "terms", "tdmrep"})
@@ -80,7 +86,20 @@ _SITEMAP = {"sitemap", "sitemaps", "site-map"}
 _CONTENT_SIGNAL = {"content-signal", "content-signals"}
 _CONTENT_USAGE = {"content-usage"}
 _TOKEN_RE = re.compile(r"[A-Za-z_-]*")
-_NO_COLON_RE = re.compile(r"^(user[ -]?agent|disallow|allow|sitemap|crawl[ -]delay|request[ -]rate)\s+(.*)$", re.I)
+#: A known directive name followed by white space instead of a colon ("Disallow /x").
+_NO_COLON_RE = re.compile(
+    "^({})\\s+(.*)$".format(
+        "|".join(
+            re.escape(name).replace("\\ ", "\\s+")
+            for name in sorted(
+                _USER_AGENT | _ALLOW | _DISALLOW | set(_PASS_THROUGH) | _SITEMAP | _CONTENT_SIGNAL | _CONTENT_USAGE,
+                key=len,
+                reverse=True,  # the longest name first: "user agent" before "user"
+            )
+        )
+    ),
+    re.I,
+)
 
 
 def origin_of(url: str | Any) -> str:
@@ -123,16 +142,177 @@ class Signal:
 #: robots.txt files up to this size are parsed on the reactor thread (microseconds).
 PARSE_INLINE_BYTES = 32 * 1024
 
+#: ASCII kept as it is in a path (RFC 3986 pchar, "/" and "?", and the pattern characters).
+_KEEP = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/?")
+#: Escapes undone in the decoded spelling: all of ``_KEEP`` but the pattern characters.
+_DECODE = _KEEP - frozenset(b"*$")
 
-class _PathMatcher:
-    """RFC 9309 path patterns (``*``, ``$``), matched with Protego."""
 
-    def __init__(self, pattern: str) -> None:
-        self.pattern = pattern
-        self._parser = Protego.parse(f"User-agent: *\nDisallow: {pattern}\n")
+def _encode(text: str, *, decode: bool) -> str:
+    """``text`` as the octets RFC 9309 2.2.2 compares, percent-encoded.
 
-    def matches(self, url: str) -> bool:
-        return not self._parser.can_fetch(url, "x")
+    Octets outside US-ASCII (a path given raw, in UTF-8 or not) and ASCII that is not
+    allowed in a path are percent-encoded; existing escapes get upper-case hex digits;
+    a ``%`` not starting an escape is ``%25``. With ``decode``, escapes of ASCII that
+    may stand in a path are undone (``%7E``, ``%62``, also ``%2F``): the spelling a
+    server that decodes them sees, which ``Disallow`` rules are also matched in.
+    """
+    if _PLAIN.fullmatch(text):
+        return text  # the common case: nothing to do
+    # one character per octet, so that non-UTF-8 octets survive as themselves
+    octets = text.encode("utf-8", "surrogateescape").decode("latin-1")
+    return _ESCAPE.sub(_escape_decoded if decode else _escape, octets)
+
+
+_KEEP_CLASS = "A-Za-z0-9\\-._~!$&'()*+,;=:@/?"
+_PLAIN = re.compile(f"[{_KEEP_CLASS}]*")
+_ESCAPE = re.compile(f"%[0-9A-Fa-f]{{2}}|[^{_KEEP_CLASS}]")
+
+
+def _escape(m: re.Match[str]) -> str:
+    s = m.group(0)
+    return s.upper() if len(s) == 3 else f"%{ord(s):02X}"
+
+
+def _escape_decoded(m: re.Match[str]) -> str:
+    s = m.group(0)
+    if len(s) == 3:
+        value = int(s[1:], 16)
+        return chr(value) if value in _DECODE else s.upper()
+    return f"%{ord(s):02X}"
+
+
+class PathPattern:
+    """One RFC 9309 path pattern: ``*`` matches any octets, a final ``$`` ends the path.
+
+    Matched from the start of the path, in time linear in its length (no regular
+    expression, so no pattern can make matching backtrack).
+    """
+
+    __slots__ = ("anchored", "pieces")
+
+    def __init__(self, encoded: str) -> None:
+        self.anchored = encoded.endswith("$")
+        if self.anchored:
+            encoded = encoded[:-1]
+        self.pieces = encoded.split("*")
+
+    def matches(self, path: str) -> bool:
+        pieces = self.pieces
+        first = pieces[0]
+        if not path.startswith(first):
+            return False
+        if len(pieces) == 1:
+            return not self.anchored or len(path) == len(first)
+        pos = len(first)
+        for piece in pieces[1:-1]:
+            found = path.find(piece, pos)  # the leftmost place leaves the most room after it
+            if found < 0:
+                return False
+            pos = found + len(piece)
+        last = pieces[-1]
+        if self.anchored:
+            return len(path) - len(last) >= pos and path.endswith(last)
+        return path.find(last, pos) >= 0
+
+
+class _Rule:
+    """An Allow or Disallow rule, in the two spellings it is compared in.
+
+    An Allow applies only to the spelling it gives; a Disallow also to the decoded
+    spelling (``/%7Ea`` and ``/~a``, ``/a%2Fb`` and ``/a/b``): in doubt, the rule
+    that forbids.
+    """
+
+    __slots__ = ("allow", "index", "length", "raw", "decoded")
+
+    def __init__(self, index: int, allow: bool, value: str) -> None:
+        self.index = index
+        self.allow = allow
+        raw = _encode(value, decode=False)
+        self.length = len(raw)  # octets (RFC 9309 2.2.2: the most octets is the most specific)
+        self.raw = PathPattern(raw)
+        decoded = _encode(value, decode=True)
+        self.decoded = self.raw if decoded == raw else PathPattern(decoded)
+
+
+class RuleSet:
+    """The Allow/Disallow rules of one group, ordered for RFC 9309 2.2.2 precedence:
+    the longest matching pattern wins, an Allow wins over an equally long Disallow.
+
+    Rules whose fixed start names a whole first path segment (``/wp-admin/...``) are
+    filed under it, so a URL is compared only with the rules of its own first segment
+    and the few that are not filed (``/``, ``/*.php``, ``/p``).
+    """
+
+    __slots__ = ("__weakref__", "_decoded", "_raw", "_decoded_differs", "rules")
+
+    def __init__(self, rules: Iterable[tuple[str, str]]) -> None:
+        built = [_Rule(i, kind == "Allow", value) for i, (kind, value) in enumerate(rules)]
+        built.sort(key=lambda r: (-r.length, not r.allow, r.index))
+        self.rules = built
+        # spelling -> (rules not filed, rules by first segment), each list in precedence order
+        self._raw = self._file(built, lambda r: r.raw)
+        self._decoded = self._file([r for r in built if not r.allow], lambda r: r.decoded)
+        self._decoded_differs = any(r.decoded is not r.raw for r in built if not r.allow)
+
+    @staticmethod
+    def _file(
+        rules: list[_Rule], pattern: Callable[[_Rule], PathPattern]
+    ) -> tuple[list[_Rule], dict[str, list[_Rule]]]:
+        general: list[_Rule] = []
+        filed: dict[str, list[_Rule]] = {}
+        for rule in rules:
+            segment = _segment(pattern(rule).pieces[0])
+            if segment is None:
+                general.append(rule)
+            else:
+                filed.setdefault(segment, []).append(rule)
+        return general, filed
+
+    def decide(self, url: str) -> _Rule | None:
+        """The rule deciding ``url`` (None: no rule matches, so it is allowed)."""
+        path = url_path(url)
+        if path == "/robots.txt":
+            return None  # RFC 9309 2.2.2: implicitly allowed
+        raw = _encode(path, decode=False)
+        best = self._first(self._raw, raw, False, None)
+        decoded = _encode(path, decode=True)
+        if decoded != raw or self._decoded_differs:
+            # a Disallow also applies to the decoded spelling (see _Rule)
+            best = self._first(self._decoded, decoded, True, best)
+        return best
+
+    @staticmethod
+    def _first(
+        filed: tuple[list[_Rule], dict[str, list[_Rule]]], path: str, decoded: bool, best: _Rule | None
+    ) -> _Rule | None:
+        general, by_segment = filed
+        segment = _segment(path)
+        for rules in (general, by_segment.get(segment) if segment is not None else None):
+            for rule in rules or ():
+                if best is not None and (-rule.length, not rule.allow, rule.index) >= (
+                        -best.length, not best.allow, best.index):
+                    break  # the lists are in precedence order: nothing later can win
+                if (rule.decoded if decoded else rule.raw).matches(path):
+                    best = rule
+                    break
+        return best
+
+
+def _segment(prefix: str) -> str | None:
+    """``/a/`` of ``/a/b``: the first path segment with its slashes, when complete."""
+    end = prefix.find("/", 1)
+    return prefix[: end + 1] if end > 0 else None
+
+
+def url_path(url: str) -> str:
+    """The path and query of ``url`` that rules are matched against (``/`` when empty)."""
+    parts = urlsplit(url)
+    path = parts.path or "/"
+    if not path.startswith("/"):
+        path = "/" + path
+    return f"{path}?{parts.query}" if parts.query else path
 
 
 @dataclass(slots=True)
@@ -140,48 +320,47 @@ class RobotsRules:
     """What one robots.txt says to this crawler (its product-token group, else ``*``)."""
 
     group: str  # the product token, "*", or "" when no group applies
-    parser: Protego | None
+    parser: RuleSet | None
     rules: list[tuple[int, str, str]] = field(default_factory=list)  # (line, Allow/Disallow, value)
     crawl_delay: float | None = None
     request_rate: tuple[int, int] | None = None  # (requests, seconds)
     signals: list[Signal] = field(default_factory=list)
     sitemaps: list[str] = field(default_factory=list)
     truncated: bool = False
-    _disallow_matchers: list[tuple[int, str, _PathMatcher]] | None = field(default=None, repr=False)
-    _signal_matchers: dict[str, _PathMatcher] = field(default_factory=dict, repr=False)
+    _signal_matchers: dict[str, PathPattern] = field(default_factory=dict, repr=False)
 
     def can_fetch(self, url: str) -> bool:
-        return self.parser is None or self.parser.can_fetch(url, "x")
+        if self.parser is None:
+            return True
+        rule = self.parser.decide(url)
+        return rule is None or rule.allow
 
     def explain(self, url: str) -> str:
-        """The rule that disallows ``url`` (the longest matching Disallow)."""
-        if self._disallow_matchers is None:
-            self._disallow_matchers = [
-                (line, value, _PathMatcher(value)) for line, name, value in self.rules if name == "Disallow"
-            ][:5000]
-        best: tuple[int, str] | None = None
-        for line, value, matcher in self._disallow_matchers:
-            if (best is None or len(value) > len(best[1])) and matcher.matches(url):
-                best = (line, value)
+        """The rule that decides ``url``."""
         group = f"group User-agent: {self.group}"
-        if best is None:
-            return f"robots.txt ({group}) disallows this URL"
-        return f"robots.txt line {best[0]} 'Disallow: {best[1]}' ({group})"
+        rule = self.parser.decide(url) if self.parser is not None else None
+        if rule is None:
+            return f"robots.txt ({group}) has no rule for this URL"
+        line, kind, value = self.rules[rule.index]
+        return f"robots.txt line {line} '{kind}: {value}' ({group})"
 
     def reserved(self, url: str, purposes: Iterable[str]) -> tuple[str, Signal] | None:
         """The first of ``purposes`` that a content signal reserves for ``url``, and the line."""
         if not self.signals:
             return None
         wanted = list(purposes)
+        path = url_path(url)
+        raw = _encode(path, decode=False)
         for kind in ("Content-Usage", "Content-Signal"):
             candidates = [s for s in self.signals if s.text.lower().startswith(kind.lower())]
             if not candidates:
                 continue
             matched: list[tuple[int, Signal]] = []
             for s in candidates:
-                path = s.path or "/"
-                if s.path is None or self._matcher(path).matches(url):
-                    matched.append((len(path) if s.path is not None else 0, s))
+                if s.path is None:
+                    matched.append((0, s))
+                elif self._matcher(s.path).matches(raw):
+                    matched.append((len(s.path), s))
             if not matched:
                 continue
             longest = max(length for length, _ in matched)
@@ -192,11 +371,15 @@ class RobotsRules:
                         return purpose, s
         return None
 
-    def _matcher(self, path: str) -> _PathMatcher:
+    def _matcher(self, path: str) -> PathPattern:
         m = self._signal_matchers.get(path)
         if m is None:
-            m = self._signal_matchers[path] = _PathMatcher(path)
+            m = self._signal_matchers[path] = PathPattern(_encode(path, decode=False))
         return m
+
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+_BOM = "\ufeff"
 
 
 def _split_line(line: str) -> tuple[str, str] | None:
@@ -229,6 +412,30 @@ def _split_path(value: str) -> tuple[str | None, str]:
         parts = value.split(None, 1)
         return parts[0], (parts[1] if len(parts) > 1 else "")
     return None, value
+
+
+def _crawl_delay(value: str) -> float | None:
+    try:
+        delay = float(value.split()[0]) if value.split() else None
+    except ValueError:
+        return None
+    if delay is None or not math.isfinite(delay) or delay < 0:
+        return None
+    return delay
+
+
+_RATE_RE = re.compile(r"^(\d{1,9})\s*/\s*(\d{1,9})\s*([smhd]?)(?:\s|$)", re.I)
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _request_rate(value: str) -> tuple[int, int] | None:
+    m = _RATE_RE.match(value)
+    if not m:
+        return None
+    requests, seconds = int(m.group(1)), int(m.group(2)) * _UNIT[m.group(3).lower()]
+    if requests <= 0 or seconds <= 0:
+        return None
+    return requests, seconds
 
 
 def _content_signal_prefs(text: str) -> dict[str, bool]:
@@ -264,6 +471,14 @@ def _content_usage_prefs(text: str) -> dict[str, bool]:
     return prefs
 
 
+def _strip_bom(body: bytes) -> bytes:
+    """Drop a UTF-8 byte order mark at the start, also a cut one (``EF``, ``EF BB``)."""
+    for bom in (b"\xef\xbb\xbf", b"\xef\xbb", b"\xef"):
+        if body.startswith(bom):
+            return body[len(bom) :]
+    return body
+
+
 def parse_robots(
     body: bytes,
     product_token: str,
@@ -271,57 +486,68 @@ def parse_robots(
     max_size: int = 512000,
     content_signal: bool = True,
     content_usage: bool = True,
-    shared: MutableMapping[str, Protego] | None = None,
+    shared: MutableMapping[tuple[tuple[str, str], ...], RuleSet] | None = None,
 ) -> RobotsRules:
     """Parse the first ``max_size`` bytes of a robots.txt for ``product_token``.
 
-    Groups apply when a user-agent line's product token equals ours
-    (case-insensitively); all such groups combine; else the ``*`` groups; else none.
-    ``shared`` maps rule texts to parsers already built, so the many sites serving the
-    same rules (CMS defaults) share one parser.
+    A group is one or more ``User-agent`` lines and the records after them, up to the
+    next ``User-agent`` line that follows an ``Allow`` or ``Disallow`` line (RFC 9309
+    2.2): other records (``Crawl-delay``, ``Sitemap``, content signals, unknown or
+    broken lines, blank lines) never end the list of user agents, so
+    ``User-agent: a`` / ``Crawl-delay: 5`` / ``User-agent: *`` / ``Disallow: /``
+    is one group for ``a`` and ``*``. Groups apply when a user-agent line's product
+    token equals ours (case-insensitively); all such groups combine; else the ``*``
+    groups; else none. ``shared`` maps rule lists to rule sets already built, so the
+    many sites serving the same rules (CMS defaults) share one.
     """
     truncated = len(body) > max_size
     if truncated:
         body = body[:max_size]
         # a cut line could turn "Allow: /a/b" into "Allow: /": drop it
-        cut = body.rfind(b"\n")
+        cut = max(body.rfind(b"\n"), body.rfind(b"\r"))
         body = body[: cut + 1] if cut >= 0 else b""
-    text = body.decode("utf-8-sig", errors="replace")
+    # surrogateescape keeps octets that are not UTF-8 (a Latin-1 path) as they are
+    text = _strip_bom(body).decode("utf-8", errors="surrogateescape")
     token = product_token.lower()
 
     groups: list[tuple[set[str], list[tuple[int, str, str]]]] = []
     global_lines: list[tuple[int, str, str]] = []
     sitemaps: list[str] = []
     current: tuple[set[str], list[tuple[int, str, str]]] | None = None
-    in_agents = False
-    for number, raw in enumerate(text.splitlines(), start=1):
+    had_rule = False  # the current group has an Allow/Disallow: a User-agent line starts a new group
+    for number, raw in enumerate(_LINE_END.split(text), start=1):
         line = raw.split("#", 1)[0].strip()
+        bom = line.startswith(_BOM)
+        if bom:
+            line = line.lstrip(_BOM).strip()
         if not line:
             continue
         parsed = _split_line(line)
         if parsed is None:
             continue
         name, value = parsed
+        if bom and name not in _DISALLOW:
+            continue  # a stray byte order mark spoils the line; only a Disallow is kept, in doubt
         if name in _SITEMAP:
             if value:
                 sitemaps.append(value)
             continue
         if name in _USER_AGENT:
-            if not in_agents:
+            if current is None or had_rule:
                 current = (set(), [])
                 groups.append(current)
-                in_agents = True
-            assert current is not None
+                had_rule = False
             current[0].add(_ua_token(value))
             continue
-        in_agents = False
         entry = (number, name, value)
         if current is None:
             global_lines.append(entry)
-        else:
-            current[1].append(entry)
+            continue
+        if name in _ALLOW or name in _DISALLOW:
+            had_rule = True
+        current[1].append(entry)
 
-    chosen = [g for g in groups if token in g[0]]
+    chosen = [g for g in groups if token and token in g[0]]
     group = product_token if chosen else ""
     if not chosen:
         chosen = [g for g in groups if "*" in g[0]]
@@ -329,21 +555,28 @@ def parse_robots(
     lines = sorted((e for g in chosen for e in g[1]), key=lambda e: e[0])
 
     rules: list[tuple[int, str, str]] = []
-    protego_lines = ["User-agent: *"]
     signals: list[Signal] = []
+    delays: list[float] = []
+    rates: list[tuple[int, int]] = []
     # lines before the first User-agent belong to no group: only content signals
     # there count (for everyone), as crawler-commons reads them
     tagged = [(e, False) for e in global_lines] + [(e, True) for e in lines]
     for (number, name, value), in_group in tagged:
         if name in _ALLOW or name in _DISALLOW:
             if not in_group or not value:
-                continue
+                continue  # an empty value is no rule (RFC 9309 2.2.2)
             kind = "Allow" if name in _ALLOW else "Disallow"
+            if kind == "Disallow" and not value.startswith(("/", "*")):
+                value = "/" + value  # not a path: read as one, in doubt the wider reading
             rules.append((number, kind, value))
-            protego_lines.append(f"{kind}: {value}")
         elif name in _PASS_THROUGH:
-            if in_group:
-                protego_lines.append(f"{_PASS_THROUGH[name]}: {value}")
+            if not in_group:
+                continue
+            if _PASS_THROUGH[name] == "Crawl-delay":
+                if (delay := _crawl_delay(value)) is not None:
+                    delays.append(delay)
+            elif (rate := _request_rate(value)) is not None:
+                rates.append(rate)
         elif name in _CONTENT_SIGNAL:
             if content_signal:
                 path, prefs_text = _split_path(value)
@@ -353,22 +586,21 @@ def parse_robots(
                 path, prefs_text = _split_path(value)
                 signals.append(Signal(number, f"Content-Usage: {value}", path, _content_usage_prefs(prefs_text)))
 
-    parser = None
-    if len(protego_lines) > 1:
-        text = "\n".join(protego_lines) + "\n"
-        parser = shared.get(text) if shared is not None else None
-        if parser is None:
-            parser = Protego.parse(text)
+    ruleset = None
+    if rules:
+        key = tuple((kind, value) for _, kind, value in rules)
+        ruleset = shared.get(key) if shared is not None else None
+        if ruleset is None:
+            ruleset = RuleSet(key)
             if shared is not None:
-                shared[text] = parser
-    crawl_delay = parser.crawl_delay("x") if parser is not None else None
-    rate = parser.request_rate("x") if parser is not None else None
+                shared[key] = ruleset
     return RobotsRules(
         group=group,
-        parser=parser if rules else None,
+        parser=ruleset,
         rules=rules,
-        crawl_delay=crawl_delay,
-        request_rate=(rate.requests, rate.seconds) if rate is not None else None,
+        # several values in the group: the most cautious one
+        crawl_delay=max(delays) if delays else None,
+        request_rate=max(rates, key=lambda r: r[1] / r[0]) if rates else None,
         signals=signals,
         sitemaps=sitemaps,
         truncated=truncated,
@@ -423,6 +655,7 @@ class RobotsGateMiddleware:
         self.product_token = policy.crawler.product_token
         robots = policy.robots
         self.max_size = robots.max_size
+        self.download_limit = DOWNLOAD_FACTOR * self.max_size
         self.max_redirects = robots.max_redirects
         self.retry_times = robots.retry_times
         self.retry_backoff = policy.duration(robots.retry_backoff).total_seconds()
@@ -435,7 +668,9 @@ class RobotsGateMiddleware:
         self._waiters: dict[str, list[Deferred[RobotsEntry]]] = {}
         self._fetching: dict[str, Deferred[None]] = {}  # keeps the fetch tasks referenced
         #: parsers by rule text, shared by the cache entries that use them
-        self._parsers: weakref.WeakValueDictionary[str, Protego] = weakref.WeakValueDictionary()
+        self._parsers: weakref.WeakValueDictionary[tuple[tuple[str, str], ...], RuleSet] = (
+            weakref.WeakValueDictionary()
+        )
         self.purposes: list[str] = []
         for purpose in policy.purposes:
             for sp in purpose.signal_purposes:
@@ -564,11 +799,16 @@ class RobotsGateMiddleware:
         seen = {url}
         hops = 0
         while True:
-            request = Request(url, meta=dict(ROBOTS_META), callback=NO_CALLBACK, dont_filter=True, priority=1000)
+            meta = {**ROBOTS_META, **capped(self.download_limit)}
+            request = Request(url, meta=meta, callback=NO_CALLBACK, dont_filter=True, priority=1000)
             stats.inc_value("gdpr/robots/fetches")
             try:
                 response = await self.crawler.engine.download_async(request)
             except Exception as exc:  # noqa: BLE001 - any failure to download is "unreachable"
+                if too_large(exc):
+                    stats.inc_value("gdpr/robots/too_large")
+                    error = f"robots.txt {size_detail(self.download_limit)}"
+                    return self._unreachable(origin, robots_url, previous, error, None)
                 stats.inc_value(f"gdpr/robots/exception/{type(exc).__name__}")
                 return self._unreachable(origin, robots_url, previous, f"{type(exc).__name__}: {exc}", None)
             status = response.status
@@ -593,6 +833,9 @@ class RobotsGateMiddleware:
                 url = target
                 continue
             if 200 <= status < 300:
+                if problem := body_problem(response, self.download_limit):
+                    stats.inc_value("gdpr/robots/unusable_body")
+                    return self._unreachable(origin, robots_url, previous, f"robots.txt unusable: {problem}", response)
                 return self._parsed(origin, robots_url, response, await self._parse(response.body))
             if status == 429 or status >= 500:
                 return self._unreachable(origin, robots_url, previous, f"HTTP {status}", response)

@@ -28,6 +28,7 @@ from scrapy.http.request import NO_CALLBACK
 from scrapy.utils.httpobj import urlparse_cached
 
 from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr._flight import Flight
 from scrapy_gdpr.audit import Reason, record, refuse
 
@@ -45,6 +46,9 @@ logger = logging.getLogger(__name__)
 #: a request that has already passed, or is being checked by, this middleware).
 INTERNAL = ("robots", "tdmrep", "terms")
 INTERNAL_PRIORITY = 1000
+#: The largest terms page read, in bytes after decompression (the crawl's check and
+#: ``scrapy gdpr-terms``); a larger one cannot be checked, so its domain is refused.
+MAX_SIZE = 5_000_000
 #: The longest diff kept in the compliance report, in lines.
 MAX_DIFF_LINES = 400
 #: How many host names' domain rules the middleware keeps.
@@ -134,7 +138,7 @@ def unified_diff(old: str, new: str, *, limit: int = MAX_DIFF_LINES) -> str:
 
 @dataclass
 class _TermsState:
-    """What is known about one domain's terms page."""
+    """What is known about one domain's terms."""
 
     status: str = "not checked"  # ok, drift, unreachable, not checked
     detail: str = ""
@@ -146,6 +150,18 @@ class _TermsState:
     report: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class _Page:
+    """One terms URL as last fetched; shared by every domain whose review names it."""
+
+    error: str = ""  # why there is no answer ("" when there is one)
+    status: int | None = None
+    text: str = ""  # the normalised text of a 200 answer
+    ctype: str = ""
+    fetched_at: float | None = None  # time.monotonic()
+    flight: Flight = field(default_factory=Flight)  # the fetch, shared by concurrent checks
+
+
 class TermsMiddleware:
     """Downloader middleware: terms reviewed, not forbidding, and unchanged."""
 
@@ -155,6 +171,8 @@ class TermsMiddleware:
         self.policy = self.runtime.policy
         self.interval = self.policy.duration(self.policy.terms_check.interval).total_seconds()
         self._states: dict[int, _TermsState] = {}
+        #: Terms pages by URL: a page many domains share is fetched once per check interval.
+        self._pages: dict[str, _Page] = {}
         #: The domain rule per host name seen (the policy does not change during a crawl).
         self._host_rules: dict[str, int | None] = {}
         rows: list[dict[str, Any]] = []
@@ -179,7 +197,7 @@ class TermsMiddleware:
         if terms is None:
             return {"domain": rule.domain, "verdict": "not reviewed", "status": "refused: no terms review"}
         status = "refused: terms forbid crawling" if terms.verdict == "forbids" else "not checked"
-        return {
+        row = {
             "domain": rule.domain,
             "terms_url": terms.url,
             "verdict": terms.verdict,
@@ -188,6 +206,10 @@ class TermsMiddleware:
             "status": status,
             "reviewed_fingerprint": terms.fingerprint or "(none recorded)",
         }
+        if terms.verdict == "none_published":
+            row["reviewed_fingerprint"] = "(no terms published)"
+            row["watched"] = [terms.url, *terms.candidates]
+        return row
 
     def _rule_for(self, host: str) -> int | None:
         """The index of the most specific domain rule covering ``host``."""
@@ -222,8 +244,9 @@ class TermsMiddleware:
         if state.flight.busy or state.checked_at is None or time.monotonic() - state.checked_at >= self.interval:
             state = await self._checked(i)  # due for a check, or one is in flight
         if state.status != "ok":
+            field_name = "verdict" if rule.terms.verdict == "none_published" else "fingerprint"
             raise refuse(self.crawler, request.url, Reason.TERMS_DRIFT,
-                         clause=self.policy.clause("domains", i, "terms", "fingerprint"), detail=state.detail)
+                         clause=self.policy.clause("domains", i, "terms", field_name), detail=state.detail)
 
     async def _checked(self, i: int) -> _TermsState:
         """The domain's terms state, re-checked when due; concurrent callers share a check."""
@@ -243,6 +266,43 @@ class TermsMiddleware:
         finally:
             state.checked_at = time.monotonic()
 
+    # -- pages -----------------------------------------------------------------------
+    async def _page(self, url: str) -> _Page:
+        """``url`` as fetched within the check interval; concurrent callers share one fetch."""
+        page = self._pages.get(url)
+        if page is None:
+            page = self._pages[url] = _Page()
+        fresh = page.fetched_at is not None and time.monotonic() - page.fetched_at < self.interval
+        if page.flight.busy or not fresh:
+            await page.flight.run(lambda: self._fetch_page(url, page))
+        return page
+
+    async def _fetch_page(self, url: str, page: _Page) -> None:
+        stats = self.crawler.stats
+        stats.inc_value("gdpr/terms/page_fetches")
+        page.error, page.status, page.text, page.ctype = "", None, "", ""
+        request = Request(url, priority=INTERNAL_PRIORITY, callback=NO_CALLBACK, dont_filter=True,
+                          meta={"gdpr_internal": "terms", "dont_cache": True, **capped(MAX_SIZE)})
+        try:
+            response = await self.crawler.engine.download_async(request)
+        except Exception as exc:
+            if too_large(exc):
+                page.error = f"is {size_detail(MAX_SIZE)}"
+            else:
+                reason = str(exc) if isinstance(exc, IgnoreRequest) else f"{exc.__class__.__name__}: {exc}"
+                page.error = f"could not be fetched ({reason})"
+            return
+        finally:
+            page.fetched_at = time.monotonic()
+        page.status = response.status
+        page.ctype = response.headers.get("Content-Type", b"").decode("latin-1") or "unknown type"
+        if response.status == 200:
+            if problem := body_problem(response, MAX_SIZE):
+                page.error = f"cannot be read: {problem}"
+            else:
+                page.text = normalise_terms(response)
+
+    # -- checks ----------------------------------------------------------------------
     async def _check(self, i: int, state: _TermsState) -> None:
         rule = self.policy.domains[i]
         terms = rule.terms
@@ -251,25 +311,23 @@ class TermsMiddleware:
         state.checks += 1
         state.checked_on = datetime.now(UTC).isoformat(timespec="seconds")
         stats.inc_value("gdpr/terms/check_count")
-        request = Request(terms.url, priority=INTERNAL_PRIORITY, callback=NO_CALLBACK, dont_filter=True,
-                          meta={"gdpr_internal": "terms", "dont_cache": True})
         row = state.report
         row.update({"checks": state.checks, "last_checked": state.checked_on})
         for key in ("diff", "note", "current_fingerprint"):
             row.pop(key, None)
-        try:
-            response = await self.crawler.engine.download_async(request)
-        except Exception as exc:
-            reason = str(exc) if isinstance(exc, IgnoreRequest) else f"{exc.__class__.__name__}: {exc}"
-            self._unreachable(i, state, f"the terms page {terms.url} could not be fetched ({reason})")
+        if terms.verdict == "none_published":
+            await self._check_none_published(i, state)
             return
-        if response.status != 200:
-            self._unreachable(i, state, f"the terms page {terms.url} answered HTTP {response.status}")
+        page = await self._page(terms.url)
+        if page.error:
+            self._unreachable(i, state, f"the terms page {terms.url} {page.error}")
             return
-        text = normalise_terms(response)
+        if page.status != 200:
+            self._unreachable(i, state, f"the terms page {terms.url} answered HTTP {page.status}")
+            return
+        text = page.text
         if not text:
-            ctype = response.headers.get("Content-Type", b"").decode("latin-1") or "unknown type"
-            self._unreachable(i, state, f"the terms page {terms.url} has no readable text ({ctype}); "
+            self._unreachable(i, state, f"the terms page {terms.url} has no readable text ({page.ctype}); "
                                         "its changes cannot be detected")
             return
         current = fingerprint(text)
@@ -296,6 +354,47 @@ class TermsMiddleware:
                        extra={"spider": self.crawler.spider})
         record(self.crawler, "terms_drift", terms.url, domain=rule.domain, reviewed=terms.fingerprint,
                current=current)
+
+    async def _check_none_published(self, i: int, state: _TermsState) -> None:
+        """The reviewer found no terms: each watched URL must still answer 404 or 410."""
+        rule = self.policy.domains[i]
+        terms = rule.terms
+        assert terms is not None
+        row = state.report
+        stats = self.crawler.stats
+        reviewed = f"reviewed {terms.reviewed_on.isoformat()} by {terms.reviewed_by}"
+        for url in dict.fromkeys([terms.url, *terms.candidates]):
+            page = await self._page(url)
+            if page.error:
+                self._unreachable(i, state, f"the terms address {url} {page.error}, so it cannot be told whether "
+                                            "terms were published since the review")
+                return
+            if page.status in (404, 410):
+                continue
+            if page.status == 200 and page.text:
+                current = fingerprint(page.text)
+                state.status, state.current = "drift", current
+                state.detail = (f"a page appeared at {url}, where {rule.domain} published no terms when "
+                                f"{reviewed}; current {current}")
+                row["status"] = "refused: terms appeared since review"
+                row["current_fingerprint"] = current
+                row["note"] = f"{url} now answers with text; review it (scrapy gdpr-terms {url})"
+                row["diff"] = unified_diff("", page.text)
+                stats.inc_value("gdpr/terms/drift")
+                logger.warning("Terms drift on %(domain)s: %(detail)s; the domain is refused until the terms are "
+                               "reviewed again", {"domain": rule.domain, "detail": state.detail},
+                               extra={"spider": self.crawler.spider})
+                record(self.crawler, "terms_drift", url, domain=rule.domain, reviewed="none published",
+                       current=current)
+                return
+            answer = "with no readable text" if page.status == 200 else f"HTTP {page.status}"
+            self._unreachable(i, state, f"the terms address {url} answered {answer}, not 404 or 410, so it cannot "
+                                        "be told whether terms were published since the review")
+            return
+        state.status, state.detail = "ok", ""
+        row["status"] = "ok: still no terms published"
+        stats.inc_value("gdpr/terms/unchanged")
+        record(self.crawler, "terms_unchanged", terms.url, domain=rule.domain, current="none published")
 
     def _diff(self, snapshot: str | None, reviewed: str | None, text: str, current: str) -> dict[str, str]:
         if not snapshot:

@@ -451,3 +451,40 @@ async def test_report_section(tmp_path, mockserver):
     assert files[f"http://optout-xrobots.test:{mockserver.port}"] == "none (404)"
     assert files[f"http://optout-tdm.test:{mockserver.port}"] == "4 rule(s)"
     assert files[f"http://optout-tdmbad.test:{mockserver.port}"].startswith("unset (invalid file")
+
+
+@coroutine_test
+async def test_tdmrep_file_over_the_cap_is_not_inflated_and_reserves(tmp_path, caplog):
+    # a tdmrep.json gzip bomb, or a file over 1 MB, is stopped at the cap (after
+    # decompression); its reservations cannot be read, so TDM is reserved, in doubt
+    import zlib
+
+    from tests.conftest import MockServer
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = b"".join(packer.compress(b" " * 1024 * 1024) for _ in range(64)) + packer.compress(b"[]") + packer.flush()
+    assert len(bomb) < 200_000
+    site = tmp_path / "site"
+    hosts = {"tdm-bomb": (bomb, {"Content-Encoding": "gzip", "Content-Type": "application/json"}),
+             "tdm-huge": (b"[" + b" " * 1_500_000 + b"]", {"Content-Type": "application/json"}),
+             "tdm-small": (b'[{"location": "/nothing/", "tdm-reservation": 1}]', {"Content-Type": "application/json"})}
+    for host, (body, headers) in hosts.items():
+        folder = site / "hosts" / host
+        folder.mkdir(parents=True)
+        (folder / "tdmrep.body").write_bytes(body)
+        (folder / "page.html").write_text("<html><body>page</body></html>")
+        routes = {"/.well-known/tdmrep.json": {"file": "tdmrep.body", "headers": headers}}
+        (folder / "_routes.json").write_text(json.dumps(routes))
+    with MockServer(site=site) as server:
+        urls = {h: server.url("/page.html", host=f"{h}.test") for h in hosts}
+        crawler = await run(tmp_path, list(urls.values()))
+    r = crawler.spider.results
+    for host in ("tdm-bomb", "tdm-huge"):
+        signal = reserved(r[urls[host]])["ai-train"]
+        assert "tdmrep.json cannot be read (the file is larger than 1000000 bytes (after decompression))" in signal
+    assert reserved(r[urls["tdm-small"]]) == {}
+    assert crawler.stats.get_value("gdpr/optout/tdmrep_file/unread") == 2
+    assert (crawler.stats.get_value("httpcompression/response_bytes") or 0) < 2_000_000
+    files = crawler.stats.get_value("gdpr/optout/tdmrep_file/found")
+    assert files == 1
+    assert "text and data mining is treated as reserved" in caplog.text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from datetime import UTC, datetime
 
 import pytest
@@ -136,3 +138,11 @@ def test_meta_prefilter_never_hides_a_meta_tag():
     plain = b"<html><head><title>t</title></head><body>no metas</body></html>"
     rules, tdm = parse_meta_robots(HtmlResponse("http://a.test/", body=plain), "GdprTestBot")
     assert rules.rules == {} and tdm == {}
+
+
+def test_tdmrep_hostile_pattern_is_matched_in_linear_time():
+    # with a regular expression, 30 wildcards against a long path backtrack for hours
+    location = "/" + "*a" * 30 + "*b$"
+    rules, _ = parse_tdmrep_file(json.dumps([{"location": location, "tdm-reservation": 1}]).encode())
+    assert match_tdmrep(rules, "http://x/" + "a" * 5000 + "c") is None
+    assert match_tdmrep(rules, "http://x/" + "a" * 40 + "b").reservation == 1

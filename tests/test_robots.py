@@ -247,6 +247,20 @@ async def test_garbage_body_is_tolerated(tmp_path, mockserver):
     assert not crawler.spider.errors
 
 
+@coroutine_test
+async def test_other_records_do_not_end_the_user_agent_list_in_a_crawl(tmp_path, mockserver):
+    # "User-agent: GdprTestBot / Crawl-delay / Content-Signal / User-agent: * / Disallow: /private/"
+    # is one group (RFC 9309 2.2.4): the Disallow applies to GdprTestBot, and so does the delay
+    page = mockserver.url("/page.html", host="robots-group.test")
+    private = mockserver.url("/private/x.html", host="robots-group.test")
+    crawler = await crawl(tmp_path, [page, private])
+    assert crawler.spider.seen == [page]
+    assert crawler.spider.refused == {private: "robots"}
+    refusal = next(r for r in audit_lines(tmp_path) if r.get("decision") == "refused")
+    assert "line 5 'Disallow: /private/' (group User-agent: GdprTestBot)" in refusal["detail"]
+    assert crawler.stats.get_value("gdpr/robots/crawl_delay_hosts") == 1
+
+
 # --------------------------------------------------------------------------- product token
 
 
@@ -671,11 +685,17 @@ def test_rfc9309_group_selection(robots, allowed):
 
 
 def test_crawl_delay_and_request_rate_from_own_group_only():
-    body = b"User-agent: *\nCrawl-delay: 9\n\nUser-agent: GdprTestBot\nCrawl-delay: 2\nRequest-rate: 3/10s\n"
+    body = (b"User-agent: *\nCrawl-delay: 9\nDisallow: /x\n\n"
+            b"User-agent: GdprTestBot\nCrawl-delay: 2\nRequest-rate: 3/10s\nDisallow: /y\n")
     rules = parse_robots(body, "GdprTestBot")
     assert rules.crawl_delay == 2
     assert rules.request_rate == (3, 10)
     assert parse_robots(body, "Other").crawl_delay == 9
+    assert parse_robots(body, "Other").request_rate is None
+    # without a rule between them, the two User-agent lines are one group (RFC 9309 2.2)
+    merged = b"User-agent: *\nCrawl-delay: 9\n\nUser-agent: GdprTestBot\nCrawl-delay: 2\nRequest-rate: 3/10s\n"
+    assert parse_robots(merged, "GdprTestBot").crawl_delay == 9  # the most cautious of the group's values
+    assert parse_robots(merged, "Other").request_rate == (3, 10)
     assert parse_robots(b"User-agent: *\nCrawl-delay: soon\nRequest-rate: fast\n", "X").crawl_delay is None
 
 
@@ -733,3 +753,74 @@ async def test_large_robots_txt_is_parsed_off_the_reactor_thread(tmp_path, monke
     assert not (await mw._parse(large)).can_fetch("http://a.test/p4999/x")
     main = threading.current_thread().name
     assert threads[0] == main and threads[1] != main
+
+
+# --------------------------------------------------------------------------- download cap (decompressed)
+
+
+def gzip_bomb(size: int, tail: bytes = b"") -> bytes:
+    """A gzip stream that inflates to ``size`` bytes of comment lines, then ``tail``."""
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    chunk = b"#" * 1023 + b"\n"
+    parts = [packer.compress(chunk) for _ in range(size // len(chunk))]
+    parts.append(packer.compress(tail))
+    parts.append(packer.flush())
+    return b"".join(parts)
+
+
+def bomb_site(tmp_path: Path, files: dict[str, tuple[bytes, dict[str, str]]]) -> Path:
+    """A site whose host ``<name>.test`` answers /robots.txt with the given body and headers."""
+    site = tmp_path / "site"
+    for host, (body, headers) in files.items():
+        folder = site / "hosts" / host
+        folder.mkdir(parents=True)
+        (folder / "robots.body").write_bytes(body)
+        (folder / "page.html").write_text("<html><body>page</body></html>")
+        (folder / "_routes.json").write_text(json.dumps({"/robots.txt": {"file": "robots.body", "headers": headers}}))
+    return site
+
+
+@coroutine_test
+async def test_robots_download_is_capped_after_decompression(tmp_path):
+    from tests.conftest import MockServer
+
+    gz = {"Content-Type": "text/plain", "Content-Encoding": "gzip"}
+    bomb = gzip_bomb(64 * 1024 * 1024)  # 64 MiB inflated from about 64 KiB
+    assert len(bomb) < 200_000
+    within = gzip_bomb(700 * 1024, b"User-agent: *\nDisallow: /\n")  # over max_size, under the cap
+    site = bomb_site(tmp_path, {
+        "bomb": (bomb, gz),
+        "plain": (b"#" * 3_000_000, {"Content-Type": "text/plain"}),
+        "within": (within, gz),
+        "small": (gzip_bomb(0, b"User-agent: *\nDisallow: /private/\n"), gz),
+    })
+    with MockServer(site=site) as server:
+        urls = {h: server.url("/page.html", host=f"{h}.test") for h in ("bomb", "plain", "within", "small")}
+        crawler = await crawl(tmp_path, list(urls.values()))
+    spider = crawler.spider
+    assert spider.refused == {urls["bomb"]: "robots_unreachable", urls["plain"]: "robots_unreachable"}
+    assert sorted(spider.seen) == sorted([urls["within"], urls["small"]])  # within: truncated at max_size, parsed
+    assert crawler.stats.get_value("gdpr/robots/too_large") == 2
+    assert crawler.stats.get_value("gdpr/robots/truncated") == 1
+    hosts = runtime(crawler).report_sections["robots"]["unreachable"]
+    for h in ("bomb", "plain"):
+        assert hosts[origin_of(urls[h])]["error"] == "robots.txt larger than 2048000 bytes (after decompression)"
+    # nothing near the inflated size was ever held: the decompressed bytes counted stay under the cap
+    assert (crawler.stats.get_value("httpcompression/response_bytes") or 0) < 2 * 2_048_000
+
+
+@coroutine_test
+async def test_robots_body_left_compressed_fails_closed(tmp_path):
+    # with decompression switched off, a gzip body would parse as no rules: refuse instead
+    from tests.conftest import MockServer
+
+    site = bomb_site(tmp_path, {"gz": (gzip_bomb(0, b"User-agent: *\nDisallow: /\n"),
+                                      {"Content-Type": "text/plain", "Content-Encoding": "gzip"})})
+    with MockServer(site=site) as server:
+        url = server.url("/page.html", host="gz.test")
+        crawler = await crawl(tmp_path, [url], COMPRESSION_ENABLED=False)
+    assert crawler.spider.refused == {url: "robots_unreachable"}
+    error = runtime(crawler).report_sections["robots"]["unreachable"][origin_of(url)]["error"]
+    assert "still encoded (gzip)" in error and "HttpCompressionMiddleware" in error

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from scrapy import Request, Spider
 from scrapy.http import HtmlResponse, TextResponse
@@ -319,3 +320,130 @@ async def test_domain_rule_per_host_is_cached_and_bounded(tmp_path, monkeypatch)
                 await mw.process_request(Request(f"http://h{i}.FORBID.test./page"))
             assert await mw.process_request(Request(f"http://h{i}.other.test/page")) is None
     assert len(mw._host_rules) <= 3
+
+
+# --------------------------------------------------------------------------- one fetch per terms URL
+
+
+@coroutine_test
+async def test_a_terms_page_shared_by_many_domains_is_fetched_once(tmp_path):
+    # 41 domains under one publisher's terms: one fetch of the page, not 41 behind one slot
+    site = tmp_path / "site"
+    shutil.copytree(HOSTS / "terms-ok", site / "hosts" / "publisher")
+    names = [f"shared{n}" for n in range(41)]
+    for name in names:
+        (site / "hosts" / name).mkdir(parents=True)
+        (site / "hosts" / name / "page.html").write_text("<html><body>page</body></html>")
+    with MockServer(site=site, log=tmp_path / "requests.log") as server:
+        shared = server.url("/terms.html", host="publisher.test")
+        policy = write_policy(tmp_path, [{"domain": f"{n}.test", "terms": terms(shared, fp=fingerprint(OK_TEXT))}
+                                         for n in names])
+        pages = [server.url("/page.html", host=f"{n}.test") for n in names]
+        crawler = await run(tmp_path, policy, urls=pages)
+        requests = server.requests()
+    assert sorted(crawler.spider.seen) == sorted(pages)
+    assert [p for _, h, p in requests if h == "publisher.test"] == ["/terms.html"]
+    assert crawler.stats.get_value("gdpr/terms/page_fetches") == 1
+    assert crawler.stats.get_value("gdpr/terms/check_count") == 41  # each domain still decided and audited
+    rows = report_rows(crawler)
+    assert all(rows[f"{n}.test"]["status"] == "ok: unchanged since review" for n in names)
+    assert len([a for a in audit(tmp_path) if a["decision"] == "terms_unchanged"]) == 41
+
+
+# --------------------------------------------------------------------------- no terms published
+
+
+@coroutine_test
+async def test_no_terms_published_is_crawled_while_the_watched_addresses_stay_missing(tmp_path):
+    site = tmp_path / "site"
+    for name in ("bare", "appeared", "flaky"):
+        (site / "hosts" / name).mkdir(parents=True)
+        (site / "hosts" / name / "page.html").write_text("<html><body>page</body></html>")
+    shutil.copy(HOSTS / "terms-ok" / "terms.html", site / "hosts" / "appeared" / "legal.html")
+    (site / "hosts" / "flaky" / "_routes.json").write_text(json.dumps({"/legal": {"status": 503}}))
+    with MockServer(site=site, log=tmp_path / "requests.log") as server:
+        def none(host: str, *candidates: str) -> dict[str, Any]:
+            return {"domain": f"{host}.test",
+                    "terms": {"url": server.url("/terms", host=f"{host}.test"), "verdict": "none_published",
+                              "candidates": [server.url(c, host=f"{host}.test") for c in candidates],
+                              "reviewed_on": "2026-10-01", "reviewed_by": "Dana Protection"}}
+
+        policy = write_policy(tmp_path, [none("bare", "/legal.html", "/tos"), none("appeared", "/legal.html"),
+                                         none("flaky", "/legal")])
+        pages = {h: server.url("/page.html", host=f"{h}.test") for h in ("bare", "appeared", "flaky")}
+        crawler = await run(tmp_path, policy, urls=list(pages.values()))
+        requests = server.requests()
+    assert crawler.spider.seen == [pages["bare"]]
+    appeared = crawler.spider.failures[pages["appeared"]]
+    assert appeared.reason == "terms_drift" and appeared.clause.startswith("domains[1].terms.verdict")
+    assert "a page appeared at http://appeared.test" in str(appeared) and "2026-10-01 by Dana Protection" in str(appeared)
+    flaky = crawler.spider.failures[pages["flaky"]]
+    assert flaky.reason == "terms_drift" and "answered HTTP 503, not 404 or 410" in str(flaky)
+    assert sorted(p for _, h, p in requests if h == "bare.test") == ["/legal.html", "/page.html", "/terms", "/tos"]
+    rows = report_rows(crawler)
+    assert rows["bare.test"]["status"] == "ok: still no terms published"
+    assert rows["bare.test"]["reviewed_fingerprint"] == "(no terms published)"
+    assert rows["appeared.test"]["status"] == "refused: terms appeared since review"
+    assert "+Automated access for search indexing is permitted." in rows["appeared.test"]["diff"]
+    assert rows["flaky.test"]["status"] == "refused: terms page unreachable"
+
+
+def test_no_terms_published_in_the_policy(tmp_path):
+    from scrapy_gdpr.policy import PolicyError, load_policy
+
+    data = yaml.safe_load(VALID.read_text(encoding="utf-8"))
+    data["domains"] = [{"domain": "example.org", "terms": {
+        "url": "https://example.org/terms", "verdict": "none_published", "candidates": ["https://example.org/legal"],
+        "reviewed_on": "2026-10-01", "reviewed_by": "Dana Protection"}}]
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    policy = load_policy(path)
+    rule = policy.domains[0]
+    assert rule.terms.verdict == "none_published" and rule.terms.candidates == ["https://example.org/legal"]
+    # no fingerprint warning for a site that publishes no terms
+    assert not [w for w in policy.warnings if "fingerprint" in w.message]
+    # the review document says so, and counts the domain as crawled
+    from scrapy_gdpr.review import build_documents, render_review_html, render_review_markdown
+
+    doc = build_documents(policy, policy.warnings)
+    assert "the site publishes no terms of use" in render_review_markdown(doc)
+    assert "the site publishes no terms of use" in render_review_html(doc)
+    assert "crawled: no terms published" in render_review_markdown(doc)
+    # candidates mean nothing with another verdict: said, not silently ignored
+    data["domains"][0]["terms"].update(verdict="permits", fingerprint=fingerprint("x"))
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    assert any("candidates are watched only with verdict none_published" in w.message
+               for w in load_policy(path).warnings)
+    data["domains"][0]["terms"]["verdict"] = "none_published"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    with pytest.raises(PolicyError) as exc:
+        load_policy(path)
+    assert any("publishes no terms" in f.message for f in exc.value.findings)
+
+
+# --------------------------------------------------------------------------- download cap
+
+
+@coroutine_test
+async def test_terms_page_over_the_cap_is_not_inflated_and_fails_closed(tmp_path):
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb = b"".join(packer.compress(b"<p>" + b"a" * 1021) for _ in range(64 * 1024)) + packer.flush()
+    assert len(bomb) < 500_000
+    site = tmp_path / "site"
+    (site / "hosts" / "bomb").mkdir(parents=True)
+    (site / "hosts" / "bomb" / "page.html").write_text("<html><body>page</body></html>")
+    (site / "hosts" / "bomb" / "terms.gz").write_bytes(bomb)
+    routes = {"/terms.html": {"file": "terms.gz", "headers": {"Content-Encoding": "gzip", "Content-Type": "text/html"}}}
+    (site / "hosts" / "bomb" / "_routes.json").write_text(json.dumps(routes))
+    with MockServer(site=site) as server:
+        url = server.url("/terms.html", host="bomb.test")
+        policy = write_policy(tmp_path, [{"domain": "bomb.test", "terms": terms(url, fp=fingerprint(OK_TEXT))}])
+        page = server.url("/page.html", host="bomb.test")
+        crawler = await run(tmp_path, policy, urls=[page])
+    assert crawler.spider.seen == []
+    failure = crawler.spider.failures[page]
+    assert failure.reason == "terms_drift"
+    assert f"the terms page {url} is larger than 5000000 bytes (after decompression)" in str(failure)
+    assert (crawler.stats.get_value("httpcompression/response_bytes") or 0) < 2 * 5_000_000
