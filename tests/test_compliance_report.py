@@ -1,0 +1,150 @@
+"""The per-crawl compliance report: written after the feeds closed, stable JSON, readable HTML."""
+
+from __future__ import annotations
+
+import json
+import re
+from html import unescape
+from pathlib import Path
+from typing import Any
+
+from scrapy import Request, Spider
+from scrapy.settings import Settings
+from scrapy.utils.test import get_crawler
+
+from scrapy_gdpr.review import console_enabled, console_states
+from tests.utils import addon_settings, coroutine_test, write_policy
+
+
+class LinkSpider(Spider):
+    name = "officer"
+
+    def __init__(self, urls: list[str] | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.urls = list(urls or [])
+
+    async def start(self):
+        for url in self.urls:
+            yield Request(url)
+
+    def parse(self, response):
+        yield {"url": response.url, "title": response.css("title::text").get() or ""}
+
+
+async def crawl_with_report(tmp_path: Path, server: Any) -> tuple[Any, dict[str, Any], str]:
+    """A crawl through the whole add-on with a feed and refusals of several kinds."""
+    policy = write_policy(tmp_path / "policy.yaml", server, ["127.0.0.1"])
+    feed = tmp_path / "out" / "items.jsonl"
+    urls = [
+        server.url("/page.html"),
+        server.url("/index.html"),
+        server.url("/private/x.html"),  # robots.txt disallows
+        server.url("/page.html", host="unlisted.test"),  # not in the policy
+        server.url("/page.html?" + "long-query-" * 12, host="another-unlisted.test"),
+        "http://shop.example.cn/",  # excluded jurisdiction
+    ]
+    settings = addon_settings(tmp_path, policy, FEEDS={str(feed): {"format": "jsonlines"}})
+    crawler = get_crawler(LinkSpider, settings)
+    await crawler.crawl_async(urls=urls)
+    report_json = Path(crawler.stats.get_value("gdpr/report/json"))
+    report_html = Path(crawler.stats.get_value("gdpr/report/html"))
+    return crawler, json.loads(report_json.read_text(encoding="utf-8")), report_html.read_text(encoding="utf-8")
+
+
+@coroutine_test
+async def test_report_is_written_after_the_feeds_closed(tmp_path, mockserver):
+    crawler, data, html = await crawl_with_report(tmp_path, mockserver)
+    feed = (tmp_path / "out" / "items.jsonl").resolve()
+    assert feed.exists()
+    # the feed file was stored, then recorded by the retention extension, then the report written
+    files = data["sections"]["retention"]["feed_files"]
+    assert [f["file"] for f in files] == [str(feed)]
+    assert files[0]["items"] == 2
+    assert data["summary"]["feed_files"] == 1
+    assert "items.jsonl" in html
+    assert "2 records" in html
+    # the ledger's own close-time stat is in the report too
+    assert data["stats"]["gdpr/retention/feed_files"] == 1
+
+
+@coroutine_test
+async def test_report_json_keys_are_stable_and_documented(tmp_path, mockserver):
+    crawler, data, _ = await crawl_with_report(tmp_path, mockserver)
+    assert data["report_format"] == 2
+    assert set(data) == {
+        "report_format", "generator", "spider", "finish_reason", "started", "finished", "duration_seconds",
+        "policy", "summary", "totals", "refusals", "consoles", "sections", "stats", "audit_log", "report_files",
+    }
+    summary = data["summary"]
+    assert set(summary) == {
+        "requests_sent", "responses_received", "refused", "refused_by_reason", "items_stored", "items_dropped",
+        "images_checked", "faces_found", "images_redacted", "images_dropped", "feed_files", "expired_deleted",
+        "errors_logged",
+    }
+    assert summary["items_stored"] == 2
+    assert summary["refused_by_reason"] == {"domain": 2, "jurisdiction": 1, "robots": 1}
+    assert summary["refused"] == 4
+    assert data["totals"]["refusals"] == 4 and data["totals"]["items_scraped"] == 2
+    assert data["finish_reason"] == "finished"
+    assert data["refusals"]["robots"]["meaning"] == "the site's robots.txt disallows it"
+    assert {c["extension"].rsplit(".", 1)[1]: c["enabled"] for c in data["consoles"]} == {
+        "TelnetConsole": False, "RemoteControl": False,  # get_crawler switches both off
+    }
+    # every key of the JSON report and of its summary is documented
+    doc = (Path(__file__).parent.parent / "docs" / "report.md").read_text(encoding="utf-8")
+    for key in [*data, *summary]:
+        assert f"`{key}`" in doc, key
+
+
+def visible_text(html: str) -> str:
+    """Text a reader sees outside code, preformatted text, tooltips and the stats table."""
+    html = html.split("<h3 id='stats'>", 1)[0]
+    html = re.sub(r"<style>.*?</style>", " ", html, flags=re.S)
+    html = re.sub(r"<(code|pre)\b[^>]*>.*?</\1>", " ", html, flags=re.S)
+    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", html)))
+
+
+@coroutine_test
+async def test_report_html_speaks_plain_language(tmp_path, mockserver):
+    _, data, html = await crawl_with_report(tmp_path, mockserver)
+    text = visible_text(html)
+    # no Python literals, no snake_case keys outside code
+    assert not re.search(r"\b(True|False|None)\b", text), re.findall(r".{40}\b(?:True|False|None)\b.{40}", text)
+    assert not re.search(r"\b[a-z]+_[a-z_]+\b", text), re.findall(r"\b[a-z]+_[a-z_]+\b", text)
+    # numbers with units, and the summary before the details
+    for expected in ("2 records passed every check and were kept", "4 refusals by the policy",
+                     "2 records kept, having passed every check", "1 feed file written",
+                     "Refused, by reason", "The site's robots.txt disallows it", "finished normally",
+                     "Sites and their terms", "What was stored, and when it expires"):
+        assert expected in text, expected
+    assert text.index("Summary") < text.index("Refused, by reason") < text.index("Details")
+    # the terms fingerprint is shortened on the page, whole in the JSON
+    fingerprint = data["sections"]["terms"][0]["reviewed_fingerprint"]
+    assert fingerprint.startswith("sha256:") and f">{fingerprint}<" not in html
+    assert f"title='{fingerprint}'" in html
+
+
+def test_console_rule():
+    assert console_enabled(Settings()) is False  # Scrapy's default (on) does not count
+    project = Settings()
+    project.set("TELNETCONSOLE_ENABLED", True, "project")
+    assert console_enabled(project) is True
+    # the add-on's own switch-off does not count as the project switching it on
+    addon = Settings()
+    addon.set("TELNETCONSOLE_ENABLED", False, "addon")
+    assert console_enabled(addon) is False
+    addon.set("TELNETCONSOLE_ENABLED", True, "spider")
+    assert console_enabled(addon) is True
+    # switched on, but its extension switched off
+    disabled = Settings()
+    disabled.set("TELNETCONSOLE_ENABLED", True, "project")
+    disabled.set("EXTENSIONS", {"scrapy.extensions.telnet.TelnetConsole": None}, "project")
+    assert console_enabled(disabled) is False
+    remote = Settings()
+    remote.set("REMOTE_CONTROL_ENABLED", "1", "cmdline")
+    assert console_enabled(remote, "REMOTE_CONTROL_ENABLED") is True
+    states = {s["setting"]: s for s in console_states(project)}
+    assert states["TELNETCONSOLE_ENABLED"]["enabled"] is True
+    assert "switched ON by the project's settings" in states["TELNETCONSOLE_ENABLED"]["words"]
+    assert "127.0.0.1, port 6023 to 6073" in states["TELNETCONSOLE_ENABLED"]["words"]
+    assert states["REMOTE_CONTROL_ENABLED"]["enabled"] is False
