@@ -342,6 +342,8 @@ def _number(value: int | float, key: str = "") -> str:
     unit = LABELS.get(key, ("", None))[1]
     if key == "margin" and isinstance(value, float):
         return f"{value:.0%} of the face size"
+    if unit == "second" and value >= 120:
+        return e(_duration(value))
     if unit:
         return e(plural(value, unit, PLURALS.get(unit)))
     return e(f"{value:,}" if isinstance(value, int) else f"{value:g}")
