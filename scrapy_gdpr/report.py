@@ -505,6 +505,7 @@ def render_html(data: dict[str, Any]) -> str:
     expired = s["expired_deleted"]
     expired_total = expired["feed_lines"] + expired["files"] + expired["ledger_rows"]
     on = [cns for cns in data.get("consoles", []) if cns["enabled"]]
+    blocked = s["refused"] > 0 and s["items_stored"] == 0
     started, finished = _when(data["started"]), _when(data["finished"])
     if started[:-13] == finished[:-13]:  # the same day: the end time only
         finished = finished[-12:]
@@ -522,12 +523,13 @@ def render_html(data: dict[str, Any]) -> str:
         f"<p class='meta'>{e(started)} to {e(finished)} ({e(_duration(data['duration_seconds']))})</p>",
         f"<p class='meta'>Policy “{e(pol['title'])}” ({c(pol['id'])}), controller {e(pol['controller'])}, "
         f"fingerprint {short_fingerprint(pol['fingerprint'])}</p></header>",
-        f"<div class='box {'ok' if finished_well and not on else 'warn'}'><p>The crawl "
+        f"<div class='box {'ok' if finished_well and not on and not blocked else 'warn'}'><p>The crawl "
         f"<strong>{e(FINISH_REASONS.get(reason, reason))}</strong> <span class='small'>(finish reason "
         f"{c(reason)})</span>. "
         + (f"{e(refused_words)}; " if s["refused"] else "Nothing was refused by the policy; ")
-        + f"{e(plural(s['items_stored'], 'record'))} passed every check and "
-        + f"{'was' if s['items_stored'] == 1 else 'were'} kept.</p>"
+        + (f"{e(plural(s['items_stored'], 'record'))} passed every check and "
+           f"{'was' if s['items_stored'] == 1 else 'were'} kept.</p>" if s["items_stored"]
+           else "<strong>nothing was kept</strong>.</p>")
         + "".join(f"<p><strong>Scrapy's {e(cns['name'])} ran during this crawl.</strong></p>" for cns in on)
         + (f"<p>{e(plural(s['errors_logged'], 'error'))} logged: see the crawl log.</p>" if s["errors_logged"] else "")
         + "</div>",

@@ -148,3 +148,19 @@ def test_console_rule():
     assert "switched ON by the project's settings" in states["TELNETCONSOLE_ENABLED"]["words"]
     assert "127.0.0.1, port 6023 to 6073" in states["TELNETCONSOLE_ENABLED"]["words"]
     assert states["REMOTE_CONTROL_ENABLED"]["enabled"] is False
+
+
+@coroutine_test
+async def test_a_crawl_that_kept_nothing_is_not_shown_as_fine(tmp_path, mockserver):
+    from scrapy_gdpr.report import render_html
+
+    _, data, html = await crawl_with_report(tmp_path, mockserver)
+    assert "<div class='box ok'>" in html and "nothing was kept" not in html
+    data["summary"]["items_stored"] = 0
+    blocked = render_html(data)
+    assert "<div class='box warn'>" in blocked
+    assert "nothing was kept" in visible_text(blocked)
+    data["consoles"][0]["enabled"] = True
+    data["summary"]["items_stored"] = 2
+    console = visible_text(render_html(data))
+    assert "Scrapy's telnet console (TELNETCONSOLE_ENABLED) ran during this crawl." in console
