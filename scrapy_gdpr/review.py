@@ -525,10 +525,13 @@ def _handling(policy: Policy) -> dict[str, Any]:
     else:
         art9 = "No Art. 9 condition is documented, so no biometric data may be kept: faces are never stored unredacted."
     face_words = f"Faces found in images are {FACE_ACTIONS[faces.action]}."
+    purposes = list(dict.fromkeys(sp for p in policy.purposes for sp in p.signal_purposes))
     pages = [
         "Pages are fetched only from the listed domains and paths, after robots.txt, the terms review, "
         "the excluded jurisdictions and the objection list allow it.",
-        "A page whose opt-out signals reserve every purpose of this crawl is not kept.",
+        "Nothing is kept from a page whose opt-out signals reserve any of this crawl's purposes ("
+        + (", ".join(SIGNAL_PURPOSES[sp] for sp in purposes) or "none are named in the policy")
+        + "); an image or other file that reserves one is refused when it arrives.",
         "What the spider extracts from a page is kept for the retention period of its record type.",
     ]
     images = [

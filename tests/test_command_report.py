@@ -333,3 +333,13 @@ def test_review_states_the_console_the_project_settings_give(tmp_path, settings,
         assert "settings.TELNETCONSOLE_ENABLED" not in checklist
     assert "Scrapy's remote-control console is switched off." not in review  # the old fixed sentence
     assert "Scrapy's remote-control server is switched off" in review
+
+
+def test_pages_statement_matches_the_item_gate():
+    # the item gate drops an item when ANY of the crawl's opt-out purposes is reserved
+    policy = load_policy(WARNINGS, today=date(2026, 11, 1))
+    doc = build_documents(policy, [], today=date(2026, 11, 1))
+    pages = " ".join(doc["handling"]["pages"])
+    assert "reserve every purpose" not in pages
+    assert ("Nothing is kept from a page whose opt-out signals reserve any of this crawl's purposes "
+            "(search indexing, input to AI answers (retrieval, grounding))") in pages
