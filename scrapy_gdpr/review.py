@@ -382,7 +382,8 @@ def _record(policy: Policy, consoles: list[dict[str, Any]]) -> dict[str, Any]:
 def _measures(policy: Policy) -> list[str]:
     robots = policy.robots
     out = [
-        "Only the domains listed in the policy are contacted, and only on the allowed paths; "
+        "Only the domains listed in the policy are contacted, and only on the allowed paths (besides "
+        "robots.txt and the reviewed terms page of each listed domain, wherever it is published); "
         "everything else is refused before any connection is made.",
         "Hosts that resolve to loopback, private, link-local or cloud-metadata addresses are refused"
         + (

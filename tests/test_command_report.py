@@ -343,3 +343,6 @@ def test_pages_statement_matches_the_item_gate():
     assert "reserve every purpose" not in pages
     assert ("Nothing is kept from a page whose opt-out signals reserve any of this crawl's purposes "
             "(search indexing, input to AI answers (retrieval, grounding))") in pages
+    # the gate lets a listed domain's reviewed terms page through wherever it is published
+    measures = " ".join(doc["record"]["security_measures"])
+    assert "the reviewed terms page of each listed domain, wherever it is published" in measures
