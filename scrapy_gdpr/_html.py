@@ -57,6 +57,7 @@ td ul{margin:0;padding-left:1.1rem}
 .figure span{display:block;color:var(--muted);font-size:.88rem;line-height:1.35}
 .figure.bad b{color:var(--bad)}
 .small{font-size:.88rem;color:var(--muted)}
+.nowrap{white-space:nowrap}
 footer{margin-top:3rem;padding-top:.8rem;border-top:1px solid var(--line);color:var(--muted);font-size:.85rem}
 @media print{
   body{font-size:10.5pt;color:#000}

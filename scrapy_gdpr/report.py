@@ -345,7 +345,7 @@ def _number(value: int | float, key: str = "") -> str:
     if unit == "second" and value >= 120:
         return e(_duration(value))
     if unit:
-        return e(plural(value, unit, PLURALS.get(unit)))
+        return f"<span class='nowrap'>{e(plural(value, unit, PLURALS.get(unit)))}</span>"
     return e(f"{value:,}" if isinstance(value, int) else f"{value:g}")
 
 
@@ -455,9 +455,12 @@ def _section_html(name: str, value: Any) -> str:
         return "\n".join(parts)
     rows: list[tuple[str, str]] = []
     blocks: list[str] = []
+    empty: list[str] = []
     for k, v in value.items():
-        if not v and isinstance(v, (dict, list, tuple)) and f"{k}_count" in value:
-            continue  # "0 sites" is already said by the count
+        if not v and isinstance(v, (dict, list, tuple)):
+            if f"{k}_count" not in value:  # else "0 sites" is already said by the count
+                empty.append(_label(k))
+            continue
         tabular = isinstance(v, (dict, list, tuple)) and bool(v) and all(
             isinstance(x, dict) for x in (v.values() if isinstance(v, dict) else v))
         if tabular:
@@ -469,6 +472,8 @@ def _section_html(name: str, value: Any) -> str:
     if rows:
         parts.append(kv(rows))
     parts += blocks
+    if empty:
+        parts.append(f"<p class='small'>Nothing to report for: {e('; '.join(x[:1].lower() + x[1:] for x in empty))}.</p>")
     return "\n".join(parts)
 
 
