@@ -641,7 +641,7 @@ def _dotted(path: tuple[Any, ...]) -> str:
 def _faces_detail(policy: Policy, doc: dict[str, Any]) -> str:
     common = "Faces are detected on our own computers; no image is sent to another service. "
     if policy.faces.action == "keep":
-        return common + doc["handling"]["faces"]["art9"] + " Image metadata such as GPS location is removed."
+        return common + str(doc["handling"]["faces"]["art9"]) + " Image metadata such as GPS location is removed."
     return common + "No face template or other biometric data is kept. Image metadata such as GPS location is removed."
 
 
