@@ -484,9 +484,10 @@ def _when(iso: str, *, short: bool = False) -> str:
         return iso
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC)
+    # the day without a leading zero, portably (no "%-d" on Windows)
     if short:
-        return moment.strftime("%-d %b %Y, %H:%M UTC")
-    return moment.strftime("%-d %B %Y, %H:%M:%S UTC")
+        return f"{moment.day} {moment.strftime('%b %Y, %H:%M UTC')}"
+    return f"{moment.day} {moment.strftime('%B %Y, %H:%M:%S UTC')}"
 
 
 def _duration(seconds: float) -> str:

@@ -164,3 +164,43 @@ async def test_a_crawl_that_kept_nothing_is_not_shown_as_fine(tmp_path, mockserv
     data["summary"]["items_stored"] = 2
     console = visible_text(render_html(data))
     assert "Scrapy's telnet console (TELNETCONSOLE_ENABLED) ran during this crawl." in console
+
+
+def test_report_html_escapes_and_survives_any_section():
+    from scrapy_gdpr.report import render_html
+
+    data: dict[str, Any] = {
+        "spider": "café<script>", "finish_reason": "closespider_timeout",
+        "started": "2026-12-05T10:00:00+00:00", "finished": "2026-12-06T11:02:03+00:00",
+        "duration_seconds": 90123.0,
+        "policy": {"id": "p", "title": "Ünïcode <b>", "path": "/p.yaml", "fingerprint": "sha256:" + "ab" * 32,
+                   "controller": "Ctrl & Co"},
+        "summary": {"requests_sent": 1234567, "responses_received": 1, "refused": 1,
+                    "refused_by_reason": {"weird_new_reason": 1}, "items_stored": 1, "items_dropped": 0,
+                    "images_checked": 0, "faces_found": 0, "images_redacted": 0, "images_dropped": 0,
+                    "feed_files": 0, "expired_deleted": {"feed_lines": 0, "files": 0, "ledger_rows": 0},
+                    "errors_logged": 2},
+        "refusals": {"weird_new_reason": {"count": 1, "samples": ["http://x.test/<script>alert(1)</script>"]}},
+        "consoles": [],
+        "sections": {
+            "a_new_component": {"flag": True, "nothing": None, "nested": [[1, 2], {"k": "v"}], "ratio": 0.5,
+                                "when": "2026-12-05T10:00:00Z", "sub": {"deep": {"deeper": 1}}},
+            "terms": [{"domain": "bücher.example", "status": "refused: terms changed since review",
+                       "reviewed_fingerprint": "sha256:" + "00" * 32, "current_fingerprint": "sha256:" + "11" * 32,
+                       "diff": "-old <b>\n+new"}],
+            "retention": "not a dict",
+        },
+        "stats": {"gdpr/x": 1},
+        "audit_log": None,
+    }
+    html = render_html(data)
+    assert "<script" not in html
+    assert not re.search(r"<b>(?![\d,]+</b>)", html)  # <b> only around the summary's figures
+    text = visible_text(html)
+    assert "café<script>" in text and "Ünïcode <b>" in text and "Ctrl & Co" in text
+    assert "1 day 1 hour" in text or "25 hours 2 minutes 3 seconds" in text
+    assert "stopped by the time limit" in text and "2 errors logged" in text
+    assert "1,234,567" in text
+    assert "A new component" in text and "Flag yes" in text
+    assert "bücher.example: the terms changed since the review" in text
+    assert "-old &lt;b&gt;" in html
