@@ -528,7 +528,8 @@ def render_html(data: dict[str, Any]) -> str:
         f"<h1>Crawl of spider “{e(data['spider'])}”</h1>",
         f"<p class='meta'>{e(started)} to {e(finished)} ({e(_duration(data['duration_seconds']))})</p>",
         f"<p class='meta'>Policy “{e(pol['title'])}” ({c(pol['id'])}), controller {e(pol['controller'])}, "
-        f"fingerprint {short_fingerprint(pol['fingerprint'])}</p></header>",
+        f"fingerprint {short_fingerprint(pol['fingerprint'])}</p>",
+        f"<p class='meta'>Policy file {c(pol['path'])}</p></header>",
         f"<div class='box {'ok' if finished_well and not on and not blocked else 'warn'}'><p>The crawl "
         f"<strong>{e(FINISH_REASONS.get(reason, reason))}</strong> <span class='small'>(finish reason "
         f"{c(reason)})</span>. "
