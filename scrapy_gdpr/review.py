@@ -296,11 +296,22 @@ def build_documents(
         "exclude_domains": list(policy.jurisdictions.exclude_domains),
         "note": policy.jurisdictions.note,
     }
+    setting = (settings.get("GDPR_OBJECTIONS") or None) if settings is not None else None
     doc["objections"] = {
         "path": str(policy.resolve_path(policy.objections.path)),
         "as_written": policy.objections.path,
+        # an objection list the project's settings name, which the crawl checks too
+        "setting": str(setting) if setting else None,
     }
     doc["checklist"] = _checklist(policy, findings, today, doc["consoles"])
+    if setting:
+        doc["checklist"].append({
+            "kind": "warning", "line": None, "path": "settings.GDPR_OBJECTIONS",
+            "text": f"the project's settings name an objection list ({setting}) that this policy does not",
+            "fix": "name the list in the policy's objections.path and remove GDPR_OBJECTIONS from the settings",
+        })
+        order = {"error": 0, "warning": 1, "review": 2, "check": 3}
+        doc["checklist"].sort(key=lambda item: (order.get(item["kind"], 9), item["line"] or 0))
     doc["notice"] = _notice(policy, doc)
     return doc
 
@@ -848,6 +859,9 @@ def render_review_html(doc: dict[str, Any]) -> str:
         f"<p>Objections and erasure requests are kept in {_c(doc['objections']['path'])} "
         f"(<code>objections.path: {_e(doc['objections']['as_written'])}</code>, relative to the policy file). "
         "Every request and every record is checked against it.</p>",
+        (f"<div class='box bad'><p>The project's settings also name an objection list: "
+         f"<code>GDPR_OBJECTIONS = {_e(doc['objections']['setting'])}</code>. A crawl with these settings checks "
+         "that list, which this review does not cover.</p></div>") if doc["objections"].get("setting") else "",
         "<h2 id='checklist'>7. Checklist of open items</h2>",
     ]
     if doc["checklist"]:
@@ -1055,7 +1069,11 @@ def render_review_markdown(doc: dict[str, Any]) -> str:
         L.append(f"- Note: {_md(doc['jurisdictions']['note'])}")
     L += ["", "## 6. Objections", "",
           f"Objections and erasure requests are kept in {_mdc(doc['objections']['path'])}; every request and "
-          "every record is checked against it.", "", "## 7. Checklist of open items", ""]
+          "every record is checked against it."
+          + (f" The project's settings also name an objection list, `GDPR_OBJECTIONS = "
+             f"{doc['objections']['setting']}`; a crawl with these settings checks that list, which this review "
+             "does not cover." if doc["objections"].get("setting") else ""),
+          "", "## 7. Checklist of open items", ""]
     if doc["checklist"]:
         L += [f"- [ ] **{i['kind']}** {'line ' + str(i['line']) + ' ' if i['line'] else ''}{(_mdc(i['path']) + ': ') if i['path'] else ''}"
               f"{_md(i['text'])} (fix: {_md(i['fix'])})" for i in doc["checklist"]]

@@ -346,3 +346,16 @@ def test_pages_statement_matches_the_item_gate():
     # the gate lets a listed domain's reviewed terms page through wherever it is published
     measures = " ".join(doc["record"]["security_measures"])
     assert "the reviewed terms page of each listed domain, wherever it is published" in measures
+
+
+def test_review_names_an_objection_list_the_settings_add(tmp_path):
+    project = _project(tmp_path, "BOT_NAME = 'proj'\nGDPR_OBJECTIONS = 'elsewhere/objections.txt'\n")
+    result = run_scrapy("gdpr-report", str(VALID), "--out", str(tmp_path / "out"), cwd=project)
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "out" / "test-gallery-review.json").read_text(encoding="utf-8"))
+    assert data["objections"]["setting"] == "elsewhere/objections.txt"
+    assert "settings.GDPR_OBJECTIONS" in {i["path"] for i in data["checklist"] if i["kind"] == "warning"}
+    review = text_of((tmp_path / "out" / "test-gallery-review.html").read_text(encoding="utf-8"))
+    assert "The project's settings also name an objection list: GDPR_OBJECTIONS = elsewhere/objections.txt" in review
+    md = (tmp_path / "out" / "test-gallery-review.md").read_text(encoding="utf-8")
+    assert "`GDPR_OBJECTIONS = elsewhere/objections.txt`" in md
