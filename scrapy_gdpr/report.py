@@ -274,6 +274,7 @@ LABELS: dict[str, tuple[str, str | None]] = {
     "items_dropped": ("Records dropped by the face stage", "record"),
     "items_dropped_by_reason": ("Records dropped, by reason", None),
     "max_in_flight": ("Most images in flight at once", "image"),
+    "runtime": ("Face detection runtime", None),
     # retention
     "ledger": ("Ledger", None),
     "items_stored": ("Records stored", "record"),
