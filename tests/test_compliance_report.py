@@ -166,10 +166,9 @@ async def test_a_crawl_that_kept_nothing_is_not_shown_as_fine(tmp_path, mockserv
     assert "Scrapy's telnet console (TELNETCONSOLE_ENABLED) ran during this crawl." in console
 
 
-def test_report_html_escapes_and_survives_any_section():
-    from scrapy_gdpr.report import render_html
-
-    data: dict[str, Any] = {
+def sample_report() -> dict[str, Any]:
+    """A report as JSON with hostile and unknown content."""
+    return {
         "spider": "café<script>", "finish_reason": "closespider_timeout",
         "started": "2026-12-05T10:00:00+00:00", "finished": "2026-12-06T11:02:03+00:00",
         "duration_seconds": 90123.0,
@@ -193,7 +192,12 @@ def test_report_html_escapes_and_survives_any_section():
         "stats": {"gdpr/x": 1},
         "audit_log": None,
     }
-    html = render_html(data)
+
+
+def test_report_html_escapes_and_survives_any_section():
+    from scrapy_gdpr.report import render_html
+
+    html = render_html(sample_report())
     assert "<script" not in html
     assert not re.search(r"<b>(?![\d,]+</b>)", html)  # <b> only around the summary's figures
     text = visible_text(html)
@@ -204,3 +208,17 @@ def test_report_html_escapes_and_survives_any_section():
     assert "A new component" in text and "Flag yes" in text
     assert "bücher.example: the terms changed since the review" in text
     assert "-old &lt;b&gt;" in html
+
+
+def test_the_three_documents_share_one_style_sheet():
+    from datetime import date
+
+    from scrapy_gdpr import _html
+    from scrapy_gdpr.policy import load_policy
+    from scrapy_gdpr.report import render_html
+    from scrapy_gdpr.review import build_documents, render_notice_html, render_review_html
+    from tests.utils import DATA
+
+    doc = build_documents(load_policy(DATA / "policies" / "valid.yaml"), [], today=date(2026, 11, 1))
+    for html in (render_review_html(doc), render_notice_html(doc), render_html(sample_report())):
+        assert html.count("<style>") == 1 and f"<style>{_html.CSS}</style>" in html
