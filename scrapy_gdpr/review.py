@@ -284,7 +284,8 @@ def build_documents(
         },
     }
     doc["consoles"] = console_states(settings)
-    doc["record"] = _record(policy, doc["consoles"])
+    purge_on_open = settings.getbool("GDPR_PURGE_ON_OPEN", True) if settings is not None else True
+    doc["record"] = _record(policy, doc["consoles"], purge_on_open)
     doc["domains"] = [_domain(policy, i) for i in range(len(policy.domains))]
     doc["handling"] = _handling(policy)
     doc["opt_out"] = [
@@ -304,19 +305,26 @@ def build_documents(
         "setting": str(setting) if setting else None,
     }
     doc["checklist"] = _checklist(policy, findings, today, doc["consoles"])
+    if not purge_on_open:
+        doc["checklist"].append({
+            "kind": "check", "line": None, "path": "settings.GDPR_PURGE_ON_OPEN",
+            "text": "expired data is not purged at the start of a crawl (the project's settings switch it off)",
+            "fix": "confirm that scrapy gdpr-purge is scheduled at least daily",
+        })
     if setting:
         doc["checklist"].append({
             "kind": "warning", "line": None, "path": "settings.GDPR_OBJECTIONS",
             "text": f"the project's settings name an objection list ({setting}) that this policy does not",
             "fix": "name the list in the policy's objections.path and remove GDPR_OBJECTIONS from the settings",
         })
+    if setting or not purge_on_open:
         order = {"error": 0, "warning": 1, "review": 2, "check": 3}
         doc["checklist"].sort(key=lambda item: (order.get(item["kind"], 9), item["line"] or 0))
     doc["notice"] = _notice(policy, doc)
     return doc
 
 
-def _record(policy: Policy, consoles: list[dict[str, Any]]) -> dict[str, Any]:
+def _record(policy: Policy, consoles: list[dict[str, Any]], purge_on_open: bool = True) -> dict[str, Any]:
     purposes = []
     for i, p in enumerate(policy.purposes):
         article, words, public = LAWFUL_BASES[p.lawful_basis]
@@ -386,11 +394,11 @@ def _record(policy: Policy, consoles: list[dict[str, Any]]) -> dict[str, Any]:
             {**t.model_dump(mode="json"), "safeguard_words": SAFEGUARDS[t.safeguard]} for t in policy.transfers
         ],
         "retention": retention,
-        "security_measures": _measures(policy) + [c["words"] for c in consoles],
+        "security_measures": _measures(policy, purge_on_open) + [c["words"] for c in consoles],
     }
 
 
-def _measures(policy: Policy) -> list[str]:
+def _measures(policy: Policy, purge_on_open: bool = True) -> list[str]:
     robots = policy.robots
     out = [
         "Only the domains listed in the policy are contacted, and only on the allowed paths (besides "
@@ -415,7 +423,10 @@ def _measures(policy: Policy) -> list[str]:
         "The objection list is checked before every request and before every record is stored.",
         "Faces in images are detected on this machine (no image is sent to another service) and "
         f"{FACE_ACTIONS[policy.faces.action].split(':')[0]}; image metadata (EXIF, GPS location) is removed.",
-        "Every stored record, image and file carries an expiry date and is deleted when it expires.",
+        "Every stored record, image and file carries an expiry date; what has expired is deleted "
+        + ("at the start of every crawl and whenever scrapy gdpr-purge runs." if purge_on_open else
+           "when scrapy gdpr-purge runs, which must be scheduled: the project's settings switch off the purge "
+           "at the start of a crawl (GDPR_PURGE_ON_OPEN)."),
         "Every refusal is written to an audit log with the policy clause that caused it; every crawl "
         "records the fingerprint of this policy.",
         f"Requests are spaced ({_seconds_words(policy.politeness.default_delay)} between requests to a "

@@ -359,3 +359,17 @@ def test_review_names_an_objection_list_the_settings_add(tmp_path):
     assert "The project's settings also name an objection list: GDPR_OBJECTIONS = elsewhere/objections.txt" in review
     md = (tmp_path / "out" / "test-gallery-review.md").read_text(encoding="utf-8")
     assert "`GDPR_OBJECTIONS = elsewhere/objections.txt`" in md
+
+
+def test_review_says_when_expired_data_is_deleted():
+    from scrapy.settings import Settings
+
+    policy = load_policy(VALID)
+    default = " ".join(build_documents(policy, [], settings=Settings())["record"]["security_measures"])
+    assert "what has expired is deleted at the start of every crawl and whenever scrapy gdpr-purge runs" in default
+    off = Settings()
+    off.set("GDPR_PURGE_ON_OPEN", False, "project")
+    doc = build_documents(policy, [], settings=off)
+    measures = " ".join(doc["record"]["security_measures"])
+    assert "deleted when scrapy gdpr-purge runs, which must be scheduled" in measures
+    assert "settings.GDPR_PURGE_ON_OPEN" in {i["path"] for i in doc["checklist"] if i["kind"] == "check"}
