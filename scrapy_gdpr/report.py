@@ -92,6 +92,8 @@ class ComplianceReport:
         self.started = datetime.now(UTC)
         self.reason: str | None = None
         self.closed_at: datetime | None = None
+        self.engine_running = False
+        crawler.signals.connect(self.engine_started, signal=signals.engine_started)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
         crawler.signals.connect(self.engine_stopped, signal=signals.engine_stopped)
 
@@ -99,14 +101,21 @@ class ComplianceReport:
     def from_crawler(cls, crawler: Crawler) -> Self:
         return cls(crawler)
 
+    def engine_started(self) -> None:
+        self.engine_running = True
+
     def spider_closed(self, reason: str) -> None:
         self.reason = reason
         self.closed_at = datetime.now(UTC)
+        if not self.engine_running:
+            # closed while opening (CloseSpider from a spider_opened handler): the engine
+            # never started, so no engine_stopped follows, and nothing was scraped
+            self.write()
 
     def engine_stopped(self) -> None:
         # after every spider_closed handler: the feeds are stored and recorded
-        if self.reason is None:
-            return  # the spider never opened
+        if self.reason is None or not self.engine_running:
+            return  # the spider never opened, or the report is written already
         self.write()
 
     def write(self) -> tuple[Path, Path] | None:

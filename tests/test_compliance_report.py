@@ -222,3 +222,34 @@ def test_the_three_documents_share_one_style_sheet():
     doc = build_documents(load_policy(DATA / "policies" / "valid.yaml"), [], today=date(2026, 11, 1))
     for html in (render_review_html(doc), render_notice_html(doc), render_html(sample_report())):
         assert html.count("<style>") == 1 and f"<style>{_html.CSS}</style>" in html
+
+
+class RefusedAtOpenSpider(Spider):
+    name = "refused"
+
+    @classmethod
+    def from_crawler(cls, crawler, *args, **kwargs):
+        from scrapy import signals
+
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        crawler.signals.connect(spider.refuse, signal=signals.spider_opened)
+        return spider
+
+    def refuse(self) -> None:
+        from scrapy.exceptions import CloseSpider
+
+        raise CloseSpider("refused_at_start")
+
+    async def start(self):
+        yield Request("http://127.0.0.1:9/never")
+
+
+@coroutine_test
+async def test_report_of_a_crawl_closed_while_opening(tmp_path, mockserver):
+    # the engine never starts, so no engine_stopped comes: the report is written at spider_closed
+    policy = write_policy(tmp_path / "policy.yaml", mockserver, ["127.0.0.1"])
+    crawler = get_crawler(RefusedAtOpenSpider, addon_settings(tmp_path, policy))
+    await crawler.crawl_async()
+    data = json.loads(Path(crawler.stats.get_value("gdpr/report/json")).read_text(encoding="utf-8"))
+    assert data["finish_reason"] == "refused_at_start"
+    assert data["summary"]["requests_sent"] == 0
