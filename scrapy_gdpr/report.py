@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,9 +126,7 @@ class ComplianceReport:
         assert self.reason is not None
         out = Path(report_dir)
         out.mkdir(parents=True, exist_ok=True)
-        stem = f"{self.runtime.spider_name}-{self.started.strftime('%Y%m%dT%H%M%SZ')}"
-        json_path = out / f"{stem}.json"
-        html_path = out / f"{stem}.html"
+        json_path, html_path = _claim(out, f"{self.runtime.spider_name}-{self.started.strftime('%Y%m%dT%H%M%SZ')}")
         self.crawler.stats.set_value("gdpr/report/json", str(json_path))
         self.crawler.stats.set_value("gdpr/report/html", str(html_path))
         data = build_report(
@@ -135,10 +134,31 @@ class ComplianceReport:
             consoles=_consoles(self.crawler),
         )
         data["report_files"] = {"json": str(json_path), "html": str(html_path)}
-        json_path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-        html_path.write_text(render_html(data), encoding="utf-8")
+        _write_atomic(json_path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+        _write_atomic(html_path, render_html(data))
         logger.info("GDPR compliance report: %(html)s", {"html": html_path}, extra={"spider": self.crawler.spider})
         return json_path, html_path
+
+
+def _claim(out: Path, stem: str) -> tuple[Path, Path]:
+    """The report's two paths, ``<stem>.json`` or ``<stem>-2.json``, ...: two crawls of one
+    spider started in the same second (or a re-run) never overwrite each other's report."""
+    for n in range(1, 10_000):
+        name = stem if n == 1 else f"{stem}-{n}"
+        json_path = out / f"{name}.json"
+        try:
+            json_path.open("x").close()  # claimed atomically; filled in below
+        except FileExistsError:
+            continue
+        return json_path, out / f"{name}.html"
+    raise FileExistsError(f"no free report name for {stem} in {out}")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write a whole file or nothing (a crash leaves the previous content, never half a report)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _consoles(crawler: Crawler) -> list[dict[str, Any]]:

@@ -253,3 +253,16 @@ async def test_report_of_a_crawl_closed_while_opening(tmp_path, mockserver):
     data = json.loads(Path(crawler.stats.get_value("gdpr/report/json")).read_text(encoding="utf-8"))
     assert data["finish_reason"] == "refused_at_start"
     assert data["summary"]["requests_sent"] == 0
+
+
+def test_reports_of_crawls_started_in_the_same_second_do_not_overwrite(tmp_path):
+    from scrapy_gdpr.report import _claim, _write_atomic
+
+    first = _claim(tmp_path, "news-20261205T100000Z")
+    second = _claim(tmp_path, "news-20261205T100000Z")
+    assert first[0].name == "news-20261205T100000Z.json" and first[1].name == "news-20261205T100000Z.html"
+    assert second[0].name == "news-20261205T100000Z-2.json" and second[1].name == "news-20261205T100000Z-2.html"
+    _write_atomic(first[0], "{}\n")
+    assert first[0].read_text(encoding="utf-8") == "{}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "news-20261205T100000Z-2.json", "news-20261205T100000Z.json"]  # no temporary file left
