@@ -61,13 +61,20 @@ MEASURE = """() => {
 
 
 def check_layout(page: Any, path: Path, name: str, max_height: int) -> dict[str, Any]:
+    from PIL import Image, ImageStat
+
     page.goto(path.resolve().as_uri())
     page.wait_for_load_state("load")
-    shots = os.environ.get("GDPR_TEST_SCREENSHOTS")
-    if shots:
-        Path(shots).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(shots) / f"{name}.png"), full_page=True)
+    shots = Path(os.environ.get("GDPR_TEST_SCREENSHOTS") or path.parent)
+    shots.mkdir(parents=True, exist_ok=True)
+    png = shots / f"{name}.png"
+    page.screenshot(path=str(png), full_page=True)
     m = page.evaluate(MEASURE)
+    with Image.open(png) as image:
+        # the whole page, 1280 px wide; mostly white paper with dark text on it
+        assert image.width == WIDTH and abs(image.height - m["height"]) <= 2, (name, image.size)
+        gray = image.convert("L")
+        assert 200 < ImageStat.Stat(gray).mean[0] < 254 and gray.getextrema()[0] < 60, name
     assert m["scrollWidth"] <= m["clientWidth"], (name, "horizontal overflow", m["scrollWidth"], m["clientWidth"])
     assert 600 < m["height"] <= max_height, (name, "page height", m["height"])
     narrow = [c for c in m["cells"] if c["widest"] > c["inner"] + 1]
