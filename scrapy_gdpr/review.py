@@ -11,19 +11,23 @@ resources; print-friendly).
 
 from __future__ import annotations
 
-import html
+import ipaddress
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
-from scrapy_gdpr import __version__
+from scrapy_gdpr import __version__, _html
 from scrapy_gdpr.durations import Duration
 from scrapy_gdpr.policy import REVIEW_WARNING_DAYS
 
 if TYPE_CHECKING:
+    from scrapy.settings import BaseSettings
+
     from scrapy_gdpr.policy import Contact, Finding, Policy
 
 __all__ = [
     "build_documents",
+    "console_enabled",
+    "console_states",
     "render_notice_html",
     "render_review_html",
     "render_review_markdown",
@@ -174,11 +178,96 @@ def _seconds_words(seconds: float) -> str:
     return f"{shown} second{'' if seconds == 1 else 's'}"
 
 
+# --------------------------------------------------------------------------- consoles
+
+#: Scrapy's consoles that open a way into a running crawl: (setting, extension, name, what it does).
+CONSOLES: list[tuple[str, str, str, str]] = [
+    ("TELNETCONSOLE_ENABLED", "scrapy.extensions.telnet.TelnetConsole", "telnet console",
+     "a Python prompt inside the running crawl (user name and password from TELNETCONSOLE_USERNAME "
+     "and TELNETCONSOLE_PASSWORD, or a password printed in the crawl log)"),
+    ("REMOTE_CONTROL_ENABLED", "scrapy.extensions.remote_control.RemoteControl", "remote-control server",
+     "an HTTP server that runs Python code sent to it inside the running crawl (token in a job file "
+     "in the user's profile folder)"),
+]
+
+
+def console_enabled(settings: BaseSettings, name: str = "TELNETCONSOLE_ENABLED") -> bool:
+    """Whether Scrapy's console switched by the setting ``name`` runs in a crawl under the add-on.
+
+    The rule the add-on applies: the console is off unless the project's own settings
+    switch it on explicitly, that is, a true value set at a priority above the
+    add-on's (``settings.py``, a spider's ``custom_settings``, ``-s``); Scrapy's
+    default (on) does not count. A console whose extension is set to ``None`` in
+    ``EXTENSIONS`` is off. The answer is the same for a project's settings before the
+    add-on ran (``scrapy gdpr-report``) and for a crawler's settings after it.
+    """
+    from scrapy.settings import SETTINGS_PRIORITIES
+
+    priority = settings.getpriority(name)
+    if priority is None or priority <= SETTINGS_PRIORITIES["addon"] or not settings.getbool(name):
+        return False
+    extension = {setting: ext for setting, ext, _, _ in CONSOLES}.get(name)
+    return extension is None or not _extension_disabled(settings, extension)
+
+
+def _extension_disabled(settings: BaseSettings, path: str) -> bool:
+    """Whether ``EXTENSIONS`` switches the extension at ``path`` off (``None``)."""
+    from scrapy.utils.misc import load_object
+
+    for key, order in settings.getwithbase("EXTENSIONS").items():
+        if order is not None:
+            continue
+        if key == path:
+            return True
+        try:
+            obj = load_object(key) if isinstance(key, str) else key
+        except Exception:  # noqa: BLE001 - an unloadable entry is Scrapy's error to report, not ours
+            continue
+        if _qualname(obj) == path:
+            return True
+    return False
+
+
+def _qualname(obj: Any) -> str:
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def console_states(settings: BaseSettings | None) -> list[dict[str, Any]]:
+    """Each of Scrapy's consoles, whether a crawl under the add-on runs it, and a sentence saying so."""
+    from scrapy.settings import Settings
+
+    settings = settings if settings is not None else Settings()
+    out = []
+    for setting, _, name, what in CONSOLES:
+        enabled = console_enabled(settings, setting)
+        if enabled:
+            if setting == "TELNETCONSOLE_ENABLED":
+                ports = settings.getlist("TELNETCONSOLE_PORT") or ["?"]
+                where = (f" It listens on {settings.get('TELNETCONSOLE_HOST') or '127.0.0.1'}, port "
+                         + (f"{ports[0]}" if len(ports) == 1 else f"{ports[0]} to {ports[-1]}") + ".")
+            else:
+                where = " It listens on a random port of this machine."
+            words = (f"Scrapy's {name} is switched ON by the project's settings ({setting}): {what}. "
+                     f"While a crawl runs, whoever can reach it can read and change everything the crawl holds.{where}")
+        else:
+            words = (f"Scrapy's {name} is switched off ({setting} is not switched on by the project's settings, "
+                     "so the add-on switches it off).")
+        out.append({"setting": setting, "name": name, "enabled": enabled, "words": words})
+    return out
+
+
 # --------------------------------------------------------------------------- building
 
 
-def build_documents(policy: Policy, findings: list[Finding], *, today: date | None = None) -> dict[str, Any]:
-    """The content of both documents, as JSON-serialisable data."""
+def build_documents(
+    policy: Policy, findings: list[Finding], *, today: date | None = None, settings: BaseSettings | None = None
+) -> dict[str, Any]:
+    """The content of both documents, as JSON-serialisable data.
+
+    ``settings`` are the project's settings (what ``scrapy gdpr-report`` runs with):
+    the documents state what a crawl does with them, for example whether Scrapy's
+    consoles run (:func:`console_states`). Without them, Scrapy's defaults are used.
+    """
     generated = date.today()
     today = today or generated
     file = str(policy.path) if policy.path else ""
@@ -195,7 +284,9 @@ def build_documents(policy: Policy, findings: list[Finding], *, today: date | No
             "version": policy.version,
         },
     }
-    doc["record"] = _record(policy)
+    doc["consoles"] = console_states(settings)
+    purge_on_open = settings.getbool("GDPR_PURGE_ON_OPEN", True) if settings is not None else True
+    doc["record"] = _record(policy, doc["consoles"], purge_on_open)
     doc["domains"] = [_domain(policy, i) for i in range(len(policy.domains))]
     doc["handling"] = _handling(policy)
     doc["opt_out"] = [
@@ -207,16 +298,34 @@ def build_documents(policy: Policy, findings: list[Finding], *, today: date | No
         "exclude_domains": list(policy.jurisdictions.exclude_domains),
         "note": policy.jurisdictions.note,
     }
+    setting = (settings.get("GDPR_OBJECTIONS") or None) if settings is not None else None
     doc["objections"] = {
         "path": str(policy.resolve_path(policy.objections.path)),
         "as_written": policy.objections.path,
+        # an objection list the project's settings name, which the crawl checks too
+        "setting": str(setting) if setting else None,
     }
-    doc["checklist"] = _checklist(policy, findings, today)
+    doc["checklist"] = _checklist(policy, findings, today, doc["consoles"])
+    if not purge_on_open:
+        doc["checklist"].append({
+            "kind": "check", "line": None, "path": "settings.GDPR_PURGE_ON_OPEN",
+            "text": "expired data is not purged at the start of a crawl (the project's settings switch it off)",
+            "fix": "confirm that scrapy gdpr-purge is scheduled at least daily",
+        })
+    if setting:
+        doc["checklist"].append({
+            "kind": "warning", "line": None, "path": "settings.GDPR_OBJECTIONS",
+            "text": f"the project's settings name an objection list ({setting}) that this policy does not",
+            "fix": "name the list in the policy's objections.path and remove GDPR_OBJECTIONS from the settings",
+        })
+    if setting or not purge_on_open:
+        order = {"error": 0, "warning": 1, "review": 2, "check": 3}
+        doc["checklist"].sort(key=lambda item: (order.get(item["kind"], 9), item["line"] or 0))
     doc["notice"] = _notice(policy, doc)
     return doc
 
 
-def _record(policy: Policy) -> dict[str, Any]:
+def _record(policy: Policy, consoles: list[dict[str, Any]], purge_on_open: bool = True) -> dict[str, Any]:
     purposes = []
     for i, p in enumerate(policy.purposes):
         article, words, public = LAWFUL_BASES[p.lawful_basis]
@@ -286,14 +395,15 @@ def _record(policy: Policy) -> dict[str, Any]:
             {**t.model_dump(mode="json"), "safeguard_words": SAFEGUARDS[t.safeguard]} for t in policy.transfers
         ],
         "retention": retention,
-        "security_measures": _measures(policy),
+        "security_measures": _measures(policy, purge_on_open) + [c["words"] for c in consoles],
     }
 
 
-def _measures(policy: Policy) -> list[str]:
+def _measures(policy: Policy, purge_on_open: bool = True) -> list[str]:
     robots = policy.robots
     out = [
-        "Only the domains listed in the policy are contacted, and only on the allowed paths; "
+        "Only the domains listed in the policy are contacted, and only on the allowed paths (besides "
+        "robots.txt and the reviewed terms page of each listed domain, wherever it is published); "
         "everything else is refused before any connection is made.",
         "Hosts that resolve to loopback, private, link-local or cloud-metadata addresses are refused"
         + (
@@ -314,13 +424,15 @@ def _measures(policy: Policy) -> list[str]:
         "The objection list is checked before every request and before every record is stored.",
         "Faces in images are detected on this machine (no image is sent to another service) and "
         f"{FACE_ACTIONS[policy.faces.action].split(':')[0]}; image metadata (EXIF, GPS location) is removed.",
-        "Every stored record, image and file carries an expiry date and is deleted when it expires.",
+        "Every stored record, image and file carries an expiry date; what has expired is deleted "
+        + ("at the start of every crawl and whenever scrapy gdpr-purge runs." if purge_on_open else
+           "when scrapy gdpr-purge runs, which must be scheduled: the project's settings switch off the purge "
+           "at the start of a crawl (GDPR_PURGE_ON_OPEN)."),
         "Every refusal is written to an audit log with the policy clause that caused it; every crawl "
         "records the fingerprint of this policy.",
         f"Requests are spaced ({_seconds_words(policy.politeness.default_delay)} between requests to a "
         f"site by default, at most {policy.politeness.default_concurrency} at a time), and a site's "
         f"Retry-After is honoured up to {_duration_words(policy.politeness.retry_after_max)}.",
-        "Scrapy's remote-control console is switched off.",
     ]
     return out
 
@@ -332,11 +444,14 @@ def _domain(policy: Policy, i: int) -> dict[str, Any]:
         delay, concurrency = rule.rate_limit.delay, rule.rate_limit.concurrency
     else:
         delay, concurrency = policy.politeness.default_delay, policy.politeness.default_concurrency
-    crawled = terms is not None and (
+    refused = _always_refused(policy, i)
+    crawled = refused is None and terms is not None and (
         terms.verdict == "none_published"
         or (terms.verdict in ("permits", "conditional") and terms.fingerprint is not None)
     )
-    if terms is None:
+    if refused is not None:
+        status = f"not crawled: {refused}"
+    elif terms is None:
         status = "not crawled: no terms review is recorded"
     elif terms.verdict == "forbids":
         status = "not crawled: the terms forbid it"
@@ -375,6 +490,51 @@ def _domain(policy: Policy, i: int) -> dict[str, Any]:
     }
 
 
+def _always_refused(policy: Policy, i: int) -> str | None:
+    """Why the request gate refuses every request to domain ``i`` whatever its terms, or None.
+
+    The same rules as :class:`scrapy_gdpr.gate.PolicyGate`, for what can be known
+    without DNS: an excluded jurisdiction, and an address literal (or ``localhost``, or
+    a cloud metadata name) that is not public. A host name that resolves to a private
+    address can only be known at crawl time; the gate refuses it then.
+    """
+    from scrapy_gdpr.gate import METADATA_HOSTS, address_class
+    from scrapy_gdpr.objections import canonical_host
+
+    rule = policy.domains[i]
+    host = canonical_host(rule.domain)
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    if ip is None:
+        tlds = {t.lstrip(".").lower() for t in policy.jurisdictions.exclude_tlds}
+        tld = host.rsplit(".", 1)[-1]
+        if tld in tlds:
+            return f".{tld} is an excluded top-level domain (jurisdictions.exclude_tlds)"
+        excluded = {canonical_host(d) for d in policy.jurisdictions.exclude_domains}
+        name = host
+        while name:
+            if name in excluded:
+                return f"{host} is under the excluded domain {name} (jurisdictions.exclude_domains)"
+            name = name.partition(".")[2]
+    if host in METADATA_HOSTS or host.endswith(".metadata.google.internal"):
+        return f"{host} is a cloud metadata service, which is always refused"
+    if ip is None and (host == "localhost" or host.endswith(".localhost")):
+        kind = "loopback"
+        said = f"{host} is a loopback name"
+    elif ip is not None and (kind := address_class(ip) or "") != "":
+        said = f"{host} is a {kind} address"
+        if kind.startswith("cloud metadata"):
+            return f"{said}, which is always refused"
+    else:
+        return None
+    if rule.allow_private_network:
+        return None
+    return (f"{said} and allow_private_network is not set on the domain, so every request to it is refused "
+            "(set it only for a local test site)")
+
+
 def _handling(policy: Policy) -> dict[str, Any]:
     faces = policy.faces
     keep = faces.action == "keep"
@@ -391,10 +551,13 @@ def _handling(policy: Policy) -> dict[str, Any]:
     else:
         art9 = "No Art. 9 condition is documented, so no biometric data may be kept: faces are never stored unredacted."
     face_words = f"Faces found in images are {FACE_ACTIONS[faces.action]}."
+    purposes = list(dict.fromkeys(sp for p in policy.purposes for sp in p.signal_purposes))
     pages = [
         "Pages are fetched only from the listed domains and paths, after robots.txt, the terms review, "
         "the excluded jurisdictions and the objection list allow it.",
-        "A page whose opt-out signals reserve every purpose of this crawl is not kept.",
+        "Nothing is kept from a page whose opt-out signals reserve any of this crawl's purposes ("
+        + (", ".join(SIGNAL_PURPOSES[sp] for sp in purposes) or "none are named in the policy")
+        + "); an image or other file that reserves one is refused when it arrives.",
         "What the spider extracts from a page is kept for the retention period of its record type.",
     ]
     images = [
@@ -428,7 +591,9 @@ def _handling(policy: Policy) -> dict[str, Any]:
     }
 
 
-def _checklist(policy: Policy, findings: list[Finding], today: date) -> list[dict[str, Any]]:
+def _checklist(
+    policy: Policy, findings: list[Finding], today: date, consoles: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     covered: set[str] = set()
     for f in findings:
@@ -459,6 +624,9 @@ def _checklist(policy: Policy, findings: list[Finding], today: date) -> list[dic
                 "confirm that no DPIA is required (Art. 35), or record its id in dpia_reference")
     for i, rule in enumerate(policy.domains):
         terms = rule.terms
+        if (refused := _always_refused(policy, i)) is not None:
+            add("warning", ("domains", i), f"{rule.domain} is listed but never crawled: {refused}",
+                "remove the domain, or change what refuses it")
         if terms is not None and terms.verdict not in ("forbids", "none_published") and terms.fingerprint is None:
             add("warning", ("domains", i, "terms"),
                 f"no fingerprint of the reviewed terms of {rule.domain} is recorded",
@@ -474,6 +642,15 @@ def _checklist(policy: Policy, findings: list[Finding], today: date) -> list[dic
         if not t.reference:
             add("check", ("transfers", i, "reference"), f"the transfer to {t.country} has no reference to its safeguard",
                 "record where the safeguard is documented", present=False)
+    for console in consoles:
+        if console["enabled"]:
+            items.append({
+                "kind": "warning", "line": None, "path": f"settings.{console['setting']}",
+                "text": f"Scrapy's {console['name']} is switched on by the project's settings: whoever can reach "
+                "it can read and change the running crawl",
+                "fix": f"remove {console['setting']} from the project's settings (the add-on then switches it off), "
+                "or record why it is needed",
+            })
     order = {"error": 0, "warning": 1, "review": 2, "check": 3}
     items.sort(key=lambda item: (order.get(item["kind"], 9), item["line"] or 0))
     return items
@@ -489,7 +666,7 @@ def _dotted(path: tuple[Any, ...]) -> str:
 def _faces_detail(policy: Policy, doc: dict[str, Any]) -> str:
     common = "Faces are detected on our own computers; no image is sent to another service. "
     if policy.faces.action == "keep":
-        return common + doc["handling"]["faces"]["art9"] + " Image metadata such as GPS location is removed."
+        return common + str(doc["handling"]["faces"]["art9"]) + " Image metadata such as GPS location is removed."
     return common + "No face template or other biometric data is kept. Image metadata such as GPS location is removed."
 
 
@@ -551,72 +728,12 @@ def _notice(policy: Policy, doc: dict[str, Any]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- HTML
 
-_CSS = """
-:root{--ink:#1c2430;--muted:#5a6573;--line:#d9dee5;--soft:#f3f5f8;--accent:#1f5fa8;--bad:#a4262c;--warn:#8a5a00;--ok:#1e6b3a}
-*{box-sizing:border-box}
-html{-webkit-text-size-adjust:100%}
-body{margin:0;background:#fff;color:var(--ink);font:16px/1.6 "Segoe UI",system-ui,-apple-system,"Helvetica Neue",Arial,sans-serif}
-main{max-width:62rem;margin:0 auto;padding:2.5rem 1.5rem 4rem}
-header.doc{border-bottom:3px solid var(--accent);padding-bottom:1rem;margin-bottom:1.5rem}
-.kicker{text-transform:uppercase;letter-spacing:.08em;font-size:.78rem;color:var(--accent);font-weight:600;margin:0}
-h1{font-size:2rem;line-height:1.2;margin:.2rem 0 .4rem}
-h2{font-size:1.35rem;margin:2.4rem 0 .8rem;padding-bottom:.3rem;border-bottom:1px solid var(--line);break-after:avoid}
-h3{font-size:1.08rem;margin:1.6rem 0 .5rem;break-after:avoid}
-p{margin:.5rem 0}
-.meta{color:var(--muted);font-size:.92rem;margin:.2rem 0}
-code,pre{font:.88em/1.45 ui-monospace,"SFMono-Regular","DejaVu Sans Mono",Menlo,Consolas,monospace}
-code{background:var(--soft);padding:.05em .3em;border-radius:3px;overflow-wrap:anywhere}
-pre{background:var(--soft);border:1px solid var(--line);border-radius:6px;padding:.8rem 1rem;overflow-x:auto;white-space:pre-wrap}
-pre code{background:none;padding:0}
-table{width:100%;border-collapse:collapse;margin:.6rem 0 1.2rem;font-size:.94rem}
-th,td{text-align:left;vertical-align:top;padding:.5rem .65rem;border-bottom:1px solid var(--line)}
-thead th{background:var(--soft);border-bottom:2px solid var(--line);font-weight:600;white-space:nowrap}
-tbody tr:nth-child(even) td{background:#fafbfc}
-table.signoff th,table.signoff td{height:3.2rem;vertical-align:bottom}
-table.kv th{width:14rem;background:none;font-weight:600;color:var(--muted);border-bottom:1px solid var(--line)}
-ul{padding-left:1.3rem}li{margin:.25rem 0}
-.tag{display:inline-block;font-size:.75rem;font-weight:700;letter-spacing:.04em;text-transform:uppercase;padding:.1rem .45rem;border-radius:3px;border:1px solid currentColor;white-space:nowrap}
-.tag.error{color:var(--bad)}.tag.warning{color:var(--warn)}.tag.review{color:var(--accent)}.tag.check{color:var(--muted)}
-.tag.yes{color:var(--ok)}.tag.no{color:var(--bad)}
-.box{border:1px solid var(--line);border-left:4px solid var(--accent);border-radius:4px;padding:.8rem 1rem;margin:1rem 0;background:#fbfcfe}
-.box.bad{border-left-color:var(--bad)}.box.ok{border-left-color:var(--ok)}
-.small{font-size:.88rem;color:var(--muted)}
-footer{margin-top:3rem;padding-top:.8rem;border-top:1px solid var(--line);color:var(--muted);font-size:.85rem}
-@media print{
-  body{font-size:10.5pt;color:#000}
-  main{max-width:none;padding:0}
-  a{color:#000;text-decoration:none}
-  h2{break-after:avoid;page-break-after:avoid}
-  tr,li,.box,pre{break-inside:avoid;page-break-inside:avoid}
-  thead{display:table-header-group}
-  tbody tr:nth-child(even) td{background:none}
-  @page{margin:18mm 16mm}
-}
-"""
-
-
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
-
-
-def _c(value: Any) -> str:
-    return f"<code>{_e(value)}</code>"
-
-
-def _table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
-    """Rows are already HTML."""
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    return f"<table{f' class={cls!r}' if cls else ''}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _kv(rows: list[tuple[str, str]]) -> str:
-    body = "".join(f"<tr><th scope='row'>{_e(k)}</th><td>{v}</td></tr>" for k, v in rows)
-    return f"<table class='kv'><tbody>{body}</tbody></table>"
-
-
-def _ul(items: list[str]) -> str:
-    return "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>" if items else "<p>None.</p>"
+_e = _html.e
+_c = _html.c
+_table = _html.table
+_kv = _html.kv
+_ul = _html.ul
+_page = _html.page
 
 
 def _contact_html(contact: dict[str, Any] | None) -> str:
@@ -632,14 +749,6 @@ def _contact_html(contact: dict[str, Any] | None) -> str:
     if contact.get("address"):
         out.append(_e(contact["address"]))
     return "<br>".join(out)
-
-
-def _page(title: str, body: str, lang: str = "en") -> str:
-    return (
-        f"<!doctype html>\n<html lang='{lang}'><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body><main>\n{body}\n</main></body></html>\n"
-    )
 
 
 def render_review_html(doc: dict[str, Any]) -> str:
@@ -764,6 +873,9 @@ def render_review_html(doc: dict[str, Any]) -> str:
         f"<p>Objections and erasure requests are kept in {_c(doc['objections']['path'])} "
         f"(<code>objections.path: {_e(doc['objections']['as_written'])}</code>, relative to the policy file). "
         "Every request and every record is checked against it.</p>",
+        (f"<div class='box bad'><p>The project's settings also name an objection list: "
+         f"<code>GDPR_OBJECTIONS = {_e(doc['objections']['setting'])}</code>. A crawl with these settings checks "
+         "that list, which this review does not cover.</p></div>") if doc["objections"].get("setting") else "",
         "<h2 id='checklist'>7. Checklist of open items</h2>",
     ]
     if doc["checklist"]:
@@ -971,7 +1083,11 @@ def render_review_markdown(doc: dict[str, Any]) -> str:
         L.append(f"- Note: {_md(doc['jurisdictions']['note'])}")
     L += ["", "## 6. Objections", "",
           f"Objections and erasure requests are kept in {_mdc(doc['objections']['path'])}; every request and "
-          "every record is checked against it.", "", "## 7. Checklist of open items", ""]
+          "every record is checked against it."
+          + (f" The project's settings also name an objection list, `GDPR_OBJECTIONS = "
+             f"{doc['objections']['setting']}`; a crawl with these settings checks that list, which this review "
+             "does not cover." if doc["objections"].get("setting") else ""),
+          "", "## 7. Checklist of open items", ""]
     if doc["checklist"]:
         L += [f"- [ ] **{i['kind']}** {'line ' + str(i['line']) + ' ' if i['line'] else ''}{(_mdc(i['path']) + ': ') if i['path'] else ''}"
               f"{_md(i['text'])} (fix: {_md(i['fix'])})" for i in doc["checklist"]]

@@ -5,6 +5,7 @@ import re
 import subprocess
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -252,3 +253,123 @@ def test_processing_record_over_a_period(tmp_path):
     assert "<table>" in (out / "test-gallery-processing-record.html").read_text(encoding="utf-8")
     bad, _ = report(tmp_path, DATA / "policies" / "valid.yaml", "--since", "yesterday")
     assert bad.returncode == 2 and "--since" in bad.stderr
+
+
+def _policy_with_domains(domains_yaml: str) -> Any:
+    from scrapy_gdpr.policy import validate_policy_text
+
+    text = VALID.read_text(encoding="utf-8")
+    start = text.index("domains:\n")
+    end = text.index("jurisdictions:\n")
+    text = text[:start] + domains_yaml + text[end:]
+    policy, findings = validate_policy_text(text, "domains.yaml", today=date(2026, 11, 1))
+    assert policy is not None, findings
+    return policy
+
+
+TERMS = """    terms:
+      url: http://{host}/terms.html
+      verdict: permits
+      reviewed_on: 2026-10-01
+      reviewed_by: Dana Protection
+      fingerprint: "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+"""
+
+
+def test_domains_every_request_to_which_is_refused_are_not_badged_crawled():
+    hosts = ["127.0.0.1", "10.0.0.5", "localhost", "169.254.169.254", "shop.example.cn", "example.org"]
+    domains = "domains:\n" + "".join(f"  - domain: {h}\n" + TERMS.format(host=h) for h in hosts)
+    domains += "  - domain: 192.168.1.10\n    allow_private_network: true\n" + TERMS.format(host="192.168.1.10")
+    policy = _policy_with_domains(domains)
+    doc = build_documents(policy, [], today=date(2026, 11, 1))
+    by_domain = {d["domain"]: d for d in doc["domains"]}
+    assert {d: v["crawled"] for d, v in by_domain.items()} == {
+        "127.0.0.1": False, "10.0.0.5": False, "localhost": False, "169.254.169.254": False,
+        "shop.example.cn": False, "example.org": True, "192.168.1.10": True,
+    }
+    assert "127.0.0.1 is a loopback address and allow_private_network is not set" in by_domain["127.0.0.1"]["status"]
+    assert "10.0.0.5 is a private address" in by_domain["10.0.0.5"]["status"]
+    assert "cloud metadata" in by_domain["169.254.169.254"]["status"]
+    assert ".cn is an excluded top-level domain" in by_domain["shop.example.cn"]["status"]
+    # listed in the checklist too
+    warned = {i["path"] for i in doc["checklist"] if i["kind"] == "warning"}
+    assert {"domains[0]", "domains[1]", "domains[2]", "domains[3]", "domains[4]"} <= warned
+    assert "domains[5]" not in warned and "domains[6]" not in warned
+    # the HTML badge says what the gate does
+    review = render_review_html(doc)
+    section = review.split("<h3>127.0.0.1</h3>", 1)[1].split("<h3>", 1)[0]
+    assert "not crawled</span>" in section and "'tag yes'" not in section
+    ok = review.split("<h3>example.org</h3>", 1)[1].split("<h3>", 1)[0]
+    assert "<span class='tag yes'>crawled</span>" in ok
+
+
+def _project(tmp_path: Path, settings: str) -> Path:
+    project = tmp_path / "project"
+    (project / "proj").mkdir(parents=True)
+    (project / "scrapy.cfg").write_text("[settings]\ndefault = proj.settings\n", encoding="utf-8")
+    (project / "proj" / "__init__.py").write_text("", encoding="utf-8")
+    (project / "proj" / "settings.py").write_text(settings, encoding="utf-8")
+    return project
+
+
+@pytest.mark.parametrize(("settings", "on"), [
+    ("BOT_NAME = 'proj'\n", False),
+    ("BOT_NAME = 'proj'\nTELNETCONSOLE_ENABLED = True\n", True),
+])
+def test_review_states_the_console_the_project_settings_give(tmp_path, settings, on):
+    project = _project(tmp_path, settings)
+    result = run_scrapy("gdpr-report", str(VALID), "--out", str(tmp_path / "out"), cwd=project)
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "out" / "test-gallery-review.json").read_text(encoding="utf-8"))
+    telnet = {c["setting"]: c for c in data["consoles"]}["TELNETCONSOLE_ENABLED"]
+    assert telnet["enabled"] is on
+    review = text_of((tmp_path / "out" / "test-gallery-review.html").read_text(encoding="utf-8"))
+    checklist = {i["path"] for i in data["checklist"]}
+    if on:
+        assert "Scrapy's telnet console is switched ON by the project's settings (TELNETCONSOLE_ENABLED)" in review
+        assert "settings.TELNETCONSOLE_ENABLED" in checklist
+    else:
+        assert "Scrapy's telnet console is switched off" in review
+        assert "settings.TELNETCONSOLE_ENABLED" not in checklist
+    assert "Scrapy's remote-control console is switched off." not in review  # the old fixed sentence
+    assert "Scrapy's remote-control server is switched off" in review
+
+
+def test_pages_statement_matches_the_item_gate():
+    # the item gate drops an item when ANY of the crawl's opt-out purposes is reserved
+    policy = load_policy(WARNINGS, today=date(2026, 11, 1))
+    doc = build_documents(policy, [], today=date(2026, 11, 1))
+    pages = " ".join(doc["handling"]["pages"])
+    assert "reserve every purpose" not in pages
+    assert ("Nothing is kept from a page whose opt-out signals reserve any of this crawl's purposes "
+            "(search indexing, input to AI answers (retrieval, grounding))") in pages
+    # the gate lets a listed domain's reviewed terms page through wherever it is published
+    measures = " ".join(doc["record"]["security_measures"])
+    assert "the reviewed terms page of each listed domain, wherever it is published" in measures
+
+
+def test_review_names_an_objection_list_the_settings_add(tmp_path):
+    project = _project(tmp_path, "BOT_NAME = 'proj'\nGDPR_OBJECTIONS = 'elsewhere/objections.txt'\n")
+    result = run_scrapy("gdpr-report", str(VALID), "--out", str(tmp_path / "out"), cwd=project)
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "out" / "test-gallery-review.json").read_text(encoding="utf-8"))
+    assert data["objections"]["setting"] == "elsewhere/objections.txt"
+    assert "settings.GDPR_OBJECTIONS" in {i["path"] for i in data["checklist"] if i["kind"] == "warning"}
+    review = text_of((tmp_path / "out" / "test-gallery-review.html").read_text(encoding="utf-8"))
+    assert "The project's settings also name an objection list: GDPR_OBJECTIONS = elsewhere/objections.txt" in review
+    md = (tmp_path / "out" / "test-gallery-review.md").read_text(encoding="utf-8")
+    assert "`GDPR_OBJECTIONS = elsewhere/objections.txt`" in md
+
+
+def test_review_says_when_expired_data_is_deleted():
+    from scrapy.settings import Settings
+
+    policy = load_policy(VALID)
+    default = " ".join(build_documents(policy, [], settings=Settings())["record"]["security_measures"])
+    assert "what has expired is deleted at the start of every crawl and whenever scrapy gdpr-purge runs" in default
+    off = Settings()
+    off.set("GDPR_PURGE_ON_OPEN", False, "project")
+    doc = build_documents(policy, [], settings=off)
+    measures = " ".join(doc["record"]["security_measures"])
+    assert "deleted when scrapy gdpr-purge runs, which must be scheduled" in measures
+    assert "settings.GDPR_PURGE_ON_OPEN" in {i["path"] for i in doc["checklist"] if i["kind"] == "check"}

@@ -85,7 +85,7 @@ class Command(ScrapyCommand):
         assert self.settings is not None
         out = Path(opts.out or self.settings.get("GDPR_REPORT_DIR") or "gdpr-reports")
         out.mkdir(parents=True, exist_ok=True)
-        doc = build_documents(policy, findings, today=today)
+        doc = build_documents(policy, findings, today=today, settings=self.settings)
         stem = policy.policy_id
         written: list[Path] = []
 
