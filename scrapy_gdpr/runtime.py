@@ -16,7 +16,8 @@ from scrapy import signals
 
 from scrapy_gdpr.audit import AuditLog, Refusals
 from scrapy_gdpr.config import GdprConfig
-from scrapy_gdpr.policy import Policy, load_policy
+from scrapy_gdpr.policy import Policy, PolicyError, load_policy
+from scrapy_gdpr.status import refuse_startup
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -68,10 +69,13 @@ def get_runtime(crawler: Crawler) -> GdprRuntime:
     rt = _RUNTIMES.get(crawler)
     if rt is not None:
         return rt
-    config = GdprConfig.from_settings(crawler.settings)
     spider = crawler.spider
-    path = config.policy_path(spider)
-    policy = load_policy(path)
+    try:
+        config = GdprConfig.from_settings(crawler.settings)
+        policy = load_policy(config.policy_path(spider if spider is not None else crawler.spidercls))
+    except (PolicyError, ValueError) as exc:
+        # printed once, without a traceback, whatever the log settings
+        raise refuse_startup(crawler, exc) from None
     spider_name = getattr(spider, "name", None) or "spider"
     audit = AuditLog(_expand_path(config, spider), defaults={"policy_fingerprint": policy.fingerprint})
     rt = GdprRuntime(crawler=crawler, config=config, policy=policy, audit=audit, initial_spider_name=spider_name)
