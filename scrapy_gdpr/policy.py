@@ -1077,7 +1077,10 @@ def load_policy(path: str | Path, *, today: date | None = None) -> Policy:
 
 def policy_json_schema() -> dict[str, Any]:
     """The JSON Schema of policy files (what ``policy.schema.json`` holds)."""
+    from scrapy_gdpr.policy_docs import add_descriptions
+
     schema = Policy.model_json_schema(mode="validation")
+    add_descriptions(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://scrapy-gdpr.invalid/policy.schema.json"
     schema["title"] = "scrapy-gdpr policy file"
