@@ -110,7 +110,7 @@ def explain(key: str) -> str | None:
     for option in [value, *[_resolve(schema, o) for o in value.get("anyOf", [])]]:
         for name, words in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="),
                             ("exclusiveMaximum", "<"), ("minLength", "length >="), ("maxLength", "length <="),
-                            ("minItems", "entries >="), ("pattern", "form")):
+                            ("minItems", "entries >=")):
             if name in option:
                 bounds.append(f"{words} {option[name]}")
     if bounds:
