@@ -119,6 +119,8 @@ def refuse_startup(crawler: Crawler, exc: Exception) -> StartupRefused:
     else:
         findings = [Finding("settings", None, "", str(exc), "correct the setting (see the scrapy-gdpr settings docs)")]
     refused = StartupRefused(findings)
+    if _CRAWLER_STATUS.get(crawler) == ExitStatus.STARTUP_REFUSED:
+        return refused  # already printed for this crawler
     _CRAWLER_STATUS[crawler] = ExitStatus.STARTUP_REFUSED
     name = getattr(crawler.spidercls, "name", None) or "spider"
     errors = [f for f in findings if f.severity == "error"] or findings
