@@ -77,7 +77,11 @@ def get_runtime(crawler: Crawler) -> GdprRuntime:
         # printed once, without a traceback, whatever the log settings
         raise refuse_startup(crawler, exc) from None
     spider_name = getattr(spider, "name", None) or "spider"
-    audit = AuditLog(_expand_path(config, spider), defaults={"policy_fingerprint": policy.fingerprint})
+    try:
+        audit = AuditLog(_expand_path(config, spider), defaults={"policy_fingerprint": policy.fingerprint})
+    except OSError as exc:
+        # no record of refusals could be kept: refuse to start rather than crawl unaudited
+        raise refuse_startup(crawler, OSError(f"GDPR_AUDIT_LOG cannot be opened: {exc}")) from None
     rt = GdprRuntime(crawler=crawler, config=config, policy=policy, audit=audit, initial_spider_name=spider_name)
     _RUNTIMES[crawler] = rt
     logger.info(

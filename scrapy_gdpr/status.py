@@ -116,6 +116,8 @@ def refuse_startup(crawler: Crawler, exc: Exception) -> StartupRefused:
         return exc
     if isinstance(exc, PolicyError):
         findings = list(exc.findings)
+    elif isinstance(exc, OSError):
+        findings = [Finding("settings", None, "", str(exc), "make the folder writable, or point the setting elsewhere")]
     else:
         findings = [Finding("settings", None, "", str(exc), "correct the setting (see the scrapy-gdpr settings docs)")]
     refused = StartupRefused(findings)

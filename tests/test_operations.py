@@ -294,3 +294,12 @@ def test_crawl_outside_a_project_is_a_usage_error(tmp_path):
     result = run_scrapy("crawl", "x", cwd=tmp_path)
     assert result.returncode == 2
     assert "only available from within a Scrapy project" in result.stderr
+
+
+def test_unwritable_audit_log_refuses_start(tmp_path, mockserver):
+    project = make_project(tmp_path, mockserver)
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+    result = crawl(project, "ok", "--nolog", "-s", f"GDPR_AUDIT_LOG={tmp_path / 'a-file' / 'audit.jsonl'}")
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "GDPR_AUDIT_LOG cannot be opened" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
@@ -105,7 +105,7 @@ def check_ledger(report: SpiderReport, url: str | None) -> None:
         report.add("ledger", "problem", "GDPR_LEDGER is empty: retention cannot be enforced without a ledger")
         return
     if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///") :])
+        path = Path(unquote(url[len("sqlite:///") :]))
         why = writable_file(path)
         report.add("ledger", "problem" if why else "ok", why or f"SQLite ledger {path} is writable")
         return
