@@ -200,8 +200,9 @@ def test_missing_policy_names_the_absolute_path(tmp_path, mockserver):
 
 @pytest.mark.parametrize(
     "mode",
-    [[], ["--nolog"], ["-s", "LOG_FILE=LOGFILE"], ["-s", "LOG_LEVEL=ERROR"], ["-s", "LOG_LEVEL=CRITICAL"]],
-    ids=["default", "nolog", "logfile", "error", "critical"],
+    [[], ["--nolog"], ["-s", "LOG_FILE=LOGFILE"], ["-s", "LOG_LEVEL=ERROR"], ["-s", "LOG_LEVEL=CRITICAL"],
+     ["-s", "TWISTED_REACTOR=twisted.internet.epollreactor.EPollReactor"]],
+    ids=["default", "nolog", "logfile", "error", "critical", "twisted-reactor"],
 )
 def test_invalid_policy_is_printed_cleanly_in_every_log_mode(tmp_path, mockserver, mode):
     project = make_project(tmp_path, mockserver)

@@ -10,18 +10,20 @@ that does not use scrapy-gdpr exits as it always did.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.commands.runspider import Command as ScrapyRunSpiderCommand
 from scrapy.exceptions import UsageError
 from scrapy.utils.project import inside_project
+from twisted.internet.defer import Deferred
 
 from scrapy_gdpr.activation import warn_if_inactive
-from scrapy_gdpr.status import exit_status_of
+from scrapy_gdpr.status import StartupRefused, exit_status_of
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
 
     from scrapy.crawler import Crawler
     from scrapy.spiders import Spider
@@ -40,10 +42,27 @@ class _ExitStatusMixin:
         return crawler
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        process = getattr(self, "crawler_process", None)
+        if process is not None and "crawl" not in vars(process):
+            process.crawl = _consuming_startup_refusals(process.crawl)
         try:
             super().run(args, opts)  # type: ignore[misc]
         finally:
             self.exitcode = exit_status_of(self.__dict__.get("_gdpr_crawlers", []), self.exitcode)
+
+
+def _consuming_startup_refusals(crawl: Callable[..., Any]) -> Callable[..., Any]:
+    """``crawler_process.crawl``, except that a crawl scrapy-gdpr refused to start (its
+    findings already printed) does not end in Twisted's "Unhandled error in Deferred"
+    traceback. On asyncio, :mod:`scrapy_gdpr.status` filters asyncio's log instead."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        result = crawl(*args, **kwargs)
+        if isinstance(result, Deferred):
+            result.addErrback(lambda failure: failure.trap(StartupRefused) and None)
+        return result
+
+    return wrapper
 
 
 class Command(_ExitStatusMixin, ScrapyCrawlCommand):
