@@ -510,6 +510,14 @@ _Loader.add_implicit_resolver(
 )
 
 
+class _FastLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """:class:`_Loader`'s rules on libyaml's parser where PyYAML has it (about five
+    times faster: a policy at the size limit is refused in seconds, not a minute)."""
+
+
+_FastLoader.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+
+
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _COLLECTION_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
@@ -518,6 +526,10 @@ def _yaml_finding(exc: yaml.YAMLError, filename: str) -> Finding:
     mark = getattr(exc, "problem_mark", None)
     line = mark.line + 1 if mark is not None else None
     problem = getattr(exc, "problem", None) or str(exc)
+    if problem.startswith("did not find expected "):
+        problem = problem[len("did not find ") :]  # libyaml's wording of PyYAML's message
+    if "maximum nesting depth" in problem:
+        return _depth_finding(filename, line)
     context = getattr(exc, "context", None)
     context_mark = getattr(exc, "context_mark", None)
     if context and context_mark is not None and context_mark.line + 1 != line:
@@ -546,7 +558,7 @@ def _compose(text: str, filename: str) -> tuple[Any, dict[tuple[Any, ...], int],
     if depth_line is not None:
         findings.append(_depth_finding(filename, depth_line))
         return None, lines, findings
-    loader = _Loader(text)
+    loader = _FastLoader(text)
     try:
         node = loader.get_single_node()
     except yaml.YAMLError as exc:
