@@ -69,10 +69,12 @@ def get_runtime(crawler: Crawler) -> GdprRuntime:
     rt = _RUNTIMES.get(crawler)
     if rt is not None:
         return rt
-    spider = crawler.spider
+    # the spider class stands in while there is no spider yet (a crawler from
+    # get_crawler() applies its settings first): %(name)s is the same either way
+    spider = crawler.spider if crawler.spider is not None else crawler.spidercls
     try:
         config = GdprConfig.from_settings(crawler.settings)
-        policy = load_policy(config.policy_path(spider if spider is not None else crawler.spidercls))
+        policy = load_policy(config.policy_path(spider))
     except (PolicyError, ValueError) as exc:
         # printed once, without a traceback, whatever the log settings
         raise refuse_startup(crawler, exc) from None
