@@ -92,7 +92,7 @@ class GdprConfig:
         template = getattr(spider, "gdpr_policy", None) or self.policy
         return from_project_root(expand(template, spider))
 
-    def audit_log_path(self, spider: Spider | None) -> Path | None:
+    def audit_log_path(self, spider: Spider | type[Spider] | None) -> Path | None:
         return from_project_root(expand(self.audit_log, spider)) if self.audit_log else None
 
     def as_dict(self) -> dict[str, Any]:
@@ -133,7 +133,7 @@ def from_project_root(path: str | Path) -> Path:
     return (root / p) if root is not None else Path.cwd() / p
 
 
-def expand(template: str, spider: Spider | None) -> str:
+def expand(template: str, spider: Spider | type[Spider] | None) -> str:
     """Expand ``%(name)s`` (and other spider attributes) as Scrapy does for FEEDS URIs."""
     if "%(" not in template:
         return template

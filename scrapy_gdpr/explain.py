@@ -86,9 +86,9 @@ def explain(key: str) -> str | None:
     schema = policy_json_schema()
     parts = [p for p in re.sub(r"\[\d*\]", "", key.strip()).split(".") if p]
     if not parts or parts == ["policy"]:
-        props, required = _children(schema, schema)
+        top, top_required = _children(schema, schema)
         lines = [f"{schema.get('title', 'policy')}: {schema.get('description', '')}".rstrip(), "", "Top-level keys:"]
-        lines += [f"  {k}{' (required)' if k in required else ''}" for k in props]
+        lines += [f"  {k}{' (required)' if k in top_required else ''}" for k in top]
         lines.append("")
         lines.append("Run 'scrapy gdpr-lint --explain KEY' for any of them.")
         return "\n".join(lines)

@@ -249,15 +249,15 @@ class Command(ScrapyCommand):
         except ValueError as exc:
             report.add("settings", "problem", str(exc))
             return report
-        path = config.policy_path(spidercls)
-        policy, findings = check_policy(path, today)
+        policy_file = config.policy_path(spidercls)
+        policy, findings = check_policy(policy_file, today)
         errors = [f for f in findings if f.severity == "error"]
         if policy is None:
-            report.add("policy", "problem", f"{path} is invalid: {len(errors)} error(s)")
+            report.add("policy", "problem", f"{policy_file} is invalid: {len(errors)} error(s)")
             for f in errors:
                 report.add("policy", "problem", str(f))
         else:
-            report.add("policy", "ok", f"{path}: valid ({policy.policy_id}, {policy.fingerprint})")
+            report.add("policy", "ok", f"{policy_file}: valid ({policy.policy_id}, {policy.fingerprint})")
             for f in findings:
                 if f.severity == "warning":
                     report.add("policy", "warning", str(f))
@@ -270,7 +270,7 @@ class Command(ScrapyCommand):
                            why or f"{objections} ({'exists' if objections.exists() else 'created on first erasure'})")
 
         # 3. where data goes
-        audit = config.audit_log_path(spidercls)  # type: ignore[arg-type]
+        audit = config.audit_log_path(spidercls)
         if audit is None:
             report.add("audit log", "warning", "GDPR_AUDIT_LOG is empty: refusals are not recorded")
         else:

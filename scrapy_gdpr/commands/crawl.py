@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable
 
+    from twisted.python.failure import Failure
+
     from scrapy.crawler import Crawler
     from scrapy.spiders import Spider
 
@@ -59,10 +61,14 @@ def _consuming_startup_refusals(crawl: Callable[..., Any]) -> Callable[..., Any]
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         result = crawl(*args, **kwargs)
         if isinstance(result, Deferred):
-            result.addErrback(lambda failure: failure.trap(StartupRefused) and None)
+            result.addErrback(_trap_startup_refused)
         return result
 
     return wrapper
+
+
+def _trap_startup_refused(failure: Failure) -> None:
+    failure.trap(StartupRefused)  # type: ignore[no-untyped-call]  # re-raises anything else
 
 
 class Command(_ExitStatusMixin, ScrapyCrawlCommand):

@@ -95,7 +95,7 @@ class Command(ScrapyCommand):
             if not settings.getbool("GDPR_ENABLED", DEFAULTS["GDPR_ENABLED"]):
                 print(f"spider {name}: scrapy-gdpr is disabled (GDPR_ENABLED = False), not checked", file=sys.stderr)
                 continue
-            path = GdprConfig.from_settings(settings).policy_path(spidercls)  # type: ignore[arg-type]
+            path = GdprConfig.from_settings(settings).policy_path(spidercls)
             targets.setdefault(path, []).append(name)
         return targets
 
