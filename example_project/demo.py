@@ -40,6 +40,13 @@ def main() -> int:
         shutil.rmtree(output)
     output.mkdir(exist_ok=True)
 
+    # What an ops team runs in CI before deploying: is every spider really protected?
+    check = scrapy("gdpr-check")
+    print(check.stdout.strip().splitlines()[-1] if check.stdout.strip() else "scrapy gdpr-check printed nothing")
+    if check.returncode != 0:
+        print(check.stdout + check.stderr, file=sys.stderr)
+        return check.returncode
+
     servers = serve.serve(args.port)
     print(f"Serving the example site on http://127.0.0.1:{args.port}/ (and 127.0.0.2-6)")
     try:

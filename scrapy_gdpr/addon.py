@@ -9,10 +9,12 @@ from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware
 from scrapy.exceptions import NotConfigured
 from scrapy.pipelines.files import FilesPipeline
 from scrapy.pipelines.images import ImagesPipeline
+from scrapy.settings import SETTINGS_PRIORITIES
 from scrapy.utils.misc import load_object
 
 from scrapy_gdpr.config import DEFAULTS, GdprConfig
 from scrapy_gdpr.runtime import get_runtime
+from scrapy_gdpr.status import refuse_startup
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -56,8 +58,16 @@ ITEM_PIPELINES: dict[str, int] = {
 }
 
 EXTENSIONS: dict[str, int] = {
+    # finish reason, exit status and the INFO close summary
+    "scrapy_gdpr.status.CrawlStatus": 0,
     "scrapy_gdpr.report.ComplianceReport": 0,
     "scrapy_gdpr.retention.RetentionExtension": 0,
+}
+
+#: Media pipelines the add-on enables only when their store is set.
+STORE_SETTINGS = {
+    "scrapy_gdpr.images.GdprImagesPipeline": "IMAGES_STORE",
+    "scrapy_gdpr.images.GdprFilesPipeline": "FILES_STORE",
 }
 
 #: Stock components the add-on replaces, and by what.
@@ -90,7 +100,10 @@ class Addon:
         return cls(crawler)
 
     def update_settings(self, settings: BaseSettings) -> None:
-        GdprConfig.from_settings(settings)  # invalid GDPR_* settings fail here
+        try:
+            GdprConfig.from_settings(settings)  # invalid GDPR_* settings fail here
+        except ValueError as exc:
+            raise refuse_startup(self.crawler, exc) from None
         # Load the policy now: an invalid or missing policy stops the crawl before
         # anything is built, and policy-derived defaults can be set below.
         policy = get_runtime(self.crawler).policy
@@ -116,6 +129,11 @@ class Addon:
             ("EXTENSIONS", EXTENSIONS),
         ):
             for path, priority in components.items():
+                store = STORE_SETTINGS.get(path)
+                if store is not None and not settings.get(store):
+                    # a media pipeline without its store is not needed (Scrapy would
+                    # disable it with a warning on every crawl): there is nothing to store
+                    continue
                 settings.setdefault_in_component_priority_dict(name, load_object(path), priority)
 
         # The stock robots.txt middleware is replaced; this keeps code that reads
@@ -123,9 +141,12 @@ class Addon:
         settings.set("ROBOTSTXT_OBEY", True, "addon")
         settings.set("ROBOTSTXT_USER_AGENT", policy.crawler.product_token, "addon")
         settings.set("USER_AGENT", policy.crawler.user_agent, "addon")
-        # Scrapy's remote-control server executes Python code sent to it: off unless
-        # the user switches it on explicitly.
-        settings.set("REMOTE_CONTROL_ENABLED", False, "addon")
+        # Scrapy's telnet console and remote-control server both run Python code sent
+        # to them inside the crawler (gate included): off unless the project, a spider
+        # or the command line switches them on explicitly. "addon" priority sits above
+        # Scrapy's defaults and below those, so an explicit True still wins.
+        for name in CONSOLE_SETTINGS:
+            settings.set(name, False, "addon")
         # Polite defaults from the policy; per-domain limits go to download slots.
         settings.set("DOWNLOAD_DELAY", policy.politeness.default_delay, "addon")
         settings.set("CONCURRENT_REQUESTS_PER_DOMAIN", policy.politeness.default_concurrency, "addon")
@@ -153,6 +174,67 @@ ADDON_HOOKS: list[str] = [
     # refuse an HTTP cache without retention.caches; expire logs and caches at spider open
     "scrapy_gdpr.logpurge.update_settings",
 ]
+
+
+#: Scrapy's consoles that execute Python code sent to the crawler.
+CONSOLE_SETTINGS = ("TELNETCONSOLE_ENABLED", "REMOTE_CONTROL_ENABLED")
+#: The extension each console setting switches.
+CONSOLE_EXTENSIONS = {
+    "TELNETCONSOLE_ENABLED": "scrapy.extensions.telnet.TelnetConsole",
+    "REMOTE_CONTROL_ENABLED": "scrapy.extensions.remote_control.RemoteControl",
+}
+
+
+def remote_consoles(settings: BaseSettings) -> dict[str, bool]:
+    """Which of Scrapy's code-execution consoles a crawl under the add-on runs.
+
+    ``{"TELNETCONSOLE_ENABLED": False, "REMOTE_CONTROL_ENABLED": False}`` unless a
+    project, spider or command-line setting switched one on explicitly (see
+    :func:`console_enabled`).
+    """
+    return {name: console_enabled(settings, name) for name in CONSOLE_SETTINGS}
+
+
+def console_enabled(settings: BaseSettings, name: str = "TELNETCONSOLE_ENABLED") -> bool:
+    """Whether Scrapy's console switched by the setting ``name`` runs in a crawl under the add-on.
+
+    The rule the add-on applies: the console is off unless the project's own settings
+    switch it on explicitly, that is, a true value set at a priority above the
+    add-on's (``settings.py``, a spider's ``custom_settings``, ``-s``); Scrapy's
+    default (on) does not count. A console whose extension is set to ``None`` in
+    ``EXTENSIONS`` is off. The answer is the same for a project's settings before the
+    add-on ran (``scrapy gdpr-report``) and for a crawler's settings after it.
+    """
+    priority = settings.getpriority(name)
+    if priority is None or priority <= SETTINGS_PRIORITIES["addon"] or not settings.getbool(name):
+        return False
+    extension = CONSOLE_EXTENSIONS.get(name)
+    return extension is None or not _extension_disabled(settings, extension)
+
+
+def _extension_disabled(settings: BaseSettings, path: str) -> bool:
+    """Whether ``EXTENSIONS`` switches the extension at ``path`` off (``None``)."""
+    for key, order in settings.getwithbase("EXTENSIONS").items():
+        if order is not None:
+            continue
+        if key == path:
+            return True
+        try:
+            obj = load_object(key) if isinstance(key, str) else key
+        except Exception:  # noqa: BLE001 - an unloadable entry is Scrapy's error to report, not ours
+            continue
+        if _qualname(obj) == path:
+            return True
+    return False
+
+
+def _qualname(obj: Any) -> str:
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def telnet_console_enabled(settings: BaseSettings) -> bool:
+    """Whether a crawl under the add-on listens with Scrapy's telnet console."""
+    return remote_consoles(settings)["TELNETCONSOLE_ENABLED"]
 
 
 def _disable(settings: BaseSettings, name: str, cls: type) -> None:

@@ -109,11 +109,18 @@ class Refusals:
     def __init__(self) -> None:
         self.counts: dict[str, int] = defaultdict(int)
         self.samples: dict[str, list[str]] = defaultdict(list)
+        #: The detail of the first refusal of each reason (shown in the close summary).
+        self.details: dict[str, str] = {}
+        #: Refusals by kind (request, item, image, ...).
+        self.kinds: dict[str, int] = defaultdict(int)
         self._lock = threading.Lock()
 
-    def add(self, reason: str, url: str) -> None:
+    def add(self, reason: str, url: str, *, kind: str = "request", detail: str = "") -> None:
         with self._lock:
             self.counts[reason] += 1
+            self.kinds[kind] += 1
+            if detail and reason not in self.details:
+                self.details[reason] = detail
             if len(self.samples[reason]) < SAMPLES_PER_REASON and url not in self.samples[reason]:
                 self.samples[reason].append(url)
 
@@ -143,7 +150,7 @@ def _refusal(crawler: Crawler, url: str, reason: Reason | str, clause: str, deta
     rt = _runtime(crawler)
     if crawler.stats is not None:
         crawler.stats.inc_value(f"gdpr/blocked/{reason}")
-    rt.refusals.add(reason, url)
+    rt.refusals.add(reason, url, kind=kind, detail=detail)
     rt.audit.write(
         {
             "spider": rt.spider_name,

@@ -70,8 +70,8 @@ class GdprConfig:
             enabled=settings.getbool("GDPR_ENABLED", DEFAULTS["GDPR_ENABLED"]),
             policy=str(get("GDPR_POLICY")),
             audit_log=settings.get("GDPR_AUDIT_LOG", DEFAULTS["GDPR_AUDIT_LOG"]) or None,
-            report_dir=settings.get("GDPR_REPORT_DIR", DEFAULTS["GDPR_REPORT_DIR"]) or None,
-            ledger=settings.get("GDPR_LEDGER", DEFAULTS["GDPR_LEDGER"]) or None,
+            report_dir=_rooted(settings.get("GDPR_REPORT_DIR", DEFAULTS["GDPR_REPORT_DIR"])),
+            ledger=_rooted_ledger(settings.get("GDPR_LEDGER", DEFAULTS["GDPR_LEDGER"])),
             face_workers=workers,
             face_queue=queue,
             image_bytes_fields=tuple(
@@ -83,19 +83,57 @@ class GdprConfig:
             dns_timeout=settings.getfloat("GDPR_DNS_TIMEOUT", DEFAULTS["GDPR_DNS_TIMEOUT"]),
         )
 
-    def policy_path(self, spider: Spider | None) -> Path:
-        """The policy file for ``spider``: its ``gdpr_policy`` attribute, else GDPR_POLICY."""
-        template = getattr(spider, "gdpr_policy", None) or self.policy
-        return Path(expand(template, spider))
+    def policy_path(self, spider: Spider | type[Spider] | None) -> Path:
+        """The policy file for ``spider``: its ``gdpr_policy`` attribute, else GDPR_POLICY.
 
-    def audit_log_path(self, spider: Spider | None) -> Path | None:
-        return Path(expand(self.audit_log, spider)) if self.audit_log else None
+        A relative path is relative to the project root (the folder of ``scrapy.cfg``),
+        so that ``scrapy crawl`` finds the same file from any sub-folder of the project.
+        """
+        template = getattr(spider, "gdpr_policy", None) or self.policy
+        return from_project_root(expand(template, spider))
+
+    def audit_log_path(self, spider: Spider | type[Spider] | None) -> Path | None:
+        return from_project_root(expand(self.audit_log, spider)) if self.audit_log else None
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def expand(template: str, spider: Spider | None) -> str:
+def _rooted(value: Any) -> str | None:
+    return str(from_project_root(str(value))) if value else None
+
+
+def _rooted_ledger(value: Any) -> str | None:
+    """A relative ``sqlite:///FILE`` ledger URL made absolute against the project root."""
+    if not value:
+        return None
+    url = str(value)
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        return prefix + str(from_project_root(url[len(prefix) :]))
+    return url
+
+
+def project_root() -> Path | None:
+    """The folder of the project's ``scrapy.cfg`` (searched from the current folder
+    upwards, as Scrapy finds its project), or None outside a project."""
+    from scrapy.utils.conf import closest_scrapy_cfg
+
+    cfg = closest_scrapy_cfg()
+    return Path(cfg).resolve().parent if cfg else None
+
+
+def from_project_root(path: str | Path) -> Path:
+    """``path`` made absolute: relative paths are relative to the project root, or to
+    the current folder outside a project."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p
+    root = project_root()
+    return (root / p) if root is not None else Path.cwd() / p
+
+
+def expand(template: str, spider: Spider | type[Spider] | None) -> str:
     """Expand ``%(name)s`` (and other spider attributes) as Scrapy does for FEEDS URIs."""
     if "%(" not in template:
         return template

@@ -14,7 +14,9 @@ import difflib
 import hashlib
 import ipaddress
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -50,6 +52,20 @@ SCHEMA_PATH = Path(__file__).with_name("policy.schema.json")
 #: policies have a few hundred. Protects lint and crawl start-up from alias bombs.
 MAX_VALUES = 100_000
 REVIEW_WARNING_DAYS = 30
+#: The largest policy file read (real policies are a few kilobytes); larger files,
+#: and anything that is not a regular file (a FIFO, a device), are refused unread.
+MAX_POLICY_BYTES = 1024 * 1024
+#: The deepest nesting of sections and lists a policy may have (real ones: 5).
+MAX_DEPTH = 32
+#: The longest period a policy may name (retention, review intervals, TTLs).
+MAX_DURATION_YEARS = 100
+MAX_DURATION_SECONDS = MAX_DURATION_YEARS * 365 * 86400
+#: Upper bounds of the policy's numbers (all numbers must also be finite).
+MAX_DELAY_SECONDS = 3600.0
+MAX_IMAGE_PIXELS = 500_000_000
+MAX_ROBOTS_BYTES = 50_000_000
+#: Where a user of the installed package reads about every field.
+FIELD_HELP = f"'scrapy gdpr-lint --explain KEY' describes each field; the JSON Schema is {SCHEMA_PATH}"
 
 
 # --------------------------------------------------------------------------- findings
@@ -96,9 +112,13 @@ def _invalid(message: str, fix: str) -> PydanticCustomError:
 
 def _check_duration(value: Any) -> str:
     try:
-        Duration.parse(value)
-    except ValueError as exc:
+        duration = Duration.parse(value)
+        too_long = duration.total_seconds() > MAX_DURATION_SECONDS
+    except (ValueError, OverflowError) as exc:
         raise _invalid(str(exc), "write an ISO 8601 duration: P30D (30 days), P6M (6 months), P1Y (a year), PT24H (24 hours)") from None
+    if too_long:
+        raise _invalid(f"{value!r} is longer than {MAX_DURATION_YEARS} years",
+                       f"write a period of at most {MAX_DURATION_YEARS} years (P{MAX_DURATION_YEARS}Y)")
     return value.strip().upper()
 
 
@@ -196,7 +216,8 @@ FaceAction = Literal["blur", "pixelate", "fill", "drop_image", "drop_item", "kee
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # numbers must be finite: '.inf' or '.nan' in a delay would hang or break the crawl
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- sections
@@ -301,7 +322,7 @@ class TermsReview(_Model):
 
 
 class RateLimit(_Model):
-    delay: Annotated[float, Field(ge=0)] = Field(1.0, description="Seconds between requests to the host")
+    delay: Annotated[float, Field(ge=0, le=MAX_DELAY_SECONDS)] = Field(1.0, description="Seconds between requests to the host")
     concurrency: Annotated[int, Field(ge=1, le=64)] = 1
 
 
@@ -325,7 +346,7 @@ class TermsCheck(_Model):
 
 class RobotsSettings(_Model):
     cache_ttl: IsoDuration = "PT24H"
-    max_size: Annotated[int, Field(ge=512000)] = 512000
+    max_size: Annotated[int, Field(ge=512000, le=MAX_ROBOTS_BYTES)] = 512000
     max_redirects: Annotated[int, Field(ge=5, le=20)] = 5
     retry_times: Annotated[int, Field(ge=0, le=10)] = 2
     retry_backoff: IsoDuration = "PT1M"
@@ -354,7 +375,7 @@ class FacePolicy(_Model):
     margin: Annotated[float, Field(ge=0, le=2)] = 0.25
     sensitivity: Literal["strict", "balanced", "fast"] = "strict"
     min_confidence: Annotated[float, Field(gt=0, lt=1)] | None = None
-    max_pixels: Annotated[int, Field(gt=0)] = 60_000_000
+    max_pixels: Annotated[int, Field(gt=0, le=MAX_IMAGE_PIXELS)] = 60_000_000
     max_frames: Annotated[int, Field(ge=1, le=10_000)] = Field(
         100, description="Most frames or pages an animated image or multi-page TIFF may have; more are refused"
     )
@@ -387,7 +408,9 @@ class Objections(_Model):
 
 
 class Politeness(_Model):
-    default_delay: Annotated[float, Field(ge=0)] = 1.0
+    default_delay: Annotated[float, Field(ge=0, le=MAX_DELAY_SECONDS)] = Field(
+        1.0, description="Seconds between requests to the same site, unless a domain's rate_limit says otherwise"
+    )
     default_concurrency: Annotated[int, Field(ge=1, le=64)] = 2
     retry_after_max: IsoDuration = "PT1H"
 
@@ -496,6 +519,14 @@ _Loader.add_implicit_resolver(
 )
 
 
+class _FastLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """:class:`_Loader`'s rules on libyaml's parser where PyYAML has it (about five
+    times faster: a policy at the size limit is refused in seconds, not a minute)."""
+
+
+_FastLoader.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+
+
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _COLLECTION_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
@@ -504,6 +535,10 @@ def _yaml_finding(exc: yaml.YAMLError, filename: str) -> Finding:
     mark = getattr(exc, "problem_mark", None)
     line = mark.line + 1 if mark is not None else None
     problem = getattr(exc, "problem", None) or str(exc)
+    if problem.startswith("did not find expected "):
+        problem = problem[len("did not find ") :]  # libyaml's wording of PyYAML's message
+    if "maximum nesting depth" in problem:
+        return _depth_finding(filename, line)
     context = getattr(exc, "context", None)
     context_mark = getattr(exc, "context_mark", None)
     if context and context_mark is not None and context_mark.line + 1 != line:
@@ -512,14 +547,34 @@ def _yaml_finding(exc: yaml.YAMLError, filename: str) -> Finding:
 
 
 def _compose(text: str, filename: str) -> tuple[Any, dict[tuple[Any, ...], int], list[Finding]]:
-    """Parse YAML to plain data plus a map of key path -> line, noting duplicate keys."""
-    loader = _Loader(text)
+    """Parse YAML to plain data plus a map of key path -> line, noting duplicate keys.
+
+    Every failure is a finding, never an exception: a file too large, a NUL byte,
+    nesting deeper than :data:`MAX_DEPTH`, more than :data:`MAX_VALUES` values.
+    """
     findings: list[Finding] = []
     lines: dict[tuple[Any, ...], int] = {}
+    if len(text) > MAX_POLICY_BYTES:
+        findings.append(Finding(filename, None, "", f"the policy is more than {MAX_POLICY_BYTES:,} characters long",
+                                "a policy needs a few kilobytes: check that this is the right file"))
+        return None, lines, findings
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        findings.append(Finding(filename, line, "", "the policy contains a NUL byte (it is not a text file)",
+                                "save the policy as plain UTF-8 text"))
+        return None, lines, findings
+    depth_line = _too_deep(text)
+    if depth_line is not None:
+        findings.append(_depth_finding(filename, depth_line))
+        return None, lines, findings
+    loader = _FastLoader(text)
     try:
         node = loader.get_single_node()
     except yaml.YAMLError as exc:
         findings.append(_yaml_finding(exc, filename))
+        return None, lines, findings
+    except RecursionError:
+        findings.append(_depth_finding(filename, None))
         return None, lines, findings
     finally:
         loader.dispose()
@@ -527,13 +582,20 @@ def _compose(text: str, filename: str) -> tuple[Any, dict[tuple[Any, ...], int],
         return None, lines, findings
 
     built = 0
+    seen_nodes: set[int] = set()
+    aliased = False
 
     def build(n: yaml.Node, path: tuple[Any, ...]) -> Any:
-        nonlocal built
+        nonlocal built, aliased
         built += 1
+        if id(n) in seen_nodes:
+            aliased = True  # a node reached twice: an '*alias'
+        seen_nodes.add(id(n))
         if built > MAX_VALUES:
             # '*alias' references can make a small file expand without bound
             raise _TooManyValues(n.start_mark.line + 1)
+        if len(path) > MAX_DEPTH:
+            raise _TooDeep(n.start_mark.line + 1)
         lines.setdefault(path, n.start_mark.line + 1)
         if isinstance(n, (yaml.MappingNode, yaml.SequenceNode)) and n.tag not in _COLLECTION_TAGS:
             # the safe loader would refuse it; so do we (it is never constructed)
@@ -589,16 +651,68 @@ def _compose(text: str, filename: str) -> tuple[Any, dict[tuple[Any, ...], int],
     try:
         return build(node, ()), lines, findings
     except _TooManyValues as exc:
-        findings.append(Finding(
-            filename, exc.line, "",
-            f"the file expands to more than {MAX_VALUES:,} values (through '*alias' references)",
-            "write the policy out without nested '&anchor'/'*alias' references; a policy needs far fewer values",
-        ))
+        if aliased:
+            findings.append(Finding(
+                filename, exc.line, "",
+                f"the file expands to more than {MAX_VALUES:,} values (through '*alias' references)",
+                "write the policy out without nested '&anchor'/'*alias' references; a policy needs far fewer values",
+            ))
+        else:
+            findings.append(Finding(
+                filename, exc.line, "", f"the file holds more than {MAX_VALUES:,} values",
+                "a policy needs a few hundred values: check that this is the right file",
+            ))
+        return None, lines, findings
+    except _TooDeep as exc:
+        findings.append(_depth_finding(filename, exc.line))
+        return None, lines, findings
+    except RecursionError:
+        findings.append(_depth_finding(filename, None))
         return None, lines, findings
     except yaml.YAMLError as exc:
         # e.g. a tag such as '!!python/object' that the safe loader does not construct
         findings.append(_yaml_finding(exc, filename))
         return None, lines, findings
+    except (ValueError, OverflowError) as exc:
+        # e.g. an integer of thousands of digits (Python's int conversion limit)
+        findings.append(Finding(filename, None, "", f"a value cannot be read: {exc}",
+                                "write numbers of sensible size, and dates as YYYY-MM-DD"))
+        return None, lines, findings
+
+
+class _TooDeep(Exception):
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+def _depth_finding(filename: str, line: int | None) -> Finding:
+    return Finding(filename, line, "", f"sections and lists are nested more than {MAX_DEPTH} levels deep",
+                   "a policy nests a few levels: check the indentation and the brackets")
+
+
+def _too_deep(text: str) -> int | None:
+    """The line where flow brackets (``[[[``, ``{{{``) nest deeper than MAX_DEPTH, checked
+    before parsing (the YAML parser recurses once per level and would overflow)."""
+    depth = 0
+    line = 1
+    quote = ""
+    for ch in text:
+        if ch == "\n":
+            line += 1
+        if quote:
+            if ch == quote:
+                quote = ""
+            continue
+        if ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return line
+        elif ch in "]}" and depth:
+            depth -= 1
+    return None
 
 
 class _TooManyValues(Exception):
@@ -681,6 +795,7 @@ _FIXES = {
     "greater_than": "use a larger value",
     "less_than": "use a smaller value",
     "string_pattern_mismatch": "use only the allowed characters",
+    "finite_number": "write a finite number (not .inf or .nan)",
 }
 
 
@@ -765,6 +880,17 @@ def _as_date(value: Any) -> date | None:
         except ValueError:
             return None
     return None
+
+
+#: Records of processing a policy must keep: key, article, what, how to fix.
+ART30_RECORDS = (
+    ("data_subjects", "30(1)(c)", "categories of data subjects",
+     "list whose data the crawl processes under data_subjects, e.g. [site_authors, bystanders]"),
+    ("data_categories", "30(1)(c)", "categories of personal data",
+     "list the kinds of personal data under data_categories, e.g. [user.name, user.content.self_image]"),
+    ("recipients", "30(1)(d)", "categories of recipients",
+     "list who receives the data under recipients (name, role), or write 'recipients: []' if no one does"),
+)
 
 
 def _rule_findings(data: Any, lines: dict[tuple[Any, ...], int], filename: str, today: date) -> list[Finding]:
@@ -866,6 +992,14 @@ def _rule_findings(data: Any, lines: dict[tuple[Any, ...], int], filename: str, 
         add(("crawler", "product_token"), f"the product token {token!r} does not appear in the User-Agent",
             "make the User-Agent start with the product token, e.g. 'ExampleBot/1.0 (+URL)'")
 
+    # Art. 30(1)(c) and (d): records a controller must keep. Warnings (errors under
+    # 'gdpr-lint --strict'); an explicit 'recipients: []' records that there are none.
+    for key, article, what, fix in ART30_RECORDS:
+        value = data.get(key)
+        if value is None or (key != "recipients" and value == []):
+            add((key,) if key in data else (), f"no {what} recorded (a required record, Art. {article})", fix,
+                "warning")
+
     retention = data.get("retention") if isinstance(data.get("retention"), dict) else {}
     items = retention.get("items")
     if isinstance(items, dict) and "default" not in items:
@@ -884,12 +1018,12 @@ def validate_policy_text(text: str, filename: str = "<policy>", *, today: date |
     today = today or date.today()
     data, lines, findings = _compose(text, filename)
     if data is None and not findings:
-        findings.append(Finding(filename, 1, "", "the policy file is empty", "start from the example policy in docs/policy.md"))
+        findings.append(Finding(filename, 1, "", "the policy file is empty", f"start from the example policy of the scrapy-gdpr documentation ({FIELD_HELP})"))
     if findings and data is None:
         return None, findings
     if not isinstance(data, dict):
         findings.append(Finding(filename, 1, "", "the policy must be a mapping of 'key: value' lines",
-                                "start from the example policy in docs/policy.md"))
+                                f"start from the example policy of the scrapy-gdpr documentation ({FIELD_HELP})"))
         return None, findings
     policy, schema_findings = _schema_findings(data, lines, filename)
     findings += schema_findings
@@ -904,22 +1038,64 @@ def validate_policy_text(text: str, filename: str = "<policy>", *, today: date |
     return policy, findings
 
 
+def read_policy_text(path: Path) -> str:
+    """The text of a policy file; raise :class:`PolicyError` (a finding) when it is not
+    a regular file, larger than :data:`MAX_POLICY_BYTES`, or not UTF-8 text.
+
+    Opened without blocking and checked on the open file, so a FIFO, a device such
+    as ``/dev/zero`` or a folder is refused without being read.
+    """
+    name = str(path)
+
+    def fail(message: str, fix: str) -> PolicyError:
+        return PolicyError([Finding(name, None, "", message, fix)])
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise fail(
+            "the policy file does not exist",
+            f"create it ({FIELD_HELP}), or point GDPR_POLICY (or the spider's gdpr_policy) at the right "
+            "file; a relative path is relative to the project folder (where scrapy.cfg is)",
+        ) from None
+    except IsADirectoryError:
+        raise fail("the policy path is a folder, not a file", "point GDPR_POLICY at the policy's YAML file") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise fail(f"the policy file cannot be opened: {exc}", "check the path and its permissions") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise fail("the policy path is not a regular file (a FIFO, device, socket or folder)",
+                       "point GDPR_POLICY at the policy's YAML file")
+        if info.st_size > MAX_POLICY_BYTES:
+            raise fail(f"the policy file is {info.st_size:,} bytes, more than the {MAX_POLICY_BYTES:,} allowed",
+                       "a policy needs a few kilobytes: check that this is the right file")
+        with os.fdopen(fd, "rb", closefd=True) as fh:
+            fd = -1
+            data = fh.read(MAX_POLICY_BYTES + 1)
+    except OSError as exc:
+        raise fail(f"the policy file cannot be read: {exc}", "check the path and its permissions") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if len(data) > MAX_POLICY_BYTES:
+        raise fail(f"the policy file is more than {MAX_POLICY_BYTES:,} bytes",
+                   "a policy needs a few kilobytes: check that this is the right file")
+    try:
+        # utf-8-sig: editors on Windows may save a byte-order mark
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise PolicyError([Finding(name, line, "", f"the policy file is not UTF-8 text ({exc.reason} at byte {exc.start})",
+                                   "save the file as UTF-8")]) from None
+    return text
+
+
 def load_policy(path: str | Path, *, today: date | None = None) -> Policy:
     """Load and validate a policy file; raise :class:`PolicyError` listing every error."""
     path = Path(path)
-    name = str(path)
-    try:
-        # utf-8-sig: editors on Windows may save a byte-order mark
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise PolicyError(
-            [Finding(name, None, "", "the policy file does not exist",
-                     "create it (see docs/policy.md), or point GDPR_POLICY at the right file")]
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError([Finding(name, None, "", f"the policy file cannot be read: {exc}",
-                                   "check the path and that the file is UTF-8 text")]) from None
-    policy, findings = validate_policy_text(text, name, today=today)
+    text = read_policy_text(path)
+    policy, findings = validate_policy_text(text, str(path), today=today)
     if policy is None:
         raise PolicyError(findings)
     policy._path = path.resolve()
@@ -928,7 +1104,10 @@ def load_policy(path: str | Path, *, today: date | None = None) -> Policy:
 
 def policy_json_schema() -> dict[str, Any]:
     """The JSON Schema of policy files (what ``policy.schema.json`` holds)."""
+    from scrapy_gdpr.policy_docs import add_descriptions
+
     schema = Policy.model_json_schema(mode="validation")
+    add_descriptions(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://scrapy-gdpr.invalid/policy.schema.json"
     schema["title"] = "scrapy-gdpr policy file"

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from scrapy_gdpr import __version__, _html
 from scrapy_gdpr.durations import Duration
 from scrapy_gdpr.policy import REVIEW_WARNING_DAYS
+from scrapy_gdpr.addon import console_enabled
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -189,47 +190,6 @@ CONSOLES: list[tuple[str, str, str, str]] = [
      "an HTTP server that runs Python code sent to it inside the running crawl (token in a job file "
      "in the user's profile folder)"),
 ]
-
-
-def console_enabled(settings: BaseSettings, name: str = "TELNETCONSOLE_ENABLED") -> bool:
-    """Whether Scrapy's console switched by the setting ``name`` runs in a crawl under the add-on.
-
-    The rule the add-on applies: the console is off unless the project's own settings
-    switch it on explicitly, that is, a true value set at a priority above the
-    add-on's (``settings.py``, a spider's ``custom_settings``, ``-s``); Scrapy's
-    default (on) does not count. A console whose extension is set to ``None`` in
-    ``EXTENSIONS`` is off. The answer is the same for a project's settings before the
-    add-on ran (``scrapy gdpr-report``) and for a crawler's settings after it.
-    """
-    from scrapy.settings import SETTINGS_PRIORITIES
-
-    priority = settings.getpriority(name)
-    if priority is None or priority <= SETTINGS_PRIORITIES["addon"] or not settings.getbool(name):
-        return False
-    extension = {setting: ext for setting, ext, _, _ in CONSOLES}.get(name)
-    return extension is None or not _extension_disabled(settings, extension)
-
-
-def _extension_disabled(settings: BaseSettings, path: str) -> bool:
-    """Whether ``EXTENSIONS`` switches the extension at ``path`` off (``None``)."""
-    from scrapy.utils.misc import load_object
-
-    for key, order in settings.getwithbase("EXTENSIONS").items():
-        if order is not None:
-            continue
-        if key == path:
-            return True
-        try:
-            obj = load_object(key) if isinstance(key, str) else key
-        except Exception:  # noqa: BLE001 - an unloadable entry is Scrapy's error to report, not ours
-            continue
-        if _qualname(obj) == path:
-            return True
-    return False
-
-
-def _qualname(obj: Any) -> str:
-    return f"{obj.__module__}.{obj.__qualname__}"
 
 
 def console_states(settings: BaseSettings | None) -> list[dict[str, Any]]:

@@ -16,7 +16,8 @@ from scrapy import signals
 
 from scrapy_gdpr.audit import AuditLog, Refusals
 from scrapy_gdpr.config import GdprConfig
-from scrapy_gdpr.policy import Policy, load_policy
+from scrapy_gdpr.policy import Policy, PolicyError, load_policy
+from scrapy_gdpr.status import refuse_startup
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -68,12 +69,21 @@ def get_runtime(crawler: Crawler) -> GdprRuntime:
     rt = _RUNTIMES.get(crawler)
     if rt is not None:
         return rt
-    config = GdprConfig.from_settings(crawler.settings)
-    spider = crawler.spider
-    path = config.policy_path(spider)
-    policy = load_policy(path)
+    # the spider class stands in while there is no spider yet (a crawler from
+    # get_crawler() applies its settings first): %(name)s is the same either way
+    spider = crawler.spider if crawler.spider is not None else crawler.spidercls
+    try:
+        config = GdprConfig.from_settings(crawler.settings)
+        policy = load_policy(config.policy_path(spider))
+    except (PolicyError, ValueError) as exc:
+        # printed once, without a traceback, whatever the log settings
+        raise refuse_startup(crawler, exc) from None
     spider_name = getattr(spider, "name", None) or "spider"
-    audit = AuditLog(_expand_path(config, spider), defaults={"policy_fingerprint": policy.fingerprint})
+    try:
+        audit = AuditLog(_expand_path(config, spider), defaults={"policy_fingerprint": policy.fingerprint})
+    except OSError as exc:
+        # no record of refusals could be kept: refuse to start rather than crawl unaudited
+        raise refuse_startup(crawler, OSError(f"GDPR_AUDIT_LOG cannot be opened: {exc}")) from None
     rt = GdprRuntime(crawler=crawler, config=config, policy=policy, audit=audit, initial_spider_name=spider_name)
     _RUNTIMES[crawler] = rt
     logger.info(

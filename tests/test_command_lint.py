@@ -141,8 +141,9 @@ def test_project_lints_every_spider(tmp_path):
     result = run_scrapy("gdpr-lint", cwd=project)
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    alpha = str(Path("policies") / "alpha.yaml")
-    beta = str(Path("policies") / "beta-policy.yaml")
+    # relative to the project root, named by its absolute path
+    alpha = str(project.resolve() / "policies" / "alpha.yaml")
+    beta = str(project.resolve() / "policies" / "beta-policy.yaml")
     assert f"{alpha} (spider alpha): OK" in lines
     assert f"{beta} (spider beta): INVALID: 1 error(s), 1 warning(s)" in lines
     assert f"  {beta}:40: error: faces.action: faces are set to be kept" in result.stdout
@@ -163,4 +164,4 @@ def test_project_spiders_sharing_a_policy(tmp_path):
     spiders.write_text(spiders.read_text().replace('    gdpr_policy = "policies/beta-policy.yaml"\n', ""))
     result = run_scrapy("gdpr-lint", cwd=project)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.splitlines()[0] == "policies/alpha.yaml (spiders alpha, beta): OK"
+    assert result.stdout.splitlines()[0] == f"{project.resolve() / 'policies' / 'alpha.yaml'} (spiders alpha, beta): OK"

@@ -66,6 +66,11 @@ class Command(ScrapyCommand):
             "--format", dest="format", choices=("text", "json"), default="text", help="output format (default: text)"
         )
         parser.add_argument(
+            "--explain", metavar="KEY", default=None,
+            help="print the documentation of a policy field (e.g. faces.action, domains.terms.fingerprint; "
+            "'policy' lists the top-level keys) and exit",
+        )
+        parser.add_argument(
             "--today", metavar="YYYY-MM-DD", default=None,
             help="check review dates as if today were this day (e.g. the day a crawl is planned)",
         )
@@ -90,11 +95,14 @@ class Command(ScrapyCommand):
             if not settings.getbool("GDPR_ENABLED", DEFAULTS["GDPR_ENABLED"]):
                 print(f"spider {name}: scrapy-gdpr is disabled (GDPR_ENABLED = False), not checked", file=sys.stderr)
                 continue
-            path = GdprConfig.from_settings(settings).policy_path(spidercls)  # type: ignore[arg-type]
+            path = GdprConfig.from_settings(settings).policy_path(spidercls)
             targets.setdefault(path, []).append(name)
         return targets
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        if opts.explain is not None:
+            self.exitcode = _explain(opts.explain)
+            return
         today = parse_today(opts.today)
         targets = self._targets(args)
         results = []
@@ -141,6 +149,19 @@ class Command(ScrapyCommand):
         errors = sum(r["errors"] for r in results)
         warnings = sum(r["warnings"] for r in results)
         print(f"{len(results)} polic{'y' if len(results) == 1 else 'ies'} checked: {errors} error(s), {warnings} warning(s)")
+
+
+def _explain(key: str) -> int:
+    from scrapy_gdpr.explain import explain, suggestions
+
+    text = explain(key)
+    if text is None:
+        close = suggestions(key)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; 'scrapy gdpr-lint --explain policy' lists the keys"
+        print(f"no policy field {key!r}{hint}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0
 
 
 def _finding_dict(f: Finding) -> dict[str, Any]:
