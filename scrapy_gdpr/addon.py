@@ -158,7 +158,10 @@ class Addon:
                 )
         settings.set("DOWNLOAD_SLOTS", slots, "addon")
         for hook in ADDON_HOOKS:
-            load_object(hook)(settings, self.crawler)
+            try:
+                load_object(hook)(settings, self.crawler)
+            except ValueError as exc:  # a setting the promises cannot hold with (a store, a cache)
+                raise refuse_startup(self.crawler, exc) from None
 
 
 #: Functions ``(settings, crawler) -> None`` that add area-specific settings
