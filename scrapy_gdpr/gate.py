@@ -30,6 +30,7 @@ from scrapy_gdpr.objections import (
     objection_list,
     objections_path,
 )
+from scrapy_gdpr.optout import IMAGE_RULE_PURPOSES
 from scrapy_gdpr.provenance import provenance_of
 
 if TYPE_CHECKING:
@@ -497,6 +498,19 @@ class ItemGatePipeline:
         self._filter_media(item, url, provenance.images_reserved, provenance.images_signal)
         return item
 
+    def _image_clause(self, signal: str) -> str:
+        """The policy purpose whose opt-out purpose the page's image reservation hits:
+        ``noimageindex`` reserves ``search``, ``noimageai`` the AI purposes."""
+        text = signal.lower()
+        for rule, purposes in IMAGE_RULE_PURPOSES.items():
+            if rule in text:
+                for sp in purposes:
+                    if sp in self.signal_purposes:
+                        return self.policy.clause("purposes", self.signal_purposes[sp], "signal_purposes")
+        if self.signal_purposes:  # a reservation is only recorded for the spider's purposes
+            return self.policy.clause("purposes", min(self.signal_purposes.values()), "signal_purposes")
+        return self.policy.clause("purposes")
+
     def _filter_media(self, item: Any, source: str, reserved: bool, signal: str) -> None:
         adapter = ItemAdapter(item)
         for field in self.url_fields:
@@ -510,8 +524,9 @@ class ItemGatePipeline:
                 absolute = urljoin(source, str(u))
                 if reserved:
                     note_refusal(
-                        self.crawler, absolute, Reason.OPTOUT, detail=f"the page {source} reserves its images"
-                        + (f" ({signal})" if signal else ""), kind="image",
+                        self.crawler, absolute, Reason.OPTOUT, clause=self._image_clause(signal),
+                        detail=f"the page {source} reserves its images" + (f" ({signal})" if signal else ""),
+                        kind="image",
                     )
                     continue
                 refusal = self.gate.check_objection(absolute)

@@ -166,6 +166,8 @@ class ObjectionList:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
         self._fspath = os.fspath(path) if path is not None else ""
+        # url and prefix keys map to ``line << 1 | written_as_http``: the key is the
+        # canonical https:// form, and the bit lets a match quote the entry as written
         self._urls: dict[str, int] = {}
         self._prefixes: dict[str, int] = {}
         self._prefix_lengths: list[int] = []
@@ -206,7 +208,7 @@ class ObjectionList:
                 parsed = _parse_line(entry, "<entries>", n)
                 if parsed is None:
                     continue
-                objections._insert_key(*parsed, n)
+                objections._insert_key(*parsed, _tag(n, entry.split()[1]))
             else:
                 objections._insert(entry[0], entry[1], n)
         objections._sort_lengths()
@@ -222,7 +224,8 @@ class ObjectionList:
     def _insert(self, kind: str, value: str, line: int) -> None:
         if kind not in KINDS:
             raise ValueError(f"objection kind must be one of {KINDS}, not {kind!r}")
-        self._insert_key(kind, canonical_domain(value) if kind == "domain" else canonical_url(value), line)
+        key = canonical_domain(value) if kind == "domain" else canonical_url(value)
+        self._insert_key(kind, key, line if kind == "domain" else _tag(line, value))
 
     def _insert_key(self, kind: str, key: str, line: int) -> None:
         if kind == "url":
@@ -311,16 +314,18 @@ class ObjectionList:
                 if port and port != _DEFAULT_PORTS[scheme]:
                     host = f"{host}:{port}"
                 key = f"https://{host}{path}"
+                tag = line_no << 1 | (scheme == "http")
                 if kind == "url":
-                    urls.setdefault(key, line_no)
+                    urls.setdefault(key, tag)
                 elif key not in prefixes:
-                    prefixes[key] = line_no
+                    prefixes[key] = tag
                     self._prefix_lengths.append(len(key))
                 continue
             try:
                 parsed = _parse_line(raw, name, line_no)
                 if parsed is not None:
-                    self._insert_key(parsed[0], parsed[1], line_no)
+                    tag = line_no if parsed[0] == "domain" else _tag(line_no, raw.split()[1])
+                    self._insert_key(parsed[0], parsed[1], tag)
             except ObjectionFileError as exc:
                 self.error = exc
                 break
@@ -393,12 +398,22 @@ class ObjectionList:
         return None
 
     def _describe(self, kind: str, key: str, line: int) -> str:
+        """The entry as the file spells its scheme (``http://`` or ``https://``), with its line."""
+        if kind != "domain":
+            if line & 1:
+                key = "http://" + key[len("https://") :]
+            line >>= 1
         if line and self.path is not None:
             return f"{kind} {key} ({self.path}:{line})"
         return f"{kind} {key}"
 
     def __len__(self) -> int:
         return len(self._urls) + len(self._prefixes) + len(self._domains)
+
+
+def _tag(line: int, value: str) -> int:
+    """``line << 1``, plus 1 when ``value`` (a URL or prefix as written) is ``http:``."""
+    return line << 1 | (value.lstrip()[:5].lower() == "http:")
 
 
 def _parse_line(raw: str, name: str, line_no: int) -> tuple[str, str] | None:

@@ -234,3 +234,27 @@ def test_domain_verdicts_per_host_are_bounded(tmp_path, monkeypatch):
         assert objections.match(f"https://h{i}.example/") is None
         assert objections.match(f"https://h{i}.person.example/") == "domain person.example"
     assert len(objections._host_verdicts) <= 5
+
+
+def test_a_match_quotes_the_entry_with_its_own_scheme(tmp_path):
+    """http and https URLs share a key; the detail must still quote what the file says."""
+    path = tmp_path / "objections.txt"
+    path.write_text(
+        "url http://example.org/a\n"  # the fast path of the reader
+        "prefix http://example.org/people/\n"
+        "url https://example.org/b\n"
+        "url HTTP://Example.org/c?b=2&a=1\n"  # the slow path (canonicalised)
+        "prefix http://example.org/%7Ejane/\n",
+        encoding="utf-8",
+    )
+    objections = ObjectionList.from_file(path)
+    assert objections.match("https://example.org/a") == f"url http://example.org/a ({path}:1)"
+    assert objections.match("https://example.org/people/x") == f"prefix http://example.org/people/ ({path}:2)"
+    assert objections.match("http://example.org/b") == f"url https://example.org/b ({path}:3)"
+    assert objections.match("https://example.org/c?a=1&b=2") == f"url http://example.org/c?a=1&b=2 ({path}:4)"
+    assert objections.match("https://example.org/~jane/x") == f"prefix http://example.org/~jane/ ({path}:5)"
+    memory = ObjectionList.from_entries([("url", "http://example.org/m"), "prefix http://example.org/n/"])
+    memory.add("url", "http://example.org/o")
+    assert memory.match("https://example.org/m") == "url http://example.org/m"
+    assert memory.match("https://example.org/n/1") == "prefix http://example.org/n/"
+    assert memory.match("https://example.org/o") == "url http://example.org/o"
