@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import SplitResult, urljoin, urlsplit
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 from itemadapter import ItemAdapter
 from scrapy.utils.defer import maybe_deferred_to_future
@@ -72,6 +73,158 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 #: ``request.meta["gdpr_internal"]`` values of the policy's own requests that pass
 #: the path rules of a listed host.
 INTERNAL_PATH_EXEMPT = frozenset({"robots", "tdmrep"})
+
+#: Rounds of percent-decoding a path may need before it stops changing. A path that
+#: still changes after that (``%2525252F``) cannot be normalised: on a domain with
+#: path rules it is refused.
+MAX_DECODE_ROUNDS = 3
+
+# Never raw in a URL a client sends: C0 controls, space, DEL.
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+# One label of a host name as it goes on the wire (underscores occur in real names).
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?", re.ASCII)
+_BRACKETED = re.compile(r"\[[0-9A-Fa-f:.]+\](?::[0-9]*)?", re.ASCII)
+
+
+class PathError(ValueError):
+    """A path that cannot be normalised, so path rules cannot be applied to it."""
+
+
+def url_problem(url: str, parts: SplitResult) -> str | None:
+    """Why ``url`` (an http(s) URL, split) is malformed, or None.
+
+    Refused alone, before any other check, so that it never stands for its host
+    (a robots.txt fetch, a DNS lookup, a cache entry): user information
+    (``http://x@host/``), a port that is not a number from 1 to 65535, a host that
+    is not a valid name or address (empty labels, percent-escapes, bad IDNA or
+    punycode), control characters or spaces, a backslash in the authority.
+    """
+    if (m := _CONTROL.search(url)) is not None:
+        return f"it contains the control character or space {m.group()!r} at position {m.start()}"
+    netloc = parts.netloc
+    if "@" in netloc:
+        return "it carries user information (user@host); credentials are never sent"
+    if "\\" in netloc:
+        return "its authority contains a backslash"
+    try:
+        port = parts.port
+    except ValueError as exc:
+        return f"its port is invalid ({exc})"
+    if port == 0:
+        return "its port is 0"
+    if netloc.startswith("["):
+        if not _BRACKETED.fullmatch(netloc):
+            return "its IPv6 address is not well formed"
+        return None
+    host = parts.hostname or ""
+    if host.endswith("."):
+        host = host[:-1]
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            return f"its host name is not a valid international name ({exc})"
+    labels = host.split(".")
+    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        return f"{host!r} is not a valid host name"
+    for label in labels:
+        if label.startswith("xn--"):
+            try:
+                decoded = label[4:].encode("ascii").decode("punycode")
+            except UnicodeError:
+                return f"the label {label!r} of its host name is not valid punycode"
+            if not decoded or decoded.isascii():
+                return f"the label {label!r} of its host name is not valid punycode"
+    return None
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4 on an absolute path (``/a/b/../c`` -> ``/a/c``)."""
+    segments = path.split("/")[1:]
+    out: list[str] = []
+    for i, seg in enumerate(segments):
+        if seg in (".", ".."):
+            if seg == ".." and out:
+                out.pop()
+            if i == len(segments) - 1:
+                out.append("")
+        else:
+            out.append(seg)
+    return "/" + "/".join(out)
+
+
+def _server_view(path: str, *, collapse: bool, lenient: bool) -> str:
+    """``path`` as a server may resolve it: backslashes as slashes, optionally
+    repeated slashes collapsed and, ``lenient``, ``;params`` and trailing dots and
+    spaces dropped from each segment (Tomcat, IIS); dot segments resolved last."""
+    path = path.replace("\\", "/")
+    if not path.startswith("/"):
+        path = "/" + path
+    segments = path.split("/")[1:]
+    if lenient:
+        kept = []
+        for seg in segments:
+            seg = seg.partition(";")[0].rstrip(" ")
+            if seg.strip("."):
+                seg = seg.rstrip(". ")
+            kept.append(seg)
+        segments = kept
+    if collapse:
+        last = segments[-1:] == [""]
+        segments = [seg for seg in segments if seg] + ([""] if last else [])
+    return _remove_dot_segments("/" + "/".join(segments))
+
+
+def path_forms(path: str) -> list[str]:
+    """Every spelling of ``path`` (with its query) that a path rule must consider.
+
+    The first is the canonical form (w3lib's ``canonicalize_url``: unreserved
+    escapes decoded, reserved ones such as ``%2F`` kept, dot segments resolved,
+    the query sorted). Then each round of percent-decoding (``/admin%2Fx`` ->
+    ``/admin/x``, ``%252F`` -> ``%2F`` -> ``/``), each taken with and without
+    collapsed slashes and ``;params``. Raises :class:`PathError` when the path is
+    still changing after :data:`MAX_DECODE_ROUNDS` rounds or cannot be parsed.
+    """
+    try:
+        canon = _normalise_path(path)
+    except (ValueError, UnicodeError) as exc:
+        raise PathError(f"{exc}") from None
+    forms = [canon]
+    plain, _, _ = canon.partition("?")
+    if (
+        "%" not in canon
+        and ";" not in plain
+        and "//" not in plain
+        and "/." not in plain
+        and "./" not in plain
+        and not plain.endswith(".")
+    ):
+        return forms  # nothing to decode, no dot segment or parameter: one spelling
+    current = canon
+    for round_ in range(MAX_DECODE_ROUNDS + 1):
+        head, sep, query = current.partition("?")
+        for collapse in (False, True):
+            for lenient in (False, True):
+                form = _server_view(head, collapse=collapse, lenient=lenient) + sep + query
+                if form not in forms:
+                    forms.append(form)
+        decoded = unquote(current, errors="surrogateescape")
+        if decoded == current:
+            return forms
+        if round_ == MAX_DECODE_ROUNDS:
+            break
+        current = decoded
+    raise PathError(f"it is still percent-encoded after {MAX_DECODE_ROUNDS} rounds of decoding")
+
+
+def _prefix_forms(prefix: str) -> tuple[str, ...]:
+    """A path rule's prefix in the canonical and in the fully decoded spelling."""
+    canon = _normalise_path(prefix)
+    decoded = canon
+    for _ in range(MAX_DECODE_ROUNDS):
+        decoded = unquote(decoded, errors="surrogateescape")
+    head, sep, query = decoded.partition("?")
+    return tuple(dict.fromkeys((canon, _server_view(head, collapse=True, lenient=False) + sep + query)))
 
 
 @dataclass(frozen=True)
@@ -157,8 +310,11 @@ class PolicyGate:
         jur = self.policy.jurisdictions
         self._tlds = {t.lstrip(".").lower(): i for i, t in enumerate(jur.exclude_tlds)}
         self._excluded = {canonical_host(d): i for i, d in enumerate(jur.exclude_domains)}
-        self._deny = [[_normalise_path(p) for p in rule.deny_paths] for rule in self.policy.domains]
-        self._allow = [[_normalise_path(p) for p in rule.allow_paths] for rule in self.policy.domains]
+        # deny rules match case-insensitively (casefolded), allow rules exactly
+        self._deny = [
+            [tuple(f.casefold() for f in _prefix_forms(p)) for p in rule.deny_paths] for rule in self.policy.domains
+        ]
+        self._allow = [[_prefix_forms(p) for p in rule.allow_paths] for rule in self.policy.domains]
         self._domains_clause = self.policy.clause("domains")
         # Network verdicts per (host, rule): the same lifetime as Scrapy's own DNS
         # cache, whose answer the download then uses; failures are not kept.
@@ -202,9 +358,14 @@ class PolicyGate:
         """Checks 1-3 (no I/O). Returns (refusal or None, the rule index, the host)."""
         try:
             parts = urlsplit(url)
+            problem = url_problem(url, parts) if parts.scheme.lower() in ("http", "https") else None
+            if problem is not None:
+                detail = f"the URL is malformed: {problem}"
+                return Refusal(Reason.MALFORMED_URL, self._domains_clause, detail), None, ""
             info = self.host_info(parts.hostname or "")
         except (ValueError, UnicodeError) as exc:
-            return Refusal(Reason.DOMAIN, self._domains_clause, f"the URL cannot be parsed: {exc}"), None, ""
+            detail = f"the URL is malformed: it cannot be parsed ({exc})"
+            return Refusal(Reason.MALFORMED_URL, self._domains_clause, detail), None, ""
         host = info.host
         if parts.scheme.lower() not in ("http", "https") or not host:
             detail = f"only http(s) URLs of listed domains are fetched, not {parts.scheme or 'this'}: URLs"
@@ -243,17 +404,32 @@ class PolicyGate:
             return None, index
         if not self._deny[index] and not self._allow[index]:
             return None, index  # no path rules on this domain
-        path = _normalise_path(_path_of(parts if parts is not None else urlsplit(url)))
-        candidates = {path, _collapse_slashes(path)}
-        for j, prefix in enumerate(self._deny[index]):
-            if any(p.startswith(prefix) for p in candidates):
-                clause = self.policy.clause("domains", index, "deny_paths", j)
-                return Refusal(Reason.DOMAIN, clause, f"{path} is under the denied path {prefix}"), index
+        rule = self.policy.domains[index]
+        try:
+            forms = path_forms(_path_of(parts if parts is not None else urlsplit(url)))
+        except PathError as exc:
+            clause = self.policy.clause("domains", index, "deny_paths" if self._deny[index] else "allow_paths")
+            detail = f"the path cannot be normalised ({exc}), so the path rules of {rule.domain} cannot be applied"
+            return Refusal(Reason.MALFORMED_URL, clause, detail), index
+        path = forms[0]
+        # deny: any spelling under a denied prefix, in any letter case
+        folded = [f.casefold() for f in forms]
+        for j, prefixes in enumerate(self._deny[index]):
+            for form, fold in zip(forms, folded, strict=True):
+                if fold.startswith(prefixes):
+                    clause = self.policy.clause("domains", index, "deny_paths", j)
+                    spelled = f" (read as {form})" if form != path else ""
+                    detail = f"{path}{spelled} is under the denied path {rule.deny_paths[j]}"
+                    return Refusal(Reason.DOMAIN, clause, detail), index
+        # allow: every spelling under an allowed prefix, letter case as written
         allow = self._allow[index]
-        if allow and not any(path.startswith(prefix) for prefix in allow):
-            clause = self.policy.clause("domains", index, "allow_paths")
-            detail = f"{path} is not under an allowed path of {self.policy.domains[index].domain}"
-            return Refusal(Reason.DOMAIN, clause, detail), index
+        if allow:
+            for form in forms:
+                if not any(form.startswith(prefixes) for prefixes in allow):
+                    clause = self.policy.clause("domains", index, "allow_paths")
+                    spelled = f" (read as {form})" if form != path else ""
+                    detail = f"{path}{spelled} is not under an allowed path of {rule.domain}"
+                    return Refusal(Reason.DOMAIN, clause, detail), index
         return None, index
 
     def check_jurisdiction(self, host: str) -> Refusal | None:
@@ -409,12 +585,6 @@ def _normalise_path(path: str) -> str:
         path = "/" + path
     canon = canonical_url("http://h.invalid" + path)
     return canon[len("https://h.invalid") :]
-
-
-def _collapse_slashes(path: str) -> str:
-    while "//" in path:
-        path = path.replace("//", "/")
-    return path
 
 
 class PolicyGateMiddleware:
