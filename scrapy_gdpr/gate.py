@@ -607,6 +607,11 @@ class PolicyGateMiddleware:
         refusal = await self.gate.check(request.url, request.meta.get("gdpr_internal"))
         if refusal is not None:
             raise refuse(self.crawler, request.url, refusal.reason, clause=refusal.clause, detail=refusal.detail)
+        if request.meta.get("playwright"):
+            # the browser follows redirects itself: guard its page before it navigates
+            from scrapy_gdpr.playwright import prepare_request
+
+            prepare_request(self.crawler, request)
 
 
 class ItemGatePipeline:
