@@ -16,7 +16,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import SplitResult, unquote, urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 from itemadapter import ItemAdapter
 from scrapy.utils.defer import maybe_deferred_to_future
@@ -26,10 +26,14 @@ from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.audit import Reason, drop, note_refusal, refuse
 from scrapy_gdpr.objections import (
     ObjectionFileError,
+    PathError,
     canonical_host,
     canonical_url,
+    normalise_path,
     objection_list,
     objections_path,
+    path_forms,
+    prefix_forms,
 )
 from scrapy_gdpr.optout import IMAGE_RULE_PURPOSES
 from scrapy_gdpr.provenance import provenance_of
@@ -74,20 +78,11 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 #: the path rules of a listed host.
 INTERNAL_PATH_EXEMPT = frozenset({"robots", "tdmrep"})
 
-#: Rounds of percent-decoding a path may need before it stops changing. A path that
-#: still changes after that (``%2525252F``) cannot be normalised: on a domain with
-#: path rules it is refused.
-MAX_DECODE_ROUNDS = 3
-
 # Never raw in a URL a client sends: C0 controls, space, DEL.
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 # One label of a host name as it goes on the wire (underscores occur in real names).
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?", re.ASCII)
 _BRACKETED = re.compile(r"\[[0-9A-Fa-f:.]+\](?::[0-9]*)?", re.ASCII)
-
-
-class PathError(ValueError):
-    """A path that cannot be normalised, so path rules cannot be applied to it."""
 
 
 def url_problem(url: str, parts: SplitResult) -> str | None:
@@ -136,95 +131,6 @@ def url_problem(url: str, parts: SplitResult) -> str | None:
             if not decoded or decoded.isascii():
                 return f"the label {label!r} of its host name is not valid punycode"
     return None
-
-
-def _remove_dot_segments(path: str) -> str:
-    """RFC 3986 section 5.2.4 on an absolute path (``/a/b/../c`` -> ``/a/c``)."""
-    segments = path.split("/")[1:]
-    out: list[str] = []
-    for i, seg in enumerate(segments):
-        if seg in (".", ".."):
-            if seg == ".." and out:
-                out.pop()
-            if i == len(segments) - 1:
-                out.append("")
-        else:
-            out.append(seg)
-    return "/" + "/".join(out)
-
-
-def _server_view(path: str, *, collapse: bool, lenient: bool) -> str:
-    """``path`` as a server may resolve it: backslashes as slashes, optionally
-    repeated slashes collapsed and, ``lenient``, ``;params`` and trailing dots and
-    spaces dropped from each segment (Tomcat, IIS); dot segments resolved last."""
-    path = path.replace("\\", "/")
-    if not path.startswith("/"):
-        path = "/" + path
-    segments = path.split("/")[1:]
-    if lenient:
-        kept = []
-        for seg in segments:
-            seg = seg.partition(";")[0].rstrip(" ")
-            if seg.strip("."):
-                seg = seg.rstrip(". ")
-            kept.append(seg)
-        segments = kept
-    if collapse:
-        last = segments[-1:] == [""]
-        segments = [seg for seg in segments if seg] + ([""] if last else [])
-    return _remove_dot_segments("/" + "/".join(segments))
-
-
-def path_forms(path: str) -> list[str]:
-    """Every spelling of ``path`` (with its query) that a path rule must consider.
-
-    The first is the canonical form (w3lib's ``canonicalize_url``: unreserved
-    escapes decoded, reserved ones such as ``%2F`` kept, dot segments resolved,
-    the query sorted). Then each round of percent-decoding (``/admin%2Fx`` ->
-    ``/admin/x``, ``%252F`` -> ``%2F`` -> ``/``), each taken with and without
-    collapsed slashes and ``;params``. Raises :class:`PathError` when the path is
-    still changing after :data:`MAX_DECODE_ROUNDS` rounds or cannot be parsed.
-    """
-    try:
-        canon = _normalise_path(path)
-    except (ValueError, UnicodeError) as exc:
-        raise PathError(f"{exc}") from None
-    forms = [canon]
-    plain, _, _ = canon.partition("?")
-    if (
-        "%" not in canon
-        and ";" not in plain
-        and "//" not in plain
-        and "/." not in plain
-        and "./" not in plain
-        and not plain.endswith(".")
-    ):
-        return forms  # nothing to decode, no dot segment or parameter: one spelling
-    current = canon
-    for round_ in range(MAX_DECODE_ROUNDS + 1):
-        head, sep, query = current.partition("?")
-        for collapse in (False, True):
-            for lenient in (False, True):
-                form = _server_view(head, collapse=collapse, lenient=lenient) + sep + query
-                if form not in forms:
-                    forms.append(form)
-        decoded = unquote(current, errors="surrogateescape")
-        if decoded == current:
-            return forms
-        if round_ == MAX_DECODE_ROUNDS:
-            break
-        current = decoded
-    raise PathError(f"it is still percent-encoded after {MAX_DECODE_ROUNDS} rounds of decoding")
-
-
-def _prefix_forms(prefix: str) -> tuple[str, ...]:
-    """A path rule's prefix in the canonical and in the fully decoded spelling."""
-    canon = _normalise_path(prefix)
-    decoded = canon
-    for _ in range(MAX_DECODE_ROUNDS):
-        decoded = unquote(decoded, errors="surrogateescape")
-    head, sep, query = decoded.partition("?")
-    return tuple(dict.fromkeys((canon, _server_view(head, collapse=True, lenient=False) + sep + query)))
 
 
 @dataclass(frozen=True)
@@ -312,9 +218,9 @@ class PolicyGate:
         self._excluded = {canonical_host(d): i for i, d in enumerate(jur.exclude_domains)}
         # deny rules match case-insensitively (casefolded), allow rules exactly
         self._deny = [
-            [tuple(f.casefold() for f in _prefix_forms(p)) for p in rule.deny_paths] for rule in self.policy.domains
+            [tuple(f.casefold() for f in prefix_forms(p)) for p in rule.deny_paths] for rule in self.policy.domains
         ]
-        self._allow = [[_prefix_forms(p) for p in rule.allow_paths] for rule in self.policy.domains]
+        self._allow = [[prefix_forms(p) for p in rule.allow_paths] for rule in self.policy.domains]
         self._domains_clause = self.policy.clause("domains")
         # Network verdicts per (host, rule): the same lifetime as Scrapy's own DNS
         # cache, whose answer the download then uses; failures are not kept.
@@ -576,15 +482,6 @@ def _is_ip_address(host: str) -> bool:
 
 def _path_of(parts: SplitResult) -> str:
     return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-
-
-def _normalise_path(path: str) -> str:
-    """Percent-encoding and dot segments normalised as w3lib's canonicalize_url does,
-    so ``/priv%61te/`` and ``/a/../private/`` meet a ``/private/`` rule."""
-    if not path.startswith("/"):
-        path = "/" + path
-    canon = canonical_url("http://h.invalid" + path)
-    return canon[len("https://h.invalid") :]
 
 
 class PolicyGateMiddleware:

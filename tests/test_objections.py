@@ -258,3 +258,25 @@ def test_a_match_quotes_the_entry_with_its_own_scheme(tmp_path):
     assert memory.match("https://example.org/m") == "url http://example.org/m"
     assert memory.match("https://example.org/n/1") == "prefix http://example.org/n/"
     assert memory.match("https://example.org/o") == "url http://example.org/o"
+
+
+def test_spellings_a_server_decodes_are_covered():
+    """An objection is a deny rule: /people%2Fjane/ must not slip past prefix /people/jane/."""
+    objections = ObjectionList.from_entries(
+        ["prefix https://example.org/people/jane/", "url https://example.org/a/b.html", "prefix https://example.org/über/"]
+    )
+    for url in (
+        "https://example.org/people%2Fjane/photo.jpg",
+        "https://example.org/people%2fjane/photo.jpg",
+        "https://example.org/people%252Fjane/photo.jpg",  # double encoding
+        "https://example.org/people;x=1/jane/photo.jpg",
+        "https://example.org/x/..%2Fpeople/jane/photo.jpg",
+        "https://example.org//people/jane/photo.jpg",
+    ):
+        assert objections.match(url) == "prefix https://example.org/people/jane/", url
+    assert objections.match("https://example.org/a%2Fb.html") == "url https://example.org/a/b.html"
+    assert objections.match("https://example.org/%C3%BCber%2Fx.jpg") == "prefix https://example.org/%C3%BCber/"
+    assert objections.match("https://example.org/people/janet/x.jpg") is None
+    assert objections.match("https://example.org/people%2Fjoe/x.jpg") is None
+    with pytest.raises(ValueError, match="cannot be normalised"):
+        objections.match("https://example.org/people%25252525252Fjane/x.jpg")
