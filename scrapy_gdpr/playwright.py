@@ -79,6 +79,7 @@ class SubresourceGate:
         #: pages with a hop guard, or _NO_CDP / _FAILED
         self._guarded: weakref.WeakKeyDictionary[Any, _HopGuard | str] = weakref.WeakKeyDictionary()
         self._no_cdp_logged = False
+        self._contexts: weakref.WeakSet[Any] = weakref.WeakSet()
         self.key = f"{id(crawler):x}-{id(self):x}"
         _GATES[self.key] = self
 
@@ -121,7 +122,7 @@ class SubresourceGate:
             return await _on_reactor_thread(self.refusal(url))
         except Exception as exc:  # noqa: BLE001 - cannot decide: abort
             logger.exception("GDPR: could not check browser request %(url)s", {"url": url})
-            clause = self._robots_clause(Reason.UNDECIDED)
+            clause = get_runtime(self.crawler).policy.clause("domains")
             return Refusal(Reason.UNDECIDED, clause, f"the check failed: {exc.__class__.__name__}: {exc}")
 
     async def refusal(self, url: str) -> Refusal | None:
@@ -137,7 +138,7 @@ class SubresourceGate:
         if robots is None:
             return Refusal(
                 Reason.UNDECIDED,
-                self._robots_clause(Reason.UNDECIDED),
+                self._robots_clause(Reason.ROBOTS_UNREACHABLE),
                 "no robots.txt service is running to check it (fail closed)",
             )
         allowed, reason, detail = await robots.allows(url)
@@ -154,7 +155,7 @@ class SubresourceGate:
         policy = get_runtime(self.crawler).policy
         if reason == Reason.OPTOUT:
             return policy.clause("purposes")
-        if reason in (Reason.ROBOTS_UNREACHABLE, Reason.UNDECIDED):
+        if reason == Reason.ROBOTS_UNREACHABLE:
             return policy.clause("robots")
         return policy.clause("crawler", "product_token")
 
@@ -163,6 +164,15 @@ class SubresourceGate:
         """A refusal when the request's page has no working hop guard (fail closed)."""
         page = _page_of(request)
         if page is None:
+            if _is_navigation(request):
+                # a window the page opens navigates before its frame exists: nothing
+                # can be put on it before this request starts, so its hops would be unseen
+                return Refusal(
+                    Reason.UNDECIDED,
+                    get_runtime(self.crawler).policy.clause("domains"),
+                    "its redirect hops cannot be checked: it started before the page was prepared "
+                    "(a window opened by the page)",
+                )
             return None  # a service worker, or a test double: the host rules still apply
         state = self._guarded.get(page)
         if isinstance(state, _HopGuard) or state == _NO_CDP:
@@ -175,7 +185,7 @@ class SubresourceGate:
             state = self._guarded.get(page)
             if state == _NO_CDP:
                 return None
-        clause = self._robots_clause(Reason.UNDECIDED)
+        clause = get_runtime(self.crawler).policy.clause("domains")
         why = "the page could not be prepared" if state == _FAILED else "it started before the page was prepared"
         return Refusal(Reason.UNDECIDED, clause, f"its redirect hops cannot be checked: {why}")
 
@@ -201,36 +211,31 @@ class SubresourceGate:
         guard = _HopGuard(self, page, session)
         try:
             await guard.start()
-            page.on("popup", self._popup)
+            context = page.context
+            if context not in self._contexts:
+                # pages the page opens (window.open, target=_blank) are not routed by
+                # scrapy-playwright: a context route sends their requests to this
+                # predicate (page routes take precedence, so routed pages never get here)
+                await context.route("**", self._context_route)
+                self._contexts.add(context)
         except Exception as exc:  # noqa: BLE001 - fail closed
             self._guarded[page] = _FAILED
             logger.warning("GDPR: a browser page could not be prepared for redirect checks: %(e)r", {"e": exc})
             return
         self._guarded[page] = guard
 
-    def _popup(self, page: Any) -> None:
-        # pages opened by the page (window.open, target=_blank) are not routed by
-        # scrapy-playwright: their guard checks every request, not only hops
-        task = asyncio.ensure_future(self._guard_popup(page))
-        _TASKS.add(task)
-        task.add_done_callback(_TASKS.discard)
-
-    async def _guard_popup(self, page: Any) -> None:
-        if page in self._guarded:
-            return
+    async def _context_route(self, route: Any, request: Any) -> None:
         try:
-            session = await page.context.new_cdp_session(page)
-            guard = _HopGuard(self, page, session, every_request=True)
-            await guard.start()
-            self._guarded[page] = guard
-        except Exception as exc:  # noqa: BLE001 - the popup cannot be checked: close it
-            logger.warning("GDPR: closing a browser popup that cannot be checked: %(e)s", {"e": exc})
-            try:
-                await page.close()
-            except Exception:  # noqa: BLE001, S110 - already closed
-                pass
+            abort = await self(request)
+        except Exception:  # noqa: BLE001 - cannot decide: abort
+            logger.exception("GDPR: could not check browser request %(url)s", {"url": request.url})
+            abort = True
+        if abort:
+            await route.abort()
+        else:
+            await route.fallback()
 
-    async def check_hop(self, url: str, resource_type: str, page_url: str, hop: bool) -> bool:
+    async def check_hop(self, url: str, resource_type: str, page_url: str, hop: bool = True) -> bool:
         """Whether a request paused by a :class:`_HopGuard` may go on; a refusal is
         counted and audited like any other browser request."""
         refusal = await self.decide(url)
@@ -255,15 +260,13 @@ class _HopGuard:
     """A DevTools session on one page pausing every request at the network layer
     (``Fetch.enable``), redirect hops included, which Playwright's routing never
     shows. A hop goes on only if :meth:`SubresourceGate.check_hop` says so; the
-    first URL of a request was already checked by the predicate and goes on at once
-    (``every_request``: check those too, for pages scrapy-playwright does not route).
+    first URL of a request was already checked by the predicate and goes on at once.
     """
 
-    def __init__(self, gate: SubresourceGate, page: Any, session: Any, every_request: bool = False) -> None:
+    def __init__(self, gate: SubresourceGate, page: Any, session: Any) -> None:
         self.gate = gate
         self.page = page
         self.session = session
-        self.every_request = every_request
 
     async def start(self) -> None:
         self.session.on("Fetch.requestPaused", self._paused)
@@ -279,7 +282,7 @@ class _HopGuard:
         try:
             hop = bool(event.get("redirectedRequestId"))
             allowed = True
-            if hop or self.every_request:
+            if hop:
                 url = str(event["request"]["url"])
                 kind = str(event.get("resourceType") or "unknown").lower()
                 try:
@@ -348,6 +351,13 @@ def prepare_request(crawler: Crawler, request: Any) -> None:
 
 
 GUARD_PAGE = f"{__name__}.guard_page"
+
+
+def _is_navigation(request: Any) -> bool:
+    try:
+        return bool(request.is_navigation_request())
+    except Exception:  # noqa: BLE001 - a test double without the method
+        return False
 
 
 def _page_of(request: Any) -> Any:

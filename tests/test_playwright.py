@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 from scrapy import Request, Spider
 from scrapy.utils.test import get_crawler
+from scrapy_playwright.page import PageMethod
 
 from scrapy_gdpr.objections import append_objection
 from scrapy_gdpr.playwright import SubresourceGate, update_settings
@@ -386,3 +387,44 @@ def test_browser_requests_get_the_page_guard(tmp_path):
     plain = Request("http://pw-page.test/")
     prepare_request(crawler, plain)
     assert "playwright_page_init_callback" not in plain.meta
+
+
+@pytest.mark.requires_chromium
+@pytest.mark.slow
+@coroutine_test
+async def test_pages_opened_by_the_page_are_not_fetched_unchecked(tmp_path, logged_mockserver):
+    """scrapy-playwright does not route a window the page opens; its first request
+    started before any guard could be put on it, so it is aborted and audited."""
+    path = chromium_path()
+    if path is None:
+        require_service("chromium", "install it with 'apt-get install chromium' or set GDPR_TEST_CHROMIUM")
+    policy = write_policy(tmp_path, [local("pw-page.test")])
+    settings = gate_settings(
+        tmp_path,
+        policy,
+        ADDONS={PlaywrightHookAddon: 0},
+        **playwright_settings(path),
+        PLAYWRIGHT_DEFAULT_NAVIGATION_TIMEOUT=30_000,
+        TWISTED_REACTOR="twisted.internet.asyncioreactor.AsyncioSelectorReactor",
+    )
+    crawler = get_crawler(BrowserSpider, settings)
+    get_runtime(crawler).services["robots"] = StubRobots()
+    page = logged_mockserver.url("/popup.html", host="pw-page.test")
+
+    class Waiting(BrowserSpider):
+        async def start(self):
+            yield Request(self.url, meta={"playwright": True, "playwright_page_methods": [
+                PageMethod("wait_for_timeout", 1500)]})
+
+    crawler = get_crawler(Waiting, settings)
+    get_runtime(crawler).services["robots"] = StubRobots()
+    await crawler.crawl_async(url=page)
+    assert crawler.spider.seen == [(page, 200)]
+    fetched = [f"{host}{p}" for _, host, p in logged_mockserver.requests()]
+    assert "pw-page.test/ok.png?popup" not in fetched, fetched
+    lines = [r for r in refusals(tmp_path) if r["url"].endswith("/ok.png?popup")]
+    assert lines  # Chromium may try the window's navigation twice
+    for line in lines:
+        assert line["reason"] == "undecided" and line["kind"] == "subresource"
+        assert "started before the page was prepared" in line["detail"]
+        assert line["clause"].startswith("domains (line ")
