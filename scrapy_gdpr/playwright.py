@@ -199,6 +199,10 @@ class SubresourceGate:
         try:
             session = await page.context.new_cdp_session(page)
         except Exception as exc:  # noqa: BLE001 - Firefox, WebKit: no DevTools protocol
+            if (self.crawler.settings.get("PLAYWRIGHT_BROWSER_TYPE") or "chromium") == "chromium":
+                self._guarded[page] = _FAILED  # Chromium has the protocol: a real failure
+                logger.warning("GDPR: a browser page could not be prepared for redirect checks: %(e)r", {"e": exc})
+                return
             self._guarded[page] = _NO_CDP
             if not self._no_cdp_logged:
                 self._no_cdp_logged = True
