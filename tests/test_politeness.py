@@ -141,8 +141,9 @@ async def test_unparseable_retry_after_is_ignored_in_a_crawl(tmp_path, logged_mo
     assert crawler.stats.get_value("log_count/ERROR") is None
 
 
+@pytest.mark.parametrize("how", ["stop", "closespider"])
 @coroutine_test
-async def test_graceful_shutdown_does_not_wait_for_retry_after(tmp_path, logged_mockserver):
+async def test_graceful_shutdown_does_not_wait_for_retry_after(tmp_path, logged_mockserver, how):
     """A Retry-After just under the ceiling (1 h) must not hold a graceful stop."""
     from scrapy.utils.defer import deferred_from_coro
     from tests.test_robots import audit_lines
@@ -157,15 +158,18 @@ async def test_graceful_shutdown_does_not_wait_for_retry_after(tmp_path, logged_
             await sleep(0.5)  # the 429 has arrived, its retry is held
             yield Request(page, dont_filter=True, errback=self.failed)
             await sleep(0.5)
-            from twisted.internet import reactor
+            if how == "stop":  # what Ctrl-C does
+                from twisted.internet import reactor
 
-            reactor.callLater(0, lambda: deferred_from_coro(self.crawler.stop_async()))
+                reactor.callLater(0, lambda: deferred_from_coro(self.crawler.stop_async()))
 
-    crawler = get_crawler(Spider, gate_settings(tmp_path, RETRY_ENABLED=True, RETRY_TIMES=2))
+    extra = {"CLOSESPIDER_TIMEOUT": 2} if how == "closespider" else {}
+    crawler = get_crawler(Spider, gate_settings(tmp_path, RETRY_ENABLED=True, RETRY_TIMES=2, **extra))
     started = time.monotonic()
     await crawler.crawl_async()
     assert time.monotonic() - started < 10
-    assert crawler.stats.get_value("finish_reason") == "shutdown"
+    finish = "shutdown" if how == "stop" else "closespider_timeout"
+    assert crawler.stats.get_value("finish_reason") == finish
     assert crawler.spider.refused == {busy: "retry_after", page: "retry_after"}
     lines = [r for r in audit_lines(tmp_path) if r.get("decision") == "refused"]
     assert len(lines) == 2
