@@ -29,7 +29,6 @@ from scrapy_gdpr.objections import (
     PathError,
     canonical_host,
     canonical_url,
-    normalise_path,
     objection_list,
     objections_path,
     path_forms,
@@ -189,6 +188,7 @@ def address_class(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | No
 class PolicyGate:
     """The request gate's checks for one policy, in this order:
 
+    0. a well-formed URL (:func:`url_problem`; refused alone, as ``malformed_url``),
     1. objections (a person's objection is the most specific reason),
     2. jurisdictions (excluded TLDs and domains),
     3. the domain allowlist, then its ``deny_paths`` / ``allow_paths``,
