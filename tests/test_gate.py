@@ -633,6 +633,9 @@ def test_path_forms():
         ("http://gate-a.test:0/", "port is 0"),
         ("http://gate-a.test:99999/", "port is invalid"),
         ("http://gate-a.test:8o/", "port is invalid"),
+        ("http://gate-a.test:+80/", "port is invalid"),
+        ("http://gate-a.test:\u0668\u0660/", "port is invalid"),  # Arabic-Indic digits
+        ("http://gate-a.test:80:90/", "port is invalid"),
         ("http://gate..a.test/", "not a valid host name"),
         ("http://-gate-a.test/", "not a valid host name"),
         ("http://gate%2Da.test/", "not a valid host name"),
