@@ -24,6 +24,7 @@ from scrapy.utils.reactor import is_reactor_installed
 
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.audit import Reason, drop, note_refusal, refuse
+from scrapy_gdpr.exceptions import PolicyViolation
 from scrapy_gdpr.objections import (
     ObjectionFileError,
     PathError,
@@ -509,6 +510,19 @@ class PolicyGateMiddleware:
             from scrapy_gdpr.playwright import prepare_request
 
             prepare_request(self.crawler, request)
+
+    def process_exception(self, request: Request, exception: Exception) -> None:
+        """A browser request whose navigation was redirected to a refused URL fails in
+        the browser (``net::ERR_BLOCKED_BY_CLIENT``); it is a refusal, already audited
+        by the hop guard: raise it as one, so Scrapy does not log a download error."""
+        if not request.meta.get("playwright"):
+            return
+        from scrapy_gdpr.playwright import refused_navigation
+
+        refused = refused_navigation(request)
+        if refused is not None:
+            reason, clause, detail = refused
+            raise PolicyViolation(reason, f"Refused ({reason}): {detail}", clause=clause)
 
 
 class ItemGatePipeline:

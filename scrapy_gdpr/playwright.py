@@ -57,6 +57,8 @@ PAGE_INIT = "playwright_page_init_callback"
 USER_PAGE_INIT = "gdpr_page_init_callback"
 #: Names which crawler's :class:`SubresourceGate` prepares a page (a string: meta stays picklable).
 GATE_KEY = "gdpr_browser_gate"
+#: Set on a browser request whose navigation the hop guard refused: (reason, clause, detail).
+REFUSED_META = "gdpr_browser_refused"
 
 #: The crawlers' predicates by key, for :func:`guard_page`.
 _GATES: weakref.WeakValueDictionary[str, SubresourceGate] = weakref.WeakValueDictionary()
@@ -239,21 +241,21 @@ class SubresourceGate:
         else:
             await route.fallback()
 
-    async def check_hop(self, url: str, resource_type: str, page_url: str, hop: bool = True) -> bool:
-        """Whether a request paused by a :class:`_HopGuard` may go on; a refusal is
-        counted and audited like any other browser request."""
+    async def check_hop(self, url: str, resource_type: str, page_url: str) -> Refusal | None:
+        """Why a redirect hop paused by a :class:`_HopGuard` may not go on, or None; a
+        refusal is counted and audited like any other browser request."""
         refusal = await self.decide(url)
         stats = self.crawler.stats
         if refusal is None:
             if stats is not None:
-                stats.inc_value("gdpr/playwright/redirect_hops" if hop else "gdpr/playwright/allowed")
-            return True
-        what = "redirect hop of a browser" if hop else "browser"
-        detail = f"{refusal.detail} ({what} {resource_type} request{f' from {page_url}' if page_url else ''})"
+                stats.inc_value("gdpr/playwright/redirect_hops")
+            return None
+        detail = f"{refusal.detail} (redirect hop of a browser {resource_type} request"
+        detail += f" from {page_url})" if page_url else ")"
         note_refusal(self.crawler, url, refusal.reason, clause=refusal.clause, detail=detail, kind="subresource")
         if stats is not None:
             stats.inc_value("gdpr/playwright/aborted")
-        return False
+        return Refusal(refusal.reason, refusal.clause, f"{detail} at {url}")
 
 
 #: Tasks handling paused requests, referenced until done.
@@ -271,10 +273,20 @@ class _HopGuard:
         self.gate = gate
         self.page = page
         self.session = session
+        self.main_frame = ""
+        #: the meta of the Scrapy request the page is rendering (set by guard_page):
+        #: a refused hop of its navigation is recorded there, so that the download's
+        #: error becomes the refusal it is
+        self.meta: dict[str, Any] | None = None
 
     async def start(self) -> None:
         self.session.on("Fetch.requestPaused", self._paused)
         await self.session.send("Fetch.enable", {"patterns": [{"urlPattern": "*", "requestStage": "Request"}]})
+        try:
+            tree = await self.session.send("Page.getFrameTree")
+            self.main_frame = str(tree["frameTree"]["frame"]["id"])
+        except Exception:  # noqa: BLE001, S110 - only the error's wording depends on it
+            pass
 
     def _paused(self, event: dict[str, Any]) -> None:
         task = asyncio.ensure_future(self._handle(event))
@@ -284,17 +296,21 @@ class _HopGuard:
     async def _handle(self, event: dict[str, Any]) -> None:
         request_id = event["requestId"]
         try:
-            hop = bool(event.get("redirectedRequestId"))
-            allowed = True
-            if hop:
+            refusal = None
+            if event.get("redirectedRequestId"):
                 url = str(event["request"]["url"])
                 kind = str(event.get("resourceType") or "unknown").lower()
                 try:
                     page_url = str(self.page.url)
                 except Exception:  # noqa: BLE001 - a closed page
                     page_url = ""
-                allowed = await self.gate.check_hop(url, kind, page_url, hop)
-            if allowed:
+                refusal = await self.gate.check_hop(url, kind, page_url)
+                meta = self.meta
+                if refusal is not None and meta is not None and kind == "document" and (
+                    event.get("frameId") == self.main_frame
+                ):
+                    meta[REFUSED_META] = (str(refusal.reason), refusal.clause, refusal.detail)
+            if refusal is None:
                 await self.session.send("Fetch.continueRequest", {"requestId": request_id})
             else:
                 await self.session.send("Fetch.failRequest", {"requestId": request_id, "errorReason": HOP_ERROR})
@@ -333,9 +349,21 @@ async def guard_page(page: Any, request: Any) -> None:
     gate = _GATES.get(str(request.meta.get(GATE_KEY, "")))
     if gate is not None:
         await gate.prepare(page)
+        guard = gate._guarded.get(page)
+        if isinstance(guard, _HopGuard):
+            guard.meta = request.meta
     user = request.meta.get(USER_PAGE_INIT)
     if user:
         await load_object(user)(page, request)
+
+
+def refused_navigation(request: Any) -> tuple[str, str, str] | None:
+    """``(reason, clause, detail)`` when the hop guard refused a redirect hop of the
+    browser request's own navigation (already audited), else None."""
+    refused = request.meta.pop(REFUSED_META, None)
+    if isinstance(refused, tuple) and len(refused) == 3:
+        return refused
+    return None
 
 
 def prepare_request(crawler: Crawler, request: Any) -> None:
@@ -346,6 +374,7 @@ def prepare_request(crawler: Crawler, request: Any) -> None:
     if not isinstance(gate, SubresourceGate) or not request.meta.get("playwright"):
         return
     meta = request.meta
+    meta.pop(REFUSED_META, None)  # a retry starts afresh
     current = meta.get(PAGE_INIT)
     if current != GUARD_PAGE:
         if current:

@@ -332,7 +332,7 @@ async def test_browser_redirect_hops_are_gated(tmp_path, logged_mockserver):
             yield Request(hop, meta=meta, errback=self.failed, dont_filter=True)
 
         def failed(self, failure):
-            self.seen.append((failure.request.url, -1))
+            self.seen.append((failure.request.url, getattr(failure.value, "reason", repr(failure.value))))
 
     crawler = get_crawler(HopSpider, settings)
     page = logged_mockserver.url("/hops.html", host="pw-page.test")
@@ -365,6 +365,10 @@ async def test_browser_redirect_hops_are_gated(tmp_path, logged_mockserver):
     assert crawler.stats.get_value("gdpr/blocked/objection") == 3
     assert (page, 200) in crawler.spider.seen
     assert INITIALISED == [hop_page]  # the user's page init callback still ran
+    # the page request redirected (in the browser) to the objection is refused like a
+    # Scrapy request, not a download error
+    assert (hop_page, "objection") in crawler.spider.seen
+    assert crawler.stats.get_value("log_count/ERROR") is None
 
 
 def test_browser_requests_get_the_page_guard(tmp_path):
