@@ -45,6 +45,7 @@ class Reason(StrEnum):
     FACES = "faces"  # the face stage refused an image or item
     UNCHECKED = "unchecked"  # content that cannot be checked (unknown type, undecodable)
     RETENTION = "retention"  # no provenance or retention stamp
+    MALFORMED_URL = "malformed_url"  # user information, a bad port or host, control characters
     UNDECIDED = "undecided"  # a component could not decide: fail closed
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,14 +24,19 @@ from scrapy.utils.reactor import is_reactor_installed
 
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.audit import Reason, drop, note_refusal, refuse
+from scrapy_gdpr.exceptions import PolicyViolation
 from scrapy_gdpr.objections import (
     ObjectionFileError,
+    PathError,
     canonical_host,
     canonical_url,
     extra_objection_list,
     objection_list,
     objections_path,
+    path_forms,
+    prefix_forms,
 )
+from scrapy_gdpr.optout import IMAGE_RULE_PURPOSES
 from scrapy_gdpr.provenance import provenance_of
 
 if TYPE_CHECKING:
@@ -72,6 +78,60 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 #: ``request.meta["gdpr_internal"]`` values of the policy's own requests that pass
 #: the path rules of a listed host.
 INTERNAL_PATH_EXEMPT = frozenset({"robots", "tdmrep"})
+
+# Never raw in a URL a client sends: C0 controls, space, DEL.
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+# One label of a host name as it goes on the wire (underscores occur in real names).
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?", re.ASCII)
+_BRACKETED = re.compile(r"\[[0-9A-Fa-f:.]+\](?::[0-9]*)?", re.ASCII)
+
+
+def url_problem(url: str, parts: SplitResult) -> str | None:
+    """Why ``url`` (an http(s) URL, split) is malformed, or None.
+
+    Refused alone, before any other check, so that it never stands for its host
+    (a robots.txt fetch, a DNS lookup, a cache entry): user information
+    (``http://x@host/``), a port that is not a number from 1 to 65535, a host that
+    is not a valid name or address (empty labels, percent-escapes, bad IDNA or
+    punycode), control characters or spaces, a backslash in the authority.
+    """
+    if (m := _CONTROL.search(url)) is not None:
+        return f"it contains the control character or space {m.group()!r} at position {m.start()}"
+    netloc = parts.netloc
+    if "@" in netloc:
+        return "it carries user information (user@host); credentials are never sent"
+    if "\\" in netloc:
+        return "its authority contains a backslash"
+    try:
+        port = parts.port
+    except ValueError as exc:
+        return f"its port is invalid ({exc})"
+    if port == 0:
+        return "its port is 0"
+    if netloc.startswith("["):
+        if not _BRACKETED.fullmatch(netloc):
+            return "its IPv6 address is not well formed"
+        return None
+    host = parts.hostname or ""
+    if host.endswith("."):
+        host = host[:-1]
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            return f"its host name is not a valid international name ({exc})"
+    labels = host.split(".")
+    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        return f"{host!r} is not a valid host name"
+    for label in labels:
+        if label.startswith("xn--"):
+            try:
+                decoded = label[4:].encode("ascii").decode("punycode")
+            except UnicodeError:
+                return f"the label {label!r} of its host name is not valid punycode"
+            if not decoded or decoded.isascii():
+                return f"the label {label!r} of its host name is not valid punycode"
+    return None
 
 
 @dataclass(frozen=True)
@@ -130,6 +190,7 @@ def address_class(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | No
 class PolicyGate:
     """The request gate's checks for one policy, in this order:
 
+    0. a well-formed URL (:func:`url_problem`; refused alone, as ``malformed_url``),
     1. objections (a person's objection is the most specific reason),
     2. jurisdictions (excluded TLDs and domains),
     3. the domain allowlist, then its ``deny_paths`` / ``allow_paths``,
@@ -160,8 +221,11 @@ class PolicyGate:
         jur = self.policy.jurisdictions
         self._tlds = {t.lstrip(".").lower(): i for i, t in enumerate(jur.exclude_tlds)}
         self._excluded = {canonical_host(d): i for i, d in enumerate(jur.exclude_domains)}
-        self._deny = [[_normalise_path(p) for p in rule.deny_paths] for rule in self.policy.domains]
-        self._allow = [[_normalise_path(p) for p in rule.allow_paths] for rule in self.policy.domains]
+        # deny rules match case-insensitively (casefolded), allow rules exactly
+        self._deny = [
+            [tuple(f.casefold() for f in prefix_forms(p)) for p in rule.deny_paths] for rule in self.policy.domains
+        ]
+        self._allow = [[prefix_forms(p) for p in rule.allow_paths] for rule in self.policy.domains]
         self._domains_clause = self.policy.clause("domains")
         # Network verdicts per (host, rule): the same lifetime as Scrapy's own DNS
         # cache, whose answer the download then uses; failures are not kept.
@@ -205,9 +269,14 @@ class PolicyGate:
         """Checks 1-3 (no I/O). Returns (refusal or None, the rule index, the host)."""
         try:
             parts = urlsplit(url)
+            problem = url_problem(url, parts) if parts.scheme.lower() in ("http", "https") else None
+            if problem is not None:
+                detail = f"the URL is malformed: {problem}"
+                return Refusal(Reason.MALFORMED_URL, self._domains_clause, detail), None, ""
             info = self.host_info(parts.hostname or "")
         except (ValueError, UnicodeError) as exc:
-            return Refusal(Reason.DOMAIN, self._domains_clause, f"the URL cannot be parsed: {exc}"), None, ""
+            detail = f"the URL is malformed: it cannot be parsed ({exc})"
+            return Refusal(Reason.MALFORMED_URL, self._domains_clause, detail), None, ""
         host = info.host
         if parts.scheme.lower() not in ("http", "https") or not host:
             detail = f"only http(s) URLs of listed domains are fetched, not {parts.scheme or 'this'}: URLs"
@@ -246,17 +315,32 @@ class PolicyGate:
             return None, index
         if not self._deny[index] and not self._allow[index]:
             return None, index  # no path rules on this domain
-        path = _normalise_path(_path_of(parts if parts is not None else urlsplit(url)))
-        candidates = {path, _collapse_slashes(path)}
-        for j, prefix in enumerate(self._deny[index]):
-            if any(p.startswith(prefix) for p in candidates):
-                clause = self.policy.clause("domains", index, "deny_paths", j)
-                return Refusal(Reason.DOMAIN, clause, f"{path} is under the denied path {prefix}"), index
+        rule = self.policy.domains[index]
+        try:
+            forms = path_forms(_path_of(parts if parts is not None else urlsplit(url)))
+        except PathError as exc:
+            clause = self.policy.clause("domains", index, "deny_paths" if self._deny[index] else "allow_paths")
+            detail = f"the path cannot be normalised ({exc}), so the path rules of {rule.domain} cannot be applied"
+            return Refusal(Reason.MALFORMED_URL, clause, detail), index
+        path = forms[0]
+        # deny: any spelling under a denied prefix, in any letter case
+        folded = [f.casefold() for f in forms]
+        for j, prefixes in enumerate(self._deny[index]):
+            for form, fold in zip(forms, folded, strict=True):
+                if fold.startswith(prefixes):
+                    clause = self.policy.clause("domains", index, "deny_paths", j)
+                    spelled = f" (read as {form})" if form != path else ""
+                    detail = f"{path}{spelled} is under the denied path {rule.deny_paths[j]}"
+                    return Refusal(Reason.DOMAIN, clause, detail), index
+        # allow: every spelling under an allowed prefix, letter case as written
         allow = self._allow[index]
-        if allow and not any(path.startswith(prefix) for prefix in allow):
-            clause = self.policy.clause("domains", index, "allow_paths")
-            detail = f"{path} is not under an allowed path of {self.policy.domains[index].domain}"
-            return Refusal(Reason.DOMAIN, clause, detail), index
+        if allow:
+            for form in forms:
+                if not any(form.startswith(prefixes) for prefixes in allow):
+                    clause = self.policy.clause("domains", index, "allow_paths")
+                    spelled = f" (read as {form})" if form != path else ""
+                    detail = f"{path}{spelled} is not under an allowed path of {rule.domain}"
+                    return Refusal(Reason.DOMAIN, clause, detail), index
         return None, index
 
     def check_jurisdiction(self, host: str) -> Refusal | None:
@@ -411,21 +495,6 @@ def _path_of(parts: SplitResult) -> str:
     return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
-def _normalise_path(path: str) -> str:
-    """Percent-encoding and dot segments normalised as w3lib's canonicalize_url does,
-    so ``/priv%61te/`` and ``/a/../private/`` meet a ``/private/`` rule."""
-    if not path.startswith("/"):
-        path = "/" + path
-    canon = canonical_url("http://h.invalid" + path)
-    return canon[len("https://h.invalid") :]
-
-
-def _collapse_slashes(path: str) -> str:
-    while "//" in path:
-        path = path.replace("//", "/")
-    return path
-
-
 class PolicyGateMiddleware:
     """Downloader middleware refusing what the policy rules out, before any contact.
 
@@ -446,6 +515,24 @@ class PolicyGateMiddleware:
         refusal = await self.gate.check(request.url, request.meta.get("gdpr_internal"))
         if refusal is not None:
             raise refuse(self.crawler, request.url, refusal.reason, clause=refusal.clause, detail=refusal.detail)
+        if request.meta.get("playwright"):
+            # the browser follows redirects itself: guard its page before it navigates
+            from scrapy_gdpr.playwright import prepare_request
+
+            prepare_request(self.crawler, request)
+
+    def process_exception(self, request: Request, exception: Exception) -> None:
+        """A browser request whose navigation was redirected to a refused URL fails in
+        the browser (``net::ERR_BLOCKED_BY_CLIENT``); it is a refusal, already audited
+        by the hop guard: raise it as one, so Scrapy does not log a download error."""
+        if not request.meta.get("playwright"):
+            return
+        from scrapy_gdpr.playwright import refused_navigation
+
+        refused = refused_navigation(request)
+        if refused is not None:
+            reason, clause, detail = refused
+            raise PolicyViolation(reason, f"Refused ({reason}): {detail}", clause=clause)
 
 
 class ItemGatePipeline:
@@ -507,6 +594,19 @@ class ItemGatePipeline:
         self._filter_media(item, url, provenance.images_reserved, provenance.images_signal)
         return item
 
+    def _image_clause(self, signal: str) -> str:
+        """The policy purpose whose opt-out purpose the page's image reservation hits:
+        ``noimageindex`` reserves ``search``, ``noimageai`` the AI purposes."""
+        text = signal.lower()
+        for rule, purposes in IMAGE_RULE_PURPOSES.items():
+            if rule in text:
+                for sp in purposes:
+                    if sp in self.signal_purposes:
+                        return self.policy.clause("purposes", self.signal_purposes[sp], "signal_purposes")
+        if self.signal_purposes:  # a reservation is only recorded for the spider's purposes
+            return self.policy.clause("purposes", min(self.signal_purposes.values()), "signal_purposes")
+        return self.policy.clause("purposes")
+
     def _filter_media(self, item: Any, source: str, reserved: bool, signal: str) -> None:
         adapter = ItemAdapter(item)
         for field in self.url_fields:
@@ -520,8 +620,9 @@ class ItemGatePipeline:
                 absolute = urljoin(source, str(u))
                 if reserved:
                     note_refusal(
-                        self.crawler, absolute, Reason.OPTOUT, detail=f"the page {source} reserves its images"
-                        + (f" ({signal})" if signal else ""), kind="image",
+                        self.crawler, absolute, Reason.OPTOUT, clause=self._image_clause(signal),
+                        detail=f"the page {source} reserves its images" + (f" ({signal})" if signal else ""),
+                        kind="image",
                     )
                     continue
                 refusal = self.gate.check_objection(absolute)

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from w3lib.url import canonicalize_url
 
@@ -134,6 +134,124 @@ def _sorted_query(query: str | None) -> bool:
     return all(k and eq for k, eq, _ in pairs) and pairs == sorted(pairs)
 
 
+#: Rounds of percent-decoding a path may need before it stops changing. A path that
+#: still changes after that (``%2525252F``) cannot be normalised: on a domain with
+#: path rules it is refused.
+MAX_DECODE_ROUNDS = 3
+#: Printable ASCII: what :func:`_reencode` leaves as it is.
+_ASCII_SAFE = "".join(chr(c) for c in range(0x21, 0x7F))
+
+
+class PathError(ValueError):
+    """A path that cannot be normalised, so path rules cannot be applied to it."""
+
+
+def normalise_path(path: str) -> str:
+    """Percent-encoding and dot segments normalised as w3lib's canonicalize_url does,
+    so ``/priv%61te/`` and ``/a/../private/`` meet a ``/private/`` rule."""
+    if not path.startswith("/"):
+        path = "/" + path
+    canon = canonical_url("http://h.invalid" + path)
+    return canon[len("https://h.invalid") :]
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 section 5.2.4 on an absolute path (``/a/b/../c`` -> ``/a/c``)."""
+    segments = path.split("/")[1:]
+    out: list[str] = []
+    for i, seg in enumerate(segments):
+        if seg in (".", ".."):
+            if seg == ".." and out:
+                out.pop()
+            if i == len(segments) - 1:
+                out.append("")
+        else:
+            out.append(seg)
+    return "/" + "/".join(out)
+
+
+def _server_view(path: str, *, collapse: bool, lenient: bool) -> str:
+    """``path`` as a server may resolve it: backslashes as slashes, optionally
+    repeated slashes collapsed and, ``lenient``, ``;params`` and trailing dots and
+    spaces dropped from each segment (Tomcat, IIS); dot segments resolved last."""
+    path = path.replace("\\", "/")
+    if not path.startswith("/"):
+        path = "/" + path
+    segments = path.split("/")[1:]
+    if lenient:
+        kept = []
+        for seg in segments:
+            seg = seg.partition(";")[0].rstrip(" ")
+            if seg.strip("."):
+                seg = seg.rstrip(". ")
+            kept.append(seg)
+        segments = kept
+    if collapse:
+        last = segments[-1:] == [""]
+        segments = [seg for seg in segments if seg] + ([""] if last else [])
+    return _remove_dot_segments("/" + "/".join(segments))
+
+
+def path_forms(path: str) -> list[str]:
+    """Every spelling of ``path`` (with its query) that a path rule must consider.
+
+    The first is the canonical form (w3lib's ``canonicalize_url``: unreserved
+    escapes decoded, reserved ones such as ``%2F`` kept, dot segments resolved,
+    the query sorted). Then each round of percent-decoding (``/admin%2Fx`` ->
+    ``/admin/x``, ``%252F`` -> ``%2F`` -> ``/``), each taken with and without
+    collapsed slashes and ``;params``. Raises :class:`PathError` when the path is
+    still changing after :data:`MAX_DECODE_ROUNDS` rounds or cannot be parsed.
+    """
+    try:
+        canon = normalise_path(path)
+    except (ValueError, UnicodeError) as exc:
+        raise PathError(f"{exc}") from None
+    forms = [canon]
+    plain, _, _ = canon.partition("?")
+    if (
+        "%" not in canon
+        and ";" not in plain
+        and "//" not in plain
+        and "/." not in plain
+        and "./" not in plain
+        and not plain.endswith(".")
+    ):
+        return forms  # nothing to decode, no dot segment or parameter: one spelling
+    current = canon
+    for round_ in range(MAX_DECODE_ROUNDS + 1):
+        head, sep, query = current.partition("?")
+        for collapse in (False, True):
+            for lenient in (False, True):
+                form = _server_view(head, collapse=collapse, lenient=lenient) + sep + query
+                if form not in forms:
+                    forms.append(form)
+        decoded = unquote(current, errors="surrogateescape")
+        if decoded == current:
+            return forms
+        if round_ == MAX_DECODE_ROUNDS:
+            break
+        current = decoded
+    raise PathError(f"it is still percent-encoded after {MAX_DECODE_ROUNDS} rounds of decoding")
+
+
+def _reencode(form: str) -> str:
+    """A decoded spelling in the canonical form's encoding (non-ASCII as UTF-8 escapes;
+    bytes that were not UTF-8 as they were), so that it can meet a canonical key."""
+    if form.isascii():
+        return form
+    return quote(form, safe=_ASCII_SAFE, errors="surrogateescape")
+
+
+def prefix_forms(prefix: str) -> tuple[str, ...]:
+    """A path rule's prefix in the canonical and in the fully decoded spelling."""
+    canon = normalise_path(prefix)
+    decoded = canon
+    for _ in range(MAX_DECODE_ROUNDS):
+        decoded = unquote(decoded, errors="surrogateescape")
+    head, sep, query = decoded.partition("?")
+    return tuple(dict.fromkeys((canon, _server_view(head, collapse=True, lenient=False) + sep + query)))
+
+
 def canonical_domain(value: str) -> str:
     host = canonical_host(value)
     if not _DOMAIN.match(host):
@@ -166,6 +284,8 @@ class ObjectionList:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
         self._fspath = os.fspath(path) if path is not None else ""
+        # url and prefix keys map to ``line << 1 | written_as_http``: the key is the
+        # canonical https:// form, and the bit lets a match quote the entry as written
         self._urls: dict[str, int] = {}
         self._prefixes: dict[str, int] = {}
         self._prefix_lengths: list[int] = []
@@ -206,7 +326,7 @@ class ObjectionList:
                 parsed = _parse_line(entry, "<entries>", n)
                 if parsed is None:
                     continue
-                objections._insert_key(*parsed, n)
+                objections._insert_key(*parsed, _tag(n, entry.split()[1]))
             else:
                 objections._insert(entry[0], entry[1], n)
         objections._sort_lengths()
@@ -222,7 +342,8 @@ class ObjectionList:
     def _insert(self, kind: str, value: str, line: int) -> None:
         if kind not in KINDS:
             raise ValueError(f"objection kind must be one of {KINDS}, not {kind!r}")
-        self._insert_key(kind, canonical_domain(value) if kind == "domain" else canonical_url(value), line)
+        key = canonical_domain(value) if kind == "domain" else canonical_url(value)
+        self._insert_key(kind, key, line if kind == "domain" else _tag(line, value))
 
     def _insert_key(self, kind: str, key: str, line: int) -> None:
         if kind == "url":
@@ -311,16 +432,18 @@ class ObjectionList:
                 if port and port != _DEFAULT_PORTS[scheme]:
                     host = f"{host}:{port}"
                 key = f"https://{host}{path}"
+                tag = line_no << 1 | (scheme == "http")
                 if kind == "url":
-                    urls.setdefault(key, line_no)
+                    urls.setdefault(key, tag)
                 elif key not in prefixes:
-                    prefixes[key] = line_no
+                    prefixes[key] = tag
                     self._prefix_lengths.append(len(key))
                 continue
             try:
                 parsed = _parse_line(raw, name, line_no)
                 if parsed is not None:
-                    self._insert_key(parsed[0], parsed[1], line_no)
+                    tag = line_no if parsed[0] == "domain" else _tag(line_no, raw.split()[1])
+                    self._insert_key(parsed[0], parsed[1], tag)
             except ObjectionFileError as exc:
                 self.error = exc
                 break
@@ -344,6 +467,21 @@ class ObjectionList:
         if self.error is not None:
             raise self.error
         key = canonical_url(url)
+        found = self._match_key(key)
+        if found is not None:
+            return found
+        if self._urls or self._prefixes:
+            found = self._match_spellings(url, key)
+            if found is not None:
+                return found
+        if not self._domains:
+            return None
+        authority = key[8 : key.find("/", 8)]  # key = "https://host[:port]/..."
+        host = authority[1 : authority.index("]")] if authority.startswith("[") else authority.partition(":")[0]
+        return self.match_host(host, refresh=False)
+
+    def _match_key(self, key: str) -> str | None:
+        """The ``url`` or ``prefix`` entry covering the canonical ``key``."""
         if key in self._urls:
             return self._describe("url", key, self._urls[key])
         for length in self._prefix_lengths:
@@ -352,11 +490,28 @@ class ObjectionList:
             head = key[:length]
             if head in self._prefixes:
                 return self._describe("prefix", head, self._prefixes[head])
-        if not self._domains:
-            return None
-        authority = key[8 : key.find("/", 8)]  # key = "https://host[:port]/..."
-        host = authority[1 : authority.index("]")] if authority.startswith("[") else authority.partition(":")[0]
-        return self.match_host(host, refresh=False)
+        return None
+
+    def _match_spellings(self, url: str, key: str) -> str | None:
+        """Entries covering another spelling a server may read the path as
+        (``/people%2Fjane/`` as ``/people/jane/``, ``/people;x/jane/``...), see
+        :func:`path_forms`. Raises ``ValueError`` for a path that cannot be
+        normalised (the gate then refuses it: it cannot be checked)."""
+        cut = key.find("/", 8)  # key = "https://host[:port]/..."
+        rest = key[cut:]
+        plain = rest.partition("?")[0]
+        if "%" not in rest and ";" not in plain and "//" not in plain and "./" not in plain and not plain.endswith("."):
+            return None  # one spelling only: the canonical key already said no
+        try:
+            forms = path_forms(rest)
+        except PathError as exc:
+            raise ValueError(f"{url!r}: its path cannot be normalised ({exc})") from None
+        origin = key[:cut]
+        for form in forms[1:]:
+            found = self._match_key(origin + _reencode(form))
+            if found is not None:
+                return found
+        return None
 
     def match_host(self, host: str, *, refresh: bool = True) -> str | None:
         """The ``domain`` entry covering ``host`` (or one of its parent domains)."""
@@ -393,12 +548,22 @@ class ObjectionList:
         return None
 
     def _describe(self, kind: str, key: str, line: int) -> str:
+        """The entry as the file spells its scheme (``http://`` or ``https://``), with its line."""
+        if kind != "domain":
+            if line & 1:
+                key = "http://" + key[len("https://") :]
+            line >>= 1
         if line and self.path is not None:
             return f"{kind} {key} ({self.path}:{line})"
         return f"{kind} {key}"
 
     def __len__(self) -> int:
         return len(self._urls) + len(self._prefixes) + len(self._domains)
+
+
+def _tag(line: int, value: str) -> int:
+    """``line << 1``, plus 1 when ``value`` (a URL or prefix as written) is ``http:``."""
+    return line << 1 | (value.lstrip()[:5].lower() == "http:")
 
 
 def _parse_line(raw: str, name: str, line_no: int) -> tuple[str, str] | None:

@@ -8,6 +8,12 @@ that predicate, built from the policy: domains, jurisdictions, objections, priva
 networks (the same :class:`~scrapy_gdpr.gate.PolicyGate` as the downloader
 middleware) and robots.txt (``runtime.services["robots"]``). The add-on installs it
 with :func:`update_settings`.
+
+Playwright's routing sees only the first URL of a request: redirect hops are
+followed inside the browser without it. So, in Chromium, the predicate also opens a
+DevTools session on each page it sees (:class:`_HopGuard`) that pauses every
+request at the network layer, redirect hops included, and lets a hop go on only
+when the same checks pass.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import concurrent.futures
 import copy
 import ipaddress
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
@@ -43,6 +50,21 @@ SETTING = "PLAYWRIGHT_ABORT_REQUEST"
 RULES_FLAG = "--host-resolver-rules="
 #: Browser-internal schemes that never reach the network.
 LOCAL_SCHEMES = frozenset({"data", "blob", "about", "chrome-extension"})
+#: What a refused redirect hop fails with in the browser (``net::ERR_BLOCKED_BY_CLIENT``).
+HOP_ERROR = "BlockedByClient"
+#: scrapy-playwright's per-request page hook, and where a user's own hook is kept.
+PAGE_INIT = "playwright_page_init_callback"
+USER_PAGE_INIT = "gdpr_page_init_callback"
+#: Names which crawler's :class:`SubresourceGate` prepares a page (a string: meta stays picklable).
+GATE_KEY = "gdpr_browser_gate"
+#: Set on a browser request whose navigation the hop guard refused: (reason, clause, detail).
+REFUSED_META = "gdpr_browser_refused"
+
+#: The crawlers' predicates by key, for :func:`guard_page`.
+_GATES: weakref.WeakValueDictionary[str, SubresourceGate] = weakref.WeakValueDictionary()
+# page states besides a guard: DevTools not available (warned once), or guarding failed
+_NO_CDP = "no-cdp"
+_FAILED = "failed"
 
 
 class SubresourceGate:
@@ -56,6 +78,12 @@ class SubresourceGate:
     def __init__(self, crawler: Crawler, user_predicate: Callable[[Any], Any] | None = None) -> None:
         self.crawler = crawler
         self.user_predicate = user_predicate
+        #: pages with a hop guard, or _NO_CDP / _FAILED
+        self._guarded: weakref.WeakKeyDictionary[Any, _HopGuard | str] = weakref.WeakKeyDictionary()
+        self._no_cdp_logged = False
+        self._contexts: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.key = f"{id(crawler):x}-{id(self):x}"
+        _GATES[self.key] = self
 
     def __repr__(self) -> str:
         wrapped = f" wrapping {self.user_predicate!r}" if self.user_predicate else ""
@@ -70,12 +98,10 @@ class SubresourceGate:
 
     async def __call__(self, request: Any) -> bool:
         url = str(request.url)
-        try:
-            refusal = await _on_reactor_thread(self.refusal(url))
-        except Exception as exc:  # noqa: BLE001 - cannot decide: abort
-            logger.exception("GDPR: could not check browser request %(url)s", {"url": url})
-            refusal = Refusal(Reason.UNDECIDED, "", f"the check failed: {exc.__class__.__name__}: {exc}")
+        refusal = await self.decide(url)
         stats = self.crawler.stats
+        if refusal is None:
+            refusal = await self._unguarded(request)
         if refusal is not None:
             detail = f"{refusal.detail} (browser {_resource_type(request)} request{_frame_of(request)})"
             note_refusal(self.crawler, url, refusal.reason, clause=refusal.clause, detail=detail, kind="subresource")
@@ -92,6 +118,15 @@ class SubresourceGate:
             stats.inc_value("gdpr/playwright/allowed")
         return False
 
+    async def decide(self, url: str) -> Refusal | None:
+        """:meth:`refusal` on the reactor's thread; a check that fails refuses."""
+        try:
+            return await _on_reactor_thread(self.refusal(url))
+        except Exception as exc:  # noqa: BLE001 - cannot decide: abort
+            logger.exception("GDPR: could not check browser request %(url)s", {"url": url})
+            clause = get_runtime(self.crawler).policy.clause("domains")
+            return Refusal(Reason.UNDECIDED, clause, f"the check failed: {exc.__class__.__name__}: {exc}")
+
     async def refusal(self, url: str) -> Refusal | None:
         """Why ``url`` may not be requested by the browser, or None."""
         scheme = urlsplit(url).scheme.lower()
@@ -103,7 +138,11 @@ class SubresourceGate:
             return refusal
         robots = rt.services.get("robots")
         if robots is None:
-            return Refusal(Reason.UNDECIDED, "", "no robots.txt service is running to check it (fail closed)")
+            return Refusal(
+                Reason.UNDECIDED,
+                self._robots_clause(Reason.ROBOTS_UNREACHABLE),
+                "no robots.txt service is running to check it (fail closed)",
+            )
         allowed, reason, detail = await robots.allows(url)
         if allowed:
             return None
@@ -111,7 +150,176 @@ class SubresourceGate:
             code = Reason(reason)
         except ValueError:
             code = Reason.ROBOTS
-        return Refusal(code, "", detail or "disallowed by robots.txt")
+        return Refusal(code, self._robots_clause(code), detail or "disallowed by robots.txt")
+
+    def _robots_clause(self, reason: Reason) -> str:
+        """The policy clause behind a robots.txt decision (as the robots gate cites it)."""
+        policy = get_runtime(self.crawler).policy
+        if reason == Reason.OPTOUT:
+            return policy.clause("purposes")
+        if reason == Reason.ROBOTS_UNREACHABLE:
+            return policy.clause("robots")
+        return policy.clause("crawler", "product_token")
+
+    # -- redirect hops ------------------------------------------------------------------
+    async def _unguarded(self, request: Any) -> Refusal | None:
+        """A refusal when the request's page has no working hop guard (fail closed)."""
+        page = _page_of(request)
+        if page is None:
+            if _is_navigation(request):
+                # a window the page opens navigates before its frame exists: nothing
+                # can be put on it before this request starts, so its hops would be unseen
+                return Refusal(
+                    Reason.UNDECIDED,
+                    get_runtime(self.crawler).policy.clause("domains"),
+                    "its redirect hops cannot be checked: it started before the page was prepared "
+                    "(a window opened by the page)",
+                )
+            return None  # a service worker, or a test double: the host rules still apply
+        state = self._guarded.get(page)
+        if isinstance(state, _HopGuard) or state == _NO_CDP:
+            return None
+        if state is None:
+            # not prepared by guard_page (the Scrapy request did not pass the policy
+            # gate middleware): guard the page now; this request started before the
+            # guard, so its own redirect hops could not be seen: refuse it
+            await self.prepare(page)
+            state = self._guarded.get(page)
+            if state == _NO_CDP:
+                return None
+        clause = get_runtime(self.crawler).policy.clause("domains")
+        why = "the page could not be prepared" if state == _FAILED else "it started before the page was prepared"
+        return Refusal(Reason.UNDECIDED, clause, f"its redirect hops cannot be checked: {why}")
+
+    async def prepare(self, page: Any) -> None:
+        """Attach a :class:`_HopGuard` to ``page`` once, before it navigates (Chromium
+        only; other browsers and remote ones without DevTools get the predicate alone,
+        with a warning). A failure marks the page, and the predicate then aborts all its
+        requests."""
+        if page in self._guarded:
+            return
+        try:
+            session = await page.context.new_cdp_session(page)
+        except Exception as exc:  # noqa: BLE001 - Firefox, WebKit: no DevTools protocol
+            if (self.crawler.settings.get("PLAYWRIGHT_BROWSER_TYPE") or "chromium") == "chromium":
+                self._guarded[page] = _FAILED  # Chromium has the protocol: a real failure
+                logger.warning("GDPR: a browser page could not be prepared for redirect checks: %(e)r", {"e": exc})
+                return
+            self._guarded[page] = _NO_CDP
+            if not self._no_cdp_logged:
+                self._no_cdp_logged = True
+                logger.warning(
+                    "GDPR: redirect hops inside the browser cannot be checked (%(error)s); only "
+                    "the first URL of each browser request passes the gate. Use Chromium.",
+                    {"error": f"{exc.__class__.__name__}: {exc}"},
+                )
+            return
+        guard = _HopGuard(self, page, session)
+        try:
+            await guard.start()
+            context = page.context
+            if context not in self._contexts:
+                # pages the page opens (window.open, target=_blank) are not routed by
+                # scrapy-playwright: a context route sends their requests to this
+                # predicate (page routes take precedence, so routed pages never get here)
+                await context.route("**", self._context_route)
+                self._contexts.add(context)
+        except Exception as exc:  # noqa: BLE001 - fail closed
+            self._guarded[page] = _FAILED
+            logger.warning("GDPR: a browser page could not be prepared for redirect checks: %(e)r", {"e": exc})
+            return
+        self._guarded[page] = guard
+
+    async def _context_route(self, route: Any, request: Any) -> None:
+        try:
+            abort = await self(request)
+        except Exception:  # noqa: BLE001 - cannot decide: abort
+            logger.exception("GDPR: could not check browser request %(url)s", {"url": request.url})
+            abort = True
+        if abort:
+            await route.abort()
+        else:
+            await route.fallback()
+
+    async def check_hop(self, url: str, resource_type: str, page_url: str) -> Refusal | None:
+        """Why a redirect hop paused by a :class:`_HopGuard` may not go on, or None; a
+        refusal is counted and audited like any other browser request."""
+        refusal = await self.decide(url)
+        stats = self.crawler.stats
+        if refusal is None:
+            if stats is not None:
+                stats.inc_value("gdpr/playwright/redirect_hops")
+            return None
+        detail = f"{refusal.detail} (redirect hop of a browser {resource_type} request"
+        detail += f" from {page_url})" if page_url else ")"
+        note_refusal(self.crawler, url, refusal.reason, clause=refusal.clause, detail=detail, kind="subresource")
+        if stats is not None:
+            stats.inc_value("gdpr/playwright/aborted")
+        return Refusal(refusal.reason, refusal.clause, f"{detail} at {url}")
+
+
+#: Tasks handling paused requests, referenced until done.
+_TASKS: set[asyncio.Future[Any]] = set()
+
+
+class _HopGuard:
+    """A DevTools session on one page pausing every request at the network layer
+    (``Fetch.enable``), redirect hops included, which Playwright's routing never
+    shows. A hop goes on only if :meth:`SubresourceGate.check_hop` says so; the
+    first URL of a request was already checked by the predicate and goes on at once.
+    """
+
+    def __init__(self, gate: SubresourceGate, page: Any, session: Any) -> None:
+        self.gate = gate
+        self.page = page
+        self.session = session
+        self.main_frame = ""
+        #: the meta of the Scrapy request the page is rendering (set by guard_page):
+        #: a refused hop of its navigation is recorded there, so that the download's
+        #: error becomes the refusal it is
+        self.meta: dict[str, Any] | None = None
+
+    async def start(self) -> None:
+        self.session.on("Fetch.requestPaused", self._paused)
+        await self.session.send("Fetch.enable", {"patterns": [{"urlPattern": "*", "requestStage": "Request"}]})
+        try:
+            tree = await self.session.send("Page.getFrameTree")
+            self.main_frame = str(tree["frameTree"]["frame"]["id"])
+        except Exception:  # noqa: BLE001, S110 - only the error's wording depends on it
+            pass
+
+    def _paused(self, event: dict[str, Any]) -> None:
+        task = asyncio.ensure_future(self._handle(event))
+        _TASKS.add(task)
+        task.add_done_callback(_TASKS.discard)
+
+    async def _handle(self, event: dict[str, Any]) -> None:
+        request_id = event["requestId"]
+        try:
+            refusal = None
+            if event.get("redirectedRequestId"):
+                url = str(event["request"]["url"])
+                kind = str(event.get("resourceType") or "unknown").lower()
+                try:
+                    page_url = str(self.page.url)
+                except Exception:  # noqa: BLE001 - a closed page
+                    page_url = ""
+                refusal = await self.gate.check_hop(url, kind, page_url)
+                meta = self.meta
+                if refusal is not None and meta is not None and kind == "document" and (
+                    event.get("frameId") == self.main_frame
+                ):
+                    meta[REFUSED_META] = (str(refusal.reason), refusal.clause, refusal.detail)
+            if refusal is None:
+                await self.session.send("Fetch.continueRequest", {"requestId": request_id})
+            else:
+                await self.session.send("Fetch.failRequest", {"requestId": request_id, "errorReason": HOP_ERROR})
+        except Exception as exc:  # noqa: BLE001 - never leave a request paused; never let it through
+            logger.debug("GDPR: browser request %(id)s failed closed: %(e)r", {"id": request_id, "e": exc})
+            try:
+                await self.session.send("Fetch.failRequest", {"requestId": request_id, "errorReason": HOP_ERROR})
+            except Exception:  # noqa: BLE001, S110 - the page or the browser is gone
+                pass
 
 
 async def _on_reactor_thread(coro: Awaitable[Refusal | None]) -> Refusal | None:
@@ -132,6 +340,65 @@ async def _on_reactor_thread(coro: Awaitable[Refusal | None]) -> Refusal | None:
 
     reactor.callFromThread(start)  # type: ignore[attr-defined]
     return await asyncio.wrap_future(future)
+
+
+async def guard_page(page: Any, request: Any) -> None:
+    """``playwright_page_init_callback`` set on every browser request by
+    :func:`prepare_request`: guard ``page`` before it navigates, then run the user's
+    own page init callback, if any."""
+    gate = _GATES.get(str(request.meta.get(GATE_KEY, "")))
+    if gate is not None:
+        await gate.prepare(page)
+        guard = gate._guarded.get(page)
+        if isinstance(guard, _HopGuard):
+            guard.meta = request.meta
+    user = request.meta.get(USER_PAGE_INIT)
+    if user:
+        await load_object(user)(page, request)
+
+
+def refused_navigation(request: Any) -> tuple[str, str, str] | None:
+    """``(reason, clause, detail)`` when the hop guard refused a redirect hop of the
+    browser request's own navigation (already audited), else None."""
+    refused = request.meta.pop(REFUSED_META, None)
+    if isinstance(refused, tuple) and len(refused) == 3:
+        return refused
+    return None
+
+
+def prepare_request(crawler: Crawler, request: Any) -> None:
+    """For a browser request (``meta["playwright"]``): make scrapy-playwright call
+    :func:`guard_page` on its page before navigating (called by the policy gate
+    middleware). A user's ``playwright_page_init_callback`` is kept and called after."""
+    gate = crawler.settings.get(SETTING)
+    if not isinstance(gate, SubresourceGate) or not request.meta.get("playwright"):
+        return
+    meta = request.meta
+    meta.pop(REFUSED_META, None)  # a retry starts afresh
+    current = meta.get(PAGE_INIT)
+    if current != GUARD_PAGE:
+        if current:
+            meta[USER_PAGE_INIT] = current
+        meta[PAGE_INIT] = GUARD_PAGE
+    meta[GATE_KEY] = gate.key
+
+
+GUARD_PAGE = f"{__name__}.guard_page"
+
+
+def _is_navigation(request: Any) -> bool:
+    try:
+        return bool(request.is_navigation_request())
+    except Exception:  # noqa: BLE001 - a test double without the method
+        return False
+
+
+def _page_of(request: Any) -> Any:
+    """The page a Playwright request belongs to, or None (service workers have no frame)."""
+    try:
+        return request.frame.page
+    except Exception:  # noqa: BLE001 - no frame
+        return None
 
 
 def _resource_type(request: Any) -> str:
@@ -213,10 +480,16 @@ def _with_host_rules(options: dict[str, Any], policy: Policy) -> dict[str, Any]:
 
 def _install_host_rules(settings: BaseSettings, policy: Policy) -> None:
     browser = settings.get("PLAYWRIGHT_BROWSER_TYPE") or "chromium"
-    if browser != "chromium" or settings.get("PLAYWRIGHT_CDP_URL") or settings.get("PLAYWRIGHT_CONNECT_URL"):
+    if browser != "chromium":
         logger.warning(
             "GDPR: browser sub-resources are checked by PLAYWRIGHT_ABORT_REQUEST only; redirects "
-            "followed inside the browser are not (host rules need a locally launched Chromium)"
+            "followed inside the browser are not (the redirect guard and host rules need Chromium)"
+        )
+        return
+    if settings.get("PLAYWRIGHT_CDP_URL") or settings.get("PLAYWRIGHT_CONNECT_URL"):
+        logger.warning(
+            "GDPR: a remote browser gets no host rules: preconnects, service workers and WebSockets "
+            "are not limited to the listed domains (host rules need a locally launched Chromium)"
         )
         return
     name = "PLAYWRIGHT_LAUNCH_OPTIONS"

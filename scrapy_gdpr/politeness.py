@@ -46,6 +46,15 @@ RETRY_AFTER_STATUSES = frozenset({429, 503})
 #: How many given-up hosts the compliance report lists (the count is always exact).
 REPORT_LIMIT = 1000
 
+#: delta-seconds longer than this many digits (more than 31,000 years) are not a
+#: wait anyone means: treated as malformed and ignored, like any other bad value.
+MAX_DELTA_DIGITS = 12
+
+#: How often a request held by ``Retry-After`` looks whether the crawl is closing.
+SHUTDOWN_POLL = 0.5
+
+_DELTA_SECONDS = re.compile(r"[0-9]+", re.ASCII)
+
 
 class UserAgentError(ValueError):
     """The effective USER_AGENT does not identify the crawler (fail closed at start-up)."""
@@ -80,19 +89,27 @@ def check_user_agent(user_agent: str | None, policy: Policy, setting: str = "USE
 
 
 def parse_retry_after(value: bytes | str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP-date); None if malformed."""
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP-date); None if malformed.
+
+    delta-seconds are ASCII digits only (``²`` or ``٣`` are not), of at most
+    :data:`MAX_DELTA_DIGITS` digits; anything else that is not an HTTP-date is None.
+    """
     if value is None:
         return None
     if isinstance(value, bytes):
         value = value.decode("latin-1")
-    value = value.strip()
+    value = value.strip(" \t\r\n")
     if not value:
         return None
-    if value.isdigit():
+    if _DELTA_SECONDS.fullmatch(value):
+        if len(value.lstrip("0")) > MAX_DELTA_DIGITS:
+            return None
         return float(int(value))
+    if len(value) > 64:  # an HTTP-date is 29 characters; do not parse megabytes
+        return None
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when is None:  # pragma: no cover - older Pythons
         return None
@@ -245,6 +262,7 @@ class PolitenessMiddleware:
         key = self._slot_key(request)
         if self._exact and key not in self._rated:
             self._apply_rate_limit(key, request)
+        held = False
         while True:
             if key in self.given_up:
                 info = self.given_up[key]
@@ -258,13 +276,34 @@ class PolitenessMiddleware:
             wait = self.not_before.get(key, 0.0) - time.monotonic()
             if wait <= 0:
                 return
-            self.crawler.stats.inc_value("gdpr/politeness/waited")
-            logger.debug(
-                "Holding %(request)s for %(wait).1f s (Retry-After from %(key)s)",
-                {"request": request, "wait": wait, "key": key},
-                extra={"spider": self.crawler.spider},
-            )
-            await sleep(wait)
+            if self._closing():
+                raise refuse(
+                    self.crawler,
+                    request.url,
+                    Reason.RETRY_AFTER,
+                    clause=self.runtime.policy.clause("politeness", "retry_after_max"),
+                    detail=f"not sent: the crawl closed while host {key} was paused by Retry-After "
+                    f"({wait:.0f} s left)",
+                )
+            if not held:
+                held = True
+                self.crawler.stats.inc_value("gdpr/politeness/waited")
+                logger.debug(
+                    "Holding %(request)s for %(wait).1f s (Retry-After from %(key)s)",
+                    {"request": request, "wait": wait, "key": key},
+                    extra={"spider": self.crawler.spider},
+                )
+            # in slices, so that a closing crawl (Ctrl-C, CLOSESPIDER_*, crawler.stop())
+            # does not wait for the end of a long pause
+            await sleep(min(wait, SHUTDOWN_POLL))
+
+    def _closing(self) -> bool:
+        """Whether the engine is stopping or closing the spider (graceful shutdown)."""
+        engine = self.crawler.engine
+        if engine is None or not engine.running:
+            return True
+        slot = getattr(engine, "_slot", None)  # Scrapy sets slot.closing when close_spider starts
+        return slot is None or getattr(slot, "closing", None) is not None
 
     def process_response(self, request: Request, response: Response) -> Response:
         if response.status not in RETRY_AFTER_STATUSES:

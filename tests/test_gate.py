@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 from pathlib import Path
@@ -539,3 +540,171 @@ async def test_host_decisions_cached_per_host_and_bounded(tmp_path, spy_resolver
     append_objection(tmp_path / "objections.txt", "domain", "h3.gate-a.test")
     refusal = await gate.check("http://h3.gate-a.test/p0")
     assert refusal is not None and refusal.reason == "objection"
+
+
+# --------------------------------------------------------------------------- path spellings
+
+
+@coroutine_test
+async def test_deny_paths_cannot_be_bypassed_by_spelling(tmp_path, logged_mockserver):
+    policy = write_policy(tmp_path, [local("gate-a.test", deny_paths=["/admin/", "/Private/"])])
+    spellings = [
+        "/admin%2Fx.html",  # an encoded slash: servers that decode it serve /admin/x.html
+        "/admin%2fx.html",
+        "/ADMIN/x.html",  # letter case (case-insensitive servers)
+        "/Admin/x.html",
+        "/private/x.html",  # the rule's own case does not matter either
+        "/%61dmin/x.html",
+        "/%41DMIN/x.html",
+        "/admin%252Fx.html",  # double encoding
+        "/x/..%2Fadmin/x.html",  # a dot segment hidden behind an encoded slash
+        "/x/%2e%2e/admin/x.html",
+        "//admin/x.html",
+        "/admin;jsessionid=1/x.html",  # ;params (Tomcat)
+        "/admin./x.html",  # trailing dot (IIS)
+    ]
+    denied = [logged_mockserver.url(p, host="gate-a.test") for p in spellings]
+    broken = logged_mockserver.url("/a%2525252Fadmin/x.html", host="gate-a.test")  # never stops decoding
+    ok = [logged_mockserver.url(p, host="gate-a.test") for p in ("/admin.html", "/index.html", "/x/admin/y.html")]
+    crawler = await crawl(tmp_path, policy, [*denied, broken, *ok])
+    assert sorted(crawler.spider.seen) == sorted(ok)
+    failed = crawler.spider.failed
+    assert {url: failed.get(url) for url in denied} == dict.fromkeys(denied, "domain")
+    assert failed[broken] == "malformed_url"
+    assert sorted(hosts_requested(logged_mockserver)) == sorted(
+        ["gate-a.test/admin.html", "gate-a.test/index.html", "gate-a.test/x/admin/y.html"]
+    )
+    lines = {r["url"]: r for r in refusals(tmp_path)}
+    first = lines[denied[0]]
+    assert first["clause"].startswith("domains[0].deny_paths[0] (line ")
+    assert first["detail"] == "/admin%2Fx.html (read as /admin/x.html) is under the denied path /admin/"
+    assert lines[denied[4]]["clause"].startswith("domains[0].deny_paths[1] (line ")
+    assert "cannot be normalised" in lines[broken]["detail"]
+    assert lines[broken]["clause"].startswith("domains[0].deny_paths (line ")
+
+
+@coroutine_test
+async def test_allow_paths_are_not_widened_by_normalisation(tmp_path, logged_mockserver):
+    policy = write_policy(tmp_path, [local("gate-a.test", allow_paths=["/public/"])])
+    inside = [
+        logged_mockserver.url(p, host="gate-a.test")
+        for p in ("/public/a.html", "/public/%61.html", "/public//b.html", "/public/c%2Fd.html", "/public/./e.html")
+    ]
+    outside = [
+        logged_mockserver.url(p, host="gate-a.test")
+        for p in (
+            "/public/..%2Fsecret.html",  # decoded by the server: /secret.html
+            "/public/%2e%2e%2Fsecret.html",
+            "/public%2F..%2Fsecret.html",
+            "/public;x/../secret.html",
+            "/public/..%252Fsecret.html",
+            "/PUBLIC/a.html",  # allow rules match the letter case as written
+            "/publicity.html",
+        )
+    ]
+    crawler = await crawl(tmp_path, policy, [*inside, *outside])
+    assert sorted(crawler.spider.seen) == sorted(inside)
+    assert crawler.spider.failed == dict.fromkeys(outside, "domain")
+    assert all(h.startswith("gate-a.test/public/") for h in hosts_requested(logged_mockserver))
+    detail = {r["url"]: r["detail"] for r in refusals(tmp_path)}[outside[0]]
+    assert detail == "/public/..%2Fsecret.html (read as /secret.html) is not under an allowed path of gate-a.test"
+
+
+def test_path_forms():
+    from scrapy_gdpr.gate import PathError, path_forms
+
+    assert path_forms("/index.html") == ["/index.html"]
+    assert path_forms("/admin%2Fx") == ["/admin%2Fx", "/admin/x"]
+    assert path_forms("/a;b=1/c") == ["/a;b=1/c", "/a/c"]
+    assert "/über/" in path_forms("/%C3%BCber/")
+    assert path_forms("/a?q=%2F") == ["/a?q=%2F", "/a?q=/"]
+    with pytest.raises(PathError):
+        path_forms("/x%252525252F")
+
+
+# --------------------------------------------------------------------------- malformed URLs
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://x@gate-a.test/", "user information"),
+        ("http://user:pw@gate-a.test/", "user information"),
+        ("http://gate-a.test:0/", "port is 0"),
+        ("http://gate-a.test:99999/", "port is invalid"),
+        ("http://gate-a.test:8o/", "port is invalid"),
+        ("http://gate-a.test:+80/", "port is invalid"),
+        ("http://gate-a.test:\u0668\u0660/", "port is invalid"),  # Arabic-Indic digits
+        ("http://gate-a.test:80:90/", "port is invalid"),
+        ("http://gate..a.test/", "not a valid host name"),
+        ("http://-gate-a.test/", "not a valid host name"),
+        ("http://gate%2Da.test/", "not a valid host name"),
+        ("http://ga\tte-a.test/", "control character"),
+        ("http://gate-a.test/a\x00b", "control character"),
+        ("http://gate-a.test/a b", "control character or space"),
+        ("http://xn--9999999.gate-a.test/", "punycode"),
+        ("http://" + "a" * 64 + ".gate-a.test/", "not a valid host name"),
+        ("http://\udcff.gate-a.test/", "international name"),
+        ("http://[::1]x/", "malformed"),
+    ],
+)
+@coroutine_test
+async def test_malformed_urls_refused_with_their_own_reason(tmp_path, spy_resolver, url, problem):
+    from scrapy_gdpr.gate import policy_gate
+
+    policy = write_policy(tmp_path, [local("gate-a.test", include_subdomains=True)])
+    crawler = get_crawler(Spider, gate_settings(tmp_path, policy))
+    refusal = await policy_gate(crawler, get_runtime(crawler)).check(url)
+    assert refusal is not None and refusal.reason == "malformed_url"
+    assert problem in refusal.detail and refusal.detail.startswith("the URL is malformed")
+    assert refusal.clause.startswith("domains (line ")
+    assert spy_resolver.names == []  # never looked up
+
+
+@pytest.mark.parametrize("url", ["http://gate-a.test:8080/", "http://my_host.gate-a.test/", "http://gate-a.test./",
+                                 "http://xn--strae-oqa.gate-a.test/", "http://straße.gate-a.test/"])
+@coroutine_test
+async def test_well_formed_urls_are_not_malformed(tmp_path, spy_resolver, url):
+    from scrapy_gdpr.gate import policy_gate
+
+    policy = write_policy(tmp_path, [local("gate-a.test", include_subdomains=True)])
+    crawler = get_crawler(Spider, gate_settings(tmp_path, policy))
+    assert await policy_gate(crawler, get_runtime(crawler)).check(url) is None
+
+
+@coroutine_test
+async def test_a_malformed_link_does_not_poison_its_host(tmp_path, logged_mockserver):
+    """``http://x@host/`` once put the real host into robots_unreachable (60 s, then 24 h)."""
+    from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware
+
+    from tests.test_robots import UA
+
+    policy = write_policy(tmp_path, [local("robots-ok.test")])
+    port = logged_mockserver.port
+    bad = [f"http://x@robots-ok.test:{port}/page.html", f"http://robots-ok.test:0/page.html"]
+    good = logged_mockserver.url("/page.html", host="robots-ok.test")
+
+    class Ordered(UrlSpider):
+        async def start(self):
+            for url in bad:
+                yield Request(url, errback=self.failure, dont_filter=True)
+            await asyncio.sleep(0.5)
+            yield Request(good, errback=self.failure, dont_filter=True)
+
+    settings = {
+        "DOWNLOADER_MIDDLEWARES": {
+            PolicyGateMiddleware: 40,
+            RobotsTxtMiddleware: None,
+            "scrapy_gdpr.robots.RobotsGateMiddleware": 100,
+        },
+        "USER_AGENT": UA,
+    }
+    crawler = await crawl(tmp_path, policy, [], spider=Ordered, settings=settings)
+    assert crawler.spider.failed == dict.fromkeys(bad, "malformed_url")
+    assert crawler.spider.seen == [good]
+    assert crawler.stats.get_value("gdpr/blocked/malformed_url") == 2
+    assert crawler.stats.get_value("gdpr/blocked/robots_unreachable") is None
+    assert crawler.stats.get_value("gdpr/robots/unreachable") is None
+    assert hosts_requested(logged_mockserver) == ["robots-ok.test/robots.txt", "robots-ok.test/page.html"]
+    lines = {r["url"]: r for r in refusals(tmp_path)}
+    assert "user information" in lines[bad[0]]["detail"] and lines[bad[0]]["kind"] == "request"

@@ -137,6 +137,8 @@ async def test_reserved_images_are_stripped_and_never_fetched(tmp_path, logged_m
     assert {r["kind"] for r in lines} == {"image"}
     assert sorted(r["url"].rsplit("/", 1)[1] for r in lines) == ["objected.png", "ok.png", "reserved.png"]
     assert all("noimageindex" in r["detail"] for r in lines)
+    # the clause names the purpose that noimageindex reserves (search), never ""
+    assert all(r["clause"].startswith("purposes[0].signal_purposes (line ") for r in lines)
 
 
 @coroutine_test
@@ -153,4 +155,6 @@ async def test_objected_image_url_is_stripped(tmp_path, logged_mockserver):
     assert sorted(p for _, _, p in logged_mockserver.requests()) == ["/index.html", "/ok.png"]
     [line] = refusals(tmp_path)
     assert line == {**line, "kind": "image", "reason": "objection", "url": objected}
+    # the entry is quoted as the file spells it (http://), not in its canonical https:// form
+    assert line["detail"] == f"covered by the objection url {objected} ({tmp_path / 'objections.txt'}:2)"
     assert crawler.stats.get_value("gdpr/blocked/objection") == 1

@@ -234,3 +234,49 @@ def test_domain_verdicts_per_host_are_bounded(tmp_path, monkeypatch):
         assert objections.match(f"https://h{i}.example/") is None
         assert objections.match(f"https://h{i}.person.example/") == "domain person.example"
     assert len(objections._host_verdicts) <= 5
+
+
+def test_a_match_quotes_the_entry_with_its_own_scheme(tmp_path):
+    """http and https URLs share a key; the detail must still quote what the file says."""
+    path = tmp_path / "objections.txt"
+    path.write_text(
+        "url http://example.org/a\n"  # the fast path of the reader
+        "prefix http://example.org/people/\n"
+        "url https://example.org/b\n"
+        "url HTTP://Example.org/c?b=2&a=1\n"  # the slow path (canonicalised)
+        "prefix http://example.org/%7Ejane/\n",
+        encoding="utf-8",
+    )
+    objections = ObjectionList.from_file(path)
+    assert objections.match("https://example.org/a") == f"url http://example.org/a ({path}:1)"
+    assert objections.match("https://example.org/people/x") == f"prefix http://example.org/people/ ({path}:2)"
+    assert objections.match("http://example.org/b") == f"url https://example.org/b ({path}:3)"
+    assert objections.match("https://example.org/c?a=1&b=2") == f"url http://example.org/c?a=1&b=2 ({path}:4)"
+    assert objections.match("https://example.org/~jane/x") == f"prefix http://example.org/~jane/ ({path}:5)"
+    memory = ObjectionList.from_entries([("url", "http://example.org/m"), "prefix http://example.org/n/"])
+    memory.add("url", "http://example.org/o")
+    assert memory.match("https://example.org/m") == "url http://example.org/m"
+    assert memory.match("https://example.org/n/1") == "prefix http://example.org/n/"
+    assert memory.match("https://example.org/o") == "url http://example.org/o"
+
+
+def test_spellings_a_server_decodes_are_covered():
+    """An objection is a deny rule: /people%2Fjane/ must not slip past prefix /people/jane/."""
+    objections = ObjectionList.from_entries(
+        ["prefix https://example.org/people/jane/", "url https://example.org/a/b.html", "prefix https://example.org/über/"]
+    )
+    for url in (
+        "https://example.org/people%2Fjane/photo.jpg",
+        "https://example.org/people%2fjane/photo.jpg",
+        "https://example.org/people%252Fjane/photo.jpg",  # double encoding
+        "https://example.org/people;x=1/jane/photo.jpg",
+        "https://example.org/x/..%2Fpeople/jane/photo.jpg",
+        "https://example.org//people/jane/photo.jpg",
+    ):
+        assert objections.match(url) == "prefix https://example.org/people/jane/", url
+    assert objections.match("https://example.org/a%2Fb.html") == "url https://example.org/a/b.html"
+    assert objections.match("https://example.org/%C3%BCber%2Fx.jpg") == "prefix https://example.org/%C3%BCber/"
+    assert objections.match("https://example.org/people/janet/x.jpg") is None
+    assert objections.match("https://example.org/people%2Fjoe/x.jpg") is None
+    with pytest.raises(ValueError, match="cannot be normalised"):
+        objections.match("https://example.org/people%25252525252Fjane/x.jpg")

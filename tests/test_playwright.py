@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 from scrapy import Request, Spider
 from scrapy.utils.test import get_crawler
+from scrapy_playwright.page import PageMethod
 
 from scrapy_gdpr.objections import append_objection
 from scrapy_gdpr.playwright import SubresourceGate, update_settings
@@ -40,6 +41,14 @@ def user_abort(request: Any) -> bool:
 
 async def user_abort_async(request: Any) -> bool:
     return str(request.url).endswith(".css")
+
+
+INITIALISED: list[str] = []
+
+
+async def record_init(page: Any, request: Any) -> None:
+    """A user's own page init callback, still called after the page guard."""
+    INITIALISED.append(request.url)
 
 
 @dataclass
@@ -187,6 +196,10 @@ async def test_predicate_decisions(tmp_path, mockserver):
         assert await predicate(FakeRequest(url)) is True, url
     got = {r["url"]: r["reason"] for r in refusals(tmp_path)[1:]}
     assert got == expected
+    # every refusal cites a policy clause (robots.txt decisions the crawler's product token)
+    clauses = {r["url"]: r["clause"] for r in refusals(tmp_path)}
+    assert all(clauses.values()), clauses
+    assert clauses[f"{page}/robots-blocked/a.js"].startswith("crawler.product_token (line ")
     assert robots.asked == [f"{page}/ok.png", f"{page}/style.css", f"{page}/robots-blocked/a.js"]
     assert crawler.stats.get_value("gdpr/blocked/robots") == 1
 
@@ -256,20 +269,166 @@ async def test_browser_subresources_are_gated(tmp_path, logged_mockserver):
         "http://pw-page.test/people/jane.png": "objection",
         "http://pw-private.test/x.png": "private_network",
         "http://169.254.169.254/latest/meta-data/": "domain",
+        # the redirect hop to an unlisted host: checked by the page's hop guard
+        "http://pw-unlisted.test/redirected.png": "domain",
     }
+    assert "redirect hop of a browser image request" in lines["http://pw-unlisted.test/redirected.png"]["detail"]
     assert all(r["kind"] == "subresource" for r in lines.values())
     assert f"from {page}" in lines["http://pw-unlisted.test/tracker.png"]["detail"]
     assert not any(host.startswith("pw-private") for host in fetched)
-    # the redirect hop to an unlisted host is not seen by the predicate; the host rules stop it
+    # the first URL of the redirect was fetched, its hop to an unlisted host was not
     assert any(p.startswith("pw-page.test/_/respond?status=302") for p in fetched)
+    assert not any(p.split("?")[0].endswith("redirected.png") for p in fetched)
     args = crawler.settings.getdict("PLAYWRIGHT_LAUNCH_OPTIONS")["args"]
     assert args[-1] == (
         "--host-resolver-rules=MAP pw-page.test 127.0.0.1, MAP pw-cdn.test 127.0.0.1, "
         "MAP pw-private.test 127.0.0.1, MAP * ~NOTFOUND"
     )
     assert sum(a.startswith("--host-resolver-rules=") for a in args) == 1
-    for reason, count in (("robots", 1), ("domain", 2), ("objection", 1), ("private_network", 1)):
+    for reason, count in (("robots", 1), ("domain", 3), ("objection", 1), ("private_network", 1)):
         assert crawler.stats.get_value(f"gdpr/blocked/{reason}") == count
-    assert crawler.stats.get_value("gdpr/playwright/aborted") == 5
+    assert crawler.stats.get_value("gdpr/playwright/aborted") == 6  # with the redirect hop
     assert crawler.stats.get_value("playwright/request_count/aborted") == 6  # with the user's
     assert f"http://pw-cdn.test:{port}/cdn.png" in robots.asked
+
+
+@pytest.mark.requires_chromium
+@pytest.mark.slow
+@coroutine_test
+async def test_browser_redirect_hops_are_gated(tmp_path, logged_mockserver):
+    """Every hop Chromium follows passes the gate, robots.txt and the objection list."""
+    from scrapy_gdpr.robots import RobotsGateMiddleware
+    from tests.test_robots import UA
+
+    path = chromium_path()
+    if path is None:
+        require_service("chromium", "install it with 'apt-get install chromium' or set GDPR_TEST_CHROMIUM")
+    port = logged_mockserver.port
+    append_objection(tmp_path / "objections.txt", "prefix", f"http://pw-page.test:{port}/people/")
+    policy = write_policy(
+        tmp_path,
+        [local("pw-page.test", deny_paths=["/admin/"]), local("pw-cdn.test")],
+    )
+    settings = gate_settings(
+        tmp_path,
+        policy,
+        ADDONS={PlaywrightHookAddon: 0},
+        **playwright_settings(path),
+        DOWNLOADER_MIDDLEWARES={"scrapy_gdpr.gate.PolicyGateMiddleware": 40, RobotsGateMiddleware: 100},
+        ROBOTSTXT_OBEY=False,
+        USER_AGENT=UA,
+        PLAYWRIGHT_DEFAULT_NAVIGATION_TIMEOUT=30_000,
+        TWISTED_REACTOR="twisted.internet.asyncioreactor.AsyncioSelectorReactor",
+    )
+
+    class HopSpider(BrowserSpider):
+        async def start(self):
+            # the page itself, and a page request whose browser-side redirect leads to the objection
+            yield Request(self.url, meta={"playwright": True})
+            hop = logged_mockserver.url(
+                "/_/respond?status=302&h=Location:/people/jane.html", host="pw-page.test"
+            )
+            meta = {"playwright": True, "playwright_page_init_callback": "tests.test_playwright.record_init"}
+            yield Request(hop, meta=meta, errback=self.failed, dont_filter=True)
+
+        def failed(self, failure):
+            self.seen.append((failure.request.url, getattr(failure.value, "reason", repr(failure.value))))
+
+    crawler = get_crawler(HopSpider, settings)
+    page = logged_mockserver.url("/hops.html", host="pw-page.test")
+    hop_page = logged_mockserver.url("/_/respond?status=302&h=Location:/people/jane.html", host="pw-page.test")
+    INITIALISED.clear()
+    await crawler.crawl_async(url=page)
+
+    fetched = [f"{host}{p}" for _, host, p in logged_mockserver.requests()]
+    # the allowed hop was followed; no refused hop reached the server
+    assert "pw-page.test/ok.png" in fetched
+    never = {"pw-cdn.test/robots-blocked/hop.png", "pw-page.test/people/jane.png", "pw-page.test/ADMIN/hop.png",
+             "pw-page.test/people/jane.html"}
+    assert never.isdisjoint(f.split("?")[0] for f in fetched), fetched
+    lines = [r for r in refusals(tmp_path) if r["kind"] == "subresource"]
+    got = {r["url"].replace(f":{port}", ""): r for r in lines}
+    assert {url: r["reason"] for url, r in got.items()} == {
+        "http://pw-cdn.test/robots-blocked/hop.png": "robots",
+        "http://pw-page.test/people/jane.png": "objection",
+        "http://pw-page.test/people/jane.png?2": "objection",
+        "http://pw-page.test/ADMIN/hop.png": "domain",
+        "http://pw-page.test/people/jane.html": "objection",
+    }
+    for r in got.values():
+        assert "redirect hop of a browser" in r["detail"] and r["clause"], r
+    assert got["http://pw-cdn.test/robots-blocked/hop.png"]["clause"].startswith("crawler.product_token")
+    assert f"covered by the objection prefix http://pw-page.test:{port}/people/" in (
+        got["http://pw-page.test/people/jane.png"]["detail"]
+    )
+    assert crawler.stats.get_value("gdpr/playwright/redirect_hops") >= 2  # /ok.png and the first of two
+    assert crawler.stats.get_value("gdpr/blocked/objection") == 3
+    assert (page, 200) in crawler.spider.seen
+    assert INITIALISED == [hop_page]  # the user's page init callback still ran
+    # the page request redirected (in the browser) to the objection is refused like a
+    # Scrapy request, not a download error
+    assert (hop_page, "objection") in crawler.spider.seen
+    assert crawler.stats.get_value("log_count/ERROR") is None
+
+
+def test_browser_requests_get_the_page_guard(tmp_path):
+    """The gate middleware makes scrapy-playwright guard the page before it navigates,
+    keeping the user's own page init callback; the meta stays picklable."""
+    import pickle
+
+    from scrapy_gdpr.playwright import GUARD_PAGE, prepare_request
+
+    policy = write_policy(tmp_path, [local("pw-page.test")])
+    crawler = get_crawler(Spider, gate_settings(tmp_path, policy, addon=True))
+    predicate = crawler.settings["PLAYWRIGHT_ABORT_REQUEST"]
+    request = Request("http://pw-page.test/", meta={"playwright": True, "playwright_page_init_callback": "my.init"})
+    prepare_request(crawler, request)
+    prepare_request(crawler, request)  # a retry or redirect copy: not wrapped twice
+    assert request.meta["playwright_page_init_callback"] == GUARD_PAGE == "scrapy_gdpr.playwright.guard_page"
+    assert request.meta["gdpr_page_init_callback"] == "my.init"
+    assert request.meta["gdpr_browser_gate"] == predicate.key
+    pickle.dumps(request.meta)
+    plain = Request("http://pw-page.test/")
+    prepare_request(crawler, plain)
+    assert "playwright_page_init_callback" not in plain.meta
+
+
+@pytest.mark.requires_chromium
+@pytest.mark.slow
+@coroutine_test
+async def test_pages_opened_by_the_page_are_not_fetched_unchecked(tmp_path, logged_mockserver):
+    """scrapy-playwright does not route a window the page opens; its first request
+    started before any guard could be put on it, so it is aborted and audited."""
+    path = chromium_path()
+    if path is None:
+        require_service("chromium", "install it with 'apt-get install chromium' or set GDPR_TEST_CHROMIUM")
+    policy = write_policy(tmp_path, [local("pw-page.test")])
+    settings = gate_settings(
+        tmp_path,
+        policy,
+        ADDONS={PlaywrightHookAddon: 0},
+        **playwright_settings(path),
+        PLAYWRIGHT_DEFAULT_NAVIGATION_TIMEOUT=30_000,
+        TWISTED_REACTOR="twisted.internet.asyncioreactor.AsyncioSelectorReactor",
+    )
+    crawler = get_crawler(BrowserSpider, settings)
+    get_runtime(crawler).services["robots"] = StubRobots()
+    page = logged_mockserver.url("/popup.html", host="pw-page.test")
+
+    class Waiting(BrowserSpider):
+        async def start(self):
+            yield Request(self.url, meta={"playwright": True, "playwright_page_methods": [
+                PageMethod("wait_for_timeout", 1500)]})
+
+    crawler = get_crawler(Waiting, settings)
+    get_runtime(crawler).services["robots"] = StubRobots()
+    await crawler.crawl_async(url=page)
+    assert crawler.spider.seen == [(page, 200)]
+    fetched = [f"{host}{p}" for _, host, p in logged_mockserver.requests()]
+    assert "pw-page.test/ok.png?popup" not in fetched, fetched
+    lines = [r for r in refusals(tmp_path) if r["url"].endswith("/ok.png?popup")]
+    assert lines  # Chromium may try the window's navigation twice
+    for line in lines:
+        assert line["reason"] == "undecided" and line["kind"] == "subresource"
+        assert "started before the page was prepared" in line["detail"]
+        assert line["clause"].startswith("domains (line ")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import UTC, datetime
 from email.utils import formatdate
@@ -28,6 +29,20 @@ def test_parse_retry_after():
     assert parse_retry_after("-5", now) is None
     assert parse_retry_after("", now) is None
     assert parse_retry_after(None, now) is None
+
+
+@pytest.mark.parametrize(
+    "value", ["\u00b2", "\u0663", "1\u00b2", "\uff11\uff12", "9" * 5000, "1" * 13, "12.5", "+5", "x" * 100_000]
+)
+def test_parse_retry_after_ignores_what_is_not_a_wait(value):
+    # '²'.isdigit() is True and int('²') raises; 5000 digits exceed int()'s limit
+    assert parse_retry_after(value) is None
+    assert parse_retry_after(value.encode("utf-8", "surrogatepass")) is None
+
+
+def test_parse_retry_after_digits():
+    assert parse_retry_after("0" * 40 + "120") == 120  # leading zeros are still 120
+    assert parse_retry_after("9" * 12) == 999_999_999_999.0  # above any ceiling: gives the host up
 
 
 def fetch_times(server, host: str, prefix: str) -> list[float]:
@@ -100,6 +115,68 @@ async def test_retry_after_above_ceiling_gives_host_up(tmp_path, logged_mockserv
     assert report["given_up"]["polite-giveup.test"]["retry_after"] == "7200"
     json.dumps(report)
     assert crawler.stats.get_value("gdpr/blocked/retry_after") == 2
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "9" * 5000])
+@coroutine_test
+async def test_unparseable_retry_after_is_ignored_in_a_crawl(tmp_path, logged_mockserver, caplog, value):
+    server = logged_mockserver
+    busy = server.url(f"/_/respond?status=503&body=busy&h=Retry-After:{quote(value)}", host="polite-date.test")
+    page = server.url("/page.html", host="polite-date.test")
+
+    class Spider(UrlsSpider):
+        async def start(self):
+            yield Request(busy, dont_filter=True, errback=self.failed)
+            await sleep(0.5)
+            yield Request(page, dont_filter=True, errback=self.failed)
+
+    caplog.set_level(logging.INFO, logger="scrapy_gdpr.politeness")
+    crawler = get_crawler(Spider, gate_settings(tmp_path, HTTPERROR_ALLOW_ALL=True, URLLENGTH_LIMIT=0))
+    await crawler.crawl_async()
+    assert crawler.spider.errors == {}
+    assert crawler.spider.seen == [busy, page]  # the 503 reaches the spider, nothing paused
+    assert "Ignoring a malformed Retry-After" in caplog.text
+    assert "Traceback" not in caplog.text and "ValueError" not in caplog.text
+    assert crawler.stats.get_value("gdpr/politeness/retry_after") is None
+    assert crawler.stats.get_value("log_count/ERROR") is None
+
+
+@pytest.mark.parametrize("how", ["stop", "closespider"])
+@coroutine_test
+async def test_graceful_shutdown_does_not_wait_for_retry_after(tmp_path, logged_mockserver, how):
+    """A Retry-After just under the ceiling (1 h) must not hold a graceful stop."""
+    from scrapy.utils.defer import deferred_from_coro
+    from tests.test_robots import audit_lines
+
+    server = logged_mockserver
+    busy = server.url("/_/respond?status=429&body=later&h=Retry-After:3590", host="polite-date.test")
+    page = server.url("/page.html", host="polite-date.test")
+
+    class Spider(UrlsSpider):
+        async def start(self):
+            yield Request(busy, dont_filter=True, errback=self.failed)
+            await sleep(0.5)  # the 429 has arrived, its retry is held
+            yield Request(page, dont_filter=True, errback=self.failed)
+            await sleep(0.5)
+            if how == "stop":  # what Ctrl-C does
+                from twisted.internet import reactor
+
+                reactor.callLater(0, lambda: deferred_from_coro(self.crawler.stop_async()))
+
+    extra = {"CLOSESPIDER_TIMEOUT": 2} if how == "closespider" else {}
+    crawler = get_crawler(Spider, gate_settings(tmp_path, RETRY_ENABLED=True, RETRY_TIMES=2, **extra))
+    started = time.monotonic()
+    await crawler.crawl_async()
+    assert time.monotonic() - started < 10
+    finish = "shutdown" if how == "stop" else "closespider_timeout"
+    assert crawler.stats.get_value("finish_reason") == finish
+    assert crawler.spider.refused == {busy: "retry_after", page: "retry_after"}
+    lines = [r for r in audit_lines(tmp_path) if r.get("decision") == "refused"]
+    assert len(lines) == 2
+    assert all("the crawl closed while host polite-date.test" in r["detail"] for r in lines)
+    assert all(r["clause"].startswith("politeness.retry_after_max") for r in lines)
+    # only the first answer was fetched: the held retry and the later page were not sent
+    assert [p for _, h, p in server.requests() if h == "polite-date.test"] == ["/robots.txt", busy[busy.index("/_/"):]]
 
 
 def rated_policy(tmp_path, include_subdomains: bool):
