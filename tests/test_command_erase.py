@@ -36,6 +36,7 @@ def test_gdpr_erase_deletes_objects_and_adds_objection(tmp_path):
 
 def test_gdpr_erase_objections_setting_wins(tmp_path):
     ledger = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    open_ledger(ledger).close()  # a crawl created it (erasure never creates a ledger)
     proc = run_scrapy("gdpr-erase", "--domain", "jane.example", "--ledger", ledger,
                       "-s", f"GDPR_OBJECTIONS={tmp_path / 'obj.txt'}", "--receipt-dir", str(tmp_path / "r"),
                       cwd=tmp_path)

@@ -4,15 +4,28 @@ the objection list and the audit log from options and project settings."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sqlite3
+import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import UsageError
 
 from scrapy_gdpr.audit import AuditLog
 from scrapy_gdpr.config import DEFAULTS, expand
-from scrapy_gdpr.ledger import Ledger, LedgerError, Selector, open_ledger, parse_ts
+from scrapy_gdpr.ledger import (
+    Ledger,
+    LedgerError,
+    LedgerMissing,
+    Selector,
+    SQLiteLedger,
+    explain_error,
+    open_ledger,
+    parse_ts,
+)
 from scrapy_gdpr.policy import Policy, PolicyError, load_policy
 
 if TYPE_CHECKING:
@@ -35,9 +48,15 @@ def add_selector_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", action="append", default=[], help="a page or image URL (repeatable)")
     parser.add_argument("--url-prefix", action="append", default=[], help="every URL starting with this")
     parser.add_argument("--domain", action="append", default=[], help="a host and its subdomains")
-    parser.add_argument("--contains", action="append", default=[], help="items whose URL or text contain this")
+    parser.add_argument("--contains", action="append", default=[],
+                        help="items with a field value containing this text (Unicode-normalised, any case)")
     parser.add_argument("--receipt-dir", metavar="DIR", default="gdpr-requests",
                         help="where receipts are written (default: gdpr-requests/)")
+    parser.add_argument("--search-feed", action="append", default=[], metavar="FILE",
+                        help="also search this feed file (the ledger's feed files and the local files FEEDS "
+                             "names are always searched)")
+    parser.add_argument("--yes", action="store_true",
+                        help="confirm a request that matches more than 10%% of the items held")
 
 
 def selectors(opts: argparse.Namespace) -> list[Selector]:
@@ -50,12 +69,87 @@ def selectors(opts: argparse.Namespace) -> list[Selector]:
     return out
 
 
-def ledger(opts: argparse.Namespace, settings: BaseSettings) -> Ledger:
-    url = opts.ledger or settings.get("GDPR_LEDGER") or DEFAULTS["GDPR_LEDGER"]
+class CommandError(Exception):
+    """A clear error for the user: printed on stderr (no traceback), exit status ``code``."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def report_errors(command: Any, run: Any) -> None:
+    """Run ``run()``; a :class:`CommandError` or :class:`LedgerError` is printed on
+    stderr with no traceback and sets the command's exit status."""
     try:
-        return open_ledger(url)
+        run()
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        command.exitcode = exc.code
     except LedgerError as exc:
-        raise UsageError(str(exc)) from exc
+        print(f"error: {exc}", file=sys.stderr)
+        command.exitcode = 1
+
+
+def ledger_url(opts: argparse.Namespace, settings: BaseSettings) -> str:
+    return str(opts.ledger or settings.get("GDPR_LEDGER") or DEFAULTS["GDPR_LEDGER"])
+
+
+def ledger(opts: argparse.Namespace, settings: BaseSettings, *, create: bool = False,
+           readonly: bool = False) -> Ledger:
+    """The ledger; never created by these commands (a crawl creates it), so a wrong
+    path is an error instead of a new, empty ledger."""
+    return open_ledger(ledger_url(opts, settings), create=create, readonly=readonly)
+
+
+def ledger_or_empty(opts: argparse.Namespace, settings: BaseSettings, *,
+                    readonly: bool = False) -> tuple[Ledger, str]:
+    """The ledger and its state: ``ok``, ``empty`` (no rows) or ``missing`` (it does
+    not exist: an empty in-memory stand-in is returned, and nothing is created)."""
+    try:
+        led = ledger(opts, settings, readonly=readonly)
+    except LedgerMissing as exc:
+        print(f"warning: {exc}", file=sys.stderr)
+        return SQLiteLedger(":memory:"), "missing"
+    with ledger_errors(led):
+        return led, ("empty" if led.count() == 0 else "ok")
+
+
+@contextlib.contextmanager
+def ledger_errors(led: Ledger) -> Iterator[None]:
+    """Database errors while using the ledger, as a :class:`LedgerError` naming it."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        path = getattr(led, "path", None)
+        raise explain_error(str(path or led.display), exc, folder=path.parent if path else None) from None
+    except Exception as exc:
+        if type(exc).__module__.startswith("psycopg"):
+            raise explain_error(f"database {led.display}", exc) from None
+        raise
+
+
+def feed_paths(opts: argparse.Namespace, settings: BaseSettings) -> list[Path]:
+    """Feed files to search besides those the ledger knows: ``--search-feed`` and the
+    local files of the project's FEEDS (a ``%(name)s``-style template as a glob)."""
+    from scrapy_gdpr.retention import local_feed_path
+
+    out = [Path(p) for p in getattr(opts, "search_feed", [])]
+    for uri in settings.getdict("FEEDS"):
+        path = local_feed_path(str(uri))
+        if path is None:
+            continue
+        text = str(path)
+        if "%(" in text:
+            import re
+
+            pattern = re.sub(r"%\([^)]*\)[a-z]", "*", text)
+            base = Path(pattern).parent if Path(pattern).is_absolute() else Path.cwd() / Path(pattern).parent
+            if "*" in str(base):
+                continue
+            out += sorted(base.glob(Path(pattern).name))
+        else:
+            out.append(path)
+    return out
 
 
 def policy(opts: argparse.Namespace, settings: BaseSettings, required: bool) -> Policy | None:

@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from scrapy.commands import ScrapyCommand
+from scrapy.exceptions import UsageError
 
 from scrapy_gdpr.commands import _rights
-from scrapy_gdpr.rights import erase, write_receipts
+from scrapy_gdpr.rights import erase, find_holdings, needs_confirmation, objection_entries, write_receipts
 
 
 class Command(ScrapyCommand):
@@ -32,13 +33,26 @@ class Command(ScrapyCommand):
                             help="how long to wait for a feed file a crawl is writing (default 30)")
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        _rights.report_errors(self, lambda: self._run(opts))
+
+    def _run(self, opts: argparse.Namespace) -> None:
         assert self.settings is not None
         sels = _rights.selectors(opts)
+        try:
+            objection_entries(sels)  # every value checked before anything is written
+        except ValueError as exc:
+            raise UsageError(f"{exc}; nothing was erased or written") from None
         objections = _rights.objections_path(opts, self.settings)
-        ledger = _rights.ledger(opts, self.settings)
+        ledger, state = _rights.ledger_or_empty(opts, self.settings)
         audit = _rights.audit_log(opts, self.settings, "rights")
         try:
-            result = erase(ledger, sels, objections_path=objections, audit=audit, lock_timeout=opts.wait)
+            with _rights.ledger_errors(ledger):
+                feeds = _rights.feed_paths(opts, self.settings)
+                reason = needs_confirmation(find_holdings(ledger, sels, feeds=feeds))
+                if reason and not opts.yes:
+                    raise _rights.CommandError(f"nothing was erased: {reason}", code=2)
+                result = erase(ledger, sels, objections_path=objections, audit=audit, lock_timeout=opts.wait,
+                               feeds=feeds, ledger_state=state)
         finally:
             audit.close()
             ledger.close()
@@ -46,8 +60,12 @@ class Command(ScrapyCommand):
         receipts = write_receipts(data, Path(opts.receipt_dir))
         print(f"{result.request_id}: {result.feed_lines} feed line(s), {len(result.objects)} file(s), "
               f"{result.ledger_rows} ledger row(s) erased; objections added: {len(result.objections_added)}")
-        print(f"receipt: {receipts['md']}")
-        if result.pending:
-            for location in result.pending:
-                print(f"not yet erased (a crawl is writing it; run again): {location}", file=sys.stderr)
+        print(f"receipt: {receipts['md']} (status: {data['status']})")
+        for location in result.pending:
+            print(f"not yet erased (a crawl is writing it; run again): {location}", file=sys.stderr)
+        for failed in result.failed:
+            print(f"not erased: {failed['location']}: {failed['error']}", file=sys.stderr)
+        for problem in result.problems:
+            print(f"incomplete: {problem}", file=sys.stderr)
+        if not result.complete:
             self.exitcode = 1

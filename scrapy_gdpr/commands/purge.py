@@ -32,12 +32,19 @@ class Command(ScrapyCommand):
         parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        _rights.report_errors(self, lambda: self._run(opts))
+
+    def _run(self, opts: argparse.Namespace) -> None:
         assert self.settings is not None
-        ledger = _rights.ledger(opts, self.settings)
+        moment = _rights.now(opts)
+        # never created here: a missing ledger is a wrong path (a crawl creates it);
+        # a dry run only reads it
+        ledger = _rights.ledger(opts, self.settings, readonly=opts.dry_run)
         audit = _rights.audit_log(opts, self.settings, "purge")
         try:
-            result = purge(ledger, _rights.now(opts), dry_run=opts.dry_run, audit=audit,
-                           spider=opts.spider or "", lock_timeout=opts.wait)
+            with _rights.ledger_errors(ledger):
+                result = purge(ledger, moment, dry_run=opts.dry_run, audit=audit,
+                               spider=opts.spider or "", lock_timeout=opts.wait)
         finally:
             audit.close()
             ledger.close()
@@ -50,7 +57,15 @@ class Command(ScrapyCommand):
                       f"{entry.get('location', '')} {entry.get('item_id', '')} {entry.get('url', '')}".rstrip())
             print(f"{verb} {result.feed_lines} feed line(s), {result.objects} file(s), "
                   f"{result.ledger_rows} ledger row(s) expired at {result.now}.")
-            for location in result.busy:
-                print(f"busy (a crawl is writing it), purged next time: {location}", file=sys.stderr)
-        if result.busy:
+        for location in result.busy:
+            print(f"busy (a crawl is writing it), purged next time: {location}", file=sys.stderr)
+        for damaged in result.damaged:
+            what = "removed" if damaged["removed"] else "left as it is"
+            print(f"torn: {damaged['path']}: {damaged['detail']} ({damaged['characters']} characters, {what})",
+                  file=sys.stderr)
+        for error in result.errors:
+            print(f"not purged: {error['location']}: {error['error']}", file=sys.stderr)
+        if result.errors:
+            self.exitcode = 1
+        elif result.busy:
             self.exitcode = 2
