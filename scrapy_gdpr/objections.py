@@ -92,8 +92,11 @@ def objection_value(kind: str, value: str) -> str:
                 raise ValueError(f"{value!r} contains white space, which no URL holds (write it as %20)")
             key = canonical_url(value)
             text = canonicalize_url(value)
-            if urlsplit(text).scheme not in _DEFAULT_PORTS:
+            parts = urlsplit(text)
+            if parts.scheme not in _DEFAULT_PORTS:
                 raise ValueError(f"{value!r} is not an absolute http(s) URL")
+            if parts.port is not None and str(parts.port) == _DEFAULT_PORTS[parts.scheme]:
+                text = parts._replace(netloc=parts.netloc.rsplit(":", 1)[0]).geturl()
     except UnicodeError as exc:
         raise ValueError(f"{value!r} is not a valid {'domain' if kind == 'domain' else 'URL'}: {exc}") from None
     if not text.isascii() or not text.isprintable() or any(c.isspace() for c in text) or "#" in text[:1]:

@@ -59,9 +59,29 @@ def add_selector_options(parser: argparse.ArgumentParser) -> None:
                         help="confirm a request that matches more than 10%% of the items held")
 
 
+def _url_form(value: str) -> str:
+    """A URL as crawls store it: scheme and host in lower case, no default port
+    (``HTTPS://People.Example:443/a`` -> ``https://people.example/a``)."""
+    from urllib.parse import urlsplit
+
+    value = value.strip()
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        return value
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return value
+    netloc = parts.netloc.rpartition("@")[2]
+    host = netloc.lower()
+    if port is not None and port == {"http": 80, "https": 443}[parts.scheme.lower()]:
+        host = host.rsplit(":", 1)[0]
+    return parts._replace(scheme=parts.scheme.lower(), netloc=host).geturl()
+
+
 def selectors(opts: argparse.Namespace) -> list[Selector]:
-    out = [Selector("url", v) for v in opts.url]
-    out += [Selector("prefix", v) for v in opts.url_prefix]
+    out = [Selector("url", _url_form(v)) for v in opts.url]
+    out += [Selector("prefix", _url_form(v)) for v in opts.url_prefix]
     out += [Selector("domain", v) for v in opts.domain]
     out += [Selector("contains", v) for v in opts.contains]
     if not out:
