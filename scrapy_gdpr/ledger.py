@@ -348,6 +348,16 @@ class Ledger:
     def display(self) -> str:
         return _redact(self.url)
 
+    def check_writable(self) -> None:
+        """Raise (a database error) unless rows can be written and deleted, before a
+        command changes anything anywhere."""
+        with self._lock:
+            conn = self._conn()
+            self._probe_write(conn)
+
+    def _probe_write(self, conn: Any) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def migrate(self) -> int:
         """Apply every pending migration step in order; return the schema version."""
         with self._lock:
@@ -704,6 +714,18 @@ class SQLiteLedger(Ledger):
     def _begin_migration(self, cur: Any) -> None:
         cur.execute("BEGIN IMMEDIATE")
 
+    def _probe_write(self, conn: Any) -> None:
+        if self.readonly:
+            raise sqlite3.OperationalError("attempt to write a readonly database (opened read-only)")
+        if conn.in_transaction:
+            conn.commit()
+        # a write that changes nothing: fails on a read-only file or folder
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DELETE FROM ledger_records WHERE id < 0")
+        finally:
+            conn.rollback()
+
     def _insert_rows(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
         # Many rows per INSERT statement: the sqlite3 module releases the GIL around
         # every statement step, and with executemany that is once per row. Under a
@@ -785,6 +807,17 @@ class PostgresLedger(Ledger):
         with cur.copy(f"COPY ledger_records ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
+
+    def _probe_write(self, conn: Any) -> None:
+        # a delete that changes nothing, rolled back: fails without DELETE rights or
+        # on a read-only server or transaction
+        try:
+            conn.execute("DELETE FROM ledger_records WHERE id < 0")
+            conn.execute("UPDATE ledger_records SET kind = kind WHERE id < 0")
+            conn.execute("INSERT INTO ledger_records (kind, location, url, expires_at, recorded_at) "
+                         "SELECT kind, location, url, expires_at, recorded_at FROM ledger_records WHERE id < 0")
+        finally:
+            conn.rollback()
 
     def _begin_migration(self, cur: Any) -> None:
         # one migrating process at a time, across machines

@@ -47,6 +47,8 @@ class Command(ScrapyCommand):
         audit = _rights.audit_log(opts, self.settings, "rights")
         try:
             with _rights.ledger_errors(ledger):
+                if state != "missing":
+                    ledger.check_writable()  # before anything is written anywhere
                 feeds = _rights.feed_paths(opts, self.settings)
                 reason = needs_confirmation(find_holdings(ledger, sels, feeds=feeds))
                 if reason and not opts.yes:

@@ -43,6 +43,8 @@ class Command(ScrapyCommand):
         audit = _rights.audit_log(opts, self.settings, "purge")
         try:
             with _rights.ledger_errors(ledger):
+                if not opts.dry_run:
+                    ledger.check_writable()  # before any file is touched
                 result = purge(ledger, moment, dry_run=opts.dry_run, audit=audit,
                                spider=opts.spider or "", lock_timeout=opts.wait)
         finally:
