@@ -260,17 +260,23 @@ def test_every_cut_of_a_feed_file_is_read(tmp_path, fmt):
 def test_unreadable_feed_does_not_stop_the_others(tmp_path):
     later = datetime.now(UTC) + timedelta(days=5)
     ledger = f"sqlite:///{tmp_path / 'l.sqlite3'}"
+    bad = tmp_path / "a.jsonl"
     with open_ledger(ledger) as led:
-        write_stamped_feed(tmp_path / "a.jsonl", "jsonlines", [page_item("https://a.test/jane", later)], ledger=led)
+        write_stamped_feed(bad, "jsonlines", [page_item("https://a.test/jane", later)], ledger=led)
         write_stamped_feed(tmp_path / "b.jsonl", "jsonlines", [page_item("https://a.test/jane", later)], ledger=led)
-        (tmp_path / "a.jsonl").chmod(0)
-        try:
-            if os.access(tmp_path / "a.jsonl", os.R_OK):
-                pytest.skip("running as a user who reads any file")
-            result = erase(led, [Selector("url", "https://a.test/jane")], objections_path=tmp_path / "o.txt")
-            assert result.feed_lines == 1 and not result.complete
-            assert [f["location"] for f in result.failed] == [str((tmp_path / "a.jsonl").resolve())]
-            purged = purge(led, later + timedelta(days=1))
-            assert [e["location"] for e in purged.errors] == [str((tmp_path / "a.jsonl").resolve())]
-        finally:
-            (tmp_path / "a.jsonl").chmod(0o644)
+        write_stamped_feed(tmp_path / "c.jsonl", "jsonlines", [page_item("https://a.test/jane", later)], ledger=led)
+    bad.unlink()
+    bad.mkdir()  # cannot be read as a file (whoever runs the tests, root included)
+    proc = run_scrapy("gdpr-erase", "--url", "https://a.test/jane", "--ledger", ledger, "--objections",
+                      str(tmp_path / "o.txt"), "--receipt-dir", str(tmp_path / "r"), cwd=tmp_path)
+    assert proc.returncode == 1 and f"not erased: {bad.resolve()}" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "2 feed line(s)" in proc.stdout  # the other two files were erased
+    receipt = json.loads(next((tmp_path / "r").glob("ERA-*.json")).read_text(encoding="utf-8"))
+    assert receipt["status"] == "incomplete" and receipt["failed"][0]["location"] == str(bad.resolve())
+    with open_ledger(ledger) as led:
+        assert {Path(r.location).name for r in led.find(Selector("url", "https://a.test/jane"))} == {"a.jsonl"}
+        write_stamped_feed(tmp_path / "d.jsonl", "jsonlines", [page_item("https://a.test/x", later)], ledger=led)
+        result = purge(led, later + timedelta(days=1))
+    assert [e["location"] for e in result.errors] == [str(bad.resolve())]
+    assert result.feed_lines == 1 and not (tmp_path / "d.jsonl").exists()  # purged past the bad file
