@@ -231,12 +231,18 @@ class LedgerMissing(LedgerError):
     """The ledger does not exist (and was not to be created)."""
 
 
-def explain_error(target: str, exc: BaseException, *, folder: Path | None = None) -> LedgerError:
+def explain_error(target: str, exc: BaseException, *, folder: Path | None = None,
+                  reading: bool = False) -> LedgerError:
     """A :class:`LedgerError` for a database error: the file or database, what is
-    wrong and the fix (never a bare driver message)."""
+    wrong and the fix (never a bare driver message). ``reading``: the command only
+    reads the ledger."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     low = text.lower()
     where = f" (folder {folder})" if folder is not None else ""
+    if reading and ("permission denied" in low or type(exc).__name__ == "InsufficientPrivilege"):
+        fix = (f"give the user running the command read access to the file and its folder{where}"
+               if folder is not None else "grant the role USAGE on the ledger's schema and SELECT on its tables")
+        return LedgerError(f"the ledger {target} cannot be read: {text}. Fix: {fix}")
     if "readonly" in low or "read-only" in low or "permission denied" in low or "insufficient" in low \
             or type(exc).__name__ in ("InsufficientPrivilege", "ReadOnlySqlTransaction"):
         fix = (f"give the user running the command write access to the file and its folder{where}"
@@ -260,6 +266,9 @@ class Ledger:
     id_type = "INTEGER PRIMARY KEY AUTOINCREMENT"
     ts_type = "TEXT"
     url: str
+
+    #: opened for reading only (no migration, no writes)
+    readonly = False
 
     def __init__(self, migrations: Sequence[Sequence[str]] | None = None) -> None:
         self.migrations = list(MIGRATIONS if migrations is None else migrations)
@@ -674,7 +683,7 @@ class SQLiteLedger(Ledger):
             self.open_schema(create=create, readonly=readonly)
         except sqlite3.Error as exc:
             self.close()
-            raise explain_error(str(self.path), exc, folder=self.path.parent) from None
+            raise explain_error(str(self.path), exc, folder=self.path.parent, reading=readonly) from None
         except BaseException:
             self.close()
             raise
@@ -775,6 +784,7 @@ class PostgresLedger(Ledger):
     def __init__(self, url: str, migrations: Sequence[Sequence[str]] | None = None, *,
                  create: bool = True, readonly: bool = False) -> None:
         super().__init__(migrations)
+        self.readonly = readonly
         try:
             import psycopg
         except ImportError as exc:  # pragma: no cover - depends on the install
@@ -788,7 +798,7 @@ class PostgresLedger(Ledger):
             self.open_schema(create=create, readonly=readonly)
         except psycopg.Error as exc:
             self.close()
-            raise explain_error(f"database {_redact(url)}", exc) from None
+            raise explain_error(f"database {_redact(url)}", exc, reading=readonly) from None
         except BaseException:
             self.close()
             raise

@@ -164,16 +164,18 @@ class Matcher:
     def record(self, rec: feedfiles.FeedRecord) -> bool:
         if any(sel.matches_url(rec.source_url) for sel in self.url_selectors):
             return True
-        return self._text_matches(item_values(rec))
+        return bool(self.needles) and self._text_matches(item_values(rec))
 
     def fragment(self, fmt: str, text: str) -> bool:
         """A torn record: its URLs and values, as far as they can be decoded."""
         values = _fragment_values(fmt, text)
-        if any(sel.matches_url(v) for sel in self.url_selectors for v in values if "://" in v):
+        urls = [u for v in values for u in _URL_IN_TEXT.findall(v)]
+        if any(sel.matches_url(u.rstrip(".,;)")) for sel in self.url_selectors for u in urls):
             return True
         return self._text_matches(values)
 
 
+_URL_IN_TEXT = re.compile(r"https?://[^\s<>\"',]+")
 _JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*)("\s*:)?')
 
 
@@ -614,8 +616,9 @@ def erase(
                     row.expires_at = parse_ts(outcome.earliest)
                     ledger.set_feed_file(row)
             # lines the ledger did not know yet (a crawl killed before its feed closed)
-            known = {r.item_id for r in recorded if r.kind == "feed_line"}
-            result.ledger_rows_recorded += _record_new_lines(ledger, path, fmt, known)
+            if ledger_state != "missing":  # never into a stand-in for a ledger that is not there
+                known = {r.item_id for r in recorded if r.kind == "feed_line"}
+                result.ledger_rows_recorded += _record_new_lines(ledger, path, fmt, known)
         else:
             with contextlib.suppress(FileNotFoundError):
                 manifest_path(path).unlink()
@@ -672,14 +675,24 @@ def _receipt_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
     for key, value in data.items():
         if key in ("request_id", "kind"):
             continue
-        if isinstance(value, list):
-            text = ", ".join(str(v) for v in value) if value else "none"
-            if key in ("feed_files", "objects", "pending") and value:
+        if isinstance(value, dict):
+            text = "; ".join(f"{k.replace('_', ' ')}: {_receipt_value(v)}" for k, v in value.items()) or "none"
+        elif isinstance(value, list):
+            text = _receipt_value(value)
+            if key in ("feed_files", "objects", "pending", "failed", "damaged", "problems") and value:
                 text = f"{len(value)}: " + text
         else:
             text = str(value)
         lines.append((key.replace("_", " ").capitalize(), text))
     return lines
+
+
+def _receipt_value(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(_receipt_value(v) for v in value) if value else "none"
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
 
 
 def receipt_markdown(data: dict[str, Any]) -> str:

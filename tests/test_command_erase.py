@@ -102,9 +102,11 @@ def test_erase_with_the_ledger_moved_away_is_incomplete(tmp_path):
     assert not gone.exists() and not gone.parent.exists()  # no empty ledger created
     receipt = _receipt(tmp_path / "r")
     assert receipt["status"] == "incomplete"
-    assert "did not exist" in receipt["searched"]["ledger"] and "did not exist" in receipt["problems"][0]
+    assert receipt["searched"]["ledger"] == f"sqlite:///{gone} (did not exist)"
+    assert "did not exist" in receipt["problems"][0]
     assert receipt["searched"]["feed_files"] == [str((tmp_path / "items.jsonl").resolve())]
     assert receipt["feed_lines"] == 1  # what could be found was erased
+    assert receipt["ledger_rows"] == 0 and receipt["ledger_rows_recorded"] == 0
     assert len(feed_ids(tmp_path / "items.jsonl", "jsonlines")) == 1
     assert "| Status | incomplete |" in (tmp_path / "r" / f"{receipt['request_id']}.md").read_text()
 

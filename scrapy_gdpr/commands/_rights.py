@@ -129,7 +129,10 @@ def ledger_or_empty(opts: argparse.Namespace, settings: BaseSettings, *,
         led = ledger(opts, settings, readonly=readonly)
     except LedgerMissing as exc:
         print(f"warning: {exc}", file=sys.stderr)
-        return SQLiteLedger(":memory:"), "missing"
+        stand_in = SQLiteLedger(":memory:")
+        stand_in.url = ledger_url(opts, settings)  # what the receipt names: the ledger that was not there
+        stand_in.path = None  # type: ignore[assignment]
+        return stand_in, "missing"
     with ledger_errors(led):
         return led, ("empty" if led.count() == 0 else "ok")
 
@@ -141,10 +144,11 @@ def ledger_errors(led: Ledger) -> Iterator[None]:
         yield
     except sqlite3.Error as exc:
         path = getattr(led, "path", None)
-        raise explain_error(str(path or led.display), exc, folder=path.parent if path else None) from None
+        raise explain_error(str(path or led.display), exc, folder=path.parent if path else None,
+                            reading=led.readonly) from None
     except Exception as exc:
         if type(exc).__module__.startswith("psycopg"):
-            raise explain_error(f"database {led.display}", exc) from None
+            raise explain_error(f"database {led.display}", exc, reading=led.readonly) from None
         raise
 
 
