@@ -182,3 +182,13 @@ def test_access_over_a_tenth_of_the_store_needs_yes(tmp_path):
     assert not (tmp_path / "all.zip").exists() and not (tmp_path / "r").exists()
     proc = run_scrapy(*args, "--yes", cwd=tmp_path)
     assert proc.returncode == 0 and "20 item(s)" in proc.stdout
+
+
+@pytest.mark.parametrize("args", [("--contains", " "), ("--contains", "\u00a0\u2003"), ("--url", ""),
+                                  ("--domain", " ")])
+def test_selectors_without_a_value_are_usage_errors(tmp_path, args):
+    ledger = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    _store(tmp_path, ledger)
+    proc = run_scrapy("gdpr-access", *args, "--ledger", ledger, "--out", str(tmp_path / "a.zip"), cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "a.zip").exists()

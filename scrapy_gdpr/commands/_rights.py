@@ -80,12 +80,22 @@ def _url_form(value: str) -> str:
 
 
 def selectors(opts: argparse.Namespace) -> list[Selector]:
-    out = [Selector("url", _url_form(v)) for v in opts.url]
-    out += [Selector("prefix", _url_form(v)) for v in opts.url_prefix]
-    out += [Selector("domain", v) for v in opts.domain]
-    out += [Selector("contains", v) for v in opts.contains]
-    if not out:
+    from scrapy_gdpr.rights import normalise_text
+
+    values = [("url", "--url", _url_form(v)) for v in opts.url]
+    values += [("prefix", "--url-prefix", _url_form(v)) for v in opts.url_prefix]
+    values += [("domain", "--domain", v.strip()) for v in opts.domain]
+    values += [("contains", "--contains", v) for v in opts.contains]
+    if not values:
         raise UsageError("give at least one of --url, --url-prefix, --domain, --contains")
+    out = []
+    for kind, option, value in values:
+        if kind == "contains" and not normalise_text(value):
+            raise UsageError(f"{option} {value!r} has no text to match (only white space or nothing)")
+        try:
+            out.append(Selector(kind, value))
+        except ValueError as exc:
+            raise UsageError(f"{option} {value!r}: {exc}") from None
     return out
 
 
@@ -107,6 +117,11 @@ def report_errors(command: Any, run: Any) -> None:
         command.exitcode = exc.code
     except LedgerError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        command.exitcode = 1
+    except OSError as exc:  # a receipt, archive or audit-log folder that cannot be written
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}. Fix: check that the folder exists and may be written",
+              file=sys.stderr)
         command.exitcode = 1
 
 
