@@ -363,7 +363,10 @@ class LockingFileFeedStorage(FileFeedStorage):
         fmt = feedfiles.normalise_format(str(self.feed_options.get("format", ""))) or feedfiles.guess_format(path)
         if fmt not in feedfiles.FORMATS or not path.exists() or feedfiles.is_complete(path, fmt):
             return
-        damage = feedfiles.repair(path, fmt, lock_timeout=60)
+        try:
+            damage = feedfiles.repair(path, fmt)
+        except feedfiles.FileBusy:
+            return  # another crawl is writing it: its end is not torn, only not written yet
         for d in damage:
             logger.warning(
                 "GDPR: %(path)s was left torn by a crawl that did not finish (%(detail)s); repaired before "
