@@ -247,61 +247,78 @@ def _jsonl_stamp(line: str) -> dict[str, Any]:
 
 
 _WS = " \t\r\n"
-#: Where an array Scrapy's JSON exporter wrote starts (``[``, then an object or ``]``).
-_JSON_ARRAY_START = re.compile(r"\[\s*[\{\]]")
+#: Where reading can resume after a damaged part: an array start or a separator,
+#: followed by an object (checked to be a stamped record before it is trusted).
+_JSON_RESUME = re.compile(r"[\[,]\s*(?=[\{\]])")
 
 
 def _json_objects(text: str, path: str, damage: list[Damage]) -> Iterator[Any]:
     """The elements of the arrays in a JSON feed; several arrays when a feed was
     appended to (overwrite: false). A part that does not parse is reported and
-    skipped up to the next array."""
+    skipped up to the next stamped record (in the same array or the next one)."""
     pos = 0
     n = len(text)
+    in_array = False
+    not_closed = "the JSON array is not closed (no ']'): the crawl writing it was killed"
 
     def skip(p: int) -> int:
         while p < n and text[p] in _WS:
             p += 1
         return p
 
-    def resync(start: int, detail: str) -> int:
-        m = _JSON_ARRAY_START.search(text, start + 1)
-        end = m.start() if m else n
-        damage.append(Damage(path, detail, text[start:end][:FRAGMENT_LIMIT]))
-        return end
+    def resync(start: int, detail: str) -> tuple[int, bool]:
+        for m in _JSON_RESUME.finditer(text, start + 1):
+            at = m.end()
+            if text[at] == "]":
+                if text[m.start()] != "[":
+                    continue
+            else:
+                try:
+                    value, _ = _decoder.raw_decode(text, at)
+                except ValueError:
+                    continue
+                if not (isinstance(value, dict) and isinstance(value.get(STAMP_FIELD), dict)):
+                    continue
+            opener = text[m.start()]
+            damage.append(Damage(path, detail, text[start : m.start()][:FRAGMENT_LIMIT]))
+            # after a separator: inside the array, at the record; at "[": a new array
+            return (m.end(), True) if opener == "," else (m.start(), False)
+        damage.append(Damage(path, detail, text[start:][:FRAGMENT_LIMIT]))
+        return n, False
 
     while True:
         pos = skip(pos)
         if pos >= n:
+            if in_array:
+                damage.append(Damage(path, not_closed))
             return
-        if text[pos] != "[":
-            pos = resync(pos, f"text outside a JSON array at character {pos}")
-            continue
-        pos = skip(pos + 1)
-        if pos < n and text[pos] == "]":
-            pos += 1
-            continue
-        while True:
-            if pos >= n:
-                damage.append(Damage(path, "the JSON array is not closed (no ']'): the crawl writing it was killed"))
-                return
-            try:
-                value, end = _decoder.raw_decode(text, pos)
-            except ValueError:
-                pos = resync(pos, f"a torn record at character {pos}")
-                break
-            yield value
-            pos = skip(end)
-            if pos >= n:
-                damage.append(Damage(path, "the JSON array is not closed (no ']'): the crawl writing it was killed"))
-                return
-            if text[pos] == ",":
-                pos = skip(pos + 1)
+        if not in_array:
+            if text[pos] != "[":
+                pos, in_array = resync(pos, f"text outside a JSON array at character {pos}")
                 continue
-            if text[pos] == "]":
+            pos = skip(pos + 1)
+            if pos < n and text[pos] == "]":
                 pos += 1
-                break
-            pos = resync(pos, f"unexpected text after a record at character {pos}")
-            break
+                continue
+            in_array = True
+            continue
+        try:
+            value, end = _decoder.raw_decode(text, pos)
+        except ValueError:
+            pos, in_array = resync(pos, f"a torn record at character {pos}")
+            continue
+        yield value
+        pos = skip(end)
+        if pos >= n:
+            damage.append(Damage(path, not_closed))
+            return
+        if text[pos] == ",":
+            pos += 1
+        elif text[pos] == "]":
+            pos += 1
+            in_array = False
+        else:
+            pos, in_array = resync(pos, f"unexpected text after a record at character {pos}")
 
 
 def _xml_documents(data: bytes) -> list[bytes]:

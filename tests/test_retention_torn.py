@@ -280,3 +280,24 @@ def test_unreadable_feed_does_not_stop_the_others(tmp_path):
         result = purge(led, later + timedelta(days=1))
     assert [e["location"] for e in result.errors] == [str(bad.resolve())]
     assert result.feed_lines == 1 and not (tmp_path / "d.jsonl").exists()  # purged past the bad file
+
+
+def test_json_reading_resumes_at_the_next_stamped_record(tmp_path):
+    """Damage in the middle of a JSON feed (a torn array another crawl appended to
+    before this version repaired files, a hand edit) loses only the damaged record."""
+    later = datetime.now(UTC) + timedelta(days=3)
+    items = [page_item(f"https://a.test/{i}", later, text=f"t{i}") for i in range(5)]
+    ids = [it["gdpr"]["item_id"] for it in items]
+    path = tmp_path / "f.json"
+    write_stamped_feed(path, "json", items[:3])
+    whole = path.read_text(encoding="utf-8")
+    first, second, third = whole.split("},{")
+    path.write_text(first + "},{" + second[:40] + ' GARBAGE ,{"x": {}} ,{' + third, encoding="utf-8")
+    damage: list[feedfiles.Damage] = []
+    assert [r.item_id for r in feedfiles.read_records(path, "json", damage)] == [ids[0], ids[2]]
+    assert len(damage) == 1 and "GARBAGE" in damage[0].fragment
+    write_stamped_feed(tmp_path / "g.json", "json", items[3:])
+    path.write_text(whole[:-30] + (tmp_path / "g.json").read_text(encoding="utf-8"), encoding="utf-8")
+    damage = []
+    assert [r.item_id for r in feedfiles.read_records(path, "json", damage)] == [ids[0], ids[1], ids[3], ids[4]]
+    assert len(damage) == 1
