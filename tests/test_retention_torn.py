@@ -301,3 +301,29 @@ def test_json_reading_resumes_at_the_next_stamped_record(tmp_path):
     damage = []
     assert [r.item_id for r in feedfiles.read_records(path, "json", damage)] == [ids[0], ids[1], ids[3], ids[4]]
     assert len(damage) == 1
+
+
+@pytest.mark.parametrize("fmt", list(FEEDS.values()))
+def test_erasure_removes_a_torn_record_of_the_person(tmp_path, fmt):
+    """The last record, cut after its URL and part of the name: an erasure by URL or
+    by name removes it with the file's rewrite, and says so."""
+    later = datetime.now(UTC) + timedelta(days=5)
+    other = page_item("https://a.test/other", later, text="Someone")
+    torn = page_item("https://a.test/zoe-quill", later, text=f"{NAME} and more text")
+    path = tmp_path / f"f.{fmt}"
+    ledger = f"sqlite:///{tmp_path / 'l.sqlite3'}"
+    with open_ledger(ledger) as led:
+        write_stamped_feed(path, fmt, [other, torn], ledger=led)
+        data = path.read_bytes()
+        marker = b"more text"
+        path.write_bytes(data[: data.rindex(marker)])  # cut inside the title, after the name
+        for selector in (Selector("url", "https://a.test/zoe-quill"), Selector("contains", "zoë quill")):
+            assert b"zoe-quill" in path.read_bytes() or selector.kind == "contains"
+            result = erase(led, [selector], objections_path=None)
+            assert result.feed_lines == 0 and result.complete
+            assert result.damaged and all(d["removed"] for d in result.damaged)
+            left = _whole(path, fmt)
+            assert [r.item_id for r in left] == [other["gdpr"]["item_id"]]
+            assert b"zoe-quill" not in path.read_bytes() and _raw_mentions(path) == 0
+            write_stamped_feed(path, fmt, [other, torn], ledger=led)
+            path.write_bytes(path.read_bytes()[: path.read_bytes().rindex(marker)])
