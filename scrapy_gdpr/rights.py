@@ -176,7 +176,7 @@ class Matcher:
 
 
 _URL_IN_TEXT = re.compile(r"https?://[^\s<>\"',]+")
-_JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*)("\s*:)?')
+_JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*)(?:"(\s*:)?|\\?$)', re.DOTALL)
 
 
 def _fragment_values(fmt: str, text: str) -> list[str]:

@@ -289,3 +289,17 @@ def test_needs_confirmation_over_a_tenth_of_the_store(tmp_path):
         assert needs_confirmation(find_holdings(led, [Selector("contains", "person 1")])) is not None  # 1, 10-19
         assert needs_confirmation(find_holdings(led, [Selector("contains", "person 7")])) is None  # 1 of 30
         assert needs_confirmation(find_holdings(led, [Selector("url", "https://a.test/3")])) is None
+
+
+def test_torn_fragments_match_on_decoded_values_only():
+    from scrapy_gdpr.rights import Matcher
+
+    fragment = '{"url": "https://people.test/zoe", "title": "Zo\\u00eb Quill, \\"Z\\"", "gdpr": {"purpose": "sea'
+    by_name = Matcher([Selector("contains", "zoë quill")])
+    assert by_name.fragment("jsonlines", fragment)
+    assert Matcher([Selector("url", "https://people.test/zoe")]).fragment("json", fragment)
+    assert Matcher([Selector("domain", "people.test")]).fragment("json", fragment)
+    for key_or_syntax in ("title", "gdpr", "purpose", '": "', "u00eb"):
+        assert not Matcher([Selector("contains", key_or_syntax)]).fragment("jsonlines", fragment), key_or_syntax
+    assert by_name.fragment("xml", "https://people.test/zoe Zoë Quill")
+    assert by_name.fragment("csv", 'https://people.test/zoe,"Zoë Quill, ""Z""",sea')
