@@ -79,6 +79,9 @@ class Holdings:
     damaged: list[dict[str, Any]] = field(default_factory=list)
     #: feed files with a damaged part that matches the request
     damaged_files: list[str] = field(default_factory=list)
+    #: feed files of the crawls (stamped records, a manifest or a ledger row) with a
+    #: damaged part: an erasure repairs them when they are free
+    repairable: list[str] = field(default_factory=list)
     #: distinct stamped items read in every feed file, plus the ledger's item rows
     items_held: int = 0
     #: feed files searched that hold stamped items
@@ -229,7 +232,9 @@ def find_holdings(ledger: Ledger, selectors: Sequence[Selector], audit_paths: It
         for r in ledger.find(sel):
             rows[r.id or 0] = r
     # every feed file is read: lines the ledger has not recorded yet are found too
-    locations = list(dict.fromkeys([*feed_locations(ledger), *(str(Path(p).resolve()) for p in feeds)]))
+    known = feed_locations(ledger)
+    locations = list(dict.fromkeys([*known, *(str(Path(p).resolve()) for p in feeds)]))
+    known_set = set(known)
     seen_ids: set[str] = set()
     for location in locations:
         path = Path(location)
@@ -255,6 +260,13 @@ def find_holdings(ledger: Ledger, selectors: Sequence[Selector], audit_paths: It
             continue
         if stamped:
             out.stamped_feeds += 1
+        # a file given or named in FEEDS that holds no stamped item and that no crawl
+        # recorded is not a feed of ours: it is searched, but never rewritten
+        ours = bool(stamped) or location in known_set or manifest_path(path).exists()
+        if not ours:
+            continue
+        if damage:
+            out.repairable.append(location)
         damaged_match = False
         for d in damage:
             hit = d.lost_data and matcher.fragment(fmt, d.fragment)
@@ -574,8 +586,8 @@ def erase(
     item_ids = set(holdings.items)
     feed_row_ids: set[int] = set()
     to_rewrite = list(dict.fromkeys([*holdings.feed_files, *holdings.damaged_files]))
-    torn_only = [d["path"] for d in holdings.damaged if d["path"] not in to_rewrite]
-    for location in [*to_rewrite, *dict.fromkeys(torn_only)]:
+    torn_only = [location for location in holdings.repairable if location not in to_rewrite]
+    for location in [*to_rewrite, *torn_only]:
         path = Path(location)
         fmt = _format_of(path)
         if fmt is None:

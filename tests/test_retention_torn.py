@@ -327,3 +327,15 @@ def test_erasure_removes_a_torn_record_of_the_person(tmp_path, fmt):
             assert b"zoe-quill" not in path.read_bytes() and _raw_mentions(path) == 0
             write_stamped_feed(path, fmt, [other, torn], ledger=led)
             path.write_bytes(path.read_bytes()[: path.read_bytes().rindex(marker)])
+
+
+def test_erasure_never_rewrites_a_file_that_is_not_a_feed_of_the_crawls(tmp_path):
+    ledger = f"sqlite:///{tmp_path / 'l.sqlite3'}"
+    other = tmp_path / "settings.json"
+    other.write_text('{"not": "a feed", "name": "Zoë Quill"}', encoding="utf-8")
+    with open_ledger(ledger) as led:
+        write_stamped_feed(tmp_path / "f.jsonl", "jsonlines",
+                           [page_item("https://a.test/1", datetime.now(UTC) + timedelta(days=1))], ledger=led)
+        result = erase(led, [Selector("contains", NAME)], objections_path=None, feeds=[other])
+    assert result.complete and result.feed_files == []
+    assert other.read_text(encoding="utf-8") == '{"not": "a feed", "name": "Zoë Quill"}'
