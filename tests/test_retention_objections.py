@@ -158,3 +158,16 @@ def test_the_crawl_follows_objections_on_invalid(tmp_path, on_invalid):
             objection_list(rt)
     else:
         assert len(objection_list(rt).skipped) == 2
+
+
+def test_erase_reports_bad_lines_already_in_the_list(tmp_path):
+    ledger = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    open_ledger(ledger).close()
+    (tmp_path / "objections.txt").write_text(BAD_FILE, encoding="utf-8")
+    proc = run_scrapy("gdpr-erase", "--domain", "jane.test", "--ledger", ledger, "--objections",
+                      str(tmp_path / "objections.txt"), "--receipt-dir", str(tmp_path / "r"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    warnings = [x for x in proc.stderr.splitlines() if x.startswith("warning: objection list:")]
+    assert [w.split(": ")[2] for w in warnings] == [f"{tmp_path / 'objections.txt'}:2",
+                                                    f"{tmp_path / 'objections.txt'}:3"]
+    assert (tmp_path / "objections.txt").read_text(encoding="utf-8").endswith("domain jane.test\n")

@@ -10,6 +10,7 @@ from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
 from scrapy_gdpr.commands import _rights
+from scrapy_gdpr.objections import ObjectionFileError, ObjectionList
 from scrapy_gdpr.rights import erase, find_holdings, needs_confirmation, objection_entries, write_receipts
 
 
@@ -69,5 +70,19 @@ class Command(ScrapyCommand):
             print(f"not erased: {failed['location']}: {failed['error']}", file=sys.stderr)
         for problem in result.problems:
             print(f"incomplete: {problem}", file=sys.stderr)
+        self._check_objection_list(objections)
         if not result.complete:
             self.exitcode = 1
+
+    @staticmethod
+    def _check_objection_list(path: Path) -> None:
+        """Report lines of the list that crawls cannot read (written by hand or by an
+        older version): the erasure's own entries are valid, but a crawl reads the
+        whole file."""
+        try:
+            bad = ObjectionList.from_file(path, on_invalid="skip").skipped
+        except ObjectionFileError as exc:
+            bad = [str(exc)]
+        for line in bad:
+            print(f"warning: objection list: {line}; crawls refuse to start until it is fixed (or the policy "
+                  "sets objections.on_invalid: skip)", file=sys.stderr)
