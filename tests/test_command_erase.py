@@ -171,3 +171,17 @@ def test_erase_over_a_tenth_of_the_store_needs_yes(tmp_path):
     proc = run_scrapy(*args, "--domain", "people.test", "--yes", cwd=tmp_path)
     assert proc.returncode == 0 and "20 feed line(s)" in proc.stdout
     assert "domain people.test" in (tmp_path / "o.txt").read_text()
+
+
+def test_url_prefix_without_a_path_is_the_host_root(tmp_path):
+    ledger = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    later = datetime.now(UTC) + timedelta(days=10)
+    keep = page_item("https://a.test.example/x", later)
+    with open_ledger(ledger) as led:
+        write_stamped_feed(tmp_path / "items.jsonl", "jsonlines", [page_item("https://a.test/x", later), keep],
+                           ledger=led)
+    proc = run_scrapy("gdpr-erase", "--url-prefix", "HTTPS://A.test", "--ledger", ledger, "--objections",
+                      str(tmp_path / "o.txt"), "--receipt-dir", str(tmp_path / "r"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert feed_ids(tmp_path / "items.jsonl", "jsonlines") == [keep["gdpr"]["item_id"]]
+    assert "prefix https://a.test/\n" in (tmp_path / "o.txt").read_text(encoding="utf-8")

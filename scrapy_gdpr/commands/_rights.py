@@ -60,8 +60,9 @@ def add_selector_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _url_form(value: str) -> str:
-    """A URL as crawls store it: scheme and host in lower case, no default port
-    (``HTTPS://People.Example:443/a`` -> ``https://people.example/a``)."""
+    """A URL as crawls store it: scheme and host in lower case, no default port, the
+    root path when it has none (``HTTPS://People.Example:443/a`` ->
+    ``https://people.example/a``)."""
     from urllib.parse import urlsplit
 
     value = value.strip()
@@ -76,7 +77,9 @@ def _url_form(value: str) -> str:
     host = netloc.lower()
     if port is not None and port == {"http": 80, "https": 443}[parts.scheme.lower()]:
         host = host.rsplit(":", 1)[0]
-    return parts._replace(scheme=parts.scheme.lower(), netloc=host).geturl()
+    # a URL without a path is its host's root, as Scrapy stores it ("https://a.test/"):
+    # so --url-prefix https://a.test never covers https://a.test.example/
+    return parts._replace(scheme=parts.scheme.lower(), netloc=host, path=parts.path or "/").geturl()
 
 
 def selectors(opts: argparse.Namespace) -> list[Selector]:
