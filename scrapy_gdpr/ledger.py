@@ -852,11 +852,21 @@ def _redact(url: str) -> str:
     return url
 
 
+def project_folder() -> Path:
+    """The folder a relative ``sqlite:///`` ledger is in: the Scrapy project's (where
+    ``scrapy.cfg`` is, found from the current folder upwards), else the current one.
+    So a crawl or a command run from a sub-folder of the project uses the same file."""
+    from scrapy.utils.conf import closest_scrapy_cfg
+
+    cfg = closest_scrapy_cfg()
+    return Path(cfg).parent if cfg else Path.cwd()
+
+
 def open_ledger(url: str, *, base: Path | None = None, create: bool = True, readonly: bool = False) -> Ledger:
     """Open the ledger at ``url``, creating it (``create``) and migrating its schema
     when it is behind.
 
-    ``sqlite:///name`` is relative to ``base`` (default: the current directory),
+    ``sqlite:///name`` is relative to ``base`` (default: :func:`project_folder`),
     ``sqlite:////abs/path`` absolute. Without ``create`` a ledger that does not
     exist raises :class:`LedgerMissing` (nothing is created); ``readonly`` opens it
     without any write (SQLite read-only; no migration), for commands that only read.
@@ -865,7 +875,7 @@ def open_ledger(url: str, *, base: Path | None = None, create: bool = True, read
         raw = unquote(url[len("sqlite:///") :])
         path = Path(raw)
         if not path.is_absolute():
-            path = (base or Path.cwd()) / path
+            path = (base or project_folder()) / path
         return SQLiteLedger(path, create=create, readonly=readonly)
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresLedger(url, create=create, readonly=readonly)

@@ -92,3 +92,16 @@ def test_gdpr_purge_with_a_read_only_ledger(tmp_path):
     assert real.returncode == 1 and "cannot be written" in real.stderr and "Traceback" not in real.stderr
     assert sorted(p.name for p in db.iterdir()) == ["ledger.sqlite3"]
     assert not feed.read_bytes().endswith(b"]")  # untouched by the refused purge
+
+
+def test_relative_ledger_is_the_project_s_from_a_sub_folder(tmp_path):
+    (tmp_path / "scrapy.cfg").write_text("[settings]\ndefault = nosuch.settings\n", encoding="utf-8")
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    with open_ledger(f"sqlite:///{tmp_path / 'gdpr-ledger.sqlite3'}") as led:
+        write_stamped_feed(tmp_path / "items.jsonl", "jsonlines",
+                           [page_item("https://people.test/old", NOW - timedelta(days=1))], ledger=led)
+    proc = run_scrapy("gdpr-purge", "--now", NOW.isoformat(), "--ledger", "sqlite:///gdpr-ledger.sqlite3",
+                      cwd=tmp_path / "sub" / "deeper", env={"SCRAPY_SETTINGS_MODULE": ""})
+    assert proc.returncode == 0, proc.stderr
+    assert "Deleted 1 feed line(s)" in proc.stdout
+    assert not list((tmp_path / "sub").rglob("*.sqlite3"))
