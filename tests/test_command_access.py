@@ -120,6 +120,10 @@ def test_access_with_a_read_only_postgres_role(tmp_path):
                               "--out", str(tmp_path / "a.zip"), "--receipt-dir", str(tmp_path / "r"), cwd=tmp_path)
             assert proc.returncode == 0, proc.stderr
             assert "1 item(s)" in proc.stdout
+            proc = run_scrapy("gdpr-purge", "--dry-run", "--now", "2100-01-01T00:00:00Z", "--ledger", reader,
+                              cwd=tmp_path)
+            assert proc.returncode == 0, proc.stderr
+            assert "Would delete 2 feed line(s)" in proc.stdout
             # and a command that writes says what is wrong, naming the database, with the fix
             proc = run_scrapy("gdpr-erase", "--url", "https://people.test/jane", "--ledger", reader,
                               "--objections", str(tmp_path / "o.txt"), "--receipt-dir", str(tmp_path / "r"),
