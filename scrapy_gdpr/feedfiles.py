@@ -337,35 +337,57 @@ def _xml_fragment_text(data: bytes) -> str:
 
 
 def _xml_items(doc: bytes, path: str, damage: list[Damage]) -> Iterator[ET.Element]:
-    """The complete item elements of one XML document; a torn end is reported."""
-    parser = ET.XMLPullParser(events=("start", "end"))
-    error: str | None = None
-    try:
-        parser.feed(doc)
-        parser.close()
-    except ET.ParseError as exc:
-        error = str(exc)
-    depth = 0
-    last_tag = "item"
-    complete = 0
-    for event, elem in parser.read_events():
-        if event == "start":
-            depth += 1
-        else:
-            depth -= 1
-            if depth == 1:
-                complete += 1
-                last_tag = elem.tag
-                yield elem
-    if error is not None:
-        # the damaged part: everything after the last complete item
+    """The complete item elements of one XML document; a torn end is reported, and
+    after a damaged item reading resumes at the next item's start tag."""
+    seen = 0  # complete items before this part of the document
+    while True:
+        parser = ET.XMLPullParser(events=("start", "end"))
+        error: str | None = None
+        try:
+            parser.feed(doc)
+            parser.close()
+        except ET.ParseError as exc:
+            error = str(exc)
+        depth = 0
+        last_tag = "item"
+        complete = 0
+        events = parser.read_events()
+        while True:
+            try:  # an error met while feeding is raised here, after the events before it
+                event, elem = next(events)
+            except StopIteration:
+                break
+            except ET.ParseError as exc:
+                error = error or str(exc)
+                break
+            if event == "start":
+                depth += 1
+            else:
+                depth -= 1
+                if depth == 1:
+                    complete += 1
+                    last_tag = elem.tag
+                    yield elem
+        if error is None:
+            return
+        # the damaged part: from the end of the last complete item to the next item
         end_tag = f"</{last_tag}>".encode()
-        cut = doc.rfind(end_tag) + len(end_tag) if complete else doc.find(b">", doc.find(b"<items")) + 1
+        cut = doc.find(b">", doc.find(b"<items")) + 1
+        for _ in range(complete):  # the end of the last complete item
+            cut = doc.find(end_tag, cut) + len(end_tag)
         tail = doc[max(cut, 0):]
-        text = _xml_fragment_text(tail).strip()
+        starts = re.compile(rb"<" + re.escape(last_tag.encode()) + rb"[\s>/]")
+        first = starts.search(tail)
+        after = starts.search(tail, first.end()) if first else None
+        broken = tail[: after.start()] if after else tail
+        text = _xml_fragment_text(broken).strip()
         detail = "the XML document is not closed (no '</items>'): the crawl writing it was killed" if not text \
-            else f"a torn record after item {complete} ({error})"
+            else f"a torn record after item {seen + complete} ({error.split(':')[0]})"
         damage.append(Damage(path, detail, text[:FRAGMENT_LIMIT]))
+        if after is None:
+            return
+        seen += complete
+        doc = b"<items>" + tail[after.start():]
 
 
 def _xml_stamp(elem: ET.Element) -> dict[str, Any]:

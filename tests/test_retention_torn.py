@@ -339,3 +339,23 @@ def test_erasure_never_rewrites_a_file_that_is_not_a_feed_of_the_crawls(tmp_path
         result = erase(led, [Selector("contains", NAME)], objections_path=None, feeds=[other])
     assert result.complete and result.feed_files == []
     assert other.read_text(encoding="utf-8") == '{"not": "a feed", "name": "Zoë Quill"}'
+
+
+def test_xml_reading_resumes_at_the_next_item(tmp_path):
+    later = datetime.now(UTC) + timedelta(days=3)
+    items = [page_item(f"https://a.test/{i}", later, text=f"t{i}") for i in range(4)]
+    ids = [it["gdpr"]["item_id"] for it in items]
+    path = tmp_path / "f.xml"
+    write_stamped_feed(path, "xml", items)
+    whole = path.read_bytes()
+    second = whole.index(b"<item>", whole.index(b"<item>") + 1)
+    third = whole.index(b"<item>", second + 1)
+    path.write_bytes(whole[: second + 30] + b" <<garbage& " + whole[third:])
+    damage: list[feedfiles.Damage] = []
+    assert [r.item_id for r in feedfiles.read_records(path, "xml", damage)] == [ids[0], ids[2], ids[3]]
+    assert [d.detail for d in damage] == ["a torn record after item 1 (not well-formed (invalid token))"]
+    # a torn document followed by one a later crawl appended (before files were repaired)
+    path.write_bytes(whole[:-20] + whole)
+    damage = []
+    assert [r.item_id for r in feedfiles.read_records(path, "xml", damage)] == ids[:3] + ids
+    assert len(damage) == 1
