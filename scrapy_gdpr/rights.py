@@ -253,7 +253,7 @@ def find_holdings(ledger: Ledger, selectors: Sequence[Selector], audit_paths: It
                 seen_ids.add(rec.item_id)
                 if matcher.record(rec):
                     matched.append((rec, fmt))
-        except (OSError, ValueError, UnicodeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one file never stops the others; reported
             out.unreadable.append({"location": location, "error": _describe(exc)})
             logger.warning("GDPR: %(path)s cannot be read: %(error)s; the other files are searched",
                            {"path": location, "error": _describe(exc)})
@@ -604,7 +604,7 @@ def erase(
             if location in to_rewrite:
                 result.pending.append(location)
             continue
-        except (OSError, ValueError, UnicodeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one file never stops the others; reported
             result.failed.append({"location": location, "error": _describe(exc)})
             continue
         for d in outcome.damage:
