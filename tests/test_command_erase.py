@@ -185,3 +185,17 @@ def test_url_prefix_without_a_path_is_the_host_root(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert feed_ids(tmp_path / "items.jsonl", "jsonlines") == [keep["gdpr"]["item_id"]]
     assert "prefix https://a.test/\n" in (tmp_path / "o.txt").read_text(encoding="utf-8")
+
+
+def test_url_with_non_ascii_host_and_path_matches_the_stored_form(tmp_path):
+    ledger = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    later = datetime.now(UTC) + timedelta(days=10)
+    stored = page_item("https://xn--bcher-kva.example/zo%C3%AB", later)  # as Scrapy requested it
+    keep = page_item("https://xn--bcher-kva.example/other", later)
+    with open_ledger(ledger) as led:
+        write_stamped_feed(tmp_path / "items.csv", "csv", [stored, keep], ledger=led)
+    proc = run_scrapy("gdpr-erase", "--url", "https://Bücher.example/zoë", "--ledger", ledger, "--objections",
+                      str(tmp_path / "o.txt"), "--receipt-dir", str(tmp_path / "r"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert feed_ids(tmp_path / "items.csv", "csv") == [keep["gdpr"]["item_id"]]
+    assert "url https://xn--bcher-kva.example/zo%C3%AB\n" in (tmp_path / "o.txt").read_text(encoding="utf-8")

@@ -60,13 +60,18 @@ def add_selector_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _url_form(value: str) -> str:
-    """A URL as crawls store it: scheme and host in lower case, no default port, the
-    root path when it has none (``HTTPS://People.Example:443/a`` ->
+    """A URL as crawls store it: IDNA host and percent-escaped path (as Scrapy
+    requests it), scheme and host in lower case, no default port, the root path when
+    it has none (``HTTPS://People.Example:443/a`` ->
     ``https://people.example/a``)."""
     from urllib.parse import urlsplit
 
+    from w3lib.url import safe_url_string
+
     value = value.strip()
     try:
+        if any(ord(c) > 127 for c in value) and not any(c.isspace() or ord(c) < 32 for c in value):
+            value = safe_url_string(value)  # as Scrapy requests it: IDNA host, percent-escaped path
         parts = urlsplit(value)
         port = parts.port
     except ValueError:
