@@ -87,12 +87,25 @@ def _url_form(value: str) -> str:
     return parts._replace(scheme=parts.scheme.lower(), netloc=host, path=parts.path or "/").geturl()
 
 
+def _domain_form(value: str) -> str:
+    """A host as crawls store it: lower case, IDNA, no trailing dot."""
+    from scrapy_gdpr.objections import canonical_host
+
+    value = value.strip()
+    if not value:
+        return value
+    try:
+        return canonical_host(value)
+    except UnicodeError:
+        raise UsageError(f"--domain {value!r} is not a domain name") from None
+
+
 def selectors(opts: argparse.Namespace) -> list[Selector]:
     from scrapy_gdpr.rights import normalise_text
 
     values = [("url", "--url", _url_form(v)) for v in opts.url]
     values += [("prefix", "--url-prefix", _url_form(v)) for v in opts.url_prefix]
-    values += [("domain", "--domain", v.strip()) for v in opts.domain]
+    values += [("domain", "--domain", _domain_form(v)) for v in opts.domain]
     values += [("contains", "--contains", v) for v in opts.contains]
     if not values:
         raise UsageError("give at least one of --url, --url-prefix, --domain, --contains")
