@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import html
 import io
 import json
 import logging
@@ -26,7 +27,7 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -196,6 +197,37 @@ def lock_shared(fh: IO[bytes], path: Path) -> IO[bytes]:
 
 _JSONL_STAMP = re.compile(r'"' + STAMP_FIELD + r'": \{')
 _decoder = json.JSONDecoder()
+#: Text feeds are read with ``surrogateescape``: bytes that are not UTF-8 (a crawl
+#: killed in the middle of a character, a file written in another encoding) are
+#: kept as they are when a file is rewritten, and never stop a purge or an erasure.
+_ERRORS = "surrogateescape"
+#: How much of a damaged part is kept in memory (for matching and the report).
+FRAGMENT_LIMIT = 1 << 20
+
+
+@dataclass
+class Damage:
+    """A part of a feed file that is not a complete record.
+
+    A crawl killed while writing (SIGKILL, a power cut) leaves a torn last record,
+    a JSON array without ``]`` or an XML document without ``</items>``. Readers
+    skip the part and report it here; purge, erasure and a crawl that reopens the
+    file remove it when they rewrite the file (:func:`rewrite`, :func:`repair`).
+    """
+
+    path: str
+    detail: str
+    #: the damaged text (at most :data:`FRAGMENT_LIMIT` characters; "" when nothing
+    #: but a closing bracket or tag is missing)
+    fragment: str = ""
+
+    @property
+    def lost_data(self) -> bool:
+        """Whether the damaged part holds any item data (not only a missing end)."""
+        return bool(self.fragment.strip())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "detail": self.detail, "characters": len(self.fragment)}
 
 
 def _jsonl_stamp(line: str) -> dict[str, Any]:
@@ -204,36 +236,158 @@ def _jsonl_stamp(line: str) -> dict[str, Any]:
     pos = line.rfind(f'"{STAMP_FIELD}": {{')
     if pos >= 0:
         try:
-            stamp, _ = _decoder.raw_decode(line, pos + len(STAMP_FIELD) + 4)
-            if isinstance(stamp, dict) and "item_id" in stamp:
+            stamp, end = _decoder.raw_decode(line, pos + len(STAMP_FIELD) + 4)
+            if isinstance(stamp, dict) and "item_id" in stamp and line[end:].strip() == "}":
                 return stamp
         except ValueError:
             pass
-    try:
-        data = json.loads(line)
-    except ValueError:
-        return {}
+    data = json.loads(line)  # ValueError: a damaged line
     stamp = data.get(STAMP_FIELD) if isinstance(data, dict) else None
     return stamp if isinstance(stamp, dict) else {}
 
 
-def _json_arrays(text: str) -> Iterator[list[Any]]:
-    """Arrays in a JSON feed; several when a feed was appended to (overwrite: false)."""
+_WS = " \t\r\n"
+#: Where reading can resume after a damaged part: an array start or a separator,
+#: followed by an object (checked to be a stamped record before it is trusted).
+_JSON_RESUME = re.compile(r"[\[,]\s*(?=[\{\]])")
+
+
+def _json_objects(text: str, path: str, damage: list[Damage]) -> Iterator[Any]:
+    """The elements of the arrays in a JSON feed; several arrays when a feed was
+    appended to (overwrite: false). A part that does not parse is reported and
+    skipped up to the next stamped record (in the same array or the next one)."""
     pos = 0
     n = len(text)
+    in_array = False
+    not_closed = "the JSON array is not closed (no ']'): the crawl writing it was killed"
+
+    def skip(p: int) -> int:
+        while p < n and text[p] in _WS:
+            p += 1
+        return p
+
+    def resync(start: int, detail: str) -> tuple[int, bool]:
+        for m in _JSON_RESUME.finditer(text, start + 1):
+            at = m.end()
+            if text[at] == "]":
+                if text[m.start()] != "[":
+                    continue
+            else:
+                try:
+                    value, _ = _decoder.raw_decode(text, at)
+                except ValueError:
+                    continue
+                if not (isinstance(value, dict) and isinstance(value.get(STAMP_FIELD), dict)):
+                    continue
+            opener = text[m.start()]
+            damage.append(Damage(path, detail, text[start : m.start()][:FRAGMENT_LIMIT]))
+            # after a separator: inside the array, at the record; at "[": a new array
+            return (m.end(), True) if opener == "," else (m.start(), False)
+        damage.append(Damage(path, detail, text[start:][:FRAGMENT_LIMIT]))
+        return n, False
+
     while True:
-        while pos < n and text[pos] in " \t\r\n,":
-            pos += 1
+        pos = skip(pos)
         if pos >= n:
+            if in_array:
+                damage.append(Damage(path, not_closed))
             return
-        value, pos = _decoder.raw_decode(text, pos)
-        yield value if isinstance(value, list) else [value]
+        if not in_array:
+            if text[pos] != "[":
+                pos, in_array = resync(pos, f"text outside a JSON array at character {pos}")
+                continue
+            pos = skip(pos + 1)
+            if pos < n and text[pos] == "]":
+                pos += 1
+                continue
+            in_array = True
+            continue
+        try:
+            value, end = _decoder.raw_decode(text, pos)
+        except ValueError:
+            pos, in_array = resync(pos, f"a torn record at character {pos}")
+            continue
+        yield value
+        pos = skip(end)
+        if pos >= n:
+            damage.append(Damage(path, not_closed))
+            return
+        if text[pos] == ",":
+            pos += 1
+        elif text[pos] == "]":
+            pos += 1
+            in_array = False
+        else:
+            pos, in_array = resync(pos, f"unexpected text after a record at character {pos}")
 
 
 def _xml_documents(data: bytes) -> list[bytes]:
     """XML documents in a feed; several when a feed was appended to."""
     parts = re.split(rb"(?=<\?xml )", data)
     return [p for p in parts if p.strip()]
+
+
+_TAG = re.compile(r"<[^>]*>?")
+
+
+def _xml_fragment_text(data: bytes) -> str:
+    """The text in a torn piece of XML, with tags removed and entities decoded."""
+    text = data.decode("utf-8", _ERRORS)
+    return html.unescape(_TAG.sub(" ", text))
+
+
+def _xml_items(doc: bytes, path: str, damage: list[Damage]) -> Iterator[ET.Element]:
+    """The complete item elements of one XML document; a torn end is reported, and
+    after a damaged item reading resumes at the next item's start tag."""
+    seen = 0  # complete items before this part of the document
+    while True:
+        parser = ET.XMLPullParser(events=("start", "end"))
+        error: str | None = None
+        try:
+            parser.feed(doc)
+            parser.close()
+        except ET.ParseError as exc:
+            error = str(exc)
+        depth = 0
+        last_tag = "item"
+        complete = 0
+        events = parser.read_events()
+        while True:
+            try:  # an error met while feeding is raised here, after the events before it
+                event, elem = next(events)
+            except StopIteration:
+                break
+            except ET.ParseError as exc:
+                error = error or str(exc)
+                break
+            if event == "start":
+                depth += 1
+            else:
+                depth -= 1
+                if depth == 1:
+                    complete += 1
+                    last_tag = elem.tag
+                    yield elem
+        if error is None:
+            return
+        # the damaged part: from the end of the last complete item to the next item
+        end_tag = f"</{last_tag}>".encode()
+        cut = doc.find(b">", doc.find(b"<items")) + 1
+        for _ in range(complete):  # the end of the last complete item
+            cut = doc.find(end_tag, cut) + len(end_tag)
+        tail = doc[max(cut, 0):]
+        starts = re.compile(rb"<" + re.escape(last_tag.encode()) + rb"[\s>/]")
+        first = starts.search(tail)
+        after = starts.search(tail, first.end()) if first else None
+        broken = tail[: after.start()] if after else tail
+        text = _xml_fragment_text(broken).strip()
+        detail = "the XML document is not closed (no '</items>'): the crawl writing it was killed" if not text \
+            else f"a torn record after item {seen + complete} ({error.split(':')[0]})"
+        damage.append(Damage(path, detail, text[:FRAGMENT_LIMIT]))
+        if after is None:
+            return
+        seen += complete
+        doc = b"<items>" + tail[after.start():]
 
 
 def _xml_stamp(elem: ET.Element) -> dict[str, Any]:
@@ -247,42 +401,128 @@ def _csv_is_header(row: list[str]) -> bool:
     return CSV_PREFIX + "item_id" in row
 
 
-def read_records(path: Path, fmt: str) -> Iterator[FeedRecord]:
-    """Every item in a feed file, with its stamp ({} when unstamped)."""
+def read_records(path: Path, fmt: str, damage: list[Damage] | None = None) -> Iterator[FeedRecord]:
+    """Every complete item in a feed file, with its stamp ({} when unstamped).
+
+    Parts that are not complete records (a torn last record, a missing ``]`` or
+    ``</items>``) are skipped and appended to ``damage`` (logged when it is None).
+    """
     fmt = normalise_format(fmt)
+    found: list[Damage] = [] if damage is None else damage
+    before = len(found)
+    name = str(path)
     if fmt == "jsonlines":
-        with path.open("r", encoding="utf-8") as fh:
+        with path.open("r", encoding="utf-8", errors=_ERRORS, newline="") as fh:
             for line in fh:
-                if line.strip():
-                    yield FeedRecord(_jsonl_stamp(line), line)
+                if not line.strip():
+                    continue
+                try:
+                    stamp = _jsonl_stamp(line)
+                except ValueError:
+                    torn = not line.endswith("\n")
+                    found.append(Damage(name, "a torn last line" if torn else "a line that is not JSON",
+                                        line[:FRAGMENT_LIMIT]))
+                    continue
+                yield FeedRecord(stamp, line)
     elif fmt == "json":
-        text = path.read_text(encoding="utf-8")
-        for array in _json_arrays(text):
-            for obj in array:
-                stamp = obj.get(STAMP_FIELD) if isinstance(obj, dict) else None
-                yield FeedRecord(stamp if isinstance(stamp, dict) else {}, obj)
+        text = path.read_text(encoding="utf-8", errors=_ERRORS)
+        for obj in _json_objects(text, name, found):
+            stamp = obj.get(STAMP_FIELD) if isinstance(obj, dict) else None
+            yield FeedRecord(stamp if isinstance(stamp, dict) else {}, obj)
     elif fmt == "csv":
-        with path.open("r", encoding="utf-8", newline="") as fh:
-            header: list[str] = []
-            for row in csv.reader(fh):
-                if _csv_is_header(row):
-                    header = row
-                    continue
-                if not row:
-                    continue
-                stamp = {
-                    name[len(CSV_PREFIX) :]: value
-                    for name, value in zip(header, row, strict=False)
-                    if name.startswith(CSV_PREFIX)
-                }
-                yield FeedRecord(stamp, (header, row))
+        with path.open("r", encoding="utf-8", errors=_ERRORS, newline="") as fh:
+            text = fh.read()
+        rows = list(_csv_rows(text, name, found))
+        header: list[str] = []
+        for row, line_text in rows:
+            if _csv_is_header(row):
+                header = row
+                continue
+            if not row:
+                continue
+            if header and len(row) != len(header):
+                found.append(Damage(name, f"a CSV row with {len(row)} of {len(header)} columns", line_text))
+                continue
+            stamp = {
+                name_[len(CSV_PREFIX) :]: value
+                for name_, value in zip(header, row, strict=False)
+                if name_.startswith(CSV_PREFIX)
+            }
+            yield FeedRecord(stamp, (header, row))
     elif fmt == "xml":
         for doc in _xml_documents(path.read_bytes()):
-            root = ET.fromstring(doc)  # noqa: S314 - our own exporter's output
-            for elem in root:
-                yield FeedRecord(_xml_stamp(elem), elem)
+            yield from (FeedRecord(_xml_stamp(elem), elem) for elem in _xml_items(doc, name, found))
     else:
         raise ValueError(f"unsupported feed format {fmt!r}")
+    if damage is None:
+        for d in found[before:]:
+            logger.warning("GDPR: %(path)s: %(detail)s; skipped", {"path": d.path, "detail": d.detail})
+
+
+def _csv_rows(text: str, name: str, damage: list[Damage]) -> Iterator[tuple[list[str], str]]:
+    """CSV rows with their text; a last row without its line end is torn."""
+    body = text
+    torn = ""
+    if text and not text.endswith("\n"):
+        cut = text.rfind("\n") + 1
+        body, torn = text[:cut], text[cut:]
+    reader = csv.reader(io.StringIO(body, newline=""))
+    last = 0
+    try:
+        for row in reader:
+            yield row, ""
+    except csv.Error as exc:
+        damage.append(Damage(name, f"a CSV row that cannot be read ({exc})", body[last:][:FRAGMENT_LIMIT]))
+    if torn:
+        damage.append(Damage(name, "a torn last row", torn[:FRAGMENT_LIMIT]))
+
+
+def is_complete(path: Path, fmt: str) -> bool:
+    """Whether a feed file ends as its exporter ends it (checked on the last bytes
+    only): a file that does not may be torn, and must not be appended to."""
+    fmt = normalise_format(fmt)
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return True
+        with path.open("rb") as fh:
+            fh.seek(max(0, size - 64))
+            tail = fh.read()
+    except FileNotFoundError:
+        return True
+    if fmt in ("jsonlines", "csv"):
+        return tail.endswith(b"\n")
+    if fmt == "json":
+        last = tail.rstrip(b" \t\r\n")
+        return last.endswith(b"\n]") or last.endswith(b"[]") or last == b"]" or last.endswith(b"[\n]")
+    if fmt == "xml":
+        return tail.rstrip(b" \t\r\n").endswith(b"</items>")
+    return True
+
+
+def repair(path: Path, fmt: str, *, lock_timeout: float = 0.0) -> list[Damage]:
+    """Make a torn feed file whole again before a crawl appends to it: every
+    complete record is kept, the damaged parts are removed (and returned), and the
+    file ends as its exporter ends it. Atomic, under the exclusive lock."""
+    fmt = normalise_format(fmt)
+    damage: list[Damage] = []
+    with exclusive(path, lock_timeout) as fd:
+        if fd is None or is_complete(path, fmt):
+            return damage
+        records = list(read_records(path, fmt, damage))
+        if fmt in ("jsonlines", "csv") and not damage:
+            # only the last line end is missing: the last record is complete
+            with path.open("ab") as fh:
+                fh.write(b"\r\n" if fmt == "csv" else b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            damage.append(Damage(str(path), "the last line had no line end"))
+            return damage
+        if not records:
+            remove_durably(path)
+        else:
+            atomic_write(path, lambda fh: _write(fh, fmt, records))
+    return damage
 
 
 # --------------------------------------------------------------------------- rewriting
@@ -297,14 +537,20 @@ class RewriteResult:
     removed_records: list[tuple[str, str, str]] | None = None
     earliest: str = ""
     latest: str = ""
+    #: damaged parts found (removed when the file was rewritten)
+    damage: list[Damage] = field(default_factory=list)
+    #: whether the file was rewritten or deleted
+    changed: bool = False
 
 
-def rewrite(path: Path, fmt: str, drop: Callable[[FeedRecord], bool], *, lock_timeout: float = 0.0) -> RewriteResult:
+def rewrite(path: Path, fmt: str, drop: Callable[[FeedRecord], bool], *, lock_timeout: float = 0.0,
+            repair: bool = False) -> RewriteResult:
     """Remove the records ``drop`` selects from a feed file, atomically.
 
     Unstamped records are kept (they cannot be judged; the item filter keeps them
-    out of new files). The file is left untouched when nothing is dropped, and is
-    deleted when nothing is kept.
+    out of new files). Damaged parts (a torn record) are never written back. The
+    file is left untouched when nothing is dropped (and, with ``repair``, nothing is
+    damaged), and is deleted when nothing is kept.
     """
     fmt = normalise_format(fmt)
     result = RewriteResult(removed_ids=[], removed_records=[])
@@ -314,7 +560,7 @@ def rewrite(path: Path, fmt: str, drop: Callable[[FeedRecord], bool], *, lock_ti
         kept: list[FeedRecord] = []
         removed_records: list[tuple[str, str, str]] = []
         earliest = latest = ""
-        for rec in read_records(path, fmt):
+        for rec in read_records(path, fmt, result.damage):
             stamp = rec.stamp
             if stamp and drop(rec):
                 removed_records.append((
@@ -331,8 +577,9 @@ def rewrite(path: Path, fmt: str, drop: Callable[[FeedRecord], bool], *, lock_ti
         result.removed_ids = [item_id for item_id, _, _ in removed_records]
         result.earliest, result.latest = earliest, latest
         result.kept = len(kept)
-        if not result.removed:
+        if not result.removed and not (repair and result.damage):
             return result
+        result.changed = True
         if not kept:
             remove_durably(path)
             crash_point("removed")
@@ -345,11 +592,11 @@ def _write(fh: IO[bytes], fmt: str, records: list[FeedRecord]) -> None:
     if fmt == "jsonlines":
         for rec in records:
             line = rec.raw if rec.raw.endswith("\n") else rec.raw + "\n"
-            fh.write(line.encode("utf-8"))
+            fh.write(line.encode("utf-8", _ERRORS))
     elif fmt == "json":
         # what JsonItemExporter writes (indent None): "[\n" items joined by ",\n" "\n]"
         fh.write(b"[\n")
-        fh.write(",\n".join(json.dumps(r.raw, ensure_ascii=False) for r in records).encode("utf-8"))
+        fh.write(",\n".join(json.dumps(r.raw, ensure_ascii=False) for r in records).encode("utf-8", _ERRORS))
         fh.write(b"\n]")
     elif fmt == "csv":
         text = io.StringIO(newline="")
@@ -361,7 +608,7 @@ def _write(fh: IO[bytes], fmt: str, records: list[FeedRecord]) -> None:
                 writer.writerow(rec_header)
                 header = rec_header
             writer.writerow(row)
-        fh.write(text.getvalue().encode("utf-8"))
+        fh.write(text.getvalue().encode("utf-8", _ERRORS))
     elif fmt == "xml":
         fh.write(b'<?xml version="1.0" encoding="utf-8"?>\n<items>')
         for rec in records:
@@ -374,7 +621,7 @@ def _write(fh: IO[bytes], fmt: str, records: list[FeedRecord]) -> None:
 def summarise(path: Path, fmt: str) -> RewriteResult:
     """Count and expiry range of the stamped records in a file."""
     out = RewriteResult()
-    for rec in read_records(path, fmt):
+    for rec in read_records(path, fmt, out.damage):
         out.kept += 1
         if rec.expires_at:
             out.earliest = min(out.earliest or rec.expires_at, rec.expires_at)

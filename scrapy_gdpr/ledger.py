@@ -223,7 +223,39 @@ def _sqlite_insert(rows: int) -> str:
 
 
 class LedgerError(RuntimeError):
-    """The ledger cannot be opened or is of an unknown (newer) schema."""
+    """The ledger cannot be opened or used, or is of an unknown (newer) schema. The
+    message names the file or database, what is wrong and the fix."""
+
+
+class LedgerMissing(LedgerError):
+    """The ledger does not exist (and was not to be created)."""
+
+
+def explain_error(target: str, exc: BaseException, *, folder: Path | None = None,
+                  reading: bool = False) -> LedgerError:
+    """A :class:`LedgerError` for a database error: the file or database, what is
+    wrong and the fix (never a bare driver message). ``reading``: the command only
+    reads the ledger."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    low = text.lower()
+    where = f" (folder {folder})" if folder is not None else ""
+    if reading and ("permission denied" in low or type(exc).__name__ == "InsufficientPrivilege"):
+        fix = (f"give the user running the command read access to the file and its folder{where}"
+               if folder is not None else "grant the role USAGE on the ledger's schema and SELECT on its tables")
+        return LedgerError(f"the ledger {target} cannot be read: {text}. Fix: {fix}")
+    if "readonly" in low or "read-only" in low or "permission denied" in low or "insufficient" in low \
+            or type(exc).__name__ in ("InsufficientPrivilege", "ReadOnlySqlTransaction"):
+        fix = (f"give the user running the command write access to the file and its folder{where}"
+               if folder is not None else "grant the role INSERT, UPDATE and DELETE on ledger_records "
+               "(and CREATE on its schema for upgrades), or run the command as a role that has them")
+        return LedgerError(f"the ledger {target} cannot be written: {text}. Fix: {fix}")
+    if "unable to open" in low or "cannot open" in low:
+        return LedgerError(f"cannot open the ledger {target}{where}: {text}. Fix: check that the folder exists "
+                           "and that the user running the command may read and write it")
+    if "locked" in low or "busy" in low:
+        return LedgerError(f"the ledger {target} is locked by another process: {text}. Fix: run again when "
+                           "the other crawl or purge has finished")
+    return LedgerError(f"the ledger {target} failed: {text}")
 
 
 class Ledger:
@@ -234,6 +266,9 @@ class Ledger:
     id_type = "INTEGER PRIMARY KEY AUTOINCREMENT"
     ts_type = "TEXT"
     url: str
+
+    #: opened for reading only (no migration, no writes)
+    readonly = False
 
     def __init__(self, migrations: Sequence[Sequence[str]] | None = None) -> None:
         self.migrations = list(MIGRATIONS if migrations is None else migrations)
@@ -287,12 +322,50 @@ class Ledger:
             cur = self._conn().cursor()
             try:
                 cur.execute("SELECT MAX(version) FROM schema_version")
-            except Exception:
+            except Exception as exc:
                 self._conn().rollback()
-                return 0
+                if "no such table" in str(exc) or type(exc).__name__ == "UndefinedTable":
+                    return 0
+                raise
             row = cur.fetchone()
             self._conn().commit()
             return int(row[0] or 0) if row else 0
+
+    def open_schema(self, *, create: bool = True, readonly: bool = False) -> None:
+        """Check the schema and migrate it only when it is behind: a ledger whose schema
+        is current is opened without a single write, so read-only commands need only
+        read rights. A ledger without tables is :class:`LedgerMissing` unless
+        ``create``; one that needs migrating cannot be opened ``readonly``."""
+        current = self.schema_version()
+        if current == len(self.migrations):
+            return
+        if current > len(self.migrations):
+            raise LedgerError(
+                f"the ledger {self.display} has schema version {current}, newer than this scrapy-gdpr "
+                f"knows ({len(self.migrations)}); upgrade scrapy-gdpr"
+            )
+        if current == 0 and not create:
+            raise LedgerMissing(f"the ledger {self.display} has no ledger tables: no crawl has written to it. "
+                                "Fix: point GDPR_LEDGER (or --ledger) at the ledger your crawls use")
+        if readonly:
+            raise LedgerError(f"the ledger {self.display} has schema version {current}, older than this scrapy-gdpr "
+                              f"uses ({len(self.migrations)}). Fix: run a crawl or `scrapy gdpr-purge` once with "
+                              "write rights to upgrade it")
+        self.migrate()
+
+    @property
+    def display(self) -> str:
+        return _redact(self.url)
+
+    def check_writable(self) -> None:
+        """Raise (a database error) unless rows can be written and deleted, before a
+        command changes anything anywhere."""
+        with self._lock:
+            conn = self._conn()
+            self._probe_write(conn)
+
+    def _probe_write(self, conn: Any) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def migrate(self) -> int:
         """Apply every pending migration step in order; return the schema version."""
@@ -588,25 +661,58 @@ class Ledger:
 class SQLiteLedger(Ledger):
     """One SQLite file in WAL mode; safe to share between a crawl and a purge."""
 
-    def __init__(self, path: str | Path, migrations: Sequence[Sequence[str]] | None = None) -> None:
+    def __init__(self, path: str | Path, migrations: Sequence[Sequence[str]] | None = None, *,
+                 create: bool = True, readonly: bool = False) -> None:
         super().__init__(migrations)
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.readonly = readonly
+        self._immutable = False
+        memory = str(path) == ":memory:"
+        if not memory and not self.path.exists():
+            if not create:
+                raise LedgerMissing(f"the ledger {self.path} does not exist. Fix: point GDPR_LEDGER (or --ledger) "
+                                    "at the ledger file your crawls write (a crawl creates it)")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise explain_error(str(self.path), exc, folder=self.path.parent) from None
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         try:
-            self.migrate()
+            self.open_schema(create=create, readonly=readonly)
+        except sqlite3.Error as exc:
+            self.close()
+            raise explain_error(str(self.path), exc, folder=self.path.parent, reading=readonly) from None
         except BaseException:
             self.close()
             raise
 
+    def _connect(self) -> sqlite3.Connection:
+        if not self.readonly:
+            return sqlite3.connect(self.path, timeout=60, isolation_level="DEFERRED", check_same_thread=False)
+        uri = f"{self.path.resolve().as_uri()}?{'immutable=1' if self._immutable else 'mode=ro'}"
+        return sqlite3.connect(uri, uri=True, timeout=60, isolation_level="DEFERRED", check_same_thread=False)
+
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level="DEFERRED", check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn = self._connect()
+            try:
+                if not self.readonly:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                else:
+                    conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            except sqlite3.OperationalError:
+                conn.close()
+                if not self.readonly or self._immutable:
+                    raise
+                # A WAL ledger in a folder this user cannot write: SQLite cannot create
+                # the shared-memory file a reader needs, so the file is read as it is
+                # on disk (nothing can write it meanwhile without write rights either).
+                self._immutable = True
+                conn = self._connect()
             conn.execute("PRAGMA busy_timeout=60000")
             # a larger page cache: erasure and purge touch seven indexes of a large table
             conn.execute("PRAGMA cache_size=-65536")
@@ -616,6 +722,18 @@ class SQLiteLedger(Ledger):
 
     def _begin_migration(self, cur: Any) -> None:
         cur.execute("BEGIN IMMEDIATE")
+
+    def _probe_write(self, conn: Any) -> None:
+        if self.readonly:
+            raise sqlite3.OperationalError("attempt to write a readonly database (opened read-only)")
+        if conn.in_transaction:
+            conn.commit()
+        # a write that changes nothing: fails on a read-only file or folder
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("DELETE FROM ledger_records WHERE id < 0")
+        finally:
+            conn.rollback()
 
     def _insert_rows(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
         # Many rows per INSERT statement: the sqlite3 module releases the GIL around
@@ -663,8 +781,10 @@ class PostgresLedger(Ledger):
     id_type = "BIGSERIAL PRIMARY KEY"
     ts_type = "TIMESTAMPTZ"
 
-    def __init__(self, url: str, migrations: Sequence[Sequence[str]] | None = None) -> None:
+    def __init__(self, url: str, migrations: Sequence[Sequence[str]] | None = None, *,
+                 create: bool = True, readonly: bool = False) -> None:
         super().__init__(migrations)
+        self.readonly = readonly
         try:
             import psycopg
         except ImportError as exc:  # pragma: no cover - depends on the install
@@ -675,7 +795,10 @@ class PostgresLedger(Ledger):
         except psycopg.Error as exc:
             raise LedgerError(f"cannot connect to the ledger {_redact(url)}: {exc}") from exc
         try:
-            self.migrate()
+            self.open_schema(create=create, readonly=readonly)
+        except psycopg.Error as exc:
+            self.close()
+            raise explain_error(f"database {_redact(url)}", exc, reading=readonly) from None
         except BaseException:
             self.close()
             raise
@@ -694,6 +817,17 @@ class PostgresLedger(Ledger):
         with cur.copy(f"COPY ledger_records ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
+
+    def _probe_write(self, conn: Any) -> None:
+        # a delete that changes nothing, rolled back: fails without DELETE rights or
+        # on a read-only server or transaction
+        try:
+            conn.execute("DELETE FROM ledger_records WHERE id < 0")
+            conn.execute("UPDATE ledger_records SET kind = kind WHERE id < 0")
+            conn.execute("INSERT INTO ledger_records (kind, location, url, expires_at, recorded_at) "
+                         "SELECT kind, location, url, expires_at, recorded_at FROM ledger_records WHERE id < 0")
+        finally:
+            conn.rollback()
 
     def _begin_migration(self, cur: Any) -> None:
         # one migrating process at a time, across machines
@@ -718,18 +852,31 @@ def _redact(url: str) -> str:
     return url
 
 
-def open_ledger(url: str, *, base: Path | None = None) -> Ledger:
-    """Open (creating and migrating) the ledger at ``url``.
+def project_folder() -> Path:
+    """The folder a relative ``sqlite:///`` ledger is in: the Scrapy project's (where
+    ``scrapy.cfg`` is, found from the current folder upwards), else the current one.
+    So a crawl or a command run from a sub-folder of the project uses the same file."""
+    from scrapy.utils.conf import closest_scrapy_cfg
 
-    ``sqlite:///name`` is relative to ``base`` (default: the current directory),
-    ``sqlite:////abs/path`` absolute.
+    cfg = closest_scrapy_cfg()
+    return Path(cfg).parent if cfg else Path.cwd()
+
+
+def open_ledger(url: str, *, base: Path | None = None, create: bool = True, readonly: bool = False) -> Ledger:
+    """Open the ledger at ``url``, creating it (``create``) and migrating its schema
+    when it is behind.
+
+    ``sqlite:///name`` is relative to ``base`` (default: :func:`project_folder`),
+    ``sqlite:////abs/path`` absolute. Without ``create`` a ledger that does not
+    exist raises :class:`LedgerMissing` (nothing is created); ``readonly`` opens it
+    without any write (SQLite read-only; no migration), for commands that only read.
     """
     if url.startswith("sqlite:///"):
         raw = unquote(url[len("sqlite:///") :])
         path = Path(raw)
         if not path.is_absolute():
-            path = (base or Path.cwd()) / path
-        return SQLiteLedger(path)
+            path = (base or project_folder()) / path
+        return SQLiteLedger(path, create=create, readonly=readonly)
     if url.startswith(("postgresql://", "postgres://")):
-        return PostgresLedger(url)
+        return PostgresLedger(url, create=create, readonly=readonly)
     raise LedgerError(f"unsupported ledger URL {_redact(url)!r}: use sqlite:///FILE or postgresql://...")

@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import threading
+import unicodedata
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 KINDS = ("url", "prefix", "domain")
+#: What a malformed line of the file does (the policy's ``objections.on_invalid``).
+ON_INVALID = ("refuse", "skip")
 SERVICE = "objections"
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
@@ -57,20 +60,78 @@ class ObjectionFileError(ValueError):
     """The objection file cannot be read or has a malformed line (``file:line``)."""
 
 
-def append_objection(path: str | Path, kind: str, value: str, *, note: str = "") -> None:
-    """Append one entry durably (fsync), creating the file if needed."""
+#: Characters no objection value may hold: they would end a line (``str.splitlines``
+#: also breaks at U+2028, U+2029, U+0085, VT, FF and the C0 separators) or are
+#: invisible controls.
+_FORBIDDEN_CATEGORIES = ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn")
+
+
+def objection_value(kind: str, value: str) -> str:
+    """The canonical text of an objection entry, validated; raises ``ValueError``
+    with the reason for a value that cannot be one.
+
+    ``url`` and ``prefix``: an absolute http(s) URL, written as w3lib's
+    ``canonicalize_url`` gives it (percent-escaped, IDNA host, sorted query);
+    ``domain``: a host name or IP address, lower-case, IDNA-encoded. The value is
+    one token of printable ASCII, and the written line reads back as the same entry.
+    """
     if kind not in KINDS:
         raise ValueError(f"objection kind must be one of {KINDS}, not {kind!r}")
-    if any(c in value for c in "\r\n") or not value.strip():
-        raise ValueError("an objection value must be one non-empty line")
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("an objection needs a value")
+    bad = next((c for c in value if unicodedata.category(c) in _FORBIDDEN_CATEGORIES), None)
+    if bad is not None:
+        raise ValueError(f"{value!r} contains U+{ord(bad):04X} ({unicodedata.name(bad, 'a control character')}), "
+                         "which no URL or domain holds")
+    value = value.strip()
+    try:
+        if kind == "domain":
+            text = canonical_domain(value)
+        else:
+            if any(c.isspace() for c in value):
+                raise ValueError(f"{value!r} contains white space, which no URL holds (write it as %20)")
+            key = canonical_url(value)
+            text = canonicalize_url(value)
+            parts = urlsplit(text)
+            if parts.scheme not in _DEFAULT_PORTS:
+                raise ValueError(f"{value!r} is not an absolute http(s) URL")
+            if parts.port is not None and str(parts.port) == _DEFAULT_PORTS[parts.scheme]:
+                text = parts._replace(netloc=parts.netloc.rsplit(":", 1)[0]).geturl()
+    except UnicodeError as exc:
+        raise ValueError(f"{value!r} is not a valid {'domain' if kind == 'domain' else 'URL'}: {exc}") from None
+    if not text.isascii() or not text.isprintable() or any(c.isspace() for c in text) or "#" in text[:1]:
+        raise ValueError(f"{value!r} cannot be written as one objection entry")
+    parsed = _parse_line(f"{kind} {text}", "<new entry>", 1)
+    if parsed is None or (kind != "domain" and parsed[1] != key):  # pragma: no cover - a safety net
+        raise ValueError(f"{value!r} does not read back as the same objection entry")
+    return text
+
+
+def append_objection(path: str | Path, kind: str, value: str, *, note: str = "") -> str:
+    """Validate, canonicalise and append one entry durably (fsync), creating the file
+    if needed; return the entry's value as written.
+
+    Raises ``ValueError`` (before writing anything) for a value that cannot be an
+    entry (:func:`objection_value`). The note goes into a ``#`` comment line, with
+    anything that could end the line replaced.
+    """
+    text = objection_value(kind, value)
+    note = "".join(" " if unicodedata.category(c) in _FORBIDDEN_CATEGORIES or c.isspace() else c for c in note)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     comment = f"# {stamp} {note}".rstrip() + "\n"
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(comment + f"{kind} {value.strip()}\n")
+    with path.open("a+b") as fh:
+        fh.seek(0, os.SEEK_END)
+        lead = b""
+        if fh.tell():
+            fh.seek(fh.tell() - 1)
+            if fh.read(1) != b"\n":
+                lead = b"\n"  # the file did not end its last line: never join ours to it
+        fh.write(lead + (comment + f"{kind} {text}\n").encode("utf-8"))
         fh.flush()
         os.fsync(fh.fileno())
+    return text
 
 
 # --------------------------------------------------------------------------- canonical forms
@@ -281,8 +342,15 @@ class ObjectionList:
     the file shrank or was replaced); entries added with :meth:`add` are kept.
     """
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, *, on_invalid: str = "refuse") -> None:
+        if on_invalid not in ON_INVALID:
+            raise ValueError(f"on_invalid must be one of {ON_INVALID}, not {on_invalid!r}")
         self.path = path
+        #: what a malformed line does: ``refuse`` (the list is unusable until it is
+        #: fixed) or ``skip`` (the line is logged with its number and left out)
+        self.on_invalid = on_invalid
+        #: the lines skipped under ``on_invalid: skip`` (``file:line: reason``)
+        self.skipped: list[str] = []
         self._fspath = os.fspath(path) if path is not None else ""
         # url and prefix keys map to ``line << 1 | written_as_http``: the key is the
         # canonical https:// form, and the bit lets a match quote the entry as written
@@ -305,13 +373,15 @@ class ObjectionList:
 
     # -- construction ---------------------------------------------------------------
     @classmethod
-    def from_file(cls, path: str | Path) -> ObjectionList:
+    def from_file(cls, path: str | Path, *, on_invalid: str = "refuse") -> ObjectionList:
         """Read ``path`` (a missing file is an empty list that may appear later).
 
         Raises :class:`ObjectionFileError` (with ``file:line``) when the file cannot be
-        read or a line is malformed.
+        read, or a line is malformed and ``on_invalid`` is ``refuse`` (the default);
+        with ``skip`` a malformed line is logged as a warning with its number and left
+        out (``skipped``).
         """
-        objections = cls(Path(path))
+        objections = cls(Path(path), on_invalid=on_invalid)
         objections.refresh()
         if objections.error is not None:
             raise objections.error
@@ -423,8 +493,12 @@ class ObjectionList:
         name = str(self.path)
         plain = _PLAIN_LINE.match
         urls, prefixes = self._urls, self._prefixes
-        for raw in text.splitlines():
+        # lines end with "\n" only: str.splitlines() would also break inside a line at
+        # U+2028, U+0085 and other separators, shifting every later line number
+        for raw in text.split("\n")[:-1]:
             line_no += 1
+            if raw.endswith("\r"):
+                raw = raw[:-1]
             m = plain(raw)
             if m is not None and "/." not in (path := m.group(5) or "/") and not m.group(3).endswith("."):
                 # the common case, inlined: lower-case host, no query, no escapes
@@ -444,11 +518,14 @@ class ObjectionList:
                 if parsed is not None:
                     tag = line_no if parsed[0] == "domain" else _tag(line_no, raw.split()[1])
                     self._insert_key(parsed[0], parsed[1], tag)
-            except ObjectionFileError as exc:
-                self.error = exc
-                break
             except ValueError as exc:
-                self.error = ObjectionFileError(f"{name}:{line_no}: {exc}")
+                error = exc if isinstance(exc, ObjectionFileError) else ObjectionFileError(f"{name}:{line_no}: {exc}")
+                if self.on_invalid == "skip":
+                    self.skipped.append(str(error))
+                    logger.warning("GDPR objection list: %(error)s; this line is skipped (objections.on_invalid: "
+                                   "skip); fix or remove it", {"error": error})
+                    continue
+                self.error = error
                 break
         else:
             self._offset += len(chunk)
@@ -610,7 +687,8 @@ def objection_list(rt: GdprRuntime) -> ObjectionList:
     objections = rt.services.get(SERVICE)
     if objections is None:
         path = objections_path(rt)
-        objections = rt.services[SERVICE] = ObjectionList.from_file(path)
+        on_invalid = getattr(rt.policy.objections, "on_invalid", "refuse")
+        objections = rt.services[SERVICE] = ObjectionList.from_file(path, on_invalid=on_invalid)
         logger.info(
             "GDPR objection list %(path)s: %(n)d entries", {"path": path, "n": len(objections)}
         )

@@ -405,6 +405,11 @@ class Retention(_Model):
 
 class Objections(_Model):
     path: NonEmpty = Field("objections.txt", description="Relative to the policy file")
+    on_invalid: Literal["refuse", "skip"] = Field(
+        "refuse",
+        description="A malformed line in the objection list: 'refuse' stops every crawl until it is fixed; "
+        "'skip' logs it with its line number and leaves it out",
+    )
 
 
 class Politeness(_Model):

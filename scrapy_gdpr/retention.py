@@ -345,12 +345,36 @@ class LockingFileFeedStorage(FileFeedStorage):
         return cls(uri, feed_options=feed_options, crawler=crawler)
 
     def open(self, spider: Any) -> Any:
+        if self.write_mode == "ab":
+            self._repair_before_append()
         fh = super().open(spider)
         locked = feedfiles.lock_shared(fh, Path(self.path))
         extension = _retention_extension(self.crawler)
         if extension is not None:
             extension.feed_opened(Path(self.path), self.feed_options)
         return locked
+
+
+    def _repair_before_append(self) -> None:
+        """Never append to a torn file (a crawl killed while writing it): the
+        complete records are kept, the torn part is removed and logged, and the file
+        is closed as its exporter closes it, so the new lines follow a whole file."""
+        path = Path(self.path)
+        fmt = feedfiles.normalise_format(str(self.feed_options.get("format", ""))) or feedfiles.guess_format(path)
+        if fmt not in feedfiles.FORMATS or not path.exists() or feedfiles.is_complete(path, fmt):
+            return
+        try:
+            damage = feedfiles.repair(path, fmt)
+        except feedfiles.FileBusy:
+            return  # another crawl is writing it: its end is not torn, only not written yet
+        for d in damage:
+            logger.warning(
+                "GDPR: %(path)s was left torn by a crawl that did not finish (%(detail)s); repaired before "
+                "appending%(lost)s", {"path": path, "detail": d.detail,
+                                      "lost": f", {len(d.fragment)} characters of the torn record removed"
+                                      if d.lost_data else ""})
+        if damage and self.crawler is not None and self.crawler.stats is not None:
+            self.crawler.stats.inc_value("gdpr/retention/feeds_repaired")
 
 
 def _retention_extension(crawler: Crawler | None) -> RetentionExtension | None:
@@ -448,6 +472,10 @@ class PurgeResult:
     #: expired items deleted per item store (scrapy_gdpr.stores)
     store_items: dict[str, int] = field(default_factory=dict)
     store_errors: list[str] = field(default_factory=list)
+    #: torn or damaged parts of feed files (removed when the file was rewritten)
+    damaged: list[dict[str, Any]] = field(default_factory=list)
+    #: files that could not be purged (unreadable, not writable), with the reason
+    errors: list[dict[str, str]] = field(default_factory=list)
     deleted: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -460,6 +488,89 @@ def _feed_format(path: Path, manifest: dict[str, Any] | None) -> str | None:
     if manifest and manifest.get("format") in feedfiles.FORMATS:
         return str(manifest["format"])
     return feedfiles.guess_format(path)
+
+
+def _describe_exc(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.strerror or exc} ({exc.filename})"
+    return str(exc) or type(exc).__name__
+
+
+def _note_damage(result: PurgeResult, damage: list[feedfiles.Damage], *, removed: bool) -> None:
+    for d in damage:
+        result.damaged.append({**d.as_dict(), "removed": removed})
+        logger.warning("GDPR purge: %(path)s: %(detail)s%(what)s",
+                       {"path": d.path, "detail": d.detail,
+                        "what": "; the torn part was removed" if removed else "; left as it is"})
+
+
+def _purge_feed_file(location: str, ledger: Ledger, result: PurgeResult, dry_run: bool,
+                     is_expired_at: Callable[[str], bool], lock_timeout: float,
+                     record: Callable[[dict[str, Any]], None], record_many: Callable[[list[dict[str, Any]]], None],
+                     audit: AuditLog | None, keep_deleted: int, rewritten: list[str], removed: list[str]) -> None:
+    """Purge one feed file (see :func:`purge`)."""
+    path = Path(location)
+    manifest = read_manifest(path)
+    fmt = _feed_format(path, manifest)
+    if fmt is None:
+        result.missing_format.append(location)
+        logger.warning("GDPR purge: unknown feed format of %(path)s, not purged", {"path": location})
+        return
+    if not path.exists():
+        if not dry_run:
+            ledger.delete_location(location)
+            with contextlib.suppress(FileNotFoundError):
+                manifest_path(path).unlink()
+        return
+
+    def expired(rec: feedfiles.FeedRecord) -> bool:
+        return is_expired_at(rec.expires_at)
+
+    if dry_run:
+        damage: list[feedfiles.Damage] = []
+        for rec in feedfiles.read_records(path, fmt, damage):
+            if rec.stamp and expired(rec):
+                result.feed_lines += 1
+                record({"kind": "feed_line", "location": location, "item_id": rec.item_id,
+                        "url": rec.source_url, "expires_at": rec.expires_at})
+        _note_damage(result, damage, removed=False)
+        return
+    feedfiles.clean_temp_files(path.parent)
+    try:
+        outcome = feedfiles.rewrite(path, fmt, expired, lock_timeout=lock_timeout, repair=True)
+    except feedfiles.FileBusy:
+        result.busy.append(location)
+        logger.warning("GDPR purge: %(path)s is being written by a crawl; purged on the next run",
+                       {"path": location})
+        return
+    _note_damage(result, outcome.damage, removed=outcome.changed)
+    if outcome.removed:
+        result.feed_lines += outcome.removed
+        if audit is not None or len(result.deleted) < keep_deleted:
+            record_many([{"kind": "feed_line", "location": location, "item_id": item_id, "url": url,
+                          "expires_at": expires_at} for item_id, url, expires_at in outcome.removed_records or []])
+    if path.exists():
+        if outcome.changed:
+            result.feed_files_rewritten += 1
+        feedfiles.crash_point("before manifest")
+        summary = outcome
+        kept_manifest = {k: v for k, v in (manifest or {}).items() if k in ("purpose", "policy_fingerprint", "spider", "created")}
+        write_manifest(path, fmt, summary, **kept_manifest)
+        rewritten.append(location)
+        file_row = ledger.feed_file(location)
+        if file_row is not None and summary.earliest:
+            file_row.expires_at = parse_ts(summary.earliest)
+            ledger.set_feed_file(file_row)
+        elif file_row is not None:  # only unstamped lines are left: nothing to expire
+            ledger.delete_location(location, kinds=["feed_file"])
+    else:
+        result.feed_files_removed += 1
+        feedfiles.crash_point("before manifest removal")
+        with contextlib.suppress(FileNotFoundError):
+            manifest_path(path).unlink()
+        removed.append(location)
+        record({"kind": "feed_file", "location": location})
+    feedfiles.crash_point("feed file done")
 
 
 def purge(
@@ -483,7 +594,8 @@ def purge(
     """
     now = now.astimezone(UTC)
     result = PurgeResult(now=now.isoformat(), dry_run=dry_run)
-    ledger.optimize()
+    if not dry_run:  # a dry run writes nothing, not even planner statistics
+        ledger.optimize()
 
     def record_many(entries: list[dict[str, Any]]) -> None:
         room = keep_deleted - len(result.deleted)
@@ -503,67 +615,16 @@ def purge(
     rewritten: list[str] = []  # files rewritten: their expired line rows go
     removed: list[str] = []  # files deleted (nothing left in them): all their rows go
 
-    # 1. feed files with expired lines
+    # 1. feed files with expired lines. One file that cannot be read or written is
+    #    reported and never stops the work on the others.
     for location in ledger.expired_locations(now, ["feed_line", "feed_file"]):
-        path = Path(location)
-        manifest = read_manifest(path)
-        fmt = _feed_format(path, manifest)
-        if fmt is None:
-            result.missing_format.append(location)
-            logger.warning("GDPR purge: unknown feed format of %(path)s, not purged", {"path": location})
-            continue
-        if not path.exists():
-            if not dry_run:
-                ledger.delete_location(location)
-                with contextlib.suppress(FileNotFoundError):
-                    manifest_path(path).unlink()
-            continue
-        feedfiles.clean_temp_files(path.parent)
-
-        def expired(rec: feedfiles.FeedRecord) -> bool:
-            return is_expired_at(rec.expires_at)
-
-        if dry_run:
-            for rec in feedfiles.read_records(path, fmt):
-                if rec.stamp and expired(rec):
-                    result.feed_lines += 1
-                    record({"kind": "feed_line", "location": location, "item_id": rec.item_id,
-                            "url": rec.source_url, "expires_at": rec.expires_at})
-            continue
         try:
-            outcome = feedfiles.rewrite(path, fmt, expired, lock_timeout=lock_timeout)
-        except feedfiles.FileBusy:
-            result.busy.append(location)
-            logger.warning("GDPR purge: %(path)s is being written by a crawl; purged on the next run",
-                           {"path": location})
-            continue
-        if outcome.removed:
-            result.feed_lines += outcome.removed
-            if audit is not None or len(result.deleted) < keep_deleted:
-                record_many([{"kind": "feed_line", "location": location, "item_id": item_id, "url": url,
-                              "expires_at": expires_at} for item_id, url, expires_at in outcome.removed_records or []])
-        if path.exists():
-            if outcome.removed:
-                result.feed_files_rewritten += 1
-            feedfiles.crash_point("before manifest")
-            summary = feedfiles.summarise(path, fmt) if not outcome.removed else outcome
-            kept_manifest = {k: v for k, v in (manifest or {}).items() if k in ("purpose", "policy_fingerprint", "spider", "created")}
-            write_manifest(path, fmt, summary, **kept_manifest)
-            rewritten.append(location)
-            file_row = ledger.feed_file(location)
-            if file_row is not None and summary.earliest:
-                file_row.expires_at = parse_ts(summary.earliest)
-                ledger.set_feed_file(file_row)
-            elif file_row is not None:  # only unstamped lines are left: nothing to expire
-                ledger.delete_location(location, kinds=["feed_file"])
-        else:
-            result.feed_files_removed += 1
-            feedfiles.crash_point("before manifest removal")
-            with contextlib.suppress(FileNotFoundError):
-                manifest_path(path).unlink()
-            removed.append(location)
-            record({"kind": "feed_file", "location": location})
-        feedfiles.crash_point("feed file done")
+            _purge_feed_file(location, ledger, result, dry_run, is_expired_at, lock_timeout, record, record_many,
+                             audit, keep_deleted, rewritten, removed)
+        except Exception as exc:  # noqa: BLE001 - one file never stops the others; reported
+            result.errors.append({"location": location, "error": _describe_exc(exc)})
+            logger.warning("GDPR purge: %(path)s could not be purged: %(error)s; the other files were",
+                           {"path": location, "error": _describe_exc(exc)})
     if rewritten:
         ledger.delete_at(rewritten, expired=now, kinds=["feed_line"])
     if removed:
@@ -590,7 +651,14 @@ def purge(
         if still_needed:
             result.objects_kept_shared += 1
         else:
-            if feedfiles.remove_durably(Path(location)):
+            try:
+                gone = feedfiles.remove_durably(Path(location))
+            except OSError as exc:
+                result.errors.append({"location": location, "error": _describe_exc(exc)})
+                logger.warning("GDPR purge: %(path)s could not be deleted: %(error)s",
+                               {"path": location, "error": _describe_exc(exc)})
+                continue
+            if gone:
                 result.objects += 1
             feedfiles.crash_point("object removed")
             for r in recs:

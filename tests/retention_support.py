@@ -8,6 +8,7 @@ add-on wiring separately.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -237,3 +238,48 @@ def add_object(ledger: Any, folder: Path, name: str, page_url: str, object_url: 
     ledger.add([Record(kind=kind, location=str(path), url=page_url, object_url=object_url, expires_at=expires_at,
                        item_id="", collected_at=expires_at - timedelta(days=14))])
     return path
+
+
+def run_scrapy_without_file_override(*args: str, cwd: Path) -> Any:
+    """``run_scrapy`` as a user whom file permissions bind: as root, the process
+    drops the capabilities that let root ignore them (``setpriv``)."""
+    import shutil as _shutil
+
+    from tests.utils import run_scrapy
+
+    if os.geteuid() != 0:
+        return run_scrapy(*args, cwd=cwd)
+    setpriv = _shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: file permissions cannot be made to apply")
+    import subprocess
+    import sys
+
+    from tests.utils import ROOT
+
+    drop = "-dac_override,-dac_read_search,-fowner"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([setpriv, f"--bounding-set={drop}", f"--inh-caps={drop}", sys.executable, "-m",
+                           "scrapy.cmdline", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+
+
+@contextlib.contextmanager
+def readonly_role(url: str):  # type: ignore[no-untyped-def]
+    """The URL of a new PostgreSQL role that may only read the schema of ``url``
+    (call it once the ledger's tables exist); the role is dropped afterwards."""
+    import psycopg
+
+    schema = url.rsplit("%3D", 1)[1]
+    role = "gdpr_ro_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}")
+    rest = POSTGRES_DSN.split("?")[0].split("://", 1)[1].split("@", 1)[-1]
+    try:
+        yield f"postgresql://{role}@{rest}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role} CASCADE")
+            conn.execute(f"DROP ROLE {role}")

@@ -200,3 +200,106 @@ def test_processing_record_counts_stored_items(tmp_path, ledger_url):  # noqa: F
     assert record["expiry_by_month"] == {"2031-03": 4}
     assert record["stored_by_purpose"]["search (legitimate_interests)"] == 3
     assert feed_ids(tmp_path / "f.jsonl", "jsonlines")
+
+
+# --------------------------------------------------------------------------- text matching
+
+NAME_FEEDS = {"f.jsonl": "jsonlines", "f.json": "json", "f.csv": "csv", "f.xml": "xml"}
+
+
+def _name_store(tmp_path: Path, led, title: str = "Zoë Quill") -> dict[str, str]:
+    """One feed in each format, written by Scrapy's exporters with their default
+    encodings (JSON: \\u00eb escapes; CSV and XML: UTF-8), holding one item with the
+    name and one without; returns the ids of the items with the name."""
+    later = datetime.now(UTC) + timedelta(days=9)
+    ids = {}
+    for name, fmt in NAME_FEEDS.items():
+        zoe = page_item(f"https://people.test/{fmt}/zoe", later, text=title)
+        other = page_item(f"https://people.test/{fmt}/search_x", later, text="Someone else")
+        write_stamped_feed(tmp_path / name, fmt, [zoe, other], ledger=led)
+        ids[name] = zoe["gdpr"]["item_id"]
+    assert b"Zo\\u00eb" in (tmp_path / "f.jsonl").read_bytes()  # Scrapy's default export encoding
+    assert "Zoë".encode() in (tmp_path / "f.csv").read_bytes()
+    return ids
+
+
+@pytest.mark.parametrize("query", ["Zoë Quill", "zoë quill", "ZOË QUILL", "Zoe\u0308 Quill", "zoë  quill", "Quill",
+                                   "Ｚｏë Quill"])
+def test_contains_matches_decoded_values_in_every_format(tmp_path, query):
+    with open_ledger(f"sqlite:///{tmp_path / 'l.sqlite3'}") as led:
+        ids = _name_store(tmp_path, led)
+        found = find_holdings(led, [Selector("contains", query)])
+    assert set(found.items) == set(ids.values())
+    assert sorted(Path(p).name for p in found.feed_files) == sorted(NAME_FEEDS)
+
+
+def test_contains_decodes_xml_entities_and_csv_quoting(tmp_path):
+    later = datetime.now(UTC) + timedelta(days=9)
+    with open_ledger(f"sqlite:///{tmp_path / 'l.sqlite3'}") as led:
+        write_stamped_feed(tmp_path / "q.csv", "csv", [page_item("https://a.test/1", later, text='Quill, "Zoë"')],
+                           ledger=led)
+        xml = tmp_path / "e.xml"
+        write_stamped_feed(xml, "xml", [page_item("https://a.test/2", later, text="ZOE")], ledger=led)
+        xml.write_bytes(xml.read_bytes().replace(b"<title>ZOE</title>", b"<title>Zo&#235; &amp; Quill</title>"))
+        assert len(find_holdings(led, [Selector("contains", 'quill, "zoë"')]).items) == 1
+        assert len(find_holdings(led, [Selector("contains", "zoë & quill")]).items) == 1
+        assert find_holdings(led, [Selector("contains", "&amp;")]).items == {}  # the entity, not the text
+        assert find_holdings(led, [Selector("contains", '""')]).items == {}  # CSV quoting is not text
+
+
+@pytest.mark.parametrize("query", ["search", "_", "gdpr", "title", "url", "sha256", "legitimate_interests",
+                                   "people.test/jsonlines/zoe", "PageItem", "expires_at", "{"])
+def test_contains_never_matches_keys_or_stamps(tmp_path, query):
+    """Field names, stamp values (purpose, hashes, ids, the source URL in the stamp)
+    and JSON syntax are not item text."""
+    with open_ledger(f"sqlite:///{tmp_path / 'l.sqlite3'}") as led:
+        _name_store(tmp_path, led)
+        for path in tmp_path.glob("f.*"):  # the item's own url field is a value: take it out
+            text = path.read_text(encoding="utf-8")
+            path.write_text(text.replace("https://people.test/", "https://p.test/").replace("/search_x", "/other"),
+                            encoding="utf-8")
+        found = find_holdings(led, [Selector("contains", query)])
+    assert found.items == {}, query
+
+
+def test_contains_erasure_removes_only_the_person(tmp_path):
+    with open_ledger(f"sqlite:///{tmp_path / 'l.sqlite3'}") as led:
+        ids = _name_store(tmp_path, led)
+        result = erase(led, [Selector("contains", "ZOË QUILL")], objections_path=tmp_path / "o.txt")
+        assert result.complete and result.feed_lines == 4
+        for name, fmt in NAME_FEEDS.items():
+            left = list(feedfiles.read_records(tmp_path / name, fmt))
+            assert [r.item_id for r in left] != [] and ids[name] not in [r.item_id for r in left]
+            assert "Zo" not in (tmp_path / name).read_text(encoding="utf-8")
+        assert led.count("feed_line") == 4
+    assert not (tmp_path / "o.txt").exists()  # text is never an objection
+
+
+def test_needs_confirmation_over_a_tenth_of_the_store(tmp_path):
+    from scrapy_gdpr.rights import needs_confirmation
+
+    later = datetime.now(UTC) + timedelta(days=9)
+    items = [page_item(f"https://a.test/{i}", later, text=f"Person {i}{' Ann' if i < 4 else ''}") for i in range(30)]
+    with open_ledger(f"sqlite:///{tmp_path / 'l.sqlite3'}") as led:
+        write_stamped_feed(tmp_path / "f.jsonl", "jsonlines", items, ledger=led)
+        everyone = find_holdings(led, [Selector("contains", "person")])
+        assert everyone.items_held == 30 and len(everyone.items) == 30
+        assert "matches 30 of the 30 items held" in (needs_confirmation(everyone) or "")
+        assert needs_confirmation(find_holdings(led, [Selector("contains", "ann")])) is not None  # 4 of 30
+        assert needs_confirmation(find_holdings(led, [Selector("contains", "person 1")])) is not None  # 1, 10-19
+        assert needs_confirmation(find_holdings(led, [Selector("contains", "person 7")])) is None  # 1 of 30
+        assert needs_confirmation(find_holdings(led, [Selector("url", "https://a.test/3")])) is None
+
+
+def test_torn_fragments_match_on_decoded_values_only():
+    from scrapy_gdpr.rights import Matcher
+
+    fragment = '{"url": "https://people.test/zoe", "title": "Zo\\u00eb Quill, \\"Z\\"", "gdpr": {"purpose": "sea'
+    by_name = Matcher([Selector("contains", "zoë quill")])
+    assert by_name.fragment("jsonlines", fragment)
+    assert Matcher([Selector("url", "https://people.test/zoe")]).fragment("json", fragment)
+    assert Matcher([Selector("domain", "people.test")]).fragment("json", fragment)
+    for key_or_syntax in ("title", "gdpr", "purpose", '": "', "u00eb"):
+        assert not Matcher([Selector("contains", key_or_syntax)]).fragment("jsonlines", fragment), key_or_syntax
+    assert by_name.fragment("xml", "https://people.test/zoe Zoë Quill")
+    assert by_name.fragment("csv", 'https://people.test/zoe,"Zoë Quill, ""Z""",sea')

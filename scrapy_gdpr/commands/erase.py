@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 
 from scrapy.commands import ScrapyCommand
+from scrapy.exceptions import UsageError
 
 from scrapy_gdpr.commands import _rights
-from scrapy_gdpr.rights import erase, write_receipts
+from scrapy_gdpr.objections import ObjectionFileError, ObjectionList
+from scrapy_gdpr.rights import erase, find_holdings, needs_confirmation, objection_entries, write_receipts
 from scrapy_gdpr.stores import close_stores
 
 
@@ -33,15 +35,29 @@ class Command(ScrapyCommand):
                             help="how long to wait for a feed file a crawl is writing (default 30)")
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        _rights.report_errors(self, lambda: self._run(opts))
+
+    def _run(self, opts: argparse.Namespace) -> None:
         assert self.settings is not None
         sels = _rights.selectors(opts)
+        try:
+            objection_entries(sels)  # every value checked before anything is written
+        except ValueError as exc:
+            raise UsageError(f"{exc}; nothing was erased or written") from None
         objections = _rights.objections_path(opts, self.settings)
         stores = _rights.item_stores(self.settings)
-        ledger = _rights.ledger(opts, self.settings)
+        ledger, state = _rights.ledger_or_empty(opts, self.settings)
         audit = _rights.audit_log(opts, self.settings, "rights")
         try:
-            result = erase(ledger, sels, objections_path=objections, audit=audit, lock_timeout=opts.wait,
-                           stores=stores)
+            with _rights.ledger_errors(ledger):
+                if state != "missing":
+                    ledger.check_writable()  # before anything is written anywhere
+                feeds = _rights.feed_paths(opts, self.settings)
+                reason = needs_confirmation(find_holdings(ledger, sels, feeds=feeds, stores=stores))
+                if reason and not opts.yes:
+                    raise _rights.CommandError(f"nothing was erased: {reason}", code=2)
+                result = erase(ledger, sels, objections_path=objections, audit=audit, lock_timeout=opts.wait,
+                               feeds=feeds, ledger_state=state, stores=stores)
         finally:
             audit.close()
             ledger.close()
@@ -50,11 +66,28 @@ class Command(ScrapyCommand):
         receipts = write_receipts(data, Path(opts.receipt_dir))
         print(f"{result.request_id}: {result.feed_lines} feed line(s), {len(result.objects)} file(s), "
               f"{result.ledger_rows} ledger row(s) erased; objections added: {len(result.objections_added)}")
-        print(f"receipt: {receipts['md']}")
+        print(f"receipt: {receipts['md']} (status: {data['status']})")
+        for location in result.pending:
+            print(f"not yet erased (a crawl is writing it; run again): {location}", file=sys.stderr)
+        for failed in result.failed:
+            print(f"not erased: {failed['location']}: {failed['error']}", file=sys.stderr)
         for problem in result.store_errors:
             print(f"not erased (item store failed; run again): {problem}", file=sys.stderr)
+        for problem in result.problems:
+            print(f"incomplete: {problem}", file=sys.stderr)
+        self._check_objection_list(objections)
+        if not result.complete:
             self.exitcode = 1
-        if result.pending:
-            for location in result.pending:
-                print(f"not yet erased (a crawl is writing it; run again): {location}", file=sys.stderr)
-            self.exitcode = 1
+
+    @staticmethod
+    def _check_objection_list(path: Path) -> None:
+        """Report lines of the list that crawls cannot read (written by hand or by an
+        older version): the erasure's own entries are valid, but a crawl reads the
+        whole file."""
+        try:
+            bad = ObjectionList.from_file(path, on_invalid="skip").skipped
+        except ObjectionFileError as exc:
+            bad = [str(exc)]
+        for line in bad:
+            print(f"warning: objection list: {line}; crawls refuse to start until it is fixed (or the policy "
+                  "sets objections.on_invalid: skip)", file=sys.stderr)

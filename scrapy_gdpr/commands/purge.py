@@ -34,19 +34,28 @@ class Command(ScrapyCommand):
         parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        _rights.report_errors(self, lambda: self._run(opts))
+
+    def _run(self, opts: argparse.Namespace) -> None:
         assert self.settings is not None
         stores = _rights.item_stores(self.settings)
-        ledger = _rights.ledger(opts, self.settings)
+        moment = _rights.now(opts)
+        # never created here: a missing ledger is a wrong path (a crawl creates it);
+        # a dry run only reads it
+        ledger = _rights.ledger(opts, self.settings, readonly=opts.dry_run)
         audit = _rights.audit_log(opts, self.settings, "purge")
         try:
-            result = purge(ledger, _rights.now(opts), dry_run=opts.dry_run, audit=audit,
-                           spider=opts.spider or "", lock_timeout=opts.wait, stores=stores)
+            with _rights.ledger_errors(ledger):
+                if not opts.dry_run:
+                    ledger.check_writable()  # before any file is touched
+                result = purge(ledger, moment, dry_run=opts.dry_run, audit=audit,
+                               spider=opts.spider or "", lock_timeout=opts.wait, stores=stores)
         finally:
             audit.close()
             ledger.close()
             close_stores(stores)
         # logs and caches, per retention.logs and retention.caches (scrapy_gdpr.logpurge)
-        logs = purge_logs_and_caches(self.settings, _rights.now(opts), policy_file=opts.policy,
+        logs = purge_logs_and_caches(self.settings, moment, policy_file=opts.policy,
                                      spider=opts.spider, dry_run=opts.dry_run)
         if opts.json:
             print(json.dumps({**result.as_dict(), "deleted": result.deleted, "logs_and_caches": logs.as_dict()},
@@ -67,10 +76,15 @@ class Command(ScrapyCommand):
             print(note, file=sys.stderr)
         for problem in result.store_errors + logs.problems:
             print(f"error: {problem}", file=sys.stderr)
-        if not opts.json:
-            for location in result.busy:
-                print(f"busy (a crawl is writing it), purged next time: {location}", file=sys.stderr)
-        if result.busy:
-            self.exitcode = 2
-        elif logs.problems or result.store_errors:
+        for location in result.busy:
+            print(f"busy (a crawl is writing it), purged next time: {location}", file=sys.stderr)
+        for damaged in result.damaged:
+            what = "removed" if damaged["removed"] else "left as it is"
+            print(f"torn: {damaged['path']}: {damaged['detail']} ({damaged['characters']} characters, {what})",
+                  file=sys.stderr)
+        for error in result.errors:
+            print(f"not purged: {error['location']}: {error['error']}", file=sys.stderr)
+        if result.errors or logs.problems or result.store_errors:
             self.exitcode = 1
+        elif result.busy:
+            self.exitcode = 2
