@@ -26,6 +26,7 @@ from scrapy_gdpr.logpurge import (
     LogPurgeResult,
     update_settings,
 )
+from scrapy_gdpr.ledger import open_ledger
 from tests.retention_support import write_policy as retention_policy
 from tests.utils import coroutine_test, run_scrapy
 
@@ -223,6 +224,7 @@ def test_gdpr_purge_expires_logs_reports_log_file_and_cache(tmp_path):
               "-s", f"GDPR_REPORT_DIR={tmp_path / 'reports'}", "-s", f"LOG_FILE={paths['log']}",
               "-s", f"HTTPCACHE_DIR={tmp_path / 'httpcache'}", "-s", "HTTPCACHE_ENABLED=True"]
     # 20 days old: the cache (P7D) has expired, logs and reports (P30D) have not
+    open_ledger(f"sqlite:///{tmp_path / 'l.sqlite3'}").close()  # a crawl created it (purge never does)
     proc = run_scrapy("gdpr-purge", *common, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "1 HTTP cache entries" in proc.stdout and not entry.exists()
@@ -238,6 +240,7 @@ def test_gdpr_purge_expires_logs_reports_log_file_and_cache(tmp_path):
 
 
 def test_gdpr_purge_without_a_policy_says_logs_were_not_purged(tmp_path):
+    open_ledger(f"sqlite:///{tmp_path / 'l.sqlite3'}").close()  # a crawl created it (purge never does)
     proc = run_scrapy("gdpr-purge", "--ledger", f"sqlite:///{tmp_path / 'l.sqlite3'}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "logs and caches not purged: no policy" in proc.stderr
@@ -293,6 +296,7 @@ def test_gdpr_purge_in_a_project_uses_each_spiders_policy(tmp_path):
     (out / "audit-purge.jsonl").write_text(audit_line(forty, "purge old"), encoding="utf-8")
     (out / "crawl.log").write_text(
         forty.astimezone().strftime("%Y-%m-%d %H:%M:%S") + " [x] INFO: old\n", encoding="utf-8")
+    open_ledger("sqlite:///out/ledger.sqlite3", base=root).close()  # a crawl created it (purge never does)
     proc = run_scrapy("gdpr-purge", cwd=root)
     assert proc.returncode == 0, proc.stderr
     # alpha (P30D) expired, beta (P90D) kept; shared files per the shortest period

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from scrapy_gdpr.ledger import open_ledger
 from scrapy_gdpr.objections import append_objection
 from scrapy_gdpr.runtime import get_runtime
 from tests.test_gate import crawl, hosts_requested, local, refusals, write_policy
@@ -61,6 +62,7 @@ def test_erase_with_a_policy_writes_to_the_policy_list(tmp_path):
     only crawls with the same settings read."""
     policy = write_policy(tmp_path, [local("gate-a.test")])
     other = tmp_path / "other.txt"
+    open_ledger(f"sqlite:///{tmp_path / 'ledger.sqlite3'}").close()  # a crawl created it (erasure never does)
     proc = run_scrapy("gdpr-erase", "--url", "https://gate-a.test/jane", "--policy", str(policy),
                       "--ledger", f"sqlite:///{tmp_path / 'ledger.sqlite3'}", "-s", f"GDPR_OBJECTIONS={other}",
                       "--receipt-dir", str(tmp_path / "r"), cwd=tmp_path)
