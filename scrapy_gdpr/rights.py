@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import secrets
-import unicodedata
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -37,6 +36,7 @@ from scrapy_gdpr.ledger import OBJECT_KINDS, Ledger, Record, Selector, parse_ts
 from scrapy_gdpr.objections import append_objection, objection_value
 from scrapy_gdpr.retention import line_record, manifest_path, read_manifest, write_manifest
 from scrapy_gdpr.stores import ItemStore, add_store_holdings, erase_from_stores
+from scrapy_gdpr.textmatch import normalise_text, text_values
 
 logger = logging.getLogger(__name__)
 
@@ -104,25 +104,6 @@ class Holdings:
 # --------------------------------------------------------------------------- matching
 
 
-def normalise_text(text: str) -> str:
-    """The form text is compared in: Unicode NFKC, case-folded, runs of white space
-    as one space (``"ZOË  Quill"`` and ``"zoe\\u0308 quill"`` are both ``"zoë quill"``)."""
-    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
-    return " ".join(folded.split())
-
-
-def _values(data: Any) -> Iterator[str]:
-    """Every value (never a key) in decoded item data, as text."""
-    if isinstance(data, dict):
-        for value in data.values():
-            yield from _values(value)
-    elif isinstance(data, (list, tuple)):
-        for value in data:
-            yield from _values(value)
-    elif data is not None and not isinstance(data, bool):
-        yield str(data)
-
-
 def item_values(rec: feedfiles.FeedRecord) -> list[str]:
     """The decoded values of an item's own fields: JSON escapes, XML entities and CSV
     quoting undone; not the field names, not the retention stamp."""
@@ -134,7 +115,7 @@ def item_values(rec: feedfiles.FeedRecord) -> list[str]:
             return []
         raw = data
     if isinstance(raw, dict):
-        return list(_values({k: v for k, v in raw.items() if k != feedfiles.STAMP_FIELD}))
+        return list(text_values(raw))
     if isinstance(raw, tuple):  # CSV: (header, row)
         header, row = raw
         return [v for k, v in zip(header, row, strict=False) if not k.startswith(feedfiles.CSV_PREFIX)]
@@ -145,7 +126,7 @@ def item_values(rec: feedfiles.FeedRecord) -> list[str]:
                 continue
             out += [e.text for e in child.iter() if len(e) == 0 and e.text]
         return out
-    return list(_values(raw))
+    return list(text_values(raw, top=False))
 
 
 class Matcher:

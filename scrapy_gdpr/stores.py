@@ -22,7 +22,6 @@ import json
 import logging
 import re
 import threading
-import unicodedata
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +35,7 @@ from twisted.internet.threads import deferToThread
 
 from scrapy_gdpr.feedfiles import FORMATS, STAMP_FIELD, normalise_format
 from scrapy_gdpr.ledger import Selector, host_of, parse_ts
+from scrapy_gdpr.textmatch import normalise_text, text_values
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -59,38 +59,6 @@ class StoreError(ValueError):
 
 
 # --------------------------------------------------------------------------- text matching
-
-
-def normalise_text(text: str) -> str:
-    """What ``--contains`` compares: NFKC, then case folding (``"ZOË"`` -> ``"zoë"``,
-    ``"ﬁ"`` -> ``"fi"``)."""
-    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
-
-
-def text_values(data: Any, *, top: bool = True) -> Iterator[str]:
-    """The decoded values of an item, recursively: strings, and numbers as text.
-
-    Keys are not values, and the retention stamp (the ``gdpr`` field) is left out: a
-    request for the text ``search`` must not match every item of that purpose.
-    """
-    if isinstance(data, str):
-        yield data
-    elif isinstance(data, bool) or data is None:
-        return
-    elif isinstance(data, (int, float)):
-        yield str(data)
-    elif isinstance(data, dict):
-        for key, value in data.items():
-            if top and key == STAMP_FIELD:
-                continue
-            yield from text_values(value, top=False)
-    elif isinstance(data, (list, tuple)):
-        for value in data:
-            yield from text_values(value, top=False)
-    elif isinstance(data, bytes):
-        return
-    else:
-        yield str(data)
 
 
 #: Separates values in :func:`search_text`, so a request never matches across two values.

@@ -102,7 +102,7 @@ def _domain_form(value: str) -> str:
 
 
 def selectors(opts: argparse.Namespace) -> list[Selector]:
-    from scrapy_gdpr.rights import normalise_text
+    from scrapy_gdpr.textmatch import normalise_text
 
     values = [("url", "--url", _url_form(v)) for v in opts.url]
     values += [("prefix", "--url-prefix", _url_form(v)) for v in opts.url_prefix]
