@@ -108,17 +108,6 @@ def _header_mime(response: Response) -> str | None:
     return mime or None
 
 
-def _is_raster(mime: str | None) -> bool:
-    return bool(mime) and mime.startswith("image/") and mime != "image/svg+xml"  # type: ignore[union-attr]
-
-
-def _allowed(mime: str, allowed: list[str]) -> bool:
-    for entry in allowed:
-        entry = entry.strip().lower()
-        if entry == mime or (entry.endswith("/*") and mime.startswith(entry[:-1])):
-            return True
-    return False
-
 
 # --------------------------------------------------------------------------- shared behaviour
 
@@ -348,32 +337,24 @@ class GdprFilesPipeline(_MediaFaceStageMixin, FilesPipeline):
         item: Any = None,
     ) -> str:
         url = request.url
-        sniffed = sniff_mime(response.body)
-        declared = _header_mime(response)
-        if _is_raster(sniffed) or (sniffed is None and _is_raster(declared)):
-            verdict = await self.faces.check(response.body, mime=sniffed or declared)
+        # One decision for every type, in the stage (docs/image-formats.md): images
+        # are checked; other types are stored unchanged only when the policy lists
+        # them and neither the bytes nor the declared type say otherwise.
+        verdict = await self.faces.check(response.body, mime=_header_mime(response))
+        if verdict.reason == "unchecked_allowed":
+            body, content_type = verdict.data, verdict.mime
+            self.faces.count_unchecked_stored()
+            record = {"url": url, "stored": True, "checked": False, "mime": verdict.mime,
+                      "allowed_by": "faces.allow_unchecked_types"}
+        elif _type_refusal(verdict):
+            raise self._refuse_type(url, verdict)
+        else:
             self.faces.count_checked(verdict)
             if self._refused(verdict):
                 raise self._refuse_image(url, verdict, kind="file", url=url)
             body, content_type = verdict.data, verdict.mime
             self.faces.count_stored(verdict)
             record = self.faces.record(verdict, url=url)
-        else:
-            mime = sniffed or declared or "application/octet-stream"
-            allowed = self.runtime.policy.faces.allow_unchecked_types
-            if not _allowed(mime, allowed):
-                self.faces.count_dropped("unchecked_type")
-                detail = f"{mime} cannot be checked for faces and is not in faces.allow_unchecked_types"
-                note_refusal(
-                    self.crawler, url, Reason.UNCHECKED,
-                    clause=self.runtime.policy.clause("faces", "allow_unchecked_types"), detail=detail, kind="file",
-                )
-                raise FaceStageRefusal(
-                    "unchecked_type", record={"url": url, "stored": False, "mime": mime, "reason": "unchecked_type"}
-                )
-            body, content_type = response.body, mime
-            self.faces.count_unchecked_stored()
-            record = {"url": url, "stored": True, "checked": False, "mime": mime, "allowed_by": "faces.allow_unchecked_types"}
         path = self.file_path(request, response=response, info=info, item=item)
         buf = BytesIO(body)
         checksum = hashlib.md5(body).hexdigest()  # noqa: S324 - Scrapy's checksum
@@ -381,9 +362,34 @@ class GdprFilesPipeline(_MediaFaceStageMixin, FilesPipeline):
         self._checked[url] = record
         return checksum
 
+    def _refuse_type(self, url: str, verdict: Verdict) -> FaceStageRefusal:
+        """Count and audit a file refused for its type (not an image, or not what it claims)."""
+        reason = "unchecked_type" if verdict.reason == "unsupported_type" else verdict.reason
+        mime = verdict.source_mime or "application/octet-stream"
+        self.faces.count_dropped(reason)
+        detail = (
+            f"{mime} cannot be checked for faces and is not in faces.allow_unchecked_types"
+            if reason == "unchecked_type" else verdict.detail
+        )
+        note_refusal(
+            self.crawler, url, Reason.UNCHECKED,
+            clause=self.runtime.policy.clause("faces", "allow_unchecked_types"), detail=detail, kind="file",
+        )
+        return FaceStageRefusal(reason, record={"url": url, "stored": False, "mime": mime, "reason": reason})
+
     def item_completed(self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo) -> Any:
         self._complete(results, item, info)
         return super().item_completed(results, item, info)
+
+
+def _type_refusal(verdict: Verdict) -> bool:
+    """A refusal for the file's type: not an image (so not a face-stage refusal of an image)."""
+    if verdict.stored or verdict.checked:
+        return False
+    if verdict.reason in ("type_mismatch", "embedded_image"):
+        return True
+    mime = verdict.source_mime or ""
+    return verdict.reason == "unsupported_type" and (mime == "image/svg+xml" or not mime.startswith("image/"))
 
 
 # --------------------------------------------------------------------------- image bytes in items
