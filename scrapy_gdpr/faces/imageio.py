@@ -463,14 +463,14 @@ def decide_type(data: bytes, declared: str | None, allowed: list[str] | tuple[st
     claim = normalise_mime(declared)
     found = image_type(data)
     if found is not None and found != "image/svg+xml":
-        return TypeDecision("refused", found, "unsupported_type",
-                            f"{found}: an image the stage cannot decode; images are never stored unchecked")
+        # an image the stage cannot decode: images are never stored unchecked
+        return TypeDecision("refused", found, "unsupported_type", found)
     if claim.startswith("image/") and claim != "image/svg+xml" and sniffed == "application/octet-stream":
         return TypeDecision("refused", sniffed, "unsupported_type",
                             f"served as {claim} but the bytes are no image the stage can read")
     mime = claim if sniffed == "application/octet-stream" and claim not in _NO_CLAIM else sniffed
     if not (type_allowed(mime, allowed) or type_allowed(claim, allowed)):
-        return TypeDecision("refused", mime, "unsupported_type", f"{mime} is not in faces.allow_unchecked_types")
+        return TypeDecision("refused", mime, "unsupported_type", mime)  # not in faces.allow_unchecked_types
     # something would be stored unchecked: the bytes must be what they claim, and one thing only
     if sniffed != "application/pdf" and b"%PDF-" in data[:1024]:
         return TypeDecision("refused", sniffed, "type_mismatch", f"the bytes are both {sniffed} and application/pdf")
@@ -482,7 +482,7 @@ def decide_type(data: bytes, declared: str | None, allowed: list[str] | tuple[st
             return TypeDecision("refused", sniffed, "embedded_image", f"{sniffed} with an embedded {inner} picture")
     if type_allowed(mime, allowed):
         return TypeDecision("unchecked", mime)
-    return TypeDecision("refused", mime, "unsupported_type", f"{mime} is not in faces.allow_unchecked_types")
+    return TypeDecision("refused", mime, "unsupported_type", mime)  # not in faces.allow_unchecked_types
 
 
 # --------------------------------------------------------------------------- limits
