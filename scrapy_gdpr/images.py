@@ -415,6 +415,7 @@ class ImageBytesPipeline(_FaceStageMixin):
 
     async def process_item(self, item: Any) -> Any:
         adapter = ItemAdapter(item)
+        await self._refuse_unlisted_images(item, adapter)
         records: list[dict[str, Any]] = []
         for name in self.fields:
             value = adapter.get(name)
@@ -454,6 +455,75 @@ class ImageBytesPipeline(_FaceStageMixin):
         records.append(self.faces.record(verdict, field=field))
         return verdict.data
 
+    async def _refuse_unlisted_images(self, item: Any, adapter: ItemAdapter) -> None:
+        """Fail closed on an image in a field the stage was not told about.
+
+        Image bytes (or a ``data:`` URL or base64 text of an image) in any other
+        field, at any depth, would reach the feeds and stores unchecked: the item
+        is dropped (reason ``unchecked``), since its shape says the field belongs
+        to it. List the field in ``GDPR_IMAGE_BYTES_FIELDS`` to have it checked.
+        """
+        listed = set(self.fields)
+        candidates: list[tuple[str, Any]] = []
+        for name, value in adapter.items():
+            if name not in listed and _walk(value, str(name), candidates):
+                self._drop_unchecked(item, f"field {name!r} is nested too deeply to be checked for images")
+        if not candidates:
+            return
+        found = await self.faces.call(_first_image, candidates)
+        if found is not None:
+            where, mime = found
+            self._drop_unchecked(
+                item, f"field {where!r} holds an image ({mime}) that is not checked for faces: "
+                      "list the field in GDPR_IMAGE_BYTES_FIELDS to have it checked",
+                stat="unlisted_field",
+            )
+
+    def _drop_unchecked(self, item: Any, detail: str, stat: str = "unchecked") -> NoReturn:
+        self.faces.count_dropped(stat)
+        self.faces.count_item_dropped(Reason.UNCHECKED)
+        raise drop(self.crawler, self._source(item), Reason.UNCHECKED, clause=self._clause(Reason.UNCHECKED),
+                   detail=detail)
+
     def _source(self, item: Any) -> str:
         provenance = provenance_of(self.crawler, item)
         return provenance.url if provenance is not None else ""
+
+
+#: How deep and how many values :class:`ImageBytesPipeline` looks through in the
+#: other fields of an item; an item beyond that cannot be checked and is dropped.
+_MAX_DEPTH = 32
+_MAX_VALUES = 100_000
+
+
+def _walk(value: Any, path: str, out: list[tuple[str, Any]], depth: int = 0) -> bool:
+    """Collect the bytes and long strings under ``value``; True when too deep or too many."""
+    if isinstance(value, (bytes, bytearray, memoryview)) or (isinstance(value, str) and len(value) >= 16):
+        out.append((path, value))
+        return len(out) > _MAX_VALUES
+    if isinstance(value, dict):
+        items: Any = ((f"{path}.{k}", v) for k, v in value.items())
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        try:
+            adapted = ItemAdapter(value) if ItemAdapter.is_item(value) else None
+        except Exception:  # noqa: BLE001 - not an item
+            adapted = None
+        if adapted is None:
+            return False
+        items = ((f"{path}.{k}", v) for k, v in adapted.items())
+    if depth >= _MAX_DEPTH:
+        return True
+    return any(_walk(v, p, out, depth + 1) for p, v in items)
+
+
+def _first_image(candidates: list[tuple[str, Any]]) -> tuple[str, str] | None:
+    """(where, type) of the first value that is an image (in a face-pool worker)."""
+    from scrapy_gdpr.faces.imageio import image_in_value
+
+    for where, value in candidates:
+        mime = image_in_value(value)
+        if mime is not None:
+            return where, mime
+    return None

@@ -46,6 +46,7 @@ __all__ = [
     "decide_type",
     "decode",
     "embedded_image",
+    "image_in_value",
     "image_type",
     "encode",
     "output_format",
@@ -959,3 +960,43 @@ def encode(image: DecodedImage, fmt: str, *, jpeg_quality: int = 90) -> bytes:
         raise ValueError(f"cannot write {fmt}")
     first.save(out, fmt, **params)
     return out.getvalue()
+
+
+# --------------------------------------------------------------------------- image bytes in other values
+
+_BASE64_TEXT = re.compile(r"[A-Za-z0-9+/\s]{32,}={0,2}\s*")
+
+
+def image_in_value(value: object) -> str | None:
+    """The image type of a value that is an image, or None.
+
+    Bytes (``bytes``, ``bytearray``, ``memoryview``) that any image decoder could
+    open (:func:`image_type`), and text that is an image: a ``data:`` URL of one,
+    or base64 that decodes to one. Text that merely contains an image (an HTML
+    page with an inline picture) is not an image itself.
+    """
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return image_type(bytes(value))
+    if not isinstance(value, str) or len(value) < 16:
+        return None
+    text = value.strip()
+    if text[:5].lower() == "data:":
+        header, _, payload = text.partition(",")
+        label = header[5:].split(";", 1)[0].strip().lower()
+        if label.startswith("image/"):
+            return label
+        try:
+            raw = (base64.b64decode(re.sub(r"\s+", "", payload)[:1 << 16] + "==", validate=False)
+                   if ";base64" in header.lower() else urllib.parse.unquote_to_bytes(payload))
+        except (binascii.Error, ValueError):
+            return None
+        return image_type(raw)
+    if _BASE64_TEXT.fullmatch(text[:4096]) and not text[:4096].isalpha():
+        chunk = re.sub(r"\s+", "", text[:4096])
+        try:
+            raw = base64.b64decode(chunk[: len(chunk) // 4 * 4])
+        except (binascii.Error, ValueError):
+            return None
+        found = sniff_mime(raw)
+        return found if found.startswith("image/") else None
+    return None
