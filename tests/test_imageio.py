@@ -503,3 +503,66 @@ def test_frames_are_copied_in_strips_and_turned_exactly(orientation, monkeypatch
     assert frame.alpha is not None and (frame.alpha == expected[..., 3]).all()
     visible = expected[..., 3] > 0
     assert (frame.pixels[visible] == expected[..., :3][visible]).all()
+
+
+# --------------------------------------------------------------------------- memory near the pixel limit
+
+_MEASURE = """
+import resource, sys
+from scrapy_gdpr.faces.imageio import decode, encode, output_format
+data = open(sys.argv[1], "rb").read()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+image = decode(data, max_pixels=60_000_000, max_frames=100)
+encode(image, output_format(image))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)
+"""
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_decode_and_encode_memory_near_the_pixel_limit(tmp_path, fmt):
+    """docs/image-formats.md: decoding and re-encoding take about 7 bytes per pixel
+    at their peak (Pillow's 4 and the frame's 3; never two full copies of either)."""
+    import subprocess
+    import sys
+
+    from PIL import ImageDraw
+
+    from tests.utils import ROOT
+
+    side = 7745  # 59,985,025 pixels: just under the default limit of 60 million
+    im = Image.new("RGB", (side, side), (200, 180, 160))
+    draw = ImageDraw.Draw(im)
+    for i in range(0, side, 97):
+        draw.line((0, i, side, side - i), fill=(i % 256, 90, 30), width=9)
+    path = tmp_path / f"big.{fmt.lower()}"
+    im.save(path, fmt)
+    del im, draw
+    done = subprocess.run([sys.executable, "-c", _MEASURE, str(path)], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT)}, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    peak_bytes = int(done.stdout.split()[-1]) * 1024
+    assert peak_bytes / (side * side) < 8, f"{peak_bytes / 2**20:.0f} MB above the baseline"
+
+
+def test_avif_still_alpha_and_animated():
+    face = Image.open(IMAGES / "sources" / "astronaut-256.png").convert("RGB")
+    buf = io.BytesIO()
+    face.save(buf, "AVIF", quality=95)
+    still = decode(buf.getvalue(), **LIMITS)
+    assert still.source_format == "AVIF" and still.size == (256, 256) and not still.animated
+    assert np.abs(still.frames[0].pixels.astype(int) - astronaut()).mean() < 5
+    rgba = face.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize((256, 256)))
+    buf = io.BytesIO()
+    rgba.save(buf, "AVIF", quality=95)
+    assert decode(buf.getvalue(), **LIMITS).frames[0].alpha is not None
+    frames = [face.rotate(a) for a in (0, 5, 10)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "AVIF", save_all=True, append_images=frames[1:], duration=[100, 120, 140], quality=90)
+    animated = decode(buf.getvalue(), **LIMITS)
+    assert animated.animated and len(animated.frames) == 3
+    with pytest.raises(ImageRefused) as info:
+        decode(buf.getvalue(), max_pixels=256 * 256 * 3 - 1, max_frames=100)
+    assert info.value.reason == "too_many_pixels"
+    out = Image.open(io.BytesIO(encode(animated, output_format(animated))))
+    assert out.format == "AVIF" and out.n_frames == 3
