@@ -523,3 +523,19 @@ def test_each_tiff_page_is_turned_by_its_own_orientation(detector):
     for frame in image.frames:
         assert frame.pixels.shape == expected.shape
         assert np.abs(frame.pixels.astype(int) - expected).mean() < 3
+
+
+def test_video_wildcard_means_the_same_in_the_stage_as_in_the_files_pipeline():
+    policy = FacePolicy(allow_unchecked_types=["application/pdf", "video/*"])
+    video = read("bad-video.mp4")
+    verdict = process_image(video, face_policy=policy, mime="video/mp4", detector=FixedDetector())
+    assert verdict.stored and verdict.reason == "unchecked_allowed" and verdict.data == video
+    assert verdict.mime == "video/mp4"
+    # an AVIF photograph whose brand says mp42 is an image, checked whatever the list says
+    face = Image.open(IMAGES / "sources" / "astronaut-256.png").convert("RGB")
+    buf = io.BytesIO()
+    face.save(buf, "AVIF", quality=90)
+    disguised = buf.getvalue()[:8] + b"mp42" + buf.getvalue()[12:]
+    checked = process_image(disguised, face_policy=policy, mime="video/mp4", detector=FixedDetector([FACE_BOX + (0.9,)]))
+    assert checked.stored and checked.checked and checked.faces == 1 and checked.action == "blur"
+    assert checked.source_mime == "image/avif" and checked.data != disguised

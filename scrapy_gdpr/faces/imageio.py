@@ -195,10 +195,7 @@ def _markup(data: bytes) -> str | None:
     like one (after a byte-order mark, white space and comments), else None."""
     text = data[:4096]
     if text.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16
-        try:
-            text = text.decode("utf-16").encode("utf-8", "replace")
-        except UnicodeDecodeError:
-            return None
+        text = text.decode("utf-16", "replace").encode("utf-8", "replace")
     text = text.lstrip(b"\xef\xbb\xbf \t\r\n\x0c").lower()
     if not text.startswith(b"<"):
         return None
@@ -385,10 +382,7 @@ def embedded_image(data: bytes, *, depth: int = 0) -> str | None:
     document only links to (``href="https://..."``) are not in the file.
     """
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        try:
-            data = data.decode("utf-16").encode("utf-8", "replace")
-        except UnicodeDecodeError:
-            return "undecodable text"
+        data = data.decode("utf-16", "replace").encode("utf-8", "replace")
     text = data.decode("utf-8", "replace")
     variants = {data}
     unescaped = html.unescape(text)

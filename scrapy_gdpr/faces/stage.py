@@ -189,8 +189,9 @@ def process_image(
     them. ``keep_allowed`` says an Art. 9 condition is documented (default: what
     the policy's faces section says, ``face_policy.keep_allowed``; False for a
     section built on its own). ``mime`` is the declared type
-    (Content-Type): only used to match ``faces.allow_unchecked_types`` when the
-    bytes themselves are of no recognisable type. ``detector`` defaults to one per
+    (Content-Type): bytes that contradict it are not stored unchecked, and it names
+    the type only when the bytes themselves are of no recognisable type
+    (:func:`~scrapy_gdpr.faces.imageio.decide_type`). ``detector`` defaults to one per
     thread built from the policy's sensitivity. ``output`` is ``auto`` (JPEG, or
     PNG with transparency; animations keep their format) or ``same`` (the source
     format where it can be written).
