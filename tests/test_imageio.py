@@ -520,8 +520,9 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
 def test_decode_and_encode_memory_near_the_pixel_limit(tmp_path, fmt):
-    """docs/image-formats.md: decoding and re-encoding take about 7 bytes per pixel
-    at their peak (Pillow's 4 and the frame's 3; never two full copies of either)."""
+    """docs/image-formats.md: decoding and re-encoding a JPEG or PNG take under 8
+    bytes per pixel at their peak (Pillow's 4 and the frame's 3; never two full
+    copies of either), within the budget of 10 bytes per pixel of the limit."""
     import subprocess
     import sys
 
@@ -566,3 +567,29 @@ def test_avif_still_alpha_and_animated():
     assert info.value.reason == "too_many_pixels"
     out = Image.open(io.BytesIO(encode(animated, output_format(animated))))
     assert out.format == "AVIF" and out.n_frames == 3
+
+
+def test_a_webp_is_read_up_to_its_share_of_the_memory_budget(monkeypatch):
+    """Pillow's WebP reader holds about 16 bytes a pixel (the decoder's canvas, a copy,
+    Pillow's picture): a WebP may have 10/16 of the pixel limit, refused before opening."""
+    from scrapy_gdpr.faces import imageio
+
+    class Untouchable:
+        def __init__(self, fp):
+            raise AssertionError("the WebP reached Pillow")
+
+    monkeypatch.setitem(imageio.DECODERS, "image/webp", Untouchable)
+    chunk = b"VP8X" + struct.pack("<I", 10) + b"\0\0\0\0" + (7999).to_bytes(3, "little") + (4999).to_bytes(3, "little")
+    data = b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk  # 8000 x 5000 = 40 Mpx
+    with pytest.raises(ImageRefused) as info:
+        decode(data, max_pixels=60_000_000, max_frames=100)
+    assert info.value.reason == "decode_limit" and "37500000" in info.value.detail
+
+
+def test_a_cmyk_jpeg_pays_for_its_conversion():
+    buf = io.BytesIO()
+    Image.new("CMYK", (100, 100)).save(buf, "JPEG")
+    with pytest.raises(ImageRefused) as info:
+        decode(buf.getvalue(), max_pixels=100 * 100 * 14 // 10 - 1, max_frames=100)
+    assert info.value.reason == "decode_limit"
+    assert decode(buf.getvalue(), max_pixels=100 * 100 * 14 // 10, max_frames=100).size == (100, 100)

@@ -21,6 +21,7 @@ import re
 import struct
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -486,6 +487,34 @@ def decide_type(data: bytes, declared: str | None, allowed: list[str] | tuple[st
 #: decoder pass over the whole picture again, so thousands of tiny scans cost
 #: minutes for a small file (libjpeg-turbo's own tools stop at 100 too).
 MAX_JPEG_SCANS = 100
+#: Memory a decode and re-encode may take, in bytes per pixel of the pixel limit
+#: (600 MB at the default 60 million pixels).
+MEMORY_PER_PIXEL = 10
+#: Peak bytes per decoded pixel of each reader, decode and re-encode together, as
+#: measured by benchmarks/image_memory.py (Pillow's copy, the frame's, and the
+#: reader's own buffers). A format costing more than MEMORY_PER_PIXEL has a lower
+#: effective pixel limit, so that no image can take more than the budget.
+_PEAK_PER_PIXEL = {"WEBP": 16, "JPEG": 10, "AVIF": 10, "GIF": 9}
+_DEFAULT_PEAK_PER_PIXEL = 8
+
+
+#: Modes converted through a second full picture before the frame is copied out,
+#: with the bytes per pixel that adds (measured: a CMYK JPEG 11.9, a palette PNG 9.1;
+#: a GIF's conversion is in its own figure).
+_CONVERSION_COST = {"CMYK": 4, "YCbCr": 4, "LAB": 4, "HSV": 4, "P": 1, "PA": 1, "1": 1}
+
+
+def _check_memory(fmt: str, pixels: int, limit: int, mode: str = "") -> None:
+    cost = _PEAK_PER_PIXEL.get(fmt, _DEFAULT_PEAK_PER_PIXEL) + (0 if fmt == "GIF" else _CONVERSION_COST.get(mode, 0))
+    if pixels * cost > limit * MEMORY_PER_PIXEL:
+        most = limit * MEMORY_PER_PIXEL // cost
+        raise ImageRefused(
+            "decode_limit",
+            f"a {fmt} of {pixels} pixels needs about {pixels * cost // 2**20} MB to decode; "
+            f"{fmt} is read up to {most} pixels under the pixel limit of {limit}",
+        )
+
+
 #: Wall-clock seconds a decode may take, checked between frames: a last guard
 #: behind the pixel and frame budgets, which bound the work before it starts.
 MAX_DECODE_SECONDS = 60.0
@@ -569,9 +598,10 @@ def decode(
     The work is bounded before it starts: the pixels of all frames together (each
     animation frame counts as a full canvas, as the decoder composes it) may not
     exceed ``max_pixels``, nor the frames ``max_frames``, nor a JPEG's scans
-    :data:`MAX_JPEG_SCANS`; ``max_seconds`` is checked between frames. Memory is
-    about 7 bytes per pixel while a frame is decoded (Pillow's copy and the
-    array's) and 3 bytes per pixel (1 for gray) after.
+    :data:`MAX_JPEG_SCANS`; ``max_seconds`` is checked between frames. Decoding
+    and re-encoding take at most :data:`MEMORY_PER_PIXEL` bytes per pixel of the
+    limit: a format whose reader needs more (WebP) is read up to a correspondingly
+    lower pixel count. The frames hold 3 bytes per pixel (1 for gray) once decoded.
 
     Raises :class:`ImageRefused` with ``unsupported_type``, ``too_many_pixels``,
     ``too_many_frames``, ``decode_limit`` or ``undecodable``.
@@ -596,6 +626,7 @@ def decode(
         if canvas is None:
             raise ImageRefused("undecodable", "no WebP image header")
         _check_size(canvas, limit, "the WebP canvas")
+        _check_memory("WEBP", canvas[0] * canvas[1], limit)  # Pillow's reader allocates it on opening
     if mime == "image/jpeg":
         scans = data.count(b"\xff\xda")
         if scans > MAX_JPEG_SCANS:
@@ -643,6 +674,7 @@ def _decode_opened(
         w, h = max(w, source_size[0]), max(h, source_size[1])
         if n * w * h > limit:
             raise ImageRefused("too_many_pixels", f"{n} frames of {w}x{h}, the limit is {limit} pixels in all")
+        total = n * w * h
     elif n > 1:
         total = 0
         for i in range(n):  # reads headers (TIFF IFDs) only
@@ -651,6 +683,9 @@ def _decode_opened(
         if total > limit:
             raise ImageRefused("too_many_pixels", f"{n} pages with {total} pixels in all, the limit is {limit}")
         im.seek(0)
+    else:
+        total = source_size[0] * source_size[1]
+    _check_memory(fmt, total, limit, im.mode)
 
     metadata = _metadata_kinds(im)
     orientation = _orientation(im)  # as stored, for mapping boxes back (source_box)
@@ -736,13 +771,11 @@ def _to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
     elif im.mode == "1":
         im = im.convert("L")
     elif im.mode.startswith("I;16") or im.mode == "I":
-        arr = np.asarray(im).astype(np.int64)
-        im = Image.fromarray((np.clip(arr, 0, 65535) >> 8).astype(np.uint8), "L")
+        im = _gray8(im, lambda a: (np.clip(a, 0, 65535) >> 8).astype(np.uint8))
     elif im.mode == "F":
-        arr = np.asarray(im, dtype=np.float64)
-        arr = np.nan_to_num(arr)
-        scale = 255.0 if arr.size and float(arr.max()) <= 1.0 else 1.0
-        im = Image.fromarray(np.clip(arr * scale + 0.5, 0, 255).astype(np.uint8), "L")
+        peak = max((float(np.nan_to_num(np.asarray(s)).max()) for s in _strips(im)), default=0.0)
+        scale = 255.0 if peak <= 1.0 else 1.0
+        im = _gray8(im, lambda a: np.clip(np.nan_to_num(a) * scale + 0.5, 0, 255).astype(np.uint8))
     elif im.mode == "La":
         im = im.convert("LA")
     elif im.mode == "RGBa":
@@ -758,6 +791,9 @@ def _to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
                 assert rgb is not None
                 rgb.putalpha(alpha)
                 converted = rgb
+            elif im.mode == out_mode:  # in place: no second copy of the picture
+                ImageCms.profileToProfile(im, src, srgb, outputMode=out_mode, inPlace=True)
+                converted = im
             else:
                 converted = ImageCms.profileToProfile(im, src, srgb, outputMode=out_mode)
             assert converted is not None
@@ -769,6 +805,24 @@ def _to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
     if im.mode not in ("L", "LA", "RGB", "RGBA"):
         im = im.convert("RGB")  # CMYK (Adobe inverted handled by the JPEG reader), YCbCr, LAB, HSV
     return im
+
+
+def _strips(im: Image.Image) -> list[Image.Image]:
+    w, h = im.size
+    rows = max(1, _STRIP_PIXELS // max(w, 1))
+    return [im.crop((0, y, w, min(h, y + rows))) for y in range(0, h, rows)]
+
+
+def _gray8(im: Image.Image, convert: Callable[[np.ndarray], np.ndarray]) -> Image.Image:
+    """A 16-bit, 32-bit or float gray picture as 8-bit gray, strip by strip (the
+    temporary wide arrays stay the size of one strip)."""
+    w, h = im.size
+    out = np.empty((h, w), np.uint8)
+    y = 0
+    for strip in _strips(im):
+        out[y:y + strip.height] = convert(np.asarray(strip))
+        y += strip.height
+    return Image.fromarray(out, "L")
 
 
 def _collapse_gray(im: Image.Image) -> Image.Image:

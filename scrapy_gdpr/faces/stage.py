@@ -56,8 +56,9 @@ REASONS: dict[str, str] = {
     "undecodable": "the bytes could not be decoded (truncated, corrupt, random): not stored",
     "too_many_pixels": "a frame, or all frames together, exceed faces.max_pixels: not stored",
     "too_many_frames": "more frames or pages than faces.max_frames: not stored",
-    "decode_limit": "decoding would take too long or too much memory (a JPEG with too many scans, a decode "
-    "past its time limit, memory exhausted): not stored",
+    "decode_limit": "decoding would take too long or too much memory (a format needing more than its share "
+    "of the memory budget, a JPEG with too many scans, a decode past its time limit, memory exhausted): "
+    "not stored",
     "detection_failed": "the detector could not be built or raised: not stored",
     "redaction_failed": "redaction raised: not stored",
     "encode_failed": "the clean image could not be written: not stored",
