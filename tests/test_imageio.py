@@ -593,3 +593,10 @@ def test_a_cmyk_jpeg_pays_for_its_conversion():
         decode(buf.getvalue(), max_pixels=100 * 100 * 14 // 10 - 1, max_frames=100)
     assert info.value.reason == "decode_limit"
     assert decode(buf.getvalue(), max_pixels=100 * 100 * 14 // 10, max_frames=100).size == (100, 100)
+
+
+def test_a_decode_past_its_time_is_stopped_between_frames():
+    with pytest.raises(ImageRefused) as info:
+        decode(read("face-animated.gif"), max_pixels=10**7, max_frames=100, max_seconds=0)
+    assert info.value.reason == "decode_limit" and "1 of 3 frames" in info.value.detail
+    assert len(decode(read("face-animated.gif"), max_pixels=10**7, max_frames=100, max_seconds=60).frames) == 3

@@ -292,10 +292,42 @@ def make_hostile() -> None:
         # a real (tiny) video, and an AVIF photograph whose major brand says mp42
         "clip.mp4": ((HERE / "bad-video.mp4").read_bytes(), "video/mp4"),
         "portrait.mp4": (_avif_as_mp4(), "video/mp4"),
+        # a portrait stored sideways in a TIFF (orientation 6), and a GIF hiding 100
+        # frames of 1000 x 1000 behind a stray byte after its first
+        "sideways.tif": (_tiff_sideways(), "image/tiff"),
+        "frames.gif": (_gif_stray_byte(100, 1000), "image/gif"),
     }
     for name, (data, ctype) in files.items():
         (HOSTILE / name).write_bytes(data)
         (HOSTILE / f"{name}.headers.json").write_text(json.dumps({"Content-Type": ctype}) + "\n", encoding="utf-8")
+
+
+def _tiff_sideways() -> bytes:
+    big = face().resize((512, 512), Image.Resampling.LANCZOS).crop((0, 0, 512, 400))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    big.transpose(Image.Transpose.ROTATE_90).save(buf, "TIFF", exif=exif, compression="tiff_adobe_deflate")
+    return buf.getvalue()
+
+
+def _gif_stray_byte(frames: int, side: int) -> bytes:
+    ims = [Image.new("L", (side, side), i % 256) for i in range(frames)]
+    buf = io.BytesIO()
+    ims[0].save(buf, "GIF", save_all=True, append_images=ims[1:], duration=20, loop=0)
+    data = buf.getvalue()
+    flags = data[10]
+    pos = 13 + ((3 << ((flags & 7) + 1)) if flags & 0x80 else 0)
+    while data[pos] != 0x2C:
+        pos += 2
+        while data[pos]:
+            pos += data[pos] + 1
+        pos += 1
+    flags = data[pos + 9]
+    end = pos + 10 + ((3 << ((flags & 7) + 1)) if flags & 0x80 else 0) + 1
+    while data[end]:
+        end += data[end] + 1
+    return data[: end + 1] + b"\x99" + data[end + 1 :]
 
 
 def _avif_as_mp4() -> bytes:
