@@ -1039,7 +1039,9 @@ def image_in_value(value: object) -> str | None:
         except (binascii.Error, ValueError):
             return None
         return image_type(raw)
-    if _BASE64_TEXT.fullmatch(text[:4096]) and not text[:4096].isalpha():
+    head = text[:4096]
+    # base64 runs on, or breaks lines: a space means words, not an encoded image
+    if " " not in head and _BASE64_TEXT.fullmatch(head) and not head.isalpha():
         chunk = re.sub(r"\s+", "", text[:4096])
         try:
             raw = base64.b64decode(chunk[: len(chunk) // 4 * 4])
