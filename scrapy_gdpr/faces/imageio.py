@@ -155,7 +155,7 @@ MARKUP = frozenset({"image/svg+xml", "text/html", "text/xml"})
 _HTML_STARTS = tuple(
     b"<" + tag for tag in (
         b"!doctype html", b"html", b"head", b"script", b"iframe", b"h1", b"div", b"font", b"table", b"a",
-        b"style", b"title", b"b", b"body", b"br", b"p", b"img", b"meta", b"link", b"svg",
+        b"style", b"title", b"b", b"body", b"br", b"p", b"img", b"meta", b"link",
     )
 )
 
@@ -202,9 +202,9 @@ def _markup(data: bytes) -> str | None:
         return None
     if b"<svg" in text and text.startswith((b"<?xml", b"<svg", b"<!--", b"<!doctype svg")):
         return "image/svg+xml"
-    if text.startswith(_HTML_STARTS) and text[len(b"<"):][:1] != b"?" and _html_tag_end(text):
+    if _html_tag_end(text):
         return "text/html"
-    if text.startswith((b"<?xml", b"<!--", b"<!doctype")) :
+    if text.startswith((b"<?xml", b"<!--", b"<!doctype")):
         return "text/html" if b"<html" in text else "text/xml"
     return None
 
