@@ -467,7 +467,7 @@ class ImageBytesPipeline(_FaceStageMixin):
         candidates: list[tuple[str, Any]] = []
         for name, value in adapter.items():
             if name not in listed and _walk(value, str(name), candidates):
-                self._drop_unchecked(item, f"field {name!r} is nested too deeply to be checked for images")
+                self._drop_unchecked(item, f"field {name!r} is too large or too deeply nested to be checked for images")
         if not candidates:
             return
         found = await self.faces.call(_first_image, candidates)

@@ -108,6 +108,13 @@ async def test_max_pixels_from_the_policy(tmp_path, mockserver):
     assert outcome.records(item)[0]["stored"] is False
 
 
+def _nested(depth: int) -> dict:
+    value: dict = {"leaf": b"x"}
+    for _ in range(depth):
+        value = {"next": value}
+    return value
+
+
 @coroutine_test
 async def test_an_image_in_a_field_the_stage_was_not_told_about_drops_the_item(tmp_path, mockserver):
     import base64
@@ -123,16 +130,18 @@ async def test_an_image_in_a_field_the_stage_was_not_told_about_drops_the_item(t
         {"n": 5, "avatar": "data:application/octet-stream;base64," + b64},
         {"n": 6, "raw": tga.getvalue()},
         {"n": 7, "image_bytes": PORTRAIT, "text": "a plain caption that is long enough", "digest": "0123456789abcdef" * 4},
+        {"n": 8, "deep": _nested(40)},  # deeper than can be looked through: not checked, not kept
     ]
     crawler, outcome = await _crawl(tmp_path, mockserver, items)
     assert [i["n"] for i in outcome.scraped] == [7]
-    assert sorted(i["n"] for i, _ in outcome.dropped) == [1, 2, 3, 4, 5, 6]
+    assert sorted(i["n"] for i, _ in outcome.dropped) == [1, 2, 3, 4, 5, 6, 8]
     details = {i["n"]: exc for i, exc in outcome.dropped}
     assert all(exc.reason == "unchecked" for exc in details.values())
     assert "'meta.pages[0].thumb'" in str(details[2]) and "GDPR_IMAGE_BYTES_FIELDS" in str(details[2])
     stats = crawler.stats.get_stats()
     assert stats["gdpr/images/dropped/unlisted_field"] == 6
-    assert stats["gdpr/blocked/unchecked"] == 6
+    assert "too deeply nested" in str(details[8])
+    assert stats["gdpr/blocked/unchecked"] == 7
 
 
 @coroutine_test
