@@ -398,8 +398,9 @@ def _type_refusal(verdict: Verdict) -> bool:
 class ImageBytesPipeline(_FaceStageMixin):
     """Runs the face stage on image bytes carried in item fields.
 
-    The fields are named by ``GDPR_IMAGE_BYTES_FIELDS`` (default ``image_bytes``
-    and ``screenshot``). A field may hold bytes or a list of bytes; each value is
+    The fields are named by the policy's ``faces.image_fields`` and by
+    ``GDPR_IMAGE_BYTES_FIELDS`` (default ``image_bytes`` and ``screenshot``), which
+    can only add to them; an image in any other field drops the item. A field may hold bytes or a list of bytes; each value is
     replaced by the stage's redacted, metadata-free output. The item is dropped
     when an image cannot be checked or the policy does not let it be stored.
     """
@@ -407,7 +408,10 @@ class ImageBytesPipeline(_FaceStageMixin):
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self._setup_faces(crawler)
-        self.fields: tuple[str, ...] = self.runtime.config.image_bytes_fields
+        # The policy's fields, then the ones the setting adds: a field can only be
+        # added (an image in any field not listed drops the item).
+        policy_fields = getattr(self.runtime.policy.faces, "image_fields", [])
+        self.fields: tuple[str, ...] = tuple(dict.fromkeys([*policy_fields, *self.runtime.config.image_bytes_fields]))
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -461,7 +465,8 @@ class ImageBytesPipeline(_FaceStageMixin):
         Image bytes (or a ``data:`` URL or base64 text of an image) in any other
         field, at any depth, would reach the feeds and stores unchecked: the item
         is dropped (reason ``unchecked``), since its shape says the field belongs
-        to it. List the field in ``GDPR_IMAGE_BYTES_FIELDS`` to have it checked.
+        to it. List the field in the policy's ``faces.image_fields`` (or in
+        ``GDPR_IMAGE_BYTES_FIELDS``) to have it checked.
         """
         listed = set(self.fields)
         candidates: list[tuple[str, Any]] = []
@@ -474,8 +479,8 @@ class ImageBytesPipeline(_FaceStageMixin):
         if found is not None:
             where, mime = found
             self._drop_unchecked(
-                item, f"field {where!r} holds an image ({mime}) that is not checked for faces: "
-                      "list the field in GDPR_IMAGE_BYTES_FIELDS to have it checked",
+                item, f"field {where!r} holds an image ({mime}) that is not checked for faces: list the "
+                      "field in the policy's faces.image_fields (or GDPR_IMAGE_BYTES_FIELDS) to have it checked",
                 stat="unlisted_field",
             )
 

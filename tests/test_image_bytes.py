@@ -149,3 +149,16 @@ async def test_listing_the_field_has_it_checked_instead(tmp_path, mockserver):
     crawler, outcome = await _crawl(tmp_path, mockserver, [{"photo": PORTRAIT}], GDPR_IMAGE_BYTES_FIELDS=["photo"])
     (item,) = outcome.scraped
     assert item["photo"] != PORTRAIT and detect(item["photo"]) == []
+
+
+@coroutine_test
+async def test_the_policy_names_image_fields_and_the_setting_only_adds(tmp_path, mockserver):
+    policy = write_policy(tmp_path, image_fields=["photo"])
+    items = [{"n": 1, "photo": PORTRAIT, "extra": COFFEE}, {"n": 2, "photo": PORTRAIT, "image_bytes": PORTRAIT}]
+    # the setting cannot take the policy's field away; it adds "extra"
+    crawler, outcome = await _crawl(tmp_path, mockserver, items, policy=policy, GDPR_IMAGE_BYTES_FIELDS=["extra"])
+    (kept,) = outcome.scraped
+    assert kept["n"] == 1 and detect(kept["photo"]) == [] and kept["extra"] != COFFEE
+    assert [r["field"] for r in outcome.records(kept)] == ["photo", "extra"]
+    ((dropped, exc),) = outcome.dropped
+    assert dropped["n"] == 2 and "'image_bytes'" in str(exc)  # no longer listed by the setting: fails closed
