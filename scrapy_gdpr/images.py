@@ -108,17 +108,6 @@ def _header_mime(response: Response) -> str | None:
     return mime or None
 
 
-def _is_raster(mime: str | None) -> bool:
-    return bool(mime) and mime.startswith("image/") and mime != "image/svg+xml"  # type: ignore[union-attr]
-
-
-def _allowed(mime: str, allowed: list[str]) -> bool:
-    for entry in allowed:
-        entry = entry.strip().lower()
-        if entry == mime or (entry.endswith("/*") and mime.startswith(entry[:-1])):
-            return True
-    return False
-
 
 # --------------------------------------------------------------------------- shared behaviour
 
@@ -348,32 +337,24 @@ class GdprFilesPipeline(_MediaFaceStageMixin, FilesPipeline):
         item: Any = None,
     ) -> str:
         url = request.url
-        sniffed = sniff_mime(response.body)
-        declared = _header_mime(response)
-        if _is_raster(sniffed) or (sniffed is None and _is_raster(declared)):
-            verdict = await self.faces.check(response.body, mime=sniffed or declared)
+        # One decision for every type, in the stage (docs/image-formats.md): images
+        # are checked; other types are stored unchanged only when the policy lists
+        # them and neither the bytes nor the declared type say otherwise.
+        verdict = await self.faces.check(response.body, mime=_header_mime(response))
+        if verdict.reason == "unchecked_allowed":
+            body, content_type = verdict.data, verdict.mime
+            self.faces.count_unchecked_stored()
+            record = {"url": url, "stored": True, "checked": False, "mime": verdict.mime,
+                      "allowed_by": "faces.allow_unchecked_types"}
+        elif _type_refusal(verdict):
+            raise self._refuse_type(url, verdict)
+        else:
             self.faces.count_checked(verdict)
             if self._refused(verdict):
                 raise self._refuse_image(url, verdict, kind="file", url=url)
             body, content_type = verdict.data, verdict.mime
             self.faces.count_stored(verdict)
             record = self.faces.record(verdict, url=url)
-        else:
-            mime = sniffed or declared or "application/octet-stream"
-            allowed = self.runtime.policy.faces.allow_unchecked_types
-            if not _allowed(mime, allowed):
-                self.faces.count_dropped("unchecked_type")
-                detail = f"{mime} cannot be checked for faces and is not in faces.allow_unchecked_types"
-                note_refusal(
-                    self.crawler, url, Reason.UNCHECKED,
-                    clause=self.runtime.policy.clause("faces", "allow_unchecked_types"), detail=detail, kind="file",
-                )
-                raise FaceStageRefusal(
-                    "unchecked_type", record={"url": url, "stored": False, "mime": mime, "reason": "unchecked_type"}
-                )
-            body, content_type = response.body, mime
-            self.faces.count_unchecked_stored()
-            record = {"url": url, "stored": True, "checked": False, "mime": mime, "allowed_by": "faces.allow_unchecked_types"}
         path = self.file_path(request, response=response, info=info, item=item)
         buf = BytesIO(body)
         checksum = hashlib.md5(body).hexdigest()  # noqa: S324 - Scrapy's checksum
@@ -381,9 +362,34 @@ class GdprFilesPipeline(_MediaFaceStageMixin, FilesPipeline):
         self._checked[url] = record
         return checksum
 
+    def _refuse_type(self, url: str, verdict: Verdict) -> FaceStageRefusal:
+        """Count and audit a file refused for its type (not an image, or not what it claims)."""
+        reason = "unchecked_type" if verdict.reason == "unsupported_type" else verdict.reason
+        mime = verdict.source_mime or "application/octet-stream"
+        self.faces.count_dropped(reason)
+        detail = (
+            f"{mime} cannot be checked for faces and is not in faces.allow_unchecked_types"
+            if reason == "unchecked_type" else verdict.detail
+        )
+        note_refusal(
+            self.crawler, url, Reason.UNCHECKED,
+            clause=self.runtime.policy.clause("faces", "allow_unchecked_types"), detail=detail, kind="file",
+        )
+        return FaceStageRefusal(reason, record={"url": url, "stored": False, "mime": mime, "reason": reason})
+
     def item_completed(self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo) -> Any:
         self._complete(results, item, info)
         return super().item_completed(results, item, info)
+
+
+def _type_refusal(verdict: Verdict) -> bool:
+    """A refusal for the file's type: not an image (so not a face-stage refusal of an image)."""
+    if verdict.stored or verdict.checked:
+        return False
+    if verdict.reason in ("type_mismatch", "embedded_image"):
+        return True
+    mime = verdict.source_mime or ""
+    return verdict.reason == "unsupported_type" and (mime == "image/svg+xml" or not mime.startswith("image/"))
 
 
 # --------------------------------------------------------------------------- image bytes in items
@@ -392,8 +398,9 @@ class GdprFilesPipeline(_MediaFaceStageMixin, FilesPipeline):
 class ImageBytesPipeline(_FaceStageMixin):
     """Runs the face stage on image bytes carried in item fields.
 
-    The fields are named by ``GDPR_IMAGE_BYTES_FIELDS`` (default ``image_bytes``
-    and ``screenshot``). A field may hold bytes or a list of bytes; each value is
+    The fields are named by the policy's ``faces.image_fields`` and by
+    ``GDPR_IMAGE_BYTES_FIELDS`` (default ``image_bytes`` and ``screenshot``), which
+    can only add to them; an image in any other field drops the item. A field may hold bytes or a list of bytes; each value is
     replaced by the stage's redacted, metadata-free output. The item is dropped
     when an image cannot be checked or the policy does not let it be stored.
     """
@@ -401,7 +408,10 @@ class ImageBytesPipeline(_FaceStageMixin):
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self._setup_faces(crawler)
-        self.fields: tuple[str, ...] = self.runtime.config.image_bytes_fields
+        # The policy's fields, then the ones the setting adds: a field can only be
+        # added (an image in any field not listed drops the item).
+        policy_fields = getattr(self.runtime.policy.faces, "image_fields", [])
+        self.fields: tuple[str, ...] = tuple(dict.fromkeys([*policy_fields, *self.runtime.config.image_bytes_fields]))
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -409,6 +419,7 @@ class ImageBytesPipeline(_FaceStageMixin):
 
     async def process_item(self, item: Any) -> Any:
         adapter = ItemAdapter(item)
+        await self._refuse_unlisted_images(item, adapter)
         records: list[dict[str, Any]] = []
         for name in self.fields:
             value = adapter.get(name)
@@ -448,6 +459,76 @@ class ImageBytesPipeline(_FaceStageMixin):
         records.append(self.faces.record(verdict, field=field))
         return verdict.data
 
+    async def _refuse_unlisted_images(self, item: Any, adapter: ItemAdapter) -> None:
+        """Fail closed on an image in a field the stage was not told about.
+
+        Image bytes (or a ``data:`` URL or base64 text of an image) in any other
+        field, at any depth, would reach the feeds and stores unchecked: the item
+        is dropped (reason ``unchecked``), since its shape says the field belongs
+        to it. List the field in the policy's ``faces.image_fields`` (or in
+        ``GDPR_IMAGE_BYTES_FIELDS``) to have it checked.
+        """
+        listed = set(self.fields)
+        candidates: list[tuple[str, Any]] = []
+        for name, value in adapter.items():
+            if name not in listed and _walk(value, str(name), candidates):
+                self._drop_unchecked(item, f"field {name!r} is too large or too deeply nested to be checked for images")
+        if not candidates:
+            return
+        found = await self.faces.call(_first_image, candidates)
+        if found is not None:
+            where, mime = found
+            self._drop_unchecked(
+                item, f"field {where!r} holds an image ({mime}) that is not checked for faces: list the "
+                      "field in the policy's faces.image_fields (or GDPR_IMAGE_BYTES_FIELDS) to have it checked",
+                stat="unlisted_field",
+            )
+
+    def _drop_unchecked(self, item: Any, detail: str, stat: str = "unchecked") -> NoReturn:
+        self.faces.count_dropped(stat)
+        self.faces.count_item_dropped(Reason.UNCHECKED)
+        raise drop(self.crawler, self._source(item), Reason.UNCHECKED, clause=self._clause(Reason.UNCHECKED),
+                   detail=detail)
+
     def _source(self, item: Any) -> str:
         provenance = provenance_of(self.crawler, item)
         return provenance.url if provenance is not None else ""
+
+
+#: How deep and how many values :class:`ImageBytesPipeline` looks through in the
+#: other fields of an item; an item beyond that cannot be checked and is dropped.
+_MAX_DEPTH = 32
+_MAX_VALUES = 100_000
+
+
+def _walk(value: Any, path: str, out: list[tuple[str, Any]], depth: int = 0) -> bool:
+    """Collect the bytes and long strings under ``value``; True when too deep or too many."""
+    if isinstance(value, (bytes, bytearray, memoryview)) or (isinstance(value, str) and len(value) >= 16):
+        out.append((path, value))
+        return len(out) > _MAX_VALUES
+    if isinstance(value, dict):
+        items: Any = ((f"{path}.{k}", v) for k, v in value.items())
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        try:
+            adapted = ItemAdapter(value) if ItemAdapter.is_item(value) else None
+        except Exception:  # noqa: BLE001 - not an item
+            adapted = None
+        if adapted is None:
+            return False
+        items = ((f"{path}.{k}", v) for k, v in adapted.items())
+    if depth >= _MAX_DEPTH:
+        return True
+    return any(_walk(v, p, out, depth + 1) for p, v in items)
+
+
+def _first_image(candidates: list[tuple[str, Any]]) -> tuple[str, str] | None:
+    """(where, type) of the first value that is an image (in a face-pool worker)."""
+    from scrapy_gdpr.faces.imageio import image_in_value
+
+    for where, value in candidates:
+        mime = image_in_value(value)
+        if mime is not None:
+            return where, mime
+    return None

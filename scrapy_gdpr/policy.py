@@ -382,6 +382,11 @@ class FacePolicy(_Model):
     allow_unchecked_types: list[NonEmpty] = Field(
         default_factory=list, description="MIME types that may be stored without a face check"
     )
+    image_fields: list[NonEmpty] = Field(
+        default_factory=list,
+        description="Item fields that carry image bytes (screenshots, ...): checked for faces and kept redacted. "
+        "GDPR_IMAGE_BYTES_FIELDS can only add fields; an image in any other field drops the item",
+    )
 
     _keep_allowed: bool = PrivateAttr(False)
 

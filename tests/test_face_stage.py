@@ -11,6 +11,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from scrapy_gdpr.faces import leak
 from scrapy_gdpr.faces.detector import Detection, build_detector
 from scrapy_gdpr.faces.imageio import decode
 from scrapy_gdpr.faces.stage import REASONS, Verdict, process_image
@@ -232,7 +233,7 @@ def test_policy_limits_apply():
 
 
 def test_unchecked_types_pass_only_when_the_policy_lists_them():
-    svg = read("bad-image.svg")
+    svg = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"><circle r="4"/></svg>\n'
     policy = FacePolicy(allow_unchecked_types=["image/svg+xml", "application/x-thing"])
     verdict = process_image(svg, face_policy=policy, detector=FixedDetector())
     assert verdict.stored and verdict.data == svg and verdict.mime == "image/svg+xml"
@@ -243,7 +244,10 @@ def test_unchecked_types_pass_only_when_the_policy_lists_them():
     assert process_image(unknown, face_policy=policy, mime="application/x-thing; q=1", detector=FixedDetector()).stored
     pdf = process_image(read("bad-document.pdf"), face_policy=policy, mime="application/x-thing",
                         detector=FixedDetector())
-    assert not pdf.stored and pdf.reason == "unsupported_type"
+    assert not pdf.stored and pdf.reason == "type_mismatch"  # a PDF is known by its bytes: not an x-thing
+    # an SVG with a picture in it is never stored unchecked (the fixture embeds a PNG data: URL)
+    embedded = process_image(read("bad-image.svg"), face_policy=policy, detector=FixedDetector())
+    assert not embedded.stored and embedded.reason == "embedded_image" and embedded.audit_reason == "unchecked"
     # ...and never lets an image skip the check
     jpeg = process_image(read("face-baseline.jpg"), face_policy=FacePolicy(allow_unchecked_types=["image/jpeg"]),
                          detector=FixedDetector([FACE_BOX + (0.9,)]))
@@ -425,3 +429,113 @@ def test_animation_frames_borrow_their_neighbours_boxes():
     assert region(frames[0], FACE_BOX).mean() < 6  # found here (lossy WebP: nearly black)
     assert region(frames[1], FACE_BOX).mean() < 6  # missed here, filled from frame 0's box
     assert region(frames[2], FACE_BOX).mean() > 60  # two frames away: not touched
+
+
+# --------------------------------------------------------------------------- orientation in every format
+
+# What a camera stores for each EXIF orientation, given the upright picture: the
+# inverse of the transposition that makes it upright again.
+_STORED_AS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_270,
+}
+#: Every format that carries an EXIF orientation and that the stage reads (TIFF in
+#: its own tag directory; PNG in an eXIf chunk; AVIF as irot/imir boxes).
+_ORIENTED_FORMATS = {
+    "JPEG": {"quality": 95},
+    "TIFF": {},
+    "TIFF-deflate": {"compression": "tiff_adobe_deflate"},
+    "PNG": {},
+    "WEBP": {"quality": 95},
+    "AVIF": {"quality": 90},
+}
+
+
+def _upright_portrait() -> Image.Image:
+    # not square, so that a picture turned a quarter too far has the wrong shape
+    return Image.open(IMAGES / "sources" / "astronaut-256.png").convert("RGB").crop((0, 0, 256, 200))
+
+
+def _stored_with_orientation(fmt: str, orientation: int) -> bytes:
+    upright = _upright_portrait()
+    stored = upright.transpose(_STORED_AS[orientation]) if orientation in _STORED_AS else upright
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    stored.save(buf, fmt.split("-")[0], exif=exif, **_ORIENTED_FORMATS[fmt])
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("fmt", sorted(_ORIENTED_FORMATS))
+def test_every_orientation_in_every_format_is_stored_upright_and_redacted(fmt, orientation, detector):
+    data = _stored_with_orientation(fmt, orientation)
+    upright = np.asarray(_upright_portrait()).astype(int)
+    assert detector.detect(np.ascontiguousarray(upright[..., ::-1]).astype(np.uint8)), "the portrait shows a face"
+    verdict = process_image(data, face_policy=FacePolicy(), detector=detector, output="same")
+    assert verdict.stored and verdict.faces >= 1 and verdict.action == "blur", (fmt, orientation, verdict.reason)
+    assert verdict.orientation == orientation
+    (out,) = frames_of(verdict.data)
+    assert out.shape == upright.shape, "stored upright"
+    # upright: the picture away from the face is the source's; the face is blurred
+    x, y, w, h = FACE_BOX
+    mask = np.ones(upright.shape[:2], bool)
+    mask[max(0, y - 40) : y + h + 40, max(0, x - 40) : x + w + 40] = False
+    assert np.abs(out - upright)[mask].mean() < 6, (fmt, orientation)
+    assert np.abs(region(out, FACE_BOX) - region(upright, FACE_BOX)).mean() > 10
+    original = np.ascontiguousarray(upright[..., ::-1]).astype(np.uint8)
+    stored = np.ascontiguousarray(out[..., ::-1]).astype(np.uint8)
+    faces = [[d.x, d.y, d.w, d.h] for d in detector.detect(original)]
+    assert leak.leaked(original, stored, faces, detector.detect(stored)) == [], "no face left recognisable"
+
+
+def test_each_tiff_page_is_turned_by_its_own_orientation(detector):
+    upright = _upright_portrait()
+    pages = []
+    for orientation in (6, 3):
+        page = upright.transpose(_STORED_AS[orientation])
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        pages.append((page, exif))
+    buf = io.BytesIO()
+    pages[0][0].save(buf, "TIFF", save_all=True, append_images=[pages[1][0]], exif=pages[0][1])
+    data = buf.getvalue()
+    # the second page's own tag (Pillow writes the first page's tags only)
+    from PIL import TiffImagePlugin
+
+    im = Image.open(io.BytesIO(data))
+    im.seek(1)
+    if im.getexif().get(0x0112) != 3:
+        buf = io.BytesIO()
+        with TiffImagePlugin.AppendingTiffWriter(buf, True) as tf:
+            for page, exif in pages:
+                page.save(tf, "TIFF", exif=exif)
+                tf.newFrame()
+        data = buf.getvalue()
+    image = decode(data, **LIMITS)
+    assert len(image.frames) == 2
+    expected = np.asarray(upright).astype(int)
+    for frame in image.frames:
+        assert frame.pixels.shape == expected.shape
+        assert np.abs(frame.pixels.astype(int) - expected).mean() < 3
+
+
+def test_video_wildcard_means_the_same_in_the_stage_as_in_the_files_pipeline():
+    policy = FacePolicy(allow_unchecked_types=["application/pdf", "video/*"])
+    video = read("bad-video.mp4")
+    verdict = process_image(video, face_policy=policy, mime="video/mp4", detector=FixedDetector())
+    assert verdict.stored and verdict.reason == "unchecked_allowed" and verdict.data == video
+    assert verdict.mime == "video/mp4"
+    # an AVIF photograph whose brand says mp42 is an image, checked whatever the list says
+    face = Image.open(IMAGES / "sources" / "astronaut-256.png").convert("RGB")
+    buf = io.BytesIO()
+    face.save(buf, "AVIF", quality=90)
+    disguised = buf.getvalue()[:8] + b"mp42" + buf.getvalue()[12:]
+    checked = process_image(disguised, face_policy=policy, mime="video/mp4", detector=FixedDetector([FACE_BOX + (0.9,)]))
+    assert checked.stored and checked.checked and checked.faces == 1 and checked.action == "blur"
+    assert checked.source_mime == "image/avif" and checked.data != disguised

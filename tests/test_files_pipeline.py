@@ -134,3 +134,52 @@ async def test_drop_item_in_files_pipeline(tmp_path, mockserver):
 )
 def test_sniff_mime(data, mime):
     assert sniff_mime(data) == mime
+
+
+# --------------------------------------------------------------------------- type confusion
+
+HOSTILE = SITE / "hostile"
+DOCUMENTED_ALLOW_LIST = ["application/pdf", "video/*"]  # the example in docs/faces.md
+
+
+@coroutine_test
+async def test_files_that_lie_about_their_type_are_not_stored_unchecked(tmp_path, mockserver):
+    paths = ["svg-pdf-marker.pdf", "svg-photo.pdf", "page-photo.pdf", "portrait.mp4", "clip.mp4", "svg-photo.svg"]
+    crawler, item, records, files = await _crawl(
+        tmp_path, mockserver, *[f"/hostile/{p}" for p in paths], allow_unchecked_types=DOCUMENTED_ALLOW_LIST
+    )
+    by_name = {r["url"].rsplit("/", 1)[1]: r for r in records}
+    # documents that are not what they are served as, with a photograph inside: refused
+    for name in ("svg-pdf-marker.pdf", "svg-photo.pdf", "page-photo.pdf"):
+        assert by_name[name]["stored"] is False and by_name[name]["reason"] == "type_mismatch", name
+    assert by_name["svg-photo.svg"]["reason"] == "unchecked_type"  # SVG is not on the list
+    # an AVIF photograph whose brand says mp42 is an image: checked and redacted
+    portrait = by_name["portrait.mp4"]
+    assert portrait["stored"] is True and portrait["faces"] >= 1 and portrait["action"] == "blur"
+    assert portrait["mime"] == "image/jpeg"
+    # a real video matches video/* here exactly as in the stage
+    assert by_name["clip.mp4"] == {**by_name["clip.mp4"], "stored": True, "checked": False, "mime": "video/mp4"}
+    stored = {f["url"].rsplit("/", 1)[1]: files[f["path"]] for f in item["files"]}
+    assert sorted(stored) == ["clip.mp4", "portrait.mp4"]
+    assert stored["clip.mp4"] == (HOSTILE / "clip.mp4").read_bytes()
+    assert stored["portrait.mp4"] != (HOSTILE / "portrait.mp4").read_bytes()
+    assert detect(stored["portrait.mp4"]) == []
+    assert_no_metadata(stored["portrait.mp4"])
+    for name in ("svg-pdf-marker.pdf", "svg-photo.pdf", "page-photo.pdf", "svg-photo.svg"):
+        assert (HOSTILE / name).read_bytes() not in files.values()
+    stats = crawler.stats.get_stats()
+    assert stats["gdpr/images/dropped/type_mismatch"] == 3
+    assert stats["gdpr/files/unchecked"] == 1
+    assert stats["gdpr/blocked/unchecked"] == 4
+
+
+@coroutine_test
+async def test_svg_with_an_embedded_photo_is_refused_even_when_svg_is_allowed(tmp_path, mockserver):
+    crawler, item, records, files = await _crawl(
+        tmp_path, mockserver, "/hostile/svg-photo.svg", "/drawing.svg", allow_unchecked_types=["image/svg+xml"]
+    )
+    photo, drawing = records
+    assert photo == {"url": photo["url"], "stored": False, "mime": "image/svg+xml", "reason": "embedded_image"}
+    assert drawing["stored"] is True and drawing["checked"] is False
+    assert list(files.values()) == [(SITE / "drawing.svg").read_bytes()]
+    assert crawler.stats.get_value("gdpr/images/dropped/embedded_image") == 1

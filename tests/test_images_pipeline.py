@@ -226,3 +226,28 @@ def test_addon_replaces_a_user_listed_stock_images_pipeline(tmp_path):
     pipelines = {load_object(k) for k, v in crawler.settings.getdict("ITEM_PIPELINES").items() if v is not None}
     assert ImagesPipeline not in pipelines
     assert GdprImagesPipeline in pipelines
+
+
+@coroutine_test
+async def test_hostile_images_a_sideways_tiff_and_a_gif_hiding_frames(tmp_path, mockserver):
+    """A portrait stored sideways in a TIFF is stored upright and redacted (Pillow's
+    TIFF reader turns it once; the stage must not turn it again); a GIF hiding 100
+    frames of 1000 x 1000 behind a stray byte is refused (before it is decoded:
+    tests/test_imageio.py), and the crawl goes on."""
+    from scrapy_gdpr.faces.imageio import decode as stage_decode
+
+    tif = (SITE / "hostile" / "sideways.tif").read_bytes()
+    upright = stage_decode(tif, max_pixels=10**7, max_frames=10).frames[0].pixels
+    assert upright.shape == (400, 512, 3)
+    buf = BytesIO()
+    Image.fromarray(upright).save(buf, "PNG")
+    crawler, outcome = await _crawl(tmp_path, mockserver, _items("/hostile/sideways.tif", "/hostile/frames.gif"))
+    (item,) = outcome.scraped
+    assert [i["url"].rsplit("/", 1)[1] for i in item["images"]] == ["sideways.tif"]
+    (stored,) = stored_files(tmp_path / "images").values()
+    with Image.open(BytesIO(stored)) as im:
+        assert im.size == (512, 400)  # upright
+    assert leaked(buf.getvalue(), stored) == []
+    tiff, gif = outcome.records(item)
+    assert tiff["stored"] is True and tiff["faces"] >= 1
+    assert gif["stored"] is False and gif["reason"] == "too_many_pixels"

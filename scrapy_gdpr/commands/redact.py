@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -24,6 +24,11 @@ IMAGE_SUFFIXES = frozenset(
     ".jpg .jpeg .jpe .jfif .png .apng .gif .webp .tif .tiff .bmp .dib"
     " .svg .svgz .avif .heic .heif .ico .jp2 .jxl".split()
 )
+
+
+#: Files larger than this are refused without being read (Scrapy's default
+#: DOWNLOAD_MAXSIZE: a crawl never stores a bigger download either).
+MAX_INPUT_BYTES = 1024 * 1024 * 1024
 
 
 def _cpu_count() -> int:
@@ -58,6 +63,26 @@ def collect(inputs: list[str]) -> list[tuple[Path, str]]:
     return found
 
 
+def check_out(out: Path, inputs: list[str], files: list[tuple[Path, str]]) -> None:
+    """Refuse an output folder that is, or is inside, an input folder, or that would
+    overwrite an input file (symbolic links and ``..`` resolved)."""
+    target = out.resolve()
+    for arg in inputs:
+        path = Path(arg).resolve()
+        if Path(arg).is_dir() and (target == path or path in target.parents):
+            raise UsageError(f"--out {out} is inside the input folder {arg}; choose a folder outside it")
+    for path, rel in files:
+        source = path.resolve()
+        if target in (source, *source.parents) or (target / rel).resolve() == source:
+            raise UsageError(f"--out {out} would overwrite the input {path}; choose a new folder")
+
+
+def _refusal(reason: str, detail: str) -> Verdict:
+    from scrapy_gdpr.faces.stage import Verdict
+
+    return Verdict(False, reason=reason, detail=detail)
+
+
 class Command(ScrapyCommand):
     requires_project = False
     requires_crawler_process = False
@@ -85,6 +110,8 @@ class Command(ScrapyCommand):
         parser.add_argument("--action", choices=ACTIONS, help="override faces.action")
         parser.add_argument("--workers", type=int, default=0, metavar="N",
                             help="threads, each with its own detector (default: the CPU count)")
+        parser.add_argument("--max-bytes", type=int, default=MAX_INPUT_BYTES, metavar="N",
+                            help=f"refuse input files larger than N bytes (default {MAX_INPUT_BYTES})")
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         if not args:
@@ -100,43 +127,69 @@ class Command(ScrapyCommand):
             except PolicyError as exc:
                 raise UsageError(str(exc)) from None
         faces = policy.faces if policy is not None else FacePolicy()  # keep only with an Art. 9 condition
+        if opts.max_bytes <= 0:
+            raise UsageError("--max-bytes must be positive")
         files = collect(args)
         out = Path(opts.out)
-        for path, _ in files:
-            if out.resolve() in (path.resolve(), *path.resolve().parents):
-                raise UsageError(f"--out {out} would overwrite the input {path}; choose a new folder")
+        check_out(out, args, files)
         workers = opts.workers or _cpu_count()
 
         def one(item: tuple[Path, str]) -> Verdict:
             path, _ = item
-            return process_image(path.read_bytes(), face_policy=faces, action=opts.action, output="same")
-
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gdpr-redact") as pool:
-            verdicts = list(pool.map(one, files))
+            try:
+                size = path.stat().st_size
+                if size > opts.max_bytes:
+                    return _refusal("too_large", f"{size} bytes, the limit is {opts.max_bytes} (--max-bytes)")
+                data = path.read_bytes()
+            except MemoryError:
+                return _refusal("too_large", "not enough memory to read the file")
+            except OSError as exc:
+                return _refusal("unreadable", f"{type(exc).__name__}: {exc.strerror or exc}")
+            return process_image(data, face_policy=faces, action=opts.action, output="same")
 
         detections: dict[str, list[list[float]]] = {}
-        refused: list[tuple[str, Verdict]] = []
+        refused: list[tuple[str, str, str]] = []
         stored = redacted = faces_found = 0
-        for (_, rel), verdict in zip(files, verdicts, strict=True):
+
+        def done(rel: str, verdict: Verdict) -> None:
+            # Each result is written as soon as it is ready and then let go: memory
+            # holds the images in progress, never the whole run.
+            nonlocal stored, redacted, faces_found
             if verdict.checked:
                 detections[rel] = verdict.source_boxes()
                 faces_found += verdict.faces
             if not verdict.stored:
-                refused.append((rel, verdict))
-                continue
+                refused.append((rel, verdict.reason, verdict.detail))
+                return
             target = out / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(verdict.data)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(verdict.data)
+            except OSError as exc:
+                refused.append((rel, "write_failed", f"{type(exc).__name__}: {exc.strerror or exc}"))
+                return
             stored += 1
             redacted += verdict.action in ("blur", "pixelate", "fill")
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gdpr-redact") as pool:
+            pending: dict[Future[Verdict], str] = {}
+            queue = iter(files)
+            for item in queue:
+                pending[pool.submit(one, item)] = item[1]
+                while len(pending) >= workers * 2:
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        done(pending.pop(future), future.result())
+            for future in list(pending):
+                done(pending.pop(future), future.result())
+
         if opts.detections_out:
             lines = [f"{json.dumps(name)}: {json.dumps(boxes)}" for name, boxes in sorted(detections.items())]
             Path(opts.detections_out).write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
         action = opts.action or faces.action
         print(f"gdpr-redact: {len(files)} image(s), action {action}: {stored} written to {out} "
               f"({redacted} redacted, {faces_found} face(s) found), {len(refused)} not stored")
-        for rel, verdict in refused:
-            detail = f" ({verdict.detail})" if verdict.detail else ""
-            print(f"not stored: {rel}: {verdict.reason}{detail}")
+        for rel, reason, detail in sorted(refused):
+            print(f"not stored: {rel}: {reason}" + (f" ({detail})" if detail else ""))
         if refused:
             self.exitcode = 1

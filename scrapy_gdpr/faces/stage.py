@@ -25,10 +25,10 @@ import numpy as np
 
 from scrapy_gdpr.faces.detector import Detection, FaceDetector, build_detector
 from scrapy_gdpr.faces.imageio import (
-    DECODERS,
     FORMATS,
     Frame,
     ImageRefused,
+    decide_type,
     decode,
     encode,
     output_format,
@@ -48,10 +48,17 @@ logger = logging.getLogger(__name__)
 REASONS: dict[str, str] = {
     "": "checked and stored",
     "unchecked_allowed": "stored unchanged without a check: the policy lists its type in faces.allow_unchecked_types",
-    "unsupported_type": "a type the stage cannot check (SVG, PDF, video, AVIF, ...): not stored",
+    "unsupported_type": "a type the stage cannot check (SVG, PDF, video, HEIC, ...) and the policy does not allow "
+    "unchecked, or an image the stage cannot decode: not stored",
+    "type_mismatch": "the bytes contradict the declared type, or are two types at once (an SVG that is also "
+    "a PDF): not stored",
+    "embedded_image": "a document (SVG, HTML) with a picture embedded in it, which cannot be checked: not stored",
     "undecodable": "the bytes could not be decoded (truncated, corrupt, random): not stored",
     "too_many_pixels": "a frame, or all frames together, exceed faces.max_pixels: not stored",
     "too_many_frames": "more frames or pages than faces.max_frames: not stored",
+    "decode_limit": "decoding would take too long or too much memory (a format needing more than its share "
+    "of the memory budget, a JPEG with too many scans, a decode past its time limit, memory exhausted): "
+    "not stored",
     "detection_failed": "the detector could not be built or raised: not stored",
     "redaction_failed": "redaction raised: not stored",
     "encode_failed": "the clean image could not be written: not stored",
@@ -65,6 +72,9 @@ REASONS: dict[str, str] = {
 #: Which audit reason (scrapy_gdpr.audit.Reason value) each refusal belongs to.
 _AUDIT_REASON = {
     "unsupported_type": "unchecked",
+    "type_mismatch": "unchecked",
+    "embedded_image": "unchecked",
+    "decode_limit": "unchecked",
     "undecodable": "unchecked",
     "too_many_pixels": "unchecked",
     "too_many_frames": "unchecked",
@@ -180,8 +190,9 @@ def process_image(
     them. ``keep_allowed`` says an Art. 9 condition is documented (default: what
     the policy's faces section says, ``face_policy.keep_allowed``; False for a
     section built on its own). ``mime`` is the declared type
-    (Content-Type): only used to match ``faces.allow_unchecked_types`` when the
-    bytes themselves are of no recognisable type. ``detector`` defaults to one per
+    (Content-Type): bytes that contradict it are not stored unchecked, and it names
+    the type only when the bytes themselves are of no recognisable type
+    (:func:`~scrapy_gdpr.faces.imageio.decide_type`). ``detector`` defaults to one per
     thread built from the policy's sensitivity. ``output`` is ``auto`` (JPEG, or
     PNG with transparency; animations keep their format) or ``same`` (the source
     format where it can be written).
@@ -244,7 +255,6 @@ def _process(
     margin = margin if margin is not None else (face_policy.margin if face_policy is not None else 0.25)
     max_pixels = max_pixels or (face_policy.max_pixels if face_policy is not None else 60_000_000)
     max_frames = max_frames or (getattr(face_policy, "max_frames", None) or 100)
-    unchecked = {t.split(";")[0].strip().lower() for t in (face_policy.allow_unchecked_types if face_policy else [])}
 
     data = bytes(data)
     sniffed = sniff_mime(data)
@@ -254,17 +264,16 @@ def _process(
         return _refused("keep_without_art9", "faces.action is keep without special_categories.biometric",
                         source_mime=sniffed)
 
-    # types the stage cannot check pass only when the policy names them
-    declared = (mime or "").split(";")[0].strip().lower()
-    if sniffed not in DECODERS:
-        allowed_as = sniffed if sniffed in unchecked else None
-        if allowed_as is None and sniffed == "application/octet-stream" and declared in unchecked:
-            allowed_as = declared
-        if allowed_as is not None:
-            v = Verdict(True, reason="unchecked_allowed", data=data, mime=allowed_as, action="unchecked",
-                        source_mime=allowed_as)
-            v.record = _record(v)
-            return v
+    # What the bytes are decides (docs/image-formats.md): images are checked, other
+    # types pass unchecked only when the policy names them and nothing contradicts it.
+    decision = decide_type(data, mime, face_policy.allow_unchecked_types if face_policy else [])
+    if decision.kind == "unchecked":
+        v = Verdict(True, reason="unchecked_allowed", data=data, mime=decision.mime, action="unchecked",
+                    source_mime=decision.mime)
+        v.record = _record(v)
+        return v
+    if decision.kind == "refused":
+        return _refused(decision.reason, decision.detail, source_mime=decision.mime)
 
     try:
         image = decode(data, max_pixels=max_pixels, max_frames=max_frames)

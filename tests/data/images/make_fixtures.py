@@ -20,6 +20,8 @@ from PIL import Image, ImageCms
 
 HERE = Path(__file__).resolve().parent
 SOURCES = HERE / "sources"
+#: Hostile files the test web site serves, each with the Content-Type it is served as.
+HOSTILE = HERE.parents[1] / "site" / "hosts" / "gallery-people" / "hostile"
 
 
 # --------------------------------------------------------------------------- sources
@@ -263,6 +265,80 @@ def make_bad() -> None:
     save(frames[0], "bad-many-frames.gif", save_all=True, append_images=frames[1:], duration=20, loop=0)
 
 
+def make_hostile() -> None:
+    """Files that claim to be a type the policy lets through unchecked, and are not.
+
+    Served by the test site (``tests/site/hosts/gallery-people/hostile/``) under the
+    Content-Type in each ``<name>.headers.json``.
+    """
+    import base64
+    import json
+
+    HOSTILE.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    face().save(buf, "JPEG", quality=85)
+    photo = base64.b64encode(buf.getvalue())
+    svg_photo = (b'<svg xmlns="http://www.w3.org/2000/svg" width="256" height="256">'
+                 b'<image width="256" height="256" href="data:image/jpeg;base64,' + photo + b'"/></svg>\n')
+    files = {
+        # an SVG with "%PDF-" in its first kilobyte, served as a PDF
+        "svg-pdf-marker.pdf": (b'<?xml version="1.0"?>\n<!-- %PDF-1.7 -->\n' + svg_photo, "application/pdf"),
+        # an SVG and an HTML page with an embedded photograph, served as PDFs
+        "svg-photo.pdf": (svg_photo, "application/pdf"),
+        "page-photo.pdf": (b'<!DOCTYPE html>\n<html><body><img src="data:image/jpeg;base64,' + photo
+                           + b'"></body></html>\n', "application/pdf"),
+        # the same SVG served as what it is
+        "svg-photo.svg": (svg_photo, "image/svg+xml"),
+        # a real (tiny) video, and an AVIF photograph whose major brand says mp42
+        "clip.mp4": ((HERE / "bad-video.mp4").read_bytes(), "video/mp4"),
+        "portrait.mp4": (_avif_as_mp4(), "video/mp4"),
+        # a portrait stored sideways in a TIFF (orientation 6), and a GIF hiding 100
+        # frames of 1000 x 1000 behind a stray byte after its first
+        "sideways.tif": (_tiff_sideways(), "image/tiff"),
+        "frames.gif": (_gif_stray_byte(100, 1000), "image/gif"),
+    }
+    for name, (data, ctype) in files.items():
+        (HOSTILE / name).write_bytes(data)
+        (HOSTILE / f"{name}.headers.json").write_text(json.dumps({"Content-Type": ctype}) + "\n", encoding="utf-8")
+
+
+def _tiff_sideways() -> bytes:
+    big = face().resize((512, 512), Image.Resampling.LANCZOS).crop((0, 0, 512, 400))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    big.transpose(Image.Transpose.ROTATE_90).save(buf, "TIFF", exif=exif, compression="tiff_adobe_deflate")
+    return buf.getvalue()
+
+
+def _gif_stray_byte(frames: int, side: int) -> bytes:
+    ims = [Image.new("L", (side, side), i % 256) for i in range(frames)]
+    buf = io.BytesIO()
+    ims[0].save(buf, "GIF", save_all=True, append_images=ims[1:], duration=20, loop=0)
+    data = buf.getvalue()
+    flags = data[10]
+    pos = 13 + ((3 << ((flags & 7) + 1)) if flags & 0x80 else 0)
+    while data[pos] != 0x2C:
+        pos += 2
+        while data[pos]:
+            pos += data[pos] + 1
+        pos += 1
+    flags = data[pos + 9]
+    end = pos + 10 + ((3 << ((flags & 7) + 1)) if flags & 0x80 else 0) + 1
+    while data[end]:
+        end += data[end] + 1
+    return data[: end + 1] + b"\x99" + data[end + 1 :]
+
+
+def _avif_as_mp4() -> bytes:
+    big = face().resize((512, 512), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    big.save(buf, "AVIF", quality=90)
+    data = buf.getvalue()
+    assert data[4:12] == b"ftypavif"
+    return data[:8] + b"mp42" + data[12:]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--from-original", type=Path, help="folder with skimage_astronaut.png and skimage_coffee.png")
@@ -272,6 +348,7 @@ def main() -> None:
     make_faces()
     make_nofaces()
     make_bad()
+    make_hostile()
 
 
 if __name__ == "__main__":
