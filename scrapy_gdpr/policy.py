@@ -297,17 +297,9 @@ class Crawler(_Model):
 class TermsReview(_Model):
     """A person's review of a site's terms of use."""
 
-    url: HttpUrl = Field(
-        description="The terms page; with verdict none_published, the address where terms would be "
-        "published (watched: a page appearing there refuses the domain until reviewed again)"
-    )
-    verdict: Literal["permits", "forbids", "conditional", "none_published"] = Field(
-        description="none_published: the reviewer checked that the site publishes no terms of use"
-    )
-    candidates: list[HttpUrl] = Field(
-        default_factory=list,
-        description="With verdict none_published: more addresses where terms would appear, watched like url",
-    )
+    url: HttpUrl
+    verdict: Literal["permits", "forbids", "conditional", "none_published"]
+    candidates: list[HttpUrl] = Field(default_factory=list)
     conditions: list[NonEmpty] = Field(default_factory=list)
     reviewed_on: DateField
     reviewed_by: NonEmpty

@@ -60,8 +60,12 @@ FIELD_DOCS: dict[tuple[str, str], str] = {
     ("Transfer", "recipient"): "Who receives it there",
     ("Transfer", "safeguard"): "The safeguard (Art. 45-49)",
     ("Transfer", "reference"): "Where the safeguard is documented",
-    ("TermsReview", "url"): "The terms-of-use page that was reviewed",
-    ("TermsReview", "verdict"): "What the terms say about crawling: permits, forbids or conditional",
+    ("TermsReview", "url"): "The terms-of-use page that was reviewed; with verdict none_published, the address "
+    "where terms would be published (watched: a page appearing there refuses the domain until reviewed again)",
+    ("TermsReview", "verdict"): "What the terms say about crawling: permits, forbids or conditional; "
+    "none_published when the reviewer checked that the site publishes no terms of use",
+    ("TermsReview", "candidates"): "With verdict none_published: more addresses where terms would appear, "
+    "watched like url",
     ("TermsReview", "conditions"): "The conditions the reviewer attached (needed for a conditional verdict)",
     ("TermsReview", "reviewed_on"): "When the terms were reviewed (YYYY-MM-DD)",
     ("TermsReview", "reviewed_by"): "Who reviewed the terms",
