@@ -264,9 +264,12 @@ class CountingNet:
     def __init__(self, inner: CenterFaceNet) -> None:
         self.inner = inner
         self.calls: list[tuple[int, int, float]] = []
+        self.roles: list[str] = []
 
     def run(self, image: np.ndarray, scale: float, threshold: float, role: str = "main") -> np.ndarray:
-        self.calls.append((image.shape[0], image.shape[1], scale))
+        if role != "rotated":  # the rotated passes look at a small copy of the whole image
+            self.calls.append((image.shape[0], image.shape[1], scale))
+        self.roles.append(role)
         return self.inner.run(image, scale, threshold, role)
 
 
