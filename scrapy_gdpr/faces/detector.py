@@ -509,7 +509,7 @@ PROFILES: dict[str, Profile] = {
     "fast": Profile(0.3, 1, 0.4, 100, 0.0, 0.5e6, 1.0, 320, 0.4, 0.6),
 }
 
-VERSION = "2"
+VERSION = "3"
 
 
 class EnsembleDetector:
@@ -799,8 +799,14 @@ class EnsembleDetector:
             parts.append(coarse[coarse[:, 3] * cs >= 40])
         if self._blazeface is not None:
             parts.append(self._blazeface.run(img))
+        upright = np.vstack(parts)
         if p.rotate_side or p.rotate_mediapipe:
-            parts.extend(self._rotated_passes(img))
+            # the rotated passes only add faces the upright passes did not find:
+            # on an upright face their boxes (width and height swapped) fit worse
+            turned = [b for b in self._rotated_passes(img) if len(b)]
+            if turned and len(upright):
+                turned = [b[[_row_overlaps(row, upright)[0].max() < 0.3 for row in b]] for b in turned]
+            parts.extend(turned)
         dets = nms(np.vstack(parts), 0.4)
         if len(dets):
             # clip to the image
