@@ -465,6 +465,9 @@ class Profile:
     #: pass's scale, in windows around them (0: no refinement).
     refine_height: float = 0.0
     refine_zoom: float = 1.25
+    #: A small box that the refinement's closer look does not confirm is kept
+    #: only if it scored at least this (0: always kept).
+    refine_keep: float = 0.0
     #: Tiles for images larger than ``max_pixels``: the main pass (with its
     #: refinement) runs again on overlapping tiles at ``tile_scale`` (0: no
     #: tiles), so that faces of 20 px keep the pixels they have in a small
@@ -502,7 +505,8 @@ class Profile:
 
 PROFILES: dict[str, Profile] = {
     "strict": Profile(
-        0.1, 3, 0.3, 100, 0.5e6, 2.4e6, 2.0, 256, 0.3, 0.5, vote_iou=0.3, refine_height=24, tile_scale=1.0,
+        0.1, 3, 0.3, 100, 0.5e6, 2.4e6, 2.0, 256, 0.3, 0.5, vote_iou=0.3, refine_height=24, refine_keep=0.12,
+        tile_scale=1.0,
         rotate_side=256,
     ),
     "balanced": Profile(0.2, 1, 0.35, 100, 0.3e6, 1.2e6, 1.5, 384, 0.35, 0.5),
@@ -604,6 +608,7 @@ class EnsembleDetector:
         density = np.array([np.isin(seed_label, g).sum() for g in groups]) / np.maximum(areas, 1.0)
         budget = self.REFINE_BUDGET * h * w * scale * scale / (zoom * zoom)
         found = []
+        looked: list[int] = []  # window labels looked at again
         for i in np.argsort(-density, kind="stable"):
             if areas[i] > budget:
                 continue
@@ -611,6 +616,7 @@ class EnsembleDetector:
             x0, y0, x1, y1 = (int(v) for v in rects[i])
             if x1 - x0 < 8 or y1 - y0 < 8:
                 continue
+            looked.extend(groups[i])
             raw = self._centerface.run(img[y0:y1, x0:x1], zoom, p.threshold, "refine")
             if not len(raw):
                 continue
@@ -623,9 +629,13 @@ class EnsembleDetector:
             ok = np.isin(labels[cgy, cgx], groups[i]) & (boxes[:, 3] * scale < 1.5 * p.refine_height)
             found.append(boxes[ok])
         refined = np.vstack(found) if found else _empty()
-        if not len(refined):
-            return main
-        kept = [b for b in main[small] if _row_overlaps(b, refined)[0].max() < 0.1]
+        # a small box the closer look did not confirm is kept if it scored at
+        # least refine_keep, or if its window was not looked at (over budget)
+        examined = np.isin(seed_label, looked)
+        kept = [
+            b for b, seen in zip(seeds, examined)
+            if (not seen or b[4] >= p.refine_keep) and (not len(refined) or _row_overlaps(b, refined)[0].max() < 0.1)
+        ]
         return np.vstack([main[~small], np.asarray(kept, np.float64).reshape(-1, 5), refined])
 
     def _main_pass(self, img: np.ndarray, scale: float, role: str = "main") -> np.ndarray:
