@@ -646,7 +646,8 @@ class EnsembleDetector:
         low = min(p.threshold, p.proposal_threshold or p.threshold)
         main = box_vote(self._centerface.run(img, scale, low, role), p.vote_iou, p.min_votes)
         main = main[(main[:, 3] * scale < p.large_height) | (main[:, 4] >= p.large_threshold)]
-        unsure = main[:, 4] < max(p.verify_below, low if low < p.threshold else 0.0)
+        # boxes under the threshold (proposals) and under verify_below need the second look
+        unsure = main[:, 4] < max(p.verify_below, p.threshold if low < p.threshold else 0.0)
         if unsure.any():
             main = np.vstack([main[~unsure], self._second_look(img, main[unsure], scale)])
         if p.refine_height and len(main):
