@@ -118,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     # they give the time per image per worker
     threads = configure_library_threads(max(args.workers, 1))
     detectors = [EnsembleDetector(args.sensitivity, runtime=args.runtime) for _ in range(max(args.workers, 1))]
+    import scrapy_gdpr
+
+    # which checkout is measured (when comparing two side by side)
+    print(f"package {Path(scrapy_gdpr.__file__).parent}")
     print(f"detector {detectors[0].name} {detectors[0].version} on {detectors[0].runtime}, "
           f"{threads} library thread(s) per worker; {os.cpu_count()} CPUs; "
           f"load average {os.getloadavg()[0]:.1f}; rounds of {args.seconds:.0f} s")

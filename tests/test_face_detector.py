@@ -264,9 +264,12 @@ class CountingNet:
     def __init__(self, inner: CenterFaceNet) -> None:
         self.inner = inner
         self.calls: list[tuple[int, int, float]] = []
+        self.roles: list[str] = []
 
     def run(self, image: np.ndarray, scale: float, threshold: float, role: str = "main") -> np.ndarray:
-        self.calls.append((image.shape[0], image.shape[1], scale))
+        if role != "rotated":  # the rotated passes look at a small copy of the whole image
+            self.calls.append((image.shape[0], image.shape[1], scale))
+        self.roles.append(role)
         return self.inner.run(image, scale, threshold, role)
 
 
@@ -296,3 +299,20 @@ def test_small_faces_are_refined_in_windows_only() -> None:
     plain._centerface = CountingNet(plain._centerface)
     plain.detect(city)
     assert len(plain._centerface.calls) <= 2
+
+
+def test_small_box_the_closer_look_rejects_is_dropped_only_below_refine_keep() -> None:
+    """A small box the refinement looks at again and does not confirm is kept
+    only if it scored at least ``refine_keep``; one it could not look at (over
+    its budget) is always kept."""
+    det = build_detector("strict")
+    keep = det.profile.refine_keep
+    assert keep > det.profile.threshold
+    blank = np.full((400, 600, 3), 127, np.uint8)  # nothing for the closer look to find
+    seeds = np.array([[100, 100, 12, 14, keep - 0.01], [300, 200, 12, 14, keep + 0.01]], np.float64)
+    out = det._refine_small(blank, seeds, 1.0, det.profile.refine_zoom)
+    assert out[:, 4].tolist() == [keep + 0.01]
+    # nothing looked at: with no budget, both stay (fail safe)
+    det.REFINE_BUDGET = 0.0
+    out = det._refine_small(blank, seeds, 1.0, det.profile.refine_zoom)
+    assert sorted(out[:, 4].tolist()) == [keep - 0.01, keep + 0.01]

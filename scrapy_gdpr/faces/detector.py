@@ -465,15 +465,55 @@ class Profile:
     #: pass's scale, in windows around them (0: no refinement).
     refine_height: float = 0.0
     refine_zoom: float = 1.25
+    #: A small box that the refinement's closer look does not confirm is kept
+    #: only if it scored at least this (0: always kept).
+    refine_keep: float = 0.0
+    #: Tiles for images larger than ``max_pixels``: the main pass (with its
+    #: refinement) runs again on overlapping tiles at ``tile_scale`` (0: no
+    #: tiles), so that faces of 20 px keep the pixels they have in a small
+    #: image. Tiles are ``tile_side`` px (as the network sees them) and overlap
+    #: by ``tile_overlap`` px; a tile answers for faces up to ``tile_answer`` px
+    #: (the downscaled main pass and the coarse pass answer for larger ones).
+    tile_scale: float = 0.0
+    tile_side: int = 1536
+    tile_overlap: int = 192
+    tile_answer: int = 160
+    #: Rotated passes for faces lying sideways or upside down: CenterFace on a
+    #: copy whose longer side is ``rotate_side`` px, turned by 90, 180 and 270
+    #: degrees (0: none), kept for boxes at least ``rotate_min_height`` px high
+    #: there; MediaPipe (when used) also looks at the three turned copies.
+    rotate_side: int = 0
+    rotate_threshold: float = 0.4
+    rotate_min_height: float = 24.0
+    rotate_mediapipe: bool = False
+    #: A horizontally flipped copy of the main pass (costs a second main pass).
+    flip: bool = False
+    #: Second look: the main pass also proposes boxes down to
+    #: ``proposal_threshold`` (0: no proposals below ``threshold``); every box
+    #: scoring under ``verify_below`` is looked at again in a crop around it,
+    #: upscaled so that the face is ``verify_height`` px high (by 3x at most),
+    #: and kept only if the closer look finds it at ``verify_threshold`` or more
+    #: (its box then replaces the first one). The crops process at most
+    #: ``verify_budget`` times the main pass's pixels, best boxes first; a box
+    #: over the budget is kept as it is if it reached ``threshold``.
+    proposal_threshold: float = 0.0
+    verify_below: float = 0.0
+    verify_threshold: float = 0.3
+    verify_height: float = 40.0
+    verify_budget: float = 0.3
 
 
 PROFILES: dict[str, Profile] = {
-    "strict": Profile(0.1, 3, 0.3, 100, 0.5e6, 2.4e6, 2.0, 256, 0.3, 0.5, vote_iou=0.3, refine_height=24),
+    "strict": Profile(
+        0.1, 3, 0.3, 100, 0.5e6, 2.4e6, 2.0, 256, 0.3, 0.5, vote_iou=0.3, refine_height=24, refine_keep=0.12,
+        tile_scale=1.0,
+        rotate_side=256,
+    ),
     "balanced": Profile(0.2, 1, 0.35, 100, 0.3e6, 1.2e6, 1.5, 384, 0.35, 0.5),
     "fast": Profile(0.3, 1, 0.4, 100, 0.0, 0.5e6, 1.0, 320, 0.4, 0.6),
 }
 
-VERSION = "2"
+VERSION = "3"
 
 
 class EnsembleDetector:
@@ -568,6 +608,7 @@ class EnsembleDetector:
         density = np.array([np.isin(seed_label, g).sum() for g in groups]) / np.maximum(areas, 1.0)
         budget = self.REFINE_BUDGET * h * w * scale * scale / (zoom * zoom)
         found = []
+        looked: list[int] = []  # window labels looked at again
         for i in np.argsort(-density, kind="stable"):
             if areas[i] > budget:
                 continue
@@ -575,6 +616,7 @@ class EnsembleDetector:
             x0, y0, x1, y1 = (int(v) for v in rects[i])
             if x1 - x0 < 8 or y1 - y0 < 8:
                 continue
+            looked.extend(groups[i])
             raw = self._centerface.run(img[y0:y1, x0:x1], zoom, p.threshold, "refine")
             if not len(raw):
                 continue
@@ -587,10 +629,162 @@ class EnsembleDetector:
             ok = np.isin(labels[cgy, cgx], groups[i]) & (boxes[:, 3] * scale < 1.5 * p.refine_height)
             found.append(boxes[ok])
         refined = np.vstack(found) if found else _empty()
-        if not len(refined):
-            return main
-        kept = [b for b in main[small] if _row_overlaps(b, refined)[0].max() < 0.1]
+        # a small box the closer look did not confirm is kept if it scored at
+        # least refine_keep, or if its window was not looked at (over budget)
+        examined = np.isin(seed_label, looked)
+        kept = [
+            b for b, seen in zip(seeds, examined)
+            if (not seen or b[4] >= p.refine_keep) and (not len(refined) or _row_overlaps(b, refined)[0].max() < 0.1)
+        ]
         return np.vstack([main[~small], np.asarray(kept, np.float64).reshape(-1, 5), refined])
+
+    def _main_pass(self, img: np.ndarray, scale: float, role: str = "main") -> np.ndarray:
+        """CenterFace at ``scale`` with box voting, the large-box threshold, the
+        second look at uncertain boxes and the refinement of small faces; boxes
+        in pixels of ``img``."""
+        p = self.profile
+        low = min(p.threshold, p.proposal_threshold or p.threshold)
+        main = box_vote(self._centerface.run(img, scale, low, role), p.vote_iou, p.min_votes)
+        main = main[(main[:, 3] * scale < p.large_height) | (main[:, 4] >= p.large_threshold)]
+        # boxes under the threshold (proposals) and under verify_below need the second look
+        unsure = main[:, 4] < max(p.verify_below, p.threshold if low < p.threshold else 0.0)
+        if unsure.any():
+            main = np.vstack([main[~unsure], self._second_look(img, main[unsure], scale)])
+        if p.refine_height and len(main):
+            main = self._refine_small(img, main, scale, scale * p.refine_zoom)
+        return main
+
+    #: Context around a box in the second look, as a share of its size on each side.
+    VERIFY_CONTEXT = 1.0
+
+    def _second_look(self, img: np.ndarray, boxes: np.ndarray, scale: float) -> np.ndarray:
+        """Look again at each of ``boxes`` in an upscaled crop around it; return
+        the boxes the closer look confirms (as it places them), and those over
+        the budget that reached the profile's threshold."""
+        p = self.profile
+        h, w = img.shape[:2]
+        budget = p.verify_budget * h * w * scale * scale
+        kept = []
+        for box in _sorted_by_score(boxes):
+            x, y, bw, bh, score = box
+            zoom = scale * float(np.clip(p.verify_height / max(bh * scale, 1.0), 1.0, 3.0))
+            pad = self.VERIFY_CONTEXT * max(bw, bh) + 8.0 / zoom
+            x0, y0 = int(max(0, x - pad)), int(max(0, y - pad))
+            x1, y1 = int(min(w, x + bw + pad)), int(min(h, y + bh + pad))
+            cost = (x1 - x0) * (y1 - y0) * zoom * zoom
+            if cost > budget or x1 - x0 < 4 or y1 - y0 < 4:
+                if score >= p.threshold:
+                    kept.append(box)
+                continue
+            budget -= cost
+            raw = self._centerface.run(img[y0:y1, x0:x1], zoom, p.verify_threshold, "verify")
+            if not len(raw):
+                continue
+            raw[:, 0] += x0
+            raw[:, 1] += y0
+            again = box_vote(raw, p.vote_iou, 1)
+            ious = _row_overlaps(box, again)[0]
+            if ious.max() >= 0.3:
+                kept.append(again[int(np.argmax(np.where(ious >= 0.3, again[:, 4], -1.0)))])
+        return np.asarray(kept, np.float64).reshape(-1, 5)
+
+    @staticmethod
+    def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+        """Starts of tiles of ``tile`` px covering ``length`` px, neighbours
+        overlapping by at least ``overlap`` px, spread evenly."""
+        if length <= tile:
+            return [0]
+        n = int(np.ceil((length - overlap) / (tile - overlap)))
+        return [int(round(i * (length - tile) / (n - 1))) for i in range(n)]
+
+    def tiles(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
+        """The tiles (x0, y0, x1, y1) the tile pass reads for an image of this
+        size (none when the main pass keeps enough pixels)."""
+        p = self.profile
+        if not p.tile_scale or self.main_scale(height, width) >= p.tile_scale:
+            return []
+        side = max(int(p.tile_side / p.tile_scale), 32)
+        overlap = int(np.ceil(p.tile_overlap / p.tile_scale))
+        return [
+            (x0, y0, min(x0 + side, width), min(y0 + side, height))
+            for y0 in self.tile_starts(height, side, overlap)
+            for x0 in self.tile_starts(width, side, overlap)
+        ]
+
+    def _tile_pass(self, img: np.ndarray) -> np.ndarray:
+        """The main pass at ``tile_scale`` on overlapping tiles of a large image.
+
+        A tile answers for faces up to ``tile_answer`` px (as the network sees
+        them) that do not touch an edge it shares with another tile: the overlap
+        is larger than these faces, so each of them lies whole in some tile.
+        """
+        p = self.profile
+        h, w = img.shape[:2]
+        ts = p.tile_scale
+        found = []
+        for x0, y0, x1, y1 in self.tiles(h, w):
+            boxes = self._main_pass(img[y0:y1, x0:x1], ts, "tile")
+            if not len(boxes):
+                continue
+            edge = 2.0 / ts
+            inner = np.zeros(len(boxes), bool)
+            if x0 > 0:
+                inner |= boxes[:, 0] <= edge
+            if y0 > 0:
+                inner |= boxes[:, 1] <= edge
+            if x1 < w:
+                inner |= boxes[:, 0] + boxes[:, 2] >= (x1 - x0) - edge
+            if y1 < h:
+                inner |= boxes[:, 1] + boxes[:, 3] >= (y1 - y0) - edge
+            small = np.maximum(boxes[:, 2], boxes[:, 3]) * ts <= p.tile_answer
+            boxes = boxes[small & ~inner].copy()
+            boxes[:, 0] += x0
+            boxes[:, 1] += y0
+            found.append(boxes)
+        return np.vstack(found) if found else _empty()
+
+    #: (OpenCV rotation, inverse) for the rotated passes: 90 degrees clockwise,
+    #: 180 and 90 counter-clockwise.
+    ROTATIONS = (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180, cv2.ROTATE_90_COUNTERCLOCKWISE)
+
+    @staticmethod
+    def unrotate(boxes: np.ndarray, rotation: int, height: int, width: int) -> np.ndarray:
+        """Boxes found on ``cv2.rotate(image, rotation)``, in pixels of the
+        upright ``image`` (``height`` x ``width``)."""
+        b = boxes.copy()
+        x, y, bw, bh = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+        if rotation == cv2.ROTATE_90_CLOCKWISE:
+            b[:, 0], b[:, 1], b[:, 2], b[:, 3] = y, height - (x + bw), bh, bw
+        elif rotation == cv2.ROTATE_180:
+            b[:, 0], b[:, 1] = width - (x + bw), height - (y + bh)
+        elif rotation == cv2.ROTATE_90_COUNTERCLOCKWISE:
+            b[:, 0], b[:, 1], b[:, 2], b[:, 3] = width - (y + bh), x, bh, bw
+        else:
+            raise ValueError(f"unknown rotation {rotation}")
+        return b
+
+    def _rotated_passes(self, img: np.ndarray) -> list[np.ndarray]:
+        """CenterFace (on a small copy) and MediaPipe on the image turned by 90,
+        180 and 270 degrees: faces lying sideways or upside down."""
+        p = self.profile
+        h, w = img.shape[:2]
+        out = []
+        rs = min(1.0, p.rotate_side / max(h, w)) if p.rotate_side else 0.0
+        small = cv2.resize(img, (max(1, round(w * rs)), max(1, round(h * rs))), interpolation=cv2.INTER_AREA) if rs else None
+        for rotation in self.ROTATIONS:
+            if small is not None:
+                turned = cv2.rotate(small, rotation)
+                boxes = box_vote(self._centerface.run(turned, 1.0, p.rotate_threshold, "rotated"), 0.4, 1)
+                boxes = boxes[boxes[:, 3] >= p.rotate_min_height]
+                if len(boxes):
+                    boxes = self.unrotate(boxes, rotation, small.shape[0], small.shape[1])
+                    boxes[:, :4] /= rs
+                    out.append(boxes)
+            if self._blazeface is not None and p.rotate_mediapipe:
+                boxes = self._blazeface.run(cv2.rotate(img, rotation))
+                if len(boxes):
+                    out.append(self.unrotate(boxes, rotation, h, w))
+        return out
 
     def detect_array(self, image_bgr: np.ndarray) -> np.ndarray:
         """Like :meth:`detect`, as an N x 5 array (x, y, w, h, score), best first."""
@@ -601,11 +795,13 @@ class EnsembleDetector:
         p = self.profile
         parts = []
         scale = self.main_scale(h, w)
-        main = box_vote(self._centerface.run(img, scale, p.threshold), p.vote_iou, p.min_votes)
-        main = main[(main[:, 3] * scale < p.large_height) | (main[:, 4] >= p.large_threshold)]
-        if p.refine_height and len(main):
-            main = self._refine_small(img, main, scale, scale * p.refine_zoom)
-        parts.append(main)
+        parts.append(self._main_pass(img, scale))
+        if p.flip:
+            flipped = self._main_pass(np.ascontiguousarray(img[:, ::-1]), scale, "flip")
+            flipped[:, 0] = w - flipped[:, 0] - flipped[:, 2]
+            parts.append(flipped)
+        if p.tile_scale and scale < p.tile_scale:
+            parts.append(self._tile_pass(img))
         longer = max(h, w) * scale
         if p.coarse_side and longer > 1.6 * p.coarse_side:
             cs = p.coarse_side / max(h, w)
@@ -614,6 +810,14 @@ class EnsembleDetector:
             parts.append(coarse[coarse[:, 3] * cs >= 40])
         if self._blazeface is not None:
             parts.append(self._blazeface.run(img))
+        upright = np.vstack(parts)
+        if p.rotate_side or p.rotate_mediapipe:
+            # the rotated passes only add faces the upright passes did not find:
+            # on an upright face their boxes (width and height swapped) fit worse
+            turned = [b for b in self._rotated_passes(img) if len(b)]
+            if turned and len(upright):
+                turned = [b[[_row_overlaps(row, upright)[0].max() < 0.3 for row in b]] for b in turned]
+            parts.extend(turned)
         dets = nms(np.vstack(parts), 0.4)
         if len(dets):
             # clip to the image

@@ -5,6 +5,13 @@ or when a detector still finds it (IoU >= 0.5) and the box still looks like the
 original (SSIM >= 0.5). At a low threshold a CNN also "finds" a well-blurred
 head-shaped blob from context (hair, shoulders); being found alone is not a leak.
 The benchmarks and the tests use this one definition.
+
+The detector that looks again is :class:`ReferenceDetector`: CenterFace on the
+image at its own size at threshold 0.2, as the ``deface`` tool runs it and as the
+reference scorer of the face sets (``face_eval.py residual --reference
+centerface``) does, so the benchmark's leak and the reference scorer's agree. It
+is deliberately not the detector under test: a detector that misses a face
+would also miss it again.
 """
 
 from __future__ import annotations
@@ -14,13 +21,37 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from scrapy_gdpr.faces.detector import Detection
+from scrapy_gdpr.faces.detector import CenterFaceNet, Detection
 
 Box = Sequence[float]  # x, y, w, h in pixels
 
 UNCHANGED_SSIM = 0.8
 RECOGNISABLE_SSIM = 0.5
 FOUND_IOU = 0.5
+
+
+class ReferenceDetector:
+    """CenterFace at the image's own size (rounded up to a multiple of 32),
+    threshold 0.2, non-maximum suppression at IoU 0.3: the way ``deface`` runs
+    it. Used to decide whether a redacted face can still be found."""
+
+    THRESHOLD = 0.2
+    NMS_IOU = 0.3
+
+    def __init__(self, runtime: str = "auto") -> None:
+        self._net = CenterFaceNet(runtime=runtime)
+
+    def detect_array(self, image_bgr: np.ndarray) -> np.ndarray:
+        """N x 5 (x, y, w, h, score), best first."""
+        raw = self._net.run(image_bgr, 1.0, self.THRESHOLD, "reference")
+        raw = raw[raw[:, 4] > self.THRESHOLD]
+        if not len(raw):
+            return raw
+        keep = cv2.dnn.NMSBoxes(raw[:, :4].tolist(), raw[:, 4].tolist(), 0.0, self.NMS_IOU)
+        return raw[np.asarray(keep, np.int64).reshape(-1)]
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        return [Detection(*map(float, row)) for row in self.detect_array(image_bgr)]
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
