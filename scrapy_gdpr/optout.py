@@ -1,4 +1,4 @@
-"""Opt-out signals on responses: X-Robots-Tag, meta robots, TDMRep, Content-Usage.
+"""Opt-out signals on responses: X-Robots-Tag, meta robots, TDMRep, Content-Usage, Content-Signal.
 
 :class:`OptOutMiddleware` (downloader middleware at 120, so its ``process_response``
 sees decompressed bodies after redirects) reads every signal a response carries,
@@ -38,7 +38,7 @@ from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr._flight import Flight
 from scrapy_gdpr.audit import Reason, note_refusal, refuse
-from scrapy_gdpr.robots import PathPattern
+from scrapy_gdpr.robots import PathPattern, read_content_signal
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -659,7 +659,29 @@ class OptOutMiddleware:
                         signal = Signal("content_usage", key, f"Content-Usage: {key}=n")
                         decision.reserve([CONTENT_USAGE_KEYS[key]], signal)
                         decision.seen.append(signal)
+        if sw.content_signal:
+            values = self._headers(response, "Content-Signal", present)
+            if values:
+                self._decide_content_signal(", ".join(v.strip() for v in values if v.strip()), decision, url)
         return decision
+
+    def _decide_content_signal(self, value: str, decision: Decision, url: str) -> None:
+        """The ``Content-Signal`` response header: the robots.txt syntax and reader, for this page."""
+        read = read_content_signal(value)
+        for p in read.problems:
+            self._problem("content_signal", f"Content-Signal: {p}", url)
+        for purpose, allowed in read.prefs.items():
+            if not allowed:
+                signal = Signal("content_signal", purpose, f"Content-Signal: {value}")
+                decision.reserve([purpose], signal)
+                decision.seen.append(signal)
+        for purpose, item in read.doubt.items():
+            if read.prefs.get(purpose) is False:
+                continue  # already reserved by a readable "no"
+            signal = Signal("content_signal", purpose,
+                            f"Content-Signal: {value} ({item!r} is not yes/no: {purpose} reserved, in doubt)")
+            decision.reserve([purpose], signal)
+            decision.seen.append(signal)
 
     async def _decide_tdmrep(
         self, response: Response, decision: Decision, meta_tdm: dict[str, str], present: frozenset[bytes] | None = None

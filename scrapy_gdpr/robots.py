@@ -137,6 +137,8 @@ class Signal:
     text: str
     path: str | None
     prefs: dict[str, bool]  # purpose -> True (allowed) / False (reserved); unknown purposes absent
+    #: Content-Signal only: purposes named by an item that cannot be read (reserved, in doubt)
+    doubt: dict[str, str] = field(default_factory=dict)
 
 
 #: robots.txt files up to this size are parsed on the reactor thread (microseconds).
@@ -367,7 +369,7 @@ class RobotsRules:
             best = [s for length, s in matched if length == longest]
             for purpose in wanted:
                 for s in best:  # any "no" among equally specific lines reserves
-                    if s.prefs.get(purpose) is False:
+                    if s.prefs.get(purpose) is False or purpose in s.doubt:
                         return purpose, s
         return None
 
@@ -438,16 +440,44 @@ def _request_rate(value: str) -> tuple[int, int] | None:
     return requests, seconds
 
 
-def _content_signal_prefs(text: str) -> dict[str, bool]:
-    """Cloudflare ``search=yes, ai-train=no``: unknown keys and values other than yes/no are ignored."""
+@dataclass(frozen=True, slots=True)
+class ContentSignal:
+    """What one ``Content-Signal`` value says, as read by :func:`read_content_signal`."""
+
+    prefs: dict[str, bool]  # purpose -> True (allowed) / False (reserved)
+    doubt: dict[str, str]  # purpose -> the item naming it that cannot be read: reserved, in doubt
+    problems: list[str]
+
+
+def read_content_signal(text: str) -> ContentSignal:
+    """Cloudflare's ``search=yes, ai-train=no`` (contentsignals.org), the one reader of
+    this syntax for every carrier (robots.txt line, HTTP response header).
+
+    Keys are case-insensitive; unknown keys are ignored. An item naming a known key
+    whose value is not ``yes`` or ``no`` (``ai-train=maybe``, a bare ``ai-train``)
+    cannot be read: its purpose goes to ``doubt``, which callers treat as reserved.
+    Other unreadable items (``garbage``) are listed in ``problems`` and name no purpose.
+    """
     prefs: dict[str, bool] = {}
+    doubt: dict[str, str] = {}
+    problems: list[str] = []
     for item in text.split(","):
+        if not item.strip():
+            continue
         key, sep, value = item.partition("=")
-        purpose = _CONTENT_SIGNAL_KEYS.get(key.strip().lower())
+        name = key.strip().lower()
+        purpose = _CONTENT_SIGNAL_KEYS.get(name)
         value = value.strip().lower()
-        if sep and purpose and value in ("yes", "no"):
-            prefs[purpose] = value == "yes"
-    return prefs
+        if purpose is None:
+            if not sep or not _TOKEN_RE.fullmatch(name) or not name:
+                problems.append(f"cannot read {item.strip()!r}")
+            continue
+        if sep and value in ("yes", "no"):
+            prefs[purpose] = prefs.get(purpose, True) and value == "yes"  # a repeated key: any "no" reserves
+        else:
+            doubt.setdefault(purpose, item.strip())
+            problems.append(f"{name} has a value other than yes/no in {item.strip()!r}: {purpose} reserved, in doubt")
+    return ContentSignal(prefs, doubt, problems)
 
 
 def _content_usage_prefs(text: str) -> dict[str, bool]:
@@ -580,7 +610,8 @@ def parse_robots(
         elif name in _CONTENT_SIGNAL:
             if content_signal:
                 path, prefs_text = _split_path(value)
-                signals.append(Signal(number, f"Content-Signal: {value}", path, _content_signal_prefs(prefs_text)))
+                read = read_content_signal(prefs_text)
+                signals.append(Signal(number, f"Content-Signal: {value}", path, read.prefs, read.doubt))
         elif name in _CONTENT_USAGE:
             if content_usage:
                 path, prefs_text = _split_path(value)
@@ -743,6 +774,8 @@ class RobotsGateMiddleware:
         if found is not None:
             purpose, signal = found
             detail = f"{entry.robots_url} line {signal.line} '{signal.text}' reserves {purpose}"
+            if purpose in signal.doubt:
+                detail += f" ({signal.doubt[purpose]!r} is not yes/no: reserved, in doubt)"
             return False, Reason.OPTOUT, detail
         return True, None, ""
 
@@ -902,7 +935,8 @@ class RobotsGateMiddleware:
                 self._report["sitemaps"][origin] = rules.sitemaps[:20]
         for signal in rules.signals:
             record(self.crawler, "content_signal", robots_url, line=signal.line, text=signal.text,
-                   group=rules.group, preferences=signal.prefs)
+                   group=rules.group, preferences=signal.prefs,
+                   **({"reserved_in_doubt": signal.doubt} if signal.doubt else {}))
             logger.info(
                 "%(url)s line %(line)d: %(text)s -> %(prefs)s",
                 {"url": robots_url, "line": signal.line, "text": signal.text, "prefs": signal.prefs or "unknown"},

@@ -347,6 +347,54 @@ async def test_content_usage_switch_off(tmp_path, mockserver):
     assert reserved(crawler.spider.results[url]) == {}
 
 
+# --------------------------------------------------------------------------- Content-Signal header
+
+
+@coroutine_test
+async def test_content_signal_header(tmp_path, mockserver, caplog):
+    host = "optout-cs.test"
+    names = ["no", "yes", "case", "repeated", "dup", "maybe", "bare", "unknown", "garbage"]
+    urls = {n: mockserver.url(f"/{n}.html", host=host) for n in names}
+    crawler = await run(tmp_path, list(urls.values()))
+    r = {n: reserved(crawler.spider.results[u]) for n, u in urls.items()}
+    assert r["no"] == {"ai-train": "Content-Signal: search=yes, ai-train=no, ai-input=yes"}
+    assert r["yes"] == {}
+    assert r["case"] == {"search": "Content-Signal: Search=No"}  # keys and values case-insensitive
+    assert r["repeated"] == {"ai-input": "Content-Signal: search=yes, ai-input=no"}  # lines combined
+    assert r["dup"] == {"ai-train": "Content-Signal: ai-train=no, ai-train=yes"}  # any "no" reserves
+    # malformed values fail closed for the purpose they name, with the reason in the signal
+    assert r["maybe"] == {"ai-train": "Content-Signal: search=yes, ai-train=maybe "
+                                      "('ai-train=maybe' is not yes/no: ai-train reserved, in doubt)"}
+    assert r["bare"] == {"ai-input": "Content-Signal: ai-input, search=yes "
+                                     "('ai-input' is not yes/no: ai-input reserved, in doubt)"}
+    assert r["unknown"] == {}  # unknown keys are ignored
+    assert r["garbage"] == {}  # names no purpose: logged, search=yes still read
+    stats = crawler.stats.get_stats()
+    assert stats["gdpr/optout/malformed/content_signal"] == 3  # maybe, bare, garbage
+    assert stats["gdpr/optout/content_signal/ai-train"] == 3  # no, dup, maybe
+    assert stats["gdpr/optout/reserved/ai-input"] == 2
+    assert "cannot read '%%%'" in caplog.text
+    decision = next(a for a in audit_lines(tmp_path) if a["decision"] == "optout_decision" and a["url"] == urls["maybe"])
+    assert decision["purposes"] == {"search": True, "ai-train": False, "ai-input": True}
+
+
+@coroutine_test
+async def test_content_signal_header_switch_and_non_html(tmp_path, mockserver):
+    host = "optout-cs.test"
+    urls = {n: mockserver.url(f"/{n}", host=host) for n in ("no.html", "image-no.png", "image-yes.png")}
+    crawler = await run(tmp_path, list(urls.values()), write_policy(tmp_path, signal_purposes=["ai-train"]))
+    assert set(crawler.spider.failures) == {urls["image-no.png"]}  # a reserved image is never stored
+    exc = crawler.spider.failures[urls["image-no.png"]]
+    assert isinstance(exc, PolicyViolation) and exc.reason == "optout" and "Content-Signal: ai-train=no" in str(exc)
+    assert reserved(crawler.spider.results[urls["no.html"]]) == {
+        "ai-train": "Content-Signal: search=yes, ai-train=no, ai-input=yes"}
+    # opt_out.content_signal switches off both carriers, the header as the robots.txt line
+    policy = write_policy(tmp_path, signal_purposes=["ai-train"], opt_out={"content_signal": False})
+    crawler = await run(tmp_path, list(urls.values()), policy)
+    assert crawler.spider.failures == {}
+    assert reserved(crawler.spider.results[urls["no.html"]]) == {}
+
+
 # --------------------------------------------------------------------------- non-HTML responses
 
 

@@ -610,6 +610,19 @@ def test_content_signal_values():
     assert prefs("search-ai=no") == {}
 
 
+def test_malformed_content_signal_fails_closed_for_its_purpose():
+    rules = parse_robots(b"User-agent: *\nContent-Signal: search=yes, ai-train=maybe\n"
+                         b"Content-Signal: /img/ ai-input\nContent-Signal: /ok/ foo=bar, %%%\n", "X")
+    assert rules.signals[0].doubt == {"ai-train": "ai-train=maybe"}
+    assert rules.reserved("http://a.test/page", ["search"]) is None
+    purpose, signal = rules.reserved("http://a.test/page", ["search", "ai-train"])
+    assert (purpose, signal.line) == ("ai-train", 2)
+    assert rules.reserved("http://a.test/img/x.png", ["ai-input"])[0] == "ai-input"  # bare key: in doubt
+    assert rules.reserved("http://a.test/ok/x", ["search", "ai-input"]) is None  # names no purpose
+    assert parse_robots(b"User-agent: *\nContent-Signal: ai-train=no, ai-train=yes\n", "X").signals[0].prefs == {
+        "ai-train": False}  # a repeated key: any "no" reserves
+
+
 @coroutine_test
 async def test_unreachable_waits_at_least_retry_after(tmp_path, mockserver):
     policy = write_policy(tmp_path, robots={"retry_backoff": "PT1S"})
