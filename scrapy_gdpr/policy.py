@@ -361,6 +361,14 @@ class OptOutSettings(_Model):
     tdmrep: bool = True
     content_signal: bool = True
     content_usage: bool = True
+    payment_required: bool = Field(
+        True, description="Refuse HTTP 402 Payment Required answers (pay-per-crawl), never retrying them"
+    )
+    deny_lists: list[NonEmpty] = Field(
+        default_factory=list,
+        description="Files of domains never crawled (with their subdomains), one per line, '#' comments; "
+        "relative to the policy file",
+    )
     tdmrep_cache_ttl: IsoDuration = Field("PT24H", description="How long a site's /.well-known/tdmrep.json is cached")
 
 
