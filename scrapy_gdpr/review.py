@@ -117,8 +117,10 @@ OPT_OUT_SIGNALS: list[tuple[str, str, str]] = [
     ("x_robots_tag", "X-Robots-Tag HTTP header", "X-Robots-Tag: noindex / noai / noimageai / none"),
     ("meta_robots", "robots meta tag in HTML pages", '<meta name="robots" content="noindex, noai, noimageai">'),
     ("tdmrep", "TDMRep (W3C text and data mining reservation)", "tdm-reservation: 1 (HTTP header, HTML meta or /.well-known/tdmrep.json)"),
-    ("content_signal", "Content-Signal (in robots.txt)", "Content-Signal: search=yes, ai-train=no"),
+    ("content_signal", "Content-Signal (HTTP header or robots.txt)", "Content-Signal: search=yes, ai-train=no"),
     ("content_usage", "Content-Usage (IETF AI preferences; HTTP header or robots.txt)", "Content-Usage: train-ai=n"),
+    ("payment_required", "HTTP 402 Payment Required (pay-per-crawl): refused, never paid nor retried",
+     "HTTP/1.1 402 Payment Required / crawler-price: USD 0.01"),
 ]
 
 
@@ -253,6 +255,7 @@ def build_documents(
         {"key": key, "signal": name, "example": example, "honoured": getattr(policy.opt_out, key)}
         for key, name, example in OPT_OUT_SIGNALS
     ]
+    doc["deny_lists"] = list(policy.opt_out.deny_lists)
     doc["jurisdictions"] = {
         "exclude_tlds": [t if t.startswith(".") else f".{t}" for t in policy.jurisdictions.exclude_tlds],
         "exclude_domains": list(policy.jurisdictions.exclude_domains),
@@ -823,6 +826,8 @@ def render_review_html(doc: dict[str, Any]) -> str:
                [[_e(s["signal"]), f"<span class='tag {'yes' if s['honoured'] else 'no'}'>{'yes' if s['honoured'] else 'no'}</span>",
                  _c(s["example"])] for s in doc["opt_out"]]),
         "<p>robots.txt is always obeyed; it cannot be switched off.</p>",
+        f"<p>Deny lists (domains never contacted, with their subdomains): "
+        f"{', '.join(_c(d) for d in doc['deny_lists']) or 'none'}</p>",
         "<h2 id='jurisdictions'>5. Excluded jurisdictions</h2>",
         _kv([
             ("Top-level domains", ", ".join(_c(t) for t in doc["jurisdictions"]["exclude_tlds"]) or "none"),
@@ -1036,7 +1041,9 @@ def render_review_markdown(doc: dict[str, Any]) -> str:
           "## 4. Opt-out signals honoured", ""]
     L += _md_table(["Signal", "Honoured", "Example"],
                    [[_md(s["signal"]), "yes" if s["honoured"] else "**no**", _mdc(s["example"])] for s in doc["opt_out"]])
-    L += ["robots.txt is always obeyed; it cannot be switched off.", "", "## 5. Excluded jurisdictions", "",
+    L += ["robots.txt is always obeyed; it cannot be switched off.", "",
+          f"Deny lists (domains never contacted, with their subdomains): "
+          f"{', '.join(_mdc(d) for d in doc['deny_lists']) or 'none'}", "", "## 5. Excluded jurisdictions", "",
           f"- Top-level domains: {', '.join(_mdc(t) for t in doc['jurisdictions']['exclude_tlds']) or 'none'}",
           f"- Domains: {', '.join(_mdc(t) for t in doc['jurisdictions']['exclude_domains']) or 'none'}"]
     if doc["jurisdictions"]["note"]:

@@ -80,3 +80,23 @@ async def test_malformed_list_stops_the_crawl(tmp_path, logged_mockserver, capsy
         await crawl(tmp_path, policy, [logged_mockserver.url("/", host="deny-a.test")])
     assert logged_mockserver.requests() == []
     assert f"{tmp_path / 'deny.txt'}:2" in capsys.readouterr().err
+
+
+def test_review_document_names_deny_lists_and_payment_required(tmp_path):
+    from scrapy_gdpr.policy import load_policy
+    from scrapy_gdpr.review import build_documents, render_notice_html, render_review_html, render_review_markdown
+
+    (tmp_path / "deny.txt").write_text("example.org\n", encoding="utf-8")
+    policy = load_policy(write_policy(tmp_path, [local("deny-a.test")],
+                                      opt_out={"deny_lists": ["deny.txt"], "payment_required": False}))
+    doc = build_documents(policy, [])
+    assert doc["deny_lists"] == ["deny.txt"]
+    row = next(s for s in doc["opt_out"] if s["key"] == "payment_required")
+    assert row["honoured"] is False
+    html, markdown = render_review_html(doc), render_review_markdown(doc)
+    assert "deny.txt" in html and "deny.txt" in markdown
+    assert "402 Payment Required" in html and "402 Payment Required" in markdown
+    assert "Content-Signal (HTTP header or robots.txt)" in html
+    assert "402" not in render_notice_html(doc)  # not honoured: not claimed on the public page
+    policy = load_policy(write_policy(tmp_path, [local("deny-a.test")]))
+    assert "402 Payment Required" in render_notice_html(build_documents(policy, []))
