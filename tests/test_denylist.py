@@ -100,3 +100,15 @@ def test_review_document_names_deny_lists_and_payment_required(tmp_path):
     assert "402" not in render_notice_html(doc)  # not honoured: not claimed on the public page
     policy = load_policy(write_policy(tmp_path, [local("deny-a.test")]))
     assert "402 Payment Required" in render_notice_html(build_documents(policy, []))
+
+
+def test_lint_reports_malformed_lines(tmp_path):
+    from tests.utils import run_scrapy
+
+    (tmp_path / "deny.txt").write_text("ok.example\nnot a domain\n", encoding="utf-8")
+    policy = write_policy(tmp_path, [local("deny-a.test")], opt_out={"deny_lists": ["deny.txt"]})
+    result = run_scrapy("gdpr-lint", str(policy))
+    assert result.returncode == 1
+    assert f"{tmp_path / 'deny.txt'}:2: error: opt_out.deny_lists[0]: expected one domain" in result.stdout
+    (tmp_path / "deny.txt").write_text("ok.example\n", encoding="utf-8")
+    assert run_scrapy("gdpr-lint", str(policy)).returncode == 0
