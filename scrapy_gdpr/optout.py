@@ -38,7 +38,7 @@ from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr._flight import Flight
 from scrapy_gdpr.audit import Reason, note_refusal, refuse
-from scrapy_gdpr.robots import PathPattern, read_content_signal
+from scrapy_gdpr.robots import TOKENS_META, PathPattern, read_content_signal
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -602,7 +602,7 @@ class OptOutMiddleware:
     async def process_response(self, request: Request, response: Response) -> Response:
         if request.meta.get("gdpr_internal"):
             return response
-        decision = await self.decide(response)
+        decision = await self.decide(response, request)
         self._attach(request, response, decision)
         self._enforce(response, decision)
         return response
@@ -620,11 +620,16 @@ class OptOutMiddleware:
             return []
         return [v.decode("latin-1") for v in response.headers.getlist(name)]
 
-    async def decide(self, response: Response) -> Decision:
+    async def decide(self, response: Response, request: Request | None = None) -> Decision:
         """Read every enabled signal on ``response`` and combine them."""
         decision = Decision()
         url = response.url
         sw = self.switches
+        # purposes with their own product token that robots.txt keeps out (the robots gate decides)
+        for found in (request.meta.get(TOKENS_META) or []) if request is not None else []:
+            signal = Signal("robots_token", str(found["token"]).lower(), str(found["text"]))
+            decision.reserve(found["purposes"], signal)
+            decision.seen.append(signal)
         present = frozenset(k.lower() for k in response.headers)
         if sw.x_robots_tag:
             for header, source, parser in (("X-Robots-Tag", "x_robots_tag", parse_x_robots_tag),

@@ -250,6 +250,12 @@ class Purpose(_Model):
         default_factory=lambda: ["search"],
         description="Which opt-out purposes (search, ai-train, ai-input) this purpose falls under",
     )
+    product_token: Annotated[str, Field(pattern=r"^[A-Za-z_-]+$")] | None = Field(
+        None,
+        description="A robots.txt product token for this purpose besides crawler.product_token (the "
+        "Google-Extended pattern, e.g. ExampleBot-AI): a page is kept for this purpose only when "
+        "robots.txt lets this token fetch it",
+    )
 
 
 class BiometricBasis(_Model):

@@ -256,6 +256,12 @@ def build_documents(
         for key, name, example in OPT_OUT_SIGNALS
     ]
     doc["deny_lists"] = list(policy.opt_out.deny_lists)
+    doc["purpose_tokens"] = [
+        {"token": p.product_token, "purpose": p.id, "description": p.description,
+         "signal_purposes": list(p.signal_purposes)}
+        for p in policy.purposes
+        if p.product_token and p.product_token.lower() != policy.crawler.product_token.lower()
+    ]
     doc["jurisdictions"] = {
         "exclude_tlds": [t if t.startswith(".") else f".{t}" for t in policy.jurisdictions.exclude_tlds],
         "exclude_domains": list(policy.jurisdictions.exclude_domains),
@@ -670,6 +676,10 @@ def _notice(policy: Policy, doc: dict[str, Any]) -> dict[str, Any]:
             "robots_txt_all": robots_block_all,
             "robots_txt_some": robots_block_some,
             "signals": [{"signal": s["signal"], "example": s["example"]} for s in honoured],
+            "purpose_tokens": [
+                {"token": t["token"], "purpose": t["description"], "robots_txt": f"User-agent: {t['token']}\nDisallow: /\n"}
+                for t in doc["purpose_tokens"]
+            ],
             "note": "robots.txt is read before any page of a site is fetched; changes apply within "
             f"{_duration_words(policy.robots.cache_ttl)}.",
             "example_denied_paths": denied,
@@ -828,6 +838,9 @@ def render_review_html(doc: dict[str, Any]) -> str:
         "<p>robots.txt is always obeyed; it cannot be switched off.</p>",
         f"<p>Deny lists (domains never contacted, with their subdomains): "
         f"{', '.join(_c(d) for d in doc['deny_lists']) or 'none'}</p>",
+        "<p>Per-purpose robots.txt product tokens (a page is kept for the purpose only when the token may "
+        "fetch it): " + (", ".join(f"{_c(t['token'])} ({_e(t['purpose'])})" for t in doc["purpose_tokens"]) or "none")
+        + "</p>",
         "<h2 id='jurisdictions'>5. Excluded jurisdictions</h2>",
         _kv([
             ("Top-level domains", ", ".join(_c(t) for t in doc["jurisdictions"]["exclude_tlds"]) or "none"),
@@ -914,6 +927,12 @@ def render_notice_html(doc: dict[str, Any]) -> str:
         f"<pre><code>{_e(block['robots_txt_some'])}</code></pre>",
         f"<p>{_e(block['note'])}</p>",
     ]
+    for t in block["purpose_tokens"]:
+        parts += [
+            f"<p>To let {_e(n['product_token'])} fetch your pages but keep them out of one use only "
+            f"({_e(t['purpose'].rstrip('.'))}), name that use's own token:</p>",
+            f"<pre><code>{_e(t['robots_txt'])}</code></pre>",
+        ]
     if block["signals"]:
         parts += [
             "<p>The crawler also honours these signals, on a page or for a whole site:</p>",
@@ -1043,7 +1062,10 @@ def render_review_markdown(doc: dict[str, Any]) -> str:
                    [[_md(s["signal"]), "yes" if s["honoured"] else "**no**", _mdc(s["example"])] for s in doc["opt_out"]])
     L += ["robots.txt is always obeyed; it cannot be switched off.", "",
           f"Deny lists (domains never contacted, with their subdomains): "
-          f"{', '.join(_mdc(d) for d in doc['deny_lists']) or 'none'}", "", "## 5. Excluded jurisdictions", "",
+          f"{', '.join(_mdc(d) for d in doc['deny_lists']) or 'none'}", "",
+          "Per-purpose robots.txt product tokens (a page is kept for the purpose only when the token may fetch it): "
+          + (", ".join(f"{_mdc(t['token'])} ({_md(t['purpose'])})" for t in doc["purpose_tokens"]) or "none"), "",
+          "## 5. Excluded jurisdictions", "",
           f"- Top-level domains: {', '.join(_mdc(t) for t in doc['jurisdictions']['exclude_tlds']) or 'none'}",
           f"- Domains: {', '.join(_mdc(t) for t in doc['jurisdictions']['exclude_domains']) or 'none'}"]
     if doc["jurisdictions"]["note"]:

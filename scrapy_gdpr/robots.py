@@ -70,6 +70,9 @@ DOWNLOAD_FACTOR = 4
 #: ``meta["gdpr_internal"]`` values this middleware lets through unchecked.
 INTERNAL = frozenset({"robots", "terms", "tdmrep"})
 
+#: ``request.meta`` key: the purposes reserved for a URL by their own product token's rules.
+TOKENS_META = "gdpr_robots_tokens"
+
 #: How many problem hosts the compliance report lists (counts are always exact).
 REPORT_LIMIT = 1000
 
@@ -658,6 +661,8 @@ class RobotsEntry:
     expires_at: float = 0.0
     attempts: int = 0  # consecutive unreachable fetches
     delay: float = 0.0  # the delay floor for this origin's slot(s)
+    #: The rules for each purpose's own product token (lower case), when the policy names any
+    purpose_rules: dict[str, RobotsRules] = field(default_factory=dict)
     delay_note: str = ""
     slot_keys: set[str] = field(default_factory=set)
 
@@ -707,6 +712,13 @@ class RobotsGateMiddleware:
             for sp in purpose.signal_purposes:
                 if sp not in self.purposes:
                     self.purposes.append(sp)
+        #: Per-purpose product tokens (the Google-Extended pattern): (token, its signal purposes,
+        #: policy clause). The fetch needs the main token's permission; these only reserve purposes.
+        self.purpose_tokens: list[tuple[str, tuple[str, ...], str]] = [
+            (p.product_token, tuple(p.signal_purposes), policy.clause("purposes", i, "product_token"))
+            for i, p in enumerate(policy.purposes)
+            if p.product_token and p.product_token.lower() != self.product_token.lower()
+        ]
         self.floors = slot_floors(crawler)
         self._report: dict[str, Any] = {
             "product_token": self.product_token,
@@ -740,6 +752,11 @@ class RobotsGateMiddleware:
         allowed, reason, detail = self._decide(entry, request.url)
         if not allowed:
             raise refuse(self.crawler, request.url, reason, clause=self._clause(reason), detail=detail)
+        if self.purpose_tokens:
+            # a redirect copies the meta of the request it follows: decide afresh for this URL
+            request.meta.pop(TOKENS_META, None)
+            if reserved := self.token_reservations(entry, request.url):
+                request.meta[TOKENS_META] = reserved
         if entry.delay:
             key = self.crawler.engine.downloader.get_slot_key(request)
             if key not in entry.slot_keys:
@@ -759,6 +776,27 @@ class RobotsGateMiddleware:
         """The ``Sitemap:`` URLs of the robots.txt for ``url``'s scheme, host and port."""
         entry = await self.entry_for(url)
         return list(entry.rules.sitemaps) if entry.rules is not None else []
+
+    def token_reservations(self, entry: RobotsEntry, url: str) -> list[dict[str, Any]]:
+        """Purposes whose own product token may not have ``url``: ``[{"token", "purposes",
+        "clause", "text"}]``. A Disallow for the token, or a content signal in the token's
+        group, reserves the purpose's opt-out purposes (folded in by the opt-out middleware)."""
+        out: list[dict[str, Any]] = []
+        for token, purposes, clause in self.purpose_tokens:
+            rules = entry.purpose_rules.get(token.lower())
+            if rules is None:
+                continue
+            if not rules.can_fetch(url):
+                text = f"{entry.robots_url}: {rules.explain(url).removeprefix('robots.txt ')} disallows {token}"
+                out.append({"token": token, "purposes": list(purposes), "clause": clause, "text": text})
+                continue
+            found = rules.reserved(url, purposes)
+            if found is not None:
+                purpose, signal = found
+                text = (f"{entry.robots_url} line {signal.line} '{signal.text}' (group User-agent: {rules.group}) "
+                        f"reserves {purpose} for {token}")
+                out.append({"token": token, "purposes": [purpose], "clause": clause, "text": text})
+        return out
 
     def _decide(self, entry: RobotsEntry, url: str) -> tuple[bool, Reason | None, str]:
         if entry.state == "unreachable":
@@ -869,7 +907,10 @@ class RobotsGateMiddleware:
                 if problem := body_problem(response, self.download_limit):
                     stats.inc_value("gdpr/robots/unusable_body")
                     return self._unreachable(origin, robots_url, previous, f"robots.txt unusable: {problem}", response)
-                return self._parsed(origin, robots_url, response, await self._parse(response.body))
+                entry = self._parsed(origin, robots_url, response, await self._parse(response.body))
+                for token, _, _ in self.purpose_tokens:
+                    entry.purpose_rules[token.lower()] = await self._parse(response.body, token)
+                return entry
             if status == 429 or status >= 500:
                 return self._unreachable(origin, robots_url, previous, f"HTTP {status}", response)
             if 400 <= status < 500:
@@ -888,13 +929,13 @@ class RobotsGateMiddleware:
         entry.expires_at = now + ttl
         return entry
 
-    async def _parse(self, body: bytes) -> RobotsRules:
-        """Parse a robots.txt; a large one (up to the 500 KiB limit can take a second)
-        is parsed in a thread, off the reactor."""
+    async def _parse(self, body: bytes, token: str | None = None) -> RobotsRules:
+        """Parse a robots.txt for ``token`` (default: the crawler's product token); a large
+        one (up to the 500 KiB limit can take a second) is parsed in a thread, off the reactor."""
         parse = partial(
             parse_robots,
             body,
-            self.product_token,
+            token or self.product_token,
             max_size=self.max_size,
             content_signal=self.content_signal,
             content_usage=self.content_usage,

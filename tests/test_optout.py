@@ -536,3 +536,107 @@ async def test_tdmrep_file_over_the_cap_is_not_inflated_and_reserves(tmp_path, c
     files = crawler.stats.get_value("gdpr/optout/tdmrep_file/found")
     assert files == 1
     assert "text and data mining is treated as reserved" in caplog.text
+
+
+# --------------------------------------------------------------------------- per-purpose product tokens
+
+
+def token_policy(tmp_path: Path, token: str | None = "GdprTestBot-AI") -> Path:
+    data = yaml.safe_load(VALID.read_text(encoding="utf-8"))
+    search = data["purposes"][0]
+    search["signal_purposes"] = ["search"]
+    training = {**search, "id": "training", "signal_purposes": ["ai-train", "ai-input"]}
+    if token:
+        training["product_token"] = token
+    data["purposes"] = [search, training]
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+async def token_crawl(tmp_path: Path, urls: list[str], policy: Path) -> Any:
+    from scrapy_gdpr.robots import RobotsGateMiddleware
+
+    settings = crawl_settings(tmp_path, policy, DOWNLOADER_MIDDLEWARES={RobotsGateMiddleware: 100, OptOutMiddleware: 120})
+    crawler = get_crawler(CollectSpider, settings)
+    await crawler.crawl_async(urls=urls)
+    return crawler
+
+
+@coroutine_test
+async def test_purpose_product_token(tmp_path, mockserver):
+    host = "robots-purpose.test"
+    paths = {n: f"/{n}" for n in ("index.html", "no-ai/a.html", "signal/a.html", "maybe/a.html", "yes/a.html",
+                                  "private/a.html", "no-ai/img.png", "to-no-ai.html", "no-ai/go.html")}
+    urls = {n: mockserver.url(p, host=host) for n, p in paths.items()}
+    crawler = await token_crawl(tmp_path, list(urls.values()), token_policy(tmp_path))
+    results = {u: reserved(r) for u, r in crawler.spider.results.items()}
+    robots_url = f"http://{host}:{mockserver.port}/robots.txt"
+    # the main token may fetch; the training purpose's own token may fetch the page too
+    assert results[urls["index.html"]] == {}
+    assert results[urls["yes/a.html"]] == {}
+    # Disallow for GdprTestBot-AI: the page is fetched (main token) but kept for search only
+    no_ai = f"{robots_url}: line 5 'Disallow: /no-ai/' (group User-agent: GdprTestBot-AI) disallows GdprTestBot-AI"
+    assert results[urls["no-ai/a.html"]] == {"ai-train": no_ai, "ai-input": no_ai}
+    # a content signal in the token's group reserves only the purpose it names
+    assert results[urls["signal/a.html"]] == {
+        "ai-input": f"{robots_url} line 6 'Content-Signal: /signal/ ai-input=no' (group User-agent: GdprTestBot-AI) "
+                    "reserves ai-input for GdprTestBot-AI"}
+    assert set(results[urls["maybe/a.html"]]) == {"ai-input"}  # malformed: reserved, in doubt
+    assert urls["to-no-ai.html"] not in results and urls["no-ai/go.html"] not in results  # redirected
+    # the main token decides the fetch itself; a reserved image is never stored
+    failures = crawler.spider.failures
+    assert set(failures) == {urls["private/a.html"], urls["no-ai/img.png"]}
+    assert failures[urls["private/a.html"]].reason == "robots"
+    assert failures[urls["no-ai/img.png"]].reason == "optout"
+    assert "disallows GdprTestBot-AI" in str(failures[urls["no-ai/img.png"]])
+    stats = crawler.stats.get_stats()
+    assert stats["gdpr/optout/robots_token/gdprtestbot-ai"] == 5  # no-ai (fetched and redirected), signal, maybe, img
+    decision = next(a for a in audit_lines(tmp_path)
+                    if a["decision"] == "optout_decision" and a["url"] == urls["no-ai/a.html"])
+    assert decision["purposes"] == {"search": True, "ai-train": False, "ai-input": False}
+
+
+@coroutine_test
+async def test_purpose_token_decided_afresh_at_each_redirect(tmp_path, mockserver):
+    host = "robots-purpose.test"
+    # /to-no-ai.html -> /no-ai/a.html (reserved there); /no-ai/go.html -> /index.html (not reserved there,
+    # although the redirect copies the meta of the reserved first hop)
+    urls = [mockserver.url("/to-no-ai.html", host=host), mockserver.url("/no-ai/go.html", host=host)]
+    crawler = await token_crawl(tmp_path, urls, token_policy(tmp_path))
+    results = {u: reserved(r) for u, r in crawler.spider.results.items()}
+    assert results == {mockserver.url("/no-ai/a.html", host=host): {
+                           "ai-train": ANY_TEXT, "ai-input": ANY_TEXT},
+                       mockserver.url("/index.html", host=host): {}}
+
+
+class _AnyText(str):
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and "disallows GdprTestBot-AI" in other
+
+    __hash__ = str.__hash__
+
+
+ANY_TEXT = _AnyText()
+
+
+@coroutine_test
+async def test_purpose_token_without_group_falls_back_to_star(tmp_path, mockserver):
+    url = mockserver.url("/index.html", host="robots-purpose2.test")
+    crawler = await token_crawl(tmp_path, [url], token_policy(tmp_path))
+    assert set(reserved(crawler.spider.results[url])) == {"ai-train", "ai-input"}  # "*" disallows everything
+    # no per-purpose token: only the main token's rules count
+    crawler = await token_crawl(tmp_path, [url], token_policy(tmp_path, token=None))
+    assert reserved(crawler.spider.results[url]) == {}
+
+
+def test_purpose_tokens_in_review_document_and_information_page(tmp_path):
+    from scrapy_gdpr.policy import load_policy
+    from scrapy_gdpr.review import build_documents, render_notice_html, render_review_html, render_review_markdown
+
+    doc = build_documents(load_policy(token_policy(tmp_path)), [])
+    assert [t["token"] for t in doc["purpose_tokens"]] == ["GdprTestBot-AI"]
+    assert "GdprTestBot-AI" in render_review_html(doc) and "`GdprTestBot-AI` (training)" in render_review_markdown(doc)
+    assert "User-agent: GdprTestBot-AI\nDisallow: /" in render_notice_html(doc)
+    doc = build_documents(load_policy(token_policy(tmp_path, token=None)), [])
+    assert doc["purpose_tokens"] == [] and "GdprTestBot-AI" not in render_notice_html(doc)
