@@ -39,6 +39,7 @@ from scrapy_gdpr._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr._flight import Flight
 from scrapy_gdpr.audit import Reason, note_refusal, refuse
 from scrapy_gdpr.robots import TOKENS_META, PathPattern, read_content_signal
+from scrapy_gdpr.xmp import DMI_PURPOSES, read_data_mining
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -668,7 +669,29 @@ class OptOutMiddleware:
             values = self._headers(response, "Content-Signal", present)
             if values:
                 self._decide_content_signal(", ".join(v.strip() for v in values if v.strip()), decision, url)
+        if sw.image_metadata and not isinstance(response, HtmlResponse):
+            self._decide_xmp(response.body, decision, url)
         return decision
+
+    def _decide_xmp(self, body: bytes, decision: Decision, url: str) -> None:
+        """IPTC/PLUS ``plus:DataMining`` in the XMP of an image or document, read from the
+        downloaded bytes, before any pipeline (and the face stage's metadata stripping)."""
+        found = read_data_mining(body)
+        for value in dict.fromkeys(found.values):
+            purposes = DMI_PURPOSES.get(value)
+            if purposes is None:
+                found.problems.append(f"unknown plus:DataMining value {value!r}")
+            elif purposes:
+                signal = Signal("xmp", value.lower(), f"XMP plus:DataMining {value}")
+                decision.reserve(purposes, signal)
+                decision.seen.append(signal)
+        for problem in found.problems:
+            self._problem("xmp", f"XMP: {problem}", url)
+        if found.problems:
+            signal = Signal("xmp", "unreadable", f"XMP plus:DataMining cannot be read ({found.problems[0]}): "
+                            "every purpose reserved, in doubt")
+            decision.reserve(PURPOSES, signal)
+            decision.seen.append(signal)
 
     def _decide_content_signal(self, value: str, decision: Decision, url: str) -> None:
         """The ``Content-Signal`` response header: the robots.txt syntax and reader, for this page."""

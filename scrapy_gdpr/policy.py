@@ -367,6 +367,10 @@ class OptOutSettings(_Model):
     tdmrep: bool = True
     content_signal: bool = True
     content_usage: bool = True
+    image_metadata: bool = Field(
+        True, description="Honour the IPTC/PLUS Data Mining property (plus:DataMining) in the XMP of images "
+        "and documents"
+    )
     payment_required: bool = Field(
         True, description="Refuse HTTP 402 Payment Required answers (pay-per-crawl), never retrying them"
     )

@@ -119,6 +119,8 @@ OPT_OUT_SIGNALS: list[tuple[str, str, str]] = [
     ("tdmrep", "TDMRep (W3C text and data mining reservation)", "tdm-reservation: 1 (HTTP header, HTML meta or /.well-known/tdmrep.json)"),
     ("content_signal", "Content-Signal (HTTP header or robots.txt)", "Content-Signal: search=yes, ai-train=no"),
     ("content_usage", "Content-Usage (IETF AI preferences; HTTP header or robots.txt)", "Content-Usage: train-ai=n"),
+    ("image_metadata", "IPTC/PLUS Data Mining in image metadata (XMP)",
+     "plus:DataMining = DMI-PROHIBITED-AIMLTRAINING"),
     ("payment_required", "HTTP 402 Payment Required (pay-per-crawl): refused, never paid nor retried",
      "HTTP/1.1 402 Payment Required / crawler-price: USD 0.01"),
 ]

@@ -640,3 +640,92 @@ def test_purpose_tokens_in_review_document_and_information_page(tmp_path):
     assert "User-agent: GdprTestBot-AI\nDisallow: /" in render_notice_html(doc)
     doc = build_documents(load_policy(token_policy(tmp_path, token=None)), [])
     assert doc["purpose_tokens"] == [] and "GdprTestBot-AI" not in render_notice_html(doc)
+
+
+# --------------------------------------------------------------------------- IPTC/PLUS Data Mining in XMP
+
+# tests/site/hosts/optout-xmp holds real images written by Pillow with an XMP packet each:
+# plus:DataMining as an attribute (the .jpg files, JPEG APP1) or as an element with
+# rdf:resource (prohibited.png in an iTXt chunk, except-search.webp in its XMP chunk).
+XMP_HOST = "optout-xmp.test"
+XMP_FILES = ["train.jpg", "genai.jpg", "allowed.jpg", "unknown.jpg", "broken.jpg", "plain.jpg", "prohibited.png",
+             "except-search.webp"]
+
+
+def test_xmp_fixtures_are_real_images_with_real_xmp():
+    from PIL import Image
+
+    site = Path(__file__).parent / "site" / "hosts" / "optout-xmp"
+    for name in XMP_FILES:
+        with Image.open(site / name) as image:
+            image.load()
+            xmp = image.info.get("xmp") or image.info.get("XML:com.adobe.xmp") or b""
+        xmp = xmp.encode() if isinstance(xmp, str) else xmp
+        assert (b"DataMining" in xmp) == (name != "plain.jpg"), name
+
+
+async def xmp_crawl(tmp_path: Path, server: Any, signal_purposes: list[str], **opt_out: Any) -> tuple[Any, dict[str, str]]:
+    urls = {n: server.url(f"/{n}", host=XMP_HOST) for n in XMP_FILES}
+    policy = write_policy(tmp_path, signal_purposes=signal_purposes, opt_out=opt_out or None)
+    crawler = await run(tmp_path, list(urls.values()), policy)
+    refused = {n: str(crawler.spider.failures[u]) for n, u in urls.items() if u in crawler.spider.failures}
+    return crawler, refused
+
+
+@coroutine_test
+async def test_xmp_data_mining_reserves_purposes(tmp_path, mockserver, caplog):
+    crawler, refused = await xmp_crawl(tmp_path, mockserver, ["ai-train"])
+    assert set(refused) == {"train.jpg", "genai.jpg", "unknown.jpg", "broken.jpg", "prohibited.png",
+                            "except-search.webp"}
+    assert "ai-train reserved by XMP plus:DataMining DMI-PROHIBITED-AIMLTRAINING" in refused["train.jpg"]
+    assert "XMP plus:DataMining DMI-PROHIBITED-GENAIMLTRAINING" in refused["genai.jpg"]
+    # malformed: an unknown value, a packet that is not XML: every purpose, in doubt
+    assert "unknown plus:DataMining value 'DMI-MAYBE-LATER'" in refused["unknown.jpg"]
+    assert "cannot be parsed" in refused["broken.jpg"] and "in doubt" in refused["broken.jpg"]
+    stats = crawler.stats.get_stats()
+    assert stats["gdpr/optout/xmp/dmi-prohibited-aimltraining"] == 1
+    assert stats["gdpr/optout/malformed/xmp"] == 2
+    assert stats["gdpr/blocked/optout"] == 6
+    assert "Opt-out signal on" in caplog.text
+
+    # a search spider: only what reserves search (or cannot be read) is refused
+    (tmp_path / "audit.jsonl").unlink()
+    crawler, refused = await xmp_crawl(tmp_path, mockserver, ["search"])
+    assert set(refused) == {"unknown.jpg", "broken.jpg", "prohibited.png"}
+    assert "search reserved by XMP plus:DataMining DMI-PROHIBITED" in refused["prohibited.png"]
+
+
+@coroutine_test
+async def test_xmp_switch_off(tmp_path, mockserver):
+    crawler, refused = await xmp_crawl(tmp_path, mockserver, ["search", "ai-train", "ai-input"], image_metadata=False)
+    assert refused == {}
+
+
+def test_read_data_mining_edges():
+    from scrapy_gdpr.xmp import read_data_mining
+
+    def packet(body: str) -> bytes:
+        return ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+                + body + "</rdf:RDF></x:xmpmeta>").encode()
+
+    plus = 'xmlns:p="http://ns.useplus.org/ldf/xmp/1.0/"'
+    # any prefix; the bare code; lower case; text form; several packets
+    assert read_data_mining(packet(f'<rdf:Description {plus} p:DataMining="dmi-prohibited"/>')).values == [
+        "DMI-PROHIBITED"]
+    both = packet(f"<rdf:Description {plus}><p:DataMining>http://ns.useplus.org/ldf/vocab/DMI-ALLOWED</p:DataMining>"
+                  "</rdf:Description>") + b"\x00\xff" + packet(f'<rdf:Description {plus} p:DataMining="DMI-PROHIBITED"/>')
+    assert read_data_mining(both).values == ["DMI-ALLOWED", "DMI-PROHIBITED"]
+    # nothing at all: no reservation, no problem
+    assert read_data_mining(b"\xff\xd8\xff\xe0 JFIF" + bytes(range(256)) * 100).values == []
+    assert read_data_mining(b"no xmp here").problems == []
+    # DataMining in another namespace, without a value, outside a packet, in UTF-16: in doubt
+    assert read_data_mining(packet('<rdf:Description xmlns:o="urn:other" o:DataMining="DMI-ALLOWED"/>')).problems
+    assert read_data_mining(packet(f"<rdf:Description {plus}><p:DataMining/></rdf:Description>")).problems
+    assert read_data_mining(b"...DataMining=DMI-PROHIBITED...").problems
+    assert read_data_mining(packet(f'<rdf:Description {plus} p:DataMining="DMI-PROHIBITED"/>').decode()
+                            .encode("utf-16-le")).problems
+    # entities are not resolved (no file or network access from a hostile packet)
+    hostile = (b'<!DOCTYPE r [<!ENTITY e SYSTEM "file:///etc/hostname">]>' + packet(
+        f'<rdf:Description {plus}><p:DataMining>&e;</p:DataMining></rdf:Description>'))
+    found = read_data_mining(hostile)
+    assert found.values == [] and found.problems
