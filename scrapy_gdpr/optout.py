@@ -32,6 +32,7 @@ from scrapy.exceptions import IgnoreRequest
 from scrapy.http import HtmlResponse, Request
 from scrapy.http.request import NO_CALLBACK
 from scrapy.spidermiddlewares.base import BaseSpiderMiddleware
+from scrapy.utils.asyncio import run_in_thread
 
 from scrapy_gdpr import audit
 from scrapy_gdpr._component import component_runtime
@@ -39,6 +40,7 @@ from scrapy_gdpr._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr._flight import Flight
 from scrapy_gdpr.audit import Reason, note_refusal, refuse
 from scrapy_gdpr.robots import TOKENS_META, PathPattern, read_content_signal
+from scrapy_gdpr.contentcredentials import TrainingMining, read_training_mining
 from scrapy_gdpr.xmp import DMI_PURPOSES, read_data_mining
 
 if TYPE_CHECKING:
@@ -671,7 +673,25 @@ class OptOutMiddleware:
                 self._decide_content_signal(", ".join(v.strip() for v in values if v.strip()), decision, url)
         if sw.image_metadata and not isinstance(response, HtmlResponse):
             self._decide_xmp(response.body, decision, url)
+        if sw.content_credentials and not isinstance(response, HtmlResponse) and b"c2pa" in response.body:
+            mime = response.headers.get("Content-Type", b"").decode("latin-1").split(";", 1)[0].strip().lower()
+            found = await run_in_thread(read_training_mining, response.body, mime or None)  # native code
+            self._decide_c2pa(found, decision, url)
         return decision
+
+    def _decide_c2pa(self, found: TrainingMining, decision: Decision, url: str) -> None:
+        """The C2PA / CAWG training-and-mining assertion of an embedded manifest."""
+        for purposes, text in found.reservations:
+            signal = Signal("c2pa", "training-mining", text)
+            decision.reserve(purposes, signal)
+            decision.seen.append(signal)
+        for problem in found.problems:
+            self._problem("c2pa", f"C2PA: {problem}", url)
+        if found.problems and not found.reservations:
+            signal = Signal("c2pa", "unreadable", f"C2PA manifest cannot be read ({found.problems[0]}): "
+                            "every purpose reserved, in doubt")
+            decision.reserve(PURPOSES, signal)
+            decision.seen.append(signal)
 
     def _decide_xmp(self, body: bytes, decision: Decision, url: str) -> None:
         """IPTC/PLUS ``plus:DataMining`` in the XMP of an image or document, read from the

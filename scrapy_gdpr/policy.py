@@ -371,6 +371,10 @@ class OptOutSettings(_Model):
         True, description="Honour the IPTC/PLUS Data Mining property (plus:DataMining) in the XMP of images "
         "and documents"
     )
+    content_credentials: bool = Field(
+        True, description="Honour the C2PA / CAWG training-and-mining assertion in an embedded Content "
+        "Credentials manifest (read with c2pa-python, offline)"
+    )
     payment_required: bool = Field(
         True, description="Refuse HTTP 402 Payment Required answers (pay-per-crawl), never retrying them"
     )

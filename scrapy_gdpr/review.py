@@ -121,6 +121,8 @@ OPT_OUT_SIGNALS: list[tuple[str, str, str]] = [
     ("content_usage", "Content-Usage (IETF AI preferences; HTTP header or robots.txt)", "Content-Usage: train-ai=n"),
     ("image_metadata", "IPTC/PLUS Data Mining in image metadata (XMP)",
      "plus:DataMining = DMI-PROHIBITED-AIMLTRAINING"),
+    ("content_credentials", "C2PA Content Credentials training-and-mining assertion",
+     '"cawg.training-mining": {"entries": {"cawg.ai_training": {"use": "notAllowed"}}}'),
     ("payment_required", "HTTP 402 Payment Required (pay-per-crawl): refused, never paid nor retried",
      "HTTP/1.1 402 Payment Required / crawler-price: USD 0.01"),
 ]
