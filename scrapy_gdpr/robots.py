@@ -790,12 +790,13 @@ class RobotsGateMiddleware:
                 text = f"{entry.robots_url}: {rules.explain(url).removeprefix('robots.txt ')} disallows {token}"
                 out.append({"token": token, "purposes": list(purposes), "clause": clause, "text": text})
                 continue
-            found = rules.reserved(url, purposes)
-            if found is not None:
-                purpose, signal = found
-                text = (f"{entry.robots_url} line {signal.line} '{signal.text}' (group User-agent: {rules.group}) "
-                        f"reserves {purpose} for {token}")
-                out.append({"token": token, "purposes": [purpose], "clause": clause, "text": text})
+            for wanted in purposes:  # each purpose on its own: a line may reserve several
+                found = rules.reserved(url, [wanted])
+                if found is not None:
+                    purpose, signal = found
+                    text = (f"{entry.robots_url} line {signal.line} '{signal.text}' (group User-agent: {rules.group}) "
+                            f"reserves {purpose} for {token}")
+                    out.append({"token": token, "purposes": [purpose], "clause": clause, "text": text})
         return out
 
     def _decide(self, entry: RobotsEntry, url: str) -> tuple[bool, Reason | None, str]:

@@ -566,7 +566,7 @@ async def token_crawl(tmp_path: Path, urls: list[str], policy: Path) -> Any:
 @coroutine_test
 async def test_purpose_product_token(tmp_path, mockserver):
     host = "robots-purpose.test"
-    paths = {n: f"/{n}" for n in ("index.html", "no-ai/a.html", "signal/a.html", "maybe/a.html", "yes/a.html",
+    paths = {n: f"/{n}" for n in ("index.html", "no-ai/a.html", "signal/a.html", "maybe/a.html", "yes/a.html", "both/a.html",
                                   "private/a.html", "no-ai/img.png", "to-no-ai.html", "no-ai/go.html")}
     urls = {n: mockserver.url(p, host=host) for n, p in paths.items()}
     crawler = await token_crawl(tmp_path, list(urls.values()), token_policy(tmp_path))
@@ -583,6 +583,7 @@ async def test_purpose_product_token(tmp_path, mockserver):
         "ai-input": f"{robots_url} line 6 'Content-Signal: /signal/ ai-input=no' (group User-agent: GdprTestBot-AI) "
                     "reserves ai-input for GdprTestBot-AI"}
     assert set(results[urls["maybe/a.html"]]) == {"ai-input"}  # malformed: reserved, in doubt
+    assert set(results[urls["both/a.html"]]) == {"ai-train", "ai-input"}  # one line, each purpose
     assert urls["to-no-ai.html"] not in results and urls["no-ai/go.html"] not in results  # redirected
     # the main token decides the fetch itself; a reserved image is never stored
     failures = crawler.spider.failures
@@ -591,7 +592,8 @@ async def test_purpose_product_token(tmp_path, mockserver):
     assert failures[urls["no-ai/img.png"]].reason == "optout"
     assert "disallows GdprTestBot-AI" in str(failures[urls["no-ai/img.png"]])
     stats = crawler.stats.get_stats()
-    assert stats["gdpr/optout/robots_token/gdprtestbot-ai"] == 5  # no-ai (fetched and redirected), signal, maybe, img
+    # signals: no-ai (fetched, redirected), signal, maybe, both (one per purpose), img
+    assert stats["gdpr/optout/robots_token/gdprtestbot-ai"] == 7
     decision = next(a for a in audit_lines(tmp_path)
                     if a["decision"] == "optout_decision" and a["url"] == urls["no-ai/a.html"])
     assert decision["purposes"] == {"search": True, "ai-train": False, "ai-input": False}
