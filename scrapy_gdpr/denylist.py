@@ -16,6 +16,7 @@ that cannot be read cannot say which sites must not be crawled).
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,7 +38,11 @@ def read_deny_list(path: Path, key: str) -> tuple[dict[str, int], list[Finding]]
     """
     name = str(path)
     try:
-        if path.stat().st_size > MAX_BYTES:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would block or never end
+            return {}, [Finding(name, None, key, "the deny list is not a regular file",
+                                "point opt_out.deny_lists at a text file")]
+        if info.st_size > MAX_BYTES:
             return {}, [Finding(name, None, key, f"the deny list is larger than {MAX_BYTES} bytes",
                                 "split it into several files listed under opt_out.deny_lists")]
         data = path.read_bytes()

@@ -112,3 +112,13 @@ def test_lint_reports_malformed_lines(tmp_path):
     assert f"{tmp_path / 'deny.txt'}:2: error: opt_out.deny_lists[0]: expected one domain" in result.stdout
     (tmp_path / "deny.txt").write_text("ok.example\n", encoding="utf-8")
     assert run_scrapy("gdpr-lint", str(policy)).returncode == 0
+
+
+def test_not_a_regular_file(tmp_path):
+    import os
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (fifo, tmp_path):
+        domains, findings = read_deny_list(path, "opt_out.deny_lists[0]")
+        assert domains == {} and "not a regular file" in findings[0].message
