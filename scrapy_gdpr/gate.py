@@ -195,7 +195,7 @@ class PolicyGate:
 
     0. a well-formed URL (:func:`url_problem`; refused alone, as ``malformed_url``),
     1. objections (a person's objection is the most specific reason),
-    2. jurisdictions (excluded TLDs and domains),
+    2. jurisdictions (excluded TLDs and domains), then the deny lists (``opt_out.deny_lists``),
     3. the domain allowlist, then its ``deny_paths`` / ``allow_paths``,
     4. private networks (needs DNS, so last; only hosts that passed 1-3 are resolved).
     """
