@@ -27,7 +27,6 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import http_sfv
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import HtmlResponse, Request
 from scrapy.http.request import NO_CALLBACK
@@ -39,7 +38,13 @@ from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr._flight import Flight
 from scrapy_gdpr.audit import Reason, note_refusal, refuse
-from scrapy_gdpr.robots import TOKENS_META, PathPattern, read_content_signal
+from scrapy_gdpr.robots import (
+    CONTENT_USAGE_KEYS,
+    TOKENS_META,
+    PathPattern,
+    read_content_signal,
+    read_content_usage,
+)
 from scrapy_gdpr.contentcredentials import TrainingMining, read_training_mining
 from scrapy_gdpr.xmp import DMI_PURPOSES, read_data_mining
 
@@ -85,15 +90,6 @@ KNOWN_RULES = set(RULE_PURPOSES) | set(IMAGE_RULE_PURPOSES) | OTHER_RULES | IGNO
 VALUED_RULES = {"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"}
 
 _TOKEN_RE = re.compile(r"^[A-Za-z_-]+$")
-
-#: IETF AI-preferences vocabulary keys (``Content-Usage``) and the purpose each covers.
-#: ``train-genai`` and ``ai-use`` come from earlier drafts; honouring them is stricter.
-CONTENT_USAGE_KEYS: dict[str, str] = {
-    "train-ai": "ai-train",
-    "train-genai": "ai-train",
-    "ai-use": "ai-input",
-    "search": "search",
-}
 
 TDMREP_PATH = "/.well-known/tdmrep.json"
 TDMREP_MAX_SIZE = 1_000_000
@@ -348,20 +344,9 @@ def parse_content_usage(values: Iterable[str]) -> ContentUsage:
     joined = ", ".join(v.strip() for v in values if v.strip())
     if not joined:
         return out
-    sfd = http_sfv.Dictionary()
-    try:
-        sfd.parse(joined.encode("latin-1", errors="strict"))
-    except (ValueError, UnicodeError) as exc:
-        out.problems.append(f"Content-Usage: cannot parse {joined!r} ({str(exc) or 'not a valid structured field dictionary'})")
-        return out
-    for key, member in sfd.items():
-        if key not in CONTENT_USAGE_KEYS:
-            continue
-        value = getattr(member, "value", None)
-        if isinstance(value, http_sfv.Token) and str(value) in ("y", "n"):
-            out.prefs[key] = str(value)
-        else:
-            out.problems.append(f"Content-Usage: {key} has a value other than the tokens y/n; unknown")
+    prefs, problems = read_content_usage(joined)  # the robots.txt rule's reader
+    out.prefs.update(prefs)
+    out.problems.extend(f"Content-Usage: {p}" for p in problems)
     return out
 
 

@@ -78,7 +78,9 @@ REPORT_LIMIT = 1000
 
 #: Purposes named by the two content-signal syntaxes.
 _CONTENT_SIGNAL_KEYS = {"search": "search", "ai-train": "ai-train", "ai-input": "ai-input"}
-_CONTENT_USAGE_KEYS = {"train-ai": "ai-train", "search": "search"}
+#: IETF AI-preferences vocabulary keys (``Content-Usage``) and the purpose each covers;
+#: ``train-genai`` and ``ai-use`` come from earlier drafts, honouring them is stricter.
+CONTENT_USAGE_KEYS: dict[str, str] = {"train-ai": "ai-train", "train-genai": "ai-train", "ai-use": "ai-input", "search": "search"}
 
 _USER_AGENT = {"user-agent", "useragent", "user agent"}
 _ALLOW = {"allow"}
@@ -483,24 +485,40 @@ def read_content_signal(text: str) -> ContentSignal:
     return ContentSignal(prefs, doubt, problems)
 
 
-def _content_usage_prefs(text: str) -> dict[str, bool]:
-    """IETF aipref ``train-ai=n, search=y`` as a Structured Fields Dictionary.
+def read_content_usage(text: str) -> tuple[dict[str, str], list[str]]:
+    """IETF aipref ``train-ai=n, search=y`` as a Structured Fields Dictionary, the one
+    reader of this syntax for every carrier (robots.txt rule, HTTP response header).
 
-    A parse failure (uppercase keys, bad syntax) makes every preference unknown; values
+    Returns ``{vocabulary key: "y" | "n"}`` and the problems. A parse failure
+    (uppercase keys, bad syntax, non-ASCII) makes every preference unknown; values
     other than the tokens ``y``/``n`` are unknown; unknown keys and parameters are
     ignored; the last of duplicate keys wins (done by the parser).
     """
     d = http_sfv.Dictionary()
     try:
         d.parse(text.encode("ascii"))
-    except (ValueError, UnicodeEncodeError):
-        return {}
-    prefs: dict[str, bool] = {}
+    except (ValueError, UnicodeEncodeError) as exc:
+        return {}, [f"cannot parse {text!r} ({str(exc) or 'not a valid structured field dictionary'})"]
+    prefs: dict[str, str] = {}
+    problems: list[str] = []
     for key, member in d.items():
-        purpose = _CONTENT_USAGE_KEYS.get(key)
+        if key not in CONTENT_USAGE_KEYS:
+            continue
         value = getattr(member, "value", None)
-        if purpose and isinstance(value, http_sfv.Token) and str(value) in ("y", "n"):
-            prefs[purpose] = str(value) == "y"
+        if isinstance(value, http_sfv.Token) and str(value) in ("y", "n"):
+            prefs[key] = str(value)
+        else:
+            problems.append(f"{key} has a value other than the tokens y/n; unknown")
+    return prefs, problems
+
+
+def _content_usage_prefs(text: str) -> dict[str, bool]:
+    """Purpose -> allowed, from :func:`read_content_usage`; of two keys for one purpose
+    (``train-ai``, ``train-genai``), any ``n`` reserves."""
+    prefs: dict[str, bool] = {}
+    for key, value in read_content_usage(text)[0].items():
+        purpose = CONTENT_USAGE_KEYS[key]
+        prefs[purpose] = prefs.get(purpose, True) and value == "y"
     return prefs
 
 

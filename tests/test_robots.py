@@ -598,6 +598,9 @@ def test_content_usage_values():
     assert prefs("train-ai=maybe, bots=n") == {}
     assert prefs("train-ai=n;reason=1") == {"ai-train": False}  # parameters ignored
     assert prefs("= ,,") == {}
+    # the keys of earlier drafts, as in the response header (one reader for both carriers)
+    assert prefs("train-genai=n, ai-use=n") == {"ai-train": False, "ai-input": False}
+    assert prefs("train-ai=y, train-genai=n") == {"ai-train": False}  # two keys, one purpose: any n reserves
 
 
 def test_content_signal_values():
