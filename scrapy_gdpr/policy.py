@@ -1023,6 +1023,12 @@ def _rule_findings(data: Any, lines: dict[tuple[Any, ...], int], filename: str, 
     if isinstance(ua, str) and isinstance(token, str) and token.lower() not in ua.lower():
         add(("crawler", "product_token"), f"the product token {token!r} does not appear in the User-Agent",
             "make the User-Agent start with the product token, e.g. 'ExampleBot/1.0 (+URL)'")
+    purposes = data.get("purposes") if isinstance(data.get("purposes"), list) else []
+    for i, purpose in enumerate(purposes):
+        own = purpose.get("product_token") if isinstance(purpose, dict) else None
+        if isinstance(own, str) and isinstance(token, str) and own.lower() == token.lower():
+            add(("purposes", i, "product_token"), f"{own!r} is the crawler's own product token, so it adds nothing",
+                "name a token of its own for this purpose (e.g. 'ExampleBot-AI'), or remove the key", "warning")
 
     # Art. 30(1)(c) and (d): records a controller must keep. Warnings (errors under
     # 'gdpr-lint --strict'); an explicit 'recipients: []' records that there are none.

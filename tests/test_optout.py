@@ -731,3 +731,12 @@ def test_read_data_mining_edges():
         f'<rdf:Description {plus}><p:DataMining>&e;</p:DataMining></rdf:Description>'))
     found = read_data_mining(hostile)
     assert found.values == [] and found.problems
+
+
+def test_purpose_token_equal_to_the_main_token_is_a_lint_warning(tmp_path):
+    from scrapy_gdpr.policy import load_policy
+
+    policy = load_policy(token_policy(tmp_path, token="gdprtestbot"))
+    (warning,) = [w for w in policy.warnings if w.path == "purposes[1].product_token"]
+    assert "adds nothing" in warning.message and warning.line
+    assert not [w for w in load_policy(token_policy(tmp_path)).warnings if "product_token" in w.path]
