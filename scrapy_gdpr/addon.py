@@ -38,6 +38,8 @@ DOWNLOADER_MIDDLEWARES: dict[str, int] = {
     "scrapy_gdpr.optout.OptOutMiddleware": 120,
     # Sees 429/503 and Retry-After before RetryMiddleware (550) retries them.
     "scrapy_gdpr.politeness.PolitenessMiddleware": 560,
+    # Refuses HTTP 402 (pay-per-crawl) before RetryMiddleware (550) could retry it.
+    "scrapy_gdpr.paywall.PaymentRequiredMiddleware": 570,
 }
 
 SPIDER_MIDDLEWARES: dict[str, int] = {

@@ -47,6 +47,8 @@ class Reason(StrEnum):
     RETENTION = "retention"  # no provenance or retention stamp
     MALFORMED_URL = "malformed_url"  # user information, a bad port or host, control characters
     UNDECIDED = "undecided"  # a component could not decide: fail closed
+    PAYMENT_REQUIRED = "payment_required"  # HTTP 402 (pay-per-crawl): refused, never retried
+    DENY_LIST = "deny_list"  # the host is on a deny list file named in the policy (opt_out.deny_lists)
 
 
 #: What :meth:`AuditLog.write` does with ``json.dumps``, built once.

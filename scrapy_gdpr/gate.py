@@ -24,6 +24,7 @@ from scrapy.utils.reactor import is_reactor_installed
 
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.audit import Reason, drop, note_refusal, refuse
+from scrapy_gdpr.denylist import deny_lists
 from scrapy_gdpr.exceptions import PolicyViolation
 from scrapy_gdpr.objections import (
     ObjectionFileError,
@@ -37,6 +38,8 @@ from scrapy_gdpr.objections import (
     prefix_forms,
 )
 from scrapy_gdpr.optout import IMAGE_RULE_PURPOSES
+from scrapy_gdpr.policy import PolicyError
+from scrapy_gdpr.status import refuse_startup
 from scrapy_gdpr.provenance import provenance_of
 
 if TYPE_CHECKING:
@@ -192,7 +195,7 @@ class PolicyGate:
 
     0. a well-formed URL (:func:`url_problem`; refused alone, as ``malformed_url``),
     1. objections (a person's objection is the most specific reason),
-    2. jurisdictions (excluded TLDs and domains),
+    2. jurisdictions (excluded TLDs and domains), then the deny lists (``opt_out.deny_lists``),
     3. the domain allowlist, then its ``deny_paths`` / ``allow_paths``,
     4. private networks (needs DNS, so last; only hosts that passed 1-3 are resolved).
     """
@@ -221,6 +224,9 @@ class PolicyGate:
         jur = self.policy.jurisdictions
         self._tlds = {t.lstrip(".").lower(): i for i, t in enumerate(jur.exclude_tlds)}
         self._excluded = {canonical_host(d): i for i, d in enumerate(jur.exclude_domains)}
+        self._denied, findings = deny_lists(self.policy)
+        if findings:  # a list that cannot be read cannot say which sites to leave alone
+            raise refuse_startup(crawler, PolicyError(findings))
         # deny rules match case-insensitively (casefolded), allow rules exactly
         self._deny = [
             [tuple(f.casefold() for f in prefix_forms(p)) for p in rule.deny_paths] for rule in self.policy.domains
@@ -242,7 +248,7 @@ class PolicyGate:
         info = self._hosts.get(hostname)
         if info is None:
             host = canonical_host(hostname)
-            info = _HostInfo(host, self.check_jurisdiction(host), self.rule_for(host))
+            info = _HostInfo(host, self.check_jurisdiction(host) or self.check_deny_list(host), self.rule_for(host))
             if len(self._hosts) >= self._hosts_size:
                 del self._hosts[next(iter(self._hosts))]  # the oldest entry
             self._hosts[hostname] = info
@@ -363,6 +369,22 @@ class PolicyGate:
                 )
             dot = name.find(".")
             if dot < 0:
+                return None
+            name = name[dot + 1 :]
+
+    def check_deny_list(self, host: str) -> Refusal | None:
+        """The host, or a domain above it, is on a deny list (``opt_out.deny_lists``)."""
+        if not self._denied:
+            return None
+        name = host
+        while True:
+            found = self._denied.get(name)
+            if found is not None:
+                path, line, index = found
+                return Refusal(Reason.DENY_LIST, self.policy.clause("opt_out", "deny_lists", index),
+                               f"{host} is under {name}, listed in the deny list {path}:{line}")
+            dot = name.find(".")
+            if dot < 0 or _is_ip_address(host):
                 return None
             name = name[dot + 1 :]
 

@@ -29,6 +29,7 @@ from scrapy.utils.defer import ensure_awaitable
 
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.audit import Reason, drop, note_refusal
+from scrapy_gdpr.exceptions import PolicyViolation
 from scrapy_gdpr.facepool import acquire_pool
 from scrapy_gdpr.provenance import provenance_of
 
@@ -219,7 +220,11 @@ class _MediaFaceStageMixin(_FaceStageMixin):
                 if exc.drop_item and drop_detail is None:
                     drop_detail = f"faces found in {exc.record.get('url') or url} and the policy drops the item"
             elif isinstance(exc, _MediaRequestFiltered):
-                records.append({"url": url, "stored": False, "reason": "not_downloaded"})
+                cause = exc.__cause__  # a refusal by the request gate says why (an opt-out in the image's XMP)
+                if isinstance(cause, PolicyViolation):
+                    records.append({"url": url, "stored": False, "reason": cause.reason, "detail": str(cause)})
+                else:
+                    records.append({"url": url, "stored": False, "reason": "not_downloaded"})
             else:
                 records.append({"url": url, "stored": False, "reason": "error", "error": type(exc).__name__})
         return records, drop_detail

@@ -1,4 +1,4 @@
-"""Opt-out signals on responses: X-Robots-Tag, meta robots, TDMRep, Content-Usage.
+"""Opt-out signals on responses: X-Robots-Tag, meta robots, TDMRep, Content-Usage, Content-Signal.
 
 :class:`OptOutMiddleware` (downloader middleware at 120, so its ``process_response``
 sees decompressed bodies after redirects) reads every signal a response carries,
@@ -27,18 +27,26 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import http_sfv
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import HtmlResponse, Request
 from scrapy.http.request import NO_CALLBACK
 from scrapy.spidermiddlewares.base import BaseSpiderMiddleware
+from scrapy.utils.asyncio import run_in_thread
 
 from scrapy_gdpr import audit
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr._flight import Flight
 from scrapy_gdpr.audit import Reason, note_refusal, refuse
-from scrapy_gdpr.robots import PathPattern
+from scrapy_gdpr.robots import (
+    CONTENT_USAGE_KEYS,
+    TOKENS_META,
+    PathPattern,
+    read_content_signal,
+    read_content_usage,
+)
+from scrapy_gdpr.contentcredentials import TrainingMining, read_training_mining
+from scrapy_gdpr.xmp import DMI_PURPOSES, read_data_mining
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -82,15 +90,6 @@ KNOWN_RULES = set(RULE_PURPOSES) | set(IMAGE_RULE_PURPOSES) | OTHER_RULES | IGNO
 VALUED_RULES = {"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"}
 
 _TOKEN_RE = re.compile(r"^[A-Za-z_-]+$")
-
-#: IETF AI-preferences vocabulary keys (``Content-Usage``) and the purpose each covers.
-#: ``train-genai`` and ``ai-use`` come from earlier drafts; honouring them is stricter.
-CONTENT_USAGE_KEYS: dict[str, str] = {
-    "train-ai": "ai-train",
-    "train-genai": "ai-train",
-    "ai-use": "ai-input",
-    "search": "search",
-}
 
 TDMREP_PATH = "/.well-known/tdmrep.json"
 TDMREP_MAX_SIZE = 1_000_000
@@ -345,20 +344,9 @@ def parse_content_usage(values: Iterable[str]) -> ContentUsage:
     joined = ", ".join(v.strip() for v in values if v.strip())
     if not joined:
         return out
-    sfd = http_sfv.Dictionary()
-    try:
-        sfd.parse(joined.encode("latin-1", errors="strict"))
-    except (ValueError, UnicodeError) as exc:
-        out.problems.append(f"Content-Usage: cannot parse {joined!r} ({str(exc) or 'not a valid structured field dictionary'})")
-        return out
-    for key, member in sfd.items():
-        if key not in CONTENT_USAGE_KEYS:
-            continue
-        value = getattr(member, "value", None)
-        if isinstance(value, http_sfv.Token) and str(value) in ("y", "n"):
-            out.prefs[key] = str(value)
-        else:
-            out.problems.append(f"Content-Usage: {key} has a value other than the tokens y/n; unknown")
+    prefs, problems = read_content_usage(joined)  # the robots.txt rule's reader
+    out.prefs.update(prefs)
+    out.problems.extend(f"Content-Usage: {p}" for p in problems)
     return out
 
 
@@ -602,7 +590,7 @@ class OptOutMiddleware:
     async def process_response(self, request: Request, response: Response) -> Response:
         if request.meta.get("gdpr_internal"):
             return response
-        decision = await self.decide(response)
+        decision = await self.decide(response, request)
         self._attach(request, response, decision)
         self._enforce(response, decision)
         return response
@@ -620,11 +608,16 @@ class OptOutMiddleware:
             return []
         return [v.decode("latin-1") for v in response.headers.getlist(name)]
 
-    async def decide(self, response: Response) -> Decision:
+    async def decide(self, response: Response, request: Request | None = None) -> Decision:
         """Read every enabled signal on ``response`` and combine them."""
         decision = Decision()
         url = response.url
         sw = self.switches
+        # purposes with their own product token that robots.txt keeps out (the robots gate decides)
+        for found in (request.meta.get(TOKENS_META) or []) if request is not None else []:
+            signal = Signal("robots_token", str(found["token"]).lower(), str(found["text"]))
+            decision.reserve(found["purposes"], signal)
+            decision.seen.append(signal)
         present = frozenset(k.lower() for k in response.headers)
         if sw.x_robots_tag:
             for header, source, parser in (("X-Robots-Tag", "x_robots_tag", parse_x_robots_tag),
@@ -659,7 +652,69 @@ class OptOutMiddleware:
                         signal = Signal("content_usage", key, f"Content-Usage: {key}=n")
                         decision.reserve([CONTENT_USAGE_KEYS[key]], signal)
                         decision.seen.append(signal)
+        if sw.content_signal:
+            values = self._headers(response, "Content-Signal", present)
+            if values:
+                self._decide_content_signal(", ".join(v.strip() for v in values if v.strip()), decision, url)
+        if sw.image_metadata and not isinstance(response, HtmlResponse):
+            self._decide_xmp(response.body, decision, url)
+        if sw.content_credentials and not isinstance(response, HtmlResponse) and b"c2pa" in response.body:
+            mime = response.headers.get("Content-Type", b"").decode("latin-1").split(";", 1)[0].strip().lower()
+            found = await run_in_thread(read_training_mining, response.body, mime or None)  # native code
+            self._decide_c2pa(found, decision, url)
         return decision
+
+    def _decide_c2pa(self, found: TrainingMining, decision: Decision, url: str) -> None:
+        """The C2PA / CAWG training-and-mining assertion of an embedded manifest."""
+        for purposes, text in found.reservations:
+            signal = Signal("c2pa", "training-mining", text)
+            decision.reserve(purposes, signal)
+            decision.seen.append(signal)
+        for problem in found.problems:
+            self._problem("c2pa", f"C2PA: {problem}", url)
+        if found.problems and not found.reservations:
+            signal = Signal("c2pa", "unreadable", f"C2PA manifest cannot be read ({found.problems[0]}): "
+                            "every purpose reserved, in doubt")
+            decision.reserve(PURPOSES, signal)
+            decision.seen.append(signal)
+
+    def _decide_xmp(self, body: bytes, decision: Decision, url: str) -> None:
+        """IPTC/PLUS ``plus:DataMining`` in the XMP of an image or document, read from the
+        downloaded bytes, before any pipeline (and the face stage's metadata stripping)."""
+        found = read_data_mining(body)
+        for value in dict.fromkeys(found.values):
+            purposes = DMI_PURPOSES.get(value)
+            if purposes is None:
+                found.problems.append(f"unknown plus:DataMining value {value!r}")
+            elif purposes:
+                signal = Signal("xmp", value.lower(), f"XMP plus:DataMining {value}")
+                decision.reserve(purposes, signal)
+                decision.seen.append(signal)
+        for problem in found.problems:
+            self._problem("xmp", f"XMP: {problem}", url)
+        if found.problems:
+            signal = Signal("xmp", "unreadable", f"XMP plus:DataMining cannot be read ({found.problems[0]}): "
+                            "every purpose reserved, in doubt")
+            decision.reserve(PURPOSES, signal)
+            decision.seen.append(signal)
+
+    def _decide_content_signal(self, value: str, decision: Decision, url: str) -> None:
+        """The ``Content-Signal`` response header: the robots.txt syntax and reader, for this page."""
+        read = read_content_signal(value)
+        for p in read.problems:
+            self._problem("content_signal", f"Content-Signal: {p}", url)
+        for purpose, allowed in read.prefs.items():
+            if not allowed:
+                signal = Signal("content_signal", purpose, f"Content-Signal: {value}")
+                decision.reserve([purpose], signal)
+                decision.seen.append(signal)
+        for purpose, item in read.doubt.items():
+            if read.prefs.get(purpose) is False:
+                continue  # already reserved by a readable "no"
+            signal = Signal("content_signal", purpose,
+                            f"Content-Signal: {value} ({item!r} is not yes/no: {purpose} reserved, in doubt)")
+            decision.reserve([purpose], signal)
+            decision.seen.append(signal)
 
     async def _decide_tdmrep(
         self, response: Response, decision: Decision, meta_tdm: dict[str, str], present: frozenset[bytes] | None = None

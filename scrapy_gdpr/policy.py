@@ -250,6 +250,12 @@ class Purpose(_Model):
         default_factory=lambda: ["search"],
         description="Which opt-out purposes (search, ai-train, ai-input) this purpose falls under",
     )
+    product_token: Annotated[str, Field(pattern=r"^[A-Za-z_-]+$")] | None = Field(
+        None,
+        description="A robots.txt product token for this purpose besides crawler.product_token (the "
+        "Google-Extended pattern, e.g. ExampleBot-AI): a page is kept for this purpose only when "
+        "robots.txt lets this token fetch it",
+    )
 
 
 class BiometricBasis(_Model):
@@ -353,6 +359,22 @@ class OptOutSettings(_Model):
     tdmrep: bool = True
     content_signal: bool = True
     content_usage: bool = True
+    image_metadata: bool = Field(
+        True, description="Honour the IPTC/PLUS Data Mining property (plus:DataMining) in the XMP of images "
+        "and documents"
+    )
+    content_credentials: bool = Field(
+        True, description="Honour the C2PA / CAWG training-and-mining assertion in an embedded Content "
+        "Credentials manifest (read with c2pa-python, offline)"
+    )
+    payment_required: bool = Field(
+        True, description="Refuse HTTP 402 Payment Required answers (pay-per-crawl), never retrying them"
+    )
+    deny_lists: list[NonEmpty] = Field(
+        default_factory=list,
+        description="Files of domains never crawled (with their subdomains), one per line, '#' comments; "
+        "relative to the policy file",
+    )
     tdmrep_cache_ttl: IsoDuration = Field("PT24H", description="How long a site's /.well-known/tdmrep.json is cached")
 
 
@@ -993,6 +1015,12 @@ def _rule_findings(data: Any, lines: dict[tuple[Any, ...], int], filename: str, 
     if isinstance(ua, str) and isinstance(token, str) and token.lower() not in ua.lower():
         add(("crawler", "product_token"), f"the product token {token!r} does not appear in the User-Agent",
             "make the User-Agent start with the product token, e.g. 'ExampleBot/1.0 (+URL)'")
+    purposes = data.get("purposes") if isinstance(data.get("purposes"), list) else []
+    for i, purpose in enumerate(purposes):
+        own = purpose.get("product_token") if isinstance(purpose, dict) else None
+        if isinstance(own, str) and isinstance(token, str) and own.lower() == token.lower():
+            add(("purposes", i, "product_token"), f"{own!r} is the crawler's own product token, so it adds nothing",
+                "name a token of its own for this purpose (e.g. 'ExampleBot-AI'), or remove the key", "warning")
 
     # Art. 30(1)(c) and (d): records a controller must keep. Warnings (errors under
     # 'gdpr-lint --strict'); an explicit 'recipients: []' records that there are none.

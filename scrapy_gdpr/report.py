@@ -62,6 +62,10 @@ REASONS: dict[str, tuple[str, str]] = {
     "faces": ("the face stage refused an image or record", "as the policy's faces.action says"),
     "unchecked": ("content that could not be checked for faces", "nothing is stored unchecked; see the log"),
     "retention": ("a record without its source or retention stamp", "check the spider's item pipelines"),
+    "payment_required": ("the site answered 402 Payment Required (pay-per-crawl); nothing is paid",
+                         "nothing to do without a licence: the site asks to be paid"),
+    "deny_list": ("the site is on a deny list named in the policy",
+                  "change the list file named in opt_out.deny_lists if this is wrong"),
     "undecided": ("a check could not decide, so nothing was fetched or stored",
                   "see the audit log's detail for the failing check (DNS, robots.txt, objection list)"),
 }

@@ -117,8 +117,14 @@ OPT_OUT_SIGNALS: list[tuple[str, str, str]] = [
     ("x_robots_tag", "X-Robots-Tag HTTP header", "X-Robots-Tag: noindex / noai / noimageai / none"),
     ("meta_robots", "robots meta tag in HTML pages", '<meta name="robots" content="noindex, noai, noimageai">'),
     ("tdmrep", "TDMRep (W3C text and data mining reservation)", "tdm-reservation: 1 (HTTP header, HTML meta or /.well-known/tdmrep.json)"),
-    ("content_signal", "Content-Signal (in robots.txt)", "Content-Signal: search=yes, ai-train=no"),
+    ("content_signal", "Content-Signal (HTTP header or robots.txt)", "Content-Signal: search=yes, ai-train=no"),
     ("content_usage", "Content-Usage (IETF AI preferences; HTTP header or robots.txt)", "Content-Usage: train-ai=n"),
+    ("image_metadata", "IPTC/PLUS Data Mining in image metadata (XMP)",
+     "plus:DataMining = DMI-PROHIBITED-AIMLTRAINING"),
+    ("content_credentials", "C2PA Content Credentials training-and-mining assertion",
+     '"cawg.training-mining": {"entries": {"cawg.ai_training": {"use": "notAllowed"}}}'),
+    ("payment_required", "HTTP 402 Payment Required (pay-per-crawl): refused, never paid nor retried",
+     "HTTP/1.1 402 Payment Required / crawler-price: USD 0.01"),
 ]
 
 
@@ -252,6 +258,13 @@ def build_documents(
     doc["opt_out"] = [
         {"key": key, "signal": name, "example": example, "honoured": getattr(policy.opt_out, key)}
         for key, name, example in OPT_OUT_SIGNALS
+    ]
+    doc["deny_lists"] = list(policy.opt_out.deny_lists)
+    doc["purpose_tokens"] = [
+        {"token": p.product_token, "purpose": p.id, "description": p.description,
+         "signal_purposes": list(p.signal_purposes)}
+        for p in policy.purposes
+        if p.product_token and p.product_token.lower() != policy.crawler.product_token.lower()
     ]
     doc["jurisdictions"] = {
         "exclude_tlds": [t if t.startswith(".") else f".{t}" for t in policy.jurisdictions.exclude_tlds],
@@ -667,6 +680,10 @@ def _notice(policy: Policy, doc: dict[str, Any]) -> dict[str, Any]:
             "robots_txt_all": robots_block_all,
             "robots_txt_some": robots_block_some,
             "signals": [{"signal": s["signal"], "example": s["example"]} for s in honoured],
+            "purpose_tokens": [
+                {"token": t["token"], "purpose": t["description"], "robots_txt": f"User-agent: {t['token']}\nDisallow: /\n"}
+                for t in doc["purpose_tokens"]
+            ],
             "note": "robots.txt is read before any page of a site is fetched; changes apply within "
             f"{_duration_words(policy.robots.cache_ttl)}.",
             "example_denied_paths": denied,
@@ -823,6 +840,11 @@ def render_review_html(doc: dict[str, Any]) -> str:
                [[_e(s["signal"]), f"<span class='tag {'yes' if s['honoured'] else 'no'}'>{'yes' if s['honoured'] else 'no'}</span>",
                  _c(s["example"])] for s in doc["opt_out"]]),
         "<p>robots.txt is always obeyed; it cannot be switched off.</p>",
+        f"<p>Deny lists (domains never contacted, with their subdomains): "
+        f"{', '.join(_c(d) for d in doc['deny_lists']) or 'none'}</p>",
+        "<p>Per-purpose robots.txt product tokens (a page is kept for the purpose only when the token may "
+        "fetch it): " + (", ".join(f"{_c(t['token'])} ({_e(t['purpose'])})" for t in doc["purpose_tokens"]) or "none")
+        + "</p>",
         "<h2 id='jurisdictions'>5. Excluded jurisdictions</h2>",
         _kv([
             ("Top-level domains", ", ".join(_c(t) for t in doc["jurisdictions"]["exclude_tlds"]) or "none"),
@@ -909,6 +931,12 @@ def render_notice_html(doc: dict[str, Any]) -> str:
         f"<pre><code>{_e(block['robots_txt_some'])}</code></pre>",
         f"<p>{_e(block['note'])}</p>",
     ]
+    for t in block["purpose_tokens"]:
+        parts += [
+            f"<p>To let {_e(n['product_token'])} fetch your pages but keep them out of one use only "
+            f"({_e(t['purpose'].rstrip('.'))}), name that use's own token:</p>",
+            f"<pre><code>{_e(t['robots_txt'])}</code></pre>",
+        ]
     if block["signals"]:
         parts += [
             "<p>The crawler also honours these signals, on a page or for a whole site:</p>",
@@ -1036,7 +1064,12 @@ def render_review_markdown(doc: dict[str, Any]) -> str:
           "## 4. Opt-out signals honoured", ""]
     L += _md_table(["Signal", "Honoured", "Example"],
                    [[_md(s["signal"]), "yes" if s["honoured"] else "**no**", _mdc(s["example"])] for s in doc["opt_out"]])
-    L += ["robots.txt is always obeyed; it cannot be switched off.", "", "## 5. Excluded jurisdictions", "",
+    L += ["robots.txt is always obeyed; it cannot be switched off.", "",
+          f"Deny lists (domains never contacted, with their subdomains): "
+          f"{', '.join(_mdc(d) for d in doc['deny_lists']) or 'none'}", "",
+          "Per-purpose robots.txt product tokens (a page is kept for the purpose only when the token may fetch it): "
+          + (", ".join(f"{_mdc(t['token'])} ({_md(t['purpose'])})" for t in doc["purpose_tokens"]) or "none"), "",
+          "## 5. Excluded jurisdictions", "",
           f"- Top-level domains: {', '.join(_mdc(t) for t in doc['jurisdictions']['exclude_tlds']) or 'none'}",
           f"- Domains: {', '.join(_mdc(t) for t in doc['jurisdictions']['exclude_domains']) or 'none'}"]
     if doc["jurisdictions"]["note"]:

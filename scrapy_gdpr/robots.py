@@ -70,12 +70,17 @@ DOWNLOAD_FACTOR = 4
 #: ``meta["gdpr_internal"]`` values this middleware lets through unchecked.
 INTERNAL = frozenset({"robots", "terms", "tdmrep"})
 
+#: ``request.meta`` key: the purposes reserved for a URL by their own product token's rules.
+TOKENS_META = "gdpr_robots_tokens"
+
 #: How many problem hosts the compliance report lists (counts are always exact).
 REPORT_LIMIT = 1000
 
 #: Purposes named by the two content-signal syntaxes.
 _CONTENT_SIGNAL_KEYS = {"search": "search", "ai-train": "ai-train", "ai-input": "ai-input"}
-_CONTENT_USAGE_KEYS = {"train-ai": "ai-train", "search": "search"}
+#: IETF AI-preferences vocabulary keys (``Content-Usage``) and the purpose each covers;
+#: ``train-genai`` and ``ai-use`` come from earlier drafts, honouring them is stricter.
+CONTENT_USAGE_KEYS: dict[str, str] = {"train-ai": "ai-train", "train-genai": "ai-train", "ai-use": "ai-input", "search": "search"}
 
 _USER_AGENT = {"user-agent", "useragent", "user agent"}
 _ALLOW = {"allow"}
@@ -137,6 +142,8 @@ class Signal:
     text: str
     path: str | None
     prefs: dict[str, bool]  # purpose -> True (allowed) / False (reserved); unknown purposes absent
+    #: Content-Signal only: purposes named by an item that cannot be read (reserved, in doubt)
+    doubt: dict[str, str] = field(default_factory=dict)
 
 
 #: robots.txt files up to this size are parsed on the reactor thread (microseconds).
@@ -367,7 +374,7 @@ class RobotsRules:
             best = [s for length, s in matched if length == longest]
             for purpose in wanted:
                 for s in best:  # any "no" among equally specific lines reserves
-                    if s.prefs.get(purpose) is False:
+                    if s.prefs.get(purpose) is False or purpose in s.doubt:
                         return purpose, s
         return None
 
@@ -438,36 +445,80 @@ def _request_rate(value: str) -> tuple[int, int] | None:
     return requests, seconds
 
 
-def _content_signal_prefs(text: str) -> dict[str, bool]:
-    """Cloudflare ``search=yes, ai-train=no``: unknown keys and values other than yes/no are ignored."""
+@dataclass(frozen=True, slots=True)
+class ContentSignal:
+    """What one ``Content-Signal`` value says, as read by :func:`read_content_signal`."""
+
+    prefs: dict[str, bool]  # purpose -> True (allowed) / False (reserved)
+    doubt: dict[str, str]  # purpose -> the item naming it that cannot be read: reserved, in doubt
+    problems: list[str]
+
+
+def read_content_signal(text: str) -> ContentSignal:
+    """Cloudflare's ``search=yes, ai-train=no`` (contentsignals.org), the one reader of
+    this syntax for every carrier (robots.txt line, HTTP response header).
+
+    Keys are case-insensitive; unknown keys are ignored. An item naming a known key
+    whose value is not ``yes`` or ``no`` (``ai-train=maybe``, a bare ``ai-train``)
+    cannot be read: its purpose goes to ``doubt``, which callers treat as reserved.
+    Other unreadable items (``garbage``) are listed in ``problems`` and name no purpose.
+    """
     prefs: dict[str, bool] = {}
+    doubt: dict[str, str] = {}
+    problems: list[str] = []
     for item in text.split(","):
+        if not item.strip():
+            continue
         key, sep, value = item.partition("=")
-        purpose = _CONTENT_SIGNAL_KEYS.get(key.strip().lower())
+        name = key.strip().lower()
+        purpose = _CONTENT_SIGNAL_KEYS.get(name)
         value = value.strip().lower()
-        if sep and purpose and value in ("yes", "no"):
-            prefs[purpose] = value == "yes"
-    return prefs
+        if purpose is None:
+            if not sep or not _TOKEN_RE.fullmatch(name) or not name:
+                problems.append(f"cannot read {item.strip()!r}")
+            continue
+        if sep and value in ("yes", "no"):
+            prefs[purpose] = prefs.get(purpose, True) and value == "yes"  # a repeated key: any "no" reserves
+        else:
+            doubt.setdefault(purpose, item.strip())
+            problems.append(f"{name} has a value other than yes/no in {item.strip()!r}: {purpose} reserved, in doubt")
+    return ContentSignal(prefs, doubt, problems)
 
 
-def _content_usage_prefs(text: str) -> dict[str, bool]:
-    """IETF aipref ``train-ai=n, search=y`` as a Structured Fields Dictionary.
+def read_content_usage(text: str) -> tuple[dict[str, str], list[str]]:
+    """IETF aipref ``train-ai=n, search=y`` as a Structured Fields Dictionary, the one
+    reader of this syntax for every carrier (robots.txt rule, HTTP response header).
 
-    A parse failure (uppercase keys, bad syntax) makes every preference unknown; values
+    Returns ``{vocabulary key: "y" | "n"}`` and the problems. A parse failure
+    (uppercase keys, bad syntax, non-ASCII) makes every preference unknown; values
     other than the tokens ``y``/``n`` are unknown; unknown keys and parameters are
     ignored; the last of duplicate keys wins (done by the parser).
     """
     d = http_sfv.Dictionary()
     try:
         d.parse(text.encode("ascii"))
-    except (ValueError, UnicodeEncodeError):
-        return {}
-    prefs: dict[str, bool] = {}
+    except (ValueError, UnicodeEncodeError) as exc:
+        return {}, [f"cannot parse {text!r} ({str(exc) or 'not a valid structured field dictionary'})"]
+    prefs: dict[str, str] = {}
+    problems: list[str] = []
     for key, member in d.items():
-        purpose = _CONTENT_USAGE_KEYS.get(key)
+        if key not in CONTENT_USAGE_KEYS:
+            continue
         value = getattr(member, "value", None)
-        if purpose and isinstance(value, http_sfv.Token) and str(value) in ("y", "n"):
-            prefs[purpose] = str(value) == "y"
+        if isinstance(value, http_sfv.Token) and str(value) in ("y", "n"):
+            prefs[key] = str(value)
+        else:
+            problems.append(f"{key} has a value other than the tokens y/n; unknown")
+    return prefs, problems
+
+
+def _content_usage_prefs(text: str) -> dict[str, bool]:
+    """Purpose -> allowed, from :func:`read_content_usage`; of two keys for one purpose
+    (``train-ai``, ``train-genai``), any ``n`` reserves."""
+    prefs: dict[str, bool] = {}
+    for key, value in read_content_usage(text)[0].items():
+        purpose = CONTENT_USAGE_KEYS[key]
+        prefs[purpose] = prefs.get(purpose, True) and value == "y"
     return prefs
 
 
@@ -580,7 +631,8 @@ def parse_robots(
         elif name in _CONTENT_SIGNAL:
             if content_signal:
                 path, prefs_text = _split_path(value)
-                signals.append(Signal(number, f"Content-Signal: {value}", path, _content_signal_prefs(prefs_text)))
+                read = read_content_signal(prefs_text)
+                signals.append(Signal(number, f"Content-Signal: {value}", path, read.prefs, read.doubt))
         elif name in _CONTENT_USAGE:
             if content_usage:
                 path, prefs_text = _split_path(value)
@@ -627,6 +679,8 @@ class RobotsEntry:
     expires_at: float = 0.0
     attempts: int = 0  # consecutive unreachable fetches
     delay: float = 0.0  # the delay floor for this origin's slot(s)
+    #: The rules for each purpose's own product token (lower case), when the policy names any
+    purpose_rules: dict[str, RobotsRules] = field(default_factory=dict)
     delay_note: str = ""
     slot_keys: set[str] = field(default_factory=set)
 
@@ -676,6 +730,13 @@ class RobotsGateMiddleware:
             for sp in purpose.signal_purposes:
                 if sp not in self.purposes:
                     self.purposes.append(sp)
+        #: Per-purpose product tokens (the Google-Extended pattern): (token, its signal purposes,
+        #: policy clause). The fetch needs the main token's permission; these only reserve purposes.
+        self.purpose_tokens: list[tuple[str, tuple[str, ...], str]] = [
+            (p.product_token, tuple(p.signal_purposes), policy.clause("purposes", i, "product_token"))
+            for i, p in enumerate(policy.purposes)
+            if p.product_token and p.product_token.lower() != self.product_token.lower()
+        ]
         self.floors = slot_floors(crawler)
         self._report: dict[str, Any] = {
             "product_token": self.product_token,
@@ -709,6 +770,11 @@ class RobotsGateMiddleware:
         allowed, reason, detail = self._decide(entry, request.url)
         if not allowed:
             raise refuse(self.crawler, request.url, reason, clause=self._clause(reason), detail=detail)
+        if self.purpose_tokens:
+            # a redirect copies the meta of the request it follows: decide afresh for this URL
+            request.meta.pop(TOKENS_META, None)
+            if reserved := self.token_reservations(entry, request.url):
+                request.meta[TOKENS_META] = reserved
         if entry.delay:
             key = self.crawler.engine.downloader.get_slot_key(request)
             if key not in entry.slot_keys:
@@ -729,6 +795,28 @@ class RobotsGateMiddleware:
         entry = await self.entry_for(url)
         return list(entry.rules.sitemaps) if entry.rules is not None else []
 
+    def token_reservations(self, entry: RobotsEntry, url: str) -> list[dict[str, Any]]:
+        """Purposes whose own product token may not have ``url``: ``[{"token", "purposes",
+        "clause", "text"}]``. A Disallow for the token, or a content signal in the token's
+        group, reserves the purpose's opt-out purposes (folded in by the opt-out middleware)."""
+        out: list[dict[str, Any]] = []
+        for token, purposes, clause in self.purpose_tokens:
+            rules = entry.purpose_rules.get(token.lower())
+            if rules is None:
+                continue
+            if not rules.can_fetch(url):
+                text = f"{entry.robots_url}: {rules.explain(url).removeprefix('robots.txt ')} disallows {token}"
+                out.append({"token": token, "purposes": list(purposes), "clause": clause, "text": text})
+                continue
+            for wanted in purposes:  # each purpose on its own: a line may reserve several
+                found = rules.reserved(url, [wanted])
+                if found is not None:
+                    purpose, signal = found
+                    text = (f"{entry.robots_url} line {signal.line} '{signal.text}' (group User-agent: {rules.group}) "
+                            f"reserves {purpose} for {token}")
+                    out.append({"token": token, "purposes": [purpose], "clause": clause, "text": text})
+        return out
+
     def _decide(self, entry: RobotsEntry, url: str) -> tuple[bool, Reason | None, str]:
         if entry.state == "unreachable":
             return False, Reason.ROBOTS_UNREACHABLE, (
@@ -743,6 +831,8 @@ class RobotsGateMiddleware:
         if found is not None:
             purpose, signal = found
             detail = f"{entry.robots_url} line {signal.line} '{signal.text}' reserves {purpose}"
+            if purpose in signal.doubt:
+                detail += f" ({signal.doubt[purpose]!r} is not yes/no: reserved, in doubt)"
             return False, Reason.OPTOUT, detail
         return True, None, ""
 
@@ -836,7 +926,10 @@ class RobotsGateMiddleware:
                 if problem := body_problem(response, self.download_limit):
                     stats.inc_value("gdpr/robots/unusable_body")
                     return self._unreachable(origin, robots_url, previous, f"robots.txt unusable: {problem}", response)
-                return self._parsed(origin, robots_url, response, await self._parse(response.body))
+                entry = self._parsed(origin, robots_url, response, await self._parse(response.body))
+                for token, _, _ in self.purpose_tokens:
+                    entry.purpose_rules[token.lower()] = await self._parse(response.body, token)
+                return entry
             if status == 429 or status >= 500:
                 return self._unreachable(origin, robots_url, previous, f"HTTP {status}", response)
             if 400 <= status < 500:
@@ -855,13 +948,13 @@ class RobotsGateMiddleware:
         entry.expires_at = now + ttl
         return entry
 
-    async def _parse(self, body: bytes) -> RobotsRules:
-        """Parse a robots.txt; a large one (up to the 500 KiB limit can take a second)
-        is parsed in a thread, off the reactor."""
+    async def _parse(self, body: bytes, token: str | None = None) -> RobotsRules:
+        """Parse a robots.txt for ``token`` (default: the crawler's product token); a large
+        one (up to the 500 KiB limit can take a second) is parsed in a thread, off the reactor."""
         parse = partial(
             parse_robots,
             body,
-            self.product_token,
+            token or self.product_token,
             max_size=self.max_size,
             content_signal=self.content_signal,
             content_usage=self.content_usage,
@@ -902,7 +995,8 @@ class RobotsGateMiddleware:
                 self._report["sitemaps"][origin] = rules.sitemaps[:20]
         for signal in rules.signals:
             record(self.crawler, "content_signal", robots_url, line=signal.line, text=signal.text,
-                   group=rules.group, preferences=signal.prefs)
+                   group=rules.group, preferences=signal.prefs,
+                   **({"reserved_in_doubt": signal.doubt} if signal.doubt else {}))
             logger.info(
                 "%(url)s line %(line)d: %(text)s -> %(prefs)s",
                 {"url": robots_url, "line": signal.line, "text": signal.text, "prefs": signal.prefs or "unknown"},

@@ -251,3 +251,27 @@ async def test_hostile_images_a_sideways_tiff_and_a_gif_hiding_frames(tmp_path, 
     tiff, gif = outcome.records(item)
     assert tiff["stored"] is True and tiff["faces"] >= 1
     assert gif["stored"] is False and gif["reason"] == "too_many_pixels"
+
+
+@coroutine_test
+async def test_image_whose_xmp_reserves_the_purpose_is_not_stored_and_the_item_says_why(tmp_path, mockserver):
+    from scrapy_gdpr.optout import OptOutMiddleware
+
+    other = "optout-xmp.test"
+    policy = write_policy(tmp_path, hosts=(HOST, other))
+
+    def make(response):
+        yield {"title": "gallery", "images": [],
+               "image_urls": [mockserver.url(f"/{n}", host=other) for n in ("prohibited.png", "plain.jpg")]}
+
+    crawler = get_crawler(GallerySpider, settings(tmp_path, policy=policy,
+                                                  DOWNLOADER_MIDDLEWARES={OptOutMiddleware: 120}))
+    outcome = Outcome(crawler)
+    await crawler.crawl_async(url=mockserver.url("/index.html", host=HOST), make_items=make)
+    (item,) = outcome.scraped
+    assert [i["url"].rsplit("/", 1)[1] for i in item["images"]] == ["plain.jpg"]
+    assert len(stored_files(tmp_path / "images")) == 1
+    reserved, plain = outcome.records(item)
+    assert reserved["stored"] is False and reserved["reason"] == "optout"
+    assert "search reserved by XMP plus:DataMining DMI-PROHIBITED" in reserved["detail"]
+    assert plain["stored"] is True

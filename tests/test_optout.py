@@ -347,6 +347,54 @@ async def test_content_usage_switch_off(tmp_path, mockserver):
     assert reserved(crawler.spider.results[url]) == {}
 
 
+# --------------------------------------------------------------------------- Content-Signal header
+
+
+@coroutine_test
+async def test_content_signal_header(tmp_path, mockserver, caplog):
+    host = "optout-cs.test"
+    names = ["no", "yes", "case", "repeated", "dup", "maybe", "bare", "unknown", "garbage"]
+    urls = {n: mockserver.url(f"/{n}.html", host=host) for n in names}
+    crawler = await run(tmp_path, list(urls.values()))
+    r = {n: reserved(crawler.spider.results[u]) for n, u in urls.items()}
+    assert r["no"] == {"ai-train": "Content-Signal: search=yes, ai-train=no, ai-input=yes"}
+    assert r["yes"] == {}
+    assert r["case"] == {"search": "Content-Signal: Search=No"}  # keys and values case-insensitive
+    assert r["repeated"] == {"ai-input": "Content-Signal: search=yes, ai-input=no"}  # lines combined
+    assert r["dup"] == {"ai-train": "Content-Signal: ai-train=no, ai-train=yes"}  # any "no" reserves
+    # malformed values fail closed for the purpose they name, with the reason in the signal
+    assert r["maybe"] == {"ai-train": "Content-Signal: search=yes, ai-train=maybe "
+                                      "('ai-train=maybe' is not yes/no: ai-train reserved, in doubt)"}
+    assert r["bare"] == {"ai-input": "Content-Signal: ai-input, search=yes "
+                                     "('ai-input' is not yes/no: ai-input reserved, in doubt)"}
+    assert r["unknown"] == {}  # unknown keys are ignored
+    assert r["garbage"] == {}  # names no purpose: logged, search=yes still read
+    stats = crawler.stats.get_stats()
+    assert stats["gdpr/optout/malformed/content_signal"] == 3  # maybe, bare, garbage
+    assert stats["gdpr/optout/content_signal/ai-train"] == 3  # no, dup, maybe
+    assert stats["gdpr/optout/reserved/ai-input"] == 2
+    assert "cannot read '%%%'" in caplog.text
+    decision = next(a for a in audit_lines(tmp_path) if a["decision"] == "optout_decision" and a["url"] == urls["maybe"])
+    assert decision["purposes"] == {"search": True, "ai-train": False, "ai-input": True}
+
+
+@coroutine_test
+async def test_content_signal_header_switch_and_non_html(tmp_path, mockserver):
+    host = "optout-cs.test"
+    urls = {n: mockserver.url(f"/{n}", host=host) for n in ("no.html", "image-no.png", "image-yes.png")}
+    crawler = await run(tmp_path, list(urls.values()), write_policy(tmp_path, signal_purposes=["ai-train"]))
+    assert set(crawler.spider.failures) == {urls["image-no.png"]}  # a reserved image is never stored
+    exc = crawler.spider.failures[urls["image-no.png"]]
+    assert isinstance(exc, PolicyViolation) and exc.reason == "optout" and "Content-Signal: ai-train=no" in str(exc)
+    assert reserved(crawler.spider.results[urls["no.html"]]) == {
+        "ai-train": "Content-Signal: search=yes, ai-train=no, ai-input=yes"}
+    # opt_out.content_signal switches off both carriers, the header as the robots.txt line
+    policy = write_policy(tmp_path, signal_purposes=["ai-train"], opt_out={"content_signal": False})
+    crawler = await run(tmp_path, list(urls.values()), policy)
+    assert crawler.spider.failures == {}
+    assert reserved(crawler.spider.results[urls["no.html"]]) == {}
+
+
 # --------------------------------------------------------------------------- non-HTML responses
 
 
@@ -488,3 +536,207 @@ async def test_tdmrep_file_over_the_cap_is_not_inflated_and_reserves(tmp_path, c
     files = crawler.stats.get_value("gdpr/optout/tdmrep_file/found")
     assert files == 1
     assert "text and data mining is treated as reserved" in caplog.text
+
+
+# --------------------------------------------------------------------------- per-purpose product tokens
+
+
+def token_policy(tmp_path: Path, token: str | None = "GdprTestBot-AI") -> Path:
+    data = yaml.safe_load(VALID.read_text(encoding="utf-8"))
+    search = data["purposes"][0]
+    search["signal_purposes"] = ["search"]
+    training = {**search, "id": "training", "signal_purposes": ["ai-train", "ai-input"]}
+    if token:
+        training["product_token"] = token
+    data["purposes"] = [search, training]
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+async def token_crawl(tmp_path: Path, urls: list[str], policy: Path) -> Any:
+    from scrapy_gdpr.robots import RobotsGateMiddleware
+
+    settings = crawl_settings(tmp_path, policy, DOWNLOADER_MIDDLEWARES={RobotsGateMiddleware: 100, OptOutMiddleware: 120})
+    crawler = get_crawler(CollectSpider, settings)
+    await crawler.crawl_async(urls=urls)
+    return crawler
+
+
+@coroutine_test
+async def test_purpose_product_token(tmp_path, mockserver):
+    host = "robots-purpose.test"
+    paths = {n: f"/{n}" for n in ("index.html", "no-ai/a.html", "signal/a.html", "maybe/a.html", "yes/a.html", "both/a.html",
+                                  "private/a.html", "no-ai/img.png", "to-no-ai.html", "no-ai/go.html")}
+    urls = {n: mockserver.url(p, host=host) for n, p in paths.items()}
+    crawler = await token_crawl(tmp_path, list(urls.values()), token_policy(tmp_path))
+    results = {u: reserved(r) for u, r in crawler.spider.results.items()}
+    robots_url = f"http://{host}:{mockserver.port}/robots.txt"
+    # the main token may fetch; the training purpose's own token may fetch the page too
+    assert results[urls["index.html"]] == {}
+    assert results[urls["yes/a.html"]] == {}
+    # Disallow for GdprTestBot-AI: the page is fetched (main token) but kept for search only
+    no_ai = f"{robots_url}: line 5 'Disallow: /no-ai/' (group User-agent: GdprTestBot-AI) disallows GdprTestBot-AI"
+    assert results[urls["no-ai/a.html"]] == {"ai-train": no_ai, "ai-input": no_ai}
+    # a content signal in the token's group reserves only the purpose it names
+    assert results[urls["signal/a.html"]] == {
+        "ai-input": f"{robots_url} line 6 'Content-Signal: /signal/ ai-input=no' (group User-agent: GdprTestBot-AI) "
+                    "reserves ai-input for GdprTestBot-AI"}
+    assert set(results[urls["maybe/a.html"]]) == {"ai-input"}  # malformed: reserved, in doubt
+    assert set(results[urls["both/a.html"]]) == {"ai-train", "ai-input"}  # one line, each purpose
+    assert urls["to-no-ai.html"] not in results and urls["no-ai/go.html"] not in results  # redirected
+    # the main token decides the fetch itself; a reserved image is never stored
+    failures = crawler.spider.failures
+    assert set(failures) == {urls["private/a.html"], urls["no-ai/img.png"]}
+    assert failures[urls["private/a.html"]].reason == "robots"
+    assert failures[urls["no-ai/img.png"]].reason == "optout"
+    assert "disallows GdprTestBot-AI" in str(failures[urls["no-ai/img.png"]])
+    stats = crawler.stats.get_stats()
+    # signals: no-ai (fetched, redirected), signal, maybe, both (one per purpose), img
+    assert stats["gdpr/optout/robots_token/gdprtestbot-ai"] == 7
+    decision = next(a for a in audit_lines(tmp_path)
+                    if a["decision"] == "optout_decision" and a["url"] == urls["no-ai/a.html"])
+    assert decision["purposes"] == {"search": True, "ai-train": False, "ai-input": False}
+
+
+@coroutine_test
+async def test_purpose_token_decided_afresh_at_each_redirect(tmp_path, mockserver):
+    host = "robots-purpose.test"
+    # /to-no-ai.html -> /no-ai/a.html (reserved there); /no-ai/go.html -> /index.html (not reserved there,
+    # although the redirect copies the meta of the reserved first hop)
+    urls = [mockserver.url("/to-no-ai.html", host=host), mockserver.url("/no-ai/go.html", host=host)]
+    crawler = await token_crawl(tmp_path, urls, token_policy(tmp_path))
+    results = {u: reserved(r) for u, r in crawler.spider.results.items()}
+    assert results == {mockserver.url("/no-ai/a.html", host=host): {
+                           "ai-train": ANY_TEXT, "ai-input": ANY_TEXT},
+                       mockserver.url("/index.html", host=host): {}}
+
+
+class _AnyText(str):
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and "disallows GdprTestBot-AI" in other
+
+    __hash__ = str.__hash__
+
+
+ANY_TEXT = _AnyText()
+
+
+@coroutine_test
+async def test_purpose_token_without_group_falls_back_to_star(tmp_path, mockserver):
+    url = mockserver.url("/index.html", host="robots-purpose2.test")
+    crawler = await token_crawl(tmp_path, [url], token_policy(tmp_path))
+    assert set(reserved(crawler.spider.results[url])) == {"ai-train", "ai-input"}  # "*" disallows everything
+    # no per-purpose token: only the main token's rules count
+    crawler = await token_crawl(tmp_path, [url], token_policy(tmp_path, token=None))
+    assert reserved(crawler.spider.results[url]) == {}
+
+
+def test_purpose_tokens_in_review_document_and_information_page(tmp_path):
+    from scrapy_gdpr.policy import load_policy
+    from scrapy_gdpr.review import build_documents, render_notice_html, render_review_html, render_review_markdown
+
+    doc = build_documents(load_policy(token_policy(tmp_path)), [])
+    assert [t["token"] for t in doc["purpose_tokens"]] == ["GdprTestBot-AI"]
+    assert "GdprTestBot-AI" in render_review_html(doc) and "`GdprTestBot-AI` (training)" in render_review_markdown(doc)
+    assert "User-agent: GdprTestBot-AI\nDisallow: /" in render_notice_html(doc)
+    doc = build_documents(load_policy(token_policy(tmp_path, token=None)), [])
+    assert doc["purpose_tokens"] == [] and "GdprTestBot-AI" not in render_notice_html(doc)
+
+
+# --------------------------------------------------------------------------- IPTC/PLUS Data Mining in XMP
+
+# tests/site/hosts/optout-xmp holds real images written by Pillow with an XMP packet each:
+# plus:DataMining as an attribute (the .jpg files, JPEG APP1) or as an element with
+# rdf:resource (prohibited.png in an iTXt chunk, except-search.webp in its XMP chunk).
+XMP_HOST = "optout-xmp.test"
+XMP_FILES = ["train.jpg", "genai.jpg", "allowed.jpg", "unknown.jpg", "broken.jpg", "plain.jpg", "prohibited.png",
+             "except-search.webp"]
+
+
+def test_xmp_fixtures_are_real_images_with_real_xmp():
+    from PIL import Image
+
+    site = Path(__file__).parent / "site" / "hosts" / "optout-xmp"
+    for name in XMP_FILES:
+        with Image.open(site / name) as image:
+            image.load()
+            xmp = image.info.get("xmp") or image.info.get("XML:com.adobe.xmp") or b""
+        xmp = xmp.encode() if isinstance(xmp, str) else xmp
+        assert (b"DataMining" in xmp) == (name != "plain.jpg"), name
+
+
+async def xmp_crawl(tmp_path: Path, server: Any, signal_purposes: list[str], **opt_out: Any) -> tuple[Any, dict[str, str]]:
+    urls = {n: server.url(f"/{n}", host=XMP_HOST) for n in XMP_FILES}
+    policy = write_policy(tmp_path, signal_purposes=signal_purposes, opt_out=opt_out or None)
+    crawler = await run(tmp_path, list(urls.values()), policy)
+    refused = {n: str(crawler.spider.failures[u]) for n, u in urls.items() if u in crawler.spider.failures}
+    return crawler, refused
+
+
+@coroutine_test
+async def test_xmp_data_mining_reserves_purposes(tmp_path, mockserver, caplog):
+    crawler, refused = await xmp_crawl(tmp_path, mockserver, ["ai-train"])
+    assert set(refused) == {"train.jpg", "genai.jpg", "unknown.jpg", "broken.jpg", "prohibited.png",
+                            "except-search.webp"}
+    assert "ai-train reserved by XMP plus:DataMining DMI-PROHIBITED-AIMLTRAINING" in refused["train.jpg"]
+    assert "XMP plus:DataMining DMI-PROHIBITED-GENAIMLTRAINING" in refused["genai.jpg"]
+    # malformed: an unknown value, a packet that is not XML: every purpose, in doubt
+    assert "unknown plus:DataMining value 'DMI-MAYBE-LATER'" in refused["unknown.jpg"]
+    assert "cannot be parsed" in refused["broken.jpg"] and "in doubt" in refused["broken.jpg"]
+    stats = crawler.stats.get_stats()
+    assert stats["gdpr/optout/xmp/dmi-prohibited-aimltraining"] == 1
+    assert stats["gdpr/optout/malformed/xmp"] == 2
+    assert stats["gdpr/blocked/optout"] == 6
+    assert "Opt-out signal on" in caplog.text
+
+    # a search spider: only what reserves search (or cannot be read) is refused
+    (tmp_path / "audit.jsonl").unlink()
+    crawler, refused = await xmp_crawl(tmp_path, mockserver, ["search"])
+    assert set(refused) == {"unknown.jpg", "broken.jpg", "prohibited.png"}
+    assert "search reserved by XMP plus:DataMining DMI-PROHIBITED" in refused["prohibited.png"]
+
+
+@coroutine_test
+async def test_xmp_switch_off(tmp_path, mockserver):
+    crawler, refused = await xmp_crawl(tmp_path, mockserver, ["search", "ai-train", "ai-input"], image_metadata=False)
+    assert refused == {}
+
+
+def test_read_data_mining_edges():
+    from scrapy_gdpr.xmp import read_data_mining
+
+    def packet(body: str) -> bytes:
+        return ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+                + body + "</rdf:RDF></x:xmpmeta>").encode()
+
+    plus = 'xmlns:p="http://ns.useplus.org/ldf/xmp/1.0/"'
+    # any prefix; the bare code; lower case; text form; several packets
+    assert read_data_mining(packet(f'<rdf:Description {plus} p:DataMining="dmi-prohibited"/>')).values == [
+        "DMI-PROHIBITED"]
+    both = packet(f"<rdf:Description {plus}><p:DataMining>http://ns.useplus.org/ldf/vocab/DMI-ALLOWED</p:DataMining>"
+                  "</rdf:Description>") + b"\x00\xff" + packet(f'<rdf:Description {plus} p:DataMining="DMI-PROHIBITED"/>')
+    assert read_data_mining(both).values == ["DMI-ALLOWED", "DMI-PROHIBITED"]
+    # nothing at all: no reservation, no problem
+    assert read_data_mining(b"\xff\xd8\xff\xe0 JFIF" + bytes(range(256)) * 100).values == []
+    assert read_data_mining(b"no xmp here").problems == []
+    # DataMining in another namespace, without a value, outside a packet, in UTF-16: in doubt
+    assert read_data_mining(packet('<rdf:Description xmlns:o="urn:other" o:DataMining="DMI-ALLOWED"/>')).problems
+    assert read_data_mining(packet(f"<rdf:Description {plus}><p:DataMining/></rdf:Description>")).problems
+    assert read_data_mining(b"...DataMining=DMI-PROHIBITED...").problems
+    assert read_data_mining(packet(f'<rdf:Description {plus} p:DataMining="DMI-PROHIBITED"/>').decode()
+                            .encode("utf-16-le")).problems
+    # entities are not resolved (no file or network access from a hostile packet)
+    hostile = (b'<!DOCTYPE r [<!ENTITY e SYSTEM "file:///etc/hostname">]>' + packet(
+        f'<rdf:Description {plus}><p:DataMining>&e;</p:DataMining></rdf:Description>'))
+    found = read_data_mining(hostile)
+    assert found.values == [] and found.problems
+
+
+def test_purpose_token_equal_to_the_main_token_is_a_lint_warning(tmp_path):
+    from scrapy_gdpr.policy import load_policy
+
+    policy = load_policy(token_policy(tmp_path, token="gdprtestbot"))
+    (warning,) = [w for w in policy.warnings if w.path == "purposes[1].product_token"]
+    assert "adds nothing" in warning.message and warning.line
+    assert not [w for w in load_policy(token_policy(tmp_path)).warnings if "product_token" in w.path]

@@ -598,6 +598,9 @@ def test_content_usage_values():
     assert prefs("train-ai=maybe, bots=n") == {}
     assert prefs("train-ai=n;reason=1") == {"ai-train": False}  # parameters ignored
     assert prefs("= ,,") == {}
+    # the keys of earlier drafts, as in the response header (one reader for both carriers)
+    assert prefs("train-genai=n, ai-use=n") == {"ai-train": False, "ai-input": False}
+    assert prefs("train-ai=y, train-genai=n") == {"ai-train": False}  # two keys, one purpose: any n reserves
 
 
 def test_content_signal_values():
@@ -608,6 +611,19 @@ def test_content_signal_values():
     assert prefs("ai-train=maybe, search") == {}
     assert prefs("AI-Train=No") == {"ai-train": False}
     assert prefs("search-ai=no") == {}
+
+
+def test_malformed_content_signal_fails_closed_for_its_purpose():
+    rules = parse_robots(b"User-agent: *\nContent-Signal: search=yes, ai-train=maybe\n"
+                         b"Content-Signal: /img/ ai-input\nContent-Signal: /ok/ foo=bar, %%%\n", "X")
+    assert rules.signals[0].doubt == {"ai-train": "ai-train=maybe"}
+    assert rules.reserved("http://a.test/page", ["search"]) is None
+    purpose, signal = rules.reserved("http://a.test/page", ["search", "ai-train"])
+    assert (purpose, signal.line) == ("ai-train", 2)
+    assert rules.reserved("http://a.test/img/x.png", ["ai-input"])[0] == "ai-input"  # bare key: in doubt
+    assert rules.reserved("http://a.test/ok/x", ["search", "ai-input"]) is None  # names no purpose
+    assert parse_robots(b"User-agent: *\nContent-Signal: ai-train=no, ai-train=yes\n", "X").signals[0].prefs == {
+        "ai-train": False}  # a repeated key: any "no" reserves
 
 
 @coroutine_test

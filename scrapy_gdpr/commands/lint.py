@@ -36,6 +36,11 @@ def check_policy(path: Path, today: date | None) -> tuple[Policy | None, list[Fi
         policy = load_policy(path, today=today)
     except PolicyError as exc:
         return None, list(exc.findings)
+    from scrapy_gdpr.denylist import deny_lists
+
+    _, problems = deny_lists(policy)  # the files it names: a malformed line stops the crawl
+    if problems:
+        return None, [*problems, *policy.warnings]
     return policy, policy.warnings
 
 
