@@ -203,7 +203,8 @@ async def test_each_monitor_fails_on_a_crawl_made_to_trip_it(tmp_path, site, cap
         "unchecked": "FAIL", "retention": "FAIL", "robots": "FAIL", "terms": "FAIL", "refusals": "FAIL",
         "items": "OK",
     }, text
-    # each failure says what was found, and what to do
+    # each failure says what was found, and what to do, without a traceback
+    assert "Traceback" not in text
     assert "1 media file(s) were stored by a pipeline without the face stage" in text
     assert site.url("/photo.jpg") in text
     assert "1 expired record(s) still held; the oldest (item http://127.0.0.1/old.html)" in text
