@@ -15,6 +15,7 @@ fetch or store, which the policy alone decides.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -292,14 +293,14 @@ def _retention(out: Figures, url: str, *, started: Any, now: datetime) -> None:
         ledger = open_ledger(url, create=False, readonly=True)
     except LedgerMissing:
         return  # nothing was ever stored
-    except (LedgerError, OSError, ValueError) as exc:
-        out.retention_error = str(exc)
+    except (LedgerError, OSError, ValueError, sqlite3.Error) as exc:
+        out.retention_error = f"{type(exc).__name__}: {exc}"
         return
     try:
         oldest = ledger.expired(now, limit=1)
         out.retention_expired_records = ledger.count_expired(now) if oldest else 0
     except Exception as exc:  # noqa: BLE001 - any back end's error: the figure is unknown, and said so
-        out.retention_error = str(exc)
+        out.retention_error = f"{type(exc).__name__}: {exc}"
         return
     finally:
         ledger.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import threading
 from datetime import UTC, datetime, timedelta
@@ -93,14 +94,13 @@ class PlainImagesPipeline(ImagesPipeline):
 
 
 def monitored(tmp_path: Path, policy: Path, **extra: Any) -> dict[str, Any]:
-    return addon_settings(
-        tmp_path, policy,
-        SPIDERMON_ENABLED=True,
-        EXTENSIONS={"spidermon.contrib.scrapy.extensions.Spidermon": 500},
-        SPIDERMON_SPIDER_CLOSE_MONITORS=(SUITE,),
-        RETRY_ENABLED=False,
+    return addon_settings(tmp_path, policy, **{
+        "SPIDERMON_ENABLED": True,
+        "EXTENSIONS": {"spidermon.contrib.scrapy.extensions.Spidermon": 500},
+        "SPIDERMON_SPIDER_CLOSE_MONITORS": (SUITE,),
+        "RETRY_ENABLED": False,
         **extra,
-    )
+    })
 
 
 async def run(settings: dict[str, Any], caplog, **kw: Any) -> tuple[Any, dict[str, str], str]:
@@ -337,3 +337,66 @@ def test_thresholds_defaults():
     assert t.refusal_limit("robots") is None
     t = thresholds(Settings({"GDPR_MONITOR_MAX_REFUSALS": '{"domain": 5, "*": 0}'}))
     assert (t.refusal_limit("domain"), t.refusal_limit("robots")) == (5, 0)
+
+
+@coroutine_test
+async def test_a_record_expiring_during_the_crawl_is_no_breach(tmp_path, site, caplog):
+    """The purge at spider open deletes what expired before; what expires while the
+    crawl runs waits for the next purge, and is not a breach."""
+    policy = policy_for(tmp_path, site, ["127.0.0.1"])
+    ledger = open_ledger(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+    try:
+        ledger.add([Record(kind="item", location="", url="http://127.0.0.1/soon.html", spider="monitored",
+                           expires_at=datetime.now(UTC) + timedelta(seconds=2), item_id="soon-1")])
+    finally:
+        ledger.close()
+    settings = monitored(tmp_path, policy, GDPR_METRICS_TEXTFILE=str(tmp_path / "m.prom"))
+    crawler, results, text = await run(settings, caplog, urls=[site.url("/_/respond?body=slow&delay=3")])
+    assert results["retention"] == "OK", text
+    metrics = metrics_in(tmp_path / "m.prom")
+    assert value(metrics, "scrapy_gdpr_retention_expired_records") == 1  # held, until the next purge
+    assert value(metrics, "scrapy_gdpr_retention_overdue_seconds") == 0
+
+
+@coroutine_test
+async def test_retention_grace_allows_a_purge_run_by_cron(tmp_path, site, caplog):
+    """With the purge at open off and gdpr-purge run daily, the grace covers the day in between."""
+    policy = policy_for(tmp_path, site, ["127.0.0.1"])
+    old_record(tmp_path, days=2)
+    settings = monitored(tmp_path, policy, GDPR_PURGE_ON_OPEN=False, GDPR_MONITOR_RETENTION_GRACE=3 * 86400)
+    _, results, text = await run(settings, caplog, urls=[site.url("/page.html")])
+    assert results["retention"] == "OK", text
+    settings["GDPR_MONITOR_RETENTION_GRACE"] = 86400
+    _, results, text = await run(settings, caplog, urls=[site.url("/page.html")])
+    assert results["retention"] == "FAIL", text
+    assert "(grace 86400 s)" in text
+
+
+@coroutine_test
+async def test_an_unreadable_ledger_fails_the_retention_monitor(tmp_path, site, caplog):
+    policy = policy_for(tmp_path, site, ["127.0.0.1"])
+    settings = monitored(tmp_path, policy, GDPR_METRICS_TEXTFILE=str(tmp_path / "m.prom"),
+                         SPIDERMON_SPIDER_CLOSE_MONITORS=(), SPIDERMON_ENGINE_STOP_MONITORS=(SUITE,))
+    crawler = get_crawler(PagesSpider, settings)
+
+    def corrupt() -> None:
+        # new files in place of the ledger's (the crawl's own connection keeps the old ones)
+        for path in tmp_path.glob("ledger.sqlite3-*"):
+            path.unlink()
+        (tmp_path / "garbage").write_bytes(b"not a database" * 100)
+        os.replace(tmp_path / "garbage", tmp_path / "ledger.sqlite3")
+
+    from scrapy import signals
+
+    # after the spider closed (the crawl's own ledger writes are done), before the
+    # monitors run at engine stop and the metrics are written
+    crawler.signals.connect(corrupt, signal=signals.spider_closed)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        await crawler.crawl_async(urls=[site.url("/page.html")])
+    text = "\n".join(r.getMessage() for r in caplog.records if r.getMessage().startswith("[Spidermon]"))
+    assert "GDPR: retention/no expired record is held past GDPR_MONITOR_RETENTION_GRACE... FAIL" in text
+    assert "the ledger could not be read" in text
+    metrics = metrics_in(tmp_path / "m.prom")
+    assert value(metrics, "scrapy_gdpr_retention_ledger_readable") == 0
+    assert not [k for k in metrics if k[0] == "scrapy_gdpr_retention_overdue_seconds"]
