@@ -257,3 +257,23 @@ def test_run_crawl_without_a_spider_is_a_usage_error():
     result = subprocess.run([str(DEPLOY / "run-crawl.sh")], capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2
     assert "usage:" in result.stderr
+
+
+def test_settings_on_the_command_line_are_refused_only_for_scrapyd_jobs(monkeypatch):
+    """By hand, -s GDPR_POLICY=... is the operator's own choice; under Scrapyd it is refused."""
+    import types
+
+    from scrapy.settings import Settings
+
+    from scrapy_gdpr import scheduling
+
+    settings = Settings()
+    settings.set("GDPR_POLICY", "/elsewhere.yaml", priority="cmdline")
+    settings.set("LOG_LEVEL", "DEBUG", priority="cmdline")
+    settings.set("GDPR_OBJECTIONS", "/o.txt", priority="project")
+    assert scheduling.scheduler_overrides(settings) == ["GDPR_POLICY"]
+    assert scheduling.scheduler_refusal(settings) is None  # not a Scrapyd job
+    main = types.ModuleType("__main__")
+    main.__spec__ = types.SimpleNamespace(name="scrapyd.runner")  # type: ignore[assignment]
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    assert scheduling.under_scrapyd()

@@ -87,10 +87,11 @@ def build_egg(tmp_path: Path, mockserver: Any) -> tuple[bytes, Path]:
     return egg.read_bytes(), data
 
 
-def post(base: str, path: str, fields: dict[str, str], files: dict[str, bytes] | None = None) -> dict[str, Any]:
+def post(base: str, path: str, fields: dict[str, str] | list[tuple[str, str]],
+         files: dict[str, bytes] | None = None) -> dict[str, Any]:
     boundary = uuid.uuid4().hex
     body = b""
-    for name, value in fields.items():
+    for name, value in (fields.items() if isinstance(fields, dict) else fields):
         body += f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
     for name, content in (files or {}).items():
         body += (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{name}.egg"\r\n'
@@ -120,7 +121,7 @@ def scrapyd(tmp_path):
     (home / "scrapyd.conf").write_text(
         "[scrapyd]\nbind_address = 127.0.0.1\n"
         f"http_port = {port}\neggs_dir = {home}/eggs\nlogs_dir = {home}/logs\nitems_dir = {home}/items\n"
-        f"dbs_dir = {home}/dbs\npoll_interval = 0.2\nmax_proc = 2\n",
+        f"dbs_dir = {home}/dbs\npoll_interval = 0.2\nmax_proc = 2\njobs_to_keep = 50\n",
         encoding="utf-8",
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -188,3 +189,44 @@ def test_scrapyd_runs_the_deployed_egg_under_the_addon(tmp_path, mockserver, scr
     while "exitstatus=4" not in (home / "scrapyd.out").read_text() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert "exitstatus=4" in (home / "scrapyd.out").read_text()
+
+
+PROTECTED = [
+    ("GDPR_ENABLED=False", "GDPR_ENABLED"),
+    ("ADDONS={}", "ADDONS"),
+    ("GDPR_POLICY=/tmp/another-policy.yaml", "GDPR_POLICY"),
+    ("GDPR_OBJECTIONS=/tmp/empty-objections.txt", "GDPR_OBJECTIONS"),
+    ("GDPR_PURGE_ON_OPEN=False", "GDPR_PURGE_ON_OPEN"),
+    ('FEED_EXPORTERS={"jsonlines": "scrapy.exporters.JsonLinesItemExporter"}', "FEED_EXPORTERS"),
+    ('ITEM_PIPELINES={"scrapy_gdpr.retention.RetentionPipeline": null}', "ITEM_PIPELINES"),
+]
+
+
+def test_schedule_json_settings_cannot_change_what_protects_the_crawl(tmp_path, mockserver, scrapyd):
+    """A job's setting=... may tune the crawl; a protected setting refuses the job (exit 3),
+    whatever else it would have done; nothing is fetched."""
+    base, home = scrapyd
+    egg, data = build_egg(tmp_path, mockserver)
+    post(base, "/addversion.json", {"project": "tinyd", "version": "1"}, {"egg": egg})
+    url = mockserver.url("/page.html")
+    jobs = {}
+    for setting, name in PROTECTED:
+        jobs[name] = post(base, "/schedule.json", [("project", "tinyd"), ("spider", "news"), ("url", url),
+                                                   ("setting", "LOG_LEVEL=INFO"), ("setting", setting)])["jobid"]
+    tuned = post(base, "/schedule.json", [("project", "tinyd"), ("spider", "news"), ("url", url),
+                                          ("setting", "CLOSESPIDER_TIMEOUT=120"), ("setting", "LOG_LEVEL=DEBUG"),
+                                          ("setting", "GDPR_MONITOR_MIN_ITEMS=1")])["jobid"]
+    for job in [*jobs.values(), tuned]:
+        wait_finished(base, job)
+    for name, job in jobs.items():
+        log = (home / "logs" / "tinyd" / "news" / f"{job}.log").read_text(encoding="utf-8")
+        assert f"a Scrapyd job may not set {name} (schedule.json setting=...)" in log, log
+        assert "Spider opened" not in log
+    out = (home / "scrapyd.out").read_text()
+    assert out.count("exitstatus=3") == len(PROTECTED), out
+    log = (home / "logs" / "tinyd" / "news" / f"{tuned}.log").read_text(encoding="utf-8")
+    assert "exit status 0 (ok)" in log, log
+    # the refused jobs stored nothing: one feed line, the tuned job's
+    items = sorted((home / "items" / "tinyd" / "news").glob("*.jl"))
+    stored = [p for p in items if p.stat().st_size]
+    assert [p.stem for p in stored] == [tuned]
