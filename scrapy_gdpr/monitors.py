@@ -14,7 +14,8 @@ suite of your own that lists these monitors, as Spidermon's docs show.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from spidermon import Monitor, MonitorSuite, monitors
 from spidermon.contrib.monitors.mixins.spider import SpiderMonitorMixin
@@ -24,6 +25,10 @@ from scrapy_gdpr.figures import Figures, Thresholds, figures, thresholds
 #: unittest (which Spidermon runs the monitors with) leaves the frames of a module
 #: with this global out of a failure's traceback: the log shows only the message.
 __unittest = True
+
+_T = TypeVar("_T")
+#: Spidermon's ``monitors.name`` decorator, typed.
+name: Callable[[str], Callable[[_T], _T]] = monitors.name
 
 
 class _GdprMonitor(Monitor, SpiderMonitorMixin):  # type: ignore[misc]
@@ -38,11 +43,11 @@ class _GdprMonitor(Monitor, SpiderMonitorMixin):  # type: ignore[misc]
         return thresholds(self.data.crawler.settings)
 
 
-@monitors.name("GDPR: images stored unchecked")
+@name("GDPR: images stored unchecked")
 class UncheckedImagesMonitor(_GdprMonitor):
     """Fails when any media file was stored without the face stage."""
 
-    @monitors.name("no image was stored without a face check")
+    @name("no image was stored without a face check")
     def test_no_unchecked_images(self) -> None:
         figs = self.figures
         self.assertEqual(
@@ -53,11 +58,11 @@ class UncheckedImagesMonitor(_GdprMonitor):
         )
 
 
-@monitors.name("GDPR: retention")
+@name("GDPR: retention")
 class RetentionMonitor(_GdprMonitor):
     """Fails when the ledger still holds a record that expired before the crawl started."""
 
-    @monitors.name("no expired record is held past GDPR_MONITOR_RETENTION_GRACE")
+    @name("no expired record is held past GDPR_MONITOR_RETENTION_GRACE")
     def test_no_retention_breach(self) -> None:
         figs = self.figures
         if figs.retention_error:
@@ -72,11 +77,11 @@ class RetentionMonitor(_GdprMonitor):
         )
 
 
-@monitors.name("GDPR: robots.txt unreachable")
+@name("GDPR: robots.txt unreachable")
 class RobotsUnreachableMonitor(_GdprMonitor):
     """Fails when robots.txt could not be read for too large a share of hosts."""
 
-    @monitors.name("robots.txt readable for enough hosts")
+    @name("robots.txt readable for enough hosts")
     def test_robots_reachable(self) -> None:
         figs = self.figures
         limit = self.thresholds.robots_unreachable_share
@@ -88,11 +93,11 @@ class RobotsUnreachableMonitor(_GdprMonitor):
         )
 
 
-@monitors.name("GDPR: terms drift")
+@name("GDPR: terms drift")
 class TermsDriftMonitor(_GdprMonitor):
     """Fails when a site's terms changed since they were reviewed."""
 
-    @monitors.name("every site's terms unchanged since review")
+    @name("every site's terms unchanged since review")
     def test_no_terms_drift(self) -> None:
         figs = self.figures
         self.assertEqual(
@@ -103,11 +108,11 @@ class TermsDriftMonitor(_GdprMonitor):
         )
 
 
-@monitors.name("GDPR: refusals")
+@name("GDPR: refusals")
 class RefusalsMonitor(_GdprMonitor):
     """Fails when refusals of a reason exceed GDPR_MONITOR_MAX_REFUSALS."""
 
-    @monitors.name("refusals within GDPR_MONITOR_MAX_REFUSALS")
+    @name("refusals within GDPR_MONITOR_MAX_REFUSALS")
     def test_refusals_within_limits(self) -> None:
         figs = self.figures
         limits = self.thresholds
@@ -120,11 +125,11 @@ class RefusalsMonitor(_GdprMonitor):
                          + ": the compliance report lists each reason with its fix")
 
 
-@monitors.name("GDPR: items stored")
+@name("GDPR: items stored")
 class ItemsStoredMonitor(_GdprMonitor):
     """Fails when fewer items than GDPR_MONITOR_MIN_ITEMS (default 1) were stored."""
 
-    @monitors.name("at least GDPR_MONITOR_MIN_ITEMS items stored")
+    @name("at least GDPR_MONITOR_MIN_ITEMS items stored")
     def test_items_stored(self) -> None:
         figs = self.figures
         minimum = self.thresholds.min_items

@@ -48,7 +48,7 @@ class _ExitStatusMixin:
 
         settings = getattr(self, "settings", None)
         refused = scheduler_refusal(settings) if settings is not None else None
-        if refused is not None:  # a Scrapyd job tried to change what protects the crawl
+        if refused is not None and settings is not None:  # a Scrapyd job tried to change what protects the crawl
             report_refusal(settings, refused)
             self.exitcode = 3
             return
