@@ -64,6 +64,8 @@ EXTENSIONS: dict[str, int] = {
     "scrapy_gdpr.status.CrawlStatus": 0,
     "scrapy_gdpr.report.ComplianceReport": 0,
     "scrapy_gdpr.retention.RetentionExtension": 0,
+    # figures for the monitors; Prometheus metrics when GDPR_METRICS_* is set
+    "scrapy_gdpr.figures.FigureCollector": 0,
 }
 
 #: Media pipelines the add-on enables only when their store is set.

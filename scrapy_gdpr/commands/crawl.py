@@ -44,6 +44,14 @@ class _ExitStatusMixin:
         return crawler
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        from scrapy_gdpr.scheduling import report_refusal, scheduler_refusal
+
+        settings = getattr(self, "settings", None)
+        refused = scheduler_refusal(settings) if settings is not None else None
+        if refused is not None and settings is not None:  # a Scrapyd job tried to change what protects the crawl
+            report_refusal(settings, refused)
+            self.exitcode = 3
+            return
         process = getattr(self, "crawler_process", None)
         if process is not None and "crawl" not in vars(process):
             process.crawl = _consuming_startup_refusals(process.crawl)
