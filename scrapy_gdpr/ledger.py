@@ -22,6 +22,7 @@ import logging
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -658,6 +659,23 @@ class Ledger:
         ]
 
 
+def _set_wal(conn: sqlite3.Connection, timeout: float = 60.0) -> None:
+    """Put the file in WAL mode. Switching needs the file to itself, and SQLite answers
+    "database is locked" at once, without its busy handler, while another connection
+    holds it (two processes opening a new ledger together): wait for it as the busy
+    timeout would."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class SQLiteLedger(Ledger):
     """One SQLite file in WAL mode; safe to share between a crawl and a purge."""
 
@@ -700,7 +718,7 @@ class SQLiteLedger(Ledger):
             conn = self._connect()
             try:
                 if not self.readonly:
-                    conn.execute("PRAGMA journal_mode=WAL")
+                    _set_wal(conn)
                     conn.execute("PRAGMA synchronous=NORMAL")
                 else:
                     conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
