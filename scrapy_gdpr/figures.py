@@ -176,7 +176,6 @@ class FigureCollector:
         runtime.services[SERVICE] = self
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self.request_reached_downloader, signal=signals.request_reached_downloader)
-        crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
         crawler.signals.connect(self.engine_stopped, signal=signals.engine_stopped)
 
     @classmethod
@@ -204,6 +203,9 @@ class FigureCollector:
                     "every file it stores is counted as stored unchecked",
                     {"name": name}, extra={"spider": self.crawler.spider},
                 )
+        if self.unchecked_fields:
+            # only then: a receiver of item_scraped costs every item an asyncio task
+            self.crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
 
     def request_reached_downloader(self, request: Request) -> None:
         if request.meta.get("gdpr_internal") == "robots":

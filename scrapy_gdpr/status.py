@@ -199,11 +199,7 @@ class CrawlStatus:
         #: Responses to the spider's own requests (and media), not the policy's
         #: internal robots.txt, terms and TDMRep fetches.
         self.fetched = 0
-        self.items_scraped = 0
-        self.items_dropped = 0
         crawler.signals.connect(self.response_received, signal=signals.response_received)
-        crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
-        crawler.signals.connect(self.item_dropped, signal=signals.item_dropped)
         crawler.signals.connect(self.spider_idle, signal=signals.spider_idle)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
 
@@ -217,14 +213,19 @@ class CrawlStatus:
         if not request.meta.get("gdpr_internal"):
             self.fetched += 1
 
-    def item_scraped(self) -> None:
-        self.items_scraped += 1
+    # Items are counted by Scrapy's CoreStats, not by receivers of item_scraped and
+    # item_dropped here: each receiver of a per-item signal costs every item an
+    # asyncio task in Scrapy's dispatch.
+    @property
+    def items_scraped(self) -> int:
+        stats = self.crawler.stats
+        return int(stats.get_value("item_scraped_count", 0) or 0) if stats else 0
 
-    def item_dropped(self, exception: BaseException) -> None:
-        from scrapy_gdpr.exceptions import GdprDropItem
-
-        if isinstance(exception, GdprDropItem):
-            self.items_dropped += 1
+    @property
+    def items_dropped(self) -> int:
+        """Items the policy dropped (``GdprDropItem``, counted by its class name)."""
+        stats = self.crawler.stats
+        return int(stats.get_value("item_dropped_reasons_count/GdprDropItem", 0) or 0) if stats else 0
 
     def verdict(self) -> tuple[str, str] | None:
         """``(finish_reason, why)`` when the crawl must not look successful, else None."""
