@@ -155,6 +155,27 @@ class _HostInfo:
     rule: int | None  #: index of the most specific domain rule, or None
 
 
+def non_public_address(
+    host: str,
+    addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address],
+    *,
+    literal: bool,
+    allow_private: bool,
+) -> tuple[str, bool] | None:
+    """Why ``host`` must not be contacted, or None: any non-public address refuses
+    (a client may connect to any of them), a cloud metadata address always, the
+    others unless the domain allows private networks. ``(text, metadata)``."""
+    for ip in addresses:
+        kind = address_class(ip)
+        if kind is None:
+            continue
+        said = f"{host} is" if literal else f"{host} resolves to {ip},"  # a literal as it was written
+        metadata = kind.startswith("cloud metadata")
+        if metadata or not allow_private:
+            return f"{said} a {kind} address", metadata
+    return None
+
+
 def address_class(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     """What makes ``ip`` non-public ("loopback", "cloud metadata", ...), or None.
 
@@ -425,21 +446,13 @@ class PolicyGate:
                 detail = f"{host} could not be resolved, so it cannot be checked for a private address"
                 return Refusal(Reason.UNDECIDED, clause, f"{detail}: {exc.__class__.__name__}: {exc}"), False
             literal = False
-        # any non-public address refuses: the client may connect to any of them
-        for ip in addresses:
-            kind = address_class(ip)
-            if kind is None:
-                continue
-            said = f"{ip} is" if literal else f"{host} resolves to {ip},"
-            if kind.startswith("cloud metadata"):
-                return Refusal(Reason.PRIVATE_NETWORK, clause, f"{said} a {kind} address"), True
-            if rule is None or not rule.allow_private_network:
-                return Refusal(
-                    Reason.PRIVATE_NETWORK,
-                    clause,
-                    f"{said} a {kind} address; set allow_private_network: true on the domain "
-                    "only for a local test site",
-                ), True
+        problem = non_public_address(host, addresses, literal=literal,
+                                     allow_private=rule is not None and rule.allow_private_network)
+        if problem is not None:
+            text, metadata = problem
+            if not metadata:
+                text += "; set allow_private_network: true on the domain only for a local test site"
+            return Refusal(Reason.PRIVATE_NETWORK, clause, text), True
         return None, True
 
     async def resolve(self, host: str) -> list[str]:

@@ -18,7 +18,7 @@ from scrapy.exceptions import UsageError
 from scrapy.http import Headers
 from scrapy.responsetypes import responsetypes
 
-from scrapy_gdpr.gate import METADATA_HOSTS, address_class
+from scrapy_gdpr.gate import METADATA_HOSTS, address_class, non_public_address
 from scrapy_gdpr.policy import PolicyError, load_policy
 from scrapy_gdpr.terms import MAX_SIZE, fingerprint, normalise_terms
 
@@ -176,17 +176,14 @@ def _address_for(host: str, port: int, policy: Policy | None) -> str:
         if not addresses:
             raise FetchError(f"{host} could not be resolved")
     rule = _rule_for(policy, host)
-    for ip in addresses:
-        kind = address_class(ip)
-        if kind is None:
-            continue
-        said = f"{host} is" if literal else f"{host} resolves to {ip},"
-        if kind.startswith("cloud metadata"):
-            raise FetchError(f"{said} a {kind} address")
-        if rule is None or not rule.allow_private_network:
-            fix = ("list the domain with allow_private_network: true in the policy given with --policy (local "
-                   "test sites only)")
-            raise FetchError(f"{said} a {kind} address, which the crawl never contacts; {fix}")
+    problem = non_public_address(host, addresses, literal=literal,
+                                 allow_private=rule is not None and rule.allow_private_network)
+    if problem is not None:
+        text, metadata = problem
+        if not metadata:
+            text += (", which the crawl never contacts; list the domain with allow_private_network: true in the "
+                     "policy given with --policy (local test sites only)")
+        raise FetchError(text)
     return str(addresses[0])
 
 
