@@ -10,7 +10,7 @@ default); the gated crawl with ``ADDONS = {"scrapy_gdpr.Addon": 0}`` and a polic
 listing every host. Both use the same concurrency and no delay.
 
 It then times objection-list lookups at 1,000,000 entries
-(``scrapy_gdpr.objections.ObjectionList``) when that class exists.
+(``scrapy_gdpr.gate.objections.ObjectionList``) when that class exists.
 
 The figures are printed as measured; nothing here asserts a target.
 """
@@ -76,7 +76,7 @@ def write_policy(folder: Path, port: int) -> Path:
     from scrapy.http import HtmlResponse
 
     try:  # the terms middleware's own fingerprint, when it exists on this branch
-        from scrapy_gdpr.terms import fingerprint, normalise_terms  # type: ignore[attr-defined]
+        from scrapy_gdpr.gate.terms import fingerprint, normalise_terms  # type: ignore[attr-defined]
 
         response = HtmlResponse(f"http://bench.test:{port}/terms.html", body=TERMS_HTML, encoding="utf-8")
         terms_fp = fingerprint(normalise_terms(response))
@@ -214,7 +214,7 @@ def _process_cpu_seconds(pid: int) -> float | None:
 
 def objection_benchmark(entries: int, lookups: int) -> None:
     try:
-        from scrapy_gdpr.objections import ObjectionList  # type: ignore[attr-defined]
+        from scrapy_gdpr.gate.objections import ObjectionList  # type: ignore[attr-defined]
     except ImportError:
         print("objection benchmark: not available")
         return

@@ -50,9 +50,9 @@ from scrapy.exporters import JsonLinesItemExporter  # noqa: E402
 from scrapy.utils.test import get_crawler  # noqa: E402
 
 from scrapy_gdpr.audit import AuditLog  # noqa: E402
-from scrapy_gdpr.ledger import Ledger, Record, Selector, open_ledger  # noqa: E402
-from scrapy_gdpr.provenance import Provenance, registry  # noqa: E402
-from scrapy_gdpr.retention import (  # noqa: E402
+from scrapy_gdpr.retention.ledger import Ledger, Record, Selector, open_ledger  # noqa: E402
+from scrapy_gdpr.items.provenance import Provenance, registry  # noqa: E402
+from scrapy_gdpr.retention.core import (  # noqa: E402
     RetentionItemFilter,
     RetentionPipeline,
     _LedgerWriter,
@@ -205,7 +205,7 @@ def crawl_child(source: str, retention: bool, n: int, folder: Path, ledger_url: 
     if retention:
         from scrapy.settings import Settings
 
-        from scrapy_gdpr.retention import configure_feeds
+        from scrapy_gdpr.retention.core import configure_feeds
 
         feeds = Settings(settings)
         configure_feeds(feeds, None)  # type: ignore[arg-type]
@@ -214,9 +214,9 @@ def crawl_child(source: str, retention: bool, n: int, folder: Path, ledger_url: 
             "FEED_STORAGES": feeds.getdict("FEED_STORAGES"),
             "GDPR_POLICY": str(ROOT / "tests" / "data" / "policies" / "valid.yaml"),
             "GDPR_AUDIT_LOG": str(folder / "crawl-audit.jsonl"), "GDPR_REPORT_DIR": None, "GDPR_LEDGER": ledger_url,
-            "SPIDER_MIDDLEWARES": {"scrapy_gdpr.provenance.ProvenanceMiddleware": 950},
-            "ITEM_PIPELINES": {"scrapy_gdpr.retention.RetentionPipeline": 900},
-            "EXTENSIONS": {"scrapy_gdpr.retention.RetentionExtension": 0},
+            "SPIDER_MIDDLEWARES": {"scrapy_gdpr.items.provenance.ProvenanceMiddleware": 950},
+            "ITEM_PIPELINES": {"scrapy_gdpr.retention.core.RetentionPipeline": 900},
+            "EXTENSIONS": {"scrapy_gdpr.retention.core.RetentionExtension": 0},
         })
     process = CrawlerProcess(settings)
     crawler = process.create_crawler(ItemsSpider)

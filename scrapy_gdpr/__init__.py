@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from scrapy_gdpr import _moved
+
 __version__ = "0.1.0"
 
 __all__ = ["Addon", "__version__"]
+
+_moved.install()
 
 if TYPE_CHECKING:
     from scrapy_gdpr.addon import Addon

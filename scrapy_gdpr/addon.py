@@ -29,57 +29,57 @@ logger = logging.getLogger(__name__)
 DOWNLOADER_MIDDLEWARES: dict[str, int] = {
     # Before everything: an unlisted, excluded, objected-to or private-network host
     # is never contacted, not even for its robots.txt.
-    "scrapy_gdpr.gate.PolicyGateMiddleware": 40,
+    "scrapy_gdpr.gate.scope.PolicyGateMiddleware": 40,
     # Terms reviewed and unchanged, before robots.txt is fetched.
-    "scrapy_gdpr.terms.TermsMiddleware": 60,
+    "scrapy_gdpr.gate.terms.TermsMiddleware": 60,
     # Takes the place of Scrapy's RobotsTxtMiddleware (100).
-    "scrapy_gdpr.robots.RobotsGateMiddleware": 100,
+    "scrapy_gdpr.gate.robots.RobotsGateMiddleware": 100,
     # process_response runs after decompression (590) and redirects (600).
-    "scrapy_gdpr.optout.OptOutMiddleware": 120,
+    "scrapy_gdpr.gate.optout.OptOutMiddleware": 120,
     # Sees 429/503 and Retry-After before RetryMiddleware (550) retries them.
-    "scrapy_gdpr.politeness.PolitenessMiddleware": 560,
+    "scrapy_gdpr.gate.politeness.PolitenessMiddleware": 560,
     # Refuses HTTP 402 (pay-per-crawl) before RetryMiddleware (550) could retry it.
-    "scrapy_gdpr.paywall.PaymentRequiredMiddleware": 570,
+    "scrapy_gdpr.gate.paywall.PaymentRequiredMiddleware": 570,
 }
 
 SPIDER_MIDDLEWARES: dict[str, int] = {
     # Closest to the spider: stamps every item with where it came from.
-    "scrapy_gdpr.provenance.ProvenanceMiddleware": 950,
+    "scrapy_gdpr.items.provenance.ProvenanceMiddleware": 950,
     # Drops requests yielded from a page whose robots rules say nofollow.
-    "scrapy_gdpr.optout.NoFollowMiddleware": 940,
+    "scrapy_gdpr.gate.optout.NoFollowMiddleware": 940,
 }
 
 ITEM_PIPELINES: dict[str, int] = {
     # Objections and opt-out reservations, before any image is downloaded.
-    "scrapy_gdpr.gate.ItemGatePipeline": 10,
-    "scrapy_gdpr.images.GdprImagesPipeline": 20,
-    "scrapy_gdpr.images.GdprFilesPipeline": 30,
-    "scrapy_gdpr.images.ImageBytesPipeline": 40,
+    "scrapy_gdpr.gate.scope.ItemGatePipeline": 10,
+    "scrapy_gdpr.media.pipelines.GdprImagesPipeline": 20,
+    "scrapy_gdpr.media.pipelines.GdprFilesPipeline": 30,
+    "scrapy_gdpr.media.pipelines.ImageBytesPipeline": 40,
     # Last: retention stamp on everything that is exported.
-    "scrapy_gdpr.retention.RetentionPipeline": 900,
+    "scrapy_gdpr.retention.core.RetentionPipeline": 900,
 }
 
 EXTENSIONS: dict[str, int] = {
     # finish reason, exit status and the INFO close summary
     "scrapy_gdpr.status.CrawlStatus": 0,
-    "scrapy_gdpr.report.ComplianceReport": 0,
-    "scrapy_gdpr.retention.RetentionExtension": 0,
+    "scrapy_gdpr.documents.report.ComplianceReport": 0,
+    "scrapy_gdpr.retention.core.RetentionExtension": 0,
     # figures for the monitors; Prometheus metrics when GDPR_METRICS_* is set
-    "scrapy_gdpr.figures.FigureCollector": 0,
+    "scrapy_gdpr.ops.figures.FigureCollector": 0,
 }
 
 #: Media pipelines the add-on enables only when their store is set.
 STORE_SETTINGS = {
-    "scrapy_gdpr.images.GdprImagesPipeline": "IMAGES_STORE",
-    "scrapy_gdpr.images.GdprFilesPipeline": "FILES_STORE",
+    "scrapy_gdpr.media.pipelines.GdprImagesPipeline": "IMAGES_STORE",
+    "scrapy_gdpr.media.pipelines.GdprFilesPipeline": "FILES_STORE",
 }
 
 #: Stock components the add-on replaces, and by what.
 REPLACED = {
-    "DOWNLOADER_MIDDLEWARES": [(RobotsTxtMiddleware, "scrapy_gdpr.robots.RobotsGateMiddleware")],
+    "DOWNLOADER_MIDDLEWARES": [(RobotsTxtMiddleware, "scrapy_gdpr.gate.robots.RobotsGateMiddleware")],
     "ITEM_PIPELINES": [
-        (ImagesPipeline, "scrapy_gdpr.images.GdprImagesPipeline"),
-        (FilesPipeline, "scrapy_gdpr.images.GdprFilesPipeline"),
+        (ImagesPipeline, "scrapy_gdpr.media.pipelines.GdprImagesPipeline"),
+        (FilesPipeline, "scrapy_gdpr.media.pipelines.GdprFilesPipeline"),
     ],
 }
 
@@ -173,13 +173,13 @@ class Addon:
 #: ``get_runtime(crawler).policy``.
 ADDON_HOOKS: list[str] = [
     # the browser sub-resource predicate and host rules
-    "scrapy_gdpr.playwright.update_settings",
+    "scrapy_gdpr.gate.playwright.update_settings",
     # retention filter, stamp-aware CSV/XML exporters and locking storage on every feed
     "scrapy_gdpr.retention.configure_feeds",
     # refuse feeds and media stores purge cannot reach; purge item stores at spider open
-    "scrapy_gdpr.stores.check_settings",
+    "scrapy_gdpr.retention.stores.check_settings",
     # refuse an HTTP cache without retention.caches; expire logs and caches at spider open
-    "scrapy_gdpr.logpurge.update_settings",
+    "scrapy_gdpr.retention.logpurge.update_settings",
 ]
 
 

@@ -459,7 +459,7 @@ async def test_dns_failure_and_timeout_fail_closed(tmp_path, spy_resolver):
 @coroutine_test
 async def test_resolution_without_a_reactor_checks_every_address(tmp_path, monkeypatch):
     """Scrapy can run without a Twisted reactor; then asyncio's getaddrinfo is used."""
-    import scrapy_gdpr.gate as gate_module
+    import scrapy_gdpr.gate.scope as gate_module
 
     policy = write_policy(tmp_path, [{"domain": "localhost"}, {"domain": "gate-nowhere.invalid"}])
     crawler = get_crawler(Spider, gate_settings(tmp_path, policy))

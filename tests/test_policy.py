@@ -17,11 +17,11 @@ from scrapy_gdpr.policy import (
     Finding,
     Policy,
     PolicyError,
-    _Loader,
     load_policy,
     policy_json_schema,
     validate_policy_text,
 )
+from scrapy_gdpr.policy.model import _Loader
 from tests.utils import DATA, ROOT, run_scrapy
 
 POLICIES = DATA / "policies"

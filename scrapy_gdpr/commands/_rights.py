@@ -16,7 +16,7 @@ from scrapy.exceptions import UsageError
 
 from scrapy_gdpr.audit import AuditLog
 from scrapy_gdpr.config import DEFAULTS, expand
-from scrapy_gdpr.ledger import (
+from scrapy_gdpr.retention.ledger import (
     Ledger,
     LedgerError,
     LedgerMissing,
@@ -27,7 +27,7 @@ from scrapy_gdpr.ledger import (
     parse_ts,
 )
 from scrapy_gdpr.policy import Policy, PolicyError, load_policy
-from scrapy_gdpr.stores import ItemStore, StoreError, load_item_stores
+from scrapy_gdpr.retention.stores import ItemStore, StoreError, load_item_stores
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -90,7 +90,7 @@ def _url_form(value: str) -> str:
 
 def _domain_form(value: str) -> str:
     """A host as crawls store it: lower case, IDNA, no trailing dot."""
-    from scrapy_gdpr.objections import canonical_host
+    from scrapy_gdpr.gate.objections import canonical_host
 
     value = value.strip()
     if not value:
@@ -102,7 +102,7 @@ def _domain_form(value: str) -> str:
 
 
 def selectors(opts: argparse.Namespace) -> list[Selector]:
-    from scrapy_gdpr.textmatch import normalise_text
+    from scrapy_gdpr.retention.textmatch import normalise_text
 
     values = [("url", "--url", _url_form(v)) for v in opts.url]
     values += [("prefix", "--url-prefix", _url_form(v)) for v in opts.url_prefix]
@@ -192,7 +192,7 @@ def ledger_errors(led: Ledger) -> Iterator[None]:
 def feed_paths(opts: argparse.Namespace, settings: BaseSettings) -> list[Path]:
     """Feed files to search besides those the ledger knows: ``--search-feed`` and the
     local files of the project's FEEDS (a ``%(name)s``-style template as a glob)."""
-    from scrapy_gdpr.retention import local_feed_path
+    from scrapy_gdpr.retention.core import local_feed_path
 
     out = [Path(p) for p in getattr(opts, "search_feed", [])]
     for uri in settings.getdict("FEEDS"):

@@ -12,7 +12,7 @@ from scrapy.commands import ScrapyCommand
 from scrapy.utils.project import data_path
 
 from scrapy_gdpr.commands import _rights
-from scrapy_gdpr.rights import (
+from scrapy_gdpr.retention.rights import (
     audit_paths_for,
     export_access,
     find_holdings,
@@ -21,7 +21,7 @@ from scrapy_gdpr.rights import (
     new_request_id,
     write_receipts,
 )
-from scrapy_gdpr.stores import close_stores
+from scrapy_gdpr.retention.stores import close_stores
 
 #: Where archives go without ``--out``: a folder in Scrapy's project data folder
 #: (``<project>/.scrapy/gdpr-access/``), which holds a ``.gitignore`` of its own.

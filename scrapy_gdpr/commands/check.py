@@ -109,7 +109,7 @@ def check_ledger(report: SpiderReport, url: str | None) -> None:
         why = writable_file(path)
         report.add("ledger", "problem" if why else "ok", why or f"SQLite ledger {path} is writable")
         return
-    from scrapy_gdpr.ledger import _redact, open_ledger
+    from scrapy_gdpr.retention.ledger import _redact, open_ledger
 
     try:
         ledger = open_ledger(url)
@@ -130,7 +130,7 @@ def check_feeds(report: SpiderReport, settings: BaseSettings) -> None:
         label = f"feed {uri}"
         if options.get("item_filter") is not None:
             report.add(label, "problem", "sets its own item_filter, which replaces the retention filter: unstamped "
-                       "items could be exported (remove item_filter, or subclass scrapy_gdpr.retention.RetentionItemFilter)")
+                       "items could be exported (remove item_filter, or subclass scrapy_gdpr.retention.core.RetentionItemFilter)")
             continue
         fields = options.get("fields")
         if isinstance(fields, dict):

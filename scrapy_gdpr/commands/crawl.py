@@ -44,7 +44,7 @@ class _ExitStatusMixin:
         return crawler
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
-        from scrapy_gdpr.scheduling import report_refusal, scheduler_refusal
+        from scrapy_gdpr.ops.scheduling import report_refusal, scheduler_refusal
 
         settings = getattr(self, "settings", None)
         refused = scheduler_refusal(settings) if settings is not None else None

@@ -10,9 +10,9 @@ from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
 from scrapy_gdpr.commands import _rights
-from scrapy_gdpr.objections import ObjectionFileError, ObjectionList
-from scrapy_gdpr.rights import erase, find_holdings, needs_confirmation, objection_entries, write_receipts
-from scrapy_gdpr.stores import close_stores
+from scrapy_gdpr.gate.objections import ObjectionFileError, ObjectionList
+from scrapy_gdpr.retention.rights import erase, find_holdings, needs_confirmation, objection_entries, write_receipts
+from scrapy_gdpr.retention.stores import close_stores
 
 
 class Command(ScrapyCommand):

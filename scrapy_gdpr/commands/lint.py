@@ -36,7 +36,7 @@ def check_policy(path: Path, today: date | None) -> tuple[Policy | None, list[Fi
         policy = load_policy(path, today=today)
     except PolicyError as exc:
         return None, list(exc.findings)
-    from scrapy_gdpr.denylist import deny_lists
+    from scrapy_gdpr.gate.denylist import deny_lists
 
     _, problems = deny_lists(policy)  # the files it names: a malformed line stops the crawl
     if problems:
@@ -157,7 +157,7 @@ class Command(ScrapyCommand):
 
 
 def _explain(key: str) -> int:
-    from scrapy_gdpr.explain import explain, suggestions
+    from scrapy_gdpr.policy.explain import explain, suggestions
 
     text = explain(key)
     if text is None:

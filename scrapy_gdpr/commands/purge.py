@@ -9,9 +9,9 @@ import sys
 from scrapy.commands import ScrapyCommand
 
 from scrapy_gdpr.commands import _rights
-from scrapy_gdpr.logpurge import purge_logs_and_caches
-from scrapy_gdpr.retention import purge
-from scrapy_gdpr.stores import close_stores
+from scrapy_gdpr.retention.logpurge import purge_logs_and_caches
+from scrapy_gdpr.retention.core import purge
+from scrapy_gdpr.retention.stores import close_stores
 
 
 class Command(ScrapyCommand):
@@ -54,7 +54,7 @@ class Command(ScrapyCommand):
             audit.close()
             ledger.close()
             close_stores(stores)
-        # logs and caches, per retention.logs and retention.caches (scrapy_gdpr.logpurge)
+        # logs and caches, per retention.logs and retention.caches (scrapy_gdpr.retention.logpurge)
         logs = purge_logs_and_caches(self.settings, moment, policy_file=opts.policy,
                                      spider=opts.spider, dry_run=opts.dry_run)
         if opts.json:

@@ -15,8 +15,10 @@ import ipaddress
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
-from scrapy_gdpr import __version__, _html
-from scrapy_gdpr.durations import Duration
+from scrapy_gdpr import __version__
+
+from scrapy_gdpr.documents import base as _html
+from scrapy_gdpr.policy.durations import Duration
 from scrapy_gdpr.policy import REVIEW_WARNING_DAYS
 from scrapy_gdpr.addon import console_enabled
 
@@ -466,13 +468,13 @@ def _domain(policy: Policy, i: int) -> dict[str, Any]:
 def _always_refused(policy: Policy, i: int) -> str | None:
     """Why the request gate refuses every request to domain ``i`` whatever its terms, or None.
 
-    The same rules as :class:`scrapy_gdpr.gate.PolicyGate`, for what can be known
+    The same rules as :class:`scrapy_gdpr.gate.scope.PolicyGate`, for what can be known
     without DNS: an excluded jurisdiction, and an address literal (or ``localhost``, or
     a cloud metadata name) that is not public. A host name that resolves to a private
     address can only be known at crawl time; the gate refuses it then.
     """
-    from scrapy_gdpr.gate import METADATA_HOSTS, address_class
-    from scrapy_gdpr.objections import canonical_host
+    from scrapy_gdpr.gate.scope import METADATA_HOSTS, address_class
+    from scrapy_gdpr.gate.objections import canonical_host
 
     rule = policy.domains[i]
     host = canonical_host(rule.domain)

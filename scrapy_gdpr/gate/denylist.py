@@ -20,7 +20,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scrapy_gdpr.objections import canonical_domain
+from scrapy_gdpr.gate.objections import canonical_domain
 from scrapy_gdpr.policy import Finding
 
 if TYPE_CHECKING:

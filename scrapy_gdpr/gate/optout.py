@@ -35,18 +35,18 @@ from scrapy.utils.asyncio import run_in_thread
 
 from scrapy_gdpr import audit
 from scrapy_gdpr._component import component_runtime
-from scrapy_gdpr._download import body_problem, capped, size_detail, too_large
-from scrapy_gdpr._flight import Flight
+from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
+from scrapy_gdpr.gate._flight import Flight
 from scrapy_gdpr.audit import Reason, note_refusal, refuse
-from scrapy_gdpr.robots import (
+from scrapy_gdpr.gate.robots import (
     CONTENT_USAGE_KEYS,
     TOKENS_META,
     PathPattern,
     read_content_signal,
     read_content_usage,
 )
-from scrapy_gdpr.contentcredentials import TrainingMining, read_training_mining
-from scrapy_gdpr.xmp import DMI_PURPOSES, read_data_mining
+from scrapy_gdpr.gate.contentcredentials import TrainingMining, read_training_mining
+from scrapy_gdpr.gate.xmp import DMI_PURPOSES, read_data_mining
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

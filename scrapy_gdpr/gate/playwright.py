@@ -5,7 +5,7 @@ scripts, styles and XHR the browser then asks for never pass Scrapy's downloader
 middlewares. scrapy-playwright's one hook for them is ``PLAYWRIGHT_ABORT_REQUEST``,
 a predicate called for every request the page makes. :class:`SubresourceGate` is
 that predicate, built from the policy: domains, jurisdictions, objections, private
-networks (the same :class:`~scrapy_gdpr.gate.PolicyGate` as the downloader
+networks (the same :class:`~scrapy_gdpr.gate.scope.PolicyGate` as the downloader
 middleware) and robots.txt (``runtime.services["robots"]``). The add-on installs it
 with :func:`update_settings`.
 
@@ -34,7 +34,7 @@ from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.misc import load_object
 
 from scrapy_gdpr.audit import Reason, note_refusal
-from scrapy_gdpr.gate import Refusal, policy_gate
+from scrapy_gdpr.gate.scope import Refusal, policy_gate
 from scrapy_gdpr.runtime import get_runtime
 
 if TYPE_CHECKING:

@@ -39,9 +39,9 @@ from scrapy.utils.httpobj import urlparse_cached
 from twisted.internet.defer import Deferred
 
 from scrapy_gdpr._component import component_runtime
-from scrapy_gdpr._download import body_problem, capped, size_detail, too_large
+from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.audit import Reason, record, refuse
-from scrapy_gdpr.politeness import parse_retry_after, slot_floors
+from scrapy_gdpr.gate.politeness import parse_retry_after, slot_floors
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, MutableMapping
@@ -1050,11 +1050,11 @@ async def sitemaps(crawler: Crawler, url: str) -> list[str]:
     Needs :class:`RobotsGateMiddleware` enabled (the add-on does it); fetches the
     robots.txt if it is not cached yet. Use it from ``async def start()`` or a callback::
 
-        for sitemap in await scrapy_gdpr.robots.sitemaps(self.crawler, url):
+        for sitemap in await scrapy_gdpr.gate.robots.sitemaps(self.crawler, url):
             yield Request(sitemap, callback=self.parse_sitemap)
     """
     service = component_runtime(crawler).services.get("robots")
     if service is None:
-        raise RuntimeError("scrapy_gdpr.robots.RobotsGateMiddleware is not enabled")
+        raise RuntimeError("scrapy_gdpr.gate.robots.RobotsGateMiddleware is not enabled")
     result: list[str] = await service.sitemaps(url)
     return result

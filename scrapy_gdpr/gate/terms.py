@@ -28,8 +28,8 @@ from scrapy.http.request import NO_CALLBACK
 from scrapy.utils.httpobj import urlparse_cached
 
 from scrapy_gdpr._component import component_runtime
-from scrapy_gdpr._download import body_problem, capped, size_detail, too_large
-from scrapy_gdpr._flight import Flight
+from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
+from scrapy_gdpr.gate._flight import Flight
 from scrapy_gdpr.audit import Reason, record, refuse
 
 if TYPE_CHECKING:

@@ -30,8 +30,8 @@ from scrapy.utils.defer import ensure_awaitable
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.audit import Reason, drop, note_refusal
 from scrapy_gdpr.exceptions import PolicyViolation
-from scrapy_gdpr.facepool import acquire_pool
-from scrapy_gdpr.provenance import provenance_of
+from scrapy_gdpr.media.facepool import acquire_pool
+from scrapy_gdpr.items.provenance import provenance_of
 
 if TYPE_CHECKING:
     from os import PathLike
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from twisted.python.failure import Failure
     from typing_extensions import Self
 
-    from scrapy_gdpr.facepool import FacePool
+    from scrapy_gdpr.media.facepool import FacePool
     from scrapy_gdpr.faces.stage import Verdict
     from scrapy_gdpr.runtime import GdprRuntime
 

@@ -1,7 +1,7 @@
 """The compliance figures of one crawl, for monitors and metrics.
 
-:class:`Figures` is what the Spidermon monitors (:mod:`scrapy_gdpr.monitors`) check
-and what the Prometheus metrics (:mod:`scrapy_gdpr.metrics`) export. The figures
+:class:`Figures` is what the Spidermon monitors (:mod:`scrapy_gdpr.ops.monitors`) check
+and what the Prometheus metrics (:mod:`scrapy_gdpr.ops.metrics`) export. The figures
 come from the crawl's stats (``gdpr/*`` and Scrapy's own), the refusals counted by
 :mod:`scrapy_gdpr.audit` and the retention ledger; only two are collected here,
 because no stat holds them: the hosts whose robots.txt was asked for, and media
@@ -157,7 +157,7 @@ class FigureCollector:
     """
 
     def __init__(self, crawler: Crawler, runtime: GdprRuntime) -> None:
-        from scrapy_gdpr.metrics import MetricsTarget
+        from scrapy_gdpr.ops.metrics import MetricsTarget
 
         self.crawler = crawler
         self.runtime = runtime
@@ -187,7 +187,7 @@ class FigureCollector:
     def spider_opened(self) -> None:
         from scrapy.pipelines.media import MediaPipeline
 
-        from scrapy_gdpr.images import _FaceStageMixin
+        from scrapy_gdpr.media.pipelines import _FaceStageMixin
 
         scraper = getattr(self.crawler.engine, "scraper", None)
         for pipeline in getattr(getattr(scraper, "itemproc", None), "middlewares", ()):
@@ -289,7 +289,7 @@ def figures(crawler: Crawler, *, now: datetime | None = None) -> Figures:
 
 def _retention(out: Figures, url: str, *, started: Any, now: datetime) -> None:
     """The ledger's expired records still held, and how overdue the oldest is."""
-    from scrapy_gdpr.ledger import LedgerError, LedgerMissing, open_ledger
+    from scrapy_gdpr.retention.ledger import LedgerError, LedgerMissing, open_ledger
 
     try:
         ledger = open_ledger(url, create=False, readonly=True)

@@ -1,7 +1,7 @@
 """The crawl's compliance figures as Prometheus metrics (optional extra ``prometheus``).
 
 At the end of every crawl (after the spider closed and its feeds were recorded),
-the figures of :mod:`scrapy_gdpr.figures` are written to a node-exporter textfile
+the figures of :mod:`scrapy_gdpr.ops.figures` are written to a node-exporter textfile
 (``GDPR_METRICS_TEXTFILE``) and/or pushed to a Pushgateway
 (``GDPR_METRICS_PUSHGATEWAY``). Every metric is a gauge labelled with the spider;
 the names are listed in docs/operations.md.
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from scrapy.settings import BaseSettings
 
-    from scrapy_gdpr.figures import Figures
+    from scrapy_gdpr.ops.figures import Figures
 
 PREFIX = "scrapy_gdpr_"
 

@@ -4,9 +4,9 @@ Enable them in ``settings.py`` next to the add-on::
 
     SPIDERMON_ENABLED = True
     EXTENSIONS = {"spidermon.contrib.scrapy.extensions.Spidermon": 500}
-    SPIDERMON_SPIDER_CLOSE_MONITORS = ("scrapy_gdpr.monitors.GdprMonitorSuite",)
+    SPIDERMON_SPIDER_CLOSE_MONITORS = ("scrapy_gdpr.ops.monitors.GdprMonitorSuite",)
 
-Each monitor reads the figures of :mod:`scrapy_gdpr.figures` (the crawl's stats, its
+Each monitor reads the figures of :mod:`scrapy_gdpr.ops.figures` (the crawl's stats, its
 refusals and the retention ledger); their thresholds are the ``GDPR_MONITOR_*``
 settings (docs/operations.md). Add Spidermon's own actions (e-mail, Slack, ...) to a
 suite of your own that lists these monitors, as Spidermon's docs show.
@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from spidermon import Monitor, MonitorSuite, monitors
 from spidermon.contrib.monitors.mixins.spider import SpiderMonitorMixin
 
-from scrapy_gdpr.figures import Figures, Thresholds, figures, thresholds
+from scrapy_gdpr.ops.figures import Figures, Thresholds, figures, thresholds
 
 #: unittest (which Spidermon runs the monitors with) leaves the frames of a module
 #: with this global out of a failure's traceback: the log shows only the message.
@@ -53,7 +53,7 @@ class UncheckedImagesMonitor(_GdprMonitor):
         self.assertEqual(
             figs.images_stored_unchecked, 0,
             f"{figs.images_stored_unchecked} media file(s) were stored by a pipeline without the face stage "
-            f"(e.g. {', '.join(figs.unchecked_samples[:3])}): replace it by scrapy_gdpr.images.GdprImagesPipeline "
+            f"(e.g. {', '.join(figs.unchecked_samples[:3])}): replace it by scrapy_gdpr.media.pipelines.GdprImagesPipeline "
             f"or GdprFilesPipeline, and delete the files it stored (listed in the items' result field)",
         )
 

@@ -37,7 +37,7 @@ from pydantic import (
 
 from pydantic_core import PydanticCustomError
 
-from scrapy_gdpr.durations import Duration
+from scrapy_gdpr.policy.durations import Duration
 
 __all__ = [
     "Finding",
@@ -47,7 +47,7 @@ __all__ = [
     "policy_json_schema",
 ]
 
-SCHEMA_PATH = Path(__file__).with_name("policy.schema.json")
+SCHEMA_PATH = Path(__file__).parent.parent / "policy.schema.json"
 #: The most values (mappings, lists, scalars) a policy file may expand to; real
 #: policies have a few hundred. Protects lint and crawl start-up from alias bombs.
 MAX_VALUES = 100_000
@@ -1134,7 +1134,7 @@ def load_policy(path: str | Path, *, today: date | None = None) -> Policy:
 
 def policy_json_schema() -> dict[str, Any]:
     """The JSON Schema of policy files (what ``policy.schema.json`` holds)."""
-    from scrapy_gdpr.policy_docs import add_descriptions
+    from scrapy_gdpr.policy.field_docs import add_descriptions
 
     schema = Policy.model_json_schema(mode="validation")
     add_descriptions(schema)

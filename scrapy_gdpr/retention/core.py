@@ -38,13 +38,13 @@ from w3lib.url import file_uri_to_path
 from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.internet.threads import deferToThread
 
-from scrapy_gdpr import feedfiles
+from scrapy_gdpr.retention import feedfiles
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.audit import Reason, drop
-from scrapy_gdpr.durations import Duration
-from scrapy_gdpr.feedfiles import CSV_PREFIX, STAMP_FIELD
-from scrapy_gdpr.ledger import OBJECT_KINDS, Ledger, Record, open_ledger, parse_ts
-from scrapy_gdpr.provenance import ProvenancedDict, registry
+from scrapy_gdpr.policy.durations import Duration
+from scrapy_gdpr.retention.feedfiles import CSV_PREFIX, STAMP_FIELD
+from scrapy_gdpr.retention.ledger import OBJECT_KINDS, Ledger, Record, open_ledger, parse_ts
+from scrapy_gdpr.items.provenance import ProvenancedDict, registry
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from scrapy_gdpr.audit import AuditLog
-    from scrapy_gdpr.stores import ItemStore
+    from scrapy_gdpr.retention.stores import ItemStore
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class RetentionPipeline:
 
     An item without provenance is dropped (fail closed): its source, and so its
     purpose and expiry, are unknown. The stamped item (a
-    :class:`~scrapy_gdpr.provenance.ProvenancedDict`) carries its provenance. When
+    :class:`~scrapy_gdpr.items.provenance.ProvenancedDict`) carries its provenance. When
     it is the last pipeline, it hands each stamped item to the
     :class:`RetentionExtension` for the ledger itself (``recorder``); a handler of
     ``item_scraped``, called for every item, would cost the crawl about as much
@@ -288,7 +288,7 @@ class RetentionItemFilter:
                 self._warned = True
                 logger.warning(
                     "A %(type)s without a retention stamp was kept out of a feed: is "
-                    "scrapy_gdpr.retention.RetentionPipeline enabled?", {"type": type(item).__name__},
+                    "scrapy_gdpr.retention.core.RetentionPipeline enabled?", {"type": type(item).__name__},
                 )
             return False
         if self.item_types and stamp.get("item_type") not in self.item_types:
@@ -469,7 +469,7 @@ class PurgeResult:
     busy: list[str] = field(default_factory=list)
     missing_format: list[str] = field(default_factory=list)
     remote: list[str] = field(default_factory=list)
-    #: expired items deleted per item store (scrapy_gdpr.stores)
+    #: expired items deleted per item store (scrapy_gdpr.retention.stores)
     store_items: dict[str, int] = field(default_factory=dict)
     store_errors: list[str] = field(default_factory=list)
     #: torn or damaged parts of feed files (removed when the file was rewritten)
@@ -666,9 +666,9 @@ def purge(
                         "object_url": r.object_url})
         result.ledger_rows += ledger.delete_ids([r.id for r in recs if r.id is not None])
 
-    # 3. items in the registered item stores (scrapy_gdpr.stores), before their ledger rows
+    # 3. items in the registered item stores (scrapy_gdpr.retention.stores), before their ledger rows
     if stores:
-        from scrapy_gdpr.stores import purge_stores
+        from scrapy_gdpr.retention.stores import purge_stores
 
         in_stores = purge_stores(stores, now, dry_run=dry_run, audit=audit, spider=spider)
         result.store_items, result.store_errors = in_stores.by_store, in_stores.errors

@@ -47,14 +47,14 @@ from scrapy.utils.misc import load_object
 from scrapy.utils.project import data_path
 from twisted.internet.threads import deferToThread
 
-from scrapy_gdpr.ledger import parse_ts
+from scrapy_gdpr.retention.ledger import parse_ts
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from scrapy.settings import BaseSettings
     from typing_extensions import Self
 
-    from scrapy_gdpr.durations import Duration
+    from scrapy_gdpr.policy.durations import Duration
     from scrapy_gdpr.policy import Policy
 
 logger = logging.getLogger(__name__)
@@ -548,7 +548,7 @@ def purge_logs_and_caches(settings: BaseSettings, now: datetime, *, policy_file:
     per its own policy; the files of no single spider (``LOG_FILE``, the commands'
     audit logs, other reports) per the shortest period of the policies involved."""
     from scrapy_gdpr.config import DEFAULTS, expand
-    from scrapy_gdpr.rights import audit_paths_for
+    from scrapy_gdpr.retention.rights import audit_paths_for
 
     result = LogPurgeResult()
     targets = _policy_targets(settings, policy_file, spider, result.problems)

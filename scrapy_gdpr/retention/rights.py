@@ -30,13 +30,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from scrapy_gdpr import feedfiles
+from scrapy_gdpr.retention import feedfiles
 from scrapy_gdpr.audit import AuditLog
-from scrapy_gdpr.ledger import OBJECT_KINDS, Ledger, Record, Selector, parse_ts
-from scrapy_gdpr.objections import append_objection, objection_value
-from scrapy_gdpr.retention import line_record, manifest_path, read_manifest, write_manifest
-from scrapy_gdpr.stores import ItemStore, add_store_holdings, erase_from_stores
-from scrapy_gdpr.textmatch import normalise_text, text_values
+from scrapy_gdpr.retention.ledger import OBJECT_KINDS, Ledger, Record, Selector, parse_ts
+from scrapy_gdpr.gate.objections import append_objection, objection_value
+from scrapy_gdpr.retention.core import line_record, manifest_path, read_manifest, write_manifest
+from scrapy_gdpr.retention.stores import ItemStore, add_store_holdings, erase_from_stores
+from scrapy_gdpr.retention.textmatch import normalise_text, text_values
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class Holdings:
     rows: list[Record] = field(default_factory=list)
     feed_files: list[str] = field(default_factory=list)
     audit: list[dict[str, Any]] = field(default_factory=list)
-    #: the item stores searched (``GDPR_ITEM_STORES``, see scrapy_gdpr.stores)
+    #: the item stores searched (``GDPR_ITEM_STORES``, see scrapy_gdpr.retention.stores)
     stores_searched: list[str] = field(default_factory=list)
     #: item stores that could not be searched, with why
     store_errors: list[str] = field(default_factory=list)
@@ -495,7 +495,7 @@ class ErasureResult:
     #: rows written for lines of a rewritten file that the ledger did not know yet
     ledger_rows_recorded: int = 0
     pending: list[str] = field(default_factory=list)
-    #: items deleted per item store searched (scrapy_gdpr.stores)
+    #: items deleted per item store searched (scrapy_gdpr.retention.stores)
     store_items: dict[str, int] = field(default_factory=dict)
     #: item stores that could not be searched or erased, with why (the erasure is incomplete)
     store_errors: list[str] = field(default_factory=list)
@@ -579,7 +579,7 @@ def erase(
     result.failed += holdings.unreadable
     matcher = Matcher(selectors)
     item_ids = set(holdings.items)
-    # the item stores (scrapy_gdpr.stores): every matched item, whichever store held it
+    # the item stores (scrapy_gdpr.retention.stores): every matched item, whichever store held it
     result.store_items, failed = erase_from_stores(stores, item_ids)
     result.store_errors = holdings.store_errors + failed
     feed_row_ids: set[int] = set()
@@ -655,7 +655,7 @@ def erase(
 
 
 def _display(url: str) -> str:
-    from scrapy_gdpr.ledger import _redact
+    from scrapy_gdpr.retention.ledger import _redact
 
     return _redact(url)
 
@@ -747,7 +747,7 @@ def _read_audit(paths: Iterable[Path], since: datetime | None, until: datetime |
 def processing_record(ledger_url: str, audit_paths: Sequence[str | Path], since: datetime | None = None,
                       until: datetime | None = None) -> dict[str, Any]:
     """What was stored, for how long, and what was purged or erased in a period."""
-    from scrapy_gdpr.ledger import open_ledger
+    from scrapy_gdpr.retention.ledger import open_ledger
 
     since = parse_ts(since) if since is not None else None
     until = parse_ts(until) if until is not None else None

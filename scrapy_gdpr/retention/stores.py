@@ -33,9 +33,9 @@ from scrapy.utils.defer import maybe_deferred_to_future
 from scrapy.utils.misc import load_object
 from twisted.internet.threads import deferToThread
 
-from scrapy_gdpr.feedfiles import FORMATS, STAMP_FIELD, normalise_format
-from scrapy_gdpr.ledger import Selector, host_of, parse_ts
-from scrapy_gdpr.textmatch import normalise_text, text_values
+from scrapy_gdpr.retention.feedfiles import FORMATS, STAMP_FIELD, normalise_format
+from scrapy_gdpr.retention.ledger import Selector, host_of, parse_ts
+from scrapy_gdpr.retention.textmatch import normalise_text, text_values
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -163,7 +163,7 @@ def build_store(path: Any, settings: BaseSettings, crawler: Crawler | None = Non
         raise StoreError(f"GDPR_ITEM_STORES: cannot open {path!r}: {exc}") from exc
     for method in ("find", "delete", "purge"):
         if not callable(getattr(store, method, None)):
-            raise StoreError(f"GDPR_ITEM_STORES: {path!r} has no {method}() method (see scrapy_gdpr.stores.ItemStore)")
+            raise StoreError(f"GDPR_ITEM_STORES: {path!r} has no {method}() method (see scrapy_gdpr.retention.stores.ItemStore)")
     if not getattr(store, "name", ""):
         store.name = str(path)
     return store  # type: ignore[no-any-return]
@@ -205,8 +205,8 @@ def open_item_stores(settings: BaseSettings) -> Iterator[list[ItemStore]]:
 
 def add_store_holdings(holdings: Any, stores: Sequence[ItemStore], selectors: Sequence[Selector]) -> None:
     """Access and erasure: add the items every store holds for ``selectors`` (and for the
-    item ids already found in feeds) to a :class:`~scrapy_gdpr.rights.Holdings`."""
-    from scrapy_gdpr.rights import FoundItem
+    item ids already found in feeds) to a :class:`~scrapy_gdpr.retention.rights.Holdings`."""
+    from scrapy_gdpr.retention.rights import FoundItem
 
     searched = getattr(holdings, "stores_searched", None)
     for store in stores:
@@ -331,7 +331,7 @@ def check_settings(settings: BaseSettings, crawler: Crawler) -> None:
             "access and erasure reach those), and copy "
             "them elsewhere only with a job that deletes what gdpr-purge and gdpr-erase delete; or store "
             "items in a database through an item store registered in GDPR_ITEM_STORES (for example "
-            "scrapy_gdpr.stores.PostgresItemStore). See the 'Item stores' section of docs/retention.md."
+            "scrapy_gdpr.retention.stores.PostgresItemStore). See the 'Item stores' section of docs/retention.md."
         )
     for path in configured_store_paths(settings):
         try:
@@ -394,9 +394,9 @@ def _like_escape(text: str) -> str:
 class PostgresItemStore(ItemStore):
     """Item pipeline and item store: every stamped item goes to one PostgreSQL table.
 
-    Enable it after the retention stamp (``ITEM_PIPELINES = {"scrapy_gdpr.stores.
+    Enable it after the retention stamp (``ITEM_PIPELINES = {"scrapy_gdpr.retention.stores.
     PostgresItemStore": 950}``) and register it (``GDPR_ITEM_STORES =
-    ["scrapy_gdpr.stores.PostgresItemStore"]``); ``GDPR_POSTGRES_STORE`` is the
+    ["scrapy_gdpr.retention.stores.PostgresItemStore"]``); ``GDPR_POSTGRES_STORE`` is the
     database URL and ``GDPR_POSTGRES_STORE_TABLE`` the table (created if missing).
 
     Each row keeps the item as JSON, its stamp, and the normalised text of its values
@@ -479,7 +479,7 @@ class PostgresItemStore(ItemStore):
     # -- the pipeline ---------------------------------------------------------------
     async def process_item(self, item: Any) -> Any:
         from scrapy_gdpr.audit import Reason, drop
-        from scrapy_gdpr.retention import get_stamp
+        from scrapy_gdpr.retention.core import get_stamp
 
         stamp = get_stamp(item)
         expires: datetime | None = None
@@ -492,7 +492,7 @@ class PostgresItemStore(ItemStore):
             assert self.crawler is not None
             raise drop(self.crawler, str((stamp or {}).get("source_url", "")), Reason.RETENTION,
                        detail="an item without a valid retention stamp is not stored in the item store (is "
-                              "PostgresItemStore after scrapy_gdpr.retention.RetentionPipeline (900)?)")
+                              "PostgresItemStore after scrapy_gdpr.retention.core.RetentionPipeline (900)?)")
         collected = None
         with contextlib.suppress(KeyError, ValueError, TypeError):
             collected = parse_ts(str(stamp["collected_at"]))

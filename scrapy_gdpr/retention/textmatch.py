@@ -8,7 +8,7 @@ import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
-from scrapy_gdpr.feedfiles import STAMP_FIELD
+from scrapy_gdpr.retention.feedfiles import STAMP_FIELD
 
 
 def normalise_text(text: str) -> str:

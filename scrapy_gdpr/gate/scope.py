@@ -4,7 +4,7 @@
 host the policy rules out is never contacted, not even for its robots.txt.
 :class:`ItemGatePipeline` runs first among the item pipelines, before any image is
 downloaded. :class:`PolicyGate` holds the checks; the Playwright predicate
-(:mod:`scrapy_gdpr.playwright`) uses the same object for browser sub-resources.
+(:mod:`scrapy_gdpr.gate.playwright`) uses the same object for browser sub-resources.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from scrapy.utils.reactor import is_reactor_installed
 
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.audit import Reason, drop, note_refusal, refuse
-from scrapy_gdpr.denylist import deny_lists
+from scrapy_gdpr.gate.denylist import deny_lists
 from scrapy_gdpr.exceptions import PolicyViolation
-from scrapy_gdpr.objections import (
+from scrapy_gdpr.gate.objections import (
     ObjectionFileError,
     PathError,
     canonical_host,
@@ -37,17 +37,17 @@ from scrapy_gdpr.objections import (
     path_forms,
     prefix_forms,
 )
-from scrapy_gdpr.optout import IMAGE_RULE_PURPOSES
+from scrapy_gdpr.gate.optout import IMAGE_RULE_PURPOSES
 from scrapy_gdpr.policy import PolicyError
 from scrapy_gdpr.status import refuse_startup
-from scrapy_gdpr.provenance import provenance_of
+from scrapy_gdpr.items.provenance import provenance_of
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from scrapy.http import Request
     from typing_extensions import Self
 
-    from scrapy_gdpr.objections import ObjectionList
+    from scrapy_gdpr.gate.objections import ObjectionList
     from scrapy_gdpr.policy import DomainRule, Policy
     from scrapy_gdpr.runtime import GdprRuntime
 
@@ -552,7 +552,7 @@ class PolicyGateMiddleware:
             raise refuse(self.crawler, request.url, refusal.reason, clause=refusal.clause, detail=refusal.detail)
         if request.meta.get("playwright"):
             # the browser follows redirects itself: guard its page before it navigates
-            from scrapy_gdpr.playwright import prepare_request
+            from scrapy_gdpr.gate.playwright import prepare_request
 
             prepare_request(self.crawler, request)
 
@@ -562,7 +562,7 @@ class PolicyGateMiddleware:
         by the hop guard: raise it as one, so Scrapy does not log a download error."""
         if not request.meta.get("playwright"):
             return
-        from scrapy_gdpr.playwright import refused_navigation
+        from scrapy_gdpr.gate.playwright import refused_navigation
 
         refused = refused_navigation(request)
         if refused is not None:

@@ -1,0 +1,71 @@
+"""The policy file: its model, loading with line numbers, findings and lint rules.
+
+This package imports no crawl component: everything else reads the policy, the
+policy reads nothing of theirs.
+"""
+
+from __future__ import annotations
+
+from scrapy_gdpr.policy.durations import Duration
+from scrapy_gdpr.policy.model import (
+    ART30_RECORDS,
+    FIELD_HELP,
+    MAX_DELAY_SECONDS,
+    MAX_DEPTH,
+    MAX_DURATION_SECONDS,
+    MAX_DURATION_YEARS,
+    MAX_IMAGE_PIXELS,
+    MAX_POLICY_BYTES,
+    MAX_ROBOTS_BYTES,
+    MAX_VALUES,
+    REVIEW_WARNING_DAYS,
+    SCHEMA_PATH,
+    Art9Condition,
+    BiometricBasis,
+    Contact,
+    Crawler,
+    DateField,
+    DomainRule,
+    FaceAction,
+    FacePolicy,
+    Fingerprint,
+    Finding,
+    HostName,
+    HttpUrl,
+    Identifier,
+    IsoDuration,
+    Jurisdictions,
+    LawfulBasis,
+    NonEmpty,
+    Objections,
+    OptOutSettings,
+    Policy,
+    PolicyError,
+    Politeness,
+    Purpose,
+    RateLimit,
+    Recipient,
+    Retention,
+    RobotsSettings,
+    SignalPurpose,
+    SpecialCategories,
+    TermsCheck,
+    TermsReview,
+    Transfer,
+    load_policy,
+    policy_json_schema,
+    read_policy_text,
+    validate_policy_text,
+)
+
+__all__ = [
+    "ART30_RECORDS", "FIELD_HELP", "MAX_DELAY_SECONDS", "MAX_DEPTH", "MAX_DURATION_SECONDS",
+    "MAX_DURATION_YEARS", "MAX_IMAGE_PIXELS", "MAX_POLICY_BYTES", "MAX_ROBOTS_BYTES", "MAX_VALUES",
+    "REVIEW_WARNING_DAYS", "SCHEMA_PATH", "Art9Condition", "BiometricBasis", "Contact", "Crawler",
+    "DateField", "DomainRule", "Duration", "FaceAction", "FacePolicy", "Finding", "Fingerprint",
+    "HostName", "HttpUrl", "Identifier", "IsoDuration", "Jurisdictions", "LawfulBasis", "NonEmpty",
+    "Objections", "OptOutSettings", "Policy", "PolicyError", "Politeness", "Purpose", "RateLimit",
+    "Recipient", "Retention", "RobotsSettings", "SignalPurpose", "SpecialCategories", "TermsCheck",
+    "TermsReview", "Transfer", "load_policy", "policy_json_schema", "read_policy_text",
+    "validate_policy_text",
+]
