@@ -51,7 +51,7 @@ SPIDER_MIDDLEWARES: dict[str, int] = {
 
 ITEM_PIPELINES: dict[str, int] = {
     # Objections and opt-out reservations, before any image is downloaded.
-    "scrapy_gdpr.gate.scope.ItemGatePipeline": 10,
+    "scrapy_gdpr.items.gate.ItemGatePipeline": 10,
     "scrapy_gdpr.media.pipelines.GdprImagesPipeline": 20,
     "scrapy_gdpr.media.pipelines.GdprFilesPipeline": 30,
     "scrapy_gdpr.media.pipelines.ImageBytesPipeline": 40,

@@ -18,7 +18,7 @@ from scrapy.exceptions import UsageError
 from scrapy.http import Headers
 from scrapy.responsetypes import responsetypes
 
-from scrapy_gdpr.gate.scope import METADATA_HOSTS, address_class, non_public_address
+from scrapy_gdpr.gate.addresses import METADATA_HOSTS, address_class, non_public_address
 from scrapy_gdpr.policy import PolicyError, load_policy
 from scrapy_gdpr.gate.terms import MAX_SIZE, fingerprint, normalise_terms
 

@@ -473,7 +473,7 @@ def _always_refused(policy: Policy, i: int) -> str | None:
     a cloud metadata name) that is not public. A host name that resolves to a private
     address can only be known at crawl time; the gate refuses it then.
     """
-    from scrapy_gdpr.gate.scope import METADATA_HOSTS, address_class
+    from scrapy_gdpr.gate.addresses import METADATA_HOSTS, address_class
     from scrapy_gdpr.gate.objections import canonical_host
 
     rule = policy.domains[i]

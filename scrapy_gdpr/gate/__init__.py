@@ -1,5 +1,6 @@
 """The request gate: everything a request passes before it is fetched.
 
+* :mod:`.addresses`: well-formed hosts, public addresses, no cloud metadata service.
 * :mod:`.scope`: the policy's domains, jurisdictions, objections, deny lists
   and private networks (downloader middleware at 40).
 * :mod:`.terms`: the reviewed terms of use and their drift (60).
@@ -20,7 +21,11 @@ from typing import Any
 # that name them (``scrapy_gdpr.gate.PolicyGateMiddleware``). Imported on first use so
 # that importing one submodule does not import the whole gate.
 _MOVED_NAMES = {
-    "ItemGatePipeline": "scrapy_gdpr.gate.scope",
+    "ItemGatePipeline": "scrapy_gdpr.items.gate",
+    **dict.fromkeys(
+        ("METADATA_HOSTS", "METADATA_ADDRESSES", "url_problem", "non_public_address", "address_class"),
+        "scrapy_gdpr.gate.addresses",
+    ),
 }
 
 

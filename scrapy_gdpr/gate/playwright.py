@@ -383,7 +383,9 @@ def prepare_request(crawler: Crawler, request: Any) -> None:
     meta[GATE_KEY] = gate.key
 
 
-GUARD_PAGE = f"{__name__}.guard_page"
+# The documented path (docs/gate.md), stable across releases: it travels in request.meta
+# and may sit in a persisted request queue.
+GUARD_PAGE = "scrapy_gdpr.playwright.guard_page"
 
 
 def _is_navigation(request: Any) -> bool:

@@ -2,8 +2,8 @@
 
 :class:`PolicyGateMiddleware` runs first among the downloader middlewares, so a
 host the policy rules out is never contacted, not even for its robots.txt.
-:class:`ItemGatePipeline` runs first among the item pipelines, before any image is
-downloaded. :class:`PolicyGate` holds the checks; the Playwright predicate
+:class:`~scrapy_gdpr.items.gate.ItemGatePipeline` applies the same objection checks
+to items. :class:`PolicyGate` holds the checks; the Playwright predicate
 (:mod:`scrapy_gdpr.gate.playwright`) uses the same object for browser sub-resources.
 """
 
@@ -11,21 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import logging
-import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-from urllib.parse import SplitResult, urljoin, urlsplit
+from typing import TYPE_CHECKING
+from urllib.parse import SplitResult, urlsplit
 
-from itemadapter import ItemAdapter
 from scrapy.utils.defer import maybe_deferred_to_future
 from scrapy.utils.reactor import is_reactor_installed
 
 from scrapy_gdpr._component import component_runtime
-from scrapy_gdpr.audit import Reason, drop, note_refusal, refuse
-from scrapy_gdpr.gate.denylist import deny_lists
+from scrapy_gdpr.audit import Reason, refuse
 from scrapy_gdpr.exceptions import PolicyViolation
+from scrapy_gdpr.gate.addresses import METADATA_HOSTS, is_ip_address, non_public_address, url_problem
+from scrapy_gdpr.gate.denylist import deny_lists
 from scrapy_gdpr.gate.objections import (
     ObjectionFileError,
     PathError,
@@ -37,10 +35,8 @@ from scrapy_gdpr.gate.objections import (
     path_forms,
     prefix_forms,
 )
-from scrapy_gdpr.gate.optout import IMAGE_RULE_PURPOSES
 from scrapy_gdpr.policy import PolicyError
 from scrapy_gdpr.status import refuse_startup
-from scrapy_gdpr.items.provenance import provenance_of
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -51,90 +47,13 @@ if TYPE_CHECKING:
     from scrapy_gdpr.policy import DomainRule, Policy
     from scrapy_gdpr.runtime import GdprRuntime
 
-logger = logging.getLogger(__name__)
 
 SERVICE = "gate"
 
-#: Names of cloud instance-metadata services. Refused even where a domain rule has
-#: ``allow_private_network: true``: no crawl has a reason to read them.
-METADATA_HOSTS = frozenset(
-    {
-        "metadata",
-        "metadata.google.internal",
-        "metadata.goog",
-        "metadata.azure.internal",
-        "instance-data",
-        "instance-data.ec2.internal",
-        "metadata.tencentyun.com",
-        "metadata.platformequinix.com",
-    }
-)
-#: Addresses of cloud instance-metadata services (AWS, GCP, Azure, OCI, DigitalOcean:
-#: 169.254.169.254; AWS IPv6: fd00:ec2::254; Alibaba: 100.100.100.200; Oracle:
-#: 192.0.0.192; AWS ECS task metadata: 169.254.170.2). Always refused.
-METADATA_ADDRESSES = frozenset(
-    ipaddress.ip_address(a)
-    for a in ("169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200", "192.0.0.192")
-)
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 #: ``request.meta["gdpr_internal"]`` values of the policy's own requests that pass
 #: the path rules of a listed host.
 INTERNAL_PATH_EXEMPT = frozenset({"robots", "tdmrep"})
-
-# Never raw in a URL a client sends: C0 controls, space, DEL.
-_CONTROL = re.compile(r"[\x00-\x20\x7f]")
-# One label of a host name as it goes on the wire (underscores occur in real names).
-_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?", re.ASCII)
-_BRACKETED = re.compile(r"\[[0-9A-Fa-f:.]+\](?::[0-9]*)?", re.ASCII)
-
-
-def url_problem(url: str, parts: SplitResult) -> str | None:
-    """Why ``url`` (an http(s) URL, split) is malformed, or None.
-
-    Refused alone, before any other check, so that it never stands for its host
-    (a robots.txt fetch, a DNS lookup, a cache entry): user information
-    (``http://x@host/``), a port that is not a number from 1 to 65535, a host that
-    is not a valid name or address (empty labels, percent-escapes, bad IDNA or
-    punycode), control characters or spaces, a backslash in the authority.
-    """
-    if (m := _CONTROL.search(url)) is not None:
-        return f"it contains the control character or space {m.group()!r} at position {m.start()}"
-    netloc = parts.netloc
-    if "@" in netloc:
-        return "it carries user information (user@host); credentials are never sent"
-    if "\\" in netloc:
-        return "its authority contains a backslash"
-    try:
-        port = parts.port
-    except ValueError as exc:
-        return f"its port is invalid ({exc})"
-    if port == 0:
-        return "its port is 0"
-    if netloc.startswith("["):
-        if not _BRACKETED.fullmatch(netloc):
-            return "its IPv6 address is not well formed"
-        return None
-    host = parts.hostname or ""
-    if host.endswith("."):
-        host = host[:-1]
-    if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError as exc:
-            return f"its host name is not a valid international name ({exc})"
-    labels = host.split(".")
-    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
-        return f"{host!r} is not a valid host name"
-    for label in labels:
-        if label.startswith("xn--"):
-            try:
-                decoded = label[4:].encode("ascii").decode("punycode")
-            except UnicodeError:
-                return f"the label {label!r} of its host name is not valid punycode"
-            if not decoded or decoded.isascii():
-                return f"the label {label!r} of its host name is not valid punycode"
-    return None
 
 
 @dataclass(frozen=True)
@@ -153,62 +72,6 @@ class _HostInfo:
     host: str  #: canonical form
     jurisdiction: Refusal | None
     rule: int | None  #: index of the most specific domain rule, or None
-
-
-def non_public_address(
-    host: str,
-    addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address],
-    *,
-    literal: bool,
-    allow_private: bool,
-) -> tuple[str, bool] | None:
-    """Why ``host`` must not be contacted, or None: any non-public address refuses
-    (a client may connect to any of them), a cloud metadata address always, the
-    others unless the domain allows private networks. ``(text, metadata)``."""
-    for ip in addresses:
-        kind = address_class(ip)
-        if kind is None:
-            continue
-        said = f"{host} is" if literal else f"{host} resolves to {ip},"  # a literal as it was written
-        metadata = kind.startswith("cloud metadata")
-        if metadata or not allow_private:
-            return f"{said} a {kind} address", metadata
-    return None
-
-
-def address_class(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-    """What makes ``ip`` non-public ("loopback", "cloud metadata", ...), or None.
-
-    Addresses embedded in IPv6 (IPv4-mapped, 6to4, Teredo, NAT64) are checked too.
-    """
-    if ip in METADATA_ADDRESSES:
-        return "cloud metadata"
-    if isinstance(ip, ipaddress.IPv6Address):
-        embedded: list[ipaddress.IPv4Address] = []
-        if ip.ipv4_mapped is not None:
-            embedded.append(ip.ipv4_mapped)
-        if ip.sixtofour is not None:
-            embedded.append(ip.sixtofour)
-        if ip.teredo is not None:
-            embedded.extend(ip.teredo)
-        if ip in _NAT64:
-            embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-        for inner in embedded:
-            if (kind := address_class(inner)) is not None:
-                return f"{kind} (embedded in {ip})"
-    for attr, kind in (
-        ("is_loopback", "loopback"),
-        ("is_unspecified", "unspecified"),
-        ("is_link_local", "link-local"),
-        ("is_multicast", "multicast"),
-        ("is_reserved", "reserved"),
-        ("is_private", "private"),
-    ):
-        if getattr(ip, attr):
-            return kind
-    if not ip.is_global:
-        return "not globally routable"  # shared (100.64/10), documentation ranges, ...
-    return None
 
 
 class PolicyGate:
@@ -371,7 +234,7 @@ class PolicyGate:
         return None, index
 
     def check_jurisdiction(self, host: str) -> Refusal | None:
-        if _is_ip_address(host):
+        if is_ip_address(host):
             return None  # an address has no TLD; the domain rules still apply
         tld = host.rsplit(".", 1)[-1]
         if tld in self._tlds:
@@ -405,7 +268,7 @@ class PolicyGate:
                 return Refusal(Reason.DENY_LIST, self.policy.clause("opt_out", "deny_lists", index),
                                f"{host} is under {name}, listed in the deny list {path}:{line}")
             dot = name.find(".")
-            if dot < 0 or _is_ip_address(host):
+            if dot < 0 or is_ip_address(host):
                 return None
             name = name[dot + 1 :]
 
@@ -515,17 +378,6 @@ def policy_gate(crawler: Crawler, rt: GdprRuntime) -> PolicyGate:
     return gate  # type: ignore[no-any-return]
 
 
-def _is_ip_address(host: str) -> bool:
-    """Whether ``host`` is an IP address literal (no exception for host names)."""
-    if ":" not in host and not host[-1:].isdigit():
-        return False  # a host name: no top-level domain is numeric
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 def _path_of(parts: SplitResult) -> str:
     return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
@@ -570,102 +422,3 @@ class PolicyGateMiddleware:
             raise PolicyViolation(reason, f"Refused ({reason}): {detail}", clause=clause)
 
 
-class ItemGatePipeline:
-    """Drops items from objected-to or opted-out pages; strips reserved image URLs.
-
-    Runs before the images pipeline, so a reserved or objected-to image is never
-    requested.
-    """
-
-    def __init__(self, crawler: Crawler) -> None:
-        self.crawler = crawler
-        self.runtime = component_runtime(crawler)
-        self.policy = self.runtime.policy
-        self.gate = policy_gate(crawler, self.runtime)
-        settings = crawler.settings
-        self.url_fields = [
-            settings.get("IMAGES_URLS_FIELD") or "image_urls",
-            settings.get("FILES_URLS_FIELD") or "file_urls",
-        ]
-        # which opt-out purposes (search, ai-train, ai-input) the spider's purposes fall under
-        self.signal_purposes: dict[str, int] = {}
-        for i, purpose in enumerate(self.policy.purposes):
-            for sp in purpose.signal_purposes:
-                self.signal_purposes.setdefault(sp, i)
-
-    @classmethod
-    def from_crawler(cls, crawler: Crawler) -> Self:
-        return cls(crawler)
-
-    async def process_item(self, item: Any) -> Any:
-        provenance = provenance_of(self.crawler, item)
-        if provenance is None:
-            raise drop(
-                self.crawler,
-                "",
-                Reason.UNDECIDED,
-                detail=f"{type(item).__name__} item has no provenance (not yielded from a response "
-                "callback, or the provenance middleware is off), so its source cannot be checked",
-            )
-        url = provenance.url
-        objection = self.gate.check_objection(url)
-        if objection is not None:
-            raise drop(self.crawler, url, objection.reason, clause=objection.clause, detail=objection.detail)
-        for sp, i in self.signal_purposes.items():
-            decision = provenance.optout.get(sp)
-            if decision is None:
-                continue
-            allowed = decision.get("allowed") if isinstance(decision, dict) else None
-            if allowed is True:
-                continue
-            signal = decision.get("signal", "") if isinstance(decision, dict) else ""
-            raise drop(
-                self.crawler,
-                url,
-                Reason.OPTOUT,
-                clause=self.policy.clause("purposes", i, "signal_purposes"),
-                detail=f"the source page reserves {sp}" + (f" ({signal})" if signal else ""),
-            )
-        self._filter_media(item, url, provenance.images_reserved, provenance.images_signal)
-        return item
-
-    def _image_clause(self, signal: str) -> str:
-        """The policy purpose whose opt-out purpose the page's image reservation hits:
-        ``noimageindex`` reserves ``search``, ``noimageai`` the AI purposes."""
-        text = signal.lower()
-        for rule, purposes in IMAGE_RULE_PURPOSES.items():
-            if rule in text:
-                for sp in purposes:
-                    if sp in self.signal_purposes:
-                        return self.policy.clause("purposes", self.signal_purposes[sp], "signal_purposes")
-        if self.signal_purposes:  # a reservation is only recorded for the spider's purposes
-            return self.policy.clause("purposes", min(self.signal_purposes.values()), "signal_purposes")
-        return self.policy.clause("purposes")
-
-    def _filter_media(self, item: Any, source: str, reserved: bool, signal: str) -> None:
-        adapter = ItemAdapter(item)
-        for field in self.url_fields:
-            urls = adapter.get(field)
-            if not urls:
-                continue
-            if isinstance(urls, str):
-                urls = [urls]
-            kept = []
-            for u in urls:
-                absolute = urljoin(source, str(u))
-                if reserved:
-                    note_refusal(
-                        self.crawler, absolute, Reason.OPTOUT, clause=self._image_clause(signal),
-                        detail=f"the page {source} reserves its images" + (f" ({signal})" if signal else ""),
-                        kind="image",
-                    )
-                    continue
-                refusal = self.gate.check_objection(absolute)
-                if refusal is not None:
-                    note_refusal(
-                        self.crawler, absolute, refusal.reason, clause=refusal.clause, detail=refusal.detail, kind="image"
-                    )
-                    continue
-                kept.append(u)
-            if len(kept) != len(urls):
-                adapter[field] = kept
