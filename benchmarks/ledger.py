@@ -52,13 +52,9 @@ from scrapy.utils.test import get_crawler  # noqa: E402
 from scrapy_gdpr.audit import AuditLog  # noqa: E402
 from scrapy_gdpr.retention.ledger import Ledger, Record, Selector, open_ledger  # noqa: E402
 from scrapy_gdpr.items.provenance import Provenance, registry  # noqa: E402
-from scrapy_gdpr.retention.core import (  # noqa: E402
-    RetentionItemFilter,
-    RetentionPipeline,
-    _LedgerWriter,
-    purge,
-    stamp_time,
-)
+from scrapy_gdpr.retention.stamp import RetentionItemFilter, RetentionPipeline, stamp_time
+from scrapy_gdpr.retention.recorder import _LedgerWriter
+from scrapy_gdpr.retention.expiry import purge
 from scrapy_gdpr.runtime import get_runtime  # noqa: E402
 
 from _localserver import serve  # noqa: E402  (benchmarks/, the script's folder)
@@ -205,7 +201,7 @@ def crawl_child(source: str, retention: bool, n: int, folder: Path, ledger_url: 
     if retention:
         from scrapy.settings import Settings
 
-        from scrapy_gdpr.retention.core import configure_feeds
+        from scrapy_gdpr.retention.feeds import configure_feeds
 
         feeds = Settings(settings)
         configure_feeds(feeds, None)  # type: ignore[arg-type]
@@ -215,8 +211,8 @@ def crawl_child(source: str, retention: bool, n: int, folder: Path, ledger_url: 
             "GDPR_POLICY": str(ROOT / "tests" / "data" / "policies" / "valid.yaml"),
             "GDPR_AUDIT_LOG": str(folder / "crawl-audit.jsonl"), "GDPR_REPORT_DIR": None, "GDPR_LEDGER": ledger_url,
             "SPIDER_MIDDLEWARES": {"scrapy_gdpr.items.provenance.ProvenanceMiddleware": 950},
-            "ITEM_PIPELINES": {"scrapy_gdpr.retention.core.RetentionPipeline": 900},
-            "EXTENSIONS": {"scrapy_gdpr.retention.core.RetentionExtension": 0},
+            "ITEM_PIPELINES": {"scrapy_gdpr.retention.stamp.RetentionPipeline": 900},
+            "EXTENSIONS": {"scrapy_gdpr.retention.recorder.RetentionExtension": 0},
         })
     process = CrawlerProcess(settings)
     crawler = process.create_crawler(ItemsSpider)

@@ -56,14 +56,14 @@ ITEM_PIPELINES: dict[str, int] = {
     "scrapy_gdpr.media.pipelines.GdprFilesPipeline": 30,
     "scrapy_gdpr.media.pipelines.ImageBytesPipeline": 40,
     # Last: retention stamp on everything that is exported.
-    "scrapy_gdpr.retention.core.RetentionPipeline": 900,
+    "scrapy_gdpr.retention.stamp.RetentionPipeline": 900,
 }
 
 EXTENSIONS: dict[str, int] = {
     # finish reason, exit status and the INFO close summary
     "scrapy_gdpr.status.CrawlStatus": 0,
     "scrapy_gdpr.documents.report.ComplianceReport": 0,
-    "scrapy_gdpr.retention.core.RetentionExtension": 0,
+    "scrapy_gdpr.retention.recorder.RetentionExtension": 0,
     # figures for the monitors; Prometheus metrics when GDPR_METRICS_* is set
     "scrapy_gdpr.ops.figures.FigureCollector": 0,
 }

@@ -192,7 +192,7 @@ def ledger_errors(led: Ledger) -> Iterator[None]:
 def feed_paths(opts: argparse.Namespace, settings: BaseSettings) -> list[Path]:
     """Feed files to search besides those the ledger knows: ``--search-feed`` and the
     local files of the project's FEEDS (a ``%(name)s``-style template as a glob)."""
-    from scrapy_gdpr.retention.core import local_feed_path
+    from scrapy_gdpr.retention.feeds import local_feed_path
 
     out = [Path(p) for p in getattr(opts, "search_feed", [])]
     for uri in settings.getdict("FEEDS"):

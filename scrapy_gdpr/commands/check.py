@@ -130,7 +130,7 @@ def check_feeds(report: SpiderReport, settings: BaseSettings) -> None:
         label = f"feed {uri}"
         if options.get("item_filter") is not None:
             report.add(label, "problem", "sets its own item_filter, which replaces the retention filter: unstamped "
-                       "items could be exported (remove item_filter, or subclass scrapy_gdpr.retention.core.RetentionItemFilter)")
+                       "items could be exported (remove item_filter, or subclass scrapy_gdpr.retention.stamp.RetentionItemFilter)")
             continue
         fields = options.get("fields")
         if isinstance(fields, dict):

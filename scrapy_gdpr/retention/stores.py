@@ -479,7 +479,7 @@ class PostgresItemStore(ItemStore):
     # -- the pipeline ---------------------------------------------------------------
     async def process_item(self, item: Any) -> Any:
         from scrapy_gdpr.audit import Reason, drop
-        from scrapy_gdpr.retention.core import get_stamp
+        from scrapy_gdpr.retention.stamp import get_stamp
 
         stamp = get_stamp(item)
         expires: datetime | None = None
@@ -492,7 +492,7 @@ class PostgresItemStore(ItemStore):
             assert self.crawler is not None
             raise drop(self.crawler, str((stamp or {}).get("source_url", "")), Reason.RETENTION,
                        detail="an item without a valid retention stamp is not stored in the item store (is "
-                              "PostgresItemStore after scrapy_gdpr.retention.core.RetentionPipeline (900)?)")
+                              "PostgresItemStore after scrapy_gdpr.retention.stamp.RetentionPipeline (900)?)")
         collected = None
         with contextlib.suppress(KeyError, ValueError, TypeError):
             collected = parse_ts(str(stamp["collected_at"]))

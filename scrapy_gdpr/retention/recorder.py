@@ -1,0 +1,409 @@
+"""The retention extension: records what a crawl stored in the ledger, writes feed
+manifests, purges at spider open and adds the retention section of the report.
+
+Ledger rows are written by one thread off the reactor (:class:`_LedgerWriter`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from scrapy import signals
+from scrapy.utils.defer import maybe_deferred_to_future
+from scrapy.utils.misc import load_object
+from twisted.internet.threads import deferToThread
+from w3lib.url import file_uri_to_path
+
+from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr.retention import feedfiles
+from scrapy_gdpr.retention.feeds import LockingFileFeedStorage, local_feed_path, read_manifest, write_manifest
+from scrapy_gdpr.retention.ledger import Ledger, Record, open_ledger, parse_ts
+from scrapy_gdpr.retention.expiry import PurgeResult, purge
+from scrapy_gdpr.retention.stamp import MEDIA_FIELDS, RetentionItemFilter, RetentionPipeline, get_stamp, stamp_time
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+    from typing_extensions import Self
+
+logger = logging.getLogger(__name__)
+
+
+#: Runtime service: the crawl's :class:`RetentionExtension`.
+EXTENSION_SERVICE = "retention.extension"
+
+
+def _month(stamp_value: str) -> str:
+    return stamp_value[:7]
+
+
+class _LedgerWriter(threading.Thread):
+    """Writes ledger rows off the reactor thread.
+
+    Jobs are collected on the calling thread and handed over a batch at a time: a
+    thread woken for every item would take the GIL from the reactor thousands of
+    times a second and slow the crawl far more than the writes themselves.
+    """
+
+    #: Items per hand-over to the thread.
+    batch_size = 1000
+
+    def __init__(self, ledger: Ledger, batch: int | None = None) -> None:
+        super().__init__(name="gdpr-ledger-writer", daemon=True)
+        self.ledger = ledger
+        self.batch = batch or self.batch_size
+        self.queue: queue.Queue[list[Callable[[], list[Record]]] | None] = queue.Queue()
+        self._pending: list[Callable[[], list[Record]]] = []
+        self.errors: list[BaseException] = []
+        self.written = 0
+
+    def put(self, job: Callable[[], list[Record]]) -> None:
+        self._pending.append(job)
+        if len(self._pending) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self.queue.put(self._pending)
+            self._pending = []
+
+    def run(self) -> None:
+        while True:
+            jobs = self.queue.get()
+            if jobs is None:
+                return
+            rows: list[Record] = []
+            for job in jobs:
+                try:
+                    rows += job()
+                except Exception as exc:  # noqa: BLE001 - reported at close
+                    self.errors.append(exc)
+                    logger.error("GDPR ledger: cannot record a stored item: %(exc)s", {"exc": exc}, exc_info=True)
+            if rows:
+                try:
+                    self.written += self.ledger.add(rows)
+                except Exception as exc:  # noqa: BLE001 - reported at close
+                    self.errors.append(exc)
+                    logger.error("GDPR ledger: write failed: %(exc)s", {"exc": exc}, exc_info=True)
+
+    def close(self) -> None:
+        self.flush()
+        self.queue.put(None)
+        self.join()
+
+
+class RetentionExtension:
+    """Ledger recording, feed manifests, purge at spider open, report section."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self.runtime = component_runtime(crawler)
+        self.policy = self.runtime.policy
+        self.config = self.runtime.config
+        url = self.config.ledger
+        if not url:
+            raise ValueError("GDPR_LEDGER is empty: retention cannot be enforced without a ledger")
+        self.ledger = open_ledger(url)
+        self.writer = _LedgerWriter(self.ledger)
+        self.writer.start()
+        self._closed = False
+        settings = crawler.settings
+        self.media = [
+            (settings.get(setting) if setting else None) or default for setting, default, _, _ in MEDIA_FIELDS
+        ]
+        self.stores = {store: settings.get(store) for _, _, store, _ in MEDIA_FIELDS}
+        self.thumbs = list((settings.getdict("IMAGES_THUMBS") or {}).keys())
+        self.section: dict[str, Any] = {
+            "ledger": _display_url(self.ledger.url),
+            "items_stored": 0,
+            "files_stored": Counter(),
+            "feed_files": [],
+            "expiry_by_month": Counter(),
+            "purges": [],
+        }
+        self.runtime.report_sections["retention"] = self.section
+        self.runtime.services[EXTENSION_SERVICE] = self
+        #: the item filters of the local feeds recorded line by line when they close
+        self._recorded_feeds = self._local_feed_filters(settings)
+        crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
+        crawler.signals.connect(self.feed_slot_closed, signal=signals.feed_slot_closed)
+        crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
+        crawler.signals.connect(self.engine_stopped, signal=signals.engine_stopped)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        return cls(crawler)
+
+    # -- purge at open ----------------------------------------------------------
+    async def spider_opened(self) -> None:
+        self._wire_recording()
+        if not self.config.purge_on_open:
+            return
+        now = datetime.now(UTC)
+        result = await maybe_deferred_to_future(deferToThread(
+            purge, self.ledger, now, audit=self.runtime.audit, spider=self.runtime.spider_name
+        ))
+        self._note_purge(result)
+
+    def _note_purge(self, result: PurgeResult) -> None:
+        stats = self.crawler.stats
+        stats.inc_value("gdpr/retention/purged/feed_lines", result.feed_lines)
+        stats.inc_value("gdpr/retention/purged/objects", result.objects)
+        stats.inc_value("gdpr/retention/purged/ledger_rows", result.ledger_rows)
+        if result.busy:
+            stats.inc_value("gdpr/retention/purge_busy", len(result.busy))
+        self.section["purges"].append(result.as_dict())
+        logger.info(
+            "GDPR purge: %(lines)d feed lines, %(objects)d files, %(rows)d ledger rows expired and deleted",
+            {"lines": result.feed_lines, "objects": result.objects, "rows": result.ledger_rows},
+            extra={"spider": self.crawler.spider},
+        )
+
+    # -- recording --------------------------------------------------------------
+    def _wire_recording(self) -> None:
+        """Record stored items from the retention pipeline when it is the last
+        pipeline (then every item it returns is stored), else on ``item_scraped``
+        (a later pipeline may still drop the item)."""
+        scraper = getattr(self.crawler.engine, "scraper", None)
+        pipelines = list(getattr(getattr(scraper, "itemproc", None), "middlewares", ()))
+        if pipelines and isinstance(pipelines[-1], RetentionPipeline):
+            pipelines[-1].recorder = self
+        else:
+            self.crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
+
+    @staticmethod
+    def _local_feed_filters(settings: Any) -> list[RetentionItemFilter]:
+        """The feeds whose every line is recorded in the ledger when they close:
+        local files in a format the ledger reads, written through
+        :class:`LockingFileFeedStorage` (registered when opened) and filtered by
+        :class:`RetentionItemFilter` (so which items they take is known)."""
+        storages = settings.getdict("FEED_STORAGES")
+        out = []
+        for uri, options in settings.getdict("FEEDS").items():
+            options = options or {}
+            uri = str(uri)
+            if local_feed_path(uri) is None or options.get("postprocessing"):
+                continue
+            if feedfiles.normalise_format(str(options.get("format", ""))) not in feedfiles.FORMATS:
+                continue
+            scheme = urlsplit(uri).scheme if "://" in uri else ""
+            storage = storages.get(scheme) or storages.get("file")
+            item_filter = options.get("item_filter")
+            try:
+                storage_cls = load_object(storage) if storage else None
+                filter_cls = load_object(item_filter) if item_filter else None
+            except (ImportError, ValueError, NameError):
+                continue
+            if not (isinstance(storage_cls, type) and issubclass(storage_cls, LockingFileFeedStorage)):
+                continue
+            if not (isinstance(filter_cls, type) and issubclass(filter_cls, RetentionItemFilter)):
+                continue
+            out.append(filter_cls(options))
+        return out
+
+    def _feed_purpose(self, feed_purpose: str | None) -> str:
+        return feed_purpose or self.policy.primary_purpose.id
+
+    def feed_opened(self, path: Path, feed_options: dict[str, Any]) -> None:
+        """A local feed file was opened for writing: register it in the ledger now,
+        expiring no later than its first line can, so that purge and erasure reach
+        it even if the crawl dies before the feed is closed and recorded."""
+        now = datetime.now(UTC).replace(microsecond=0)  # stamps hold whole seconds
+        items = self.policy.retention.items
+        expires = min(self.policy.duration(period).add_to(now) for period in items.values()) if items else now
+        row = Record(kind="feed_file", location=str(path.resolve()), url="", expires_at=expires,
+                     spider=self.runtime.spider_name,
+                     purpose=self._feed_purpose(feed_options.get("gdpr_purpose")),
+                     policy_fingerprint=self.policy.fingerprint)
+
+        # Written before the first line (once per file: a few milliseconds on the
+        # reactor thread), so that it is in the ledger whatever happens next.
+        current = self.ledger.feed_file(row.location)
+        if current is None or current.expires_at > row.expires_at:
+            self.ledger.set_feed_file(row)
+
+    def item_scraped(self, item: Any) -> None:
+        stamp = get_stamp(item)
+        if stamp is not None:
+            self.record_item(item, stamp)
+
+    def record_item(self, item: dict[str, Any], stamp: dict[str, Any]) -> None:
+        """Record a stored item and its files (the media pipelines have stored them)."""
+        self.section["items_stored"] += 1
+        self.section["expiry_by_month"][_month(stamp["expires_at"])] += 1
+        media = []
+        for (_, _, store_setting, kind), field_name in zip(MEDIA_FIELDS, self.media, strict=True):
+            results = item.get(field_name)
+            if isinstance(results, list):
+                for entry in results:
+                    if isinstance(entry, dict) and entry.get("path"):
+                        media.append((kind, self.stores.get(store_setting), dict(entry)))
+                        self.section["files_stored"][kind] += 1
+        # An item that a recorded local feed takes is recorded as that feed's line
+        # when the feed closes; a row of its own would only repeat it.
+        item_row = not any(feed_filter.accepts(item) for feed_filter in self._recorded_feeds)
+        if item_row or media:
+            self.writer.put(lambda: self._records_for(stamp, media, item_row))
+
+    def _records_for(self, stamp: dict[str, Any], media: list[tuple[str, Any, dict[str, Any]]],
+                     item_row: bool = True) -> list[Record]:
+        collected = parse_ts(stamp["collected_at"])
+        common = {
+            "item_id": stamp["item_id"],
+            "url": stamp["source_url"],
+            "spider": stamp["spider"],
+            "purpose": stamp["purpose"],
+            "lawful_basis": stamp["lawful_basis"],
+            "policy_fingerprint": stamp["policy_fingerprint"],
+            "collected_at": collected,
+        }
+        rows = [Record(kind="item", location="", expires_at=parse_ts(stamp["expires_at"]),
+                       content_hash=stamp["content_sha256"], **common)] if item_row else []
+        for kind, store, entry in media:
+            period = self.policy.retention.images if kind == "image" else self.policy.retention.files
+            expires = self.policy.duration(period).add_to(collected)
+            base = _store_path(store)
+            if base is None:
+                location = f"{store}/{entry['path']}"
+                paths = [(kind, location)]
+            else:
+                paths = [(kind, str((base / entry["path"]).resolve()))]
+                if kind == "image":
+                    stem = Path(entry["path"]).stem
+                    for size in self.thumbs:
+                        thumb = (base / "thumbs" / size / f"{stem}.jpg").resolve()
+                        if thumb.exists():
+                            paths.append(("thumbnail", str(thumb)))
+            for row_kind, location in paths:
+                rows.append(Record(kind=row_kind, location=location, object_url=str(entry.get("url", "")),
+                                   expires_at=expires, content_hash=_file_hash(location), **common))
+        return rows
+
+    async def feed_slot_closed(self, slot: Any) -> None:
+        path = local_feed_path(slot.uri)
+        if path is None:
+            logger.warning("GDPR: feed %(uri)s is not a local file; purge and erasure cannot reach it",
+                           {"uri": slot.uri}, extra={"spider": self.crawler.spider})
+            self.crawler.stats.inc_value("gdpr/retention/remote_feeds")
+            return
+        fmt = feedfiles.normalise_format(slot.format)
+        if fmt not in feedfiles.FORMATS:
+            logger.warning("GDPR: feed format %(fmt)s of %(uri)s cannot be purged", {"fmt": slot.format, "uri": slot.uri})
+            return
+        await maybe_deferred_to_future(deferToThread(self._record_feed, path, fmt, slot.feed_options.get("gdpr_purpose")))
+
+    def _record_feed(self, path: Path, fmt: str, feed_purpose: str | None) -> None:
+        summary = record_feed(
+            self.ledger, path, fmt,
+            purpose=self._feed_purpose(feed_purpose),
+            policy_fingerprint=self.policy.fingerprint,
+            spider=self.runtime.spider_name,
+        )
+        if summary is None:
+            return
+        self.section["feed_files"].append({
+            "file": str(path), "items": summary.kept, "earliest_expiry": summary.earliest,
+            "latest_expiry": summary.latest,
+        })
+        self.crawler.stats.inc_value("gdpr/retention/feed_files")
+
+    async def spider_closed(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.writer.flush()
+        await maybe_deferred_to_future(deferToThread(self.writer.close))
+        self.crawler.stats.set_value("gdpr/retention/ledger_rows", self.writer.written)
+        self.section["files_stored"] = dict(self.section["files_stored"])
+        self.section["expiry_by_month"] = dict(sorted(self.section["expiry_by_month"].items()))
+        if self.writer.errors:
+            self.crawler.stats.set_value("gdpr/retention/ledger_errors", len(self.writer.errors))
+
+    async def engine_stopped(self) -> None:
+        if not self._closed:
+            await self.spider_closed()
+        self.ledger.close()
+
+
+def line_record(path: Path, rec: feedfiles.FeedRecord) -> Record:
+    """The ledger row of one stamped feed record."""
+    stamp = rec.stamp
+    return Record(
+        kind="feed_line", location=str(path), item_id=rec.item_id, url=rec.source_url,
+        expires_at=parse_ts(rec.expires_at), spider=str(stamp.get("spider", "")),
+        purpose=str(stamp.get("purpose", "")), lawful_basis=str(stamp.get("lawful_basis", "")),
+        policy_fingerprint=str(stamp.get("policy_fingerprint", "")),
+        collected_at=parse_ts(stamp["collected_at"]) if stamp.get("collected_at") else None,
+        content_hash=str(stamp.get("content_sha256", "")),
+    )
+
+
+def record_feed(ledger: Ledger, path: Path, fmt: str, *, purpose: str, policy_fingerprint: str,
+                spider: str) -> feedfiles.RewriteResult | None:
+    """Write the manifest of a feed file and record its lines and the file in the ledger."""
+    fmt = feedfiles.normalise_format(fmt)
+    if not path.exists():
+        return None
+    path = path.resolve()
+    rows: list[Record] = []
+    summary = feedfiles.RewriteResult()
+    with feedfiles.exclusive(path, timeout=60) as fd:
+        if fd is None:
+            return None
+        for rec in feedfiles.read_records(path, fmt):
+            if not rec.stamp or not rec.expires_at:
+                continue
+            summary.kept += 1
+            summary.earliest = min(summary.earliest or rec.expires_at, rec.expires_at)
+            summary.latest = max(summary.latest, rec.expires_at)
+            rows.append(line_record(path, rec))
+        write_manifest(
+            path, fmt, summary, purpose=purpose, policy_fingerprint=policy_fingerprint, spider=spider,
+            created=(read_manifest(path) or {}).get("created") or stamp_time(datetime.now(UTC)),
+        )
+    # the file's lines are recorded afresh (a file may be appended to by later crawls)
+    ledger.delete_location(str(path), kinds=["feed_line", "feed_file"])
+    ledger.add(rows)
+    if summary.earliest:
+        ledger.set_feed_file(Record(
+            kind="feed_file", location=str(path), url="", expires_at=parse_ts(summary.earliest),
+            spider=spider, purpose=purpose, policy_fingerprint=policy_fingerprint, content_hash=_file_hash(str(path)),
+        ))
+    return summary
+
+
+def _store_path(store: Any) -> Path | None:
+    if not store:
+        return None
+    store = str(store)
+    if store.startswith("file://"):
+        return Path(file_uri_to_path(store))
+    if "://" in store:
+        return None
+    return Path(store)
+
+
+def _file_hash(location: str) -> str:
+    try:
+        with open(location, "rb") as fh:
+            return "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return ""
+
+
+def _display_url(url: str) -> str:
+    parts = urlsplit(url)
+    return url.replace(f":{parts.password}@", ":***@") if parts.password else url
+
+
+def iter_local_feeds(ledger: Ledger) -> Iterable[Path]:
+    for rec in ledger.feed_files():
+        yield Path(rec.location)
