@@ -24,7 +24,7 @@ from scrapy.spiderloader import get_spider_loader
 from scrapy_gdpr.activation import active_components, addon_active, settings_module_note
 from scrapy_gdpr.addon import CONSOLE_SETTINGS, remote_consoles
 from scrapy_gdpr.commands.lint import check_policy, parse_today
-from scrapy_gdpr.config import DEFAULTS, GdprConfig, from_project_root
+from scrapy_gdpr.config import DEFAULTS, GdprConfig
 
 if TYPE_CHECKING:
     import argparse
@@ -109,15 +109,16 @@ def check_ledger(report: SpiderReport, url: str | None) -> None:
         why = writable_file(path)
         report.add("ledger", "problem" if why else "ok", why or f"SQLite ledger {path} is writable")
         return
-    from scrapy_gdpr.retention.ledger import _redact, open_ledger
+    from scrapy_gdpr.retention.ledger import open_ledger
+    from scrapy_gdpr.urls import mask_password
 
     try:
         ledger = open_ledger(url)
         ledger.close()
     except Exception as exc:  # any failure to reach it is the finding
-        report.add("ledger", "problem", f"{_redact(url)} is not reachable: {type(exc).__name__}: {exc}")
+        report.add("ledger", "problem", f"{mask_password(url)} is not reachable: {type(exc).__name__}: {exc}")
     else:
-        report.add("ledger", "ok", f"{_redact(url)} is reachable")
+        report.add("ledger", "ok", f"{mask_password(url)} is reachable")
 
 
 def check_feeds(report: SpiderReport, settings: BaseSettings) -> None:

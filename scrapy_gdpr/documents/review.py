@@ -19,7 +19,6 @@ from scrapy_gdpr import __version__
 
 from scrapy_gdpr.documents import base as _html
 from scrapy_gdpr.policy.durations import Duration
-from scrapy_gdpr.policy import REVIEW_WARNING_DAYS
 from scrapy_gdpr.addon import console_enabled
 
 if TYPE_CHECKING:

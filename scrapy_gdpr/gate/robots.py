@@ -41,6 +41,7 @@ from twisted.internet.defer import Deferred
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.audit import Reason, record, refuse
+from scrapy_gdpr.urls import origin_of
 from scrapy_gdpr.gate.politeness import parse_retry_after, slot_floors
 
 if TYPE_CHECKING:
@@ -105,25 +106,6 @@ _NO_COLON_RE = re.compile(
     ),
     re.I,
 )
-
-
-def origin_of(url: str | Any) -> str:
-    """``scheme://host:port`` with the default port spelled out: the robots.txt cache key.
-
-    ``url`` is a URL or an already split one (``urlparse_cached(request)``).
-    """
-    parts = urlsplit(url) if isinstance(url, str) else url
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if port is None:
-        port = {"http": 80, "https": 443, "ftp": 21}.get(scheme, 0)
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{scheme}://{host}:{port}"
 
 
 def _robots_url(url: str) -> str:

@@ -39,7 +39,6 @@ _MOVED_NAMES: dict[str, str] = {
     "EXTENSION_SERVICE": "scrapy_gdpr.retention.recorder",
     "RetentionExtension": "scrapy_gdpr.retention.recorder",
     "_LedgerWriter": "scrapy_gdpr.retention.recorder",
-    "_display_url": "scrapy_gdpr.retention.recorder",
     "_file_hash": "scrapy_gdpr.retention.recorder",
     "_month": "scrapy_gdpr.retention.recorder",
     "_store_path": "scrapy_gdpr.retention.recorder",

@@ -19,7 +19,6 @@ and created by the ordered steps in :data:`MIGRATIONS`.
 from __future__ import annotations
 
 import logging
-import re
 import sqlite3
 import threading
 import time
@@ -30,7 +29,9 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
+
+from scrapy_gdpr.urls import host_of, mask_password
 
 logger = logging.getLogger(__name__)
 
@@ -72,21 +73,6 @@ def domain_key(domain: str) -> str:
 
 
 #: ``scheme://host[:port]`` followed by the path, query, fragment or the end: the
-#: host is plain text (no user info, IPv6 brackets, escapes or odd characters).
-_PLAIN_HOST = re.compile(r"[a-z][a-z0-9+.-]*://([A-Za-z0-9.-]*)(?::[0-9]*)?(?=[/?#]|$)")
-
-
-def host_of(url: str) -> str:
-    """The lower-case host of a URL, as ``urlsplit(url).hostname`` ("" if none)."""
-    plain = _PLAIN_HOST.match(url)
-    if plain is not None:
-        return plain.group(1).lower()
-    try:
-        return (urlsplit(url).hostname or "").lower()
-    except ValueError:
-        return ""
-
-
 @dataclass
 class Record:
     """One stored thing."""
@@ -356,7 +342,7 @@ class Ledger:
 
     @property
     def display(self) -> str:
-        return _redact(self.url)
+        return mask_password(self.url)
 
     def check_writable(self) -> None:
         """Raise (a database error) unless rows can be written and deleted, before a
@@ -811,12 +797,12 @@ class PostgresLedger(Ledger):
         try:
             self._connection = psycopg.connect(url, autocommit=False)
         except psycopg.Error as exc:
-            raise LedgerError(f"cannot connect to the ledger {_redact(url)}: {exc}") from exc
+            raise LedgerError(f"cannot connect to the ledger {mask_password(url)}: {exc}") from exc
         try:
             self.open_schema(create=create, readonly=readonly)
         except psycopg.Error as exc:
             self.close()
-            raise explain_error(f"database {_redact(url)}", exc, reading=readonly) from None
+            raise explain_error(f"database {mask_password(url)}", exc, reading=readonly) from None
         except BaseException:
             self.close()
             raise
@@ -863,13 +849,6 @@ class PostgresLedger(Ledger):
         self._connection.close()
 
 
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@")
-    return url
-
-
 def project_folder() -> Path:
     """The folder a relative ``sqlite:///`` ledger is in: the Scrapy project's (where
     ``scrapy.cfg`` is, found from the current folder upwards), else the current one.
@@ -897,4 +876,4 @@ def open_ledger(url: str, *, base: Path | None = None, create: bool = True, read
         return SQLiteLedger(path, create=create, readonly=readonly)
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresLedger(url, create=create, readonly=readonly)
-    raise LedgerError(f"unsupported ledger URL {_redact(url)!r}: use sqlite:///FILE or postgresql://...")
+    raise LedgerError(f"unsupported ledger URL {mask_password(url)!r}: use sqlite:///FILE or postgresql://...")

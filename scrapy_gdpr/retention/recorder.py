@@ -25,6 +25,7 @@ from w3lib.url import file_uri_to_path
 
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.retention import feedfiles
+from scrapy_gdpr.urls import mask_password
 from scrapy_gdpr.retention.feeds import LockingFileFeedStorage, local_feed_path, read_manifest, write_manifest
 from scrapy_gdpr.retention.ledger import Ledger, Record, open_ledger, parse_ts
 from scrapy_gdpr.retention.expiry import PurgeResult, purge
@@ -122,7 +123,7 @@ class RetentionExtension:
         self.stores = {store: settings.get(store) for _, _, store, _ in MEDIA_FIELDS}
         self.thumbs = list((settings.getdict("IMAGES_THUMBS") or {}).keys())
         self.section: dict[str, Any] = {
-            "ledger": _display_url(self.ledger.url),
+            "ledger": mask_password(self.ledger.url),
             "items_stored": 0,
             "files_stored": Counter(),
             "feed_files": [],
@@ -397,11 +398,6 @@ def _file_hash(location: str) -> str:
             return "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
     except OSError:
         return ""
-
-
-def _display_url(url: str) -> str:
-    parts = urlsplit(url)
-    return url.replace(f":{parts.password}@", ":***@") if parts.password else url
 
 
 def iter_local_feeds(ledger: Ledger) -> Iterable[Path]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import html
 import io
 import json
 import logging
@@ -23,8 +22,7 @@ import os
 import re
 import secrets
 import zipfile
-from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +36,8 @@ from scrapy_gdpr.retention.recorder import line_record
 from scrapy_gdpr.retention.feeds import manifest_path, read_manifest, write_manifest
 from scrapy_gdpr.retention.stores import ItemStore, add_store_holdings, erase_from_stores
 from scrapy_gdpr.retention.textmatch import normalise_text, text_values
+from scrapy_gdpr.urls import mask_password
+from scrapy_gdpr.documents.receipts import access_html, receipt_html, receipt_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -428,56 +428,9 @@ def _write_access_zip(fh: Any, holdings: Holdings, files: list[dict[str, Any]], 
             "store_errors": holdings.store_errors,
         }
         zf.writestr("request.json", json.dumps(summary, indent=2, ensure_ascii=False))
-        zf.writestr("index.html", _access_html(summary, items, files, holdings, controller, contact))
+        zf.writestr("index.html", access_html(summary, items, files, {k: v.stamp or {} for k, v in holdings.items.items()},
+                                               controller, contact))
     return summary
-
-
-_CSS = (
-    "body{font:15px/1.5 system-ui,sans-serif;max-width:960px;margin:0 auto;padding:24px;color:#1d2733}"
-    "table{border-collapse:collapse;width:100%}th,td{border:1px solid #dde3ea;padding:6px 8px;text-align:left;"
-    "vertical-align:top;font-size:14px}th{background:#eef2f7}code{font-size:13px}h2{margin-top:28px}"
-)
-
-
-def _esc(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
-
-
-def _access_html(summary: dict[str, Any], items: list[dict[str, Any]], files: list[dict[str, Any]],
-                 holdings: Holdings, controller: str, contact: str) -> str:
-    rows = []
-    for it in items:
-        stamp = (holdings.items[it["item_id"]].stamp or {})
-        rows.append(
-            f"<tr><td><a href='{_esc(it['source_url'])}'>{_esc(it['source_url'])}</a></td>"
-            f"<td>{_esc(stamp.get('collected_at'))}</td><td>{_esc(stamp.get('expires_at'))}</td>"
-            f"<td>{_esc(stamp.get('purpose'))} ({_esc(stamp.get('lawful_basis'))})</td>"
-            f"<td>{'<br>'.join(_esc(x) for x in it['stored_in'])}</td></tr>"
-        )
-    file_rows = "".join(
-        f"<tr><td><a href='{_esc(f['archive_path'])}'>{_esc(f['archive_path'])}</a></td><td>{_esc(f['kind'])}</td>"
-        f"<td>{_esc(f['object_url'])}</td><td>{_esc(f['source_url'])}</td><td>{_esc(f['expires_at'])}</td></tr>"
-        for f in files
-    )
-    who = f"<p>Controller: {_esc(controller)}{' &ndash; ' + _esc(contact) if contact else ''}</p>" if controller else ""
-    return (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>Your data: request {_esc(summary['request_id'])}</title><style>{_CSS}</style></head><body>"
-        f"<h1>The data we hold that matches your request</h1>{who}"
-        f"<p>Request <code>{_esc(summary['request_id'])}</code>, received {_esc(summary['received'])}. "
-        f"Matched by: {', '.join('<code>' + _esc(s) + '</code>' for s in summary['selectors'])}. "
-        "Everything held is included, with no time limit.</p>"
-        f"<p>{summary['items']} item(s), {summary['files']} file(s), {summary['audit_entries']} log entries.</p>"
-        "<h2>Items</h2><p>Full content in <code>items.json</code>.</p>"
-        "<table><tr><th>Source page</th><th>Collected</th><th>Deleted by</th><th>Purpose (lawful basis)</th>"
-        f"<th>Stored in</th></tr>{''.join(rows) or '<tr><td colspan=5>None</td></tr>'}</table>"
-        "<h2>Images and files</h2><table><tr><th>File</th><th>Kind</th><th>Original URL</th><th>Found on</th>"
-        f"<th>Deleted by</th></tr>{file_rows or '<tr><td colspan=5>None</td></tr>'}</table>"
-        "<h2>Log entries</h2><p>Every processing log entry about these URLs is in <code>audit.jsonl</code>; "
-        "the storage records are in <code>ledger.json</code>.</p>"
-        "<h2>Your rights</h2><p>You can ask us to erase all of this, or object to further collection, "
-        "at any time, without giving a reason or proving your identity.</p></body></html>"
-    )
 
 
 # --------------------------------------------------------------------------- erasure
@@ -572,7 +525,7 @@ def erase(
         result.objections_added.append(f"{kind} {value}")
     holdings = find_holdings(ledger, selectors, feeds=feeds, stores=stores)
     result.searched = {
-        "ledger": _display(ledger.url) + {"missing": " (did not exist)", "empty": " (empty)"}.get(ledger_state, ""),
+        "ledger": mask_password(ledger.url) + {"missing": " (did not exist)", "empty": " (empty)"}.get(ledger_state, ""),
         "feed_files": holdings.searched_feeds,
         "stores": holdings.stores_searched,
     }
@@ -655,12 +608,6 @@ def erase(
     return result
 
 
-def _display(url: str) -> str:
-    from scrapy_gdpr.retention.ledger import _redact
-
-    return _redact(url)
-
-
 def _record_new_lines(ledger: Ledger, path: Path, fmt: str, known: set[str]) -> int:
     return ledger.add([line_record(path, rec) for rec in feedfiles.read_records(path, fmt)
                        if rec.stamp and rec.expires_at and rec.item_id not in known])
@@ -681,165 +628,17 @@ def write_receipts(data: dict[str, Any], folder: Path) -> dict[str, Path]:
     return paths
 
 
-def _receipt_lines(data: dict[str, Any]) -> list[tuple[str, str]]:
-    lines = [("Request", str(data["request_id"])), ("Kind", str(data.get("kind", "")))]
-    for key, value in data.items():
-        if key in ("request_id", "kind"):
-            continue
-        if isinstance(value, dict):
-            text = "; ".join(f"{k.replace('_', ' ')}: {_receipt_value(v)}" for k, v in value.items()) or "none"
-        elif isinstance(value, list):
-            text = _receipt_value(value)
-            if key in ("feed_files", "objects", "pending", "failed", "damaged", "problems") and value:
-                text = f"{len(value)}: " + text
-        else:
-            text = str(value)
-        lines.append((key.replace("_", " ").capitalize(), text))
-    return lines
+# The record of processing is a document: it lives in scrapy_gdpr.documents.record.
+_MOVED_NAMES = {
+    "processing_record": "scrapy_gdpr.documents.record",
+    "render_processing_record_markdown": "scrapy_gdpr.documents.record",
+    "render_processing_record_html": "scrapy_gdpr.documents.record",
+}
 
 
-def _receipt_value(value: Any) -> str:
-    if isinstance(value, list):
-        return ", ".join(_receipt_value(v) for v in value) if value else "none"
-    if isinstance(value, dict):
-        return " ".join(f"{k}={v}" for k, v in value.items())
-    return str(value)
+def __getattr__(name: str) -> Any:
+    if name not in _MOVED_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
 
-
-def receipt_markdown(data: dict[str, Any]) -> str:
-    title = "Erasure" if data.get("kind") == "erasure" else "Access"
-    out = [f"# {title} request {data['request_id']}", "", "| | |", "|---|---|"]
-    out += ["| {} | {} |".format(k, v.replace("|", "\\|")) for k, v in _receipt_lines(data)]
-    out += ["", "No identity document was asked for; no time window or limit applied.", ""]
-    return "\n".join(out)
-
-
-def receipt_html(data: dict[str, Any]) -> str:
-    title = "Erasure" if data.get("kind") == "erasure" else "Access"
-    rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in _receipt_lines(data))
-    return (
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{title} request "
-        f"{_esc(data['request_id'])}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{title} request {_esc(data['request_id'])}</h1><table>{rows}</table>"
-        "<p>No identity document was asked for; no time window or limit applied.</p></body></html>"
-    )
-
-
-# --------------------------------------------------------------------------- record of processing
-
-
-def _read_audit(paths: Iterable[Path], since: datetime | None, until: datetime | None) -> Iterable[dict[str, Any]]:
-    for path in paths:
-        try:
-            fh = Path(path).open("r", encoding="utf-8")
-        except FileNotFoundError:
-            continue
-        with fh:
-            for line in fh:
-                try:
-                    entry = json.loads(line)
-                    moment = parse_ts(entry["time"])
-                except (ValueError, KeyError, TypeError):
-                    continue
-                if (since is None or moment >= since) and (until is None or moment < until):
-                    yield entry
-
-
-def processing_record(ledger_url: str, audit_paths: Sequence[str | Path], since: datetime | None = None,
-                      until: datetime | None = None) -> dict[str, Any]:
-    """What was stored, for how long, and what was purged or erased in a period."""
-    from scrapy_gdpr.retention.ledger import open_ledger
-
-    since = parse_ts(since) if since is not None else None
-    until = parse_ts(until) if until is not None else None
-    with open_ledger(ledger_url) as ledger:
-        groups = ledger.summary(since, until)
-    stored: Counter[str] = Counter()
-    expiry: Counter[str] = Counter()
-    purposes: Counter[str] = Counter()
-    for g in groups:
-        stored[g["kind"]] += g["count"]
-        expiry[g["expires_month"]] += g["count"]
-        purposes[f"{g['purpose']} ({g['lawful_basis']})" if g["purpose"] else "(none)"] += g["count"]
-    purges: list[dict[str, Any]] = []
-    erasures: list[dict[str, Any]] = []
-    refusals: Counter[str] = Counter()
-    crawls = 0
-    for entry in _read_audit([Path(p) for p in audit_paths], since, until):
-        decision = entry.get("decision")
-        if decision == "purge_finished":
-            purges.append({k: entry.get(k) for k in ("time", "spider", "feed_lines", "objects", "ledger_rows")})
-        elif decision == "erased":
-            erasures.append({k: entry.get(k) for k in ("time", "request_id", "selectors", "feed_lines",
-                                                     "ledger_rows", "status")})
-        elif decision == "refused":
-            refusals[str(entry.get("reason"))] += 1
-        elif decision == "crawl_started":
-            crawls += 1
-    return {
-        "period": {"since": since.isoformat() if since else None, "until": until.isoformat() if until else None},
-        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
-        "ledger": ledger_url.split("@")[-1] if "@" in ledger_url else ledger_url,
-        "stored": dict(sorted(stored.items())),
-        "stored_by_purpose": dict(sorted(purposes.items())),
-        "expiry_by_month": dict(sorted(expiry.items())),
-        "purges": purges,
-        "purged_totals": {
-            "feed_lines": sum(int(p.get("feed_lines") or 0) for p in purges),
-            "objects": sum(int(p.get("objects") or 0) for p in purges),
-            "ledger_rows": sum(int(p.get("ledger_rows") or 0) for p in purges),
-        },
-        "erasures": erasures,
-        "crawls": crawls,
-        "refusals": dict(sorted(refusals.items())),
-    }
-
-
-def render_processing_record_markdown(record: dict[str, Any]) -> str:
-    p = record["period"]
-    out = [
-        "# Record of processing: retention", "",
-        f"Period: {p['since'] or 'start'} to {p['until'] or 'now'} (generated {record['generated']}).", "",
-        "## Stored", "", "| Kind | Count |", "|---|---|",
-        *(f"| {k} | {v} |" for k, v in record["stored"].items()), "",
-        "## By purpose (lawful basis)", "", "| Purpose | Count |", "|---|---|",
-        *(f"| {k} | {v} |" for k, v in record["stored_by_purpose"].items()), "",
-        "## Expiry distribution", "", "| Expires in | Count |", "|---|---|",
-        *(f"| {k} | {v} |" for k, v in record["expiry_by_month"].items()), "",
-        "## Purges", "",
-        f"{len(record['purges'])} purge run(s): {record['purged_totals']['feed_lines']} feed lines, "
-        f"{record['purged_totals']['objects']} files, {record['purged_totals']['ledger_rows']} ledger rows deleted.", "",
-        "## Erasure requests", "",
-        *(f"- {e['request_id']} ({e['time']}): {', '.join(e.get('selectors') or [])}, {e.get('status')}"
-          for e in record["erasures"]),
-        "" if record["erasures"] else "None.", "",
-        f"Crawls started: {record['crawls']}. Refusals: "
-        + (", ".join(f"{k} {v}" for k, v in record["refusals"].items()) or "none") + ".", "",
-    ]
-    return "\n".join(out)
-
-
-def render_processing_record_html(record: dict[str, Any]) -> str:
-    def table(title: str, data: dict[str, Any], head: tuple[str, str]) -> str:
-        body = "".join(f"<tr><td>{_esc(k)}</td><td>{_esc(v)}</td></tr>" for k, v in data.items())
-        return (f"<h2>{_esc(title)}</h2><table><tr><th>{_esc(head[0])}</th><th>{_esc(head[1])}</th></tr>"
-                f"{body or '<tr><td colspan=2>None</td></tr>'}</table>")
-
-    p = record["period"]
-    erasures = "".join(
-        f"<tr><td>{_esc(e['request_id'])}</td><td>{_esc(e['time'])}</td><td>{_esc(', '.join(e.get('selectors') or []))}"
-        f"</td><td>{_esc(e.get('status'))}</td></tr>" for e in record["erasures"]
-    )
-    t = record["purged_totals"]
-    return (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Record of processing: retention</title>"
-        f"<style>{_CSS}</style></head><body><h1>Record of processing: retention</h1>"
-        f"<p>Period: {_esc(p['since'] or 'start')} to {_esc(p['until'] or 'now')} (generated {_esc(record['generated'])})</p>"
-        + table("Stored", record["stored"], ("Kind", "Count"))
-        + table("By purpose (lawful basis)", record["stored_by_purpose"], ("Purpose", "Count"))
-        + table("Expiry distribution", record["expiry_by_month"], ("Expires in", "Count"))
-        + f"<h2>Purges</h2><p>{len(record['purges'])} run(s): {t['feed_lines']} feed lines, {t['objects']} files, "
-        f"{t['ledger_rows']} ledger rows deleted.</p>"
-        + "<h2>Erasure requests</h2><table><tr><th>Request</th><th>Time</th><th>Selectors</th><th>Status</th></tr>"
-        + (erasures or "<tr><td colspan=4>None</td></tr>") + "</table></body></html>"
-    )
+    return getattr(importlib.import_module(_MOVED_NAMES[name]), name)

@@ -34,7 +34,9 @@ from scrapy.utils.misc import load_object
 from twisted.internet.threads import deferToThread
 
 from scrapy_gdpr.retention.feedfiles import FORMATS, STAMP_FIELD, normalise_format
-from scrapy_gdpr.retention.ledger import Selector, host_of, parse_ts
+from scrapy_gdpr.retention.ledger import Selector, parse_ts
+from scrapy_gdpr.urls import host_of
+from scrapy_gdpr.urls import mask_password
 from scrapy_gdpr.retention.textmatch import normalise_text, text_values
 
 if TYPE_CHECKING:
@@ -422,12 +424,12 @@ class PostgresItemStore(ItemStore):
         try:
             self._conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to the item store {_redact(url)}: {exc}".strip()) from exc
+            raise StoreError(f"cannot connect to the item store {mask_password(url)}: {exc}".strip()) from exc
         try:
             self._create()
         except psycopg.Error as exc:
             self._conn.close()
-            raise StoreError(f"cannot create the item store table {table} in {_redact(url)}: {exc}".strip()) from exc
+            raise StoreError(f"cannot create the item store table {table} in {mask_password(url)}: {exc}".strip()) from exc
         self.stored = 0
 
     # -- building -------------------------------------------------------------------
@@ -578,11 +580,6 @@ def _is_subclass(path: str, cls: type) -> bool:
     except (ImportError, ValueError, NameError, AttributeError):
         return False
     return isinstance(obj, type) and issubclass(obj, cls)
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    return url.replace(f":{parts.password}@", ":***@") if parts.password else url
 
 
 __all__ = [
