@@ -21,7 +21,7 @@ from scrapy_gdpr.policy import (
     policy_json_schema,
     validate_policy_text,
 )
-from scrapy_gdpr.policy.model import _Loader
+from scrapy_gdpr.policy.loader import _Loader
 from tests.utils import DATA, ROOT, run_scrapy
 
 POLICIES = DATA / "policies"

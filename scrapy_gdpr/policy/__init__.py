@@ -7,9 +7,15 @@ policy reads nothing of theirs.
 from __future__ import annotations
 
 from scrapy_gdpr.policy.durations import Duration
-from scrapy_gdpr.policy.model import (
-    ART30_RECORDS,
+from scrapy_gdpr.policy.findings import Finding, PolicyError
+from scrapy_gdpr.policy.lint import ART30_RECORDS
+from scrapy_gdpr.policy.loader import (
     FIELD_HELP,
+    load_policy,
+    read_policy_text,
+    validate_policy_text,
+)
+from scrapy_gdpr.policy.model import (
     MAX_DELAY_SECONDS,
     MAX_DEPTH,
     MAX_DURATION_SECONDS,
@@ -29,7 +35,6 @@ from scrapy_gdpr.policy.model import (
     FaceAction,
     FacePolicy,
     Fingerprint,
-    Finding,
     HostName,
     HttpUrl,
     Identifier,
@@ -40,7 +45,6 @@ from scrapy_gdpr.policy.model import (
     Objections,
     OptOutSettings,
     Policy,
-    PolicyError,
     Politeness,
     Purpose,
     RateLimit,
@@ -52,10 +56,7 @@ from scrapy_gdpr.policy.model import (
     TermsCheck,
     TermsReview,
     Transfer,
-    load_policy,
     policy_json_schema,
-    read_policy_text,
-    validate_policy_text,
 )
 
 __all__ = [
