@@ -27,8 +27,21 @@ from scrapy import signals
 
 from scrapy_gdpr import __version__
 from scrapy_gdpr._component import component_runtime
-from scrapy_gdpr.documents.base import breakable, c, e, figures, kv, page, plural, short_fingerprint, short_url, table, tag, ul
-from scrapy_gdpr.documents.review import FACE_ACTIONS, SENSITIVITY
+from scrapy_gdpr.documents.base import (
+    breakable,
+    c,
+    e,
+    figures,
+    kv,
+    page,
+    plural,
+    short_fingerprint,
+    short_url,
+    table,
+    tag,
+    ul,
+)
+from scrapy_gdpr.documents.vocabulary import FACE_ACTIONS, SENSITIVITY
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
