@@ -54,7 +54,7 @@ ITEM_PIPELINES: dict[str, int] = {
     "scrapy_gdpr.items.gate.ItemGatePipeline": 10,
     "scrapy_gdpr.media.pipelines.GdprImagesPipeline": 20,
     "scrapy_gdpr.media.pipelines.GdprFilesPipeline": 30,
-    "scrapy_gdpr.media.pipelines.ImageBytesPipeline": 40,
+    "scrapy_gdpr.media.itembytes.ImageBytesPipeline": 40,
     # Last: retention stamp on everything that is exported.
     "scrapy_gdpr.retention.stamp.RetentionPipeline": 900,
 }

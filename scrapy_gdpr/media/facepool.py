@@ -25,6 +25,7 @@ the last pipeline to close shuts it down.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import logging
 import threading
@@ -33,13 +34,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import importlib
-
 if TYPE_CHECKING:
-    from scrapy_gdpr.faces.stage import Verdict
     from collections.abc import AsyncIterator, Callable
 
     from scrapy_gdpr.faces.detector import FaceDetector
+    from scrapy_gdpr.faces.stage import Verdict
     from scrapy_gdpr.runtime import GdprRuntime
 
 logger = logging.getLogger(__name__)

@@ -187,7 +187,7 @@ class FigureCollector:
     def spider_opened(self) -> None:
         from scrapy.pipelines.media import MediaPipeline
 
-        from scrapy_gdpr.media.pipelines import _FaceStageMixin
+        from scrapy_gdpr.media.facestage import _FaceStageMixin
 
         scraper = getattr(self.crawler.engine, "scraper", None)
         for pipeline in getattr(getattr(scraper, "itemproc", None), "middlewares", ()):
