@@ -62,9 +62,8 @@ def active_components(settings: BaseSettings) -> dict[str, bool]:
         ("EXTENSIONS", addon.EXTENSIONS),
     ):
         enabled = _enabled(settings, name)
-        for path in components:
-            cls = load_object(path)
-            out[path] = any(obj is cls for obj in enabled)
+        for cls in components:
+            out[addon.component_path(cls)] = any(obj is cls for obj in enabled)
     return out
 
 

@@ -13,10 +13,30 @@ from scrapy.settings import SETTINGS_PRIORITIES
 from scrapy.utils.misc import load_object
 
 from scrapy_gdpr.config import DEFAULTS, GdprConfig
+from scrapy_gdpr.documents.report import ComplianceReport
+from scrapy_gdpr.gate.optout import NoFollowMiddleware, OptOutMiddleware
+from scrapy_gdpr.gate.paywall import PaymentRequiredMiddleware
+from scrapy_gdpr.gate.playwright import update_settings as playwright_settings
+from scrapy_gdpr.gate.politeness import PolitenessMiddleware
+from scrapy_gdpr.gate.robots import RobotsGateMiddleware
+from scrapy_gdpr.gate.scope import PolicyGateMiddleware
+from scrapy_gdpr.gate.terms import TermsMiddleware
+from scrapy_gdpr.items.gate import ItemGatePipeline
+from scrapy_gdpr.items.provenance import ProvenanceMiddleware
+from scrapy_gdpr.media.itembytes import ImageBytesPipeline
+from scrapy_gdpr.media.pipelines import GdprFilesPipeline, GdprImagesPipeline
+from scrapy_gdpr.ops.figures import FigureCollector
+from scrapy_gdpr.retention.feeds import configure_feeds
+from scrapy_gdpr.retention.logpurge import update_settings as logpurge_settings
+from scrapy_gdpr.retention.recorder import RetentionExtension
+from scrapy_gdpr.retention.stamp import RetentionPipeline
+from scrapy_gdpr.retention.stores import check_settings as check_store_settings
 from scrapy_gdpr.runtime import get_runtime
-from scrapy_gdpr.status import refuse_startup
+from scrapy_gdpr.status import CrawlStatus, refuse_startup
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from scrapy.crawler import Crawler
     from scrapy.settings import BaseSettings
     from typing_extensions import Self
@@ -26,62 +46,67 @@ logger = logging.getLogger(__name__)
 #: Downloader middlewares and their priorities, relative to Scrapy's own
 #: (Offsite 50, RobotsTxt 100, UserAgent 500, Retry 550, HttpCompression 590,
 #: Redirect 600, HttpCache 900).
-DOWNLOADER_MIDDLEWARES: dict[str, int] = {
+DOWNLOADER_MIDDLEWARES: dict[type, int] = {
     # Before everything: an unlisted, excluded, objected-to or private-network host
     # is never contacted, not even for its robots.txt.
-    "scrapy_gdpr.gate.scope.PolicyGateMiddleware": 40,
+    PolicyGateMiddleware: 40,
     # Terms reviewed and unchanged, before robots.txt is fetched.
-    "scrapy_gdpr.gate.terms.TermsMiddleware": 60,
+    TermsMiddleware: 60,
     # Takes the place of Scrapy's RobotsTxtMiddleware (100).
-    "scrapy_gdpr.gate.robots.RobotsGateMiddleware": 100,
+    RobotsGateMiddleware: 100,
     # process_response runs after decompression (590) and redirects (600).
-    "scrapy_gdpr.gate.optout.OptOutMiddleware": 120,
+    OptOutMiddleware: 120,
     # Sees 429/503 and Retry-After before RetryMiddleware (550) retries them.
-    "scrapy_gdpr.gate.politeness.PolitenessMiddleware": 560,
+    PolitenessMiddleware: 560,
     # Refuses HTTP 402 (pay-per-crawl) before RetryMiddleware (550) could retry it.
-    "scrapy_gdpr.gate.paywall.PaymentRequiredMiddleware": 570,
+    PaymentRequiredMiddleware: 570,
 }
 
-SPIDER_MIDDLEWARES: dict[str, int] = {
+SPIDER_MIDDLEWARES: dict[type, int] = {
     # Closest to the spider: stamps every item with where it came from.
-    "scrapy_gdpr.items.provenance.ProvenanceMiddleware": 950,
+    ProvenanceMiddleware: 950,
     # Drops requests yielded from a page whose robots rules say nofollow.
-    "scrapy_gdpr.gate.optout.NoFollowMiddleware": 940,
+    NoFollowMiddleware: 940,
 }
 
-ITEM_PIPELINES: dict[str, int] = {
+ITEM_PIPELINES: dict[type, int] = {
     # Objections and opt-out reservations, before any image is downloaded.
-    "scrapy_gdpr.items.gate.ItemGatePipeline": 10,
-    "scrapy_gdpr.media.pipelines.GdprImagesPipeline": 20,
-    "scrapy_gdpr.media.pipelines.GdprFilesPipeline": 30,
-    "scrapy_gdpr.media.itembytes.ImageBytesPipeline": 40,
+    ItemGatePipeline: 10,
+    GdprImagesPipeline: 20,
+    GdprFilesPipeline: 30,
+    ImageBytesPipeline: 40,
     # Last: retention stamp on everything that is exported.
-    "scrapy_gdpr.retention.stamp.RetentionPipeline": 900,
+    RetentionPipeline: 900,
 }
 
-EXTENSIONS: dict[str, int] = {
+EXTENSIONS: dict[type, int] = {
     # finish reason, exit status and the INFO close summary
-    "scrapy_gdpr.status.CrawlStatus": 0,
-    "scrapy_gdpr.documents.report.ComplianceReport": 0,
-    "scrapy_gdpr.retention.recorder.RetentionExtension": 0,
+    CrawlStatus: 0,
+    ComplianceReport: 0,
+    RetentionExtension: 0,
     # figures for the monitors; Prometheus metrics when GDPR_METRICS_* is set
-    "scrapy_gdpr.ops.figures.FigureCollector": 0,
+    FigureCollector: 0,
 }
 
 #: Media pipelines the add-on enables only when their store is set.
-STORE_SETTINGS = {
-    "scrapy_gdpr.media.pipelines.GdprImagesPipeline": "IMAGES_STORE",
-    "scrapy_gdpr.media.pipelines.GdprFilesPipeline": "FILES_STORE",
+STORE_SETTINGS: dict[type, str] = {
+    GdprImagesPipeline: "IMAGES_STORE",
+    GdprFilesPipeline: "FILES_STORE",
 }
 
 #: Stock components the add-on replaces, and by what.
-REPLACED = {
-    "DOWNLOADER_MIDDLEWARES": [(RobotsTxtMiddleware, "scrapy_gdpr.gate.robots.RobotsGateMiddleware")],
+REPLACED: dict[str, list[tuple[type, type]]] = {
+    "DOWNLOADER_MIDDLEWARES": [(RobotsTxtMiddleware, RobotsGateMiddleware)],
     "ITEM_PIPELINES": [
-        (ImagesPipeline, "scrapy_gdpr.media.pipelines.GdprImagesPipeline"),
-        (FilesPipeline, "scrapy_gdpr.media.pipelines.GdprFilesPipeline"),
+        (ImagesPipeline, GdprImagesPipeline),
+        (FilesPipeline, GdprFilesPipeline),
     ],
 }
+
+
+def component_path(cls: type) -> str:
+    """The import path of a component class, as Scrapy settings name it."""
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 class Addon:
@@ -114,15 +139,15 @@ class Addon:
 
         for name, replacements in REPLACED.items():
             current = settings.getdict(name)
-            for old_cls, new_path in replacements:
+            for old_cls, new_cls in replacements:
                 for key in list(current):
                     if current[key] is not None and load_object(key) is old_cls:
                         # a user-listed stock component would store unchecked data
                         current.pop(key)
-                        current[new_path] = {
+                        current[new_cls] = {
                             "DOWNLOADER_MIDDLEWARES": DOWNLOADER_MIDDLEWARES,
                             "ITEM_PIPELINES": ITEM_PIPELINES,
-                        }[name][new_path]
+                        }[name][new_cls]
             settings.set(name, current, settings.getpriority(name) or 0)
         _disable(settings, "DOWNLOADER_MIDDLEWARES", RobotsTxtMiddleware)
 
@@ -132,13 +157,13 @@ class Addon:
             ("ITEM_PIPELINES", ITEM_PIPELINES),
             ("EXTENSIONS", EXTENSIONS),
         ):
-            for path, priority in components.items():
-                store = STORE_SETTINGS.get(path)
+            for cls, priority in components.items():
+                store = STORE_SETTINGS.get(cls)
                 if store is not None and not settings.get(store):
                     # a media pipeline without its store is not needed (Scrapy would
                     # disable it with a warning on every crawl): there is nothing to store
                     continue
-                settings.setdefault_in_component_priority_dict(name, load_object(path), priority)
+                settings.setdefault_in_component_priority_dict(name, cls, priority)
 
         # The stock robots.txt middleware is replaced; this keeps code that reads
         # ROBOTSTXT_OBEY (and people reading the settings) truthful.
@@ -163,7 +188,7 @@ class Addon:
         settings.set("DOWNLOAD_SLOTS", slots, "addon")
         for hook in ADDON_HOOKS:
             try:
-                load_object(hook)(settings, self.crawler)
+                hook(settings, self.crawler)
             except ValueError as exc:  # a setting the promises cannot hold with (a store, a cache)
                 raise refuse_startup(self.crawler, exc) from None
 
@@ -171,15 +196,15 @@ class Addon:
 #: Functions ``(settings, crawler) -> None`` that add area-specific settings
 #: (feed filters, the Playwright abort predicate); the policy is
 #: ``get_runtime(crawler).policy``.
-ADDON_HOOKS: list[str] = [
+ADDON_HOOKS: list[Callable[[BaseSettings, Crawler], None]] = [
     # the browser sub-resource predicate and host rules
-    "scrapy_gdpr.gate.playwright.update_settings",
+    playwright_settings,
     # retention filter, stamp-aware CSV/XML exporters and locking storage on every feed
-    "scrapy_gdpr.retention.configure_feeds",
+    configure_feeds,
     # refuse feeds and media stores purge cannot reach; purge item stores at spider open
-    "scrapy_gdpr.retention.stores.check_settings",
+    check_store_settings,
     # refuse an HTTP cache without retention.caches; expire logs and caches at spider open
-    "scrapy_gdpr.retention.logpurge.update_settings",
+    logpurge_settings,
 ]
 
 

@@ -14,7 +14,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from scrapy_gdpr.exceptions import GdprDropItem, PolicyViolation
 
@@ -128,29 +128,37 @@ class Refusals:
                 self.samples[reason].append(url)
 
 
-def _runtime(crawler: Crawler) -> Any:
-    from scrapy_gdpr.runtime import get_runtime
+class AuditContext(Protocol):
+    """What a refusal or an audit line needs of a crawl (a :class:`~scrapy_gdpr.runtime.GdprRuntime`)."""
 
-    return get_runtime(crawler)
+    @property
+    def crawler(self) -> Crawler: ...
+    @property
+    def audit(self) -> AuditLog: ...
+    @property
+    def refusals(self) -> Refusals: ...
+    @property
+    def spider_name(self) -> str: ...
+    @property
+    def policy_fingerprint(self) -> str: ...
 
 
-def record(crawler: Crawler, event: str, url: str = "", **fields: Any) -> None:
+def record(rt: AuditContext, event: str, url: str = "", **fields: Any) -> None:
     """Write an audit line that is not a refusal (a decision, a purge, an erasure)."""
-    rt = _runtime(crawler)
     rt.audit.write(
         {
             "spider": rt.spider_name,
             "url": url,
             "decision": event,
-            "policy_fingerprint": rt.policy.fingerprint,
+            "policy_fingerprint": rt.policy_fingerprint,
             **fields,
         }
     )
 
 
-def _refusal(crawler: Crawler, url: str, reason: Reason | str, clause: str, detail: str, kind: str) -> str:
+def _refusal(rt: AuditContext, url: str, reason: Reason | str, clause: str, detail: str, kind: str) -> str:
     reason = str(reason)
-    rt = _runtime(crawler)
+    crawler = rt.crawler
     if crawler.stats is not None:
         crawler.stats.inc_value(f"gdpr/blocked/{reason}")
     rt.refusals.add(reason, url, kind=kind, detail=detail)
@@ -163,7 +171,7 @@ def _refusal(crawler: Crawler, url: str, reason: Reason | str, clause: str, deta
             "reason": reason,
             "clause": clause,
             "detail": detail,
-            "policy_fingerprint": rt.policy.fingerprint,
+            "policy_fingerprint": rt.policy_fingerprint,
         }
     )
     message = f"Refused ({reason}): {detail}" if detail else f"Refused ({reason})"
@@ -175,19 +183,19 @@ def _refusal(crawler: Crawler, url: str, reason: Reason | str, clause: str, deta
     return message
 
 
-def refuse(crawler: Crawler, url: str, reason: Reason | str, clause: str = "", detail: str = "") -> PolicyViolation:
+def refuse(rt: AuditContext, url: str, reason: Reason | str, clause: str = "", detail: str = "") -> PolicyViolation:
     """Count, log and audit a refused request; return the exception to raise."""
-    message = _refusal(crawler, url, reason, clause, detail, "request")
+    message = _refusal(rt, url, reason, clause, detail, "request")
     return PolicyViolation(str(reason), message, clause=clause)
 
 
-def drop(crawler: Crawler, url: str, reason: Reason | str, clause: str = "", detail: str = "", *, kind: str = "item") -> GdprDropItem:
+def drop(rt: AuditContext, url: str, reason: Reason | str, clause: str = "", detail: str = "", *, kind: str = "item") -> GdprDropItem:
     """Count, log and audit a refused item (or image); return the DropItem to raise."""
-    message = _refusal(crawler, url, reason, clause, detail, kind)
+    message = _refusal(rt, url, reason, clause, detail, kind)
     return GdprDropItem(str(reason), message, clause=clause)
 
 
-def note_refusal(crawler: Crawler, url: str, reason: Reason | str, clause: str = "", detail: str = "", *, kind: str) -> None:
+def note_refusal(rt: AuditContext, url: str, reason: Reason | str, clause: str = "", detail: str = "", *, kind: str) -> None:
     """Count, log and audit a refusal that raises nothing (e.g. one image of an item,
     or a browser sub-resource aborted by the Playwright predicate)."""
-    _refusal(crawler, url, reason, clause, detail, kind)
+    _refusal(rt, url, reason, clause, detail, kind)

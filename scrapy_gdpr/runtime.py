@@ -51,6 +51,10 @@ class GdprRuntime:
         spider = self.crawler.spider
         return getattr(spider, "name", None) or self.initial_spider_name
 
+    @property
+    def policy_fingerprint(self) -> str:
+        return self.policy.fingerprint
+
     def close(self) -> None:
         self.audit.close()
 

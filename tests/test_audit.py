@@ -23,9 +23,9 @@ def _crawler(tmp_path):
 def test_refuse_counts_audits_and_returns_scrapy_exception(tmp_path):
     crawler = _crawler(tmp_path)
     rt = get_runtime(crawler)
-    exc = refuse(crawler, "http://a.test/x", Reason.ROBOTS, clause="robots (line 3)", detail="Disallow: /x")
+    exc = refuse(rt, "http://a.test/x", Reason.ROBOTS, clause="robots (line 3)", detail="Disallow: /x")
     assert isinstance(exc, IgnoreRequest) and exc.reason == "robots"
-    item_exc = drop(crawler, "http://a.test/y", Reason.OBJECTION, clause="objections.path", detail="listed")
+    item_exc = drop(rt, "http://a.test/y", Reason.OBJECTION, clause="objections.path", detail="listed")
     assert isinstance(item_exc, DropItem) and item_exc.reason == "objection"
     assert crawler.stats.get_value("gdpr/blocked/robots") == 1
     assert crawler.stats.get_value("gdpr/blocked/objection") == 1

@@ -24,7 +24,7 @@ def settings(tmp_path, policy, **extra):
 
 def test_runs_before_retry():
     # process_response runs from the highest number down: 570 sees a 402 before RetryMiddleware (550)
-    assert DOWNLOADER_MIDDLEWARES["scrapy_gdpr.paywall.PaymentRequiredMiddleware"] > 550
+    assert DOWNLOADER_MIDDLEWARES[PaymentRequiredMiddleware] > 550
     assert RetryMiddleware.__module__ == "scrapy.downloadermiddlewares.retry"
 
 

@@ -130,7 +130,7 @@ async def test_unparseable_retry_after_is_ignored_in_a_crawl(tmp_path, logged_mo
             await sleep(0.5)
             yield Request(page, dont_filter=True, errback=self.failed)
 
-    caplog.set_level(logging.INFO, logger="scrapy_gdpr.politeness")
+    caplog.set_level(logging.INFO, logger="scrapy_gdpr.gate.politeness")
     crawler = get_crawler(Spider, gate_settings(tmp_path, HTTPERROR_ALLOW_ALL=True, URLLENGTH_LIMIT=0))
     await crawler.crawl_async()
     assert crawler.spider.errors == {}

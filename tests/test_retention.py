@@ -163,7 +163,7 @@ def test_item_filter_refuses_unstamped_items():
 
 
 def test_addon_hook_configures_every_feed():
-    assert "scrapy_gdpr.retention.configure_feeds" in ADDON_HOOKS
+    assert configure_feeds in ADDON_HOOKS
     custom = "scrapy.extensions.feedexport.ItemFilter"
     settings = Settings({"FEEDS": {
         "a.jsonl": {"format": "jsonlines"},

@@ -132,7 +132,7 @@ def test_bad_lines_refuse_by_default_with_their_real_line_number(tmp_path):
 def test_bad_lines_are_skipped_and_reported_when_the_policy_says_so(tmp_path, caplog):
     path = tmp_path / "o.txt"
     path.write_text(BAD_FILE, encoding="utf-8")
-    with caplog.at_level(logging.WARNING, logger="scrapy_gdpr.objections"):
+    with caplog.at_level(logging.WARNING, logger="scrapy_gdpr.gate.objections"):
         objections = ObjectionList.from_file(path, on_invalid="skip")
     assert [s.split(": ")[0] for s in objections.skipped] == [f"{path}:2", f"{path}:3"]
     assert [r.getMessage().split(": ")[1] for r in caplog.records if "is skipped" in r.getMessage()] == [

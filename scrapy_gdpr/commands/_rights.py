@@ -16,6 +16,7 @@ from scrapy.exceptions import UsageError
 
 from scrapy_gdpr.audit import AuditLog
 from scrapy_gdpr.config import DEFAULTS, expand
+from scrapy_gdpr.policy import Policy, PolicyError, load_policy
 from scrapy_gdpr.retention.ledger import (
     Ledger,
     LedgerError,
@@ -26,7 +27,6 @@ from scrapy_gdpr.retention.ledger import (
     open_ledger,
     parse_ts,
 )
-from scrapy_gdpr.policy import Policy, PolicyError, load_policy
 from scrapy_gdpr.retention.stores import ItemStore, StoreError, load_item_stores
 
 if TYPE_CHECKING:

@@ -25,10 +25,9 @@ if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable
 
-    from twisted.python.failure import Failure
-
     from scrapy.crawler import Crawler
     from scrapy.spiders import Spider
+    from twisted.python.failure import Failure
 
 
 class _ExitStatusMixin:

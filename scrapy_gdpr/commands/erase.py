@@ -11,7 +11,13 @@ from scrapy.exceptions import UsageError
 
 from scrapy_gdpr.commands import _rights
 from scrapy_gdpr.gate.objections import ObjectionFileError, ObjectionList
-from scrapy_gdpr.retention.rights import erase, find_holdings, needs_confirmation, objection_entries, write_receipts
+from scrapy_gdpr.retention.rights import (
+    erase,
+    find_holdings,
+    needs_confirmation,
+    objection_entries,
+    write_receipts,
+)
 from scrapy_gdpr.retention.stores import close_stores
 
 

@@ -9,8 +9,8 @@ import sys
 from scrapy.commands import ScrapyCommand
 
 from scrapy_gdpr.commands import _rights
-from scrapy_gdpr.retention.logpurge import purge_logs_and_caches
 from scrapy_gdpr.retention.expiry import purge
+from scrapy_gdpr.retention.logpurge import purge_logs_and_caches
 from scrapy_gdpr.retention.stores import close_stores
 
 

@@ -12,9 +12,18 @@ from scrapy.exceptions import UsageError
 
 from scrapy_gdpr.commands.lint import check_policy, parse_today
 from scrapy_gdpr.config import DEFAULTS
+from scrapy_gdpr.documents.record import (
+    processing_record,
+    render_processing_record_html,
+    render_processing_record_markdown,
+)
+from scrapy_gdpr.documents.review import (
+    build_documents,
+    render_notice_html,
+    render_review_html,
+    render_review_markdown,
+)
 from scrapy_gdpr.retention.ledger import parse_ts
-from scrapy_gdpr.documents.record import processing_record, render_processing_record_html, render_processing_record_markdown
-from scrapy_gdpr.documents.review import build_documents, render_notice_html, render_review_html, render_review_markdown
 
 if TYPE_CHECKING:
     import argparse

@@ -19,8 +19,8 @@ from scrapy.http import Headers
 from scrapy.responsetypes import responsetypes
 
 from scrapy_gdpr.gate.addresses import METADATA_HOSTS, address_class, non_public_address
-from scrapy_gdpr.policy import PolicyError, load_policy
 from scrapy_gdpr.gate.terms import MAX_SIZE, fingerprint, normalise_terms
+from scrapy_gdpr.policy import PolicyError, load_policy
 
 if TYPE_CHECKING:
     from scrapy_gdpr.policy import DomainRule, Policy

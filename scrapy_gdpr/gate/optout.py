@@ -35,9 +35,10 @@ from scrapy.utils.asyncio import run_in_thread
 
 from scrapy_gdpr import audit
 from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr.audit import Reason, note_refusal, refuse
 from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.gate._flight import Flight
-from scrapy_gdpr.audit import Reason, note_refusal, refuse
+from scrapy_gdpr.gate.contentcredentials import TrainingMining, read_training_mining
 from scrapy_gdpr.gate.robots import (
     CONTENT_USAGE_KEYS,
     TOKENS_META,
@@ -45,7 +46,6 @@ from scrapy_gdpr.gate.robots import (
     read_content_signal,
     read_content_usage,
 )
-from scrapy_gdpr.gate.contentcredentials import TrainingMining, read_training_mining
 from scrapy_gdpr.gate.xmp import DMI_PURPOSES, read_data_mining
 
 if TYPE_CHECKING:
@@ -792,7 +792,7 @@ class OptOutMiddleware:
                 self._summary["reserved"][p] += 1
                 stats.inc_value(f"gdpr/optout/reserved/{p}")
             audit.record(
-                self.crawler,
+                self.runtime,
                 "optout_decision",
                 response.url,
                 purposes={p: v["allowed"] for p, v in optout.items()},
@@ -808,14 +808,14 @@ class OptOutMiddleware:
         for purpose, clause in self.spider_purposes.items():
             if decision.reserved[purpose]:
                 self._summary["refused_responses"] += 1
-                raise refuse(self.crawler, response.url, Reason.OPTOUT, clause=clause,
+                raise refuse(self.runtime, response.url, Reason.OPTOUT, clause=clause,
                              detail=f"{purpose} reserved by {decision.reserved[purpose][0]}")
         ctype = response.headers.get("Content-Type", b"").decode("latin-1").lower()
         if ctype.startswith("image/"):
             for purpose, clause in self.spider_purposes.items():
                 if decision.images[purpose]:
                     self._summary["refused_responses"] += 1
-                    raise refuse(self.crawler, response.url, Reason.OPTOUT, clause=clause,
+                    raise refuse(self.runtime, response.url, Reason.OPTOUT, clause=clause,
                                  detail=f"images reserved for {purpose} by {decision.images[purpose][0]}")
 
 
@@ -839,6 +839,6 @@ class NoFollowMiddleware(BaseSpiderMiddleware):
         signal = response.meta.get("gdpr_nofollow")
         if not signal:
             return request
-        note_refusal(self.crawler, request.url, Reason.OPTOUT, clause="opt_out",
+        note_refusal(self.runtime, request.url, Reason.OPTOUT, clause="opt_out",
                      detail=f"link from {response.url}, which says {signal}", kind="link")
         return None

@@ -38,7 +38,8 @@ class PaymentRequiredMiddleware:
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
-        policy = component_runtime(crawler).policy
+        self.runtime = component_runtime(crawler)
+        policy = self.runtime.policy
         self.enabled = policy.opt_out.payment_required
         self.clause = policy.clause("opt_out", "payment_required")
 
@@ -62,4 +63,4 @@ class PaymentRequiredMiddleware:
                   else "HTTP 402 Payment Required: pay-per-crawl, nothing is paid, not retried")
         logger.info("%(url)s: %(detail)s", {"url": response.url, "detail": detail},
                     extra={"spider": self.crawler.spider})
-        raise refuse(self.crawler, response.url, Reason.PAYMENT_REQUIRED, clause=self.clause, detail=detail)
+        raise refuse(self.runtime, response.url, Reason.PAYMENT_REQUIRED, clause=self.clause, detail=detail)

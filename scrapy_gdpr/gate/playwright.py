@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from scrapy_gdpr.policy import Policy
+    from scrapy_gdpr.runtime import GdprRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,11 @@ class SubresourceGate:
         wrapped = f" wrapping {self.user_predicate!r}" if self.user_predicate else ""
         return f"<{type(self).__module__}.{type(self).__qualname__}{wrapped}>"
 
+    @property
+    def runtime(self) -> GdprRuntime:
+        """The crawl's runtime, made on first use (the gate exists before the crawl's components)."""
+        return get_runtime(self.crawler)
+
     # the settings hold this object; copying them must not copy the crawler
     def __copy__(self) -> Self:
         return self
@@ -104,7 +110,7 @@ class SubresourceGate:
             refusal = await self._unguarded(request)
         if refusal is not None:
             detail = f"{refusal.detail} (browser {_resource_type(request)} request{_frame_of(request)})"
-            note_refusal(self.crawler, url, refusal.reason, clause=refusal.clause, detail=detail, kind="subresource")
+            note_refusal(self.runtime, url, refusal.reason, clause=refusal.clause, detail=detail, kind="subresource")
             if stats is not None:
                 stats.inc_value("gdpr/playwright/aborted")
             return True
@@ -252,7 +258,7 @@ class SubresourceGate:
             return None
         detail = f"{refusal.detail} (redirect hop of a browser {resource_type} request"
         detail += f" from {page_url})" if page_url else ")"
-        note_refusal(self.crawler, url, refusal.reason, clause=refusal.clause, detail=detail, kind="subresource")
+        note_refusal(self.runtime, url, refusal.reason, clause=refusal.clause, detail=detail, kind="subresource")
         if stats is not None:
             stats.inc_value("gdpr/playwright/aborted")
         return Refusal(refusal.reason, refusal.clause, f"{detail} at {url}")

@@ -267,7 +267,7 @@ class PolitenessMiddleware:
             if key in self.given_up:
                 info = self.given_up[key]
                 raise refuse(
-                    self.crawler,
+                    self.runtime,
                     request.url,
                     Reason.RETRY_AFTER,
                     clause=self.runtime.policy.clause("politeness", "retry_after_max"),
@@ -278,7 +278,7 @@ class PolitenessMiddleware:
                 return
             if self._closing():
                 raise refuse(
-                    self.crawler,
+                    self.runtime,
                     request.url,
                     Reason.RETRY_AFTER,
                     clause=self.runtime.policy.clause("politeness", "retry_after_max"),
@@ -343,7 +343,7 @@ class PolitenessMiddleware:
                     extra={"spider": self.crawler.spider},
                 )
             raise refuse(
-                self.crawler,
+                self.runtime,
                 request.url,
                 Reason.RETRY_AFTER,
                 clause=self.runtime.policy.clause("politeness", "retry_after_max"),

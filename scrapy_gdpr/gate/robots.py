@@ -39,10 +39,10 @@ from scrapy.utils.httpobj import urlparse_cached
 from twisted.internet.defer import Deferred
 
 from scrapy_gdpr._component import component_runtime
-from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.audit import Reason, record, refuse
-from scrapy_gdpr.urls import origin_of
+from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.gate.politeness import parse_retry_after, slot_floors
+from scrapy_gdpr.urls import origin_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, MutableMapping
@@ -751,7 +751,7 @@ class RobotsGateMiddleware:
             entry = await self.entry_for(request.url, parts)
         allowed, reason, detail = self._decide(entry, request.url)
         if not allowed:
-            raise refuse(self.crawler, request.url, reason, clause=self._clause(reason), detail=detail)
+            raise refuse(self.runtime, request.url, reason, clause=self._clause(reason), detail=detail)
         if self.purpose_tokens:
             # a redirect copies the meta of the request it follows: decide afresh for this URL
             request.meta.pop(TOKENS_META, None)
@@ -976,7 +976,7 @@ class RobotsGateMiddleware:
             if len(self._report["sitemaps"]) < REPORT_LIMIT:
                 self._report["sitemaps"][origin] = rules.sitemaps[:20]
         for signal in rules.signals:
-            record(self.crawler, "content_signal", robots_url, line=signal.line, text=signal.text,
+            record(self.runtime, "content_signal", robots_url, line=signal.line, text=signal.text,
                    group=rules.group, preferences=signal.prefs,
                    **({"reserved_in_doubt": signal.doubt} if signal.doubt else {}))
             logger.info(

@@ -22,7 +22,12 @@ from scrapy.utils.reactor import is_reactor_installed
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.audit import Reason, refuse
 from scrapy_gdpr.exceptions import PolicyViolation
-from scrapy_gdpr.gate.addresses import METADATA_HOSTS, is_ip_address, non_public_address, url_problem
+from scrapy_gdpr.gate.addresses import (
+    METADATA_HOSTS,
+    is_ip_address,
+    non_public_address,
+    url_problem,
+)
 from scrapy_gdpr.gate.denylist import deny_lists
 from scrapy_gdpr.gate.objections import (
     ObjectionFileError,
@@ -401,7 +406,7 @@ class PolicyGateMiddleware:
     async def process_request(self, request: Request) -> None:
         refusal = await self.gate.check(request.url, request.meta.get("gdpr_internal"))
         if refusal is not None:
-            raise refuse(self.crawler, request.url, refusal.reason, clause=refusal.clause, detail=refusal.detail)
+            raise refuse(self.runtime, request.url, refusal.reason, clause=refusal.clause, detail=refusal.detail)
         if request.meta.get("playwright"):
             # the browser follows redirects itself: guard its page before it navigates
             from scrapy_gdpr.gate.playwright import prepare_request

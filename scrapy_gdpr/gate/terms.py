@@ -28,9 +28,9 @@ from scrapy.http.request import NO_CALLBACK
 from scrapy.utils.httpobj import urlparse_cached
 
 from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr.audit import Reason, record, refuse
 from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.gate._flight import Flight
-from scrapy_gdpr.audit import Reason, record, refuse
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -234,10 +234,10 @@ class TermsMiddleware:
             return  # not a listed domain: the policy gate (40) refuses it
         rule = self.policy.domains[i]
         if rule.terms is None:
-            raise refuse(self.crawler, request.url, Reason.TERMS, clause=self.policy.clause("domains", i),
+            raise refuse(self.runtime, request.url, Reason.TERMS, clause=self.policy.clause("domains", i),
                          detail=f"no terms review recorded for {rule.domain}")
         if rule.terms.verdict == "forbids":
-            raise refuse(self.crawler, request.url, Reason.TERMS,
+            raise refuse(self.runtime, request.url, Reason.TERMS,
                          clause=self.policy.clause("domains", i, "terms", "verdict"),
                          detail=f"the terms of {rule.domain} forbid crawling (reviewed {rule.terms.reviewed_on})")
         state = self._states[i]
@@ -245,7 +245,7 @@ class TermsMiddleware:
             state = await self._checked(i)  # due for a check, or one is in flight
         if state.status != "ok":
             field_name = "verdict" if rule.terms.verdict == "none_published" else "fingerprint"
-            raise refuse(self.crawler, request.url, Reason.TERMS_DRIFT,
+            raise refuse(self.runtime, request.url, Reason.TERMS_DRIFT,
                          clause=self.policy.clause("domains", i, "terms", field_name), detail=state.detail)
 
     async def _checked(self, i: int) -> _TermsState:
@@ -337,7 +337,7 @@ class TermsMiddleware:
             state.status, state.detail = "ok", ""
             row["status"] = "ok: unchanged since review"
             stats.inc_value("gdpr/terms/unchanged")
-            record(self.crawler, "terms_unchanged", terms.url, domain=rule.domain, current=current)
+            record(self.runtime, "terms_unchanged", terms.url, domain=rule.domain, current=current)
             return
         state.status = "drift"
         stats.inc_value("gdpr/terms/drift")
@@ -352,7 +352,7 @@ class TermsMiddleware:
                        "reviewed again (scrapy gdpr-terms %(url)s)",
                        {"domain": rule.domain, "detail": state.detail, "url": terms.url},
                        extra={"spider": self.crawler.spider})
-        record(self.crawler, "terms_drift", terms.url, domain=rule.domain, reviewed=terms.fingerprint,
+        record(self.runtime, "terms_drift", terms.url, domain=rule.domain, reviewed=terms.fingerprint,
                current=current)
 
     async def _check_none_published(self, i: int, state: _TermsState) -> None:
@@ -384,7 +384,7 @@ class TermsMiddleware:
                 logger.warning("Terms drift on %(domain)s: %(detail)s; the domain is refused until the terms are "
                                "reviewed again", {"domain": rule.domain, "detail": state.detail},
                                extra={"spider": self.crawler.spider})
-                record(self.crawler, "terms_drift", url, domain=rule.domain, reviewed="none published",
+                record(self.runtime, "terms_drift", url, domain=rule.domain, reviewed="none published",
                        current=current)
                 return
             answer = "with no readable text" if page.status == 200 else f"HTTP {page.status}"
@@ -394,7 +394,7 @@ class TermsMiddleware:
         state.status, state.detail = "ok", ""
         row["status"] = "ok: still no terms published"
         stats.inc_value("gdpr/terms/unchanged")
-        record(self.crawler, "terms_unchanged", terms.url, domain=rule.domain, current="none published")
+        record(self.runtime, "terms_unchanged", terms.url, domain=rule.domain, current="none published")
 
     def _diff(self, snapshot: str | None, reviewed: str | None, text: str, current: str) -> dict[str, str]:
         if not snapshot:
@@ -416,7 +416,7 @@ class TermsMiddleware:
         state.report["note"] = f"{detail}; retried after {self.policy.terms_check.interval}"
         self.crawler.stats.inc_value("gdpr/terms/unreachable")
         rule = self.policy.domains[i]
-        record(self.crawler, "terms_unreachable", rule.terms.url if rule.terms else "", domain=rule.domain,
+        record(self.runtime, "terms_unreachable", rule.terms.url if rule.terms else "", domain=rule.domain,
                detail=detail)
         logger.warning("Terms of %(domain)s unverifiable, domain refused: %(detail)s",
                        {"domain": rule.domain, "detail": detail},

@@ -53,7 +53,7 @@ class ItemGatePipeline:
         provenance = provenance_of(self.crawler, item)
         if provenance is None:
             raise drop(
-                self.crawler,
+                self.runtime,
                 "",
                 Reason.UNDECIDED,
                 detail=f"{type(item).__name__} item has no provenance (not yielded from a response "
@@ -62,7 +62,7 @@ class ItemGatePipeline:
         url = provenance.url
         objection = self.gate.check_objection(url)
         if objection is not None:
-            raise drop(self.crawler, url, objection.reason, clause=objection.clause, detail=objection.detail)
+            raise drop(self.runtime, url, objection.reason, clause=objection.clause, detail=objection.detail)
         for sp, i in self.signal_purposes.items():
             decision = provenance.optout.get(sp)
             if decision is None:
@@ -72,7 +72,7 @@ class ItemGatePipeline:
                 continue
             signal = decision.get("signal", "") if isinstance(decision, dict) else ""
             raise drop(
-                self.crawler,
+                self.runtime,
                 url,
                 Reason.OPTOUT,
                 clause=self.policy.clause("purposes", i, "signal_purposes"),
@@ -107,7 +107,7 @@ class ItemGatePipeline:
                 absolute = urljoin(source, str(u))
                 if reserved:
                     note_refusal(
-                        self.crawler, absolute, Reason.OPTOUT, clause=self._image_clause(signal),
+                        self.runtime, absolute, Reason.OPTOUT, clause=self._image_clause(signal),
                         detail=f"the page {source} reserves its images" + (f" ({signal})" if signal else ""),
                         kind="image",
                     )
@@ -115,7 +115,7 @@ class ItemGatePipeline:
                 refusal = self.gate.check_objection(absolute)
                 if refusal is not None:
                     note_refusal(
-                        self.crawler, absolute, refusal.reason, clause=refusal.clause, detail=refusal.detail, kind="image"
+                        self.runtime, absolute, refusal.reason, clause=refusal.clause, detail=refusal.detail, kind="image"
                     )
                     continue
                 kept.append(u)

@@ -128,7 +128,7 @@ class _FaceStageMixin:
         """Count and audit an image the stage did not store; return the exception."""
         reason = self._reason(verdict)
         self.faces.count_dropped(verdict.reason or str(reason))
-        note_refusal(self.crawler, target, reason, clause=self._clause(reason), detail=verdict.reason, kind=kind)
+        note_refusal(self.runtime, target, reason, clause=self._clause(reason), detail=verdict.reason, kind=kind)
         rec = self.faces.record(verdict, **record)
         rec["stored"] = False
         rec.setdefault("reason", verdict.reason)
@@ -151,7 +151,7 @@ class _FaceStageMixin:
 
     def _drop_item(self, url: str, detail: str) -> Exception:
         self.faces.count_item_dropped(Reason.FACES)
-        return drop(self.crawler, url, Reason.FACES, clause=self._clause(Reason.FACES), detail=detail)
+        return drop(self.runtime, url, Reason.FACES, clause=self._clause(Reason.FACES), detail=detail)
 
 
 class _MediaFaceStageMixin(_FaceStageMixin):

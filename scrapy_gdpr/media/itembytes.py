@@ -64,7 +64,7 @@ class ImageBytesPipeline(_FaceStageMixin):
             self.faces.count_dropped("not_bytes")
             detail = f"field {field!r} holds {type(value).__name__}, not image bytes"
             self.faces.count_item_dropped(Reason.UNCHECKED)
-            raise drop(self.crawler, source, Reason.UNCHECKED, clause=self._clause(Reason.UNCHECKED), detail=detail)
+            raise drop(self.runtime, source, Reason.UNCHECKED, clause=self._clause(Reason.UNCHECKED), detail=detail)
         verdict = await self.faces.check(bytes(value))
         self.faces.count_checked(verdict)
         if self._refused(verdict):
@@ -77,7 +77,7 @@ class ImageBytesPipeline(_FaceStageMixin):
             self._note(item, records)
             self.faces.count_item_dropped(reason)
             raise drop(
-                self.crawler, source, reason, clause=self._clause(reason),
+                self.runtime, source, reason, clause=self._clause(reason),
                 detail=f"image in field {field!r} not stored: {verdict.reason}",
             )
         self.faces.count_stored(verdict)
@@ -112,7 +112,7 @@ class ImageBytesPipeline(_FaceStageMixin):
     def _drop_unchecked(self, item: Any, detail: str, stat: str = "unchecked") -> NoReturn:
         self.faces.count_dropped(stat)
         self.faces.count_item_dropped(Reason.UNCHECKED)
-        raise drop(self.crawler, self._source(item), Reason.UNCHECKED, clause=self._clause(Reason.UNCHECKED),
+        raise drop(self.runtime, self._source(item), Reason.UNCHECKED, clause=self._clause(Reason.UNCHECKED),
                    detail=detail)
 
     def _source(self, item: Any) -> str:

@@ -189,7 +189,7 @@ class GdprFilesPipeline(_MediaFaceStageMixin, FilesPipeline):
             if reason == "unchecked_type" else verdict.detail
         )
         note_refusal(
-            self.crawler, url, Reason.UNCHECKED,
+            self.runtime, url, Reason.UNCHECKED,
             clause=self.runtime.policy.clause("faces", "allow_unchecked_types"), detail=detail, kind="file",
         )
         return FaceStageRefusal(reason, record={"url": url, "stored": False, "mime": mime, "reason": reason})

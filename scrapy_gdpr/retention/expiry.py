@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scrapy_gdpr.retention import feedfiles
-from scrapy_gdpr.retention.feeds import local_feed_path, manifest_path, read_manifest, write_manifest
+from scrapy_gdpr.retention.feeds import (
+    local_feed_path,
+    manifest_path,
+    read_manifest,
+    write_manifest,
+)
 from scrapy_gdpr.retention.ledger import OBJECT_KINDS, Ledger, Record, parse_ts
 from scrapy_gdpr.retention.stamp import expiry_check
 

@@ -19,13 +19,20 @@ from w3lib.url import file_uri_to_path
 
 from scrapy_gdpr.retention import feedfiles
 from scrapy_gdpr.retention.feedfiles import CSV_PREFIX, STAMP_FIELD
-from scrapy_gdpr.retention.stamp import STAMP_FIELDS, RetentionItemFilter, flat_stamp, get_stamp, stamp_time
+from scrapy_gdpr.retention.stamp import (
+    STAMP_FIELDS,
+    RetentionItemFilter,
+    flat_stamp,
+    get_stamp,
+    stamp_time,
+)
 
 if TYPE_CHECKING:
-    from scrapy_gdpr.retention.recorder import RetentionExtension
     from scrapy.crawler import Crawler
     from scrapy.settings import BaseSettings
     from typing_extensions import Self
+
+    from scrapy_gdpr.retention.recorder import RetentionExtension
 
 logger = logging.getLogger(__name__)
 

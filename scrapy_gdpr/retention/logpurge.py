@@ -54,8 +54,8 @@ if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
     from typing_extensions import Self
 
-    from scrapy_gdpr.policy.durations import Duration
     from scrapy_gdpr.policy import Policy
+    from scrapy_gdpr.policy.durations import Duration
 
 logger = logging.getLogger(__name__)
 

@@ -25,11 +25,22 @@ from w3lib.url import file_uri_to_path
 
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.retention import feedfiles
-from scrapy_gdpr.urls import mask_password
-from scrapy_gdpr.retention.feeds import LockingFileFeedStorage, local_feed_path, read_manifest, write_manifest
-from scrapy_gdpr.retention.ledger import Ledger, Record, open_ledger, parse_ts
 from scrapy_gdpr.retention.expiry import PurgeResult, purge
-from scrapy_gdpr.retention.stamp import MEDIA_FIELDS, RetentionItemFilter, RetentionPipeline, get_stamp, stamp_time
+from scrapy_gdpr.retention.feeds import (
+    LockingFileFeedStorage,
+    local_feed_path,
+    read_manifest,
+    write_manifest,
+)
+from scrapy_gdpr.retention.ledger import Ledger, Record, open_ledger, parse_ts
+from scrapy_gdpr.retention.stamp import (
+    MEDIA_FIELDS,
+    RetentionItemFilter,
+    RetentionPipeline,
+    get_stamp,
+    stamp_time,
+)
+from scrapy_gdpr.urls import mask_password
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler

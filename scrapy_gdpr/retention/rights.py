@@ -28,16 +28,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from scrapy_gdpr.retention import feedfiles
 from scrapy_gdpr.audit import AuditLog
-from scrapy_gdpr.retention.ledger import OBJECT_KINDS, Ledger, Record, Selector, parse_ts
+from scrapy_gdpr.documents.receipts import access_html, receipt_html, receipt_markdown
 from scrapy_gdpr.gate.objections import append_objection, objection_value
-from scrapy_gdpr.retention.recorder import line_record
+from scrapy_gdpr.retention import feedfiles
 from scrapy_gdpr.retention.feeds import manifest_path, read_manifest, write_manifest
-from scrapy_gdpr.retention.stores import ItemStore, add_store_holdings, erase_from_stores
+from scrapy_gdpr.retention.ledger import (
+    OBJECT_KINDS,
+    Ledger,
+    Record,
+    Selector,
+    parse_ts,
+)
+from scrapy_gdpr.retention.recorder import line_record
+from scrapy_gdpr.retention.stores import (
+    ItemStore,
+    add_store_holdings,
+    erase_from_stores,
+)
 from scrapy_gdpr.retention.textmatch import normalise_text, text_values
 from scrapy_gdpr.urls import mask_password
-from scrapy_gdpr.documents.receipts import access_html, receipt_html, receipt_markdown
 
 logger = logging.getLogger(__name__)
 

@@ -28,9 +28,10 @@ from scrapy_gdpr.retention.feedfiles import STAMP_FIELD
 from scrapy_gdpr.retention.ledger import parse_ts
 
 if TYPE_CHECKING:
-    from scrapy_gdpr.retention.recorder import RetentionExtension
     from scrapy.crawler import Crawler
     from typing_extensions import Self
+
+    from scrapy_gdpr.retention.recorder import RetentionExtension
 
 logger = logging.getLogger(__name__)
 
@@ -181,14 +182,14 @@ class RetentionPipeline:
         prov = self.registry.take(item)
         if prov is None:
             raise drop(
-                self.crawler, "", Reason.RETENTION, clause=self.policy.clause("retention"),
+                self.runtime, "", Reason.RETENTION, clause=self.policy.clause("retention"),
                 detail=f"{type(item).__name__} has no provenance: its source and expiry are unknown",
             )
         # a plain dict is copied as is (no adapter round-trip); other items through ItemAdapter
         data = ProvenancedDict(item if type(item) is dict else ItemAdapter(item).items(), prov)
         if STAMP_FIELD in data:
             raise drop(
-                self.crawler, prov.url, Reason.RETENTION, clause=self.policy.clause("retention"),
+                self.runtime, prov.url, Reason.RETENTION, clause=self.policy.clause("retention"),
                 detail=f"the item already has a {STAMP_FIELD!r} field, which is reserved for the retention stamp",
             )
         item_type = type(item).__name__

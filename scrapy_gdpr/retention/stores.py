@@ -35,9 +35,8 @@ from twisted.internet.threads import deferToThread
 
 from scrapy_gdpr.retention.feedfiles import FORMATS, STAMP_FIELD, normalise_format
 from scrapy_gdpr.retention.ledger import Selector, parse_ts
-from scrapy_gdpr.urls import host_of
-from scrapy_gdpr.urls import mask_password
 from scrapy_gdpr.retention.textmatch import normalise_text, text_values
+from scrapy_gdpr.urls import host_of, mask_password
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -492,7 +491,7 @@ class PostgresItemStore(ItemStore):
                 expires = None
         if stamp is None or expires is None:
             assert self.crawler is not None
-            raise drop(self.crawler, str((stamp or {}).get("source_url", "")), Reason.RETENTION,
+            raise drop(self.runtime, str((stamp or {}).get("source_url", "")), Reason.RETENTION,
                        detail="an item without a valid retention stamp is not stored in the item store (is "
                               "PostgresItemStore after scrapy_gdpr.retention.stamp.RetentionPipeline (900)?)")
         collected = None
