@@ -1,9 +1,9 @@
 # make demo: crawl the example site end to end (offline) and print where everything is.
-# make test: run the test suite.
+# make test: check the import contracts, lint (ruff), type-check (mypy --strict), then run the test suite.
 # Both install what they need first (scripts/bootstrap.sh), apt packages included.
 PYTHON_VENV := .venv/bin/python
 
-.PHONY: setup demo test docs bench-gate bench-faces bench-ledger clean
+.PHONY: setup demo test check docs bench-gate bench-faces bench-ledger clean
 
 setup:
 	./scripts/bootstrap.sh
@@ -12,7 +12,16 @@ demo: setup
 	$(PYTHON_VENV) example_project/demo.py
 
 test: setup
+	.venv/bin/lint-imports
+	.venv/bin/ruff check .
+	.venv/bin/mypy scrapy_gdpr
 	$(PYTHON_VENV) -m pytest
+
+# The three static checks alone (make test runs them first).
+check: setup
+	.venv/bin/lint-imports
+	.venv/bin/ruff check .
+	.venv/bin/mypy scrapy_gdpr
 
 docs: setup
 	$(PYTHON_VENV) -m sphinx -q -W -b html docs docs/_build/html

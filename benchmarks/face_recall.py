@@ -46,7 +46,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scrapy_gdpr.faces.detector import (  # noqa: E402
+from scrapy_gdpr.faces.detector import (
     CENTERFACE_RUNTIMES,
     PROFILES,
     EnsembleDetector,
@@ -55,8 +55,8 @@ from scrapy_gdpr.faces.detector import (  # noqa: E402
     configure_library_threads,
     registered_detectors,
 )
-from scrapy_gdpr.faces.redact import ACTIONS, redact  # noqa: E402
-from scrapy_gdpr.faces.leak import ReferenceDetector, ssim  # noqa: E402
+from scrapy_gdpr.faces.leak import ReferenceDetector, ssim
+from scrapy_gdpr.faces.redact import ACTIONS, redact
 
 BUCKETS = [("<20", 0, 20), ("20-50", 20, 50), ("50-150", 50, 150), (">150", 150, float("inf"))]
 

@@ -31,13 +31,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scrapy_gdpr.faces.detector import (  # noqa: E402
-    CENTERFACE_RUNTIMES,
-    EnsembleDetector,
-    FaceDetector,
-    configure_library_threads,
-)
-from scrapy_gdpr.faces.redact import redact  # noqa: E402
+from scrapy_gdpr.faces.detector import CENTERFACE_RUNTIMES, EnsembleDetector, FaceDetector, configure_library_threads
+from scrapy_gdpr.faces.redact import redact
 
 DATA = ROOT / "tests" / "data" / "faces"
 

@@ -60,7 +60,7 @@ def _resolver_class() -> Any:
     from twisted.internet import defer
 
     class BenchResolver(CachingThreadedResolver):
-        def getHostByName(self, name: str, timeout: Any = ()) -> Any:  # noqa: N802
+        def getHostByName(self, name: str, timeout: Any = ()) -> Any:
             if name.endswith(".test"):
                 return defer.succeed("127.0.0.1")
             return super().getHostByName(name, timeout)
@@ -109,7 +109,7 @@ def write_policy(folder: Path, port: int) -> Path:
 
 
 def child(mode: str, port: int, hosts: int, pages: int, folder: Path) -> None:
-    global BenchResolver  # noqa: PLW0603
+    global BenchResolver
     BenchResolver = _resolver_class()
     from scrapy import Request, Spider
     from scrapy.crawler import CrawlerProcess

@@ -46,18 +46,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scrapy.exporters import JsonLinesItemExporter  # noqa: E402
-from scrapy.utils.test import get_crawler  # noqa: E402
+from _localserver import serve
+from scrapy.exporters import JsonLinesItemExporter
+from scrapy.utils.test import get_crawler
 
-from scrapy_gdpr.audit import AuditLog  # noqa: E402
-from scrapy_gdpr.retention.ledger import Ledger, Record, Selector, open_ledger  # noqa: E402
-from scrapy_gdpr.items.provenance import Provenance, registry  # noqa: E402
-from scrapy_gdpr.retention.stamp import RetentionItemFilter, RetentionPipeline, stamp_time
-from scrapy_gdpr.retention.recorder import _LedgerWriter
+from scrapy_gdpr.audit import AuditLog
+from scrapy_gdpr.items.provenance import Provenance, registry
 from scrapy_gdpr.retention.expiry import purge
-from scrapy_gdpr.runtime import get_runtime  # noqa: E402
-
-from _localserver import serve  # noqa: E402  (benchmarks/, the script's folder)
+from scrapy_gdpr.retention.ledger import Ledger, Record, Selector, open_ledger
+from scrapy_gdpr.retention.recorder import _LedgerWriter
+from scrapy_gdpr.retention.stamp import RetentionItemFilter, RetentionPipeline, stamp_time
+from scrapy_gdpr.runtime import get_runtime
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 TEXT = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore. " * 15)
@@ -346,7 +345,7 @@ def _postgres(dsn: str) -> tuple[str, str] | None:
         schema = "gdpr_bench_" + uuid.uuid4().hex[:8]
         with psycopg.connect(dsn, connect_timeout=3, autocommit=True) as conn:
             conn.execute(f"CREATE SCHEMA {schema}")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         print(f"PostgreSQL skipped: {exc}".strip())
         return None
     sep = "&" if "?" in dsn else "?"

@@ -20,7 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import serve  # noqa: E402
+import serve
 
 
 def scrapy(*args: str) -> subprocess.CompletedProcess[str]:

@@ -14,7 +14,10 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
-from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 #: old module -> the module it is now (both absolute).
 MOVED: dict[str, str] = {
@@ -46,11 +49,11 @@ MOVED: dict[str, str] = {
         "textmatch": "retention.textmatch",
         "review": "documents.review",
         "report": "documents.report",
-        "_html": "documents.base",
+
         "figures": "ops.figures",
         "metrics": "ops.metrics",
         "monitors": "ops.monitors",
-        "scheduling": "ops.scheduling",
+
     }.items()
 }
 

@@ -101,7 +101,7 @@ def settings_module_note(settings: BaseSettings) -> str:
     if len(lines) > 1:
         return (
             f"{spec_file} assigns ADDONS on lines {', '.join(map(str, lines))}; the last assignment replaces "
-            "the others: put \"scrapy_gdpr.Addon\": 0 into that one dict"
+            'the others: put "scrapy_gdpr.Addon": 0 into that one dict'
         )
     return ""
 
@@ -132,7 +132,7 @@ def warn_if_inactive(settings: BaseSettings, spider: str = "") -> None:
     text = inactive_warning(settings, spider)
     if not text:
         return
-    from scrapy_gdpr.status import _log_reaches_stderr
+    from scrapy_gdpr.exitcodes import _log_reaches_stderr
 
     logger.warning("%(text)s", {"text": text})
     if not _log_reaches_stderr(settings, logging.WARNING):

@@ -9,17 +9,18 @@ from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware
 from scrapy.exceptions import NotConfigured
 from scrapy.pipelines.files import FilesPipeline
 from scrapy.pipelines.images import ImagesPipeline
-from scrapy.settings import SETTINGS_PRIORITIES
 from scrapy.utils.misc import load_object
 
 from scrapy_gdpr.config import DEFAULTS, GdprConfig
+from scrapy_gdpr.consoles import CONSOLE_SETTINGS, remote_consoles, telnet_console_enabled
 from scrapy_gdpr.documents.report import ComplianceReport
+from scrapy_gdpr.exitcodes import refuse_startup
+from scrapy_gdpr.gate.middleware import PolicyGateMiddleware
 from scrapy_gdpr.gate.optout import NoFollowMiddleware, OptOutMiddleware
 from scrapy_gdpr.gate.paywall import PaymentRequiredMiddleware
 from scrapy_gdpr.gate.playwright import update_settings as playwright_settings
 from scrapy_gdpr.gate.politeness import PolitenessMiddleware
 from scrapy_gdpr.gate.robots import RobotsGateMiddleware
-from scrapy_gdpr.gate.scope import PolicyGateMiddleware
 from scrapy_gdpr.gate.terms import TermsMiddleware
 from scrapy_gdpr.items.gate import ItemGatePipeline
 from scrapy_gdpr.items.provenance import ProvenanceMiddleware
@@ -32,14 +33,14 @@ from scrapy_gdpr.retention.recorder import RetentionExtension
 from scrapy_gdpr.retention.stamp import RetentionPipeline
 from scrapy_gdpr.retention.stores import check_settings as check_store_settings
 from scrapy_gdpr.runtime import get_runtime
-from scrapy_gdpr.status import CrawlStatus, refuse_startup
+from scrapy_gdpr.status import CrawlStatus
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Self
 
     from scrapy.crawler import Crawler
     from scrapy.settings import BaseSettings
-    from typing_extensions import Self
 
 logger = logging.getLogger(__name__)
 
@@ -208,67 +209,6 @@ ADDON_HOOKS: list[Callable[[BaseSettings, Crawler], None]] = [
 ]
 
 
-#: Scrapy's consoles that execute Python code sent to the crawler.
-CONSOLE_SETTINGS = ("TELNETCONSOLE_ENABLED", "REMOTE_CONTROL_ENABLED")
-#: The extension each console setting switches.
-CONSOLE_EXTENSIONS = {
-    "TELNETCONSOLE_ENABLED": "scrapy.extensions.telnet.TelnetConsole",
-    "REMOTE_CONTROL_ENABLED": "scrapy.extensions.remote_control.RemoteControl",
-}
-
-
-def remote_consoles(settings: BaseSettings) -> dict[str, bool]:
-    """Which of Scrapy's code-execution consoles a crawl under the add-on runs.
-
-    ``{"TELNETCONSOLE_ENABLED": False, "REMOTE_CONTROL_ENABLED": False}`` unless a
-    project, spider or command-line setting switched one on explicitly (see
-    :func:`console_enabled`).
-    """
-    return {name: console_enabled(settings, name) for name in CONSOLE_SETTINGS}
-
-
-def console_enabled(settings: BaseSettings, name: str = "TELNETCONSOLE_ENABLED") -> bool:
-    """Whether Scrapy's console switched by the setting ``name`` runs in a crawl under the add-on.
-
-    The rule the add-on applies: the console is off unless the project's own settings
-    switch it on explicitly, that is, a true value set at a priority above the
-    add-on's (``settings.py``, a spider's ``custom_settings``, ``-s``); Scrapy's
-    default (on) does not count. A console whose extension is set to ``None`` in
-    ``EXTENSIONS`` is off. The answer is the same for a project's settings before the
-    add-on ran (``scrapy gdpr-report``) and for a crawler's settings after it.
-    """
-    priority = settings.getpriority(name)
-    if priority is None or priority <= SETTINGS_PRIORITIES["addon"] or not settings.getbool(name):
-        return False
-    extension = CONSOLE_EXTENSIONS.get(name)
-    return extension is None or not _extension_disabled(settings, extension)
-
-
-def _extension_disabled(settings: BaseSettings, path: str) -> bool:
-    """Whether ``EXTENSIONS`` switches the extension at ``path`` off (``None``)."""
-    for key, order in settings.getwithbase("EXTENSIONS").items():
-        if order is not None:
-            continue
-        if key == path:
-            return True
-        try:
-            obj = load_object(key) if isinstance(key, str) else key
-        except Exception:  # noqa: BLE001 - an unloadable entry is Scrapy's error to report, not ours
-            continue
-        if _qualname(obj) == path:
-            return True
-    return False
-
-
-def _qualname(obj: Any) -> str:
-    return f"{obj.__module__}.{obj.__qualname__}"
-
-
-def telnet_console_enabled(settings: BaseSettings) -> bool:
-    """Whether a crawl under the add-on listens with Scrapy's telnet console."""
-    return remote_consoles(settings)["TELNETCONSOLE_ENABLED"]
-
-
 def _disable(settings: BaseSettings, name: str, cls: type) -> None:
     current = settings.getdict(name)
     for key in list(current):
@@ -276,3 +216,7 @@ def _disable(settings: BaseSettings, name: str, cls: type) -> None:
             current.pop(key)
     current[cls] = None
     settings.set(name, current, settings.getpriority(name) or 0)
+
+
+# remote_consoles and telnet_console_enabled are documented here (docs/settings.md).
+__all__ = ["ADDON_HOOKS", "CONSOLE_SETTINGS", "Addon", "component_path", "remote_consoles", "telnet_console_enabled"]

@@ -13,13 +13,13 @@ import threading
 from collections import defaultdict
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from scrapy_gdpr.exceptions import GdprDropItem, PolicyViolation
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from pathlib import Path
 
     from scrapy.crawler import Crawler
 

@@ -16,11 +16,20 @@ from scrapy import signals
 
 from scrapy_gdpr.audit import AuditLog, Refusals
 from scrapy_gdpr.config import GdprConfig
+from scrapy_gdpr.exitcodes import refuse_startup
 from scrapy_gdpr.policy import Policy, PolicyError, load_policy
-from scrapy_gdpr.status import refuse_startup
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
+
+    from scrapy_gdpr.gate.objections import ObjectionList
+    from scrapy_gdpr.gate.politeness import SlotFloors
+    from scrapy_gdpr.gate.robots import RobotsGateMiddleware
+    from scrapy_gdpr.gate.scope import PolicyGate
+    from scrapy_gdpr.items.provenance import ProvenanceRegistry
+    from scrapy_gdpr.media.facepool import FacePool
+    from scrapy_gdpr.ops.figures import FigureCollector
+    from scrapy_gdpr.retention.recorder import RetentionExtension
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +50,24 @@ class GdprRuntime:
     #: Sections other components add to the per-crawl compliance report
     #: (``{"terms_drift": {...}, "robots": {...}}``); values must be JSON-serialisable.
     report_sections: dict[str, Any] = field(default_factory=dict)
-    #: Shared objects that components register by name (e.g. the objection list).
-    services: dict[str, Any] = field(default_factory=dict)
+    # The shared objects of the crawl, each made by its own module on first use.
+    #: The policy gate (:func:`scrapy_gdpr.gate.scope.policy_gate`).
+    gate: PolicyGate | None = None
+    #: The robots.txt middleware, which other components ask ``allows(url)``.
+    robots: RobotsGateMiddleware | None = None
+    #: Per-slot delay floors (:func:`scrapy_gdpr.gate.politeness.slot_floors`).
+    slot_floors: SlotFloors | None = None
+    #: The policy's objection list, and the extra one of ``GDPR_OBJECTIONS_EXTRA``.
+    objections: ObjectionList | None = None
+    extra_objections: ObjectionList | None = None
+    #: Where each item came from (:func:`scrapy_gdpr.items.provenance.registry`).
+    provenance: ProvenanceRegistry | None = None
+    #: The worker pool of the face stage, while a media pipeline holds it.
+    face_pool: FacePool | None = None
+    #: The retention extension (records feeds the crawl opens).
+    retention: RetentionExtension | None = None
+    #: The figures collector of the monitors and metrics.
+    figures: FigureCollector | None = None
 
     @property
     def spider_name(self) -> str:

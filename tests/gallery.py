@@ -114,7 +114,7 @@ _STRICT: Any = None
 def detect(data: bytes) -> list[tuple[int, int, int, int]]:
     """Face boxes a second, independent detector (MediaPipe full range, confidence
     0.5) finds in encoded image bytes: a redacted face must not be found by it."""
-    global _SECOND  # noqa: PLW0603
+    global _SECOND
     if _SECOND is None:
         import mediapipe as mp
 
@@ -137,7 +137,7 @@ def leaked(original: bytes, stored: bytes) -> list[tuple[int, int, int, int]]:
     blurred head shape, so being found alone is not a leak.)"""
     from scrapy_gdpr.faces import leak
 
-    global _STRICT  # noqa: PLW0603
+    global _STRICT
     if _STRICT is None:
         _STRICT = build_detector("strict")
     orig, out = decode(original), decode(stored)

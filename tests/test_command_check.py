@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests.utils import DATA, run_scrapy
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
 VALID = DATA / "policies" / "valid.yaml"
 
-SPIDER = '''
+SPIDER = """
 import scrapy
 
 
@@ -25,7 +28,7 @@ class PagesSpider(scrapy.Spider):
 class OtherSpider(scrapy.Spider):
     name = "other"
     gdpr_policy = "policies/other.yaml"
-'''
+"""
 
 
 def startproject(tmp_path: Path) -> Path:

@@ -62,7 +62,7 @@ def test_gdpr_erase_without_objection_list_refuses(tmp_path):
 
 
 def _receipt(folder):  # type: ignore[no-untyped-def]
-    return json.loads(sorted(folder.glob("ERA-*.json"))[-1].read_text(encoding="utf-8"))
+    return json.loads(max(folder.glob("ERA-*.json")).read_text(encoding="utf-8"))
 
 
 def test_receipt_counts_every_ledger_row_deleted(tmp_path, ledger_url):  # noqa: F811

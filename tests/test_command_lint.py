@@ -2,9 +2,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests.utils import DATA, run_scrapy
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 POLICIES = DATA / "policies"
 VALID = POLICIES / "valid.yaml"

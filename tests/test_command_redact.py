@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -13,6 +13,9 @@ from PIL import Image
 
 from scrapy_gdpr.faces.imageio import source_box
 from tests.utils import DATA, run_scrapy
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 IMAGES = DATA / "images"
 FACE_BOX = (91, 31, 43, 58)  # upright astronaut face in the fixtures

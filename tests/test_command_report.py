@@ -4,14 +4,16 @@ import json
 import re
 import subprocess
 from datetime import date
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from scrapy_gdpr.policy import load_policy
 from scrapy_gdpr.review import build_documents, render_notice_html, render_review_html, render_review_markdown
 from tests.utils import DATA, chromium_path, require_service, run_scrapy
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 POLICIES = DATA / "policies"
 VALID = POLICIES / "valid.yaml"
@@ -147,7 +149,7 @@ def test_invalid_policy_writes_nothing(tmp_path):
 
 
 def test_missing_policy_and_usage(tmp_path):
-    result, out = report(tmp_path, tmp_path / "missing.yaml")
+    result, _out = report(tmp_path, tmp_path / "missing.yaml")
     assert result.returncode == 1 and "the policy file does not exist" in result.stderr
     result = run_scrapy("gdpr-report", cwd=tmp_path)
     assert result.returncode == 2

@@ -6,13 +6,16 @@ import hashlib
 import json
 import re
 import zlib
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from scrapy_gdpr.policy import load_policy
 from tests.conftest import MockServer
 from tests.utils import ROOT, run_scrapy
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 OK_TEXT = "Terms of use\nAutomated access for search indexing is permitted.\nBe polite.\nIdentify yourself."
 OK_FP = "sha256:" + hashlib.sha256(OK_TEXT.encode("utf-8")).hexdigest()
@@ -54,7 +57,7 @@ def test_save_writes_snapshot_usable_in_a_policy(tmp_path, mockserver):
     snapshot = tmp_path / "policies" / "snapshots" / "127.0.0.1.terms.txt"
     assert snapshot.read_text(encoding="utf-8") == OK_TEXT + "\n"
     # the printed lines paste into a policy that validates
-    lines = re.findall(r"^  (fingerprint|snapshot): (.+)$", result.stdout, re.M)
+    lines = re.findall(r"^  (fingerprint|snapshot): (.+)$", result.stdout, re.MULTILINE)
     policy_text = (ROOT / "tests/data/policies/valid.yaml").read_text(encoding="utf-8")
     fp_line = '      fingerprint: "sha256:0000000000000000000000000000000000000000000000000000000000000000"'
     assert fp_line in policy_text

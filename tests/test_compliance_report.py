@@ -53,7 +53,7 @@ async def crawl_with_report(tmp_path: Path, server: Any) -> tuple[Any, dict[str,
 
 @coroutine_test
 async def test_report_is_written_after_the_feeds_closed(tmp_path, mockserver):
-    crawler, data, html = await crawl_with_report(tmp_path, mockserver)
+    _crawler, data, html = await crawl_with_report(tmp_path, mockserver)
     feed = (tmp_path / "out" / "items.jsonl").resolve()
     assert feed.exists()
     # the feed file was stored, then recorded by the retention extension, then the report written
@@ -69,7 +69,7 @@ async def test_report_is_written_after_the_feeds_closed(tmp_path, mockserver):
 
 @coroutine_test
 async def test_report_json_keys_are_stable_and_documented(tmp_path, mockserver):
-    crawler, data, _ = await crawl_with_report(tmp_path, mockserver)
+    _crawler, data, _ = await crawl_with_report(tmp_path, mockserver)
     assert data["report_format"] == 2
     assert set(data) == {
         "report_format", "generator", "spider", "finish_reason", "started", "finished", "duration_seconds",
@@ -99,8 +99,8 @@ async def test_report_json_keys_are_stable_and_documented(tmp_path, mockserver):
 def visible_text(html: str) -> str:
     """Text a reader sees outside code, preformatted text, tooltips and the stats table."""
     html = html.split("<h3 id='stats'>", 1)[0]
-    html = re.sub(r"<style>.*?</style>", " ", html, flags=re.S)
-    html = re.sub(r"<(code|pre)\b[^>]*>.*?</\1>", " ", html, flags=re.S)
+    html = re.sub(r"<style>.*?</style>", " ", html, flags=re.DOTALL)
+    html = re.sub(r"<(code|pre)\b[^>]*>.*?</\1>", " ", html, flags=re.DOTALL)
     return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", html)))
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import datetime
 import io
 import json
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from PIL import Image
@@ -15,6 +14,9 @@ from scrapy_gdpr.contentcredentials import read_training_mining
 from tests.conftest import MockServer
 from tests.test_optout import run, write_policy
 from tests.utils import coroutine_test
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 c2pa = pytest.importorskip("c2pa")
 

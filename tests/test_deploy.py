@@ -86,7 +86,7 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path):
 
 # --------------------------------------------------------------------------- cron
 
-SPIDER = '''
+SPIDER = """
 import os
 
 from scrapy import Request, Spider
@@ -100,7 +100,7 @@ class NewsSpider(Spider):
 
     def parse(self, response):
         yield {"url": response.url, "text": response.text[:40]}
-'''
+"""
 
 
 @pytest.fixture
@@ -216,7 +216,7 @@ def test_cron_line_runs_the_crawl_and_a_second_run_is_refused_while_it_holds_the
         second = subprocess.run(["/bin/sh", "-c", command], env=slow, capture_output=True, text=True,
                                 timeout=60, check=False)
         assert second.returncode == 75  # flock -E 75: not started
-        out, err = first.communicate(timeout=180)
+        _out, err = first.communicate(timeout=180)
     finally:
         if first.poll() is None:
             first.kill()

@@ -90,7 +90,7 @@ def leaks_by_copy(
     return n
 
 
-@pytest.mark.parametrize("megapixels,size", [(12, (4000, 3000)), (24, (6000, 4000)), (48, (8000, 6000))])
+@pytest.mark.parametrize(("megapixels", "size"), [(12, (4000, 3000)), (24, (6000, 4000)), (48, (8000, 6000))])
 def test_high_resolution_crowd_leaks_no_more_than_the_small_photo(
     strict: EnsembleDetector, reference: ReferenceDetector, megapixels: int, size: tuple[int, int]
 ) -> None:
@@ -122,7 +122,7 @@ def test_tiles_overlap_by_more_than_the_faces_they_answer_for(strict: EnsembleDe
             cover[y0 // 50 : -(-y1 // 50), x0 // 50 : -(-x1 // 50)] = True
         assert cover.all()
         xs = sorted({(x0, x1) for x0, _, x1, _ in tiles})
-        for (a0, a1), (b0, b1) in zip(xs, xs[1:]):
+        for (_a0, a1), (b0, _b1) in zip(xs, xs[1:], strict=False):
             assert a1 - b0 >= p.tile_answer / p.tile_scale
     assert strict.tiles(768, 1024) == []  # small photos: the main pass alone
 
@@ -131,7 +131,7 @@ def test_tiles_overlap_by_more_than_the_faces_they_answer_for(strict: EnsembleDe
 
 
 @pytest.mark.parametrize("rotation", [None, cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180, cv2.ROTATE_90_COUNTERCLOCKWISE])
-@pytest.mark.parametrize("name,zoom", [("skimage_astronaut.png", 2.0), ("skimage_camera.png", 3.0)])
+@pytest.mark.parametrize(("name", "zoom"), [("skimage_astronaut.png", 2.0), ("skimage_camera.png", 3.0)])
 def test_large_turned_face_and_profile_not_left_sharp(
     strict: EnsembleDetector, reference: ReferenceDetector, name: str, zoom: float, rotation: int | None
 ) -> None:

@@ -31,7 +31,7 @@ def still_found(dets: list[Detection], faces: list[list[float]]) -> list[list[fl
 
 def detail(img: np.ndarray, box: list[float]) -> float:
     """Mean absolute Laplacian (fine detail) inside a box."""
-    x, y, w, h = (int(round(v)) for v in box)
+    x, y, w, h = (round(v) for v in box)
     gray = cv2.cvtColor(img[y : y + h, x : x + w], cv2.COLOR_BGR2GRAY)
     return float(np.abs(cv2.Laplacian(gray, cv2.CV_64F)).mean())
 

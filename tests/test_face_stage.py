@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -17,6 +17,9 @@ from scrapy_gdpr.faces.imageio import decode
 from scrapy_gdpr.faces.stage import REASONS, Verdict, process_image
 from scrapy_gdpr.policy import FacePolicy, load_policy
 from tests.utils import DATA
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 IMAGES = DATA / "images"
 FACE_BOX = (91, 31, 43, 58)  # the astronaut's face in the 256x256 fixtures (x, y, w, h)
@@ -250,7 +253,7 @@ def test_unchecked_types_pass_only_when_the_policy_lists_them():
     assert not embedded.stored and embedded.reason == "embedded_image" and embedded.audit_reason == "unchecked"
     # ...and never lets an image skip the check
     jpeg = process_image(read("face-baseline.jpg"), face_policy=FacePolicy(allow_unchecked_types=["image/jpeg"]),
-                         detector=FixedDetector([FACE_BOX + (0.9,)]))
+                         detector=FixedDetector([(*FACE_BOX, 0.9)]))
     assert jpeg.stored and jpeg.reason == "" and jpeg.faces == 1 and jpeg.action == "blur"
 
 
@@ -258,7 +261,7 @@ def test_unchecked_types_pass_only_when_the_policy_lists_them():
 
 
 def test_drop_actions():
-    face = FixedDetector([FACE_BOX + (0.9,)])
+    face = FixedDetector([(*FACE_BOX, 0.9)])
     dropped = process_image(read("face-baseline.jpg"), face_policy=FacePolicy(action="drop_image"), detector=face)
     assert not dropped.stored and dropped.reason == "faces_drop_image" and not dropped.drop_item
     assert dropped.audit_reason == "faces" and dropped.record["faces"] == 1
@@ -271,7 +274,7 @@ def test_drop_actions():
 
 @pytest.mark.parametrize("action", ["blur", "pixelate", "fill"])
 def test_redactions(action):
-    face = FixedDetector([FACE_BOX + (0.9,)])
+    face = FixedDetector([(*FACE_BOX, 0.9)])
     verdict = process_image(read("face.bmp"), face_policy=FacePolicy(action=action, margin=0), detector=face,
                             output="same")
     assert verdict.stored and verdict.action == action and verdict.mime == "image/bmp"
@@ -286,7 +289,7 @@ def test_redactions(action):
 
 
 def test_keep_is_refused_without_an_art9_condition(tmp_path):
-    face = FixedDetector([FACE_BOX + (0.9,)])
+    face = FixedDetector([(*FACE_BOX, 0.9)])
     verdict = process_image(read("face-baseline.jpg"), face_policy=FacePolicy(action="keep"), detector=face)
     assert not verdict.stored and verdict.reason == "keep_without_art9"
     assert face.calls == 0
@@ -302,7 +305,7 @@ def test_keep_is_refused_without_an_art9_condition(tmp_path):
 def test_keep_is_honoured_with_an_art9_condition(tmp_path):
     policy = load_policy(policy_file(tmp_path, {"action": "keep"}, biometric=True))
     assert policy.faces_may_be_kept()
-    face = FixedDetector([FACE_BOX + (0.9,)])
+    face = FixedDetector([(*FACE_BOX, 0.9)])
     data = read("face-exif-gps-rot6.jpg")
     verdict = process_image(data, policy=policy, detector=face)
     assert verdict.stored and verdict.action == "keep" and verdict.faces == 1
@@ -322,7 +325,7 @@ def test_keep_is_honoured_with_an_art9_condition(tmp_path):
 
 def test_policy_faces_section_is_used_directly(tmp_path):
     policy = load_policy(policy_file(tmp_path, {"action": "fill", "margin": 0}, biometric=False))
-    verdict = process_image(read("face.bmp"), face_policy=policy.faces, detector=FixedDetector([FACE_BOX + (0.9,)]),
+    verdict = process_image(read("face.bmp"), face_policy=policy.faces, detector=FixedDetector([(*FACE_BOX, 0.9)]),
                             mime="image/bmp", output="same")
     assert verdict.action == "fill"
     assert (region(frames_of(verdict.data)[0], FACE_BOX) == 0).all()
@@ -330,7 +333,7 @@ def test_policy_faces_section_is_used_directly(tmp_path):
 
 def test_legacy_keyword_arguments_still_work():
     verdict = process_image(read("face-baseline.jpg"), action="pixelate", margin=0.1,
-                            detector=FixedDetector([FACE_BOX + (0.9,)]), max_pixels=10**7)
+                            detector=FixedDetector([(*FACE_BOX, 0.9)]), max_pixels=10**7)
     assert isinstance(verdict, Verdict) and verdict.stored and verdict.action == "pixelate"
     assert verdict.mime == "image/jpeg" and verdict.faces == 1
 
@@ -376,7 +379,7 @@ def test_face_hidden_under_transparent_pixels_does_not_survive(detector):
 
 
 def test_identical_frames_are_checked_once():
-    face = FixedDetector([FACE_BOX + (0.9,)])
+    face = FixedDetector([(*FACE_BOX, 0.9)])
     verdict = process_image(read("face-animated.gif"), detector=face)
     assert face.calls == 2  # frames 0 and 2 are the same picture
     assert verdict.frames == 3 and verdict.record["frames"] == 3
@@ -384,7 +387,7 @@ def test_identical_frames_are_checked_once():
 
 
 def test_record_is_small_and_has_no_coordinates():
-    verdict = process_image(read("face-exif-gps-rot6.jpg"), detector=FixedDetector([FACE_BOX + (0.9,)]))
+    verdict = process_image(read("face-exif-gps-rot6.jpg"), detector=FixedDetector([(*FACE_BOX, 0.9)]))
     record = verdict.record
     json.dumps(record)
     assert set(record) <= {"stored", "checked", "reason", "faces", "action", "detector", "frames", "type",
@@ -423,7 +426,7 @@ class PerFrameDetector(FixedDetector):
 
 
 def test_animation_frames_borrow_their_neighbours_boxes():
-    verdict = process_image(read("face-animated.webp"), detector=PerFrameDetector([FACE_BOX + (0.9,)]),
+    verdict = process_image(read("face-animated.webp"), detector=PerFrameDetector([(*FACE_BOX, 0.9)]),
                             face_policy=FacePolicy(action="fill", margin=0))
     frames = frames_of(verdict.data)
     assert region(frames[0], FACE_BOX).mean() < 6  # found here (lossy WebP: nearly black)
@@ -467,7 +470,7 @@ def _stored_with_orientation(fmt: str, orientation: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = orientation
     buf = io.BytesIO()
-    stored.save(buf, fmt.split("-")[0], exif=exif, **_ORIENTED_FORMATS[fmt])
+    stored.save(buf, fmt.split("-", maxsplit=1)[0], exif=exif, **_ORIENTED_FORMATS[fmt])
     return buf.getvalue()
 
 
@@ -536,6 +539,6 @@ def test_video_wildcard_means_the_same_in_the_stage_as_in_the_files_pipeline():
     buf = io.BytesIO()
     face.save(buf, "AVIF", quality=90)
     disguised = buf.getvalue()[:8] + b"mp42" + buf.getvalue()[12:]
-    checked = process_image(disguised, face_policy=policy, mime="video/mp4", detector=FixedDetector([FACE_BOX + (0.9,)]))
+    checked = process_image(disguised, face_policy=policy, mime="video/mp4", detector=FixedDetector([(*FACE_BOX, 0.9)]))
     assert checked.stored and checked.checked and checked.faces == 1 and checked.action == "blur"
     assert checked.source_mime == "image/avif" and checked.data != disguised

@@ -15,12 +15,12 @@ from PIL import Image
 from scrapy.settings import Settings
 from scrapy.utils.test import get_crawler
 
-import scrapy_gdpr.facepool as facepool
-from scrapy_gdpr.faces.detector import library_threads_per_worker
+from scrapy_gdpr import facepool
 from scrapy_gdpr.config import GdprConfig
+from scrapy_gdpr.faces.detector import library_threads_per_worker
 from scrapy_gdpr.runtime import get_runtime
 from tests.conftest import MockServer
-from tests.gallery import HOST, IMAGES, SITE, GallerySpider, Outcome, settings, stored_files
+from tests.gallery import HOST, SITE, GallerySpider, Outcome, settings, stored_files
 from tests.utils import coroutine_test
 
 
@@ -140,7 +140,7 @@ async def test_pool_is_shut_down_at_close(tmp_path, mockserver):
 
     crawler = get_crawler(GallerySpider, settings(tmp_path))
     await crawler.crawl_async(url=mockserver.url("/index.html", host=HOST), make_items=make)
-    assert facepool.SERVICE not in get_runtime(crawler).services
+    assert get_runtime(crawler).face_pool is None
     assert not [t for t in threading.enumerate() if t.name.startswith("gdpr-faces")]
 
 

@@ -7,7 +7,6 @@ from scrapy.utils.test import get_crawler
 
 from scrapy_gdpr.images import sniff_mime
 from tests.gallery import (
-    leaked,
     FILES,
     HOST,
     SITE,
@@ -17,6 +16,7 @@ from tests.gallery import (
     box_difference,
     decode,
     detect,
+    leaked,
     settings,
     stored_files,
     write_policy,
@@ -81,7 +81,7 @@ async def test_pdf_allowed_by_policy_is_stored_unchanged(tmp_path, mockserver):
 @coroutine_test
 async def test_image_named_as_pdf_is_still_checked(tmp_path, mockserver):
     # /scan.pdf serves the portrait JPEG with Content-Type: application/pdf
-    crawler, item, records, files = await _crawl(
+    _crawler, _item, records, files = await _crawl(
         tmp_path, mockserver, "/scan.pdf", allow_unchecked_types=["application/pdf"]
     )
     (stored,) = files.values()
@@ -175,7 +175,7 @@ async def test_files_that_lie_about_their_type_are_not_stored_unchecked(tmp_path
 
 @coroutine_test
 async def test_svg_with_an_embedded_photo_is_refused_even_when_svg_is_allowed(tmp_path, mockserver):
-    crawler, item, records, files = await _crawl(
+    crawler, _item, records, files = await _crawl(
         tmp_path, mockserver, "/hostile/svg-photo.svg", "/drawing.svg", allow_unchecked_types=["image/svg+xml"]
     )
     photo, drawing = records

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -16,9 +15,13 @@ from twisted.internet import defer
 
 from scrapy_gdpr.addon import Addon
 from scrapy_gdpr.gate import PolicyGateMiddleware, address_class
+from scrapy_gdpr.internal import internal_meta
 from scrapy_gdpr.objections import ObjectionFileError, append_objection
 from scrapy_gdpr.runtime import get_runtime
 from tests.utils import DATA, coroutine_test
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 VALID = DATA / "policies" / "valid.yaml"
 
@@ -105,7 +108,7 @@ class SpyResolver:
         self.names: list[str] = []
         self.answers = answers or {}
 
-    def getHostByName(self, name: str, timeout: Any = ()) -> defer.Deferred:  # noqa: N802
+    def getHostByName(self, name: str, timeout: Any = ()) -> defer.Deferred:
         self.names.append(name)
         if name in self.answers:
             answer = self.answers[name]
@@ -217,14 +220,14 @@ async def test_internal_requests_pass_path_rules_but_not_domain_rules(tmp_path, 
     )
     robots = logged_mockserver.url("/robots.txt", host="gate-a.test")
     other_robots = logged_mockserver.url("/robots.txt", host="gate-other.test")
-    crawler = await crawl(tmp_path, policy, [robots, other_robots], meta={"gdpr_internal": "robots"})
+    crawler = await crawl(tmp_path, policy, [robots, other_robots], meta=internal_meta("robots"))
     assert crawler.spider.seen == [robots]
     assert crawler.spider.failed == {other_robots: "domain"}
 
     # the reviewed terms page passes the domain check although it is on another host
     terms = logged_mockserver.url("/terms.html", host="gate-terms.test")
     not_terms = logged_mockserver.url("/other.html", host="gate-terms.test")
-    crawler = await crawl(tmp_path, policy, [terms, not_terms], meta={"gdpr_internal": "terms"})
+    crawler = await crawl(tmp_path, policy, [terms, not_terms], meta=internal_meta("terms"))
     assert crawler.spider.seen == [terms]
     assert crawler.spider.failed == {not_terms: "domain"}
     # ...but only when it is a terms request
@@ -273,7 +276,7 @@ async def test_jurisdictions_refused_before_any_lookup(tmp_path, logged_mockserv
     allowed = logged_mockserver.url("/index.html", host="us.gate-jur.test")
     crawler = await crawl(tmp_path, policy, [by_tld, unlisted_tld, by_domain, below_domain, allowed])
     assert crawler.spider.seen == [allowed]
-    assert crawler.spider.failed == {u: "jurisdiction" for u in (by_tld, unlisted_tld, by_domain, below_domain)}
+    assert crawler.spider.failed == dict.fromkeys((by_tld, unlisted_tld, by_domain, below_domain), "jurisdiction")
     # no DNS for refused hosts, and no contact
     assert spy_resolver.names == ["us.gate-jur.test"]
     assert hosts_requested(logged_mockserver) == ["us.gate-jur.test/index.html"]
@@ -318,7 +321,7 @@ async def test_objections_url_prefix_domain_and_variants(tmp_path, logged_mockse
     assert crawler.stats.get_value("gdpr/blocked/objection") == len(refused)
     lines = {r["url"]: r for r in refusals(tmp_path)}
     assert len(lines) == len(refused)
-    assert f"objections.txt:2" in lines[refused[1]]["detail"]
+    assert "objections.txt:2" in lines[refused[1]]["detail"]
     assert "prefix" in lines[refused[5]]["detail"]
     assert "domain gate-obj.test" in lines[refused[7]]["detail"]
     assert lines[refused[0]]["clause"].startswith("objections.path")
@@ -681,7 +684,7 @@ async def test_a_malformed_link_does_not_poison_its_host(tmp_path, logged_mockse
 
     policy = write_policy(tmp_path, [local("robots-ok.test")])
     port = logged_mockserver.port
-    bad = [f"http://x@robots-ok.test:{port}/page.html", f"http://robots-ok.test:0/page.html"]
+    bad = [f"http://x@robots-ok.test:{port}/page.html", "http://robots-ok.test:0/page.html"]
     good = logged_mockserver.url("/page.html", host="robots-ok.test")
 
     class Ordered(UrlSpider):

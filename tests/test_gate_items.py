@@ -72,7 +72,7 @@ async def test_item_without_provenance_is_dropped(tmp_path, mockserver):
 async def test_item_from_page_is_kept(tmp_path, mockserver):
     policy = write_policy(tmp_path, [local("gate-img.test")])
     url = mockserver.url("/index.html", host="gate-img.test")
-    crawler, scraped = await run(tmp_path, policy, url=url, items=[{"title": "Gallery"}])
+    _crawler, scraped = await run(tmp_path, policy, url=url, items=[{"title": "Gallery"}])
     assert scraped == [{"title": "Gallery"}]
     assert refusals(tmp_path) == []
 
@@ -117,7 +117,7 @@ async def test_optout_of_another_purpose_keeps_the_item(tmp_path, mockserver):
     url = mockserver.url("/index.html", host="gate-img.test")
     meta = {"gdpr_optout": {"ai-train": {"allowed": False, "signal": "Content-Usage: train-ai=n"},
                             "search": {"allowed": True, "signal": ""}}}
-    crawler, scraped = await run(tmp_path, policy, url=url, items=[{"title": "x"}], meta=meta)
+    _crawler, scraped = await run(tmp_path, policy, url=url, items=[{"title": "x"}], meta=meta)
     assert scraped == [{"title": "x"}]
     assert refusals(tmp_path) == []
 

@@ -8,17 +8,7 @@ from PIL import Image
 from scrapy.utils.test import get_crawler
 
 from scrapy_gdpr.exceptions import GdprDropItem
-from tests.gallery import (
-    BYTES,
-    HOST,
-    SITE,
-    GallerySpider,
-    Outcome,
-    assert_no_metadata,
-    detect,
-    settings,
-    write_policy,
-)
+from tests.gallery import BYTES, HOST, SITE, GallerySpider, Outcome, assert_no_metadata, detect, settings, write_policy
 from tests.utils import coroutine_test
 
 PORTRAIT = (SITE / "astronaut-gps.jpg").read_bytes()
@@ -60,7 +50,7 @@ async def test_bytes_are_replaced_by_redacted_metadata_free_images(tmp_path, moc
 @coroutine_test
 async def test_list_values_and_custom_fields(tmp_path, mockserver):
     items = [{"photos": [PORTRAIT, COFFEE]}]
-    crawler, outcome = await _crawl(tmp_path, mockserver, items, GDPR_IMAGE_BYTES_FIELDS=["photos"])
+    _crawler, outcome = await _crawl(tmp_path, mockserver, items, GDPR_IMAGE_BYTES_FIELDS=["photos"])
     (item,) = outcome.scraped
     assert isinstance(item["photos"], list) and len(item["photos"]) == 2
     assert detect(item["photos"][0]) == []
@@ -81,7 +71,7 @@ async def test_undecodable_bytes_drop_the_item(tmp_path, mockserver):
 
 @coroutine_test
 async def test_not_bytes_drops_the_item(tmp_path, mockserver):
-    crawler, outcome = await _crawl(tmp_path, mockserver, [{"screenshot": "aGVsbG8="}])
+    _crawler, outcome = await _crawl(tmp_path, mockserver, [{"screenshot": "aGVsbG8="}])
     ((_, exc),) = outcome.dropped
     assert exc.reason == "unchecked"
 
@@ -101,7 +91,7 @@ async def test_drop_image_action_drops_items_with_faces(tmp_path, mockserver):
 @coroutine_test
 async def test_max_pixels_from_the_policy(tmp_path, mockserver):
     policy = write_policy(tmp_path, max_pixels=100_000)  # the portrait has 512 x 512 = 262,144
-    crawler, outcome = await _crawl(tmp_path, mockserver, [{"image_bytes": PORTRAIT}], policy=policy)
+    _crawler, outcome = await _crawl(tmp_path, mockserver, [{"image_bytes": PORTRAIT}], policy=policy)
     assert outcome.scraped == []
     ((item, exc),) = outcome.dropped
     assert exc.reason == "unchecked"
@@ -146,7 +136,7 @@ async def test_an_image_in_a_field_the_stage_was_not_told_about_drops_the_item(t
 
 @coroutine_test
 async def test_listing_the_field_has_it_checked_instead(tmp_path, mockserver):
-    crawler, outcome = await _crawl(tmp_path, mockserver, [{"photo": PORTRAIT}], GDPR_IMAGE_BYTES_FIELDS=["photo"])
+    _crawler, outcome = await _crawl(tmp_path, mockserver, [{"photo": PORTRAIT}], GDPR_IMAGE_BYTES_FIELDS=["photo"])
     (item,) = outcome.scraped
     assert item["photo"] != PORTRAIT and detect(item["photo"]) == []
 
@@ -156,7 +146,7 @@ async def test_the_policy_names_image_fields_and_the_setting_only_adds(tmp_path,
     policy = write_policy(tmp_path, image_fields=["photo"])
     items = [{"n": 1, "photo": PORTRAIT, "extra": COFFEE}, {"n": 2, "photo": PORTRAIT, "image_bytes": PORTRAIT}]
     # the setting cannot take the policy's field away; it adds "extra"
-    crawler, outcome = await _crawl(tmp_path, mockserver, items, policy=policy, GDPR_IMAGE_BYTES_FIELDS=["extra"])
+    _crawler, outcome = await _crawl(tmp_path, mockserver, items, policy=policy, GDPR_IMAGE_BYTES_FIELDS=["extra"])
     (kept,) = outcome.scraped
     assert kept["n"] == 1 and detect(kept["photo"]) == [] and kept["extra"] != COFFEE
     assert [r["field"] for r in outcome.records(kept)] == ["photo", "extra"]

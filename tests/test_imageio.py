@@ -11,11 +11,11 @@ from PIL import Image, ImageOps
 
 from scrapy_gdpr.faces.imageio import (
     _TRANSPOSE,
-    _gif_scan,
-    _webp_canvas,
     DecodedImage,
     Frame,
     ImageRefused,
+    _gif_scan,
+    _webp_canvas,
     decide_type,
     decode,
     embedded_image,

@@ -16,7 +16,6 @@ from scrapy_gdpr.exceptions import GdprDropItem
 from scrapy_gdpr.images import GdprImagesPipeline
 from scrapy_gdpr.runtime import get_runtime
 from tests.gallery import (
-    leaked,
     HOST,
     SITE,
     GallerySpider,
@@ -25,6 +24,7 @@ from tests.gallery import (
     box_difference,
     decode,
     detect,
+    leaked,
     settings,
     stored_files,
     write_policy,
@@ -143,7 +143,7 @@ async def test_drop_item_drops_the_whole_item(tmp_path, mockserver):
 @coroutine_test
 async def test_drop_item_keeps_items_without_faces(tmp_path, mockserver):
     policy = write_policy(tmp_path, action="drop_item")
-    crawler, outcome = await _crawl(tmp_path, mockserver, _items(COFFEE), policy=policy)
+    _crawler, outcome = await _crawl(tmp_path, mockserver, _items(COFFEE), policy=policy)
     (item,) = outcome.scraped
     assert len(item["images"]) == 1
     assert outcome.records(item)[0]["faces"] == 0
@@ -168,7 +168,7 @@ async def test_undecodable_image_and_svg_are_not_stored(tmp_path, mockserver):
 @coroutine_test
 async def test_uptodate_images_are_not_downloaded_twice(tmp_path, mockserver):
     await _crawl(tmp_path, mockserver, _items(COFFEE))
-    crawler, outcome = await _crawl(tmp_path, mockserver, _items(COFFEE))
+    _crawler, outcome = await _crawl(tmp_path, mockserver, _items(COFFEE))
     (item,) = outcome.scraped
     assert item["images"][0]["status"] == "uptodate"
     assert outcome.records(item)[0]["status"] == "uptodate"
@@ -198,7 +198,7 @@ def test_disabled(tmp_path):
 
 @coroutine_test
 async def test_stage_that_keeps_faces_against_the_policy_is_overruled(tmp_path, mockserver, monkeypatch):
-    import scrapy_gdpr.facepool as facepool
+    from scrapy_gdpr import facepool
     from scrapy_gdpr.faces.stage import Verdict
 
     def lenient_stage(data, **kwargs):
@@ -206,7 +206,7 @@ async def test_stage_that_keeps_faces_against_the_policy_is_overruled(tmp_path, 
 
     monkeypatch.setattr(facepool, "process_image", lenient_stage)
     policy = write_policy(tmp_path, action="drop_image")
-    crawler, outcome = await _crawl(tmp_path, mockserver, _items(PORTRAIT), policy=policy)
+    _crawler, outcome = await _crawl(tmp_path, mockserver, _items(PORTRAIT), policy=policy)
     (item,) = outcome.scraped
     assert item["images"] == []
     assert stored_files(tmp_path / "images") == {}
@@ -241,7 +241,7 @@ async def test_hostile_images_a_sideways_tiff_and_a_gif_hiding_frames(tmp_path, 
     assert upright.shape == (400, 512, 3)
     buf = BytesIO()
     Image.fromarray(upright).save(buf, "PNG")
-    crawler, outcome = await _crawl(tmp_path, mockserver, _items("/hostile/sideways.tif", "/hostile/frames.gif"))
+    _crawler, outcome = await _crawl(tmp_path, mockserver, _items("/hostile/sideways.tif", "/hostile/frames.gif"))
     (item,) = outcome.scraped
     assert [i["url"].rsplit("/", 1)[1] for i in item["images"]] == ["sideways.tif"]
     (stored,) = stored_files(tmp_path / "images").values()

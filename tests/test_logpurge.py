@@ -8,7 +8,7 @@ import json
 import os
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import scrapy
@@ -17,18 +17,21 @@ from scrapy.settings import Settings
 from scrapy.utils.test import get_crawler
 
 from scrapy_gdpr.addon import Addon
+from scrapy_gdpr.ledger import open_ledger
 from scrapy_gdpr.logpurge import (
+    TEMP_SUFFIX,
     CacheRetentionError,
+    LogPurgeResult,
     expire_audit_log,
     expire_crawl_log,
     expire_http_cache,
-    TEMP_SUFFIX,
-    LogPurgeResult,
     update_settings,
 )
-from scrapy_gdpr.ledger import open_ledger
 from tests.retention_support import write_policy as retention_policy
 from tests.utils import coroutine_test, run_scrapy
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 NOW = datetime(2027, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -88,7 +91,7 @@ def test_crawl_log_records_expire_with_their_continuation_lines(tmp_path):
     log.write_text(
         f"{stamp(NOW - timedelta(days=40))} [scrapy.core.engine] INFO: Spider opened (Zoë's page)\n"
         f"{stamp(NOW - timedelta(days=40))} [scrapy.core.scraper] ERROR: Spider error\n"
-        "Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: jane@example.org\n"
+        'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: jane@example.org\n'
         f"{stamp(NOW - timedelta(days=2))} [scrapy.core.engine] INFO: Spider opened\n"
         "a continuation line of a recent record\n", encoding="utf-8")
     result = LogPurgeResult()

@@ -10,8 +10,7 @@ import shutil
 import threading
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -19,7 +18,7 @@ from scrapy import Request, Spider
 from scrapy.pipelines.images import ImagesPipeline
 from scrapy.utils.test import get_crawler
 
-from scrapy_gdpr.figures import figures, thresholds
+from scrapy_gdpr.figures import thresholds
 from scrapy_gdpr.ledger import Record, open_ledger
 from scrapy_gdpr.status import exit_status
 from tests.conftest import MockServer
@@ -27,7 +26,10 @@ from tests.utils import DATA, ROOT, addon_settings, coroutine_test, write_policy
 
 pytest.importorskip("spidermon")
 prometheus_client = pytest.importorskip("prometheus_client")
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 SUITE = "scrapy_gdpr.monitors.GdprMonitorSuite"
 MONITORS = {
@@ -198,7 +200,7 @@ async def test_each_monitor_fails_on_a_crawl_made_to_trip_it(tmp_path, site, cap
         site.url("/page.html", host="robots-down.test"),  # robots.txt answers 503
         site.url("/page.html", host="drift.test"),  # terms changed since the review
     ]
-    crawler, results, text = await run(settings, caplog, urls=urls, images=[site.url("/photo.jpg")])
+    _crawler, results, text = await run(settings, caplog, urls=urls, images=[site.url("/photo.jpg")])
     assert results == {
         "unchecked": "FAIL", "retention": "FAIL", "robots": "FAIL", "terms": "FAIL", "refusals": "FAIL",
         "items": "OK",
@@ -262,7 +264,7 @@ class _Recorder(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    do_PUT = do_POST = _record  # noqa: N815
+    do_PUT = do_POST = _record
 
 
 @coroutine_test
@@ -351,7 +353,7 @@ async def test_a_record_expiring_during_the_crawl_is_no_breach(tmp_path, site, c
     finally:
         ledger.close()
     settings = monitored(tmp_path, policy, GDPR_METRICS_TEXTFILE=str(tmp_path / "m.prom"))
-    crawler, results, text = await run(settings, caplog, urls=[site.url("/_/respond?body=slow&delay=3")])
+    _crawler, results, text = await run(settings, caplog, urls=[site.url("/_/respond?body=slow&delay=3")])
     assert results["retention"] == "OK", text
     metrics = metrics_in(tmp_path / "m.prom")
     assert value(metrics, "scrapy_gdpr_retention_expired_records") == 1  # held, until the next purge

@@ -8,11 +8,14 @@ policy path that works from any sub-folder of the project.
 from __future__ import annotations
 
 import socket
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.utils import DATA, run_scrapy, write_policy
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 SETTINGS = """
 BOT_NAME = "ops"
@@ -271,7 +274,7 @@ def test_runspider_exits_with_the_status_too(tmp_path, mockserver):
         "    start_urls = ['http://unlisted.invalid/']\n",
         encoding="utf-8",
     )
-    result = run_scrapy("runspider", str(spider_file), "--nolog", "-s", "ADDONS={\"scrapy_gdpr.Addon\": 0}",
+    result = run_scrapy("runspider", str(spider_file), "--nolog", "-s", 'ADDONS={"scrapy_gdpr.Addon": 0}',
                         "-s", f"GDPR_POLICY={project / 'policies' / 'ops.yaml'}",
                         "-s", f"GDPR_AUDIT_LOG={tmp_path / 'a.jsonl'}", "-s", f"GDPR_REPORT_DIR={tmp_path / 'r'}",
                         "-s", f"GDPR_LEDGER=sqlite:///{tmp_path / 'l.sqlite3'}", cwd=tmp_path, timeout=240)

@@ -699,7 +699,7 @@ async def test_xmp_data_mining_reserves_purposes(tmp_path, mockserver, caplog):
 
 @coroutine_test
 async def test_xmp_switch_off(tmp_path, mockserver):
-    crawler, refused = await xmp_crawl(tmp_path, mockserver, ["search", "ai-train", "ai-input"], image_metadata=False)
+    _crawler, refused = await xmp_crawl(tmp_path, mockserver, ["search", "ai-train", "ai-input"], image_metadata=False)
     assert refused == {}
 
 
@@ -728,7 +728,7 @@ def test_read_data_mining_edges():
                             .encode("utf-16-le")).problems
     # entities are not resolved (no file or network access from a hostile packet)
     hostile = (b'<!DOCTYPE r [<!ENTITY e SYSTEM "file:///etc/hostname">]>' + packet(
-        f'<rdf:Description {plus}><p:DataMining>&e;</p:DataMining></rdf:Description>'))
+        f"<rdf:Description {plus}><p:DataMining>&e;</p:DataMining></rdf:Description>"))
     found = read_data_mining(hostile)
     assert found.values == [] and found.problems
 

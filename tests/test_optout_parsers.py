@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 from datetime import UTC, datetime
 
 import pytest
@@ -86,7 +85,7 @@ def test_meta_robots_head_only_and_tdm():
     ("values", "prefs", "problems"),
     [
         (["train-ai=n, search=y"], {"train-ai": "n", "search": "y"}, 0),
-        (["train-ai=y, train-ai, search=n, search=\"n\""], {}, 2),  # the draft's all-unknown example
+        (['train-ai=y, train-ai, search=n, search="n"'], {}, 2),  # the draft's all-unknown example
         (["train-ai=n", "train-ai=y"], {"train-ai": "y"}, 0),  # lines joined; last wins
         (["Train-AI=n"], {}, 1),
         (["train-ai=n,,"], {}, 1),

@@ -21,7 +21,7 @@ from tests.utils import chromium_path, coroutine_test, playwright_settings, requ
 
 
 class StubRobots:
-    """Stands in for ``runtime.services["robots"]``: disallows ``/robots-blocked/``
+    """Stands in for ``runtime.robots``: disallows ``/robots-blocked/``
     (what tests/site/hosts/pw-cdn/robots.txt says)."""
 
     def __init__(self) -> None:
@@ -180,7 +180,7 @@ async def test_predicate_decisions(tmp_path, mockserver):
     assert line["kind"] == "subresource" and line["reason"] == "undecided"
     assert "no robots.txt service" in line["detail"] and "browser image request" in line["detail"]
 
-    robots = get_runtime(crawler).services["robots"] = StubRobots()
+    robots = get_runtime(crawler).robots = StubRobots()
     assert await predicate(FakeRequest(f"{page}/ok.png")) is False
     assert await predicate(FakeRequest("data:image/png;base64,AAAA")) is False
     assert await predicate(FakeRequest(f"{page}/style.css", "stylesheet")) is True  # the user's predicate
@@ -192,7 +192,7 @@ async def test_predicate_decisions(tmp_path, mockserver):
         "http://10.0.0.1/x.png": "domain",
         "ws://pw-page.test/socket": "domain",
     }
-    for url, _ in expected.items():
+    for url in expected:
         assert await predicate(FakeRequest(url)) is True, url
     got = {r["url"]: r["reason"] for r in refusals(tmp_path)[1:]}
     assert got == expected
@@ -209,7 +209,7 @@ async def test_predicate_called_from_another_thread(tmp_path, mockserver):
     """scrapy-playwright's threaded event loop (Windows): the check runs on the reactor."""
     policy = write_policy(tmp_path, [local("pw-page.test")])
     crawler = get_crawler(Spider, gate_settings(tmp_path, policy, addon=True))
-    get_runtime(crawler).services["robots"] = StubRobots()
+    get_runtime(crawler).robots = StubRobots()
     predicate = crawler.settings["PLAYWRIGHT_ABORT_REQUEST"]
     results: dict[str, bool] = {}
 
@@ -250,7 +250,7 @@ async def test_browser_subresources_are_gated(tmp_path, logged_mockserver):
         TWISTED_REACTOR="twisted.internet.asyncioreactor.AsyncioSelectorReactor",
     )
     crawler = get_crawler(BrowserSpider, settings)
-    robots = get_runtime(crawler).services["robots"] = StubRobots()
+    robots = get_runtime(crawler).robots = StubRobots()
     page = logged_mockserver.url("/index.html", host="pw-page.test")
     await crawler.crawl_async(url=page)
 
@@ -412,7 +412,7 @@ async def test_pages_opened_by_the_page_are_not_fetched_unchecked(tmp_path, logg
         TWISTED_REACTOR="twisted.internet.asyncioreactor.AsyncioSelectorReactor",
     )
     crawler = get_crawler(BrowserSpider, settings)
-    get_runtime(crawler).services["robots"] = StubRobots()
+    get_runtime(crawler).robots = StubRobots()
     page = logged_mockserver.url("/popup.html", host="pw-page.test")
 
     class Waiting(BrowserSpider):
@@ -421,7 +421,7 @@ async def test_pages_opened_by_the_page_are_not_fetched_unchecked(tmp_path, logg
                 PageMethod("wait_for_timeout", 1500)]})
 
     crawler = get_crawler(Waiting, settings)
-    get_runtime(crawler).services["robots"] = StubRobots()
+    get_runtime(crawler).robots = StubRobots()
     await crawler.crawl_async(url=page)
     assert crawler.spider.seen == [(page, 200)]
     fetched = [f"{host}{p}" for _, host, p in logged_mockserver.requests()]

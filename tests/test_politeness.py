@@ -146,6 +146,7 @@ async def test_unparseable_retry_after_is_ignored_in_a_crawl(tmp_path, logged_mo
 async def test_graceful_shutdown_does_not_wait_for_retry_after(tmp_path, logged_mockserver, how):
     """A Retry-After just under the ceiling (1 h) must not hold a graceful stop."""
     from scrapy.utils.defer import deferred_from_coro
+
     from tests.test_robots import audit_lines
 
     server = logged_mockserver
@@ -180,8 +181,9 @@ async def test_graceful_shutdown_does_not_wait_for_retry_after(tmp_path, logged_
 
 
 def rated_policy(tmp_path, include_subdomains: bool):
-    from tests.test_robots import DATA
     import yaml
+
+    from tests.test_robots import DATA
 
     data = yaml.safe_load((DATA / "policies" / "valid.yaml").read_text())
     data["domains"].append(

@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 import threading
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from scrapy.utils.test import get_crawler
@@ -180,7 +179,7 @@ async def test_crawl_writing_while_purges_run(tmp_path, site_server):
             with open_ledger(ledger) as led:
                 while not stop.is_set():
                     runs.append(purge(led, datetime.now(UTC)).feed_lines)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     thread = threading.Thread(target=purger)

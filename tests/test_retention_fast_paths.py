@@ -71,7 +71,7 @@ def test_audit_write_many_writes_one_line_each(tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [x["decision"] for x in lines] == ["purged"] * 4 + ["purge_finished"]
     assert [x.get("item_id") for x in lines] == ["i0", "i1", "i2", "i3", "i4"]
-    assert all(x["time"] and list(x)[0] == "time" for x in lines)
+    assert all(x["time"] and next(iter(x)) == "time" for x in lines)
     # the defaults apply as in write(), a line's own value wins, and the keys come in the same order
     assert [x["policy_fingerprint"] for x in lines] == ["fp"] * 5
     assert [x["spider"] for x in lines] == ["people", "people", "people", "other", "people"]

@@ -12,14 +12,8 @@ import yaml
 from scrapy import Spider
 from scrapy.utils.test import get_crawler
 
-from scrapy_gdpr.objections import (
-    ObjectionFileError,
-    ObjectionList,
-    append_objection,
-    objection_list,
-    objection_value,
-)
 from scrapy_gdpr.ledger import open_ledger
+from scrapy_gdpr.objections import ObjectionFileError, ObjectionList, append_objection, objection_list, objection_value
 from tests.retention_support import feed_ids, page_item, write_policy, write_stamped_feed
 from tests.utils import run_scrapy
 
@@ -40,7 +34,7 @@ def test_no_value_can_add_a_line(tmp_path, kind, char):
     assert path.read_bytes() == before  # nothing written
 
 
-@pytest.mark.parametrize("kind,value,message", [
+@pytest.mark.parametrize(("kind", "value", "message"), [
     ("url", "", "needs a value"),
     ("url", "jane", "not an absolute http"),
     ("url", "ftp://a.test/x", "not an absolute http"),
@@ -57,7 +51,7 @@ def test_invalid_values_are_refused_with_the_reason(tmp_path, kind, value, messa
     assert not (tmp_path / "o.txt").exists()
 
 
-@pytest.mark.parametrize("kind,value,written", [
+@pytest.mark.parametrize(("kind", "value", "written"), [
     ("url", "HTTPS://A.Test:443/p?b=1&a=2#x", "https://a.test/p?a=2&b=1"),
     ("url", "http://a.test/zoë", "http://a.test/zo%C3%AB"),
     ("prefix", " https://a.test/people/ ", "https://a.test/people/"),

@@ -58,7 +58,7 @@ def _project(root: Path) -> Path:
     (pkg / "spiders" / "endless.py").write_text(SPIDER, encoding="utf-8")
     feeds = {str(root / "out" / name): {"format": fmt, "item_filter": "scrapy_gdpr.retention.RetentionItemFilter"}
              for name, fmt in FEEDS.items()}
-    settings = f'''
+    settings = f"""
 SPIDER_MODULES = ["tornproj.spiders"]
 GDPR_POLICY = {str(policy)!r}
 GDPR_LEDGER = {f"sqlite:///{root / 'ledger.sqlite3'}"!r}
@@ -75,7 +75,7 @@ FEED_STORAGES = {{"": "scrapy_gdpr.retention.LockingFileFeedStorage",
                  "file": "scrapy_gdpr.retention.LockingFileFeedStorage"}}
 CONCURRENT_REQUESTS = 4
 LOG_LEVEL = "INFO"
-'''
+"""
     (pkg / "settings.py").write_text(settings, encoding="utf-8")
     (root / "scrapy.cfg").write_text("[settings]\ndefault = tornproj.settings\n", encoding="utf-8")
     return root

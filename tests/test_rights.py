@@ -56,7 +56,7 @@ async def _crawl(tmp_path: Path, server: MockServer, ledger: str) -> list[str]:
 
 @coroutine_test
 async def test_access_exports_everything_held(tmp_path, site_server, ledger_url):  # noqa: F811
-    jane, john, news = await _crawl(tmp_path, site_server, ledger_url)
+    jane, john, _news = await _crawl(tmp_path, site_server, ledger_url)
     with open_ledger(ledger_url) as led:
         holdings = find_holdings(led, [Selector("url", jane)], [tmp_path / "audit.jsonl"])
         assert len(holdings.items) == 1

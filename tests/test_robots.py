@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -15,8 +14,12 @@ from scrapy.utils.test import get_crawler
 
 from scrapy_gdpr import robots as robots_module
 from scrapy_gdpr.exceptions import PolicyViolation
+from scrapy_gdpr.internal import internal_meta
 from scrapy_gdpr.robots import RobotsGateMiddleware, origin_of, parse_robots
 from tests.utils import DATA, coroutine_test
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 UA = "GdprTestBot/1.0 (+http://127.0.0.1/crawler-info.html)"
 
@@ -464,7 +467,7 @@ async def test_crawl_delay_survives_slot_gc_and_autothrottle(tmp_path, mockserve
     crawler = await crawl(tmp_path, [url], AUTOTHROTTLE_ENABLED=True, AUTOTHROTTLE_START_DELAY=0,
                           AUTOTHROTTLE_TARGET_CONCURRENCY=64)
     downloader = crawler.engine.downloader
-    floors = runtime(crawler).services["slot_floors"]
+    floors = runtime(crawler).slot_floors
     slot = downloader.slots.get("polite-delay.test")
     assert slot is not None
     assert slot.delay >= 1.0
@@ -506,7 +509,7 @@ async def test_service_allows(tmp_path, mockserver):
 
     class Asking(UrlsSpider):
         async def start(self):
-            service = runtime(self.crawler).services["robots"]
+            service = runtime(self.crawler).robots
             answers["page"] = await service.allows(page)
             answers["private"] = await service.allows(private)
             answers["down"] = await service.allows(mockserver.url("/x", host="robots-503.test"))
@@ -722,8 +725,8 @@ async def test_internal_requests_pass_unchecked(tmp_path, mockserver):
 
     class Internal(UrlsSpider):
         async def start(self):
-            yield Request(terms, meta={"gdpr_internal": "terms"}, errback=self.failed)
-            yield Request(other, meta={"gdpr_internal": "something-else"}, errback=self.failed)
+            yield Request(terms, meta=internal_meta("terms"), errback=self.failed)
+            yield Request(other, meta=internal_meta("something-else"), errback=self.failed)
 
     crawler = get_crawler(Internal, gate_settings(tmp_path))
     await crawler.crawl_async()

@@ -15,18 +15,20 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.utils import ROOT, write_policy
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
 pytest.importorskip("scrapyd")
 
 pytestmark = pytest.mark.slow
 
-SETTINGS = '''
+SETTINGS = """
 BOT_NAME = "tinyd"
 SPIDER_MODULES = ["tinyd.spiders"]
 ADDONS = {{"scrapy_gdpr.Addon": 0}}
@@ -36,9 +38,9 @@ GDPR_POLICY = {policy!r}
 GDPR_AUDIT_LOG = {data!r} + "/audit/%(name)s.jsonl"
 GDPR_REPORT_DIR = {data!r} + "/reports"
 GDPR_LEDGER = "sqlite:///" + {data!r} + "/ledger.sqlite3"
-'''
+"""
 
-SPIDER = '''
+SPIDER = """
 from scrapy import Request, Spider
 
 
@@ -54,14 +56,14 @@ class NewsSpider(Spider):
 
     def parse(self, response):
         yield {"url": response.url, "title": response.css("title::text").get() or ""}
-'''
+"""
 
-SETUP = '''
+SETUP = """
 from setuptools import find_packages, setup
 
 setup(name="tinyd", version="1.0", packages=find_packages(),
       entry_points={"scrapy": ["settings = tinyd.settings"]})
-'''
+"""
 
 
 def free_port() -> int:
@@ -99,7 +101,7 @@ def post(base: str, path: str, fields: dict[str, str] | list[tuple[str, str]],
     body += f"--{boundary}--\r\n".encode()
     request = urllib.request.Request(base + path, data=body, method="POST",
                                      headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - local Scrapyd
+    with urllib.request.urlopen(request, timeout=30) as response:
         answer: dict[str, Any] = json.loads(response.read())
     assert answer["status"] == "ok", answer
     return answer
@@ -107,7 +109,7 @@ def post(base: str, path: str, fields: dict[str, str] | list[tuple[str, str]],
 
 def get(base: str, path: str, **query: str) -> dict[str, Any]:
     url = f"{base}{path}?{urllib.parse.urlencode(query)}"
-    with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 - local Scrapyd
+    with urllib.request.urlopen(url, timeout=30) as response:
         out: dict[str, Any] = json.loads(response.read())
     return out
 
@@ -206,7 +208,7 @@ def test_schedule_json_settings_cannot_change_what_protects_the_crawl(tmp_path, 
     """A job's setting=... may tune the crawl; a protected setting refuses the job (exit 3),
     whatever else it would have done; nothing is fetched."""
     base, home = scrapyd
-    egg, data = build_egg(tmp_path, mockserver)
+    egg, _data = build_egg(tmp_path, mockserver)
     post(base, "/addversion.json", {"project": "tinyd", "version": "1"}, {"egg": egg})
     url = mockserver.url("/page.html")
     jobs = {}

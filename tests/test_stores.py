@@ -8,7 +8,7 @@ import json
 import uuid
 import zipfile
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from scrapy.settings import Settings
@@ -20,23 +20,19 @@ from scrapy_gdpr.retention import RetentionPipeline
 from scrapy_gdpr.stores import (
     ItemStore,
     PostgresItemStore,
-    StoreError,
     StoredItem,
+    StoreError,
     check_settings,
     item_matches,
     load_item_stores,
     search_text,
 )
 from tests.conftest import MockServer
-from tests.retention_support import (  # noqa: F401
-    POSTGRES_DSN,
-    PagesSpider,
-    crawl_settings,
-    ledger_url,
-    make_site,
-    write_policy,
-)
+from tests.retention_support import POSTGRES_DSN, PagesSpider, crawl_settings, ledger_url, make_site, write_policy  # noqa: F401
 from tests.utils import coroutine_test, run_scrapy
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 STORE = "scrapy_gdpr.stores.PostgresItemStore"
 
@@ -62,7 +58,7 @@ def test_search_text_is_decoded_values_only_normalised():
 # --------------------------------------------------------------------------- start-up refusals
 
 
-@pytest.mark.parametrize("settings, needle", [
+@pytest.mark.parametrize(("settings", "needle"), [
     ({"FEEDS": {"s3://bucket/items.jsonl": {"format": "jsonlines"}}}, "feed s3://bucket/items.jsonl"),
     ({"FEEDS": {"gs://bucket/items.jsonl": {"format": "jsonlines"}}}, "gs://"),
     ({"FEEDS": {"ftp://u:p@host/items.csv": {"format": "csv"}}}, "ftp://"),

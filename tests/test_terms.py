@@ -5,8 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -16,11 +15,15 @@ from scrapy.utils.asyncio import sleep
 from scrapy.utils.test import get_crawler
 
 from scrapy_gdpr.exceptions import PolicyViolation
+from scrapy_gdpr.internal import internal_meta
 from scrapy_gdpr.report import ComplianceReport
 from scrapy_gdpr.runtime import get_runtime
 from scrapy_gdpr.terms import TermsMiddleware, fingerprint, normalise_terms, normalise_text
 from tests.conftest import MockServer
 from tests.utils import DATA, ROOT, coroutine_test
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 VALID = DATA / "policies" / "valid.yaml"
 HOSTS = ROOT / "tests" / "site" / "hosts"
@@ -283,7 +286,7 @@ async def test_internal_requests_pass(tmp_path, logged_mockserver):
     class InternalSpider(TermsSpider):
         async def start(self):
             for kind in ("robots", "tdmrep", "terms"):
-                yield Request(f"{url}?{kind}", meta={"gdpr_internal": kind}, dont_filter=True, errback=self.failed)
+                yield Request(f"{url}?{kind}", meta=internal_meta(kind), dont_filter=True, errback=self.failed)
             yield Request(url, errback=self.failed)
 
     crawler = get_crawler(InternalSpider, settings(tmp_path, policy))

@@ -6,15 +6,17 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import TYPE_CHECKING, Any, ParamSpec
 
 import pytest
 from scrapy.resolver import CachingThreadedResolver
 from scrapy.utils.defer import deferred_from_coro
 from twisted.internet import defer
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 P = ParamSpec("P")
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +40,7 @@ class LocalResolver(CachingThreadedResolver):
     crawls; in-process tests get it installed on the reactor by ``conftest.py``.
     """
 
-    def getHostByName(self, name: str, timeout: Any = ()) -> Any:  # noqa: N802
+    def getHostByName(self, name: str, timeout: Any = ()) -> Any:
         if name.endswith(".test"):
             return defer.succeed("127.0.0.1")
         return super().getHostByName(name, timeout)
@@ -78,7 +80,7 @@ def terms_fingerprint(url: str) -> str:
     parts = urlsplit(url)
     local = f"http://127.0.0.1:{parts.port}{parts.path}"
     req = urllib.request.Request(local, headers={"Host": parts.netloc})
-    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - local test server only
+    with urllib.request.urlopen(req, timeout=10) as resp:
         body = resp.read()
         ctype = resp.headers.get("Content-Type", "text/html")
     return fingerprint(normalise_terms(HtmlResponse(url, body=body, headers={"Content-Type": ctype})))

@@ -3,11 +3,9 @@ the objection list and the audit log from options and project settings."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sqlite3
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from scrapy.exceptions import UsageError
 
 from scrapy_gdpr.audit import AuditLog
-from scrapy_gdpr.config import DEFAULTS, expand
+from scrapy_gdpr.config import GdprConfig, expand
 from scrapy_gdpr.policy import Policy, PolicyError, load_policy
 from scrapy_gdpr.retention.ledger import (
     Ledger,
@@ -30,6 +28,9 @@ from scrapy_gdpr.retention.ledger import (
 from scrapy_gdpr.retention.stores import ItemStore, StoreError, load_item_stores
 
 if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Iterator
+
     from scrapy.settings import BaseSettings
 
 
@@ -147,8 +148,27 @@ def report_errors(command: Any, run: Any) -> None:
         command.exitcode = 1
 
 
+def config(settings: BaseSettings) -> GdprConfig:
+    """The project's ``GDPR_*`` settings, read as a crawl reads them (one :class:`GdprConfig`)."""
+    try:
+        return GdprConfig.from_settings(settings)
+    except ValueError as exc:
+        raise UsageError(str(exc), print_help=False) from None
+
+
 def ledger_url(opts: argparse.Namespace, settings: BaseSettings) -> str:
-    return str(opts.ledger or settings.get("GDPR_LEDGER") or DEFAULTS["GDPR_LEDGER"])
+    """``--ledger``, else the crawl's ledger (``GDPR_LEDGER``, relative to the project root).
+
+    ``GDPR_LEDGER = ""`` means the crawls keep no ledger: then only ``--ledger`` names one,
+    never a default file the crawls do not write.
+    """
+    if opts.ledger:
+        return str(opts.ledger)
+    url = config(settings).ledger
+    if url is None:
+        raise UsageError("GDPR_LEDGER is empty in this project's settings, so its crawls keep no ledger; "
+                         "give the ledger to use with --ledger URL", print_help=False)
+    return url
 
 
 def ledger(opts: argparse.Namespace, settings: BaseSettings, *, create: bool = False,
@@ -216,7 +236,7 @@ def feed_paths(opts: argparse.Namespace, settings: BaseSettings) -> list[Path]:
 def policy(opts: argparse.Namespace, settings: BaseSettings, required: bool) -> Policy | None:
     path = opts.policy
     if path is None and opts.spider:
-        path = expand(settings.get("GDPR_POLICY") or DEFAULTS["GDPR_POLICY"], _Named(opts.spider))  # type: ignore[arg-type]
+        path = config(settings).policy_path(_Named(opts.spider))  # type: ignore[arg-type]
     if path is None:
         if required:
             raise UsageError("give --policy FILE (or --spider NAME in a project) to find the objection list")
@@ -233,15 +253,16 @@ def objections_path(opts: argparse.Namespace, settings: BaseSettings) -> Path:
     explicit = getattr(opts, "objections", None)
     if explicit:
         return Path(explicit)
-    pol = policy(opts, settings, required=not settings.get("GDPR_OBJECTIONS"))
+    extra = config(settings).objections
+    pol = policy(opts, settings, required=not extra)
     if pol is not None:
         return pol.resolve_path(pol.objections.path)
-    return Path(settings.get("GDPR_OBJECTIONS"))
+    assert extra is not None
+    return Path(extra)
 
 
 def audit_template(settings: BaseSettings) -> str | None:
-    value = settings.get("GDPR_AUDIT_LOG", DEFAULTS["GDPR_AUDIT_LOG"])
-    return str(value) if value else None
+    return config(settings).audit_log
 
 
 def audit_log(opts: argparse.Namespace, settings: BaseSettings, default_name: str) -> AuditLog:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scrapy.commands import ScrapyCommand
 from scrapy.utils.project import data_path
@@ -22,6 +22,9 @@ from scrapy_gdpr.retention.rights import (
     write_receipts,
 )
 from scrapy_gdpr.retention.stores import close_stores
+
+if TYPE_CHECKING:
+    import argparse
 
 #: Where archives go without ``--out``: a folder in Scrapy's project data folder
 #: (``<project>/.scrapy/gdpr-access/``), which holds a ``.gitignore`` of its own.

@@ -22,9 +22,9 @@ from scrapy.exceptions import UsageError
 from scrapy.spiderloader import get_spider_loader
 
 from scrapy_gdpr.activation import active_components, addon_active, settings_module_note
-from scrapy_gdpr.addon import CONSOLE_SETTINGS, remote_consoles
 from scrapy_gdpr.commands.lint import check_policy, parse_today
 from scrapy_gdpr.config import DEFAULTS, GdprConfig
+from scrapy_gdpr.consoles import CONSOLE_SETTINGS, remote_consoles
 
 if TYPE_CHECKING:
     import argparse
@@ -87,7 +87,7 @@ def check_store(report: SpiderReport, name: str, value: Any) -> None:
     uri = str(value)
     scheme = urlsplit(uri).scheme
     if scheme in ("", "file") or len(scheme) == 1:  # a path (or a Windows drive letter)
-        path = from_cwd(uri[len("file://") :] if uri.startswith("file://") else uri)
+        path = from_cwd(uri.removeprefix("file://"))
         why = writable_dir(path)
         report.add(name, "problem" if why else "ok", why or f"{path} is writable")
     else:
@@ -242,7 +242,7 @@ class Command(ScrapyCommand):
         else:
             note = settings_module_note(settings)
             report.add("scrapy-gdpr", "problem", "NOT active: no gate, no face stage, no retention. Add "
-                       "\"scrapy_gdpr.Addon\": 0 to the ADDONS dict in settings.py" + (f" ({note})" if note else ""))
+                       '"scrapy_gdpr.Addon": 0 to the ADDONS dict in settings.py' + (f" ({note})" if note else ""))
 
         # 2. the policy
         try:

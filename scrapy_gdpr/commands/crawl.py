@@ -19,7 +19,7 @@ from scrapy.utils.project import inside_project
 from twisted.internet.defer import Deferred
 
 from scrapy_gdpr.activation import warn_if_inactive
-from scrapy_gdpr.status import StartupRefused, exit_status_of
+from scrapy_gdpr.exitcodes import StartupRefused, exit_status_of
 
 if TYPE_CHECKING:
     import argparse
@@ -43,7 +43,7 @@ class _ExitStatusMixin:
         return crawler
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
-        from scrapy_gdpr.ops.scheduling import report_refusal, scheduler_refusal
+        from scrapy_gdpr.scheduling import report_refusal, scheduler_refusal
 
         settings = getattr(self, "settings", None)
         refused = scheduler_refusal(settings) if settings is not None else None

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
 from scrapy_gdpr.commands import _rights
 from scrapy_gdpr.gate.objections import ObjectionFileError, ObjectionList
-from scrapy_gdpr.retention.rights import (
-    erase,
-    find_holdings,
-    needs_confirmation,
-    objection_entries,
-    write_receipts,
-)
+from scrapy_gdpr.retention.rights import erase, find_holdings, needs_confirmation, objection_entries, write_receipts
 from scrapy_gdpr.retention.stores import close_stores
+
+if TYPE_CHECKING:
+    import argparse
 
 
 class Command(ScrapyCommand):

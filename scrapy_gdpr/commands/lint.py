@@ -110,7 +110,7 @@ class Command(ScrapyCommand):
             return
         today = parse_today(opts.today)
         targets = self._targets(args)
-        results = []
+        results: list[dict[str, Any]] = []
         for path, spiders in targets.items():
             policy, findings = check_policy(path, today)
             results.append(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from scrapy.commands import ScrapyCommand
 
@@ -12,6 +12,9 @@ from scrapy_gdpr.commands import _rights
 from scrapy_gdpr.retention.expiry import purge
 from scrapy_gdpr.retention.logpurge import purge_logs_and_caches
 from scrapy_gdpr.retention.stores import close_stores
+
+if TYPE_CHECKING:
+    import argparse
 
 
 class Command(ScrapyCommand):

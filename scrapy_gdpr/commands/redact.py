@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -16,13 +15,14 @@ from scrapy_gdpr.faces.stage import ACTIONS, process_image
 from scrapy_gdpr.policy import FacePolicy, PolicyError, load_policy
 
 if TYPE_CHECKING:
+    import argparse
+
     from scrapy_gdpr.faces.stage import Verdict
     from scrapy_gdpr.policy import Policy
 
 #: Files taken from folders (files named on the command line are always taken).
 IMAGE_SUFFIXES = frozenset(
-    ".jpg .jpeg .jpe .jfif .png .apng .gif .webp .tif .tiff .bmp .dib"
-    " .svg .svgz .avif .heic .heif .ico .jp2 .jxl".split()
+    [".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".gif", ".webp", ".tif", ".tiff", ".bmp", ".dib", ".svg", ".svgz", ".avif", ".heic", ".heif", ".ico", ".jp2", ".jxl"]
 )
 
 
@@ -45,12 +45,12 @@ def collect(inputs: list[str]) -> list[tuple[Path, str]]:
         path = Path(arg)
         if path.is_dir():
             for sub in sorted(path.rglob("*")):
-                rel = sub.relative_to(path)
-                if any(part.startswith(".") for part in rel.parts) or not sub.is_file():
+                relative = sub.relative_to(path)
+                if any(part.startswith(".") for part in relative.parts) or not sub.is_file():
                     continue
                 if sub.suffix and sub.suffix.lower() not in IMAGE_SUFFIXES:
                     continue
-                found.append((sub, rel.as_posix()))
+                found.append((sub, relative.as_posix()))
         elif path.is_file():
             found.append((path, path.name))
         else:

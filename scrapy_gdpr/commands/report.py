@@ -10,19 +10,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 
+from scrapy_gdpr.commands import _rights
 from scrapy_gdpr.commands.lint import check_policy, parse_today
-from scrapy_gdpr.config import DEFAULTS
 from scrapy_gdpr.documents.record import (
     processing_record,
     render_processing_record_html,
     render_processing_record_markdown,
 )
-from scrapy_gdpr.documents.review import (
-    build_documents,
-    render_notice_html,
-    render_review_html,
-    render_review_markdown,
-)
+from scrapy_gdpr.documents.review import build_documents, render_notice_html, render_review_html, render_review_markdown
 from scrapy_gdpr.retention.ledger import parse_ts
 
 if TYPE_CHECKING:
@@ -92,7 +87,7 @@ class Command(ScrapyCommand):
             self.exitcode = 1
             return
         assert self.settings is not None
-        out = Path(opts.out or self.settings.get("GDPR_REPORT_DIR") or "gdpr-reports")
+        out = Path(opts.out or _rights.config(self.settings).report_dir or "gdpr-reports")
         out.mkdir(parents=True, exist_ok=True)
         doc = build_documents(policy, findings, today=today, settings=self.settings)
         stem = policy.policy_id
@@ -124,9 +119,10 @@ class Command(ScrapyCommand):
             until = parse_ts(opts.until) if opts.until else None
         except ValueError as exc:
             raise UsageError(f"--since/--until: {exc}", print_help=False) from None
-        ledger = opts.ledger or self.settings.get("GDPR_LEDGER") or DEFAULTS["GDPR_LEDGER"]
+        ledger = _rights.ledger_url(opts, self.settings)
         audit = opts.audit_log
         if not audit:
-            template = self.settings.get("GDPR_AUDIT_LOG") or DEFAULTS["GDPR_AUDIT_LOG"]
-            audit = [template % {"name": policy_path.stem}] if "%(" in template else [template]
+            # GDPR_AUDIT_LOG = "": the crawls keep no audit log, so there is none to read
+            template = _rights.config(self.settings).audit_log or ""
+            audit = [template % {"name": policy_path.stem}] if "%(" in template else [template] if template else []
         return processing_record(ledger, [p for p in audit if Path(p).exists()], since, until)

@@ -102,7 +102,7 @@ class Command(ScrapyCommand):
         text = normalise_terms(response)
         fp = fingerprint(text)
         if not text:
-            ctype = headers.get("Content-Type", b"").decode("latin-1") or "unknown type"
+            ctype = (headers.get("Content-Type") or b"").decode("latin-1") or "unknown type"
             print(f"error: {url} has no readable text ({ctype}); the crawl would refuse this domain, "
                   "since changes to it cannot be detected", file=sys.stderr)
             self.exitcode = 1

@@ -1,4 +1,4 @@
-"""The documents people read, on one HTML/CSS base (:mod:`.base`).
+"""The documents people read, on the one HTML/CSS base (:mod:`scrapy_gdpr._html`).
 
 * :mod:`.review`: the review document and the public crawler information page.
 * :mod:`.report`: the per-crawl compliance report.

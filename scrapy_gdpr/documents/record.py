@@ -2,21 +2,23 @@
 and what was purged or erased in a period, from the ledger and the audit logs.
 
 ``scrapy gdpr-report --processing-record`` writes it as HTML (on the one HTML/CSS base,
-:mod:`scrapy_gdpr.documents.base`) and Markdown.
+:mod:`scrapy_gdpr._html`) and Markdown.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from scrapy_gdpr.documents.base import e, page, table
+from scrapy_gdpr._html import e, page, table
 from scrapy_gdpr.retention.ledger import open_ledger, parse_ts
 from scrapy_gdpr.urls import mask_password
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 
 def _read_audit(paths: Iterable[Path], since: datetime | None, until: datetime | None) -> Iterable[dict[str, Any]]:

@@ -27,25 +27,13 @@ from scrapy import signals
 
 from scrapy_gdpr import __version__
 from scrapy_gdpr._component import component_runtime
-from scrapy_gdpr.documents.base import (
-    breakable,
-    c,
-    e,
-    figures,
-    kv,
-    page,
-    plural,
-    short_fingerprint,
-    short_url,
-    table,
-    tag,
-    ul,
-)
+from scrapy_gdpr._html import breakable, c, e, figures, kv, page, plural, short_fingerprint, short_url, table, tag, ul
 from scrapy_gdpr.documents.vocabulary import FACE_ACTIONS, SENSITIVITY
 
 if TYPE_CHECKING:
+    from typing import Self
+
     from scrapy.crawler import Crawler
-    from typing_extensions import Self
 
     from scrapy_gdpr.runtime import GdprRuntime
 
@@ -385,7 +373,7 @@ PURGE_COLUMNS = ("now", "feed_lines", "objects", "ledger_rows", "busy")
 _ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
 
 
-def _number(value: int | float, key: str = "") -> str:
+def _number(value: float, key: str = "") -> str:
     unit = LABELS.get(key, ("", None))[1]
     if key == "margin" and isinstance(value, float):
         return f"{value:.0%} of the face size"
@@ -526,7 +514,7 @@ def _section_html(name: str, value: Any) -> str:
 
 def _when(iso: str, *, short: bool = False) -> str:
     try:
-        moment = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(iso)
     except ValueError:
         return iso
     if moment.tzinfo is not None:
@@ -538,7 +526,7 @@ def _when(iso: str, *, short: bool = False) -> str:
 
 
 def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     parts = [plural(hours, "hour")] if hours else []

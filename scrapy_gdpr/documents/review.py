@@ -16,7 +16,7 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 from scrapy_gdpr import __version__
-from scrapy_gdpr.addon import console_enabled
+from scrapy_gdpr.consoles import console_enabled
 from scrapy_gdpr.documents.review_html import render_notice_html, render_review_html
 from scrapy_gdpr.documents.review_markdown import render_review_markdown
 from scrapy_gdpr.documents.vocabulary import (
@@ -267,7 +267,7 @@ def _record(policy: Policy, consoles: list[dict[str, Any]], purge_on_open: bool 
 
 def _measures(policy: Policy, purge_on_open: bool = True) -> list[str]:
     robots = policy.robots
-    out = [
+    return [
         "Only the domains listed in the policy are contacted, and only on the allowed paths (besides "
         "robots.txt and the reviewed terms page of each listed domain, wherever it is published); "
         "everything else is refused before any connection is made.",
@@ -300,7 +300,6 @@ def _measures(policy: Policy, purge_on_open: bool = True) -> list[str]:
         f"site by default, at most {policy.politeness.default_concurrency} at a time), and a site's "
         f"Retry-After is honoured up to {_duration_words(policy.politeness.retry_after_max)}.",
     ]
-    return out
 
 
 def _domain(policy: Policy, i: int) -> dict[str, Any]:

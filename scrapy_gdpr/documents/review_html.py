@@ -1,17 +1,17 @@
 """The review document and the public crawler information page as HTML, on the one base
-(:mod:`scrapy_gdpr.documents.base`).
+(:mod:`scrapy_gdpr._html`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from scrapy_gdpr.documents.base import c as _c
-from scrapy_gdpr.documents.base import e as _e
-from scrapy_gdpr.documents.base import kv as _kv
-from scrapy_gdpr.documents.base import page as _page
-from scrapy_gdpr.documents.base import table as _table
-from scrapy_gdpr.documents.base import ul as _ul
+from scrapy_gdpr._html import c as _c
+from scrapy_gdpr._html import e as _e
+from scrapy_gdpr._html import kv as _kv
+from scrapy_gdpr._html import page as _page
+from scrapy_gdpr._html import table as _table
+from scrapy_gdpr._html import ul as _ul
 from scrapy_gdpr.documents.vocabulary import _cap
 
 
@@ -176,7 +176,7 @@ def render_review_html(doc: dict[str, Any]) -> str:
         "<h2 id='signoff'>8. Sign-off</h2>",
         f"<p>I have reviewed policy {_c(pol['id'])} with fingerprint {_c(pol['fingerprint'])}.</p>",
         "<table class='kv signoff'><tbody>"
-        + "<tr><th scope='row'>Decision</th><td class='small'>approved &nbsp;/&nbsp; approved with conditions "
+         "<tr><th scope='row'>Decision</th><td class='small'>approved &nbsp;/&nbsp; approved with conditions "
         "&nbsp;/&nbsp; not approved</td></tr>"
         + "".join(f"<tr><th scope='row'>{k}</th><td></td></tr>" for k in ("Conditions", "Name", "Date", "Signature"))
         + "</tbody></table>",

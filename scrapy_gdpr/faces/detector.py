@@ -30,10 +30,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 __all__ = [
     "MODELS",
@@ -75,7 +78,7 @@ class FaceDetector(Protocol):
     name: str
     version: str
 
-    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+    def detect(self, image_bgr: NDArray[Any]) -> list[Detection]:
         """Detect faces in an 8-bit BGR image (H x W x 3). Raise on failure."""
         ...
 
@@ -164,11 +167,11 @@ def _library_threads() -> int:
 # --------------------------------------------------------------------------
 
 
-def _empty() -> np.ndarray:
+def _empty() -> NDArray[Any]:
     return np.zeros((0, 5), np.float64)
 
 
-def _row_overlaps(box: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _row_overlaps(box: NDArray[Any], boxes: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
     """IoU of ``box`` with each of ``boxes`` (xywh), and the share of each of
     ``boxes`` that lies inside ``box``."""
     iw = np.clip(np.minimum(box[0] + box[2], boxes[:, 0] + boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
@@ -178,10 +181,11 @@ def _row_overlaps(box: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.nd
     return inter / np.maximum(box[2] * box[3] + areas - inter, 1e-9), inter / np.maximum(areas, 1e-9)
 
 
-def _sorted_by_score(dets: np.ndarray) -> np.ndarray:
+def _sorted_by_score(dets: NDArray[Any]) -> NDArray[Any]:
     # Deterministic order: score, then position and size as tie-breakers.
     order = np.lexsort((dets[:, 3], dets[:, 2], dets[:, 0], dets[:, 1], -dets[:, 4]))
-    return dets[order]
+    sorted_dets: NDArray[Any] = dets[order]
+    return sorted_dets
 
 
 #: Candidate boxes kept per pass (best scores first): bounds time and memory on
@@ -189,7 +193,7 @@ def _sorted_by_score(dets: np.ndarray) -> np.ndarray:
 MAX_CANDIDATES = 6000
 
 
-def box_vote(dets: np.ndarray, iou: float = 0.4, min_votes: int = 1) -> np.ndarray:
+def box_vote(dets: NDArray[Any], iou: float = 0.4, min_votes: int = 1) -> NDArray[Any]:
     """Greedy non-maximum suppression at ``iou`` in which each kept box becomes
     the score-weighted mean of the boxes it suppresses (keeping the best score).
     Groups with fewer than ``min_votes`` members are dropped: a real face makes
@@ -197,8 +201,8 @@ def box_vote(dets: np.ndarray, iou: float = 0.4, min_votes: int = 1) -> np.ndarr
     if len(dets) == 0:
         return _empty()
     dets = _sorted_by_score(dets)[:MAX_CANDIDATES]
-    keepers = cv2.dnn.NMSBoxes(dets[:, :4].tolist(), dets[:, 4].tolist(), 0.0, iou)
-    keepers = np.sort(np.asarray(keepers, np.int64).reshape(-1))  # rows are sorted by score
+    kept = cv2.dnn.NMSBoxes(dets[:, :4].tolist(), dets[:, 4].tolist(), 0.0, iou)
+    keepers = np.sort(np.asarray(kept, np.int64).reshape(-1))  # rows are sorted by score
     if len(keepers) == 0:
         return _empty()
     # each box belongs to the best-scoring kept box that overlaps it (as in
@@ -222,12 +226,12 @@ def box_vote(dets: np.ndarray, iou: float = 0.4, min_votes: int = 1) -> np.ndarr
     votes = np.bincount(g, minlength=len(keepers))
     wsum = np.bincount(g, weights=w, minlength=len(keepers))
     boxes = np.stack([np.bincount(g, weights=w * dets[ok, c], minlength=len(keepers)) for c in range(4)], 1)
-    boxes /= np.maximum(wsum, 1e-12)[:, None]
+    boxes = boxes / np.maximum(wsum, 1e-12)[:, None]
     sel = votes >= min_votes
     return np.hstack([boxes[sel], k[sel, 4:5]]).astype(np.float64)
 
 
-def nms(dets: np.ndarray, iou: float = 0.4, contained: float = 0.8) -> np.ndarray:
+def nms(dets: NDArray[Any], iou: float = 0.4, contained: float = 0.8) -> NDArray[Any]:
     """Non-maximum suppression: drop a box overlapping a better one by ``iou``
     or lying mostly (``contained``) inside it. Best score first."""
     if len(dets) == 0:
@@ -244,7 +248,7 @@ def nms(dets: np.ndarray, iou: float = 0.4, contained: float = 0.8) -> np.ndarra
     return dets[keep]
 
 
-def _as_bgr(image: np.ndarray) -> np.ndarray:
+def _as_bgr(image: NDArray[Any]) -> NDArray[Any]:
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
         raise TypeError("detect() needs an 8-bit image (numpy uint8 array)")
     if image.ndim == 2:
@@ -264,8 +268,8 @@ def _as_bgr(image: np.ndarray) -> np.ndarray:
 
 
 def _merge_rects(
-    rects: np.ndarray, groups: list[list[int]], slack: float
-) -> tuple[np.ndarray, list[list[int]]]:
+    rects: NDArray[Any], groups: list[list[int]], slack: float
+) -> tuple[NDArray[Any], list[list[int]]]:
     """Greedily merge rectangles (x0, y0, x1, y1) while the union of a pair is at
     most ``slack`` pixels larger than the two apart. ``groups`` follow the merges."""
     rects = rects.copy()
@@ -289,7 +293,7 @@ def _merge_rects(
     return rects, groups
 
 
-def _onnxruntime():
+def _onnxruntime() -> Any:
     """The ``onnxruntime`` module, or None when it is not installed."""
     try:
         import onnxruntime
@@ -360,15 +364,16 @@ class CenterFaceNet:
             self._nets[role] = net
         return net
 
-    def forward(self, blob: np.ndarray, role: str = "main") -> list[np.ndarray]:
+    def forward(self, blob: NDArray[Any], role: str = "main") -> list[NDArray[Any]]:
         """The network's heatmap, scale and offset for a 1 x 3 x H x W blob."""
         if self._session is not None:
-            return self._session.run(self.OUTPUTS, {self.INPUT: blob})
+            outputs: list[NDArray[Any]] = self._session.run(self.OUTPUTS, {self.INPUT: blob})
+            return outputs
         net = self._net(role)
         net.setInput(blob)
         return list(net.forward(self.OUTPUTS))
 
-    def run(self, image_bgr: np.ndarray, scale: float, threshold: float, role: str = "main") -> np.ndarray:
+    def run(self, image_bgr: NDArray[Any], scale: float, threshold: float, role: str = "main") -> NDArray[Any]:
         """Raw candidate boxes (one per heatmap cell >= ``threshold``) of the image
         resized by ``scale``, in pixels of ``image_bgr``. ``role`` names the pass
         (main, coarse, refine)."""
@@ -415,7 +420,7 @@ class BlazeFaceShort:
         self._mp = mp
         self._detector = _MPFaceDetector.create_from_options(options)
 
-    def run(self, image_bgr: np.ndarray) -> np.ndarray:
+    def run(self, image_bgr: NDArray[Any]) -> NDArray[Any]:
         rgb = np.ascontiguousarray(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
         result = self._detector.detect(self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb))
         rows = []
@@ -564,7 +569,7 @@ class EnsembleDetector:
     #: Pixels the refinement may process, as a share of the main pass's.
     REFINE_BUDGET = 2.0
 
-    def _refine_small(self, img: np.ndarray, main: np.ndarray, scale: float, zoom: float) -> np.ndarray:
+    def _refine_small(self, img: NDArray[Any], main: NDArray[Any], scale: float, zoom: float) -> NDArray[Any]:
         """Look again, at ``zoom`` (the profile's ``refine_zoom`` times the main
         pass's scale), at windows around the main pass's small boxes.
 
@@ -633,12 +638,12 @@ class EnsembleDetector:
         # least refine_keep, or if its window was not looked at (over budget)
         examined = np.isin(seed_label, looked)
         kept = [
-            b for b, seen in zip(seeds, examined)
+            b for b, seen in zip(seeds, examined, strict=False)
             if (not seen or b[4] >= p.refine_keep) and (not len(refined) or _row_overlaps(b, refined)[0].max() < 0.1)
         ]
         return np.vstack([main[~small], np.asarray(kept, np.float64).reshape(-1, 5), refined])
 
-    def _main_pass(self, img: np.ndarray, scale: float, role: str = "main") -> np.ndarray:
+    def _main_pass(self, img: NDArray[Any], scale: float, role: str = "main") -> NDArray[Any]:
         """CenterFace at ``scale`` with box voting, the large-box threshold, the
         second look at uncertain boxes and the refinement of small faces; boxes
         in pixels of ``img``."""
@@ -657,7 +662,7 @@ class EnsembleDetector:
     #: Context around a box in the second look, as a share of its size on each side.
     VERIFY_CONTEXT = 1.0
 
-    def _second_look(self, img: np.ndarray, boxes: np.ndarray, scale: float) -> np.ndarray:
+    def _second_look(self, img: NDArray[Any], boxes: NDArray[Any], scale: float) -> NDArray[Any]:
         """Look again at each of ``boxes`` in an upscaled crop around it; return
         the boxes the closer look confirms (as it places them), and those over
         the budget that reached the profile's threshold."""
@@ -695,7 +700,7 @@ class EnsembleDetector:
         if length <= tile:
             return [0]
         n = int(np.ceil((length - overlap) / (tile - overlap)))
-        return [int(round(i * (length - tile) / (n - 1))) for i in range(n)]
+        return [round(i * (length - tile) / (n - 1)) for i in range(n)]
 
     def tiles(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
         """The tiles (x0, y0, x1, y1) the tile pass reads for an image of this
@@ -711,7 +716,7 @@ class EnsembleDetector:
             for x0 in self.tile_starts(width, side, overlap)
         ]
 
-    def _tile_pass(self, img: np.ndarray) -> np.ndarray:
+    def _tile_pass(self, img: NDArray[Any]) -> NDArray[Any]:
         """The main pass at ``tile_scale`` on overlapping tiles of a large image.
 
         A tile answers for faces up to ``tile_answer`` px (as the network sees
@@ -748,7 +753,7 @@ class EnsembleDetector:
     ROTATIONS = (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_180, cv2.ROTATE_90_COUNTERCLOCKWISE)
 
     @staticmethod
-    def unrotate(boxes: np.ndarray, rotation: int, height: int, width: int) -> np.ndarray:
+    def unrotate(boxes: NDArray[Any], rotation: int, height: int, width: int) -> NDArray[Any]:
         """Boxes found on ``cv2.rotate(image, rotation)``, in pixels of the
         upright ``image`` (``height`` x ``width``)."""
         b = boxes.copy()
@@ -763,7 +768,7 @@ class EnsembleDetector:
             raise ValueError(f"unknown rotation {rotation}")
         return b
 
-    def _rotated_passes(self, img: np.ndarray) -> list[np.ndarray]:
+    def _rotated_passes(self, img: NDArray[Any]) -> list[NDArray[Any]]:
         """CenterFace (on a small copy) and MediaPipe on the image turned by 90,
         180 and 270 degrees: faces lying sideways or upside down."""
         p = self.profile
@@ -786,7 +791,7 @@ class EnsembleDetector:
                     out.append(self.unrotate(boxes, rotation, h, w))
         return out
 
-    def detect_array(self, image_bgr: np.ndarray) -> np.ndarray:
+    def detect_array(self, image_bgr: NDArray[Any]) -> NDArray[Any]:
         """Like :meth:`detect`, as an N x 5 array (x, y, w, h, score), best first."""
         img = _as_bgr(image_bgr)
         h, w = img.shape[:2]
@@ -829,7 +834,7 @@ class EnsembleDetector:
             dets = dets[(dets[:, 2] >= 1) & (dets[:, 3] >= 1)]
         return dets
 
-    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+    def detect(self, image_bgr: NDArray[Any]) -> list[Detection]:
         return [Detection(*map(float, row)) for row in self.detect_array(image_bgr)]
 
 

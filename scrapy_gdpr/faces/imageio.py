@@ -21,8 +21,8 @@ import re
 import struct
 import time
 import urllib.parse
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import (
@@ -39,6 +39,11 @@ from PIL import (
     features,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from numpy.typing import NDArray
+
 __all__ = [
     "DecodedImage",
     "Frame",
@@ -47,9 +52,9 @@ __all__ = [
     "decide_type",
     "decode",
     "embedded_image",
+    "encode",
     "image_in_value",
     "image_type",
-    "encode",
     "output_format",
     "sniff_mime",
     "source_box",
@@ -107,8 +112,8 @@ class ImageRefused(Exception):
 class Frame:
     """One frame or page: ``pixels`` is H x W (gray) or H x W x 3 (RGB), uint8."""
 
-    pixels: np.ndarray
-    alpha: np.ndarray | None = None  # H x W uint8, None when opaque
+    pixels: NDArray[Any]
+    alpha: NDArray[Any] | None = None  # H x W uint8, None when opaque
     duration: int = 0  # milliseconds, animations only
 
 
@@ -364,7 +369,7 @@ def image_type(data: bytes) -> str | None:
             return f"image/x-pillow-{(im.format or 'unknown').lower()}"
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return "image/x-pillow-large"
-    except Exception:  # noqa: BLE001 - not something Pillow can read
+    except Exception:
         return None
 
 
@@ -635,7 +640,7 @@ def decode(
         im = decoder(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRefused("too_many_pixels", str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - any parser error means "cannot be checked"
+    except Exception as exc:
         raise ImageRefused("undecodable", f"{type(exc).__name__}: {exc}") from None
     try:
         return _decode_opened(im, data, mime, limit, max_frames, canvas, started + max_seconds)
@@ -645,7 +650,7 @@ def decode(
         raise ImageRefused("too_many_pixels", str(exc)) from None
     except MemoryError:
         raise ImageRefused("decode_limit", "out of memory while decoding") from None
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ImageRefused("undecodable", f"{type(exc).__name__}: {exc}") from None
     finally:
         im.close()
@@ -733,7 +738,7 @@ def _metadata_kinds(im: Image.Image) -> list[str]:
         exif = im.getexif()
         if exif.get(0x8825) or exif.get_ifd(0x8825):
             found.add("gps")
-    except Exception:  # noqa: BLE001 - a broken EXIF block is dropped all the same
+    except Exception:
         found.add("exif")
     if info.get("xmp") or info.get("XML:com.adobe.xmp"):
         found.add("xmp")
@@ -751,7 +756,7 @@ def _metadata_kinds(im: Image.Image) -> list[str]:
 def _orientation(im: Image.Image) -> int:
     try:
         value = im.getexif().get(0x0112, 1)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return 1
     return value if value in _TRANSPOSE else 1
 
@@ -795,7 +800,7 @@ def _to_srgb(im: Image.Image, icc: bytes | None) -> Image.Image:
                 ImageCms.profileToProfile(im, src, srgb, outputMode=out_mode, inPlace=True)
                 converted = im
             else:
-                converted = ImageCms.profileToProfile(im, src, srgb, outputMode=out_mode)
+                converted = ImageCms.profileToProfile(im, src, srgb, outputMode=out_mode) or im
             assert converted is not None
             if im.mode in ("L", "LA"):
                 converted = _collapse_gray(converted)
@@ -813,7 +818,7 @@ def _strips(im: Image.Image) -> list[Image.Image]:
     return [im.crop((0, y, w, min(h, y + rows))) for y in range(0, h, rows)]
 
 
-def _gray8(im: Image.Image, convert: Callable[[np.ndarray], np.ndarray]) -> Image.Image:
+def _gray8(im: Image.Image, convert: Callable[[NDArray[Any]], NDArray[Any]]) -> Image.Image:
     """A 16-bit, 32-bit or float gray picture as 8-bit gray, strip by strip (the
     temporary wide arrays stay the size of one strip)."""
     w, h = im.size
@@ -839,7 +844,7 @@ def _collapse_gray(im: Image.Image) -> Image.Image:
 _STRIP_PIXELS = 1 << 22
 
 
-def _place(out: np.ndarray, block: np.ndarray, y0: int, y1: int, orientation: int, src_h: int) -> None:
+def _place(out: NDArray[Any], block: NDArray[Any], y0: int, y1: int, orientation: int, src_h: int) -> None:
     """Write source rows ``y0:y1`` (``block``) into the upright array ``out``."""
     if orientation == 1:
         out[y0:y1] = block

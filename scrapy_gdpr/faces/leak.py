@@ -17,11 +17,15 @@ would also miss it again.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from scrapy_gdpr.faces.detector import CenterFaceNet, Detection
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 Box = Sequence[float]  # x, y, w, h in pixels
 
@@ -41,27 +45,28 @@ class ReferenceDetector:
     def __init__(self, runtime: str = "auto") -> None:
         self._net = CenterFaceNet(runtime=runtime)
 
-    def detect_array(self, image_bgr: np.ndarray) -> np.ndarray:
+    def detect_array(self, image_bgr: NDArray[Any]) -> NDArray[Any]:
         """N x 5 (x, y, w, h, score), best first."""
         raw = self._net.run(image_bgr, 1.0, self.THRESHOLD, "reference")
         raw = raw[raw[:, 4] > self.THRESHOLD]
         if not len(raw):
             return raw
         keep = cv2.dnn.NMSBoxes(raw[:, :4].tolist(), raw[:, 4].tolist(), 0.0, self.NMS_IOU)
-        return raw[np.asarray(keep, np.int64).reshape(-1)]
+        kept: NDArray[Any] = raw[np.asarray(keep, np.int64).reshape(-1)]
+        return kept
 
-    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+    def detect(self, image_bgr: NDArray[Any]) -> list[Detection]:
         return [Detection(*map(float, row)) for row in self.detect_array(image_bgr)]
 
 
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
+def ssim(a: NDArray[Any], b: NDArray[Any]) -> float:
     """Structural similarity of two same-sized BGR crops, in grey, with a Gaussian
     window of an eighth of the crop."""
     ga = cv2.cvtColor(a, cv2.COLOR_BGR2GRAY).astype(np.float64)
     gb = cv2.cvtColor(b, cv2.COLOR_BGR2GRAY).astype(np.float64)
     sig = max(min(ga.shape) / 8.0, 1.0)
 
-    def f(z: np.ndarray) -> np.ndarray:
+    def f(z: NDArray[Any]) -> NDArray[Any]:
         return cv2.GaussianBlur(z, (0, 0), sig)
 
     ma, mb = f(ga), f(gb)
@@ -70,7 +75,7 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float((((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma**2 + mb**2 + c1) * (va + vb + c2))).mean())
 
 
-def crop(image: np.ndarray, box: Box) -> np.ndarray:
+def crop(image: NDArray[Any], box: Box) -> NDArray[Any]:
     """The box's pixels, clipped to the image."""
     h, w = image.shape[:2]
     x, y, bw, bh = box
@@ -79,7 +84,7 @@ def crop(image: np.ndarray, box: Box) -> np.ndarray:
     return image[y1:max(y2, y1), x1:max(x2, x1)]
 
 
-def box_ssim(original: np.ndarray, redacted: np.ndarray, box: Box) -> float:
+def box_ssim(original: NDArray[Any], redacted: NDArray[Any], box: Box) -> float:
     """SSIM of one box between the original and the redacted image (0 for a box
     under 2 px on a side)."""
     a, b = crop(original, box), crop(redacted, box)
@@ -98,7 +103,7 @@ def iou(d: Detection | Box, box: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def leaked(original: np.ndarray, redacted: np.ndarray, faces: Sequence[Box],
+def leaked(original: NDArray[Any], redacted: NDArray[Any], faces: Sequence[Box],
            found_again: Sequence[Detection | Box]) -> list[Box]:
     """The faces of ``original`` still recognisable in ``redacted``, given what a
     detector finds in ``redacted``."""

@@ -23,12 +23,17 @@ feather), which blurs exactly the box.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
-from scrapy_gdpr.faces.detector import Detection
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from numpy.typing import NDArray
+
+    from scrapy_gdpr.faces.detector import Detection
 
 ACTIONS = ("blur", "pixelate", "fill")
 
@@ -52,12 +57,12 @@ def _grown(d: Detection, margin: float, extra: float, w: int, h: int) -> tuple[i
     return x0, y0, x1, y1
 
 
-def _coarse(roi: np.ndarray, cells_x: int, cells_y: int, interpolation: int) -> np.ndarray:
+def _coarse(roi: NDArray[Any], cells_x: int, cells_y: int, interpolation: int) -> NDArray[Any]:
     small = cv2.resize(roi, (max(cells_x, 1), max(cells_y, 1)), interpolation=cv2.INTER_AREA)
     return cv2.resize(small, (roi.shape[1], roi.shape[0]), interpolation=interpolation)
 
 
-def _blur_one(out: np.ndarray, d: Detection, margin: float) -> None:
+def _blur_one(out: NDArray[Any], d: Detection, margin: float) -> None:
     h, w = out.shape[:2]
     # Fully blurred inside the ellipse through the box's corners (semi-axes
     # sqrt(2) times the half-sides); feathered out to ``margin`` beyond it.
@@ -81,21 +86,18 @@ def _blur_one(out: np.ndarray, d: Detection, margin: float) -> None:
     # The mask is computed at 128 px at most and scaled up: it is smooth anyway.
     rh, rw = roi.shape[:2]
     f = min(1.0, 128.0 / max(rh, rw))
-    mh, mw = max(2, int(round(rh * f))), max(2, int(round(rw * f)))
+    mh, mw = max(2, round(rh * f)), max(2, round(rw * f))
     cx, cy = (d.x + d.w / 2 - x0) / rw, (d.y + d.h / 2 - y0) / rh
     ys = ((np.arange(mh, dtype=np.float32) + 0.5) / mh - cy) * rh / max(d.h, 1e-3)
     xs = ((np.arange(mw, dtype=np.float32) + 0.5) / mw - cx) * rw / max(d.w, 1e-3)
     r = np.sqrt(ys[:, None] ** 2 + xs[None, :] ** 2)
-    if margin > 0:
-        alpha = np.clip((outer - r) / margin, 0.0, 1.0).astype(np.float32)
-    else:
-        alpha = np.ones_like(r, np.float32)
+    alpha = np.clip((outer - r) / margin, 0.0, 1.0).astype(np.float32) if margin > 0 else np.ones_like(r, np.float32)
     if (mh, mw) != (rh, rw):
-        alpha = cv2.resize(alpha, (rw, rh), interpolation=cv2.INTER_LINEAR)
+        alpha = cv2.resize(alpha, (rw, rh), interpolation=cv2.INTER_LINEAR).astype(np.float32, copy=False)
     roi[:] = cv2.blendLinear(blurred, roi, alpha, 1.0 - alpha)
 
 
-def _pixelate_one(out: np.ndarray, d: Detection, margin: float) -> None:
+def _pixelate_one(out: NDArray[Any], d: Detection, margin: float) -> None:
     h, w = out.shape[:2]
     x0, y0, x1, y1 = _grown(d, margin, 1.0, w, h)
     if x1 - x0 < 2 or y1 - y0 < 2:
@@ -105,7 +107,7 @@ def _pixelate_one(out: np.ndarray, d: Detection, margin: float) -> None:
     roi[:] = _coarse(roi, int(np.ceil((x1 - x0) / block)), int(np.ceil((y1 - y0) / block)), cv2.INTER_NEAREST)
 
 
-def _fill_one(out: np.ndarray, d: Detection, margin: float) -> None:
+def _fill_one(out: NDArray[Any], d: Detection, margin: float) -> None:
     h, w = out.shape[:2]
     x0, y0, x1, y1 = _grown(d, margin, 1.0, w, h)
     if x1 > x0 and y1 > y0:
@@ -115,7 +117,7 @@ def _fill_one(out: np.ndarray, d: Detection, margin: float) -> None:
 _ONE = {"blur": _blur_one, "pixelate": _pixelate_one, "fill": _fill_one}
 
 
-def redact(image_bgr: np.ndarray, detections: Sequence[Detection], action: str, margin: float) -> np.ndarray:
+def redact(image_bgr: NDArray[Any], detections: Sequence[Detection], action: str, margin: float) -> NDArray[Any]:
     """Return a copy of ``image_bgr`` with every box (grown by ``margin`` of its
     width/height on each side) redacted; the input is not modified."""
     if action not in ACTIONS:

@@ -38,6 +38,8 @@ from scrapy_gdpr.faces.imageio import (
 from scrapy_gdpr.faces.redact import redact
 
 if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
     from scrapy_gdpr.policy import FacePolicy, Policy
 
 __all__ = ["REASONS", "Verdict", "process_image"]
@@ -203,7 +205,7 @@ def process_image(
             margin=margin, max_pixels=max_pixels, max_frames=max_frames, keep_allowed=keep_allowed,
             output=output, jpeg_quality=jpeg_quality,
         )
-    except Exception as exc:  # noqa: BLE001 - fail closed, whatever happened
+    except Exception as exc:
         logger.exception("Face stage error")
         return _refused("internal_error", f"{type(exc).__name__}: {exc}")
 
@@ -292,7 +294,7 @@ def _process(
             min_conf = face_policy.min_confidence if face_policy is not None else None
             detector = _thread_detector(sensitivity, min_conf)
         per_frame = _detect_frames(image.frames, detector)
-    except Exception as exc:  # noqa: BLE001 - a detector failure means "not checked"
+    except Exception as exc:
         return _refused("detection_failed", f"{type(exc).__name__}: {exc}", detector=_detector_label(detector), **base)
     label = _detector_label(detector)
     faces = max((len(d) for d in per_frame), default=0)
@@ -317,7 +319,7 @@ def _process(
                     dets = [*dets, *before, *after]
                 if dets:
                     _redact_frame(frame, dets, action, margin)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return _refused("redaction_failed", f"{type(exc).__name__}: {exc}", action=action, **base)
         taken = action
     elif faces and action == "keep":
@@ -326,7 +328,7 @@ def _process(
     try:
         fmt = output_format(image, output)
         out = encode(image, fmt, jpeg_quality=jpeg_quality)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return _refused("encode_failed", f"{type(exc).__name__}: {exc}", action=taken, **base)
     v = Verdict(True, data=out, mime=FORMATS[fmt][0], action=taken, **base)
     v.record = _record(v, image.metadata)
@@ -336,11 +338,11 @@ def _process(
 # --------------------------------------------------------------------------- detection and redaction
 
 
-def _bgr(pixels: np.ndarray) -> np.ndarray:
+def _bgr(pixels: NDArray[Any]) -> NDArray[Any]:
     return cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR if pixels.ndim == 2 else cv2.COLOR_RGB2BGR)
 
 
-def _composite(frame: Frame) -> np.ndarray:
+def _composite(frame: Frame) -> NDArray[Any]:
     """The frame as a viewer sees it: over white where it is transparent."""
     bgr = _bgr(frame.pixels).astype(np.float32)
     assert frame.alpha is not None

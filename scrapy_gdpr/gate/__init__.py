@@ -1,7 +1,7 @@
 """The request gate: everything a request passes before it is fetched.
 
 * :mod:`.addresses`: well-formed hosts, public addresses, no cloud metadata service.
-* :mod:`.scope`: the policy's domains, jurisdictions, objections, deny lists
+* :mod:`.middleware` (at 40) with :mod:`.scope`: the policy's domains, jurisdictions, objections, deny lists
   and private networks (downloader middleware at 40).
 * :mod:`.terms`: the reviewed terms of use and their drift (60).
 * :mod:`.robots`: robots.txt, RFC 9309 (100).
@@ -22,6 +22,7 @@ from typing import Any
 # that importing one submodule does not import the whole gate.
 _MOVED_NAMES = {
     "ItemGatePipeline": "scrapy_gdpr.items.gate",
+    "PolicyGateMiddleware": "scrapy_gdpr.gate.middleware",
     **dict.fromkeys(
         ("METADATA_HOSTS", "METADATA_ADDRESSES", "url_problem", "non_public_address", "address_class"),
         "scrapy_gdpr.gate.addresses",

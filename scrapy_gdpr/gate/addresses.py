@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from urllib.parse import SplitResult
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from urllib.parse import SplitResult
 
 #: Names of cloud instance-metadata services. Refused even where a domain rule has
 #: ``allow_private_network: true``: no crawl has a reason to read them.
@@ -68,8 +71,7 @@ def url_problem(url: str, parts: SplitResult) -> str | None:
             return "its IPv6 address is not well formed"
         return None
     host = parts.hostname or ""
-    if host.endswith("."):
-        host = host[:-1]
+    host = host.removesuffix(".")
     if not host.isascii():
         try:
             host = host.encode("idna").decode("ascii")

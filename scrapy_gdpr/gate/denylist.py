@@ -17,13 +17,14 @@ that cannot be read cannot say which sites must not be crawled).
 from __future__ import annotations
 
 import stat
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scrapy_gdpr.gate.objections import canonical_domain
 from scrapy_gdpr.policy import Finding
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from scrapy_gdpr.policy import Policy
 
 #: The largest deny list read (a published list of a million domains is ~20 MB).
@@ -65,7 +66,7 @@ def read_deny_list(path: Path, key: str) -> tuple[dict[str, int], list[Finding]]
         if len(line.split()) > 1:
             findings.append(Finding(name, number, key, f"expected one domain, got {line!r}", FIX))
             continue
-        value = line[2:] if line.startswith("*.") else line
+        value = line.removeprefix("*.")
         if "/" in value or "://" in value:
             findings.append(Finding(name, number, key, f"{line!r} is a URL or path, not a domain name", FIX))
             continue

@@ -24,7 +24,6 @@ import os
 import re
 import threading
 import unicodedata
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +32,8 @@ from urllib.parse import quote, unquote, urlsplit
 from w3lib.url import canonicalize_url
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from scrapy_gdpr.runtime import GdprRuntime
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,6 @@ logger = logging.getLogger(__name__)
 KINDS = ("url", "prefix", "domain")
 #: What a malformed line of the file does (the policy's ``objections.on_invalid``).
 ON_INVALID = ("refuse", "skip")
-SERVICE = "objections"
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 #: How many hosts' ``domain`` verdicts an :class:`ObjectionList` keeps.
@@ -497,8 +497,7 @@ class ObjectionList:
         # U+2028, U+0085 and other separators, shifting every later line number
         for raw in text.split("\n")[:-1]:
             line_no += 1
-            if raw.endswith("\r"):
-                raw = raw[:-1]
+            raw = raw.removesuffix("\r")
             m = plain(raw)
             if m is not None and "/." not in (path := m.group(5) or "/") and not m.group(3).endswith("."):
                 # the common case, inlined: lower-case host, no query, no escapes
@@ -682,21 +681,19 @@ def extra_objections_path(rt: GdprRuntime) -> Path | None:
 
 
 def objection_list(rt: GdprRuntime) -> ObjectionList:
-    """The crawl's shared :class:`ObjectionList` of the policy (``runtime.services["objections"]``),
+    """The crawl's shared :class:`ObjectionList` of the policy (``runtime.objections``),
     read on first use. A malformed or unreadable file raises, which stops the crawl."""
-    objections = rt.services.get(SERVICE)
+    objections = rt.objections
     if objections is None:
         path = objections_path(rt)
         on_invalid = getattr(rt.policy.objections, "on_invalid", "refuse")
-        objections = rt.services[SERVICE] = ObjectionList.from_file(path, on_invalid=on_invalid)
+        objections = rt.objections = ObjectionList.from_file(path, on_invalid=on_invalid)
         logger.info(
             "GDPR objection list %(path)s: %(n)d entries", {"path": path, "n": len(objections)}
         )
-    return objections  # type: ignore[no-any-return]
+    return objections
 
 
-#: Runtime service: the list ``GDPR_OBJECTIONS`` adds (absent when unset).
-EXTRA_SERVICE = "objections.extra"
 
 
 def extra_objection_list(rt: GdprRuntime) -> ObjectionList | None:
@@ -705,12 +702,12 @@ def extra_objection_list(rt: GdprRuntime) -> ObjectionList | None:
     path = extra_objections_path(rt)
     if path is None:
         return None
-    objections = rt.services.get(EXTRA_SERVICE)
+    objections = rt.extra_objections
     if objections is None:
-        objections = rt.services[EXTRA_SERVICE] = ObjectionList.from_file(path)
+        objections = rt.extra_objections = ObjectionList.from_file(path)
         logger.info(
             "GDPR objection list added by GDPR_OBJECTIONS %(path)s: %(n)d entries (the policy's list "
             "%(policy_list)s applies as well)",
             {"path": path, "n": len(objections), "policy_list": objections_path(rt)},
         )
-    return objections  # type: ignore[no-any-return]
+    return objections

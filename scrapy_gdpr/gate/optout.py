@@ -47,13 +47,14 @@ from scrapy_gdpr.gate.robots import (
     read_content_usage,
 )
 from scrapy_gdpr.gate.xmp import DMI_PURPOSES, read_data_mining
+from scrapy_gdpr.internal import internal_kind, internal_meta
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from typing import Self
 
     from scrapy.crawler import Crawler
     from scrapy.http import Response
-    from typing_extensions import Self
 
 logger = logging.getLogger(__name__)
 
@@ -497,7 +498,7 @@ class OptOutMiddleware:
                 self.spider_purposes.setdefault(sp, self.policy.clause("purposes", i, "signal_purposes"))
         self._tdm: dict[str, _TdmEntry] = {}
         self._summary: dict[str, Any] = {"pages_with_reservations": 0, "refused_responses": 0,
-                                         "reserved": {p: 0 for p in PURPOSES}, "tdmrep_files": {}}
+                                         "reserved": dict.fromkeys(PURPOSES, 0), "tdmrep_files": {}}
         self.runtime.report_sections["optout"] = self._summary
 
     @classmethod
@@ -532,7 +533,7 @@ class OptOutMiddleware:
         url = origin + TDMREP_PATH
         stats = self.crawler.stats
         request = Request(url, priority=INTERNAL_PRIORITY, callback=NO_CALLBACK, dont_filter=True,
-                          meta={"gdpr_internal": "tdmrep", **capped(TDMREP_MAX_SIZE)})
+                          meta={**internal_meta("tdmrep"), **capped(TDMREP_MAX_SIZE)})
         entry.rules, entry.error, entry.unread = None, "", ""
         try:
             response = await self.crawler.engine.download_async(request)
@@ -578,7 +579,7 @@ class OptOutMiddleware:
 
     # -- hooks ----------------------------------------------------------------------
     async def process_request(self, request: Request) -> None:
-        if request.meta.get("gdpr_internal") or not self.switches.tdmrep:
+        if internal_kind(request) or not self.switches.tdmrep:
             return
         origin = self._origin(request.url)
         if origin is not None:
@@ -588,7 +589,7 @@ class OptOutMiddleware:
                 await self._tdmrep(origin)  # not fetched yet, in flight, or expired
 
     async def process_response(self, request: Request, response: Response) -> Response:
-        if request.meta.get("gdpr_internal"):
+        if internal_kind(request):
             return response
         decision = await self.decide(response, request)
         self._attach(request, response, decision)
@@ -659,7 +660,7 @@ class OptOutMiddleware:
         if sw.image_metadata and not isinstance(response, HtmlResponse):
             self._decide_xmp(response.body, decision, url)
         if sw.content_credentials and not isinstance(response, HtmlResponse) and b"c2pa" in response.body:
-            mime = response.headers.get("Content-Type", b"").decode("latin-1").split(";", 1)[0].strip().lower()
+            mime = (response.headers.get("Content-Type") or b"").decode("latin-1").split(";", 1)[0].strip().lower()
             found = await run_in_thread(read_training_mining, response.body, mime or None)  # native code
             self._decide_c2pa(found, decision, url)
         return decision
@@ -737,13 +738,13 @@ class OptOutMiddleware:
                                 f"{origin}{TDMREP_PATH}: location {rule.location} tdm-reservation={rule.reservation}")
         headers = [h.strip() for h in self._headers(response, "tdm-reservation", present)]
         if headers:
-            values = {_tdm_value(h) for h in headers} - {None}
+            values = {v for v in (_tdm_value(h) for h in headers) if v is not None}
             if len(values) < len(set(headers)):
                 self._problem("tdmrep_header", f"tdm-reservation {', '.join(headers)!r} is not 0 or 1; unset", response.url)
             if values:
                 value = max(values)  # repeated, conflicting headers: the reservation wins
                 signal = Signal("tdmrep_header", "tdm-reservation", f"tdm-reservation: {value}")
-                policy = (self._headers(response, "tdm-policy") or [policy])[0]
+                policy = next(iter(self._headers(response, "tdm-policy")), policy)
         if "tdm-reservation" in meta_tdm:
             meta_value = _tdm_value(meta_tdm["tdm-reservation"])
             if meta_value is None:
@@ -810,7 +811,7 @@ class OptOutMiddleware:
                 self._summary["refused_responses"] += 1
                 raise refuse(self.runtime, response.url, Reason.OPTOUT, clause=clause,
                              detail=f"{purpose} reserved by {decision.reserved[purpose][0]}")
-        ctype = response.headers.get("Content-Type", b"").decode("latin-1").lower()
+        ctype = (response.headers.get("Content-Type") or b"").decode("latin-1").lower()
         if ctype.startswith("image/"):
             for purpose, clause in self.spider_purposes.items():
                 if decision.images[purpose]:

@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING
 
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.audit import Reason, refuse
+from scrapy_gdpr.internal import internal_kind
 
 if TYPE_CHECKING:
+    from typing import Self
+
     from scrapy.crawler import Crawler
     from scrapy.http import Request, Response
-    from typing_extensions import Self
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ class PaymentRequiredMiddleware:
         return cls(crawler)
 
     def process_response(self, request: Request, response: Response) -> Response:
-        if response.status != 402 or not self.enabled or request.meta.get("gdpr_internal"):
+        if response.status != 402 or not self.enabled or internal_kind(request):
             return response
         price = ""
         for name in PRICE_HEADERS:

@@ -6,7 +6,7 @@ middlewares. scrapy-playwright's one hook for them is ``PLAYWRIGHT_ABORT_REQUEST
 a predicate called for every request the page makes. :class:`SubresourceGate` is
 that predicate, built from the policy: domains, jurisdictions, objections, private
 networks (the same :class:`~scrapy_gdpr.gate.scope.PolicyGate` as the downloader
-middleware) and robots.txt (``runtime.services["robots"]``). The add-on installs it
+middleware) and robots.txt (``runtime.robots``). The add-on installs it
 with :func:`update_settings`.
 
 Playwright's routing sees only the first URL of a request: redirect hops are
@@ -38,9 +38,10 @@ from scrapy_gdpr.gate.scope import Refusal, policy_gate
 from scrapy_gdpr.runtime import get_runtime
 
 if TYPE_CHECKING:
+    from typing import Self
+
     from scrapy.crawler import Crawler
     from scrapy.settings import BaseSettings
-    from typing_extensions import Self
 
     from scrapy_gdpr.policy import Policy
     from scrapy_gdpr.runtime import GdprRuntime
@@ -128,7 +129,7 @@ class SubresourceGate:
         """:meth:`refusal` on the reactor's thread; a check that fails refuses."""
         try:
             return await _on_reactor_thread(self.refusal(url))
-        except Exception as exc:  # noqa: BLE001 - cannot decide: abort
+        except Exception as exc:
             logger.exception("GDPR: could not check browser request %(url)s", {"url": url})
             clause = get_runtime(self.crawler).policy.clause("domains")
             return Refusal(Reason.UNDECIDED, clause, f"the check failed: {exc.__class__.__name__}: {exc}")
@@ -142,7 +143,7 @@ class SubresourceGate:
         refusal = await policy_gate(self.crawler, rt).check(url)
         if refusal is not None:
             return refusal
-        robots = rt.services.get("robots")
+        robots = rt.robots
         if robots is None:
             return Refusal(
                 Reason.UNDECIDED,
@@ -206,7 +207,7 @@ class SubresourceGate:
             return
         try:
             session = await page.context.new_cdp_session(page)
-        except Exception as exc:  # noqa: BLE001 - Firefox, WebKit: no DevTools protocol
+        except Exception as exc:
             if (self.crawler.settings.get("PLAYWRIGHT_BROWSER_TYPE") or "chromium") == "chromium":
                 self._guarded[page] = _FAILED  # Chromium has the protocol: a real failure
                 logger.warning("GDPR: a browser page could not be prepared for redirect checks: %(e)r", {"e": exc})
@@ -230,7 +231,7 @@ class SubresourceGate:
                 # predicate (page routes take precedence, so routed pages never get here)
                 await context.route("**", self._context_route)
                 self._contexts.add(context)
-        except Exception as exc:  # noqa: BLE001 - fail closed
+        except Exception as exc:
             self._guarded[page] = _FAILED
             logger.warning("GDPR: a browser page could not be prepared for redirect checks: %(e)r", {"e": exc})
             return
@@ -239,7 +240,7 @@ class SubresourceGate:
     async def _context_route(self, route: Any, request: Any) -> None:
         try:
             abort = await self(request)
-        except Exception:  # noqa: BLE001 - cannot decide: abort
+        except Exception:
             logger.exception("GDPR: could not check browser request %(url)s", {"url": request.url})
             abort = True
         if abort:
@@ -291,7 +292,7 @@ class _HopGuard:
         try:
             tree = await self.session.send("Page.getFrameTree")
             self.main_frame = str(tree["frameTree"]["frame"]["id"])
-        except Exception:  # noqa: BLE001, S110 - only the error's wording depends on it
+        except Exception:  # noqa: S110 - only the error's wording depends on it
             pass
 
     def _paused(self, event: dict[str, Any]) -> None:
@@ -308,7 +309,7 @@ class _HopGuard:
                 kind = str(event.get("resourceType") or "unknown").lower()
                 try:
                     page_url = str(self.page.url)
-                except Exception:  # noqa: BLE001 - a closed page
+                except Exception:
                     page_url = ""
                 refusal = await self.gate.check_hop(url, kind, page_url)
                 meta = self.meta
@@ -320,11 +321,11 @@ class _HopGuard:
                 await self.session.send("Fetch.continueRequest", {"requestId": request_id})
             else:
                 await self.session.send("Fetch.failRequest", {"requestId": request_id, "errorReason": HOP_ERROR})
-        except Exception as exc:  # noqa: BLE001 - never leave a request paused; never let it through
+        except Exception as exc:
             logger.debug("GDPR: browser request %(id)s failed closed: %(e)r", {"id": request_id, "e": exc})
             try:
                 await self.session.send("Fetch.failRequest", {"requestId": request_id, "errorReason": HOP_ERROR})
-            except Exception:  # noqa: BLE001, S110 - the page or the browser is gone
+            except Exception:  # noqa: S110 - the page or the browser is gone
                 pass
 
 
@@ -344,7 +345,7 @@ async def _on_reactor_thread(coro: Awaitable[Refusal | None]) -> Refusal | None:
         d = deferred_from_coro(coro)
         d.addCallbacks(future.set_result, lambda failure: future.set_exception(failure.value))
 
-    reactor.callFromThread(start)  # type: ignore[attr-defined]
+    reactor.callFromThread(start)
     return await asyncio.wrap_future(future)
 
 
@@ -397,7 +398,7 @@ GUARD_PAGE = "scrapy_gdpr.playwright.guard_page"
 def _is_navigation(request: Any) -> bool:
     try:
         return bool(request.is_navigation_request())
-    except Exception:  # noqa: BLE001 - a test double without the method
+    except Exception:
         return False
 
 
@@ -405,7 +406,7 @@ def _page_of(request: Any) -> Any:
     """The page a Playwright request belongs to, or None (service workers have no frame)."""
     try:
         return request.frame.page
-    except Exception:  # noqa: BLE001 - no frame
+    except Exception:
         return None
 
 
@@ -416,7 +417,7 @@ def _resource_type(request: Any) -> str:
 def _frame_of(request: Any) -> str:
     try:
         frame_url = request.frame.url
-    except Exception:  # noqa: BLE001 - service workers have no frame
+    except Exception:
         return ""
     return f" from {frame_url}" if frame_url else ""
 

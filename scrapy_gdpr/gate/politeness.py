@@ -31,10 +31,11 @@ from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.audit import Reason, refuse
 
 if TYPE_CHECKING:
+    from typing import Self
+
     from scrapy.core.downloader import Downloader, Slot
     from scrapy.crawler import Crawler
     from scrapy.http import Request, Response
-    from typing_extensions import Self
 
     from scrapy_gdpr.policy import Policy
 
@@ -216,11 +217,11 @@ class SlotFloors:
 
 
 def slot_floors(crawler: Crawler) -> SlotFloors:
-    """The crawler's :class:`SlotFloors` (registered as ``runtime.services["slot_floors"]``)."""
+    """The crawler's :class:`SlotFloors` (``runtime.slot_floors``)."""
     rt = component_runtime(crawler)
-    floors = rt.services.get("slot_floors")
+    floors = rt.slot_floors
     if floors is None:
-        floors = rt.services["slot_floors"] = SlotFloors(crawler)
+        floors = rt.slot_floors = SlotFloors(crawler)
     return floors
 
 

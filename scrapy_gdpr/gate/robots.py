@@ -12,7 +12,7 @@ and fails closed where the stock one fails open:
 * Crawl-delay and Request-rate become per-slot delay floors;
 * ``Content-Signal`` and ``Content-Usage`` lines reserve purposes (``optout``).
 
-Other components ask ``runtime.services["robots"].allows(url)``; spiders can read
+Other components ask ``runtime.robots.allows(url)``; spiders can read
 the sitemaps with :func:`sitemaps`.
 """
 
@@ -42,20 +42,21 @@ from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.audit import Reason, record, refuse
 from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.gate.politeness import parse_retry_after, slot_floors
+from scrapy_gdpr.internal import internal_kind, internal_meta
 from scrapy_gdpr.urls import origin_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, MutableMapping
+    from typing import Self
 
     from scrapy.crawler import Crawler
     from scrapy.http import Response
-    from typing_extensions import Self
 
 logger = logging.getLogger(__name__)
 
 #: Meta of the robots.txt requests this middleware sends.
 ROBOTS_META: dict[str, Any] = {
-    "gdpr_internal": "robots",
+    **internal_meta("robots"),
     "dont_obey_robotstxt": True,
     "dont_redirect": True,
     "dont_retry": True,
@@ -68,7 +69,7 @@ ROBOTS_META: dict[str, Any] = {
 #: makes the host unreachable (complete disallow).
 DOWNLOAD_FACTOR = 4
 
-#: ``meta["gdpr_internal"]`` values this middleware lets through unchecked.
+#: Internal request kinds (:mod:`scrapy_gdpr.internal`) this middleware lets through unchecked.
 INTERNAL = frozenset({"robots", "terms", "tdmrep"})
 
 #: ``request.meta`` key: the purposes reserved for a URL by their own product token's rules.
@@ -104,7 +105,7 @@ _NO_COLON_RE = re.compile(
             )
         )
     ),
-    re.I,
+    re.IGNORECASE,
 )
 
 
@@ -213,7 +214,7 @@ class _Rule:
     that forbids.
     """
 
-    __slots__ = ("allow", "index", "length", "raw", "decoded")
+    __slots__ = ("allow", "decoded", "index", "length", "raw")
 
     def __init__(self, index: int, allow: bool, value: str) -> None:
         self.index = index
@@ -234,7 +235,7 @@ class RuleSet:
     and the few that are not filed (``/``, ``/*.php``, ``/p``).
     """
 
-    __slots__ = ("__weakref__", "_decoded", "_raw", "_decoded_differs", "rules")
+    __slots__ = ("__weakref__", "_decoded", "_decoded_differs", "_raw", "rules")
 
     def __init__(self, rules: Iterable[tuple[str, str]]) -> None:
         built = [_Rule(i, kind == "Allow", value) for i, (kind, value) in enumerate(rules)]
@@ -405,7 +406,7 @@ def _split_path(value: str) -> tuple[str | None, str]:
 
 def _crawl_delay(value: str) -> float | None:
     try:
-        delay = float(value.split()[0]) if value.split() else None
+        delay = float(value.split(maxsplit=1)[0]) if value.split() else None
     except ValueError:
         return None
     if delay is None or not math.isfinite(delay) or delay < 0:
@@ -413,7 +414,7 @@ def _crawl_delay(value: str) -> float | None:
     return delay
 
 
-_RATE_RE = re.compile(r"^(\d{1,9})\s*/\s*(\d{1,9})\s*([smhd]?)(?:\s|$)", re.I)
+_RATE_RE = re.compile(r"^(\d{1,9})\s*/\s*(\d{1,9})\s*([smhd]?)(?:\s|$)", re.IGNORECASE)
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -476,7 +477,7 @@ def read_content_usage(text: str) -> tuple[dict[str, str], list[str]]:
     other than the tokens ``y``/``n`` are unknown; unknown keys and parameters are
     ignored; the last of duplicate keys wins (done by the parser).
     """
-    d = http_sfv.Dictionary()
+    d = http_sfv.Dictionary()  # type: ignore[attr-defined]
     try:
         d.parse(text.encode("ascii"))
     except (ValueError, UnicodeEncodeError) as exc:
@@ -487,7 +488,7 @@ def read_content_usage(text: str) -> tuple[dict[str, str], list[str]]:
         if key not in CONTENT_USAGE_KEYS:
             continue
         value = getattr(member, "value", None)
-        if isinstance(value, http_sfv.Token) and str(value) in ("y", "n"):
+        if isinstance(value, http_sfv.Token) and str(value) in ("y", "n"):  # type: ignore[attr-defined]
             prefs[key] = str(value)
         else:
             problems.append(f"{key} has a value other than the tokens y/n; unknown")
@@ -615,10 +616,9 @@ def parse_robots(
                 path, prefs_text = _split_path(value)
                 read = read_content_signal(prefs_text)
                 signals.append(Signal(number, f"Content-Signal: {value}", path, read.prefs, read.doubt))
-        elif name in _CONTENT_USAGE:
-            if content_usage:
-                path, prefs_text = _split_path(value)
-                signals.append(Signal(number, f"Content-Usage: {value}", path, _content_usage_prefs(prefs_text)))
+        elif name in _CONTENT_USAGE and content_usage:
+            path, prefs_text = _split_path(value)
+            signals.append(Signal(number, f"Content-Usage: {value}", path, _content_usage_prefs(prefs_text)))
 
     ruleset = None
     if rules:
@@ -671,7 +671,7 @@ def _max_age(response: Response) -> float | None:
     value = response.headers.get(b"Cache-Control")
     if not value:
         return None
-    m = re.search(rb"(?:^|[,\s])max-age\s*=\s*\"?(\d+)", value, re.I)
+    m = re.search(rb"(?:^|[,\s])max-age\s*=\s*\"?(\d+)", value, re.IGNORECASE)
     return float(m.group(1)) if m else None
 
 
@@ -730,7 +730,7 @@ class RobotsGateMiddleware:
             "sitemaps": {},
         }
         self.runtime.report_sections["robots"] = self._report
-        self.runtime.services["robots"] = self
+        self.runtime.robots = self
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -738,7 +738,7 @@ class RobotsGateMiddleware:
 
     # -- the hook --------------------------------------------------------------------
     async def process_request(self, request: Request) -> None:
-        if request.meta.get("gdpr_internal") in INTERNAL:
+        if internal_kind(request) in INTERNAL:
             return
         if request.url.startswith(("data:", "file:")):
             return
@@ -751,7 +751,7 @@ class RobotsGateMiddleware:
             entry = await self.entry_for(request.url, parts)
         allowed, reason, detail = self._decide(entry, request.url)
         if not allowed:
-            raise refuse(self.runtime, request.url, reason, clause=self._clause(reason), detail=detail)
+            raise refuse(self.runtime, request.url, reason or Reason.UNDECIDED, clause=self._clause(reason), detail=detail)
         if self.purpose_tokens:
             # a redirect copies the meta of the request it follows: decide afresh for this URL
             request.meta.pop(TOKENS_META, None)
@@ -849,7 +849,7 @@ class RobotsGateMiddleware:
     async def _refresh(self, origin: str, robots_url: str, previous: RobotsEntry | None) -> None:
         try:
             entry = await self._fetch(origin, robots_url, previous)
-        except Exception as exc:  # noqa: BLE001 - never leave waiters hanging; fail closed
+        except Exception as exc:
             logger.exception("Unexpected error fetching %(url)s", {"url": robots_url}, extra={"spider": self.crawler.spider})
             entry = self._unreachable(origin, robots_url, previous, f"{type(exc).__name__}: {exc}", None)
         if previous is not None and previous.slot_keys and not entry.delay:
@@ -876,7 +876,7 @@ class RobotsGateMiddleware:
             stats.inc_value("gdpr/robots/fetches")
             try:
                 response = await self.crawler.engine.download_async(request)
-            except Exception as exc:  # noqa: BLE001 - any failure to download is "unreachable"
+            except Exception as exc:
                 if too_large(exc):
                     stats.inc_value("gdpr/robots/too_large")
                     error = f"robots.txt {size_detail(self.download_limit)}"
@@ -1035,7 +1035,7 @@ async def sitemaps(crawler: Crawler, url: str) -> list[str]:
         for sitemap in await scrapy_gdpr.gate.robots.sitemaps(self.crawler, url):
             yield Request(sitemap, callback=self.parse_sitemap)
     """
-    service = component_runtime(crawler).services.get("robots")
+    service = component_runtime(crawler).robots
     if service is None:
         raise RuntimeError("scrapy_gdpr.gate.robots.RobotsGateMiddleware is not enabled")
     result: list[str] = await service.sitemaps(url)

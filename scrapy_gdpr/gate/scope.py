@@ -1,6 +1,6 @@
 """Request gate: domain allowlist, jurisdictions, objections, private networks.
 
-:class:`PolicyGateMiddleware` runs first among the downloader middlewares, so a
+:class:`~scrapy_gdpr.gate.middleware.PolicyGateMiddleware` runs first among the downloader middlewares, so a
 host the policy rules out is never contacted, not even for its robots.txt.
 :class:`~scrapy_gdpr.items.gate.ItemGatePipeline` applies the same objection checks
 to items. :class:`PolicyGate` holds the checks; the Playwright predicate
@@ -19,15 +19,9 @@ from urllib.parse import SplitResult, urlsplit
 from scrapy.utils.defer import maybe_deferred_to_future
 from scrapy.utils.reactor import is_reactor_installed
 
-from scrapy_gdpr._component import component_runtime
-from scrapy_gdpr.audit import Reason, refuse
-from scrapy_gdpr.exceptions import PolicyViolation
-from scrapy_gdpr.gate.addresses import (
-    METADATA_HOSTS,
-    is_ip_address,
-    non_public_address,
-    url_problem,
-)
+from scrapy_gdpr.audit import Reason
+from scrapy_gdpr.exitcodes import refuse_startup
+from scrapy_gdpr.gate.addresses import METADATA_HOSTS, is_ip_address, non_public_address, url_problem
 from scrapy_gdpr.gate.denylist import deny_lists
 from scrapy_gdpr.gate.objections import (
     ObjectionFileError,
@@ -41,22 +35,16 @@ from scrapy_gdpr.gate.objections import (
     prefix_forms,
 )
 from scrapy_gdpr.policy import PolicyError
-from scrapy_gdpr.status import refuse_startup
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
-    from scrapy.http import Request
-    from typing_extensions import Self
 
     from scrapy_gdpr.gate.objections import ObjectionList
     from scrapy_gdpr.policy import DomainRule, Policy
     from scrapy_gdpr.runtime import GdprRuntime
 
 
-SERVICE = "gate"
-
-
-#: ``request.meta["gdpr_internal"]`` values of the policy's own requests that pass
+#: Internal request kinds (:mod:`scrapy_gdpr.internal`) of the policy's own requests that pass
 #: the path rules of a listed host.
 INTERNAL_PATH_EXEMPT = frozenset({"robots", "tdmrep"})
 
@@ -310,7 +298,7 @@ class PolicyGate:
                 addresses = [ipaddress.ip_address(a.partition("%")[0]) for a in await self.resolve(host)]
                 if not addresses:
                     raise OSError("no address") from None
-            except Exception as exc:  # noqa: BLE001 - any failure: fail closed
+            except Exception as exc:
                 detail = f"{host} could not be resolved, so it cannot be checked for a private address"
                 return Refusal(Reason.UNDECIDED, clause, f"{detail}: {exc.__class__.__name__}: {exc}"), False
             literal = False
@@ -333,7 +321,7 @@ class PolicyGate:
         if is_reactor_installed():
             from twisted.internet import reactor
 
-            d = reactor.resolver.getHostByName(host)  # type: ignore[attr-defined]
+            d = reactor.resolver.getHostByName(host)
             d.addTimeout(self.dns_timeout, reactor)
             return [str(await maybe_deferred_to_future(d))]
         loop = asyncio.get_running_loop()
@@ -354,10 +342,10 @@ class PolicyGate:
 
 
 def policy_gate(crawler: Crawler, rt: GdprRuntime) -> PolicyGate:
-    """The crawl's shared :class:`PolicyGate` (``runtime.services["gate"]``)."""
-    gate = rt.services.get(SERVICE)
+    """The crawl's shared :class:`PolicyGate` (``runtime.gate``)."""
+    gate = rt.gate
     if gate is None:
-        gate = rt.services[SERVICE] = PolicyGate(crawler, rt, objection_list(rt))
+        gate = rt.gate = PolicyGate(crawler, rt, objection_list(rt))
         rt.report_sections.setdefault(
             "gate",
             {
@@ -380,50 +368,10 @@ def policy_gate(crawler: Crawler, rt: GdprRuntime) -> PolicyGate:
                 },
             },
         )
-    return gate  # type: ignore[no-any-return]
+    return gate
 
 
 def _path_of(parts: SplitResult) -> str:
     return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-
-
-class PolicyGateMiddleware:
-    """Downloader middleware refusing what the policy rules out, before any contact.
-
-    Every request is checked: the spider's, redirects, robots.txt, terms pages and
-    media downloads. See :class:`PolicyGate` for the order of the checks.
-    """
-
-    def __init__(self, crawler: Crawler) -> None:
-        self.crawler = crawler
-        self.runtime = component_runtime(crawler)
-        self.gate = policy_gate(crawler, self.runtime)
-
-    @classmethod
-    def from_crawler(cls, crawler: Crawler) -> Self:
-        return cls(crawler)
-
-    async def process_request(self, request: Request) -> None:
-        refusal = await self.gate.check(request.url, request.meta.get("gdpr_internal"))
-        if refusal is not None:
-            raise refuse(self.runtime, request.url, refusal.reason, clause=refusal.clause, detail=refusal.detail)
-        if request.meta.get("playwright"):
-            # the browser follows redirects itself: guard its page before it navigates
-            from scrapy_gdpr.gate.playwright import prepare_request
-
-            prepare_request(self.crawler, request)
-
-    def process_exception(self, request: Request, exception: Exception) -> None:
-        """A browser request whose navigation was redirected to a refused URL fails in
-        the browser (``net::ERR_BLOCKED_BY_CLIENT``); it is a refusal, already audited
-        by the hop guard: raise it as one, so Scrapy does not log a download error."""
-        if not request.meta.get("playwright"):
-            return
-        from scrapy_gdpr.gate.playwright import refused_navigation
-
-        refused = refused_navigation(request)
-        if refused is not None:
-            reason, clause, detail = refused
-            raise PolicyViolation(reason, f"Refused ({reason}): {detail}", clause=clause)
 
 

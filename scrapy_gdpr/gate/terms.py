@@ -31,11 +31,13 @@ from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.audit import Reason, record, refuse
 from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.gate._flight import Flight
+from scrapy_gdpr.internal import internal_kind, internal_meta
 
 if TYPE_CHECKING:
+    from typing import Self
+
     from scrapy.crawler import Crawler
     from scrapy.http import Response
-    from typing_extensions import Self
 
     from scrapy_gdpr.policy import DomainRule
 
@@ -60,9 +62,7 @@ HOST_CACHE_SIZE = 10_000
 _INVISIBLE = ("script", "style", "noscript", "template", "head")
 #: Elements that start a new line of text.
 _BLOCKS = frozenset(
-    "address article aside blockquote br caption dd details dialog div dl dt fieldset figcaption "
-    "figure footer form h1 h2 h3 h4 h5 h6 header hgroup hr li main nav ol p pre section summary "
-    "table tbody td tfoot th thead tr ul".split()
+    ["address", "article", "aside", "blockquote", "br", "caption", "dd", "details", "dialog", "div", "dl", "dt", "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hgroup", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "summary", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "ul"]
 )
 _WS = re.compile(r"\s+")
 _XML_DECL = re.compile(r"^\s*<\?xml[^>]*\?>")
@@ -221,7 +221,7 @@ class TermsMiddleware:
         return None if best is None else best[0]
 
     async def process_request(self, request: Request) -> None:
-        if request.meta.get("gdpr_internal") in INTERNAL:
+        if internal_kind(request) in INTERNAL:
             return
         hostname = urlparse_cached(request).hostname or ""
         i = self._host_rules.get(hostname, -1)
@@ -282,7 +282,7 @@ class TermsMiddleware:
         stats.inc_value("gdpr/terms/page_fetches")
         page.error, page.status, page.text, page.ctype = "", None, "", ""
         request = Request(url, priority=INTERNAL_PRIORITY, callback=NO_CALLBACK, dont_filter=True,
-                          meta={"gdpr_internal": "terms", "dont_cache": True, **capped(MAX_SIZE)})
+                          meta={**internal_meta("terms"), "dont_cache": True, **capped(MAX_SIZE)})
         try:
             response = await self.crawler.engine.download_async(request)
         except Exception as exc:
@@ -295,7 +295,7 @@ class TermsMiddleware:
         finally:
             page.fetched_at = time.monotonic()
         page.status = response.status
-        page.ctype = response.headers.get("Content-Type", b"").decode("latin-1") or "unknown type"
+        page.ctype = (response.headers.get("Content-Type") or b"").decode("latin-1") or "unknown type"
         if response.status == 200:
             if problem := body_problem(response, MAX_SIZE):
                 page.error = f"cannot be read: {problem}"

@@ -42,7 +42,7 @@ DMI_PURPOSES: dict[str, tuple[str, ...]] = {
 
 _MARK = b"DataMining"
 _MARK_UTF16 = ("DataMining".encode("utf-16-le"), "DataMining".encode("utf-16-be"))
-_PACKET = re.compile(rb"<x:x[am]pmeta\b.*?</x:x[am]pmeta\s*>|<rdf:RDF\b.*?</rdf:RDF\s*>", re.S)
+_PACKET = re.compile(rb"<x:x[am]pmeta\b.*?</x:x[am]pmeta\s*>|<rdf:RDF\b.*?</rdf:RDF\s*>", re.DOTALL)
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False,
                           remove_comments=True)
 
@@ -57,8 +57,7 @@ class DataMining:
 
 def _code(value: str) -> str:
     value = value.strip()
-    if value.startswith(VOCAB):
-        value = value[len(VOCAB):]
+    value = value.removeprefix(VOCAB)
     return value.upper()
 
 

@@ -18,8 +18,9 @@ from scrapy_gdpr.gate.scope import policy_gate
 from scrapy_gdpr.items.provenance import provenance_of
 
 if TYPE_CHECKING:
+    from typing import Self
+
     from scrapy.crawler import Crawler
-    from typing_extensions import Self
 
 
 class ItemGatePipeline:

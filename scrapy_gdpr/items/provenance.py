@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
     from scrapy_gdpr.runtime import GdprRuntime
 
-SERVICE = "provenance"
 
 
 @dataclass
@@ -114,10 +113,10 @@ class ProvenanceRegistry:
 
 
 def registry(rt: GdprRuntime) -> ProvenanceRegistry:
-    reg = rt.services.get(SERVICE)
+    reg = rt.provenance
     if reg is None:
-        reg = rt.services[SERVICE] = ProvenanceRegistry()
-    return reg  # type: ignore[no-any-return]
+        reg = rt.provenance = ProvenanceRegistry()
+    return reg
 
 
 def provenance_of(crawler: Crawler, item: Any) -> Provenance | None:

@@ -45,7 +45,6 @@ logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-SERVICE = "faces"
 THREAD_NAME_PREFIX = "gdpr-faces"
 #: Report section name in ``runtime.report_sections``.
 REPORT_SECTION = "faces"
@@ -82,7 +81,7 @@ _stage_params: frozenset[str] | None = None
 
 
 def _stage_parameters() -> frozenset[str]:
-    global _stage_params  # noqa: PLW0603
+    global _stage_params
     if _stage_params is None:
         real = importlib.import_module("scrapy_gdpr.faces.stage").process_image
         _stage_params = frozenset(inspect.signature(real).parameters)
@@ -162,7 +161,8 @@ class FacePool:
         self._closed = True
         # Every item has left the pipelines when close_spider runs: nothing is queued.
         self._executor.shutdown(wait=True, cancel_futures=True)
-        self.runtime.services.pop(SERVICE, None)
+        if self.runtime.face_pool is self:
+            self.runtime.face_pool = None
         logger.debug(
             "Face pool shut down: %(workers)d workers, at most %(max)d images in flight",
             {"workers": self.workers, "max": self.max_in_flight},
@@ -223,10 +223,13 @@ class FacePool:
             verdict = _face("process_image")(data, **{k: v for k, v in kwargs.items() if k in _stage_parameters()})
         except Exception as exc:  # fail closed: nothing unchecked is stored
             logger.exception("Face stage failed; the image is not stored")
-            return _face("Verdict")(False, reason="stage_error", record={"error": type(exc).__name__})
+            failed: Verdict = _face("Verdict")(False, reason="stage_error", record={"error": type(exc).__name__})
+            return failed
         if verdict.stored and not verdict.data:
-            return _face("Verdict")(False, reason="stage_error", faces=verdict.faces, record={"error": "no output"})
-        return verdict
+            empty: Verdict = _face("Verdict")(False, reason="stage_error", faces=verdict.faces, record={"error": "no output"})
+            return empty
+        checked: Verdict = verdict
+        return checked
 
     def _action(self) -> str:
         action = self.face_policy.action
@@ -290,8 +293,8 @@ def _stat_suffix(reason: str) -> str:
 
 def acquire_pool(runtime: GdprRuntime) -> FacePool:
     """The crawler's face pool, created on first use; call :meth:`FacePool.release` when done."""
-    pool: FacePool | None = runtime.services.get(SERVICE)
+    pool = runtime.face_pool
     if pool is None or pool._closed:
-        pool = runtime.services[SERVICE] = FacePool(runtime)
+        pool = runtime.face_pool = FacePool(runtime)
     pool.acquire()
     return pool

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from scrapy.pipelines.images import ImageException
 from scrapy.pipelines.media import _MediaRequestFiltered
+from twisted.python.failure import Failure
 
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.audit import Reason, drop, note_refusal
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from scrapy.http import Request, Response
     from scrapy.pipelines.media import FileInfoOrError, MediaPipeline
-    from twisted.python.failure import Failure
 
     from scrapy_gdpr.faces.stage import Verdict
     from scrapy_gdpr.media.facepool import FacePool
@@ -74,9 +74,7 @@ def _quiet_scrapy_media_logs() -> None:
 def sniff_mime(data: bytes) -> str | None:
     """The MIME type the bytes start with, or None when the bytes do not say
     (then the declared Content-Type decides). Names are not trusted."""
-    from scrapy_gdpr.faces.imageio import (
-        sniff_mime as _sniff_mime,  # numpy/Pillow only when needed
-    )
+    from scrapy_gdpr.faces.imageio import sniff_mime as _sniff_mime  # numpy/Pillow only when needed
 
     mime = _sniff_mime(data)
     return None if mime in ("application/octet-stream", "text/html") else mime
@@ -185,12 +183,14 @@ class _MediaFaceStageMixin(_FaceStageMixin):
         drop_detail: str | None = None
         for url, (ok, value) in zip(urls, results, strict=True):
             if ok:
+                assert isinstance(value, dict)
                 rec = self._checked.get(value["url"])
                 if rec is None:
                     # "uptodate": stored by an earlier crawl through this pipeline, not downloaded again
                     rec = {"url": value["url"], "stored": True, "status": value["status"]}
                 records.append({**rec, "path": value["path"]})
                 continue
+            assert isinstance(value, Failure)
             exc = value.value
             if isinstance(exc, FaceStageRefusal):
                 records.append(dict(exc.record))
@@ -210,7 +210,7 @@ class _MediaFaceStageMixin(_FaceStageMixin):
         records, drop_detail = self._records_and_drop(results, item, info)
         source = self._note(item, records)
         if drop_detail is not None:
-            first = next((r.get("url") for r in records if r.get("url")), "")
+            first = next((str(r["url"]) for r in records if r.get("url")), "")
             raise self._drop_item(source or first, drop_detail)
 
 

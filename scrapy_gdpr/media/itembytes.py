@@ -16,8 +16,9 @@ from scrapy_gdpr.media.facestage import _FaceStageMixin
 
 if TYPE_CHECKING:
 
+    from typing import Self
+
     from scrapy.crawler import Crawler
-    from typing_extensions import Self
 
 
 class ImageBytesPipeline(_FaceStageMixin):
@@ -138,7 +139,7 @@ def _walk(value: Any, path: str, out: list[tuple[str, Any]], depth: int = 0) -> 
     else:
         try:
             adapted = ItemAdapter(value) if ItemAdapter.is_item(value) else None
-        except Exception:  # noqa: BLE001 - not an item
+        except Exception:
             adapted = None
         if adapted is None:
             return False

@@ -25,13 +25,7 @@ from scrapy.pipelines.images import ImagesPipeline
 from scrapy.utils.defer import ensure_awaitable
 
 from scrapy_gdpr.audit import Reason, note_refusal
-from scrapy_gdpr.media.facestage import (
-    FaceStageRefusal,
-    _header_mime,
-    _MediaFaceStageMixin,
-    _type_refusal,
-    sniff_mime,
-)
+from scrapy_gdpr.media.facestage import FaceStageRefusal, _header_mime, _MediaFaceStageMixin, _type_refusal, sniff_mime
 from scrapy_gdpr.media.itembytes import ImageBytesPipeline
 
 if TYPE_CHECKING:

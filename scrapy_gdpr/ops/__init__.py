@@ -1,3 +1,2 @@
-"""Running crawls: the figures of a crawl (:mod:`.figures`), Prometheus metrics
-(:mod:`.metrics`), Spidermon monitors (:mod:`.monitors`) and what a scheduler may pass
-(:mod:`.scheduling`)."""
+"""Watching crawls: the compliance figures of a crawl (:mod:`.figures`), Prometheus
+metrics (:mod:`.metrics`) and Spidermon monitors (:mod:`.monitors`)."""

@@ -23,18 +23,19 @@ from typing import TYPE_CHECKING, Any
 from itemadapter import ItemAdapter
 from scrapy import signals
 
+from scrapy_gdpr.internal import internal_kind
+
 if TYPE_CHECKING:
+    from typing import Self
+
     from scrapy.crawler import Crawler
     from scrapy.http import Request
     from scrapy.settings import BaseSettings
-    from typing_extensions import Self
 
     from scrapy_gdpr.runtime import GdprRuntime
 
 logger = logging.getLogger(__name__)
 
-#: Name of the collector in ``runtime.services``.
-SERVICE = "figures"
 
 #: ``GDPR_MONITOR_*`` defaults (documented in docs/operations.md).
 MONITOR_DEFAULTS: dict[str, Any] = {
@@ -165,7 +166,7 @@ class FigureCollector:
             self.thresholds = thresholds(crawler.settings)
             self.metrics = MetricsTarget.from_settings(crawler.settings)
         except ValueError as exc:
-            from scrapy_gdpr.status import refuse_startup
+            from scrapy_gdpr.exitcodes import refuse_startup
 
             raise refuse_startup(crawler, exc) from None
         self.robots_origins: set[str] = set()
@@ -173,7 +174,7 @@ class FigureCollector:
         self.unchecked_samples: list[str] = []
         #: (result field, pipeline name) of media pipelines without the face stage
         self.unchecked_fields: list[tuple[str, str]] = []
-        runtime.services[SERVICE] = self
+        runtime.figures = self
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self.request_reached_downloader, signal=signals.request_reached_downloader)
         crawler.signals.connect(self.engine_stopped, signal=signals.engine_stopped)
@@ -208,7 +209,7 @@ class FigureCollector:
             self.crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
 
     def request_reached_downloader(self, request: Request) -> None:
-        if request.meta.get("gdpr_internal") == "robots":
+        if internal_kind(request) == "robots":
             from scrapy.utils.httpobj import urlparse_cached
 
             parts = urlparse_cached(request)
@@ -235,7 +236,7 @@ class FigureCollector:
         try:
             figs = await maybe_deferred_to_future(deferToThread(figures, self.crawler))
             await maybe_deferred_to_future(deferToThread(self.metrics.write, figs))
-        except Exception as exc:  # noqa: BLE001 - metrics must not hide the crawl's own outcome
+        except Exception as exc:
             logger.error("GDPR metrics could not be written to %(target)s: %(exc)s",
                          {"target": self.metrics.describe(self.runtime.spider_name), "exc": exc})
             self.crawler.stats.inc_value("gdpr/metrics/errors")
@@ -257,7 +258,7 @@ def figures(crawler: Crawler, *, now: datetime | None = None) -> Figures:
 
     stats = crawler.stats.get_stats() if crawler.stats is not None else {}
     rt = find_runtime(crawler)
-    collector: FigureCollector | None = rt.services.get(SERVICE) if rt is not None else None
+    collector = rt.figures if rt is not None else None
     refusals = {
         key[len("gdpr/blocked/"):]: _count(value)
         for key, value in sorted(stats.items())
@@ -301,7 +302,7 @@ def _retention(out: Figures, url: str, *, started: Any, now: datetime) -> None:
     try:
         oldest = ledger.expired(now, limit=1)
         out.retention_expired_records = ledger.count_expired(now) if oldest else 0
-    except Exception as exc:  # noqa: BLE001 - any back end's error: the figure is unknown, and said so
+    except Exception as exc:
         out.retention_error = f"{type(exc).__name__}: {exc}"
         return
     finally:

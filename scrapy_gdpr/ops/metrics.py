@@ -10,10 +10,11 @@ the names are listed in docs/operations.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from prometheus_client import CollectorRegistry
     from scrapy.settings import BaseSettings
 

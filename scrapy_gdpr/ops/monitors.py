@@ -14,13 +14,15 @@ suite of your own that lists these monitors, as Spidermon's docs show.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from spidermon import Monitor, MonitorSuite, monitors
 from spidermon.contrib.monitors.mixins.spider import SpiderMonitorMixin
 
 from scrapy_gdpr.ops.figures import Figures, Thresholds, figures, thresholds
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 #: unittest (which Spidermon runs the monitors with) leaves the frames of a module
 #: with this global out of a failure's traceback: the log shows only the message.
@@ -50,12 +52,7 @@ class UncheckedImagesMonitor(_GdprMonitor):
     @name("no image was stored without a face check")
     def test_no_unchecked_images(self) -> None:
         figs = self.figures
-        self.assertEqual(
-            figs.images_stored_unchecked, 0,
-            f"{figs.images_stored_unchecked} media file(s) were stored by a pipeline without the face stage "
-            f"(e.g. {', '.join(figs.unchecked_samples[:3])}): replace it by scrapy_gdpr.media.pipelines.GdprImagesPipeline "
-            f"or GdprFilesPipeline, and delete the files it stored (listed in the items' result field)",
-        )
+        assert figs.images_stored_unchecked == 0, f"{figs.images_stored_unchecked} media file(s) were stored by a pipeline without the face stage (e.g. {', '.join(figs.unchecked_samples[:3])}): replace it by scrapy_gdpr.media.pipelines.GdprImagesPipeline or GdprFilesPipeline, and delete the files it stored (listed in the items' result field)"
 
 
 @name("GDPR: retention")
@@ -69,12 +66,7 @@ class RetentionMonitor(_GdprMonitor):
             self.fail(f"the ledger could not be read: {figs.retention_error}")
         grace = self.thresholds.retention_grace
         oldest = figs.retention_oldest or {}
-        self.assertLessEqual(
-            figs.retention_overdue_seconds, grace,
-            f"{figs.retention_expired_records} expired record(s) still held; the oldest ({oldest.get('kind')} "
-            f"{oldest.get('where')}) expired {oldest.get('expires_at')}, {figs.retention_overdue_seconds:.0f} s "
-            f"before the crawl started (grace {grace:.0f} s): run scrapy gdpr-purge and read its output",
-        )
+        assert figs.retention_overdue_seconds <= grace, f"{figs.retention_expired_records} expired record(s) still held; the oldest ({oldest.get('kind')} {oldest.get('where')}) expired {oldest.get('expires_at')}, {figs.retention_overdue_seconds:.0f} s before the crawl started (grace {grace:.0f} s): run scrapy gdpr-purge and read its output"
 
 
 @name("GDPR: robots.txt unreachable")
@@ -85,12 +77,7 @@ class RobotsUnreachableMonitor(_GdprMonitor):
     def test_robots_reachable(self) -> None:
         figs = self.figures
         limit = self.thresholds.robots_unreachable_share
-        self.assertLessEqual(
-            figs.robots_unreachable_share, limit,
-            f"robots.txt could not be read for {figs.robots_unreachable_hosts} of {figs.robots_hosts} host(s) "
-            f"({figs.robots_unreachable_share:.0%}, above GDPR_MONITOR_ROBOTS_UNREACHABLE_SHARE {limit:.0%}); "
-            f"their pages were not crawled: see the report's robots.txt section",
-        )
+        assert figs.robots_unreachable_share <= limit, f"robots.txt could not be read for {figs.robots_unreachable_hosts} of {figs.robots_hosts} host(s) ({figs.robots_unreachable_share:.0%}, above GDPR_MONITOR_ROBOTS_UNREACHABLE_SHARE {limit:.0%}); their pages were not crawled: see the report's robots.txt section"
 
 
 @name("GDPR: terms drift")
@@ -100,12 +87,7 @@ class TermsDriftMonitor(_GdprMonitor):
     @name("every site's terms unchanged since review")
     def test_no_terms_drift(self) -> None:
         figs = self.figures
-        self.assertEqual(
-            figs.terms_drift, 0,
-            f"{figs.terms_drift} terms page(s) changed since their review (or could not be checked); "
-            f"the sites were not crawled: review the terms again and record the new fingerprint "
-            f"(scrapy gdpr-terms URL)",
-        )
+        assert figs.terms_drift == 0, f"{figs.terms_drift} terms page(s) changed since their review (or could not be checked); the sites were not crawled: review the terms again and record the new fingerprint (scrapy gdpr-terms URL)"
 
 
 @name("GDPR: refusals")
@@ -121,8 +103,7 @@ class RefusalsMonitor(_GdprMonitor):
             limit = limits.refusal_limit(reason)
             if limit is not None and count > limit:
                 over.append(f"{reason}: {count} (at most {limit})")
-        self.assertFalse(over, "refusals above GDPR_MONITOR_MAX_REFUSALS: " + "; ".join(over)
-                         + ": the compliance report lists each reason with its fix")
+        assert not over, "refusals above GDPR_MONITOR_MAX_REFUSALS: " + "; ".join(over) + ": the compliance report lists each reason with its fix"
 
 
 @name("GDPR: items stored")
@@ -133,11 +114,7 @@ class ItemsStoredMonitor(_GdprMonitor):
     def test_items_stored(self) -> None:
         figs = self.figures
         minimum = self.thresholds.min_items
-        self.assertGreaterEqual(
-            figs.items_stored, minimum,
-            f"{figs.items_stored} item(s) stored, fewer than GDPR_MONITOR_MIN_ITEMS {minimum} "
-            f"(exit status {figs.exit_status}): read the close summary and the compliance report",
-        )
+        assert figs.items_stored >= minimum, f"{figs.items_stored} item(s) stored, fewer than GDPR_MONITOR_MIN_ITEMS {minimum} (exit status {figs.exit_status}): read the close summary and the compliance report"
 
 
 #: Every scrapy-gdpr monitor, for a suite of your own.

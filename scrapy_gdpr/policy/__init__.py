@@ -9,12 +9,7 @@ from __future__ import annotations
 from scrapy_gdpr.policy.durations import Duration
 from scrapy_gdpr.policy.findings import Finding, PolicyError
 from scrapy_gdpr.policy.lint import ART30_RECORDS
-from scrapy_gdpr.policy.loader import (
-    FIELD_HELP,
-    load_policy,
-    read_policy_text,
-    validate_policy_text,
-)
+from scrapy_gdpr.policy.loader import FIELD_HELP, load_policy, read_policy_text, validate_policy_text
 from scrapy_gdpr.policy.model import (
     MAX_DELAY_SECONDS,
     MAX_DEPTH,

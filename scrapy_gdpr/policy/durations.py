@@ -59,7 +59,7 @@ class Duration:
 
     def add_to(self, moment: datetime) -> datetime:
         """Return ``moment`` plus this duration."""
-        return moment + relativedelta(
+        result: datetime = moment + relativedelta(
             years=self.years,
             months=self.months,
             weeks=self.weeks,
@@ -68,6 +68,7 @@ class Duration:
             minutes=self.minutes,
             seconds=self.seconds,
         )
+        return result
 
     def approx_timedelta(self) -> timedelta:
         """An approximation (a year is 365 days, a month 30) for TTLs and sorting."""

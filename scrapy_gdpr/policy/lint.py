@@ -13,6 +13,14 @@ from scrapy_gdpr.policy.findings import Finding, _format_path, _line_for
 from scrapy_gdpr.policy.model import REVIEW_WARNING_DAYS
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _sequence(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _as_date(value: Any) -> date | None:
     if isinstance(value, date):
         return value
@@ -44,8 +52,8 @@ def _rule_findings(data: Any, lines: dict[tuple[Any, ...], int], filename: str, 
     def add(path: tuple[Any, ...], message: str, fix: str, severity: Literal["error", "warning"] = "error") -> None:
         out.append(Finding(filename, _line_for(lines, path), _format_path(path), message, fix, severity))
 
-    faces = data.get("faces") if isinstance(data.get("faces"), dict) else {}
-    special = data.get("special_categories") if isinstance(data.get("special_categories"), dict) else {}
+    faces = _mapping(data.get("faces"))
+    special = _mapping(data.get("special_categories"))
     has_art9 = bool(special.get("biometric"))
     if faces.get("action") == "keep" and not has_art9:
         add(
@@ -55,7 +63,7 @@ def _rule_findings(data: Any, lines: dict[tuple[Any, ...], int], filename: str, 
             "condition under special_categories.biometric (condition, reference, reviewed_by, reviewed_on)",
         )
 
-    purposes = data.get("purposes") if isinstance(data.get("purposes"), list) else []
+    purposes = _sequence(data.get("purposes"))
     seen_ids: dict[str, int] = {}
     for i, purpose in enumerate(purposes):
         if not isinstance(purpose, dict):
@@ -90,7 +98,7 @@ def _rule_findings(data: Any, lines: dict[tuple[Any, ...], int], filename: str, 
             add(("purposes", i), "biometric data may be processed but no DPIA reference is recorded",
                 "record the DPIA id in dpia_reference", "warning")
 
-    domains = data.get("domains") if isinstance(data.get("domains"), list) else []
+    domains = _sequence(data.get("domains"))
     seen_domains: dict[str, int] = {}
     for i, rule in enumerate(domains):
         if not isinstance(rule, dict) or not isinstance(rule.get("domain"), str):
@@ -124,7 +132,7 @@ def _rule_findings(data: Any, lines: dict[tuple[Any, ...], int], filename: str, 
                 add(("domains", i, "terms", "conditions"), "a conditional verdict lists no conditions",
                     "list the conditions the reviewer attached")
 
-    crawler = data.get("crawler") if isinstance(data.get("crawler"), dict) else {}
+    crawler = _mapping(data.get("crawler"))
     ua = crawler.get("user_agent")
     if isinstance(ua, str) and not re.search(r"https?://", ua):
         add(("crawler", "user_agent"), "the User-Agent carries no contact URL",
@@ -133,7 +141,7 @@ def _rule_findings(data: Any, lines: dict[tuple[Any, ...], int], filename: str, 
     if isinstance(ua, str) and isinstance(token, str) and token.lower() not in ua.lower():
         add(("crawler", "product_token"), f"the product token {token!r} does not appear in the User-Agent",
             "make the User-Agent start with the product token, e.g. 'ExampleBot/1.0 (+URL)'")
-    purposes = data.get("purposes") if isinstance(data.get("purposes"), list) else []
+    purposes = _sequence(data.get("purposes"))
     for i, purpose in enumerate(purposes):
         own = purpose.get("product_token") if isinstance(purpose, dict) else None
         if isinstance(own, str) and isinstance(token, str) and own.lower() == token.lower():
@@ -148,7 +156,7 @@ def _rule_findings(data: Any, lines: dict[tuple[Any, ...], int], filename: str, 
             add((key,) if key in data else (), f"no {what} recorded (a required record, Art. {article})", fix,
                 "warning")
 
-    retention = data.get("retention") if isinstance(data.get("retention"), dict) else {}
+    retention = _mapping(data.get("retention"))
     items = retention.get("items")
     if isinstance(items, dict) and "default" not in items:
         add(("retention", "items"), "no 'default' retention period for item types not listed",

@@ -76,7 +76,7 @@ def _check_duration(value: Any) -> str:
     if too_long:
         raise _invalid(f"{value!r} is longer than {MAX_DURATION_YEARS} years",
                        f"write a period of at most {MAX_DURATION_YEARS} years (P{MAX_DURATION_YEARS}Y)")
-    return value.strip().upper()
+    return str(value).strip().upper()
 
 
 IsoDuration = Annotated[
@@ -204,7 +204,7 @@ class Purpose(_Model):
     reviewed_on: DateField
     review_due: DateField
     signal_purposes: list[SignalPurpose] = Field(
-        default_factory=lambda: ["search"],
+        default_factory=lambda: ["search"],  # type: ignore[arg-type]
         description="Which opt-out purposes (search, ai-train, ai-input) this purpose falls under",
     )
     product_token: Annotated[str, Field(pattern=r"^[A-Za-z_-]+$")] | None = Field(

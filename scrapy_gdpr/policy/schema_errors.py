@@ -4,15 +4,15 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import (
-    BaseModel,
-    ValidationError,
-)
+from pydantic import BaseModel, ValidationError
 
 from scrapy_gdpr.policy.findings import Finding, _format_path, _line_for
 from scrapy_gdpr.policy.model import Policy
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 def _model_for_path(path: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -78,7 +78,7 @@ _PATTERNS = {
 }
 
 
-def _fix_for(err: dict[str, Any], loc: tuple[Any, ...]) -> str:
+def _fix_for(err: Mapping[str, Any], loc: tuple[Any, ...]) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
     if "fix" in ctx:

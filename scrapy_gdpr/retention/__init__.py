@@ -36,7 +36,6 @@ _MOVED_NAMES: dict[str, str] = {
     "_note_damage": "scrapy_gdpr.retention.expiry",
     "_purge_feed_file": "scrapy_gdpr.retention.expiry",
     "purge": "scrapy_gdpr.retention.expiry",
-    "EXTENSION_SERVICE": "scrapy_gdpr.retention.recorder",
     "RetentionExtension": "scrapy_gdpr.retention.recorder",
     "_LedgerWriter": "scrapy_gdpr.retention.recorder",
     "_file_hash": "scrapy_gdpr.retention.recorder",

@@ -8,23 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scrapy_gdpr.retention import feedfiles
-from scrapy_gdpr.retention.feeds import (
-    local_feed_path,
-    manifest_path,
-    read_manifest,
-    write_manifest,
-)
+from scrapy_gdpr.retention.feeds import local_feed_path, manifest_path, read_manifest, write_manifest
 from scrapy_gdpr.retention.ledger import OBJECT_KINDS, Ledger, Record, parse_ts
 from scrapy_gdpr.retention.stamp import expiry_check
 
 if TYPE_CHECKING:
+
+    from collections.abc import Callable, Sequence
 
     from scrapy_gdpr.audit import AuditLog
     from scrapy_gdpr.retention.stores import ItemStore
@@ -196,7 +192,7 @@ def purge(
         try:
             _purge_feed_file(location, ledger, result, dry_run, is_expired_at, lock_timeout, record, record_many,
                              audit, keep_deleted, rewritten, removed)
-        except Exception as exc:  # noqa: BLE001 - one file never stops the others; reported
+        except Exception as exc:
             result.errors.append({"location": location, "error": _describe_exc(exc)})
             logger.warning("GDPR purge: %(path)s could not be purged: %(error)s; the other files were",
                            {"path": location, "error": _describe_exc(exc)})

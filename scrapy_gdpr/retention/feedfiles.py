@@ -26,10 +26,12 @@ import signal
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +191,7 @@ def lock_shared(fh: IO[bytes], path: Path) -> IO[bytes]:
             pass
         mode = fh.mode
         fh.close()
-        fh = path.open(mode)  # type: ignore[assignment]
+        fh = path.open(mode)
 
 
 # --------------------------------------------------------------------------- reading
@@ -341,7 +343,7 @@ def _xml_items(doc: bytes, path: str, damage: list[Damage]) -> Iterator[ET.Eleme
     after a damaged item reading resumes at the next item's start tag."""
     seen = 0  # complete items before this part of the document
     while True:
-        parser = ET.XMLPullParser(events=("start", "end"))
+        parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
         error: str | None = None
         try:
             parser.feed(doc)
@@ -354,7 +356,7 @@ def _xml_items(doc: bytes, path: str, damage: list[Damage]) -> Iterator[ET.Eleme
         events = parser.read_events()
         while True:
             try:  # an error met while feeding is raised here, after the events before it
-                event, elem = next(events)
+                event, elem = cast("tuple[str, ET.Element]", next(events))  # "start"/"end" events only
             except StopIteration:
                 break
             except ET.ParseError as exc:
@@ -427,8 +429,8 @@ def read_records(path: Path, fmt: str, damage: list[Damage] | None = None) -> It
     elif fmt == "json":
         text = path.read_text(encoding="utf-8", errors=_ERRORS)
         for obj in _json_objects(text, name, found):
-            stamp = obj.get(STAMP_FIELD) if isinstance(obj, dict) else None
-            yield FeedRecord(stamp if isinstance(stamp, dict) else {}, obj)
+            found_stamp = obj.get(STAMP_FIELD) if isinstance(obj, dict) else None
+            yield FeedRecord(found_stamp if isinstance(found_stamp, dict) else {}, obj)
     elif fmt == "csv":
         with path.open("r", encoding="utf-8", errors=_ERRORS, newline="") as fh:
             text = fh.read()
@@ -494,7 +496,7 @@ def is_complete(path: Path, fmt: str) -> bool:
         return tail.endswith(b"\n")
     if fmt == "json":
         last = tail.rstrip(b" \t\r\n")
-        return last.endswith(b"\n]") or last.endswith(b"[]") or last == b"]" or last.endswith(b"[\n]")
+        return last.endswith((b"\n]", b"[]", b"[\n]")) or last == b"]"
     if fmt == "xml":
         return tail.rstrip(b" \t\r\n").endswith(b"</items>")
     return True

@@ -10,7 +10,7 @@ import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from scrapy.exporters import CsvItemExporter, XmlItemExporter
@@ -19,18 +19,13 @@ from w3lib.url import file_uri_to_path
 
 from scrapy_gdpr.retention import feedfiles
 from scrapy_gdpr.retention.feedfiles import CSV_PREFIX, STAMP_FIELD
-from scrapy_gdpr.retention.stamp import (
-    STAMP_FIELDS,
-    RetentionItemFilter,
-    flat_stamp,
-    get_stamp,
-    stamp_time,
-)
+from scrapy_gdpr.retention.stamp import STAMP_FIELDS, RetentionItemFilter, flat_stamp, get_stamp, stamp_time
 
 if TYPE_CHECKING:
+    from typing import Self
+
     from scrapy.crawler import Crawler
     from scrapy.settings import BaseSettings
-    from typing_extensions import Self
 
     from scrapy_gdpr.retention.recorder import RetentionExtension
 
@@ -125,11 +120,10 @@ class LockingFileFeedStorage(FileFeedStorage):
 def _retention_extension(crawler: Crawler | None) -> RetentionExtension | None:
     if crawler is None:
         return None
-    from scrapy_gdpr.retention.recorder import EXTENSION_SERVICE
     from scrapy_gdpr.runtime import find_runtime
 
     rt = find_runtime(crawler)
-    return None if rt is None else rt.services.get(EXTENSION_SERVICE)
+    return None if rt is None else rt.retention
 
 
 def configure_feeds(settings: BaseSettings, crawler: Crawler) -> None:
@@ -175,7 +169,10 @@ def write_manifest(feed: Path, fmt: str, summary: feedfiles.RewriteResult, **fie
         **fields,
     }
     text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    feedfiles.atomic_write(manifest_path(feed), lambda fh: fh.write(text.encode("utf-8")))
+    def write(fh: IO[bytes]) -> None:
+        fh.write(text.encode("utf-8"))
+
+    feedfiles.atomic_write(manifest_path(feed), write)
     return data
 
 

@@ -22,16 +22,18 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from scrapy_gdpr.urls import host_of, mask_password
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -428,7 +430,7 @@ class Ledger:
         where, params = self._expired_where(now, kinds, location)
         with self._write() as cur:
             cur.execute(self._sql(f"DELETE FROM ledger_records WHERE {where}"), params)
-            count = max(cur.rowcount, 0)
+            count: int = max(cur.rowcount, 0)
         return count
 
     def delete_at(self, locations: Sequence[str], *, expired: datetime | None = None,
@@ -464,7 +466,7 @@ class Ledger:
             params += list(kinds)
         with self._write() as cur:
             cur.execute(self._sql(f"DELETE FROM ledger_records WHERE {where}"), params)
-            count = max(cur.rowcount, 0)
+            count: int = max(cur.rowcount, 0)
         return count
 
     def set_feed_file(self, record: Record) -> None:

@@ -33,7 +33,6 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import import_module
@@ -50,9 +49,11 @@ from twisted.internet.threads import deferToThread
 from scrapy_gdpr.retention.ledger import parse_ts
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Iterable
+    from typing import Self
+
     from scrapy.crawler import Crawler
     from scrapy.settings import BaseSettings
-    from typing_extensions import Self
 
     from scrapy_gdpr.policy import Policy
     from scrapy_gdpr.policy.durations import Duration
@@ -192,7 +193,7 @@ def expire_audit_log(path: Path, before: datetime, *, dry_run: bool = False, loc
 
 
 def _keep_log_records(before: datetime, date_format: str) -> Callable[[bytes], bool]:
-    width = len(datetime.now().strftime(date_format))  # noqa: DTZ005 - Scrapy logs local time
+    width = len(datetime.now().strftime(date_format))
     state = {"expired": False}  # continuation lines follow their record
 
     def keep(line: bytes) -> bool:

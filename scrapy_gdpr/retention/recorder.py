@@ -11,7 +11,6 @@ import logging
 import queue
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,31 +25,20 @@ from w3lib.url import file_uri_to_path
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.retention import feedfiles
 from scrapy_gdpr.retention.expiry import PurgeResult, purge
-from scrapy_gdpr.retention.feeds import (
-    LockingFileFeedStorage,
-    local_feed_path,
-    read_manifest,
-    write_manifest,
-)
+from scrapy_gdpr.retention.feeds import LockingFileFeedStorage, local_feed_path, read_manifest, write_manifest
 from scrapy_gdpr.retention.ledger import Ledger, Record, open_ledger, parse_ts
-from scrapy_gdpr.retention.stamp import (
-    MEDIA_FIELDS,
-    RetentionItemFilter,
-    RetentionPipeline,
-    get_stamp,
-    stamp_time,
-)
+from scrapy_gdpr.retention.stamp import MEDIA_FIELDS, RetentionItemFilter, RetentionPipeline, get_stamp, stamp_time
 from scrapy_gdpr.urls import mask_password
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Self
+
     from scrapy.crawler import Crawler
-    from typing_extensions import Self
 
 logger = logging.getLogger(__name__)
 
 
-#: Runtime service: the crawl's :class:`RetentionExtension`.
-EXTENSION_SERVICE = "retention.extension"
 
 
 def _month(stamp_value: str) -> str:
@@ -96,13 +84,13 @@ class _LedgerWriter(threading.Thread):
             for job in jobs:
                 try:
                     rows += job()
-                except Exception as exc:  # noqa: BLE001 - reported at close
+                except Exception as exc:
                     self.errors.append(exc)
                     logger.error("GDPR ledger: cannot record a stored item: %(exc)s", {"exc": exc}, exc_info=True)
             if rows:
                 try:
                     self.written += self.ledger.add(rows)
-                except Exception as exc:  # noqa: BLE001 - reported at close
+                except Exception as exc:
                     self.errors.append(exc)
                     logger.error("GDPR ledger: write failed: %(exc)s", {"exc": exc}, exc_info=True)
 
@@ -142,7 +130,7 @@ class RetentionExtension:
             "purges": [],
         }
         self.runtime.report_sections["retention"] = self.section
-        self.runtime.services[EXTENSION_SERVICE] = self
+        self.runtime.retention = self
         #: the item filters of the local feeds recorded line by line when they close
         self._recorded_feeds = self._local_feed_filters(settings)
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)

@@ -22,32 +22,25 @@ import os
 import re
 import secrets
 import zipfile
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from scrapy_gdpr.audit import AuditLog
-from scrapy_gdpr.documents.receipts import access_html, receipt_html, receipt_markdown
 from scrapy_gdpr.gate.objections import append_objection, objection_value
 from scrapy_gdpr.retention import feedfiles
 from scrapy_gdpr.retention.feeds import manifest_path, read_manifest, write_manifest
-from scrapy_gdpr.retention.ledger import (
-    OBJECT_KINDS,
-    Ledger,
-    Record,
-    Selector,
-    parse_ts,
-)
+from scrapy_gdpr.retention.ledger import OBJECT_KINDS, Ledger, Record, Selector, parse_ts
+from scrapy_gdpr.retention.receipts import access_html, receipt_html, receipt_markdown
 from scrapy_gdpr.retention.recorder import line_record
-from scrapy_gdpr.retention.stores import (
-    ItemStore,
-    add_store_holdings,
-    erase_from_stores,
-)
+from scrapy_gdpr.retention.stores import FoundItem, ItemStore, add_store_holdings, erase_from_stores
 from scrapy_gdpr.retention.textmatch import normalise_text, text_values
 from scrapy_gdpr.urls import mask_password
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from scrapy_gdpr.audit import AuditLog
 
 logger = logging.getLogger(__name__)
 
@@ -61,17 +54,6 @@ def new_request_id(kind: str, now: datetime | None = None) -> str:
     now = now or datetime.now(UTC)
     prefix = {"access": "ACC", "erasure": "ERA"}[kind]
     return f"{prefix}-{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
-
-
-@dataclass
-class FoundItem:
-    item_id: str
-    source_url: str
-    data: Any
-    locations: list[str] = field(default_factory=list)
-    stamp: dict[str, Any] = field(default_factory=dict)
-    #: the format ``data`` was read from; JSON formats keep types, so they are preferred
-    source_format: str = ""
 
 
 @dataclass
@@ -250,7 +232,7 @@ def find_holdings(ledger: Ledger, selectors: Sequence[Selector], audit_paths: It
                 seen_ids.add(rec.item_id)
                 if matcher.record(rec):
                     matched.append((rec, fmt))
-        except Exception as exc:  # noqa: BLE001 - one file never stops the others; reported
+        except Exception as exc:
             out.unreadable.append({"location": location, "error": _describe(exc)})
             logger.warning("GDPR: %(path)s cannot be read: %(error)s; the other files are searched",
                            {"path": location, "error": _describe(exc)})
@@ -566,7 +548,7 @@ def erase(
             if location in to_rewrite:
                 result.pending.append(location)
             continue
-        except Exception as exc:  # noqa: BLE001 - one file never stops the others; reported
+        except Exception as exc:
             result.failed.append({"location": location, "error": _describe(exc)})
             continue
         for d in outcome.damage:

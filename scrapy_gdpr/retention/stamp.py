@@ -13,7 +13,6 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -23,14 +22,16 @@ from scrapy.utils.misc import load_object
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.audit import Reason, drop
 from scrapy_gdpr.items.provenance import ProvenancedDict, registry
-from scrapy_gdpr.policy.durations import Duration
 from scrapy_gdpr.retention.feedfiles import STAMP_FIELD
 from scrapy_gdpr.retention.ledger import parse_ts
 
 if TYPE_CHECKING:
-    from scrapy.crawler import Crawler
-    from typing_extensions import Self
+    from collections.abc import Callable
+    from typing import Self
 
+    from scrapy.crawler import Crawler
+
+    from scrapy_gdpr.policy.durations import Duration
     from scrapy_gdpr.retention.recorder import RetentionExtension
 
 logger = logging.getLogger(__name__)

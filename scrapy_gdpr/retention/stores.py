@@ -22,7 +22,6 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -39,9 +38,11 @@ from scrapy_gdpr.retention.textmatch import normalise_text, text_values
 from scrapy_gdpr.urls import host_of, mask_password
 
 if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable, Iterator, Sequence
+    from typing import Self
+
     from scrapy.crawler import Crawler
     from scrapy.settings import BaseSettings
-    from typing_extensions import Self
 
     from scrapy_gdpr.audit import AuditLog
 
@@ -86,6 +87,20 @@ def item_matches(data: Any, source_url: str, selectors: Sequence[Selector]) -> b
             if normalise_text(sel.value) in text:
                 return True
     return False
+
+
+@dataclass
+class FoundItem:
+    """One item a data subject's request found, wherever it is held."""
+
+    item_id: str
+    source_url: str
+    data: Any
+    locations: list[str] = field(default_factory=list)
+    stamp: dict[str, Any] = field(default_factory=dict)
+    #: the format ``data`` was read from; JSON formats keep types, so they are preferred
+    source_format: str = ""
+
 
 
 # --------------------------------------------------------------------------- the interface
@@ -160,7 +175,7 @@ def build_store(path: Any, settings: BaseSettings, crawler: Crawler | None = Non
             store = cls()
     except StoreError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any failure names the store
+    except Exception as exc:
         raise StoreError(f"GDPR_ITEM_STORES: cannot open {path!r}: {exc}") from exc
     for method in ("find", "delete", "purge"):
         if not callable(getattr(store, method, None)):
@@ -188,7 +203,7 @@ def close_stores(stores: Iterable[ItemStore]) -> None:
     for store in stores:
         try:
             store.close()
-        except Exception:  # noqa: BLE001 - closing must not hide the real outcome
+        except Exception:
             logger.warning("GDPR: closing item store %(name)s failed", {"name": store.name}, exc_info=True)
 
 
@@ -207,15 +222,13 @@ def open_item_stores(settings: BaseSettings) -> Iterator[list[ItemStore]]:
 def add_store_holdings(holdings: Any, stores: Sequence[ItemStore], selectors: Sequence[Selector]) -> None:
     """Access and erasure: add the items every store holds for ``selectors`` (and for the
     item ids already found in feeds) to a :class:`~scrapy_gdpr.retention.rights.Holdings`."""
-    from scrapy_gdpr.retention.rights import FoundItem
-
     searched = getattr(holdings, "stores_searched", None)
     for store in stores:
         if isinstance(searched, list):
             searched.append(store.name)
         try:
             matches = store.find(selectors, list(holdings.items))
-        except Exception as exc:  # noqa: BLE001 - reported, the other stores are still searched
+        except Exception as exc:
             logger.error("GDPR: item store %(name)s cannot be searched: %(exc)s", {"name": store.name, "exc": exc})
             holdings.store_errors.append(f"{store.name}: {exc}")
             continue
@@ -243,7 +256,7 @@ def erase_from_stores(stores: Sequence[ItemStore], item_ids: Collection[str]) ->
     for store in stores:
         try:
             counts[store.name] = store.delete(ids) if ids else 0
-        except Exception as exc:  # noqa: BLE001 - reported, the other stores are still erased
+        except Exception as exc:
             logger.error("GDPR: cannot erase from item store %(name)s: %(exc)s", {"name": store.name, "exc": exc})
             errors.append(f"{store.name}: {exc}")
     return counts, errors
@@ -264,7 +277,7 @@ def purge_stores(stores: Sequence[ItemStore], now: datetime, *, dry_run: bool = 
     for store in stores:
         try:
             gone = store.purge(now, dry_run=dry_run)
-        except Exception as exc:  # noqa: BLE001 - reported, the other stores are still purged
+        except Exception as exc:
             logger.error("GDPR purge: item store %(name)s failed: %(exc)s", {"name": store.name, "exc": exc})
             result.errors.append(f"{store.name}: {exc}")
             continue
@@ -363,7 +376,7 @@ class ItemStoresExtension:
             return
         try:
             result = await maybe_deferred_to_future(deferToThread(self._purge, datetime.now(UTC)))
-        except Exception as exc:  # noqa: BLE001 - a store that cannot be opened: said loudly, counted
+        except Exception as exc:
             result = StorePurge(errors=[str(exc)])
         for error in result.errors:
             logger.error("GDPR purge of item stores failed: %(e)s; run scrapy gdpr-purge once it is fixed",
@@ -479,6 +492,7 @@ class PostgresItemStore(ItemStore):
 
     # -- the pipeline ---------------------------------------------------------------
     async def process_item(self, item: Any) -> Any:
+        from scrapy_gdpr._component import component_runtime
         from scrapy_gdpr.audit import Reason, drop
         from scrapy_gdpr.retention.stamp import get_stamp
 
@@ -491,7 +505,7 @@ class PostgresItemStore(ItemStore):
                 expires = None
         if stamp is None or expires is None:
             assert self.crawler is not None
-            raise drop(self.runtime, str((stamp or {}).get("source_url", "")), Reason.RETENTION,
+            raise drop(component_runtime(self.crawler), str((stamp or {}).get("source_url", "")), Reason.RETENTION,
                        detail="an item without a valid retention stamp is not stored in the item store (is "
                               "PostgresItemStore after scrapy_gdpr.retention.stamp.RetentionPipeline (900)?)")
         collected = None

@@ -5,10 +5,12 @@ normalised the same way for feed files, item stores and erasure."""
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scrapy_gdpr.retention.feedfiles import STAMP_FIELD
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 def normalise_text(text: str) -> str:

@@ -16,7 +16,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageCms
+from PIL import Image
 
 HERE = Path(__file__).resolve().parent
 SOURCES = HERE / "sources"
@@ -138,7 +138,7 @@ XMP = (
     b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
     b'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
     b'xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:creator>Jane Doe</dc:creator>'
-    b"</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end=\"w\"?>"
+    b'</rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>'
 )
 
 
@@ -164,7 +164,7 @@ def make_faces() -> None:
     pal_arr[:24, :] = 255  # a transparent band at the top
     pal2 = Image.fromarray(pal_arr, "P")
     palette = pal.getpalette() or []
-    pal2.putpalette(palette[: 255 * 3] + [0, 255, 0])
+    pal2.putpalette([*palette[:255 * 3], 0, 255, 0])
     save(pal2, "face-palette-trns.png", transparency=255)
     save(im.convert("L"), "face-gray.png")
     save(im.convert("L"), "face-gray.jpg", quality=90)

@@ -4,15 +4,17 @@
 * :func:`receipt_html` and :func:`receipt_markdown`: the receipt of a request, for the
   privacy officer's file.
 
-Built on the one HTML/CSS base (:mod:`scrapy_gdpr.documents.base`).
+Built on the one HTML/CSS base (:mod:`scrapy_gdpr._html`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from scrapy_gdpr.documents.base import c, e, page, table
+from scrapy_gdpr._html import c, e, page, table
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 NO_IDENTITY = "No identity document was asked for; no time window or limit applied."
 

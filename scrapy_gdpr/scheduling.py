@@ -81,6 +81,6 @@ def report_refusal(settings: BaseSettings, message: str) -> None:
     if log_file:
         try:
             with open(log_file, "a", encoding=settings.get("LOG_ENCODING") or "utf-8") as out:
-                out.write(f"[scrapy_gdpr.ops.scheduling] ERROR: {message}\n")
+                out.write(f"[scrapy_gdpr.scheduling] ERROR: {message}\n")
         except OSError:
             pass  # stderr has it

@@ -140,7 +140,7 @@ def short_fingerprint(value: str | None, digits: int = 12) -> str:
     return f"<code title='{e(value)}'>{e(shown)}</code>"
 
 
-def plural(n: int | float, one: str, many: str | None = None) -> str:
+def plural(n: float, one: str, many: str | None = None) -> str:
     """``1 page``, ``2 pages``, ``1,234 pages``."""
     word = one if n == 1 else (many or one + "s")
     shown = f"{n:,}" if isinstance(n, int) else f"{n:,.2f}".rstrip("0").rstrip(".")
