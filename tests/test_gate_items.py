@@ -8,6 +8,7 @@ from scrapy import Request, Spider, signals
 from scrapy.pipelines.images import ImagesPipeline
 from scrapy.utils.test import get_crawler
 
+from scrapy_gdpr.decisions import OPTOUT_META, OptOutDecision, PurposeDecision
 from scrapy_gdpr.gate import ItemGatePipeline, PolicyGateMiddleware
 from scrapy_gdpr.objections import append_objection
 from scrapy_gdpr.provenance import ProvenanceMiddleware
@@ -102,7 +103,7 @@ async def test_item_from_objected_page_is_dropped(tmp_path, mockserver):
 async def test_optout_reserving_a_purpose_drops_the_item(tmp_path, mockserver):
     policy = write_policy(tmp_path, [local("gate-img.test")])
     url = mockserver.url("/index.html", host="gate-img.test")
-    meta = {"gdpr_optout": {"search": {"allowed": False, "signal": "X-Robots-Tag: noindex"}}}
+    meta = {OPTOUT_META: OptOutDecision(purposes={"search": PurposeDecision(False, ("X-Robots-Tag: noindex",))})}
     crawler, scraped = await run(tmp_path, policy, url=url, items=[{"title": "x"}], meta=meta)
     assert scraped == []
     assert crawler.stats.get_value("gdpr/blocked/optout") == 1
@@ -115,8 +116,8 @@ async def test_optout_reserving_a_purpose_drops_the_item(tmp_path, mockserver):
 async def test_optout_of_another_purpose_keeps_the_item(tmp_path, mockserver):
     policy = write_policy(tmp_path, [local("gate-img.test")])  # purposes: search only
     url = mockserver.url("/index.html", host="gate-img.test")
-    meta = {"gdpr_optout": {"ai-train": {"allowed": False, "signal": "Content-Usage: train-ai=n"},
-                            "search": {"allowed": True, "signal": ""}}}
+    meta = {OPTOUT_META: OptOutDecision(purposes={"ai-train": PurposeDecision(False, ("Content-Usage: train-ai=n",)),
+                                                  "search": PurposeDecision(True)})}
     _crawler, scraped = await run(tmp_path, policy, url=url, items=[{"title": "x"}], meta=meta)
     assert scraped == [{"title": "x"}]
     assert refusals(tmp_path) == []
@@ -126,7 +127,7 @@ async def test_optout_of_another_purpose_keeps_the_item(tmp_path, mockserver):
 async def test_reserved_images_are_stripped_and_never_fetched(tmp_path, logged_mockserver):
     policy = write_policy(tmp_path, [local("gate-img.test")])
     url = logged_mockserver.url("/index.html", host="gate-img.test")
-    meta = {"gdpr_images_optout": {"reserved": True, "signal": "X-Robots-Tag: noimageindex"}}
+    meta = {OPTOUT_META: OptOutDecision(images_reserved=True, images_signal="X-Robots-Tag: noimageindex")}
     items = [{"title": "Gallery", "image_urls": ["ok.png", "reserved.png"], "file_urls": ["objected.png"]}]
     crawler, scraped = await run(tmp_path, policy, url=url, items=items, meta=meta, images=True)
     [item] = scraped

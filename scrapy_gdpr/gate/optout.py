@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -36,6 +37,7 @@ from scrapy.utils.asyncio import run_in_thread
 from scrapy_gdpr import audit
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.audit import Reason, note_refusal, refuse
+from scrapy_gdpr.decisions import OPTOUT_META, OptOutDecision, PurposeDecision
 from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.gate._flight import Flight
 from scrapy_gdpr.gate.contentcredentials import TrainingMining, read_training_mining
@@ -760,21 +762,17 @@ class OptOutMiddleware:
             decision.tdm_policy = policy
 
     def _attach(self, request: Request, response: Response, decision: Decision) -> None:
-        optout: dict[str, Any] = {}
-        for purpose in self.spider_purposes:
-            signals = decision.reserved[purpose]
-            optout[purpose] = {
-                "allowed": not signals,
-                "signal": str(signals[0]) if signals else "",
-                "signals": [str(s) for s in signals],
-            }
-        image_signals = [s for p in self.spider_purposes for s in decision.images[p]]
-        image_signals = list(dict.fromkeys(image_signals))
-        request.meta["gdpr_optout"] = optout
-        request.meta["gdpr_images_optout"] = {
-            "reserved": bool(image_signals),
-            "signal": str(image_signals[0]) if image_signals else "",
-        }
+        image_signals = list(dict.fromkeys(s for p in self.spider_purposes for s in decision.images[p]))
+        result = OptOutDecision(
+            purposes=MappingProxyType({
+                purpose: PurposeDecision(not decision.reserved[purpose], tuple(str(s) for s in decision.reserved[purpose]))
+                for purpose in self.spider_purposes
+            }),
+            images_reserved=bool(image_signals),
+            images_signal=str(image_signals[0]) if image_signals else "",
+        )
+        request.meta[OPTOUT_META] = result
+        request.meta.update(result.meta_views())
         if decision.nofollow is not None:
             request.meta["gdpr_nofollow"] = str(decision.nofollow)
         if decision.noarchive is not None:
@@ -796,7 +794,7 @@ class OptOutMiddleware:
                 self.runtime,
                 "optout_decision",
                 response.url,
-                purposes={p: v["allowed"] for p, v in optout.items()},
+                purposes={p: d.allowed for p, d in result.purposes.items()},
                 reserved=reserved,
                 images_reserved=images,
                 signals=[str(s) for s in dict.fromkeys(decision.seen)],

@@ -64,14 +64,12 @@ class ItemGatePipeline:
         objection = self.gate.check_objection(url)
         if objection is not None:
             raise drop(self.runtime, url, objection.reason, clause=objection.clause, detail=objection.detail)
+        optout = provenance.optout
         for sp, i in self.signal_purposes.items():
-            decision = provenance.optout.get(sp)
-            if decision is None:
+            reserved = optout.reserved(sp) if optout is not None else None
+            if reserved is None:
                 continue
-            allowed = decision.get("allowed") if isinstance(decision, dict) else None
-            if allowed is True:
-                continue
-            signal = decision.get("signal", "") if isinstance(decision, dict) else ""
+            signal = reserved.signal
             raise drop(
                 self.runtime,
                 url,
@@ -79,7 +77,10 @@ class ItemGatePipeline:
                 clause=self.policy.clause("purposes", i, "signal_purposes"),
                 detail=f"the source page reserves {sp}" + (f" ({signal})" if signal else ""),
             )
-        self._filter_media(item, url, provenance.images_reserved, provenance.images_signal)
+        if optout is not None:
+            self._filter_media(item, url, optout.images_reserved, optout.images_signal)
+        else:
+            self._filter_media(item, url, False, "")
         return item
 
     def _image_clause(self, signal: str) -> str:

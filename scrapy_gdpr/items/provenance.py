@@ -3,7 +3,7 @@
 :class:`ProvenanceMiddleware` (a spider middleware, closest to the spider) records,
 for each item a callback yields, the response it came from: URL, time, and the
 opt-out decision the request gate attached to that response
-(``response.meta["gdpr_optout"]``). Pipelines read it with :func:`provenance_of`.
+(:class:`~scrapy_gdpr.decisions.OptOutDecision`). Pipelines read it with :func:`provenance_of`.
 
 Items are keyed by identity, not changed: a Scrapy ``Item`` with declared fields
 cannot take new keys, and the spider's own fields stay the spider's. Entries are
@@ -26,6 +26,7 @@ from scrapy import signals
 from scrapy.spidermiddlewares.base import BaseSpiderMiddleware
 
 from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr.decisions import OptOutDecision, optout_decision
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -41,12 +42,9 @@ class Provenance:
 
     url: str
     collected_at: datetime
-    #: The opt-out decision for the source page, per purpose: ``{"search": {"allowed":
-    #: False, "signal": "X-Robots-Tag: noindex"}}``; empty when no signal was seen.
-    optout: dict[str, Any] = field(default_factory=dict)
-    #: ``True`` when the page forbids indexing its images (noimageindex / noimageai).
-    images_reserved: bool = False
-    images_signal: str = ""
+    #: The opt-out decision for the source page; None when the opt-out middleware did not
+    #: decide (it is off, or the response did not pass it).
+    optout: OptOutDecision | None = None
     #: Free-form notes components add (the face stage records what it did here).
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -150,16 +148,8 @@ class ProvenanceMiddleware(BaseSpiderMiddleware):
         # Items yielded from start() have no response: their source is unknown, and
         # the pipelines refuse what has no provenance.
         if response is not None:
-            decision = response.meta.get("gdpr_optout") or {}
-            images = response.meta.get("gdpr_images_optout") or {}
             self.registry.put(
                 item,
-                Provenance(
-                    url=response.url,
-                    collected_at=datetime.now(UTC),
-                    optout=dict(decision),
-                    images_reserved=bool(images.get("reserved")),
-                    images_signal=str(images.get("signal", "")),
-                ),
+                Provenance(url=response.url, collected_at=datetime.now(UTC), optout=optout_decision(response)),
             )
         return item
