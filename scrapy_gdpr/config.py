@@ -88,9 +88,18 @@ class GdprConfig:
 
         A relative path is relative to the project root (the folder of ``scrapy.cfg``),
         so that ``scrapy crawl`` finds the same file from any sub-folder of the project.
+        A project that runs from an egg (Scrapyd) reads a relative path from the egg
+        (:mod:`scrapy_gdpr.egg`); raises ValueError when the egg has no such file.
         """
         template = getattr(spider, "gdpr_policy", None) or self.policy
-        return from_project_root(expand(template, spider))
+        path = expand(template, spider)
+        if not Path(path).expanduser().is_absolute():
+            from scrapy_gdpr.egg import policy_from_egg
+
+            in_egg = policy_from_egg(path)
+            if in_egg is not None:
+                return in_egg
+        return from_project_root(path)
 
     def audit_log_path(self, spider: Spider | type[Spider] | None) -> Path | None:
         return from_project_root(expand(self.audit_log, spider)) if self.audit_log else None

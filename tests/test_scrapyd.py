@@ -50,7 +50,8 @@ class NewsSpider(Spider):
         self.url = url
 
     async def start(self):
-        yield Request(self.url)
+        for url in self.url.split(" "):
+            yield Request(url)
 
     def parse(self, response):
         yield {"url": response.url, "title": response.css("title::text").get() or ""}
@@ -230,3 +231,104 @@ def test_schedule_json_settings_cannot_change_what_protects_the_crawl(tmp_path, 
     items = sorted((home / "items" / "tinyd" / "news").glob("*.jl"))
     stored = [p for p in items if p.stat().st_size]
     assert [p.stem for p in stored] == [tuned]
+
+
+RELATIVE_SETTINGS = '''
+BOT_NAME = "tinyd"
+SPIDER_MODULES = ["tinyd.spiders"]
+ADDONS = {"scrapy_gdpr.Addon": 0}
+RETRY_ENABLED = False
+# relative, as in a project folder: the policy is read from the egg; what the crawl
+# writes goes under the job's working folder (Scrapyd's own folder)
+GDPR_POLICY = "policies/%(name)s.yaml"
+GDPR_AUDIT_LOG = "data/audit/%(name)s.jsonl"
+GDPR_REPORT_DIR = "data/reports"
+GDPR_LEDGER = "sqlite:///data/ledger.sqlite3"
+'''
+
+SETUP_WITH_POLICIES = '''
+from setuptools import find_packages, setup
+
+setup(name="tinyd", version="1.0", packages=find_packages(),
+      data_files=[("policies", ["policies/news.yaml", "policies/objections.txt"])],
+      entry_points={"scrapy": ["settings = tinyd.settings"]})
+'''
+
+
+def test_a_relative_policy_travels_in_the_egg_and_objections_live_on_the_host(tmp_path, mockserver, scrapyd):
+    """setup.py lists the policy files (data_files): Scrapyd's job finds a relative
+    GDPR_POLICY in the egg. The objection list deployed with it applies, and so does
+    the list at the same place under the job's working folder, which gdpr-erase
+    writes to on that host; nothing is written into the egg's copy."""
+    base, home = scrapyd
+    src = tmp_path / "src"
+    (src / "tinyd" / "spiders").mkdir(parents=True)
+    (src / "policies").mkdir()
+    write_policy(src / "policies" / "news.yaml", mockserver, ["127.0.0.1"])
+    deployed = mockserver.url("/page.html?who=deployed")
+    on_host = mockserver.url("/page.html?who=host")
+    kept = mockserver.url("/page.html?who=nobody")
+    (src / "policies" / "objections.txt").write_text(f"url {deployed}\n", encoding="utf-8")
+    (src / "setup.py").write_text(SETUP_WITH_POLICIES, encoding="utf-8")
+    (src / "tinyd" / "__init__.py").write_text("", encoding="utf-8")
+    (src / "tinyd" / "spiders" / "__init__.py").write_text("", encoding="utf-8")
+    (src / "tinyd" / "spiders" / "news.py").write_text(SPIDER, encoding="utf-8")
+    (src / "tinyd" / "settings.py").write_text(RELATIVE_SETTINGS, encoding="utf-8")
+    subprocess.run([sys.executable, "setup.py", "-q", "bdist_egg", "-d", str(tmp_path / "dist")], cwd=src,
+                   check=True, capture_output=True, timeout=120)
+    (egg,) = (tmp_path / "dist").glob("*.egg")
+    post(base, "/addversion.json", {"project": "tinyd", "version": "1"}, {"egg": egg.read_bytes()})
+    # the objection list on the host, where the working folder stands for the project folder
+    (home / "policies").mkdir()
+    (home / "policies" / "objections.txt").write_text(f"url {on_host}\n", encoding="utf-8")
+
+    job = post(base, "/schedule.json", {"project": "tinyd", "spider": "news",
+                                        "url": " ".join([deployed, on_host, kept])})["jobid"]
+    wait_finished(base, job)
+    log = (home / "logs" / "tinyd" / "news" / f"{job}.log").read_text(encoding="utf-8")
+    assert "exit status 0 (ok)" in log, log
+    assert "copied from the project's egg" in log and str(home / "eggs") in log, log
+    assert f"GDPR objection list {home / 'policies' / 'objections.txt'}: 1 entries" in log, log
+    assert "GDPR objection list deployed in the project's egg: 1 entries" in log, log
+    items = home / "items" / "tinyd" / "news" / f"{job}.jl"
+    lines = [json.loads(line) for line in items.read_text(encoding="utf-8").splitlines()]
+    assert [line["url"] for line in lines] == [kept]
+    assert lines[0]["gdpr"]["policy_fingerprint"]
+    audit = [json.loads(line) for line in (home / "data" / "audit" / "news.jsonl").read_text("utf-8").splitlines()]
+    objected = sorted(a["url"] for a in audit if a.get("reason") == "objection")
+    assert objected == sorted([deployed, on_host])
+    with sqlite3.connect(home / "data" / "ledger.sqlite3") as db:
+        rows = db.execute("SELECT kind, location FROM ledger_records WHERE kind = 'feed_line'").fetchall()
+    assert rows == [("feed_line", str(items.resolve()))]
+    # the copy taken out of the egg is gone with the job's process
+    assert "scrapy-gdpr-policy-" in log
+    copied = Path(log.split("GDPR policy ", 1)[1].split(" (copied from", 1)[0])
+    assert not copied.exists()
+
+
+def test_a_policy_missing_from_the_egg_refuses_the_job(tmp_path, mockserver, scrapyd):
+    """Without data_files the egg has no policy: the job is refused at start-up (exit 3),
+    saying what to do."""
+    base, home = scrapyd
+    src = tmp_path / "src"
+    (src / "tinyd" / "spiders").mkdir(parents=True)
+    (src / "setup.py").write_text(SETUP, encoding="utf-8")
+    (src / "tinyd" / "__init__.py").write_text("", encoding="utf-8")
+    (src / "tinyd" / "spiders" / "__init__.py").write_text("", encoding="utf-8")
+    (src / "tinyd" / "spiders" / "news.py").write_text(SPIDER, encoding="utf-8")
+    (src / "tinyd" / "settings.py").write_text(RELATIVE_SETTINGS, encoding="utf-8")
+    subprocess.run([sys.executable, "setup.py", "-q", "bdist_egg", "-d", str(tmp_path / "dist")], cwd=src,
+                   check=True, capture_output=True, timeout=120)
+    (egg,) = (tmp_path / "dist").glob("*.egg")
+    post(base, "/addversion.json", {"project": "tinyd", "version": "1"}, {"egg": egg.read_bytes()})
+    job = post(base, "/schedule.json", {"project": "tinyd", "spider": "news",
+                                        "url": mockserver.url("/page.html")})["jobid"]
+    wait_finished(base, job)
+    log = (home / "logs" / "tinyd" / "news" / f"{job}.log").read_text(encoding="utf-8")
+    assert "the policy file policies/news.yaml is not in the project's egg" in log, log
+    assert "data_files" in log
+    assert "Spider opened" not in log
+    deadline = time.monotonic() + 10
+    while "exitstatus=3" not in (home / "scrapyd.out").read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "exitstatus=3" in (home / "scrapyd.out").read_text()
