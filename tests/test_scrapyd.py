@@ -5,6 +5,7 @@ job exits with status 4 (Scrapyd logs it) and says so in its log."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -15,6 +16,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -113,16 +115,16 @@ def get(base: str, path: str, **query: str) -> dict[str, Any]:
     return out
 
 
-@pytest.fixture
-def scrapyd(tmp_path):
-    """Scrapyd on a free local port, with its own configuration and folders in tmp_path."""
-    home = tmp_path / "scrapyd"
+@contextlib.contextmanager
+def running_scrapyd(home: Path, items_dir: str | None = None):
+    """Scrapyd on a free local port, with its own configuration and folders in ``home``."""
     home.mkdir()
     port = free_port()
     (home / "scrapyd.conf").write_text(
         "[scrapyd]\nbind_address = 127.0.0.1\n"
-        f"http_port = {port}\neggs_dir = {home}/eggs\nlogs_dir = {home}/logs\nitems_dir = {home}/items\n"
-        f"dbs_dir = {home}/dbs\npoll_interval = 0.2\nmax_proc = 2\njobs_to_keep = 50\n",
+        f"http_port = {port}\neggs_dir = {home}/eggs\nlogs_dir = {home}/logs\n"
+        f"items_dir = {home / 'items' if items_dir is None else items_dir}\n"
+        f"dbs_dir = {home}/dbs\npoll_interval = 0.2\nmax_proc = 2\njobs_to_keep = 100\n",
         encoding="utf-8",
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -148,6 +150,35 @@ def scrapyd(tmp_path):
         log.close()
 
 
+@pytest.fixture
+def scrapyd(tmp_path):
+    with running_scrapyd(tmp_path / "scrapyd") as found:
+        yield found
+
+
+def expired(ledger_url: str, item_id: str) -> None:
+    """An item record that expired a day ago, in the job's ledger."""
+    from scrapy_gdpr.ledger import Record, open_ledger
+
+    ledger = open_ledger(ledger_url)
+    try:
+        ledger.add([Record(kind="item", location="", url=f"http://127.0.0.1/{item_id}.html", spider="news",
+                           expires_at=datetime.now(UTC) - timedelta(days=1), item_id=item_id)])
+    finally:
+        ledger.close()
+
+
+def held(ledger_url: str) -> set[str]:
+    """The expired records the ledger still holds (their item ids)."""
+    from scrapy_gdpr.ledger import open_ledger
+
+    ledger = open_ledger(ledger_url, create=False, readonly=True)
+    try:
+        return {r.item_id for r in ledger.expired(datetime.now(UTC), limit=100)}
+    finally:
+        ledger.close()
+
+
 def wait_finished(base: str, job: str, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -163,6 +194,8 @@ def test_scrapyd_runs_the_deployed_egg_under_the_addon(tmp_path, mockserver, scr
     egg, data = build_egg(tmp_path, mockserver)
     post(base, "/addversion.json", {"project": "tinyd", "version": "1"}, {"egg": egg})
     assert get(base, "/listspiders.json", project="tinyd")["spiders"] == ["news"]
+    ledger_url = f"sqlite:///{data / 'ledger.sqlite3'}"
+    expired(ledger_url, "old-1")
 
     job = post(base, "/schedule.json", {"project": "tinyd", "spider": "news",
                                         "url": mockserver.url("/page.html")})["jobid"]
@@ -170,6 +203,7 @@ def test_scrapyd_runs_the_deployed_egg_under_the_addon(tmp_path, mockserver, scr
     log = (home / "logs" / "tinyd" / "news" / f"{job}.log").read_text(encoding="utf-8")
     assert "exit status 0 (ok)" in log, log
     assert "GDPR purge:" in log  # the purge at spider open runs in a scheduled run too
+    assert held(ledger_url) == set(), "the expired record was purged at spider open"
     # Scrapyd's items_dir export: stamped, and recorded line by line in the ledger
     items = home / "items" / "tinyd" / "news" / f"{job}.jl"
     lines = [json.loads(line) for line in items.read_text(encoding="utf-8").splitlines()]
@@ -180,27 +214,66 @@ def test_scrapyd_runs_the_deployed_egg_under_the_addon(tmp_path, mockserver, scr
     assert ("feed_line", str(items.resolve())) in rows
     assert ("feed_file", str(items.resolve())) in rows
 
+    expired(ledger_url, "old-2")  # a blocked run purges as well
     blocked = post(base, "/schedule.json", {"project": "tinyd", "spider": "news",
                                             "url": mockserver.url("/page.html", host="unlisted.test")})["jobid"]
     wait_finished(base, blocked)
     log = (home / "logs" / "tinyd" / "news" / f"{blocked}.log").read_text(encoding="utf-8")
     assert "exit status 4 (blocked)" in log, log
     assert "finish reason gdpr_blocked" in log
+    assert held(ledger_url) == set()
     deadline = time.monotonic() + 10
     while "exitstatus=4" not in (home / "scrapyd.out").read_text() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert "exitstatus=4" in (home / "scrapyd.out").read_text()
 
 
-PROTECTED = [
-    ("GDPR_ENABLED=False", "GDPR_ENABLED"),
-    ("ADDONS={}", "ADDONS"),
-    ("GDPR_POLICY=/tmp/another-policy.yaml", "GDPR_POLICY"),
-    ("GDPR_OBJECTIONS=/tmp/empty-objections.txt", "GDPR_OBJECTIONS"),
-    ("GDPR_PURGE_ON_OPEN=False", "GDPR_PURGE_ON_OPEN"),
-    ('FEED_EXPORTERS={"jsonlines": "scrapy.exporters.JsonLinesItemExporter"}', "FEED_EXPORTERS"),
-    ('ITEM_PIPELINES={"scrapy_gdpr.retention.RetentionPipeline": null}', "ITEM_PIPELINES"),
-]
+#: A value for each protected setting, as a job would pass it: what it would do if it
+#: were let through (switch a protection off, move the policy, the objection list or
+#: stored data elsewhere, replace a component that gates, checks, stamps or counts).
+PROTECTED_VALUES = {
+    "GDPR_ENABLED": "False",
+    "ADDONS": "{}",
+    "GDPR_POLICY": "/tmp/another-policy.yaml",
+    "GDPR_OBJECTIONS": "/tmp/empty-objections.txt",
+    "GDPR_PURGE_ON_OPEN": "False",
+    "GDPR_LEDGER": "sqlite:////tmp/another-ledger.sqlite3",
+    "GDPR_AUDIT_LOG": "",
+    "GDPR_ITEM_STORES": "[]",
+    "GDPR_POSTGRES_STORE": "postgresql://127.0.0.1:1/elsewhere",
+    "GDPR_POSTGRES_STORE_TABLE": "elsewhere",
+    "GDPR_IMAGE_BYTES_FIELDS": "[]",
+    "ROBOTSTXT_OBEY": "False",
+    "TELNETCONSOLE_ENABLED": "True",
+    "REMOTE_CONTROL_ENABLED": "True",
+    "ITEM_PIPELINES": '{"scrapy_gdpr.retention.RetentionPipeline": null}',
+    "ITEM_PIPELINES_BASE": "{}",
+    "DOWNLOADER_MIDDLEWARES": '{"scrapy_gdpr.gate.PolicyGateMiddleware": null}',
+    "DOWNLOADER_MIDDLEWARES_BASE": "{}",
+    "SPIDER_MIDDLEWARES": "{}",
+    "SPIDER_MIDDLEWARES_BASE": "{}",
+    "EXTENSIONS": '{"scrapy_gdpr.status.CrawlStatus": null}',
+    "EXTENSIONS_BASE": "{}",
+    "FEED_STORAGES": '{"file": "scrapy.extensions.feedexport.FileFeedStorage"}',
+    "FEED_STORAGES_BASE": "{}",
+    "FEED_EXPORTERS": '{"jsonlines": "scrapy.exporters.JsonLinesItemExporter"}',
+    "FEED_EXPORTERS_BASE": "{}",
+    "DOWNLOAD_HANDLERS": '{"http": "scrapy.core.downloader.handlers.http11.HTTP11DownloadHandler"}',
+    "DOWNLOAD_HANDLERS_BASE": "{}",
+    "DOWNLOADER": "scrapy.core.downloader.Downloader",
+    "ITEM_PROCESSOR": "scrapy.pipelines.ItemPipelineManager",
+    "STATS_CLASS": "scrapy.statscollectors.DummyStatsCollector",
+    "IMAGES_STORE": "/tmp/elsewhere-images",
+    "FILES_STORE": "/tmp/elsewhere-files",
+    "HTTPCACHE_DIR": "/tmp/elsewhere-cache",
+    "HTTPCACHE_STORAGE": "scrapy.extensions.httpcache.DbmCacheStorage",
+}
+
+
+def test_every_protected_setting_has_a_case():
+    from scrapy_gdpr.scheduling import PROTECTED
+
+    assert set(PROTECTED_VALUES) == set(PROTECTED)
 
 
 def test_schedule_json_settings_cannot_change_what_protects_the_crawl(tmp_path, mockserver, scrapyd):
@@ -211,26 +284,34 @@ def test_schedule_json_settings_cannot_change_what_protects_the_crawl(tmp_path, 
     post(base, "/addversion.json", {"project": "tinyd", "version": "1"}, {"egg": egg})
     url = mockserver.url("/page.html")
     jobs = {}
-    for setting, name in PROTECTED:
+    for name, value in sorted(PROTECTED_VALUES.items()):
         jobs[name] = post(base, "/schedule.json", [("project", "tinyd"), ("spider", "news"), ("url", url),
-                                                   ("setting", "LOG_LEVEL=INFO"), ("setting", setting)])["jobid"]
+                                                   ("setting", "LOG_LEVEL=INFO"),
+                                                   ("setting", f"{name}={value}")])["jobid"]
+    # tuning is let through; an export's fields cannot leave the stamp out
     tuned = post(base, "/schedule.json", [("project", "tinyd"), ("spider", "news"), ("url", url),
                                           ("setting", "CLOSESPIDER_TIMEOUT=120"), ("setting", "LOG_LEVEL=DEBUG"),
-                                          ("setting", "GDPR_MONITOR_MIN_ITEMS=1")])["jobid"]
+                                          ("setting", "GDPR_MONITOR_MIN_ITEMS=1"),
+                                          ("setting", 'FEED_EXPORT_FIELDS=["url"]')])["jobid"]
     for job in [*jobs.values(), tuned]:
         wait_finished(base, job)
     for name, job in jobs.items():
         log = (home / "logs" / "tinyd" / "news" / f"{job}.log").read_text(encoding="utf-8")
         assert f"a Scrapyd job may not set {name} (schedule.json setting=...)" in log, log
         assert "Spider opened" not in log
+    deadline = time.monotonic() + 10
+    while (home / "scrapyd.out").read_text().count("exitstatus=3") < len(jobs) and time.monotonic() < deadline:
+        time.sleep(0.2)
     out = (home / "scrapyd.out").read_text()
-    assert out.count("exitstatus=3") == len(PROTECTED), out
+    assert out.count("exitstatus=3") == len(jobs), out
     log = (home / "logs" / "tinyd" / "news" / f"{tuned}.log").read_text(encoding="utf-8")
     assert "exit status 0 (ok)" in log, log
     # the refused jobs stored nothing: one feed line, the tuned job's
     items = sorted((home / "items" / "tinyd" / "news").glob("*.jl"))
     stored = [p for p in items if p.stat().st_size]
     assert [p.stem for p in stored] == [tuned]
+    (line,) = [json.loads(line) for line in stored[0].read_text(encoding="utf-8").splitlines()]
+    assert set(line) == {"url", "gdpr"} and line["gdpr"]["expires_at"]
 
 
 RELATIVE_SETTINGS = '''
@@ -332,3 +413,28 @@ def test_a_policy_missing_from_the_egg_refuses_the_job(tmp_path, mockserver, scr
     while "exitstatus=3" not in (home / "scrapyd.out").read_text() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert "exitstatus=3" in (home / "scrapyd.out").read_text()
+
+
+def test_an_items_dir_out_of_the_purges_reach_refuses_the_job(tmp_path, mockserver):
+    """Scrapyd's items_dir on a remote store (here ftp://) is a feed gdpr-purge and
+    gdpr-erase cannot rewrite: the job is refused at start-up (exit 3), nothing is
+    fetched, and its log says why and what to do."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there: the crawl must not even try
+    with running_scrapyd(tmp_path / "scrapyd", items_dir=f"ftp://user:pw@127.0.0.1:{port}/items") as (base, home):
+        egg, _ = build_egg(tmp_path, mockserver)
+        post(base, "/addversion.json", {"project": "tinyd", "version": "1"}, {"egg": egg})
+        job = post(base, "/schedule.json", {"project": "tinyd", "spider": "news",
+                                            "url": mockserver.url("/page.html")})["jobid"]
+        wait_finished(base, job)
+        log = (home / "logs" / "tinyd" / "news" / f"{job}.log").read_text(encoding="utf-8")
+        assert "scrapy-gdpr refused to start the crawl" in log, log
+        assert f"feed ftp://user:pw@127.0.0.1:{port}/items/tinyd/news/{job}.jl: ftp:// feeds are written where " \
+               "gdpr-purge and gdpr-erase cannot rewrite them" in log, log
+        assert "the feed was set by the Scrapyd job: Scrapyd's items_dir" in log
+        assert "Spider opened" not in log
+        deadline = time.monotonic() + 10
+        while "exitstatus=3" not in (home / "scrapyd.out").read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "exitstatus=3" in (home / "scrapyd.out").read_text()
