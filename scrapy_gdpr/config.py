@@ -125,8 +125,17 @@ def _rooted_ledger(value: Any) -> str | None:
 
 def project_root() -> Path | None:
     """The folder of the project's ``scrapy.cfg`` (searched from the current folder
-    upwards, as Scrapy finds its project), or None outside a project."""
+    upwards, as Scrapy finds its project), or None outside a project.
+
+    None as well for a project that runs from an egg (Scrapyd): the egg is its
+    project folder, and a ``scrapy.cfg`` above the job's working folder belongs to
+    something else; relative paths then resolve against the working folder."""
     from scrapy.utils.conf import closest_scrapy_cfg
+
+    from scrapy_gdpr.egg import settings_archive
+
+    if settings_archive() is not None:
+        return None
 
     cfg = closest_scrapy_cfg()
     return Path(cfg).resolve().parent if cfg else None
