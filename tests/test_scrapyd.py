@@ -438,3 +438,48 @@ def test_an_items_dir_out_of_the_purges_reach_refuses_the_job(tmp_path, mockserv
         while "exitstatus=3" not in (home / "scrapyd.out").read_text() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert "exitstatus=3" in (home / "scrapyd.out").read_text()
+
+
+def test_policy_from_egg_reads_only_what_the_egg_holds(tmp_path, monkeypatch):
+    """The egg's top level stands for the project folder: a relative path is read from
+    it (copied out read-only); a missing file or a path leaving the egg is refused."""
+    import importlib
+    import zipfile
+
+    from scrapy_gdpr import egg as eggs
+    from scrapy_gdpr.config import project_root
+
+    archive = tmp_path / "zoë_project-1.0.egg"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("zoeproj/__init__.py", "")
+        z.writestr("zoeproj/settings.py", "BOT_NAME = 'zoeproj'\n")
+        z.writestr("policies/news.yaml", "version: 1\n")
+        z.writestr("policies/terms/a.txt", "terms\n")
+        z.writestr("policies/helper.py", "raise SystemExit\n")
+        z.writestr("EGG-INFO/PKG-INFO", "Name: zoeproj\n")
+    (tmp_path / "scrapy.cfg").write_text("[settings]\ndefault = other.settings\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(archive))
+    monkeypatch.setenv("SCRAPY_SETTINGS_MODULE", "zoeproj.settings")
+    importlib.invalidate_caches()
+    try:
+        assert eggs.settings_archive() == (str(archive), "")
+        assert project_root() is None  # the scrapy.cfg beside the egg is not the project's
+        policy = eggs.policy_from_egg("policies/news.yaml")
+        assert policy is not None and policy.read_text(encoding="utf-8") == "version: 1\n"
+        assert (policy.parent / "terms" / "a.txt").is_file()
+        assert not (policy.parent / "helper.py").exists()  # code stays in the egg
+        assert not os.access(policy, os.W_OK) or os.geteuid() == 0
+        assert eggs.egg_of(policy) == str(archive)
+        assert eggs.project_folder_of(policy) == "policies"
+        assert eggs.policy_from_egg("policies/news.yaml") == policy  # copied once per process
+        with pytest.raises(ValueError, match="is not in the project's egg"):
+            eggs.policy_from_egg("policies/other.yaml")
+        with pytest.raises(ValueError, match="points outside the project's egg"):
+            eggs.policy_from_egg("../news.yaml")
+    finally:
+        for name in [m for m in sys.modules if m == "zoeproj" or m.startswith("zoeproj.")]:
+            del sys.modules[name]
+    monkeypatch.delenv("SCRAPY_SETTINGS_MODULE")
+    assert eggs.settings_archive() is None
+    assert eggs.policy_from_egg("policies/news.yaml") is None
