@@ -84,14 +84,17 @@ class GdprConfig:
         )
 
     def policy_path(self, spider: Spider | type[Spider] | None) -> Path:
-        """The policy file for ``spider``: its ``gdpr_policy`` attribute, else GDPR_POLICY.
+        """The policy file for ``spider``: its class's ``gdpr_policy`` attribute, else GDPR_POLICY.
 
         A relative path is relative to the project root (the folder of ``scrapy.cfg``),
         so that ``scrapy crawl`` finds the same file from any sub-folder of the project.
         A project that runs from an egg (Scrapyd) reads a relative path from the egg
         (:mod:`scrapy_gdpr.egg`); raises ValueError when the egg has no such file.
         """
-        template = getattr(spider, "gdpr_policy", None) or self.policy
+        # the class's attribute: a spider argument (``-a gdpr_policy=...``, or a
+        # Scrapyd job's schedule.json parameter) sets only the instance's
+        owner = spider if isinstance(spider, type) or spider is None else type(spider)
+        template = getattr(owner, "gdpr_policy", None) or self.policy
         path = expand(template, spider)
         if not Path(path).expanduser().is_absolute():
             from scrapy_gdpr.egg import policy_from_egg

@@ -73,10 +73,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def build_egg(tmp_path: Path, mockserver: Any) -> tuple[bytes, Path]:
+def build_egg(tmp_path: Path, mockserver: Any, policy_template: str = "") -> tuple[bytes, Path]:
+    """The test project's egg; its settings name the policy data/news.yaml by an absolute
+    path (``policy_template`` replaces the file name, e.g. ``%(name)s.yaml``)."""
     data = tmp_path / "data"
     data.mkdir()
     policy = write_policy(data / "news.yaml", mockserver, ["127.0.0.1"])
+    if policy_template:
+        policy = data / policy_template
     src = tmp_path / "src"
     (src / "tinyd" / "spiders").mkdir(parents=True)
     (src / "setup.py").write_text(SETUP, encoding="utf-8")
@@ -483,3 +487,23 @@ def test_policy_from_egg_reads_only_what_the_egg_holds(tmp_path, monkeypatch):
     monkeypatch.delenv("SCRAPY_SETTINGS_MODULE")
     assert eggs.settings_archive() is None
     assert eggs.policy_from_egg("policies/news.yaml") is None
+
+
+def test_a_spider_argument_cannot_choose_another_policy(tmp_path, mockserver, scrapyd):
+    """schedule.json's other parameters become spider arguments (``-a NAME=VALUE``),
+    which Scrapy sets as spider attributes: a ``gdpr_policy`` argument does not switch
+    the job to another policy (the spider class's attribute is read, before the spider
+    exists). Scrapyd itself rejects a ``name`` parameter."""
+    base, home = scrapyd
+    egg, data = build_egg(tmp_path, mockserver, policy_template="%(name)s.yaml")
+    # a policy that would let the job fetch a host the project's policy does not list
+    permissive = write_policy(tmp_path / "permissive.yaml", mockserver, ["127.0.0.1", "unlisted.test"])
+    post(base, "/addversion.json", {"project": "tinyd", "version": "1"}, {"egg": egg})
+    url = mockserver.url("/page.html", host="unlisted.test")
+    job = post(base, "/schedule.json", {"project": "tinyd", "spider": "news", "url": url,
+                                        "gdpr_policy": str(permissive)})["jobid"]
+    wait_finished(base, job)
+    log = (home / "logs" / "tinyd" / "news" / f"{job}.log").read_text(encoding="utf-8")
+    assert f"GDPR policy {data / 'news.yaml'} loaded" in log, log
+    assert "exit status 4 (blocked)" in log, log
+    assert [p for p in (home / "items" / "tinyd" / "news").glob("*.jl") if p.stat().st_size] == []
