@@ -81,3 +81,25 @@ def test_example_crawl_end_to_end(example_copy):
             assert leaked(original, data) == [], path
         thumb = out / "images" / path.replace("full/", "thumbs/small/")
         assert detect(thumb.read_bytes()) == [], thumb
+
+    # the example project runs the monitor suite (spidermon extra): the site shows a
+    # robots.txt answering 503 and a terms drift on purpose, so those two monitors
+    # fail; the others pass. The metrics textfile is parsed back with prometheus-client.
+    if importlib.util.find_spec("spidermon") is not None:
+        log = result.stderr
+        expected_monitors = {
+            "images stored unchecked": "OK", "retention": "OK", "robots.txt unreachable": "FAIL",
+            "terms drift": "FAIL", "refusals": "OK", "items stored": "OK",
+        }
+        for name, verdict in expected_monitors.items():
+            lines = [line for line in log.splitlines() if f"[Spidermon] GDPR: {name}/" in line]
+            assert len(lines) == 1 and lines[0].endswith(f"... {verdict}"), (name, lines)
+    if importlib.util.find_spec("prometheus_client") is not None:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = (out / "metrics" / "scrapy_gdpr_gallery.prom").read_text(encoding="utf-8")
+        samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
+                   if not s.labels.get("reason")}
+        assert samples["scrapy_gdpr_items_stored"] == len(items)
+        assert samples["scrapy_gdpr_images_stored_unchecked"] == 0
+        assert samples["scrapy_gdpr_terms_drift"] >= 1

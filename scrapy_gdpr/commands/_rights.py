@@ -236,7 +236,9 @@ def objections_path(opts: argparse.Namespace, settings: BaseSettings) -> Path:
     pol = policy(opts, settings, required=not settings.get("GDPR_OBJECTIONS"))
     if pol is not None:
         return pol.resolve_path(pol.objections.path)
-    return Path(settings.get("GDPR_OBJECTIONS"))
+    from scrapy_gdpr.config import from_project_root
+
+    return from_project_root(settings.get("GDPR_OBJECTIONS"))
 
 
 def audit_template(settings: BaseSettings) -> str | None:
