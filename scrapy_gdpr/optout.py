@@ -46,6 +46,7 @@ from scrapy_gdpr.robots import (
     read_content_usage,
 )
 from scrapy_gdpr.contentcredentials import TrainingMining, read_training_mining
+from scrapy_gdpr.rsl import RSL_META
 from scrapy_gdpr.xmp import DMI_PURPOSES, read_data_mining
 
 if TYPE_CHECKING:
@@ -103,9 +104,10 @@ INTERNAL_PRIORITY = 1000
 class Signal:
     """One restrictive signal seen on a response: where it came from and what it said."""
 
-    source: str  # x_robots_tag, robots_tag, meta_robots, tdmrep_file, tdmrep_header, tdmrep_meta, content_usage
+    source: str  # x_robots_tag, robots_tag, meta_robots, tdmrep_file, tdmrep_header, tdmrep_meta, content_usage, rsl
     rule: str  # noindex, noai, tdm-reservation, train-ai ...
     text: str  # what a person reads: "X-Robots-Tag: noindex"
+    reason: str = "optout"  # the refusal reason a reservation by this signal gives (an RSL licence: "license")
 
     def __str__(self) -> str:
         return self.text
@@ -618,6 +620,11 @@ class OptOutMiddleware:
             signal = Signal("robots_token", str(found["token"]).lower(), str(found["text"]))
             decision.reserve(found["purposes"], signal)
             decision.seen.append(signal)
+        # purposes an RSL licence refuses (the licence middleware decides)
+        for found in (request.meta.get(RSL_META) or []) if request is not None else []:
+            signal = Signal("rsl", "license", str(found["text"]), reason=str(Reason.LICENSE))
+            decision.reserve(found["purposes"], signal)
+            decision.seen.append(signal)
         present = frozenset(k.lower() for k in response.headers)
         if sw.x_robots_tag:
             for header, source, parser in (("X-Robots-Tag", "x_robots_tag", parse_x_robots_tag),
@@ -766,6 +773,7 @@ class OptOutMiddleware:
                 "allowed": not signals,
                 "signal": str(signals[0]) if signals else "",
                 "signals": [str(s) for s in signals],
+                "reason": signals[0].reason if signals else "",
             }
         image_signals = [s for p in self.spider_purposes for s in decision.images[p]]
         image_signals = list(dict.fromkeys(image_signals))
@@ -808,8 +816,9 @@ class OptOutMiddleware:
         for purpose, clause in self.spider_purposes.items():
             if decision.reserved[purpose]:
                 self._summary["refused_responses"] += 1
-                raise refuse(self.crawler, response.url, Reason.OPTOUT, clause=clause,
-                             detail=f"{purpose} reserved by {decision.reserved[purpose][0]}")
+                first = decision.reserved[purpose][0]
+                raise refuse(self.crawler, response.url, first.reason, clause=clause,
+                             detail=f"{purpose} reserved by {first}")
         ctype = response.headers.get("Content-Type", b"").decode("latin-1").lower()
         if ctype.startswith("image/"):
             for purpose, clause in self.spider_purposes.items():

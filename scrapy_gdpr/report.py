@@ -64,6 +64,9 @@ REASONS: dict[str, tuple[str, str]] = {
     "retention": ("a record without its source or retention stamp", "check the spider's item pipelines"),
     "payment_required": ("the site answered 402 Payment Required (pay-per-crawl); nothing is paid",
                          "nothing to do without a licence: the site asks to be paid"),
+    "license": ("the site's RSL licence prohibits this use, or licenses it only for a fee or to registered "
+                "clients, and the policy records no licence held",
+                "nothing to do, or obtain the licence and record it in opt_out.rsl_licences"),
     "deny_list": ("the site is on a deny list named in the policy",
                   "change the list file named in opt_out.deny_lists if this is wrong"),
     "undecided": ("a check could not decide, so nothing was fetched or stored",

@@ -68,7 +68,7 @@ ROBOTS_META: dict[str, Any] = {
 DOWNLOAD_FACTOR = 4
 
 #: ``meta["gdpr_internal"]`` values this middleware lets through unchecked.
-INTERNAL = frozenset({"robots", "terms", "tdmrep"})
+INTERNAL = frozenset({"robots", "terms", "tdmrep", "rsl"})
 
 #: ``request.meta`` key: the purposes reserved for a URL by their own product token's rules.
 TOKENS_META = "gdpr_robots_tokens"
@@ -88,6 +88,7 @@ _DISALLOW = {"disallow", "dissallow", "dissalow", "disalow", "diasllow", "disall
 _PASS_THROUGH = {"crawl-delay": "Crawl-delay", "crawl delay": "Crawl-delay", "request-rate": "Request-rate",
                  "request rate": "Request-rate"}
 _SITEMAP = {"sitemap", "sitemaps", "site-map"}
+_LICENSE = {"license", "licence"}  # RSL 1.0: the URL of the site's licence document
 _CONTENT_SIGNAL = {"content-signal", "content-signals"}
 _CONTENT_USAGE = {"content-usage"}
 _TOKEN_RE = re.compile(r"[A-Za-z_-]*")
@@ -97,7 +98,8 @@ _NO_COLON_RE = re.compile(
         "|".join(
             re.escape(name).replace("\\ ", "\\s+")
             for name in sorted(
-                _USER_AGENT | _ALLOW | _DISALLOW | set(_PASS_THROUGH) | _SITEMAP | _CONTENT_SIGNAL | _CONTENT_USAGE,
+                _USER_AGENT | _ALLOW | _DISALLOW | set(_PASS_THROUGH) | _SITEMAP | _CONTENT_SIGNAL | _CONTENT_USAGE
+                | _LICENSE,
                 key=len,
                 reverse=True,  # the longest name first: "user agent" before "user"
             )
@@ -333,6 +335,8 @@ class RobotsRules:
     request_rate: tuple[int, int] | None = None  # (requests, seconds)
     signals: list[Signal] = field(default_factory=list)
     sitemaps: list[str] = field(default_factory=list)
+    #: RSL ``License:`` lines outside any group or in the applicable group: (line, URL as written)
+    licenses: list[tuple[int, str]] = field(default_factory=list)
     truncated: bool = False
     _signal_matchers: dict[str, PathPattern] = field(default_factory=dict, repr=False)
 
@@ -394,7 +398,7 @@ def _split_line(line: str) -> tuple[str, str] | None:
         name, value = line.split(":", 1)
         name = " ".join(name.split()).lower()
         if name in _USER_AGENT or name in _ALLOW or name in _DISALLOW or name in _PASS_THROUGH \
-                or name in _SITEMAP or name in _CONTENT_SIGNAL or name in _CONTENT_USAGE:
+                or name in _SITEMAP or name in _CONTENT_SIGNAL or name in _CONTENT_USAGE or name in _LICENSE:
             return name, value.strip()
     m = _NO_COLON_RE.match(line)
     if m:
@@ -564,6 +568,7 @@ def parse_robots(
     groups: list[tuple[set[str], list[tuple[int, str, str]]]] = []
     global_lines: list[tuple[int, str, str]] = []
     sitemaps: list[str] = []
+    licenses: list[tuple[int, str]] = []
     current: tuple[set[str], list[tuple[int, str, str]]] | None = None
     had_rule = False  # the current group has an Allow/Disallow: a User-agent line starts a new group
     for number, raw in enumerate(_LINE_END.split(text), start=1):
@@ -582,6 +587,11 @@ def parse_robots(
         if name in _SITEMAP:
             if value:
                 sitemaps.append(value)
+            continue
+        if name in _LICENSE:
+            # a licence is about the content, not one crawler: read in every group, as Sitemap
+            if value:
+                licenses.append((number, value))
             continue
         if name in _USER_AGENT:
             if current is None or had_rule:
@@ -655,6 +665,7 @@ def parse_robots(
         request_rate=max(rates, key=lambda r: r[1] / r[0]) if rates else None,
         signals=signals,
         sitemaps=sitemaps,
+        licenses=licenses,
         truncated=truncated,
     )
 
