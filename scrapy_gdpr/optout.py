@@ -332,22 +332,26 @@ class ContentUsage:
 
     prefs: dict[str, str] = field(default_factory=dict)  # vocabulary key -> "y"/"n"
     problems: list[str] = field(default_factory=list)
+    #: vocabulary key -> what was written, for keys whose preference cannot be read: reserved, in doubt
+    doubt: dict[str, str] = field(default_factory=dict)
 
 
 def parse_content_usage(values: Iterable[str]) -> ContentUsage:
     """Parse ``Content-Usage`` header values as one Structured Fields Dictionary.
 
-    Repeated header lines are combined with ``, `` (RFC 9110 §5.3). A parse failure
-    (uppercase keys, stray commas) makes every preference unknown; values other than
-    the tokens ``y`` and ``n`` are unknown; unknown keys and all parameters are
-    ignored; a repeated key's last value wins (draft-ietf-aipref-vocab).
+    Repeated header lines are combined with ``, `` (RFC 9110 §5.3). Malformed fails
+    closed for its purpose: a known key whose value is not the token ``y`` or ``n``,
+    and every known key named in a field that cannot be parsed (uppercase keys, stray
+    commas), go to ``doubt``; unknown keys and all parameters are ignored; a repeated
+    key's last value wins (draft-ietf-aipref-vocab).
     """
     out = ContentUsage()
     joined = ", ".join(v.strip() for v in values if v.strip())
     if not joined:
         return out
-    prefs, problems = read_content_usage(joined)  # the robots.txt rule's reader
+    prefs, problems, doubt = read_content_usage(joined)  # the robots.txt rule's reader
     out.prefs.update(prefs)
+    out.doubt.update(doubt)
     out.problems.extend(f"Content-Usage: {p}" for p in problems)
     return out
 
@@ -659,6 +663,14 @@ class OptOutMiddleware:
                         signal = Signal("content_usage", key, f"Content-Usage: {key}=n")
                         decision.reserve([CONTENT_USAGE_KEYS[key]], signal)
                         decision.seen.append(signal)
+                for key, item in usage.doubt.items():
+                    purpose = CONTENT_USAGE_KEYS[key]
+                    if decision.reserved[purpose] and any(s.source == "content_usage" for s in decision.reserved[purpose]):
+                        continue  # already reserved by a readable "n" of the same field
+                    signal = Signal("content_usage", key, f"Content-Usage: {', '.join(values)} ({item!r} cannot be "
+                                    f"read: {purpose} reserved, in doubt)")
+                    decision.reserve([purpose], signal)
+                    decision.seen.append(signal)
         if sw.content_signal:
             values = self._headers(response, "Content-Signal", present)
             if values:
@@ -773,7 +785,8 @@ class OptOutMiddleware:
                 "allowed": not signals,
                 "signal": str(signals[0]) if signals else "",
                 "signals": [str(s) for s in signals],
-                "reason": signals[0].reason if signals else "",
+                # the refusal reason of a reserved purpose: "optout", or "license" (an RSL licence)
+                **({"reason": signals[0].reason} if signals else {}),
             }
         image_signals = [s for p in self.spider_purposes for s in decision.images[p]]
         image_signals = list(dict.fromkeys(image_signals))

@@ -329,14 +329,18 @@ async def test_content_usage(tmp_path, mockserver):
     assert r["repeated"] == {"ai-train": "Content-Usage: train-ai=n"}  # lines combined into one dictionary
     assert r["dup-last-y"] == {}  # duplicate keys: the last wins
     assert r["dup-last-n"] == {"ai-train": "Content-Usage: train-ai=n"}
-    assert r["upper"] == {}  # uppercase keys are a parse failure: unknown
-    assert r["string"] == {}  # "n" is a String, not the Token n: unknown
-    assert r["bool"] == {}
+    # malformed fails closed for its purpose: an uppercase key (a parse failure of the whole
+    # field), "n" as a String (not the Token n), a bare key, stray commas reserve, in doubt
+    assert r["upper"] == {"ai-train": "Content-Usage: Train-AI=n ('Train-AI=n' cannot be read: ai-train reserved, "
+                                      "in doubt)"}
+    assert r["string"] == {"ai-train": "Content-Usage: train-ai=\"n\" ('train-ai=\"n\"' cannot be read: "
+                                       "ai-train reserved, in doubt)"}
+    assert r["bool"] == {"ai-train": "Content-Usage: train-ai ('train-ai' cannot be read: ai-train reserved, in doubt)"}
+    assert set(r["garbage"]) == {"ai-train"}
     assert r["params"] == {"ai-train": "Content-Usage: train-ai=n"}  # parameters ignored
-    assert r["unknown-key"] == {}
-    assert r["garbage"] == {}
+    assert r["unknown-key"] == {}  # unknown keys name no purpose
     assert crawler.stats.get_value("gdpr/optout/malformed/content_usage") == 4  # upper, string, bool, garbage
-    assert crawler.stats.get_value("gdpr/optout/content_usage/train-ai") == 4
+    assert crawler.stats.get_value("gdpr/optout/content_usage/train-ai") == 8
 
 
 @coroutine_test

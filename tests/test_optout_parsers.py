@@ -103,6 +103,24 @@ def test_content_usage(values, prefs, problems):
     assert len(out.problems) == problems
 
 
+@pytest.mark.parametrize(
+    ("values", "doubt"),
+    [
+        (["train-ai=n, search=y"], set()),
+        (["train-ai=y, train-ai, search=n, search=\"n\""], {"train-ai", "search"}),
+        (["Train-AI=n"], {"train-ai"}),
+        (["train-ai=n,,"], {"train-ai"}),
+        (["train-ai=?1"], {"train-ai"}),
+        (["train-ai=\u00e9"], {"train-ai"}),
+        (["TRAIN-GENAI=n, AI-USE=y"], {"train-genai", "ai-use"}),
+        (["bots=n,,"], set()),  # no known key: no purpose to reserve
+        (["xtrain-ai=n,,"], set()),
+    ],
+)
+def test_content_usage_malformed_fails_closed_for_its_key(values, doubt):
+    assert set(parse_content_usage(values).doubt) == doubt
+
+
 def test_tdmrep_file_patterns():
     rules, problems = parse_tdmrep_file(b"""[
         {"location": "/a/*.pdf$", "tdm-reservation": 1},
