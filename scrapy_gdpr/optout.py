@@ -365,6 +365,8 @@ class TdmRule:
     reservation: int | None
     policy: str | None
     pattern: PathPattern
+    #: a tdm-reservation that is not 0 or 1, as written: reserved, in doubt (``reservation`` is 1)
+    doubt: str = ""
 
 
 def _tdm_value(value: Any) -> int | None:
@@ -413,10 +415,15 @@ def parse_tdmrep_file(body: bytes) -> tuple[list[TdmRule], list[str]]:
         if not location.startswith(("/", "*")):
             location = "/" + location
         reservation = _tdm_value(entry.get("tdm-reservation"))
+        doubt = ""
         if reservation is None and "tdm-reservation" in entry:
-            problems.append(f"tdmrep.json entry {i}: tdm-reservation {entry['tdm-reservation']!r} is not 0 or 1; unset")
+            # malformed fails closed: the location is reserved, in doubt
+            doubt = json.dumps(entry["tdm-reservation"])[:100]
+            reservation = 1
+            problems.append(f"tdmrep.json entry {i}: tdm-reservation {doubt} is not 0 or 1; reserved, in doubt")
         policy = entry.get("tdm-policy")
-        rules.append(TdmRule(location, reservation, policy if isinstance(policy, str) else None, _pattern(location)))
+        rules.append(TdmRule(location, reservation, policy if isinstance(policy, str) else None, _pattern(location),
+                             doubt))
     return rules, problems
 
 
@@ -556,7 +563,8 @@ class OptOutMiddleware:
                 try:
                     rules, problems = parse_tdmrep_file(response.body)
                 except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-                    entry.error = f"invalid file: {exc.__class__.__name__}: {exc}"
+                    # a file that is there but cannot be read may hold reservations: in doubt, reserved
+                    entry.unread = f"invalid file: {exc.__class__.__name__}: {str(exc)[:200]}"
                 else:
                     entry.rules = rules
                     for problem in problems:
@@ -750,24 +758,40 @@ class OptOutMiddleware:
                 value = 1
                 signal = Signal("tdmrep_file", "tdm-reservation",
                                 f"{origin}{TDMREP_PATH} cannot be read ({entry.unread}): reserved, in doubt")
+            elif rule is not None and rule.doubt:
+                value, policy = 1, rule.policy
+                signal = Signal("tdmrep_file", "tdm-reservation",
+                                f"{origin}{TDMREP_PATH}: location {rule.location} tdm-reservation={rule.doubt} is not "
+                                "0 or 1: reserved, in doubt")
             elif rule is not None and rule.reservation is not None:
                 value, policy = rule.reservation, rule.policy
                 signal = Signal("tdmrep_file", "tdm-reservation",
                                 f"{origin}{TDMREP_PATH}: location {rule.location} tdm-reservation={rule.reservation}")
         headers = [h.strip() for h in self._headers(response, "tdm-reservation", present)]
         if headers:
-            values = {_tdm_value(h) for h in headers} - {None}
-            if len(values) < len(set(headers)):
-                self._problem("tdmrep_header", f"tdm-reservation {', '.join(headers)!r} is not 0 or 1; unset", response.url)
-            if values:
-                value = max(values)  # repeated, conflicting headers: the reservation wins
+            values = {_tdm_value(h) for h in headers}
+            if None in values:
+                # malformed fails closed: reserved, in doubt
+                self._problem("tdmrep_header", f"tdm-reservation {', '.join(headers)!r} is not 0 or 1; reserved, in "
+                              "doubt", response.url)
+                value = 1
+                signal = Signal("tdmrep_header", "tdm-reservation",
+                                f"tdm-reservation: {', '.join(headers)[:100]} (not 0 or 1: reserved, in doubt)")
+                policy = (self._headers(response, "tdm-policy") or [policy])[0]
+            else:
+                value = max(v for v in values if v is not None)  # repeated, conflicting headers: the reservation wins
                 signal = Signal("tdmrep_header", "tdm-reservation", f"tdm-reservation: {value}")
                 policy = (self._headers(response, "tdm-policy") or [policy])[0]
         if "tdm-reservation" in meta_tdm:
             meta_value = _tdm_value(meta_tdm["tdm-reservation"])
             if meta_value is None:
-                self._problem("tdmrep_meta", f'<meta name="tdm-reservation" content="{meta_tdm["tdm-reservation"]}"> '
-                              "is not 0 or 1; unset", response.url)
+                written = meta_tdm["tdm-reservation"][:100]
+                self._problem("tdmrep_meta", f'<meta name="tdm-reservation" content="{written}"> '
+                              "is not 0 or 1; reserved, in doubt", response.url)
+                value = 1
+                signal = Signal("tdmrep_meta", "tdm-reservation", f'<meta name="tdm-reservation" content="{written}"> '
+                                "(not 0 or 1: reserved, in doubt)")
+                policy = meta_tdm.get("tdm-policy", policy)
             else:
                 value = meta_value
                 signal = Signal("tdmrep_meta", "tdm-reservation", f'<meta name="tdm-reservation" content="{meta_value}">')

@@ -251,9 +251,11 @@ async def test_tdmrep_file_header_meta_precedence(tmp_path, logged_mockserver):
     assert r["file0_header1"]["tdm_policy"] == "https://example.org/p"
     assert reserved(r["header1_meta0"]) == {}
     assert reserved(r["header0_meta1"])["ai-train"] == '<meta name="tdm-reservation" content="1">'
-    # invalid values are unset: the earlier source stays
-    assert reserved(r["bad_header"]) == {}  # file says 0
-    assert reserved(r["bad_meta"])["ai-train"] == file_signal
+    # malformed values fail closed: reserved, in doubt, whatever an earlier source said
+    assert reserved(r["bad_header"]) == {p: "tdm-reservation: yes (not 0 or 1: reserved, in doubt)"
+                                         for p in ("ai-train", "ai-input")}  # the file says 0
+    assert reserved(r["bad_meta"])["ai-train"] == ('<meta name="tdm-reservation" content="2"> '
+                                                   "(not 0 or 1: reserved, in doubt)")
     # "$" anchors; first match wins
     assert "ai-train" in reserved(r["exact"])
     assert reserved(r["exact_query"]) == {}
@@ -289,16 +291,19 @@ async def test_tdmrep_concurrent_requests_share_one_slow_fetch(tmp_path):
 
 
 @coroutine_test
-async def test_tdmrep_invalid_or_unreachable_file_is_unset_and_logged(tmp_path, mockserver, caplog):
+async def test_tdmrep_invalid_file_reserves_and_unreachable_file_is_unset(tmp_path, mockserver, caplog):
     urls = [mockserver.url("/page.html", host="optout-tdmbad.test"),
             mockserver.url("/header.html", host="optout-tdmbad.test"),
             mockserver.url("/page.html", host="optout-tdmdown.test")]
     crawler = await run(tmp_path, urls)
     r = crawler.spider.results
-    assert reserved(r[urls[0]]) == {}
+    # a file that is there but is not valid JSON: malformed fails closed, TDM reserved in doubt
+    assert set(reserved(r[urls[0]])) == {"ai-train", "ai-input"}
+    assert "tdmrep.json cannot be read (invalid file: " in reserved(r[urls[0]])["ai-train"]
     assert reserved(r[urls[1]])["ai-train"] == "tdm-reservation: 1"  # the header still counts
-    assert reserved(r[urls[2]]) == {}
-    assert crawler.stats.get_value("gdpr/optout/tdmrep_file/error") == 2
+    assert reserved(r[urls[2]]) == {}  # 503: no file to read, unset as the specification says
+    assert crawler.stats.get_value("gdpr/optout/tdmrep_file/error") == 1
+    assert crawler.stats.get_value("gdpr/optout/tdmrep_file/unread") == 1
     assert "invalid file" in caplog.text and "HTTP 503" in caplog.text
     files = crawler.stats.get_value("gdpr/optout/tdmrep_file/found")
     assert files is None
@@ -497,12 +502,12 @@ async def test_report_section(tmp_path, mockserver):
             mockserver.url("/page.html", host="optout-tdmbad.test")]
     crawler = await run(tmp_path, urls)
     section = get_runtime(crawler).report_sections["optout"]
-    assert section["pages_with_reservations"] == 2
-    assert section["reserved"] == {"search": 1, "ai-train": 1, "ai-input": 1}
+    assert section["pages_with_reservations"] == 3
+    assert section["reserved"] == {"search": 1, "ai-train": 2, "ai-input": 2}
     files = section["tdmrep_files"]
     assert files[f"http://optout-xrobots.test:{mockserver.port}"] == "none (404)"
     assert files[f"http://optout-tdm.test:{mockserver.port}"] == "4 rule(s)"
-    assert files[f"http://optout-tdmbad.test:{mockserver.port}"].startswith("unset (invalid file")
+    assert files[f"http://optout-tdmbad.test:{mockserver.port}"].startswith("unread, TDM reserved (invalid file")
 
 
 @coroutine_test

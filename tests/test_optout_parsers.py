@@ -132,7 +132,10 @@ def test_tdmrep_file_patterns():
     assert len(rules) == 4 and len(problems) == 3
     assert match_tdmrep(rules, "http://x/a/x/y.pdf").reservation == 1
     assert match_tdmrep(rules, "http://x/a/x/y.pdf?download=1").reservation == 0  # "$" anchors
-    assert match_tdmrep(rules, "http://x/A/y.pdf").reservation is None  # case-sensitive: falls to "/"
+    # case-sensitive: falls to "/", whose value (true) is not 0 or 1: reserved, in doubt
+    assert match_tdmrep(rules, "http://x/A/y.pdf").location == "/"
+    assert (match_tdmrep(rules, "http://x/A/y.pdf").reservation, match_tdmrep(rules, "http://x/A/y.pdf").doubt) == (1, "true")
+    assert match_tdmrep(rules, "http://x/b/c").doubt == "2"
     assert match_tdmrep(rules, "http://x/b/c").location == "/b/*"
     assert match_tdmrep(rules[:2], "http://x/c") is None
     # percent-encoded unreserved characters match their plain form; "$" matched verbatim is %24
