@@ -178,7 +178,9 @@ def _apply_rule(piece: str, label: str, out: RobotsRules, now: datetime, text: s
         if name == "unavailable_after":
             moment = _parse_date(value)
             if moment is None:
-                out.problems.append(f"{label}: cannot read the date in {piece!r}")
+                # malformed fails closed: the date may have passed
+                out.problems.append(f"{label}: cannot read the date in {piece!r}; noindex, in doubt")
+                out.add("noindex", f"{text} (the date cannot be read: noindex, in doubt)")
             elif moment <= now:
                 out.add("noindex", text)
         return
@@ -235,9 +237,12 @@ def _parse_scoped(value: str, token: str, label: str, out: RobotsRules, now: dat
         head_l = head.strip().lower()
         if sep and head_l not in VALUED_RULES and head_l not in KNOWN_RULES:
             if not _TOKEN_RE.match(head.strip()):
-                out.problems.append(f"{label}: cannot read {piece!r}")
-                continue
-            applies, scope = head_l == token, head.strip()
+                # a crawler name that cannot be read may be meant for this crawler: its
+                # rules apply, in doubt (malformed fails closed)
+                out.problems.append(f"{label}: cannot read {piece!r}; its rules applied, in doubt")
+                applies, scope = True, head.strip()
+            else:
+                applies, scope = head_l == token, head.strip()
             piece = rest.strip()
             if not piece:
                 continue
@@ -265,9 +270,9 @@ def parse_robots_tag(values: Iterable[str], token: str, *, now: datetime | None 
             if sep:
                 name = name.strip()
                 if name != "*" and not _TOKEN_RE.match(name):
-                    out.problems.append(f"{label}: cannot read {part!r}")
-                    continue
-                if name != "*" and name.lower() != token:
+                    # a crawler name that cannot be read may be ours: its rules apply, in doubt
+                    out.problems.append(f"{label}: cannot read {part!r}; its rules applied, in doubt")
+                elif name != "*" and name.lower() != token:
                     continue
                 _parse_scoped(rules, token, label, out, now, prefix=f"{name}=")
             else:

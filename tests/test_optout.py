@@ -147,12 +147,30 @@ async def test_malformed_robots_headers_never_crash_nor_fail_open(tmp_path, mock
     urls = [mockserver.url("/malformed.html", host=host), mockserver.url("/junk.html", host=host)]
     crawler = await run(tmp_path, urls)
     malformed = crawler.spider.results[urls[0]]
-    # "noai garbage" still reads as noai: a damaged restrictive rule is honoured, not dropped
-    assert set(reserved(malformed)) == {"ai-train", "ai-input"}
+    # "noai garbage" still reads as noai: a damaged restrictive rule is honoured, not dropped;
+    # an unreadable unavailable_after date may have passed: noindex, in doubt
+    assert set(reserved(malformed)) == {"search", "ai-train", "ai-input"}
+    assert reserved(malformed)["search"] == ("X-Robots-Tag: unavailable_after: not a date (the date cannot be read: "
+                                             "noindex, in doubt)")
     assert crawler.spider.results[urls[1]]["optout"]["search"]["allowed"] is True
     assert crawler.stats.get_value("gdpr/optout/malformed/x_robots_tag") >= 4
     assert "cannot read '@@@: ???'" in caplog.text
     assert "cannot read the date" in caplog.text
+
+
+@coroutine_test
+async def test_unreadable_crawler_names_and_dates_fail_closed(tmp_path, mockserver):
+    host = "optout-xrobots.test"
+    urls = {n: mockserver.url(f"/{n}.html", host=host) for n in ("bad-scope", "bad-draft-scope", "bad-date")}
+    crawler = await run(tmp_path, list(urls.values()))
+    r = {n: reserved(crawler.spider.results[u]) for n, u in urls.items()}
+    # a crawler name that cannot be read may mean this crawler: its rules apply
+    assert r["bad-scope"] == {"search": "X-Robots-Tag: Gdpr Test Bot: noindex"}
+    assert set(r["bad-draft-scope"]) == {"ai-train", "ai-input"}
+    assert r["bad-date"] == {"search": "X-Robots-Tag: unavailable_after: 31/31/2031 (the date cannot be read: "
+                                       "noindex, in doubt)"}
+    assert crawler.stats.get_value("gdpr/optout/malformed/x_robots_tag") == 2
+    assert crawler.stats.get_value("gdpr/optout/malformed/robots_tag") == 1
 
 
 @coroutine_test

@@ -52,6 +52,9 @@ def rules(*values: str) -> dict[str, str]:
         (["noai;"], {"noai"}),
         ([""], set()),
         (["@@@: ???"], set()),
+        # malformed fails closed: an unreadable crawler name's rules apply, an unreadable date may have passed
+        (["bad bot: noindex"], {"noindex"}),
+        (["unavailable_after: soon"], {"noindex"}),
     ],
 )
 def test_x_robots_tag(values, expected):
@@ -68,8 +71,9 @@ def test_robots_tag_draft():
     assert set(out.rules) == {"noindex", "nosnippet"}
     out = parse_robots_tag(["nosnippet; GdprTestBot=noai; otherbot=noindex"], TOKEN, now=NOW)
     assert out.rules == {"nosnippet": "Robots-Tag: nosnippet", "noai": "Robots-Tag: GdprTestBot=noai"}
+    # a crawler name that cannot be read may be ours: its rules apply, in doubt
     out = parse_robots_tag(["bad bot=noindex"], TOKEN, now=NOW)
-    assert out.rules == {} and out.problems
+    assert out.rules == {"noindex": "Robots-Tag: bad bot=noindex"} and out.problems
 
 
 def test_meta_robots_head_only_and_tdm():
