@@ -19,6 +19,7 @@ from scrapy_gdpr import __version__, _html
 from scrapy_gdpr.durations import Duration
 from scrapy_gdpr.policy import REVIEW_WARNING_DAYS
 from scrapy_gdpr.addon import console_enabled
+from scrapy_gdpr.description import crawler_description, description_file
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -303,6 +304,7 @@ def build_documents(
         order = {"error": 0, "warning": 1, "review": 2, "check": 3}
         doc["checklist"].sort(key=lambda item: (order.get(item["kind"], 9), item["line"] or 0))
     doc["notice"] = _notice(policy, doc)
+    doc["crawler_description"] = crawler_description(policy, doc)
     return doc
 
 
@@ -665,6 +667,8 @@ def _notice(policy: Policy, doc: dict[str, Any]) -> dict[str, Any]:
         "product_token": token,
         "user_agent": policy.crawler.user_agent,
         "info_url": policy.crawler.info_url,
+        # the machine-readable description, written beside the page (scrapy gdpr-report)
+        "description_file": description_file(policy.policy_id),
         "who": {
             "controller": record["controller"],
             "representative": record["representative"],
@@ -959,6 +963,11 @@ def render_notice_html(doc: dict[str, Any]) -> str:
             _table(["Signal", "Example"], [[_e(s["signal"]), _c(s["example"])] for s in block["signals"]]),
         ]
     parts += [
+        "<h2 id='machine'>For programs</h2>",
+        f"<p>A machine-readable description of this crawler (its product tokens per purpose, User-Agent, contact "
+        f"and the signals it honours) is published next to this page: "
+        f"<a rel='alternate' type='application/json' href='{_e(n['description_file'])}'>"
+        f"{_e(n['description_file'])}</a>.</p>",
         "<h2 id='rights'>How to object, or ask for access or erasure</h2>",
         _ul([_e(x) for x in n["rights"]["how"]]),
         _kv([("Contact", _contact_html(rights_contact))]),

@@ -248,3 +248,21 @@ def test_rsl_in_review_document_and_information_page(tmp_path):
     assert doc["rsl_licences"][0]["reference"] == "PO-9"
     assert "License: https://example.org/license.xml" in render_notice_html(doc)
     assert "PO-9" in render_review_markdown(doc)
+
+
+def test_crawler_description_names_each_purpose_token_and_licence_usage(tmp_path):
+    from scrapy_gdpr.policy import load_policy
+    from scrapy_gdpr.review import build_documents
+    from tests.test_optout import token_policy
+
+    policy = load_policy(token_policy(tmp_path))
+    described = build_documents(policy, [])["crawler_description"]
+    assert described["robots_txt"]["product_tokens"] == [
+        {"token": "GdprTestBot", "fetches": True, "purposes": [p.id for p in policy.purposes]},
+        {"token": "GdprTestBot-AI", "fetches": False, "purposes": ["training"]},
+    ]
+    training = next(p for p in described["purposes"] if p["id"] == "training")
+    assert training["product_token"] == "GdprTestBot-AI"
+    assert training["rsl_usage"] == ["ai-train", "ai-input"]  # its signal purposes by default
+    rsl_row = next(s for s in described["signals"] if s["key"] == "rsl")
+    assert rsl_row["specification"].startswith("RSL 1.0") and len(rsl_row["carriers"]) == 3
