@@ -625,7 +625,8 @@ class ItemGatePipeline:
                 url,
                 reason,
                 clause=self.policy.clause("purposes", i, "signal_purposes"),
-                detail=f"the source page reserves {sp}" + (f" ({signal})" if signal else ""),
+                detail=(f"the licence of the source page refuses {sp}" if reason == Reason.LICENSE
+                        else f"the source page reserves {sp}") + (f" ({signal})" if signal else ""),
             )
         self._filter_media(item, url, provenance.images_reserved, provenance.images_signal)
         return item
