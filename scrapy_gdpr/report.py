@@ -346,12 +346,13 @@ SECTIONS: dict[str, tuple[str, str]] = {
               "says what the reviewer saw."),
     "robots": ("robots.txt", "robots.txt is read before any page of a site is fetched."),
     "optout": ("Opt-out signals", "Pages and sites that reserved a use of their content."),
+    "rsl": ("Licences (RSL)", "The RSL licence documents sites named, and what the crawl refused for them."),
     "politeness": ("Politeness", "How the crawl spaced its requests when sites asked it to slow down."),
     "faces": ("Images and faces", "Every image is checked for faces on this machine before it is stored."),
     "retention": ("What was stored, and when it expires", "Every stored record and file carries an expiry date "
                   "and is recorded in the ledger; expired data is deleted."),
 }
-ORDER = ("gate", "terms", "robots", "optout", "politeness", "faces", "retention")
+ORDER = ("gate", "terms", "robots", "optout", "rsl", "politeness", "faces", "retention")
 
 
 def _label(key: str) -> str:

@@ -266,3 +266,20 @@ def test_crawler_description_names_each_purpose_token_and_licence_usage(tmp_path
     assert training["rsl_usage"] == ["ai-train", "ai-input"]  # its signal purposes by default
     rsl_row = next(s for s in described["signals"] if s["key"] == "rsl")
     assert rsl_row["specification"].startswith("RSL 1.0") and len(rsl_row["carriers"]) == 3
+
+
+def test_lint_names_expired_and_inverted_held_licences(tmp_path):
+    from scrapy_gdpr.policy import validate_policy_text
+
+    path = rsl_policy(tmp_path, [
+        {"document": "https://example.org/a.xml", "usage": ["ai-train"], "reference": "PO-1",
+         "obtained_on": "2025-01-01", "expires_on": "2025-12-31"},
+        {"document": "https://example.org/b.xml", "usage": ["search"], "reference": "PO-2",
+         "obtained_on": "2026-06-01", "expires_on": "2026-01-01"},
+    ])
+    policy, findings = validate_policy_text(path.read_text(encoding="utf-8"), str(path), today=date(2026, 11, 1))
+    by_path = {f.path: f for f in findings}
+    assert by_path["opt_out.rsl_licences[0].expires_on"].severity == "warning"
+    assert "expired on 2025-12-31" in by_path["opt_out.rsl_licences[0].expires_on"].message
+    assert by_path["opt_out.rsl_licences[1].expires_on"].severity == "error"
+    assert policy is None  # an error: the policy is refused
