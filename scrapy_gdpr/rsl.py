@@ -57,6 +57,7 @@ from defusedxml import ElementTree as SafeET
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import HtmlResponse, Request
 from scrapy.http.request import NO_CALLBACK
+from scrapy.utils.httpobj import urlparse_cached
 
 from scrapy_gdpr import audit
 from scrapy_gdpr._component import component_runtime
@@ -193,9 +194,8 @@ def _terms(element: Any, kind: str, problems: list[str]) -> tuple[str, frozenset
 def _offer(element: Any) -> Offer:
     permits: dict[str, frozenset[str]] = {}
     prohibits: dict[str, frozenset[str]] = {}
-    payment = "free"
+    payments: list[str] = []
     problems: list[str] = []
-    payments = 0
     for child in element:
         if not isinstance(child.tag, str):
             continue
@@ -208,14 +208,12 @@ def _offer(element: Any) -> Offer:
                 into = permits if name == "permits" else prohibits
                 into[read[0]] = into.get(read[0], frozenset()) | read[1]
         elif name == "payment":
-            payments += 1
-            payment = (child.get("type") or "purchase").strip().lower()
-            if payment not in PAYMENT_TYPES:
+            kind = (child.get("type") or "").strip().lower()
+            if kind not in PAYMENT_TYPES:
                 problems.append(f"<payment> with unknown type {child.get('type')!r}")
-    if payments > 1:
-        # alternatives of one offer: the cheapest stays a paid one unless every one is free
-        payment = "free" if all((p.get("type") or "").strip().lower() == "free"
-                                for p in element.iter(f"{{{RSL_NS}}}payment")) else "purchase"
+            payments.append(kind)
+    # no <payment>: free; several: free only when every one is (otherwise the first paid one)
+    payment = next((p for p in payments if p != "free"), "free")
     return Offer(permits, prohibits, payment, tuple(problems))
 
 
@@ -261,6 +259,7 @@ def parse_rsl(body: bytes, url: str) -> Document:
 # --------------------------------------------------------------------------- discovery
 
 
+_RSL_TYPE_BYTES = re.compile(rb"rsl\+xml", re.IGNORECASE)
 _LINK = re.compile(r"<([^>]*)>((?:\s*;\s*[^;,]*)*)")
 _PARAM = re.compile(r";\s*([A-Za-z0-9*_.-]+)\s*=\s*(\"[^\"]*\"|[^;,\s]*)")
 
@@ -280,7 +279,7 @@ def link_header_licences(values: Iterable[str], base: str) -> list[str]:
 
 def html_licences(response: HtmlResponse) -> list[str]:
     """RSL document URLs of ``<link rel="license" type="application/rsl+xml">`` in ``<head>``."""
-    if b"rsl+xml" not in response.body.lower():
+    if _RSL_TYPE_BYTES.search(response.body) is None:
         return []  # no element can name the type (a cheap test before parsing)
     out: list[str] = []
     for link in response.xpath("//head/link[@rel][@href]"):
@@ -393,7 +392,10 @@ class LicenceMiddleware:
         robots = self.runtime.services.get("robots")
         if robots is None or request.url.startswith(("data:", "file:")):
             return
-        entry = await robots.entry_for(request.url)
+        parts = urlparse_cached(request)
+        entry = robots.cache.get(origin_of(parts))
+        if entry is None or time.monotonic() >= entry.expires_at:  # the robots gate (100) has fetched it
+            entry = await robots.entry_for(request.url, parts)
         if entry.rules is None or not entry.rules.licenses:
             return
         sources = [(urljoin(entry.robots_url, value), f"{entry.robots_url} line {line} 'License: {value}'")
