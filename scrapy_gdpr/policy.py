@@ -369,7 +369,7 @@ class HeldLicence(_Model):
     document: HttpUrl = Field(description="The URL of the site's RSL document, as robots.txt or the page links it")
     usage: list[RslUsage] = Field(min_length=1, description="The usage types the licence grants")
     reference: NonEmpty = Field(description="Where the licence is recorded (contract or order id)")
-    obtained_on: DateField
+    obtained_on: DateField = Field(description="The first day the licence is valid (YYYY-MM-DD)")
     expires_on: DateField | None = Field(None, description="The last day the licence is valid; none: no end")
 
 
