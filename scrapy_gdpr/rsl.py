@@ -507,6 +507,8 @@ class LicenceMiddleware:
                                    "are refused, in doubt", {"url": url, "p": problem},
                                    extra={"spider": self.crawler.spider})
                 self._summary["documents"][url] = f"{len(entry.document.contents)} content element(s)"
+                logger.info("RSL document %(url)s read: %(n)d content element(s)",
+                            {"url": url, "n": len(entry.document.contents)}, extra={"spider": self.crawler.spider})
             else:
                 stats.inc_value("gdpr/rsl/documents/unreadable")
                 stats.inc_value("gdpr/optout/malformed/rsl")
