@@ -39,7 +39,8 @@ SIGNAL_SPECS: dict[str, tuple[list[str], str]] = {
                             "C2PA 2.x / CAWG training-and-mining assertion"),
     "payment_required": (["HTTP 402 Payment Required (crawler-price header)"], "RFC 9110 section 15.5.3"),
     "rsl": (["robots.txt License line", 'Link header rel="license" type="application/rsl+xml"',
-             '<link rel="license" type="application/rsl+xml">'], "RSL 1.0 (Really Simple Licensing)"),
+             '<link rel="license" type="application/rsl+xml">', '<script type="application/rsl+xml"> in a page'],
+            "RSL 1.0 (Really Simple Licensing)"),
 }
 
 

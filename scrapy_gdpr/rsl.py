@@ -6,7 +6,8 @@ media type ``application/rsl+xml``) in three places, all read here:
 * a ``License:`` line in robots.txt (read by the robots gate's parser, anywhere
   in the file, as ``Sitemap:``): it covers every page of the site;
 * an HTTP ``Link`` header ``<URL>; rel="license"; type="application/rsl+xml"``;
-* ``<link rel="license" type="application/rsl+xml" href="URL">`` in an HTML ``<head>``.
+* ``<link rel="license" type="application/rsl+xml" href="URL">`` in an HTML ``<head>``;
+* the document itself, inline in an HTML page: ``<script type="application/rsl+xml">``.
 
 The document lists ``<content url="...">`` elements (a full URL or an RFC 9309
 path pattern), each with one or more ``<license>`` offers: ``<permits
@@ -277,6 +278,14 @@ def link_header_licences(values: Iterable[str], base: str) -> list[str]:
     return out
 
 
+def html_inline_documents(response: HtmlResponse) -> list[str]:
+    """The texts of ``<script type="application/rsl+xml">`` elements: RSL documents inline in the page."""
+    if _RSL_TYPE_BYTES.search(response.body) is None:
+        return []
+    return ["".join(script.xpath("text()").getall()) for script in response.xpath("//script[@type]")
+            if (script.attrib.get("type") or "").strip().lower() == RSL_TYPE]
+
+
 def html_licences(response: HtmlResponse) -> list[str]:
     """RSL document URLs of ``<link rel="license" type="application/rsl+xml">`` in ``<head>``."""
     if _RSL_TYPE_BYTES.search(response.body) is None:
@@ -398,8 +407,9 @@ class LicenceMiddleware:
             entry = await robots.entry_for(request.url, parts)
         if entry.rules is None or not entry.rules.licenses:
             return
-        sources = [(urljoin(entry.robots_url, value), f"{entry.robots_url} line {line} 'License: {value}'")
-                   for line, value in entry.rules.licenses]
+        sources: list[tuple[str, str, _DocEntry | None]] = [
+            (urljoin(entry.robots_url, value), f"{entry.robots_url} line {line} 'License: {value}'", None)
+            for line, value in entry.rules.licenses]
         refusals = await self.evaluate(request.url, sources)
         if not refusals:
             return
@@ -414,15 +424,20 @@ class LicenceMiddleware:
     async def process_response(self, request: Request, response: Response) -> Response:
         if not self.enabled or request.meta.get("gdpr_internal"):
             return response
-        sources = [(u, f"Link: <{u}>; rel=\"license\"") for u in
-                   link_header_licences([v.decode("latin-1") for v in response.headers.getlist("Link")], response.url)]
+        named = [(u, f"Link: <{u}>; rel=\"license\"") for u in
+                 link_header_licences([v.decode("latin-1") for v in response.headers.getlist("Link")], response.url)]
+        inline: list[tuple[str, str, _DocEntry | None]] = []
         if isinstance(response, HtmlResponse):
             try:
-                sources += [(u, f"<link rel=\"license\" href=\"{u}\">") for u in html_licences(response)]
+                named += [(u, f"<link rel=\"license\" href=\"{u}\">") for u in html_licences(response)]
+                for k, text in enumerate(html_inline_documents(response)):
+                    inline.append((f"{response.url}#rsl-{k + 1}", f"<script type=\"{RSL_TYPE}\"> number {k + 1} "
+                                   "in the page", self._inline(text, response.url)))
             except Exception as exc:  # an unparseable body: no <link> can be read from it
                 logger.debug("Cannot read <link> elements of %(url)s: %(e)s", {"url": response.url, "e": exc})
+        sources = [(u, n, None) for u, n in dict.fromkeys(named)] + inline
         if sources:
-            refusals = await self.evaluate(response.url, list(dict.fromkeys(sources)))
+            refusals = await self.evaluate(response.url, sources)
             if refusals:
                 request.meta[RSL_META] = [*request.meta.get(RSL_META, []), *refusals]
         if request.meta.get(RSL_META):
@@ -430,14 +445,27 @@ class LicenceMiddleware:
         return response
 
     # -- the decision -----------------------------------------------------------------
-    async def evaluate(self, url: str, sources: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        """The purposes the licences at ``sources`` (document URL, where it was named)
-        refuse for ``url``: ``[{"purpose", "purposes", "clause", "text"}]``."""
+    def _inline(self, text: str, url: str) -> _DocEntry:
+        """An RSL document written inline in a page, parsed (it is not fetched)."""
+        entry = _DocEntry(fetched_at=time.monotonic())
+        try:
+            entry.document = parse_rsl(text.strip().encode("utf-8"), url)
+        except ValueError as exc:
+            entry.error = f"invalid RSL document: {exc}"
+            self.crawler.stats.inc_value("gdpr/optout/malformed/rsl")
+            logger.warning("Inline RSL document of %(url)s cannot be read (%(e)s): every purpose it may license is "
+                           "refused, in doubt", {"url": url, "e": entry.error}, extra={"spider": self.crawler.spider})
+        return entry
+
+    async def evaluate(self, url: str, sources: list[tuple[str, str, _DocEntry | None]]) -> list[dict[str, Any]]:
+        """The purposes the licences at ``sources`` (document URL, where it was named, the
+        document when it is already read) refuse for ``url``:
+        ``[{"purpose", "purposes", "clause", "text"}]``."""
         today = date.today()
         out: list[dict[str, Any]] = []
         stats = self.crawler.stats
-        for document_url, named in sources:
-            entry = await self._document(document_url)
+        for document_url, named, known in sources:
+            entry = known if known is not None else await self._document(document_url)
             for purpose_id, usages, signal_purposes, clause in self.purposes:
                 if any(r["purpose"] == purpose_id for r in out):
                     continue  # already refused by an earlier licence

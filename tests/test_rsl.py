@@ -236,6 +236,20 @@ async def test_link_header_and_link_element(tmp_path, mockserver):
     assert crawler.stats.get_value("gdpr/rsl/documents/unreadable") == 4
 
 
+@coroutine_test
+async def test_inline_rsl_document(tmp_path, mockserver):
+    host = "rsl-link.test"
+    urls = {n: mockserver.url(f"/{n}.html", host=host) for n in ("inline", "inline-bad", "inline-other")}
+    crawler = await rsl_crawl(tmp_path, list(urls.values()), rsl_policy(tmp_path))
+    results = {n: reserved(crawler.spider.results[u]) for n, u in urls.items()}
+    assert set(results["inline"]) == {"ai-train"}
+    assert results["inline"]["ai-train"].endswith('(named by <script type="application/rsl+xml"> number 1 in the page)')
+    # an inline document that cannot be read: every purpose refused, in doubt
+    assert set(results["inline-bad"]) == {"search", "ai-train"} and "in doubt" in results["inline-bad"]["search"]
+    assert results["inline-other"] == {}
+    assert crawler.stats.get_value("gdpr/optout/malformed/rsl") == 1
+
+
 def test_rsl_in_review_document_and_information_page(tmp_path):
     from scrapy_gdpr.policy import load_policy
     from scrapy_gdpr.review import build_documents, render_notice_html, render_review_markdown
@@ -265,7 +279,7 @@ def test_crawler_description_names_each_purpose_token_and_licence_usage(tmp_path
     assert training["product_token"] == "GdprTestBot-AI"
     assert training["rsl_usage"] == ["ai-train", "ai-input"]  # its signal purposes by default
     rsl_row = next(s for s in described["signals"] if s["key"] == "rsl")
-    assert rsl_row["specification"].startswith("RSL 1.0") and len(rsl_row["carriers"]) == 3
+    assert rsl_row["specification"].startswith("RSL 1.0") and len(rsl_row["carriers"]) == 4
 
 
 def test_lint_names_expired_and_inverted_held_licences(tmp_path):

@@ -64,6 +64,8 @@ CARRIERS: dict[str, tuple[str, dict[str, tuple[str, set[str], str]]]] = {
     "meta tdm-reservation": ("/tdm-meta/{}.html", {"yes": KEPT, "no": TRAINING_OPTOUT, "bad": TRAINING_OPTOUT}),
     "<link rel=license> (RSL)": ("/rsl-link/{}.html", {
         "yes": KEPT, "no": TRAINING_LICENSE, "bad": ("reserved", {"search", "ai-train"}, "license")}),
+    "<script type=application/rsl+xml> (RSL inline)": ("/rsl-inline/{}.html", {
+        "yes": KEPT, "no": TRAINING_LICENSE, "bad": ("reserved", {"search", "ai-train"}, "license")}),
     # site-wide files
     "tdmrep.json": ("/tdm-file/{}.html", {"yes": KEPT, "no": TRAINING_OPTOUT, "bad": TRAINING_OPTOUT}),
     # inside the file: an image is refused outright when a purpose of the crawl is reserved
