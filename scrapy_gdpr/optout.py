@@ -91,6 +91,9 @@ KNOWN_RULES = set(RULE_PURPOSES) | set(IMAGE_RULE_PURPOSES) | OTHER_RULES | IGNO
 VALUED_RULES = {"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"}
 
 _TOKEN_RE = re.compile(r"^[A-Za-z_-]+$")
+#: A crawler name that is readable but cannot be this crawler's token (``360Spider``,
+#: ``bot.v2``): its rules are for another crawler. Any other name cannot be read.
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 TDMREP_PATH = "/.well-known/tdmrep.json"
 TDMREP_MAX_SIZE = 1_000_000
@@ -236,7 +239,7 @@ def _parse_scoped(value: str, token: str, label: str, out: RobotsRules, now: dat
         head, sep, rest = piece.partition(":")
         head_l = head.strip().lower()
         if sep and head_l not in VALUED_RULES and head_l not in KNOWN_RULES:
-            if not _TOKEN_RE.match(head.strip()):
+            if not _NAME_RE.match(head.strip()):
                 # a crawler name that cannot be read may be meant for this crawler: its
                 # rules apply, in doubt (malformed fails closed)
                 out.problems.append(f"{label}: cannot read {piece!r}; its rules applied, in doubt")
@@ -269,7 +272,7 @@ def parse_robots_tag(values: Iterable[str], token: str, *, now: datetime | None 
             name, sep, rules = part.partition("=")
             if sep:
                 name = name.strip()
-                if name != "*" and not _TOKEN_RE.match(name):
+                if name != "*" and not _NAME_RE.match(name):
                     # a crawler name that cannot be read may be ours: its rules apply, in doubt
                     out.problems.append(f"{label}: cannot read {part!r}; its rules applied, in doubt")
                 elif name != "*" and name.lower() != token:

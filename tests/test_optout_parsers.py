@@ -54,6 +54,7 @@ def rules(*values: str) -> dict[str, str]:
         (["@@@: ???"], set()),
         # malformed fails closed: an unreadable crawler name's rules apply, an unreadable date may have passed
         (["bad bot: noindex"], {"noindex"}),
+        (["360Spider: noindex, bot.v2: noai"], set()),  # readable names of other crawlers
         (["unavailable_after: soon"], {"noindex"}),
     ],
 )
