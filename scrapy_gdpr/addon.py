@@ -36,6 +36,9 @@ DOWNLOADER_MIDDLEWARES: dict[str, int] = {
     "scrapy_gdpr.robots.RobotsGateMiddleware": 100,
     # process_response runs after decompression (590) and redirects (600).
     "scrapy_gdpr.optout.OptOutMiddleware": 120,
+    # RSL licences: robots.txt's before the page is fetched; on the way back, before
+    # the opt-out middleware (120) folds the purposes they refuse into its decision.
+    "scrapy_gdpr.rsl.LicenceMiddleware": 125,
     # Sees 429/503 and Retry-After before RetryMiddleware (550) retries them.
     "scrapy_gdpr.politeness.PolitenessMiddleware": 560,
     # Refuses HTTP 402 (pay-per-crawl) before RetryMiddleware (550) could retry it.

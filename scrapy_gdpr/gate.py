@@ -81,7 +81,7 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 #: ``request.meta["gdpr_internal"]`` values of the policy's own requests that pass
 #: the path rules of a listed host.
-INTERNAL_PATH_EXEMPT = frozenset({"robots", "tdmrep"})
+INTERNAL_PATH_EXEMPT = frozenset({"robots", "tdmrep", "rsl"})
 
 # Never raw in a URL a client sends: C0 controls, space, DEL.
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
@@ -627,12 +627,14 @@ class ItemGatePipeline:
             if allowed is True:
                 continue
             signal = decision.get("signal", "") if isinstance(decision, dict) else ""
+            reason = (decision.get("reason") if isinstance(decision, dict) else None) or Reason.OPTOUT
             raise drop(
                 self.crawler,
                 url,
-                Reason.OPTOUT,
+                reason,
                 clause=self.policy.clause("purposes", i, "signal_purposes"),
-                detail=f"the source page reserves {sp}" + (f" ({signal})" if signal else ""),
+                detail=(f"the licence of the source page refuses {sp}" if reason == Reason.LICENSE
+                        else f"the source page reserves {sp}") + (f" ({signal})" if signal else ""),
             )
         self._filter_media(item, url, provenance.images_reserved, provenance.images_signal)
         return item

@@ -19,6 +19,7 @@ from scrapy_gdpr import __version__, _html
 from scrapy_gdpr.durations import Duration
 from scrapy_gdpr.policy import REVIEW_WARNING_DAYS
 from scrapy_gdpr.addon import console_enabled
+from scrapy_gdpr.description import crawler_description, description_file
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -125,6 +126,8 @@ OPT_OUT_SIGNALS: list[tuple[str, str, str]] = [
      '"cawg.training-mining": {"entries": {"cawg.ai_training": {"use": "notAllowed"}}}'),
     ("payment_required", "HTTP 402 Payment Required (pay-per-crawl): refused, never paid nor retried",
      "HTTP/1.1 402 Payment Required / crawler-price: USD 0.01"),
+    ("rsl", "RSL licences (robots.txt License:, Link header, <link rel=\"license\">, inline): prohibited or "
+     "unlicensed uses refused", "License: https://example.org/license.xml"),
 ]
 
 
@@ -260,6 +263,12 @@ def build_documents(
         for key, name, example in OPT_OUT_SIGNALS
     ]
     doc["deny_lists"] = list(policy.opt_out.deny_lists)
+    doc["rsl_licences"] = [
+        {"document": h.document, "usage": list(h.usage), "reference": h.reference,
+         "obtained_on": h.obtained_on.isoformat(), "expires_on": h.expires_on.isoformat() if h.expires_on else None}
+        for h in policy.opt_out.rsl_licences
+    ]
+    doc["rsl_usage"] = [{"purpose": p.id, "usage": p.licence_usage} for p in policy.purposes]
     doc["purpose_tokens"] = [
         {"token": p.product_token, "purpose": p.id, "description": p.description,
          "signal_purposes": list(p.signal_purposes)}
@@ -295,6 +304,7 @@ def build_documents(
         order = {"error": 0, "warning": 1, "review": 2, "check": 3}
         doc["checklist"].sort(key=lambda item: (order.get(item["kind"], 9), item["line"] or 0))
     doc["notice"] = _notice(policy, doc)
+    doc["crawler_description"] = crawler_description(policy, doc)
     return doc
 
 
@@ -657,6 +667,8 @@ def _notice(policy: Policy, doc: dict[str, Any]) -> dict[str, Any]:
         "product_token": token,
         "user_agent": policy.crawler.user_agent,
         "info_url": policy.crawler.info_url,
+        # the machine-readable description, written beside the page (scrapy gdpr-report)
+        "description_file": description_file(policy.policy_id),
         "who": {
             "controller": record["controller"],
             "representative": record["representative"],
@@ -845,6 +857,14 @@ def render_review_html(doc: dict[str, Any]) -> str:
         "<p>Per-purpose robots.txt product tokens (a page is kept for the purpose only when the token may "
         "fetch it): " + (", ".join(f"{_c(t['token'])} ({_e(t['purpose'])})" for t in doc["purpose_tokens"]) or "none")
         + "</p>",
+        "<p>RSL usage types each purpose needs a site's licence to grant: "
+        + "; ".join(f"{_e(u['purpose'])}: {', '.join(_c(x) for x in u['usage']) or 'none'}" for u in doc["rsl_usage"])
+        + "</p>",
+        "<p>RSL licences held (a usage a site licenses only for a fee or to registered clients is allowed with "
+        "one of these): " + (", ".join(
+            f"{_c(h['document'])} ({_e(', '.join(h['usage']))}; {_e(h['reference'])}, {_e(h['obtained_on'])}"
+            + (f" to {_e(h['expires_on'])}" if h["expires_on"] else "") + ")" for h in doc["rsl_licences"]) or "none")
+        + "</p>",
         "<h2 id='jurisdictions'>5. Excluded jurisdictions</h2>",
         _kv([
             ("Top-level domains", ", ".join(_c(t) for t in doc["jurisdictions"]["exclude_tlds"]) or "none"),
@@ -943,6 +963,11 @@ def render_notice_html(doc: dict[str, Any]) -> str:
             _table(["Signal", "Example"], [[_e(s["signal"]), _c(s["example"])] for s in block["signals"]]),
         ]
     parts += [
+        "<h2 id='machine'>For programs</h2>",
+        f"<p>A machine-readable description of this crawler (its product tokens per purpose, User-Agent, contact "
+        f"and the signals it honours) is published next to this page: "
+        f"<a rel='alternate' type='application/json' href='{_e(n['description_file'])}'>"
+        f"{_e(n['description_file'])}</a>.</p>",
         "<h2 id='rights'>How to object, or ask for access or erasure</h2>",
         _ul([_e(x) for x in n["rights"]["how"]]),
         _kv([("Contact", _contact_html(rights_contact))]),
@@ -1069,6 +1094,13 @@ def render_review_markdown(doc: dict[str, Any]) -> str:
           f"{', '.join(_mdc(d) for d in doc['deny_lists']) or 'none'}", "",
           "Per-purpose robots.txt product tokens (a page is kept for the purpose only when the token may fetch it): "
           + (", ".join(f"{_mdc(t['token'])} ({_md(t['purpose'])})" for t in doc["purpose_tokens"]) or "none"), "",
+          "RSL usage types each purpose needs a site's licence to grant: "
+          + "; ".join(f"{_md(u['purpose'])}: {', '.join(_mdc(x) for x in u['usage']) or 'none'}"
+                      for u in doc["rsl_usage"]), "",
+          "RSL licences held: " + (", ".join(
+              f"{_mdc(h['document'])} ({_md(', '.join(h['usage']))}; {_md(h['reference'])}, {_md(h['obtained_on'])}"
+              + (f" to {_md(h['expires_on'])}" if h["expires_on"] else "") + ")" for h in doc["rsl_licences"])
+              or "none"), "",
           "## 5. Excluded jurisdictions", "",
           f"- Top-level domains: {', '.join(_mdc(t) for t in doc['jurisdictions']['exclude_tlds']) or 'none'}",
           f"- Domains: {', '.join(_mdc(t) for t in doc['jurisdictions']['exclude_domains']) or 'none'}"]

@@ -49,7 +49,7 @@ def test_example_crawl_end_to_end(example_copy):
     report = json.loads(next((out / "reports").glob("*.json")).read_text(encoding="utf-8"))
     expected = {
         "domain", "jurisdiction", "objection", "optout", "private_network", "terms", "terms_drift",
-        "robots", "robots_unreachable", "retry_after",
+        "robots", "robots_unreachable", "retry_after", "payment_required", "license", "deny_list",
     }
     assert expected <= set(report["refusals"]), report["refusals"]
 
@@ -67,6 +67,16 @@ def test_example_crawl_end_to_end(example_copy):
     assert f"{base}/people/jane.html" not in urls  # objection
     assert f"{base}/optout/noindex.html" not in urls  # X-Robots-Tag: noindex
     assert f"{base}/private/staff.html" not in urls  # robots.txt
+    assert f"{base}/optout/content-signal.html" not in urls  # Content-Signal: search=no (header)
+    assert f"{base}/optout/content-usage.html" not in urls  # Content-Usage: search=n (header)
+    assert f"{base}/licensed/archive.html" not in urls  # the RSL licence does not license search
+    assert f"{base}/pay/article.html" not in urls  # HTTP 402
+    assert f"{base}/optout/datamining.html" in urls  # the page is kept; its photo is not
+    details = {(a["reason"], a["url"]): a["detail"] for a in refused}
+    assert "XMP plus:DataMining DMI-PROHIBITED" in details[("optout", f"{base}/images/coffee_no_mining.jpg")]
+    assert "does not license search" in details[("license", f"{base}/licensed/archive.html")]
+    assert "crawler-price: USD 0.01" in details[("payment_required", f"{base}/pay/article.html")]
+    assert "excluded-sites.txt:3" in details[("deny_list", "http://www.spam-farm.example/")]
 
     # every stored image: redacted (the leak rule against the original photo, and a
     # second detector finds no face), thumbnails made from the redacted image
