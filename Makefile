@@ -1,15 +1,19 @@
 # make demo: crawl the example site end to end (offline) and print where everything is.
+# make demo-scrapyd: the same crawl as a scheduled Scrapyd job (a local Scrapyd on a free port).
 # make test: check the import contracts, lint (ruff), type-check (mypy --strict), then run the test suite.
 # Both install what they need first (scripts/bootstrap.sh), apt packages included.
 PYTHON_VENV := .venv/bin/python
 
-.PHONY: setup demo test check docs bench-gate bench-faces bench-ledger clean
+.PHONY: setup demo demo-scrapyd test check docs bench-gate bench-faces bench-ledger clean
 
 setup:
 	./scripts/bootstrap.sh
 
 demo: setup
 	$(PYTHON_VENV) example_project/demo.py
+
+demo-scrapyd: setup
+	$(PYTHON_VENV) example_project/demo_scrapyd.py
 
 test: setup
 	.venv/bin/lint-imports

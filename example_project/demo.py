@@ -71,6 +71,9 @@ def main() -> int:
     print(f"  audit log:                  {output / 'audit' / 'gallery.jsonl'}")
     print(f"  ledger:                     {output / 'ledger.sqlite3'}")
     print(f"  crawl log:                  {output / 'crawl.log'}")
+    metrics = output / "metrics" / "scrapy_gdpr_gallery.prom"
+    if metrics.exists():
+        print(f"  metrics (Prometheus):       {metrics}")
     if reports:
         data = json.loads(reports[-1].read_text(encoding="utf-8"))
         print(f"  compliance report:          {reports[-1].with_suffix('.html')}")
@@ -79,6 +82,12 @@ def main() -> int:
             print(f"  {reason:<20} {info['count']:>3}  e.g. {info['samples'][0] if info['samples'] else ''}")
         totals = data.get("totals", {})
         print(f"\nItems stored: {totals.get('items_scraped', 0)}, dropped: {totals.get('items_dropped', 0)}")
+    monitors = [line.split("[Spidermon] ", 1)[1] for line in (output / "crawl.log").read_text(
+        encoding="utf-8", errors="replace").splitlines() if "[Spidermon] GDPR:" in line]
+    if monitors:
+        print("\nMonitors (Spidermon; robots.txt and terms drift fail on purpose, as the site shows both):")
+        for line in monitors:
+            print(f"  {line}")
     print("\nFor the privacy officer (review document, crawler information page):")
     for line in report.stdout.strip().splitlines():
         print(f"  {HERE / line.strip()}")

@@ -36,6 +36,7 @@ MOVED: dict[str, str] = {
         "paywall": "gate.paywall",
         "contentcredentials": "gate.contentcredentials",
         "xmp": "gate.xmp",
+        "rsl": "gate.rsl",
         "_download": "gate._download",
         "_flight": "gate._flight",
         "provenance": "items.provenance",
@@ -49,6 +50,7 @@ MOVED: dict[str, str] = {
         "textmatch": "retention.textmatch",
         "review": "documents.review",
         "report": "documents.report",
+        "description": "documents.description",
 
         "figures": "ops.figures",
         "metrics": "ops.metrics",

@@ -20,6 +20,7 @@ from scrapy_gdpr.gate.optout import NoFollowMiddleware, OptOutMiddleware
 from scrapy_gdpr.gate.paywall import PaymentRequiredMiddleware
 from scrapy_gdpr.gate.playwright import update_settings as playwright_settings
 from scrapy_gdpr.gate.politeness import PolitenessMiddleware
+from scrapy_gdpr.gate.rsl import LicenceMiddleware
 from scrapy_gdpr.gate.robots import RobotsGateMiddleware
 from scrapy_gdpr.gate.terms import TermsMiddleware
 from scrapy_gdpr.items.gate import ItemGatePipeline
@@ -57,6 +58,9 @@ DOWNLOADER_MIDDLEWARES: dict[type, int] = {
     RobotsGateMiddleware: 100,
     # process_response runs after decompression (590) and redirects (600).
     OptOutMiddleware: 120,
+    # RSL licences: robots.txt's before the page is fetched; on the way back, before
+    # the opt-out middleware (120) folds the purposes they refuse into its decision.
+    LicenceMiddleware: 125,
     # Sees 429/503 and Retry-After before RetryMiddleware (550) retries them.
     PolitenessMiddleware: 560,
     # Refuses HTTP 402 (pay-per-crawl) before RetryMiddleware (550) could retry it.

@@ -49,6 +49,7 @@ class Reason(StrEnum):
     UNDECIDED = "undecided"  # a component could not decide: fail closed
     PAYMENT_REQUIRED = "payment_required"  # HTTP 402 (pay-per-crawl): refused, never retried
     DENY_LIST = "deny_list"  # the host is on a deny list file named in the policy (opt_out.deny_lists)
+    LICENSE = "license"  # an RSL licence prohibits the purpose, or needs a licence the policy does not hold
 
 
 #: What :meth:`AuditLog.write` does with ``json.dumps``, built once.

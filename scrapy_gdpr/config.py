@@ -84,13 +84,25 @@ class GdprConfig:
         )
 
     def policy_path(self, spider: Spider | type[Spider] | None) -> Path:
-        """The policy file for ``spider``: its ``gdpr_policy`` attribute, else GDPR_POLICY.
+        """The policy file for ``spider``: its class's ``gdpr_policy`` attribute, else GDPR_POLICY.
 
         A relative path is relative to the project root (the folder of ``scrapy.cfg``),
         so that ``scrapy crawl`` finds the same file from any sub-folder of the project.
+        A project that runs from an egg (Scrapyd) reads a relative path from the egg
+        (:mod:`scrapy_gdpr.egg`); raises ValueError when the egg has no such file.
         """
-        template = getattr(spider, "gdpr_policy", None) or self.policy
-        return from_project_root(expand(template, spider))
+        # the class's attribute: a spider argument (``-a gdpr_policy=...``, or a
+        # Scrapyd job's schedule.json parameter) sets only the instance's
+        owner = spider if isinstance(spider, type) or spider is None else type(spider)
+        template = getattr(owner, "gdpr_policy", None) or self.policy
+        path = expand(template, spider)
+        if not Path(path).expanduser().is_absolute():
+            from scrapy_gdpr.egg import policy_from_egg
+
+            in_egg = policy_from_egg(path)
+            if in_egg is not None:
+                return in_egg
+        return from_project_root(path)
 
     def audit_log_path(self, spider: Spider | type[Spider] | None) -> Path | None:
         return from_project_root(expand(self.audit_log, spider)) if self.audit_log else None
@@ -116,8 +128,17 @@ def _rooted_ledger(value: Any) -> str | None:
 
 def project_root() -> Path | None:
     """The folder of the project's ``scrapy.cfg`` (searched from the current folder
-    upwards, as Scrapy finds its project), or None outside a project."""
+    upwards, as Scrapy finds its project), or None outside a project.
+
+    None as well for a project that runs from an egg (Scrapyd): the egg is its
+    project folder, and a ``scrapy.cfg`` above the job's working folder belongs to
+    something else; relative paths then resolve against the working folder."""
     from scrapy.utils.conf import closest_scrapy_cfg
+
+    from scrapy_gdpr.egg import settings_archive
+
+    if settings_archive() is not None:
+        return None
 
     cfg = closest_scrapy_cfg()
     return Path(cfg).resolve().parent if cfg else None

@@ -31,6 +31,8 @@ class PurposeDecision:
     allowed: bool
     #: The signals that reserve it, as written (the first one is quoted in refusals).
     signals: tuple[str, ...] = ()
+    #: The refusal reason of a reserved purpose: "optout", or "license" (an RSL licence).
+    reason: str = ""
 
     @property
     def signal(self) -> str:
@@ -55,7 +57,8 @@ class OptOutDecision:
         """The documented plain-dict views for spiders (``gdpr_optout``, ``gdpr_images_optout``)."""
         return {
             "gdpr_optout": {
-                p: {"allowed": d.allowed, "signal": d.signal, "signals": list(d.signals)}
+                p: {"allowed": d.allowed, "signal": d.signal, "signals": list(d.signals),
+                    **({"reason": d.reason or "optout"} if not d.allowed else {})}
                 for p, d in self.purposes.items()
             },
             "gdpr_images_optout": {"reserved": self.images_reserved, "signal": self.images_signal},

@@ -16,6 +16,7 @@ from scrapy import signals
 
 from scrapy_gdpr.audit import AuditLog, Refusals
 from scrapy_gdpr.config import GdprConfig
+from scrapy_gdpr.egg import egg_of
 from scrapy_gdpr.exitcodes import refuse_startup
 from scrapy_gdpr.policy import Policy, PolicyError, load_policy
 
@@ -115,9 +116,11 @@ def get_runtime(crawler: Crawler) -> GdprRuntime:
         raise refuse_startup(crawler, OSError(f"GDPR_AUDIT_LOG cannot be opened: {exc}")) from None
     rt = GdprRuntime(crawler=crawler, config=config, policy=policy, audit=audit, initial_spider_name=spider_name)
     _RUNTIMES[crawler] = rt
+    archive = egg_of(policy.path)
     logger.info(
         "GDPR policy %(path)s loaded: %(id)s, fingerprint %(fp)s",
-        {"path": policy.path, "id": policy.policy_id, "fp": policy.fingerprint},
+        {"path": f"{policy.path} (copied from the project's egg {archive})" if archive else policy.path,
+         "id": policy.policy_id, "fp": policy.fingerprint},
     )
     for warning in policy.warnings:
         logger.warning("GDPR policy: %(w)s", {"w": warning})

@@ -22,16 +22,18 @@ if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
 #: Settings a Scrapyd job may not set: they switch protection off, choose the policy,
-#: objection list, ledger or audit log, or change the components and exporters that
-#: gate, check and stamp (an export that bypassed stamping).
+#: objection list, ledger or audit log, choose where items, media and cached pages
+#: are kept (out of reach of the purge), or change the components and exporters that
+#: gate, check, stamp and count (an export that bypassed stamping).
 PROTECTED = frozenset({
     "GDPR_ENABLED", "GDPR_POLICY", "GDPR_OBJECTIONS", "GDPR_PURGE_ON_OPEN", "GDPR_LEDGER", "GDPR_AUDIT_LOG",
-    "GDPR_ITEM_STORES", "GDPR_IMAGE_BYTES_FIELDS", "ADDONS", "ROBOTSTXT_OBEY",
-    "TELNETCONSOLE_ENABLED", "REMOTE_CONTROL_ENABLED",
+    "GDPR_ITEM_STORES", "GDPR_POSTGRES_STORE", "GDPR_POSTGRES_STORE_TABLE", "GDPR_IMAGE_BYTES_FIELDS",
+    "ADDONS", "ROBOTSTXT_OBEY", "TELNETCONSOLE_ENABLED", "REMOTE_CONTROL_ENABLED",
     "ITEM_PIPELINES", "ITEM_PIPELINES_BASE", "DOWNLOADER_MIDDLEWARES", "DOWNLOADER_MIDDLEWARES_BASE",
     "SPIDER_MIDDLEWARES", "SPIDER_MIDDLEWARES_BASE", "EXTENSIONS", "EXTENSIONS_BASE",
     "FEED_STORAGES", "FEED_STORAGES_BASE", "FEED_EXPORTERS", "FEED_EXPORTERS_BASE",
-    "DOWNLOAD_HANDLERS", "DOWNLOAD_HANDLERS_BASE", "IMAGES_STORE", "FILES_STORE",
+    "DOWNLOAD_HANDLERS", "DOWNLOAD_HANDLERS_BASE", "DOWNLOADER", "ITEM_PROCESSOR", "STATS_CLASS",
+    "IMAGES_STORE", "FILES_STORE", "HTTPCACHE_DIR", "HTTPCACHE_STORAGE",
 })
 
 

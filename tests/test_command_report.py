@@ -35,7 +35,7 @@ def test_report_writes_every_document(tmp_path):
     result, out = report(tmp_path, VALID)
     assert result.returncode == 0, result.stderr
     names = ["test-gallery-review.html", "test-gallery-review.md", "test-gallery-crawler-info.html",
-             "test-gallery-review.json"]
+             "test-gallery-crawler-info.json", "test-gallery-review.json"]
     assert result.stdout.splitlines() == [str(out / n) for n in names]
     assert all((out / n).stat().st_size > 1000 for n in names)
     fingerprint = load_policy(VALID).fingerprint
@@ -73,6 +73,22 @@ def test_report_writes_every_document(tmp_path):
         "Images: 14 days",
     ):
         assert expected.lower() in notice.lower(), expected
+
+    # the machine-readable description beside the page, linked from it
+    page = (out / "test-gallery-crawler-info.html").read_text(encoding="utf-8")
+    assert "<a rel='alternate' type='application/json' href='test-gallery-crawler-info.json'>" in page
+    described = json.loads((out / "test-gallery-crawler-info.json").read_text(encoding="utf-8"))
+    assert described["format"] == "scrapy-gdpr-crawler-description/1"
+    assert described["product_token"] == "GdprTestBot"
+    assert described["user_agent"] == "GdprTestBot/1.0 (+http://127.0.0.1/crawler-info.html)"
+    assert described["information_page"] == "http://127.0.0.1/crawler-info.html"
+    assert described["contact"]["email"] == "dpo@example.org"
+    assert described["robots_txt"]["product_tokens"][0] == {
+        "token": "GdprTestBot", "fetches": True, "purposes": [p["id"] for p in described["purposes"]]}
+    assert {s["key"] for s in described["signals"] if s["honoured"]} >= {
+        "x_robots_tag", "meta_robots", "tdmrep", "content_signal", "content_usage", "image_metadata",
+        "content_credentials", "payment_required", "rsl"}
+    assert described["policy_fingerprint"] == fingerprint
 
     data = json.loads((out / "test-gallery-review.json").read_text(encoding="utf-8"))
     assert data["policy"] == {"id": "test-gallery", "title": "Test gallery crawl", "file": str(VALID.resolve()),
@@ -132,7 +148,8 @@ def test_format_option(tmp_path):
     result, out = report(tmp_path, VALID, "--format", "md")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == [
-        "test-gallery-crawler-info.html", "test-gallery-review.json", "test-gallery-review.md"
+        "test-gallery-crawler-info.html", "test-gallery-crawler-info.json", "test-gallery-review.json",
+        "test-gallery-review.md"
     ]
     result, _ = report(tmp_path, VALID, "--format", "pdf")
     assert result.returncode == 2 and "--format" in result.stderr + result.stdout

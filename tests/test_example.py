@@ -49,7 +49,7 @@ def test_example_crawl_end_to_end(example_copy):
     report = json.loads(next((out / "reports").glob("*.json")).read_text(encoding="utf-8"))
     expected = {
         "domain", "jurisdiction", "objection", "optout", "private_network", "terms", "terms_drift",
-        "robots", "robots_unreachable", "retry_after",
+        "robots", "robots_unreachable", "retry_after", "payment_required", "license", "deny_list",
     }
     assert expected <= set(report["refusals"]), report["refusals"]
 
@@ -67,6 +67,16 @@ def test_example_crawl_end_to_end(example_copy):
     assert f"{base}/people/jane.html" not in urls  # objection
     assert f"{base}/optout/noindex.html" not in urls  # X-Robots-Tag: noindex
     assert f"{base}/private/staff.html" not in urls  # robots.txt
+    assert f"{base}/optout/content-signal.html" not in urls  # Content-Signal: search=no (header)
+    assert f"{base}/optout/content-usage.html" not in urls  # Content-Usage: search=n (header)
+    assert f"{base}/licensed/archive.html" not in urls  # the RSL licence does not license search
+    assert f"{base}/pay/article.html" not in urls  # HTTP 402
+    assert f"{base}/optout/datamining.html" in urls  # the page is kept; its photo is not
+    details = {(a["reason"], a["url"]): a["detail"] for a in refused}
+    assert "XMP plus:DataMining DMI-PROHIBITED" in details[("optout", f"{base}/images/coffee_no_mining.jpg")]
+    assert "does not license search" in details[("license", f"{base}/licensed/archive.html")]
+    assert "crawler-price: USD 0.01" in details[("payment_required", f"{base}/pay/article.html")]
+    assert "excluded-sites.txt:3" in details[("deny_list", "http://www.spam-farm.example/")]
 
     # every stored image: redacted (the leak rule against the original photo, and a
     # second detector finds no face), thumbnails made from the redacted image
@@ -81,3 +91,25 @@ def test_example_crawl_end_to_end(example_copy):
             assert leaked(original, data) == [], path
         thumb = out / "images" / path.replace("full/", "thumbs/small/")
         assert detect(thumb.read_bytes()) == [], thumb
+
+    # the example project runs the monitor suite (spidermon extra): the site shows a
+    # robots.txt answering 503 and a terms drift on purpose, so those two monitors
+    # fail; the others pass. The metrics textfile is parsed back with prometheus-client.
+    if importlib.util.find_spec("spidermon") is not None:
+        log = result.stderr
+        expected_monitors = {
+            "images stored unchecked": "OK", "retention": "OK", "robots.txt unreachable": "FAIL",
+            "terms drift": "FAIL", "refusals": "OK", "items stored": "OK",
+        }
+        for name, verdict in expected_monitors.items():
+            lines = [line for line in log.splitlines() if f"[Spidermon] GDPR: {name}/" in line]
+            assert len(lines) == 1 and lines[0].endswith(f"... {verdict}"), (name, lines)
+    if importlib.util.find_spec("prometheus_client") is not None:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = (out / "metrics" / "scrapy_gdpr_gallery.prom").read_text(encoding="utf-8")
+        samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
+                   if not s.labels.get("reason")}
+        assert samples["scrapy_gdpr_items_stored"] == len(items)
+        assert samples["scrapy_gdpr_images_stored_unchecked"] == 0
+        assert samples["scrapy_gdpr_terms_drift"] >= 1

@@ -147,12 +147,30 @@ async def test_malformed_robots_headers_never_crash_nor_fail_open(tmp_path, mock
     urls = [mockserver.url("/malformed.html", host=host), mockserver.url("/junk.html", host=host)]
     crawler = await run(tmp_path, urls)
     malformed = crawler.spider.results[urls[0]]
-    # "noai garbage" still reads as noai: a damaged restrictive rule is honoured, not dropped
-    assert set(reserved(malformed)) == {"ai-train", "ai-input"}
+    # "noai garbage" still reads as noai: a damaged restrictive rule is honoured, not dropped;
+    # an unreadable unavailable_after date may have passed: noindex, in doubt
+    assert set(reserved(malformed)) == {"search", "ai-train", "ai-input"}
+    assert reserved(malformed)["search"] == ("X-Robots-Tag: unavailable_after: not a date (the date cannot be read: "
+                                             "noindex, in doubt)")
     assert crawler.spider.results[urls[1]]["optout"]["search"]["allowed"] is True
     assert crawler.stats.get_value("gdpr/optout/malformed/x_robots_tag") >= 4
     assert "cannot read '@@@: ???'" in caplog.text
     assert "cannot read the date" in caplog.text
+
+
+@coroutine_test
+async def test_unreadable_crawler_names_and_dates_fail_closed(tmp_path, mockserver):
+    host = "optout-xrobots.test"
+    urls = {n: mockserver.url(f"/{n}.html", host=host) for n in ("bad-scope", "bad-draft-scope", "bad-date")}
+    crawler = await run(tmp_path, list(urls.values()))
+    r = {n: reserved(crawler.spider.results[u]) for n, u in urls.items()}
+    # a crawler name that cannot be read may mean this crawler: its rules apply
+    assert r["bad-scope"] == {"search": "X-Robots-Tag: Gdpr Test Bot: noindex"}
+    assert set(r["bad-draft-scope"]) == {"ai-train", "ai-input"}
+    assert r["bad-date"] == {"search": "X-Robots-Tag: unavailable_after: 31/31/2031 (the date cannot be read: "
+                                       "noindex, in doubt)"}
+    assert crawler.stats.get_value("gdpr/optout/malformed/x_robots_tag") == 2
+    assert crawler.stats.get_value("gdpr/optout/malformed/robots_tag") == 1
 
 
 @coroutine_test
@@ -251,9 +269,11 @@ async def test_tdmrep_file_header_meta_precedence(tmp_path, logged_mockserver):
     assert r["file0_header1"]["tdm_policy"] == "https://example.org/p"
     assert reserved(r["header1_meta0"]) == {}
     assert reserved(r["header0_meta1"])["ai-train"] == '<meta name="tdm-reservation" content="1">'
-    # invalid values are unset: the earlier source stays
-    assert reserved(r["bad_header"]) == {}  # file says 0
-    assert reserved(r["bad_meta"])["ai-train"] == file_signal
+    # malformed values fail closed: reserved, in doubt, whatever an earlier source said
+    assert reserved(r["bad_header"]) == {p: "tdm-reservation: yes (not 0 or 1: reserved, in doubt)"
+                                         for p in ("ai-train", "ai-input")}  # the file says 0
+    assert reserved(r["bad_meta"])["ai-train"] == ('<meta name="tdm-reservation" content="2"> '
+                                                   "(not 0 or 1: reserved, in doubt)")
     # "$" anchors; first match wins
     assert "ai-train" in reserved(r["exact"])
     assert reserved(r["exact_query"]) == {}
@@ -289,16 +309,19 @@ async def test_tdmrep_concurrent_requests_share_one_slow_fetch(tmp_path):
 
 
 @coroutine_test
-async def test_tdmrep_invalid_or_unreachable_file_is_unset_and_logged(tmp_path, mockserver, caplog):
+async def test_tdmrep_invalid_file_reserves_and_unreachable_file_is_unset(tmp_path, mockserver, caplog):
     urls = [mockserver.url("/page.html", host="optout-tdmbad.test"),
             mockserver.url("/header.html", host="optout-tdmbad.test"),
             mockserver.url("/page.html", host="optout-tdmdown.test")]
     crawler = await run(tmp_path, urls)
     r = crawler.spider.results
-    assert reserved(r[urls[0]]) == {}
+    # a file that is there but is not valid JSON: malformed fails closed, TDM reserved in doubt
+    assert set(reserved(r[urls[0]])) == {"ai-train", "ai-input"}
+    assert "tdmrep.json cannot be read (invalid file: " in reserved(r[urls[0]])["ai-train"]
     assert reserved(r[urls[1]])["ai-train"] == "tdm-reservation: 1"  # the header still counts
-    assert reserved(r[urls[2]]) == {}
-    assert crawler.stats.get_value("gdpr/optout/tdmrep_file/error") == 2
+    assert reserved(r[urls[2]]) == {}  # 503: no file to read, unset as the specification says
+    assert crawler.stats.get_value("gdpr/optout/tdmrep_file/error") == 1
+    assert crawler.stats.get_value("gdpr/optout/tdmrep_file/unread") == 1
     assert "invalid file" in caplog.text and "HTTP 503" in caplog.text
     files = crawler.stats.get_value("gdpr/optout/tdmrep_file/found")
     assert files is None
@@ -329,14 +352,18 @@ async def test_content_usage(tmp_path, mockserver):
     assert r["repeated"] == {"ai-train": "Content-Usage: train-ai=n"}  # lines combined into one dictionary
     assert r["dup-last-y"] == {}  # duplicate keys: the last wins
     assert r["dup-last-n"] == {"ai-train": "Content-Usage: train-ai=n"}
-    assert r["upper"] == {}  # uppercase keys are a parse failure: unknown
-    assert r["string"] == {}  # "n" is a String, not the Token n: unknown
-    assert r["bool"] == {}
+    # malformed fails closed for its purpose: an uppercase key (a parse failure of the whole
+    # field), "n" as a String (not the Token n), a bare key, stray commas reserve, in doubt
+    assert r["upper"] == {"ai-train": "Content-Usage: Train-AI=n ('Train-AI=n' cannot be read: ai-train reserved, "
+                                      "in doubt)"}
+    assert r["string"] == {"ai-train": "Content-Usage: train-ai=\"n\" ('train-ai=\"n\"' cannot be read: "
+                                       "ai-train reserved, in doubt)"}
+    assert r["bool"] == {"ai-train": "Content-Usage: train-ai ('train-ai' cannot be read: ai-train reserved, in doubt)"}
+    assert set(r["garbage"]) == {"ai-train"}
     assert r["params"] == {"ai-train": "Content-Usage: train-ai=n"}  # parameters ignored
-    assert r["unknown-key"] == {}
-    assert r["garbage"] == {}
+    assert r["unknown-key"] == {}  # unknown keys name no purpose
     assert crawler.stats.get_value("gdpr/optout/malformed/content_usage") == 4  # upper, string, bool, garbage
-    assert crawler.stats.get_value("gdpr/optout/content_usage/train-ai") == 4
+    assert crawler.stats.get_value("gdpr/optout/content_usage/train-ai") == 8
 
 
 @coroutine_test
@@ -493,12 +520,12 @@ async def test_report_section(tmp_path, mockserver):
             mockserver.url("/page.html", host="optout-tdmbad.test")]
     crawler = await run(tmp_path, urls)
     section = get_runtime(crawler).report_sections["optout"]
-    assert section["pages_with_reservations"] == 2
-    assert section["reserved"] == {"search": 1, "ai-train": 1, "ai-input": 1}
+    assert section["pages_with_reservations"] == 3
+    assert section["reserved"] == {"search": 1, "ai-train": 2, "ai-input": 2}
     files = section["tdmrep_files"]
     assert files[f"http://optout-xrobots.test:{mockserver.port}"] == "none (404)"
     assert files[f"http://optout-tdm.test:{mockserver.port}"] == "4 rule(s)"
-    assert files[f"http://optout-tdmbad.test:{mockserver.port}"].startswith("unset (invalid file")
+    assert files[f"http://optout-tdmbad.test:{mockserver.port}"].startswith("unread, TDM reserved (invalid file")
 
 
 @coroutine_test

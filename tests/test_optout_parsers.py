@@ -51,6 +51,10 @@ def rules(*values: str) -> dict[str, str]:
         (["noai;"], {"noai"}),
         ([""], set()),
         (["@@@: ???"], set()),
+        # malformed fails closed: an unreadable crawler name's rules apply, an unreadable date may have passed
+        (["bad bot: noindex"], {"noindex"}),
+        (["360Spider: noindex, bot.v2: noai"], set()),  # readable names of other crawlers
+        (["unavailable_after: soon"], {"noindex"}),
     ],
 )
 def test_x_robots_tag(values, expected):
@@ -67,8 +71,9 @@ def test_robots_tag_draft():
     assert set(out.rules) == {"noindex", "nosnippet"}
     out = parse_robots_tag(["nosnippet; GdprTestBot=noai; otherbot=noindex"], TOKEN, now=NOW)
     assert out.rules == {"nosnippet": "Robots-Tag: nosnippet", "noai": "Robots-Tag: GdprTestBot=noai"}
+    # a crawler name that cannot be read may be ours: its rules apply, in doubt
     out = parse_robots_tag(["bad bot=noindex"], TOKEN, now=NOW)
-    assert out.rules == {} and out.problems
+    assert out.rules == {"noindex": "Robots-Tag: bad bot=noindex"} and out.problems
 
 
 def test_meta_robots_head_only_and_tdm():
@@ -102,6 +107,24 @@ def test_content_usage(values, prefs, problems):
     assert len(out.problems) == problems
 
 
+@pytest.mark.parametrize(
+    ("values", "doubt"),
+    [
+        (["train-ai=n, search=y"], set()),
+        (["train-ai=y, train-ai, search=n, search=\"n\""], {"train-ai", "search"}),
+        (["Train-AI=n"], {"train-ai"}),
+        (["train-ai=n,,"], {"train-ai"}),
+        (["train-ai=?1"], {"train-ai"}),
+        (["train-ai=\u00e9"], {"train-ai"}),
+        (["TRAIN-GENAI=n, AI-USE=y"], {"train-genai", "ai-use"}),
+        (["bots=n,,"], set()),  # no known key: no purpose to reserve
+        (["xtrain-ai=n,,"], set()),
+    ],
+)
+def test_content_usage_malformed_fails_closed_for_its_key(values, doubt):
+    assert set(parse_content_usage(values).doubt) == doubt
+
+
 def test_tdmrep_file_patterns():
     rules, problems = parse_tdmrep_file(b"""[
         {"location": "/a/*.pdf$", "tdm-reservation": 1},
@@ -113,7 +136,10 @@ def test_tdmrep_file_patterns():
     assert len(rules) == 4 and len(problems) == 3
     assert match_tdmrep(rules, "http://x/a/x/y.pdf").reservation == 1
     assert match_tdmrep(rules, "http://x/a/x/y.pdf?download=1").reservation == 0  # "$" anchors
-    assert match_tdmrep(rules, "http://x/A/y.pdf").reservation is None  # case-sensitive: falls to "/"
+    # case-sensitive: falls to "/", whose value (true) is not 0 or 1: reserved, in doubt
+    assert match_tdmrep(rules, "http://x/A/y.pdf").location == "/"
+    assert (match_tdmrep(rules, "http://x/A/y.pdf").reservation, match_tdmrep(rules, "http://x/A/y.pdf").doubt) == (1, "true")
+    assert match_tdmrep(rules, "http://x/b/c").doubt == "2"
     assert match_tdmrep(rules, "http://x/b/c").location == "/b/*"
     assert match_tdmrep(rules[:2], "http://x/c") is None
     # percent-encoded unreserved characters match their plain form; "$" matched verbatim is %24

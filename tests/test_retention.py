@@ -26,7 +26,7 @@ from scrapy_gdpr.retention import (
 )
 from tests.conftest import MockServer
 from tests.retention_support import PagesSpider, crawl_settings, ledger_url, make_site, write_policy  # noqa: F401
-from tests.utils import coroutine_test
+from tests.utils import addon_settings, coroutine_test
 
 FORMATS = {"items.jsonl": "jsonlines", "items.json": "json", "items.csv": "csv", "items.xml": "xml"}
 
@@ -396,3 +396,29 @@ async def test_items_no_recorded_feed_takes_get_item_rows(tmp_path, site_server)
     with open_ledger(ledger2) as led:
         assert led.count("feed_line") == 0
         assert sorted(r.url for r in led.all(["item"])) == sorted(_urls(site_server))
+
+
+@coroutine_test
+async def test_feed_fields_never_leave_the_stamp_out(tmp_path, mockserver):
+    """FEED_EXPORT_FIELDS (every feed's default) and a feed's ``fields`` as a dict
+    (field -> column name) still export the stamp under its own name."""
+    from tests.utils import write_policy as write_gate_policy
+
+    policy = write_gate_policy(tmp_path / "policy.yaml", mockserver, ["127.0.0.1"])
+    feeds = {
+        str(tmp_path / "default.jsonl"): {"format": "jsonlines"},
+        str(tmp_path / "renamed.jsonl"): {"format": "jsonlines", "fields": {"title": "T", "gdpr": "meta"}},
+        str(tmp_path / "columns.csv"): {"format": "csv", "fields": {"title": "Title", "url": "gdpr"}},
+    }
+    settings = addon_settings(tmp_path, policy, FEEDS=feeds, FEED_EXPORT_FIELDS=["title"], RETRY_ENABLED=False)
+    url = mockserver.url("/page.html")
+    crawler = get_crawler(PagesSpider, settings)
+    await crawler.crawl_async(urls=[url])
+    for name, fmt in (("default.jsonl", "jsonlines"), ("renamed.jsonl", "jsonlines"), ("columns.csv", "csv")):
+        recs = list(feedfiles.read_records(tmp_path / name, fmt))
+        assert len(recs) == 1, name
+        assert recs[0].stamp["source_url"] == url, name
+    line = json.loads((tmp_path / "renamed.jsonl").read_text(encoding="utf-8"))
+    assert set(line) == {"T", "gdpr"}
+    header = (tmp_path / "columns.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
+    assert header == ["Title", *(f"gdpr.{f}" for f in STAMP_FIELDS)]

@@ -572,11 +572,14 @@ async def test_content_usage_path_scoped(tmp_path, mockserver):
     ]}
     crawler = await crawl(tmp_path, list(urls.values()), policy=signal_policy(tmp_path, ["ai-train"]))
     # /photos/ train-ai=n reserves; the longer /photos/public.html train-ai=y wins there;
-    # "Train-AI=n" (uppercase key) and train-ai="n" (a string, not a token) are unknown
-    assert crawler.spider.refused == {urls["photo"]: "optout"}
-    assert sorted(crawler.spider.seen) == sorted(u for k, u in urls.items() if k != "photo")
-    refusal = next(r for r in audit_lines(tmp_path) if r.get("decision") == "refused")
-    assert "line 4 'Content-Usage: /photos/ train-ai=n' reserves ai-train" in refusal["detail"]
+    # "Train-AI=n" (uppercase key) and train-ai="n" (a string, not a token) cannot be
+    # read: malformed fails closed, ai-train reserved in doubt
+    assert crawler.spider.refused == {urls["photo"]: "optout", urls["text"]: "optout", urls["page"]: "optout"}
+    assert sorted(crawler.spider.seen) == sorted([urls["index"], urls["public"]])
+    details = {r["url"]: r["detail"] for r in audit_lines(tmp_path) if r.get("decision") == "refused"}
+    assert "line 4 'Content-Usage: /photos/ train-ai=n' reserves ai-train" in details[urls["photo"]]
+    assert details[urls["text"]].endswith("reserves ai-train ('Train-AI=n' is not y/n: reserved, in doubt)")
+    assert "line 7 'Content-Usage: /page.html train-ai=\"n\"' reserves ai-train" in details[urls["page"]]
 
 
 @coroutine_test
@@ -596,9 +599,18 @@ def test_content_usage_values():
     assert prefs("train-ai=n, search=y") == {"ai-train": False, "search": True}
     assert prefs("train-ai=y, train-ai=n") == {"ai-train": False}  # last duplicate wins
     assert prefs("train-ai=n, train-ai=y") == {"ai-train": True}
-    assert prefs('train-ai=y, train-ai, search=n, search="n"') == {}  # all unknown
+    assert prefs('train-ai=y, train-ai, search=n, search="n"') == {}  # no readable preference
     assert prefs("Train-AI=n") == {}  # uppercase key: parse failure
     assert prefs("train-ai=maybe, bots=n") == {}
+
+    def doubt(value: str) -> dict[str, str]:
+        return parse_robots(f"User-agent: *\nContent-Usage: {value}\n".encode(), "X").signals[0].doubt
+
+    # what cannot be read reserves its purpose, in doubt (malformed fails closed)
+    assert set(doubt('train-ai=y, train-ai, search=n, search="n"')) == {"ai-train", "search"}
+    assert doubt("Train-AI=n") == {"ai-train": "Train-AI=n"}
+    assert set(doubt("train-ai=maybe, bots=n")) == {"ai-train"}
+    assert doubt("= ,,") == {} and doubt("bots=n, foo") == {}  # no known key named: no purpose
     assert prefs("train-ai=n;reason=1") == {"ai-train": False}  # parameters ignored
     assert prefs("= ,,") == {}
     # the keys of earlier drafts, as in the response header (one reader for both carriers)

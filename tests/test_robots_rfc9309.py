@@ -501,3 +501,11 @@ def test_rules_filed_by_segment_decide_as_a_full_scan_does():
             if path == "/robots.txt":
                 scan = None
             assert ruleset.decide(url) is scan, (rules, url)
+
+
+def test_license_line_between_user_agents_does_not_end_the_group():
+    from scrapy_gdpr.robots import parse_robots
+
+    rules = parse_robots(b"User-agent: mybot\nLicense: /l.xml\nUser-agent: *\nDisallow: /\n", "mybot")
+    assert not rules.can_fetch("http://a.example/x")
+    assert rules.licenses == [(2, "/l.xml")]

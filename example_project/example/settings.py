@@ -1,4 +1,6 @@
 # Scrapy settings for the scrapy-gdpr example project.
+import importlib.util
+
 BOT_NAME = "example"
 SPIDER_MODULES = ["example.spiders"]
 NEWSPIDER_MODULE = "example.spiders"
@@ -21,3 +23,13 @@ FEEDS = {
 }
 
 LOG_LEVEL = "INFO"
+
+# Monitors and metrics for ops (optional extras, installed by `make demo`):
+# the scrapy-gdpr Spidermon suite runs when the spider closes (its results are in
+# the crawl log), and the same figures go to a node-exporter textfile.
+if importlib.util.find_spec("spidermon") is not None:
+    SPIDERMON_ENABLED = True
+    EXTENSIONS = {"spidermon.contrib.scrapy.extensions.Spidermon": 500}
+    SPIDERMON_SPIDER_CLOSE_MONITORS = ("scrapy_gdpr.monitors.GdprMonitorSuite",)
+if importlib.util.find_spec("prometheus_client") is not None:
+    GDPR_METRICS_TEXTFILE = "output/metrics/scrapy_gdpr_%(name)s.prom"

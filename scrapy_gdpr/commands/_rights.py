@@ -258,7 +258,9 @@ def objections_path(opts: argparse.Namespace, settings: BaseSettings) -> Path:
     if pol is not None:
         return pol.resolve_path(pol.objections.path)
     assert extra is not None
-    return Path(extra)
+    from scrapy_gdpr.config import from_project_root
+
+    return from_project_root(extra)
 
 
 def audit_template(settings: BaseSettings) -> str | None:

@@ -12,6 +12,7 @@ from scrapy.exceptions import UsageError
 
 from scrapy_gdpr.commands import _rights
 from scrapy_gdpr.commands.lint import check_policy, parse_today
+from scrapy_gdpr.documents.description import description_file
 from scrapy_gdpr.documents.record import (
     processing_record,
     render_processing_record_html,
@@ -40,7 +41,8 @@ class Command(ScrapyCommand):
     def long_desc(self) -> str:
         return (
             "Validate POLICY, then write the review document for the privacy officer (HTML and Markdown), "
-            "the public crawler information page (Art. 14 notice, HTML) and their content as JSON, and print "
+            "the public crawler information page (Art. 14 notice, HTML) with the machine-readable description of "
+            "the crawler beside it (JSON), and their content as JSON, and print "
             "the paths. An invalid policy prints its findings and writes nothing. Exit status: 0 on success, "
             "1 when the policy is missing or invalid, 2 on a usage error."
         )
@@ -103,6 +105,8 @@ class Command(ScrapyCommand):
         if "md" in formats:
             write(f"{stem}-review.md", render_review_markdown(doc))
         write(f"{stem}-crawler-info.html", render_notice_html(doc))
+        # the machine-readable description, linked from the page: publish both together
+        write(description_file(stem), json.dumps(doc["crawler_description"], indent=2, ensure_ascii=False) + "\n")
         write(f"{stem}-review.json", json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
         if opts.processing_record or opts.since or opts.until:
             record = self._processing_record(Path(args[0]), opts)

@@ -65,6 +65,9 @@ REASONS: dict[str, tuple[str, str]] = {
     "retention": ("a record without its source or retention stamp", "check the spider's item pipelines"),
     "payment_required": ("the site answered 402 Payment Required (pay-per-crawl); nothing is paid",
                          "nothing to do without a licence: the site asks to be paid"),
+    "license": ("the site's RSL licence prohibits this use, or licenses it only for a fee or to registered "
+                "clients, and the policy records no licence held",
+                "nothing to do, or obtain the licence and record it in opt_out.rsl_licences"),
     "deny_list": ("the site is on a deny list named in the policy",
                   "change the list file named in opt_out.deny_lists if this is wrong"),
     "undecided": ("a check could not decide, so nothing was fetched or stored",
@@ -344,12 +347,13 @@ SECTIONS: dict[str, tuple[str, str]] = {
               "says what the reviewer saw."),
     "robots": ("robots.txt", "robots.txt is read before any page of a site is fetched."),
     "optout": ("Opt-out signals", "Pages and sites that reserved a use of their content."),
+    "rsl": ("Licences (RSL)", "The RSL licence documents sites named, and what the crawl refused for them."),
     "politeness": ("Politeness", "How the crawl spaced its requests when sites asked it to slow down."),
     "faces": ("Images and faces", "Every image is checked for faces on this machine before it is stored."),
     "retention": ("What was stored, and when it expires", "Every stored record and file carries an expiry date "
                   "and is recorded in the ledger; expired data is deleted."),
 }
-ORDER = ("gate", "terms", "robots", "optout", "politeness", "faces", "retention")
+ORDER = ("gate", "terms", "robots", "optout", "rsl", "politeness", "faces", "retention")
 
 
 def _label(key: str) -> str:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy_gdpr import __version__
 from scrapy_gdpr.consoles import console_enabled
+from scrapy_gdpr.documents.description import crawler_description, description_file
 from scrapy_gdpr.documents.review_html import render_notice_html, render_review_html
 from scrapy_gdpr.documents.review_markdown import render_review_markdown
 from scrapy_gdpr.documents.vocabulary import (
@@ -153,6 +154,12 @@ def build_documents(
         for key, name, example in OPT_OUT_SIGNALS
     ]
     doc["deny_lists"] = list(policy.opt_out.deny_lists)
+    doc["rsl_licences"] = [
+        {"document": h.document, "usage": list(h.usage), "reference": h.reference,
+         "obtained_on": h.obtained_on.isoformat(), "expires_on": h.expires_on.isoformat() if h.expires_on else None}
+        for h in policy.opt_out.rsl_licences
+    ]
+    doc["rsl_usage"] = [{"purpose": p.id, "usage": p.licence_usage} for p in policy.purposes]
     doc["purpose_tokens"] = [
         {"token": p.product_token, "purpose": p.id, "description": p.description,
          "signal_purposes": list(p.signal_purposes)}
@@ -188,6 +195,7 @@ def build_documents(
         order = {"error": 0, "warning": 1, "review": 2, "check": 3}
         doc["checklist"].sort(key=lambda item: (order.get(item["kind"], 9), item["line"] or 0))
     doc["notice"] = _notice(policy, doc)
+    doc["crawler_description"] = crawler_description(policy, doc)
     return doc
 
 
@@ -549,6 +557,8 @@ def _notice(policy: Policy, doc: dict[str, Any]) -> dict[str, Any]:
         "product_token": token,
         "user_agent": policy.crawler.user_agent,
         "info_url": policy.crawler.info_url,
+        # the machine-readable description, written beside the page (scrapy gdpr-report)
+        "description_file": description_file(policy.policy_id),
         "who": {
             "controller": record["controller"],
             "representative": record["representative"],

@@ -147,6 +147,14 @@ def render_review_html(doc: dict[str, Any]) -> str:
         "<p>Per-purpose robots.txt product tokens (a page is kept for the purpose only when the token may "
         "fetch it): " + (", ".join(f"{_c(t['token'])} ({_e(t['purpose'])})" for t in doc["purpose_tokens"]) or "none")
         + "</p>",
+        "<p>RSL usage types each purpose needs a site's licence to grant: "
+        + "; ".join(f"{_e(u['purpose'])}: {', '.join(_c(x) for x in u['usage']) or 'none'}" for u in doc["rsl_usage"])
+        + "</p>",
+        "<p>RSL licences held (a usage a site licenses only for a fee or to registered clients is allowed with "
+        "one of these): " + (", ".join(
+            f"{_c(h['document'])} ({_e(', '.join(h['usage']))}; {_e(h['reference'])}, {_e(h['obtained_on'])}"
+            + (f" to {_e(h['expires_on'])}" if h["expires_on"] else "") + ")" for h in doc["rsl_licences"]) or "none")
+        + "</p>",
         "<h2 id='jurisdictions'>5. Excluded jurisdictions</h2>",
         _kv([
             ("Top-level domains", ", ".join(_c(t) for t in doc["jurisdictions"]["exclude_tlds"]) or "none"),
@@ -245,6 +253,11 @@ def render_notice_html(doc: dict[str, Any]) -> str:
             _table(["Signal", "Example"], [[_e(s["signal"]), _c(s["example"])] for s in block["signals"]]),
         ]
     parts += [
+        "<h2 id='machine'>For programs</h2>",
+        f"<p>A machine-readable description of this crawler (its product tokens per purpose, User-Agent, contact "
+        f"and the signals it honours) is published next to this page: "
+        f"<a rel='alternate' type='application/json' href='{_e(n['description_file'])}'>"
+        f"{_e(n['description_file'])}</a>.</p>",
         "<h2 id='rights'>How to object, or ask for access or erasure</h2>",
         _ul([_e(x) for x in n["rights"]["how"]]),
         _kv([("Contact", _contact_html(rights_contact))]),

@@ -120,6 +120,13 @@ def render_review_markdown(doc: dict[str, Any]) -> str:
           f"{', '.join(_mdc(d) for d in doc['deny_lists']) or 'none'}", "",
           "Per-purpose robots.txt product tokens (a page is kept for the purpose only when the token may fetch it): "
           + (", ".join(f"{_mdc(t['token'])} ({_md(t['purpose'])})" for t in doc["purpose_tokens"]) or "none"), "",
+          "RSL usage types each purpose needs a site's licence to grant: "
+          + "; ".join(f"{_md(u['purpose'])}: {', '.join(_mdc(x) for x in u['usage']) or 'none'}"
+                      for u in doc["rsl_usage"]), "",
+          "RSL licences held: " + (", ".join(
+              f"{_mdc(h['document'])} ({_md(', '.join(h['usage']))}; {_md(h['reference'])}, {_md(h['obtained_on'])}"
+              + (f" to {_md(h['expires_on'])}" if h["expires_on"] else "") + ")" for h in doc["rsl_licences"])
+              or "none"), "",
           "## 5. Excluded jurisdictions", "",
           f"- Top-level domains: {', '.join(_mdc(t) for t in doc['jurisdictions']['exclude_tlds']) or 'none'}",
           f"- Domains: {', '.join(_mdc(t) for t in doc['jurisdictions']['exclude_domains']) or 'none'}"]

@@ -666,7 +666,29 @@ def _parse_line(raw: str, name: str, line_no: int) -> tuple[str, str] | None:
 
 def objections_path(rt: GdprRuntime) -> Path:
     """The objection list named in the policy (``objections.path``, relative to the
-    policy file). It always applies; ``GDPR_OBJECTIONS`` can only add another list."""
+    policy file). It always applies; ``GDPR_OBJECTIONS`` can only add another list.
+
+    For a policy read from the project's egg (Scrapyd, :mod:`scrapy_gdpr.egg`) the
+    list is the one at the same place under the job's working folder, which
+    ``gdpr-erase`` can write to; the list deployed in the egg applies as well
+    (:func:`deployed_objections_path`)."""
+    from scrapy_gdpr.config import from_project_root
+    from scrapy_gdpr.egg import project_folder_of
+
+    folder = project_folder_of(rt.policy.path)
+    relative = Path(rt.policy.objections.path)
+    if folder is None or relative.is_absolute():
+        return rt.policy.resolve_path(rt.policy.objections.path)
+    return from_project_root(Path(folder) / relative)
+
+
+def deployed_objections_path(rt: GdprRuntime) -> Path | None:
+    """The policy's objection list as deployed in the project's egg, or None when the
+    policy was not read from an egg (the list then is :func:`objections_path`)."""
+    from scrapy_gdpr.egg import project_folder_of
+
+    if project_folder_of(rt.policy.path) is None or Path(rt.policy.objections.path).is_absolute():
+        return None
     return rt.policy.resolve_path(rt.policy.objections.path)
 
 
@@ -674,7 +696,9 @@ def extra_objections_path(rt: GdprRuntime) -> Path | None:
     """The list ``GDPR_OBJECTIONS`` adds to the policy's, or None (unset, or the same file)."""
     if not rt.config.objections:
         return None
-    extra = Path(rt.config.objections)
+    from scrapy_gdpr.config import from_project_root
+
+    extra = from_project_root(rt.config.objections)
     if extra.resolve() == objections_path(rt).resolve():
         return None
     return extra
@@ -693,6 +717,19 @@ def objection_list(rt: GdprRuntime) -> ObjectionList:
         )
     return objections
 
+
+def deployed_objection_list(rt: GdprRuntime) -> ObjectionList | None:
+    """The policy's objection list as deployed in the project's egg (read-only), or None."""
+    path = deployed_objections_path(rt)
+    if path is None:
+        return None
+    on_invalid = getattr(rt.policy.objections, "on_invalid", "refuse")
+    objections = ObjectionList.from_file(path, on_invalid=on_invalid)
+    logger.info(
+        "GDPR objection list deployed in the project's egg: %(n)d entries (new objections go to %(path)s)",
+        {"n": len(objections), "path": objections_path(rt)},
+    )
+    return objections
 
 
 

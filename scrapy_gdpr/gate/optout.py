@@ -48,6 +48,8 @@ from scrapy_gdpr.gate.robots import (
     read_content_signal,
     read_content_usage,
 )
+from scrapy_gdpr.gate.contentcredentials import TrainingMining, read_training_mining
+from scrapy_gdpr.gate.rsl import RSL_META
 from scrapy_gdpr.gate.xmp import DMI_PURPOSES, read_data_mining
 from scrapy_gdpr.internal import internal_kind, internal_meta
 
@@ -93,6 +95,9 @@ KNOWN_RULES = set(RULE_PURPOSES) | set(IMAGE_RULE_PURPOSES) | OTHER_RULES | IGNO
 VALUED_RULES = {"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"}
 
 _TOKEN_RE = re.compile(r"^[A-Za-z_-]+$")
+#: A crawler name that is readable but cannot be this crawler's token (``360Spider``,
+#: ``bot.v2``): its rules are for another crawler. Any other name cannot be read.
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 TDMREP_PATH = "/.well-known/tdmrep.json"
 TDMREP_MAX_SIZE = 1_000_000
@@ -106,9 +111,10 @@ INTERNAL_PRIORITY = 1000
 class Signal:
     """One restrictive signal seen on a response: where it came from and what it said."""
 
-    source: str  # x_robots_tag, robots_tag, meta_robots, tdmrep_file, tdmrep_header, tdmrep_meta, content_usage
+    source: str  # x_robots_tag, robots_tag, meta_robots, tdmrep_file, tdmrep_header, tdmrep_meta, content_usage, rsl
     rule: str  # noindex, noai, tdm-reservation, train-ai ...
     text: str  # what a person reads: "X-Robots-Tag: noindex"
+    reason: str = "optout"  # the refusal reason a reservation by this signal gives (an RSL licence: "license")
 
     def __str__(self) -> str:
         return self.text
@@ -179,7 +185,9 @@ def _apply_rule(piece: str, label: str, out: RobotsRules, now: datetime, text: s
         if name == "unavailable_after":
             moment = _parse_date(value)
             if moment is None:
-                out.problems.append(f"{label}: cannot read the date in {piece!r}")
+                # malformed fails closed: the date may have passed
+                out.problems.append(f"{label}: cannot read the date in {piece!r}; noindex, in doubt")
+                out.add("noindex", f"{text} (the date cannot be read: noindex, in doubt)")
             elif moment <= now:
                 out.add("noindex", text)
         return
@@ -235,10 +243,13 @@ def _parse_scoped(value: str, token: str, label: str, out: RobotsRules, now: dat
         head, sep, rest = piece.partition(":")
         head_l = head.strip().lower()
         if sep and head_l not in VALUED_RULES and head_l not in KNOWN_RULES:
-            if not _TOKEN_RE.match(head.strip()):
-                out.problems.append(f"{label}: cannot read {piece!r}")
-                continue
-            applies, scope = head_l == token, head.strip()
+            if not _NAME_RE.match(head.strip()):
+                # a crawler name that cannot be read may be meant for this crawler: its
+                # rules apply, in doubt (malformed fails closed)
+                out.problems.append(f"{label}: cannot read {piece!r}; its rules applied, in doubt")
+                applies, scope = True, head.strip()
+            else:
+                applies, scope = head_l == token, head.strip()
             piece = rest.strip()
             if not piece:
                 continue
@@ -265,10 +276,10 @@ def parse_robots_tag(values: Iterable[str], token: str, *, now: datetime | None 
             name, sep, rules = part.partition("=")
             if sep:
                 name = name.strip()
-                if name != "*" and not _TOKEN_RE.match(name):
-                    out.problems.append(f"{label}: cannot read {part!r}")
-                    continue
-                if name != "*" and name.lower() != token:
+                if name != "*" and not _NAME_RE.match(name):
+                    # a crawler name that cannot be read may be ours: its rules apply, in doubt
+                    out.problems.append(f"{label}: cannot read {part!r}; its rules applied, in doubt")
+                elif name != "*" and name.lower() != token:
                     continue
                 _parse_scoped(rules, token, label, out, now, prefix=f"{name}=")
             else:
@@ -333,22 +344,26 @@ class ContentUsage:
 
     prefs: dict[str, str] = field(default_factory=dict)  # vocabulary key -> "y"/"n"
     problems: list[str] = field(default_factory=list)
+    #: vocabulary key -> what was written, for keys whose preference cannot be read: reserved, in doubt
+    doubt: dict[str, str] = field(default_factory=dict)
 
 
 def parse_content_usage(values: Iterable[str]) -> ContentUsage:
     """Parse ``Content-Usage`` header values as one Structured Fields Dictionary.
 
-    Repeated header lines are combined with ``, `` (RFC 9110 §5.3). A parse failure
-    (uppercase keys, stray commas) makes every preference unknown; values other than
-    the tokens ``y`` and ``n`` are unknown; unknown keys and all parameters are
-    ignored; a repeated key's last value wins (draft-ietf-aipref-vocab).
+    Repeated header lines are combined with ``, `` (RFC 9110 §5.3). Malformed fails
+    closed for its purpose: a known key whose value is not the token ``y`` or ``n``,
+    and every known key named in a field that cannot be parsed (uppercase keys, stray
+    commas), go to ``doubt``; unknown keys and all parameters are ignored; a repeated
+    key's last value wins (draft-ietf-aipref-vocab).
     """
     out = ContentUsage()
     joined = ", ".join(v.strip() for v in values if v.strip())
     if not joined:
         return out
-    prefs, problems = read_content_usage(joined)  # the robots.txt rule's reader
+    prefs, problems, doubt = read_content_usage(joined)  # the robots.txt rule's reader
     out.prefs.update(prefs)
+    out.doubt.update(doubt)
     out.problems.extend(f"Content-Usage: {p}" for p in problems)
     return out
 
@@ -362,6 +377,8 @@ class TdmRule:
     reservation: int | None
     policy: str | None
     pattern: PathPattern
+    #: a tdm-reservation that is not 0 or 1, as written: reserved, in doubt (``reservation`` is 1)
+    doubt: str = ""
 
 
 def _tdm_value(value: Any) -> int | None:
@@ -410,10 +427,15 @@ def parse_tdmrep_file(body: bytes) -> tuple[list[TdmRule], list[str]]:
         if not location.startswith(("/", "*")):
             location = "/" + location
         reservation = _tdm_value(entry.get("tdm-reservation"))
+        doubt = ""
         if reservation is None and "tdm-reservation" in entry:
-            problems.append(f"tdmrep.json entry {i}: tdm-reservation {entry['tdm-reservation']!r} is not 0 or 1; unset")
+            # malformed fails closed: the location is reserved, in doubt
+            doubt = json.dumps(entry["tdm-reservation"])[:100]
+            reservation = 1
+            problems.append(f"tdmrep.json entry {i}: tdm-reservation {doubt} is not 0 or 1; reserved, in doubt")
         policy = entry.get("tdm-policy")
-        rules.append(TdmRule(location, reservation, policy if isinstance(policy, str) else None, _pattern(location)))
+        rules.append(TdmRule(location, reservation, policy if isinstance(policy, str) else None, _pattern(location),
+                             doubt))
     return rules, problems
 
 
@@ -553,7 +575,8 @@ class OptOutMiddleware:
                 try:
                     rules, problems = parse_tdmrep_file(response.body)
                 except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-                    entry.error = f"invalid file: {exc.__class__.__name__}: {exc}"
+                    # a file that is there but cannot be read may hold reservations: in doubt, reserved
+                    entry.unread = f"invalid file: {exc.__class__.__name__}: {str(exc)[:200]}"
                 else:
                     entry.rules = rules
                     for problem in problems:
@@ -621,6 +644,11 @@ class OptOutMiddleware:
             signal = Signal("robots_token", str(found["token"]).lower(), str(found["text"]))
             decision.reserve(found["purposes"], signal)
             decision.seen.append(signal)
+        # purposes an RSL licence refuses (the licence middleware decides)
+        for found in (request.meta.get(RSL_META) or []) if request is not None else []:
+            signal = Signal("rsl", "license", str(found["text"]), reason=str(Reason.LICENSE))
+            decision.reserve(found["purposes"], signal)
+            decision.seen.append(signal)
         present = frozenset(k.lower() for k in response.headers)
         if sw.x_robots_tag:
             for header, source, parser in (("X-Robots-Tag", "x_robots_tag", parse_x_robots_tag),
@@ -655,6 +683,14 @@ class OptOutMiddleware:
                         signal = Signal("content_usage", key, f"Content-Usage: {key}=n")
                         decision.reserve([CONTENT_USAGE_KEYS[key]], signal)
                         decision.seen.append(signal)
+                for key, item in usage.doubt.items():
+                    purpose = CONTENT_USAGE_KEYS[key]
+                    if decision.reserved[purpose] and any(s.source == "content_usage" for s in decision.reserved[purpose]):
+                        continue  # already reserved by a readable "n" of the same field
+                    signal = Signal("content_usage", key, f"Content-Usage: {', '.join(values)} ({item!r} cannot be "
+                                    f"read: {purpose} reserved, in doubt)")
+                    decision.reserve([purpose], signal)
+                    decision.seen.append(signal)
         if sw.content_signal:
             values = self._headers(response, "Content-Signal", present)
             if values:
@@ -734,24 +770,40 @@ class OptOutMiddleware:
                 value = 1
                 signal = Signal("tdmrep_file", "tdm-reservation",
                                 f"{origin}{TDMREP_PATH} cannot be read ({entry.unread}): reserved, in doubt")
+            elif rule is not None and rule.doubt:
+                value, policy = 1, rule.policy
+                signal = Signal("tdmrep_file", "tdm-reservation",
+                                f"{origin}{TDMREP_PATH}: location {rule.location} tdm-reservation={rule.doubt} is not "
+                                "0 or 1: reserved, in doubt")
             elif rule is not None and rule.reservation is not None:
                 value, policy = rule.reservation, rule.policy
                 signal = Signal("tdmrep_file", "tdm-reservation",
                                 f"{origin}{TDMREP_PATH}: location {rule.location} tdm-reservation={rule.reservation}")
         headers = [h.strip() for h in self._headers(response, "tdm-reservation", present)]
         if headers:
-            values = {v for v in (_tdm_value(h) for h in headers) if v is not None}
-            if len(values) < len(set(headers)):
-                self._problem("tdmrep_header", f"tdm-reservation {', '.join(headers)!r} is not 0 or 1; unset", response.url)
-            if values:
-                value = max(values)  # repeated, conflicting headers: the reservation wins
+            values = {_tdm_value(h) for h in headers}
+            if None in values:
+                # malformed fails closed: reserved, in doubt
+                self._problem("tdmrep_header", f"tdm-reservation {', '.join(headers)!r} is not 0 or 1; reserved, in "
+                              "doubt", response.url)
+                value = 1
+                signal = Signal("tdmrep_header", "tdm-reservation",
+                                f"tdm-reservation: {', '.join(headers)[:100]} (not 0 or 1: reserved, in doubt)")
+                policy = (self._headers(response, "tdm-policy") or [policy])[0]
+            else:
+                value = max(v for v in values if v is not None)  # repeated, conflicting headers: the reservation wins
                 signal = Signal("tdmrep_header", "tdm-reservation", f"tdm-reservation: {value}")
                 policy = next(iter(self._headers(response, "tdm-policy")), policy)
         if "tdm-reservation" in meta_tdm:
             meta_value = _tdm_value(meta_tdm["tdm-reservation"])
             if meta_value is None:
-                self._problem("tdmrep_meta", f'<meta name="tdm-reservation" content="{meta_tdm["tdm-reservation"]}"> '
-                              "is not 0 or 1; unset", response.url)
+                written = meta_tdm["tdm-reservation"][:100]
+                self._problem("tdmrep_meta", f'<meta name="tdm-reservation" content="{written}"> '
+                              "is not 0 or 1; reserved, in doubt", response.url)
+                value = 1
+                signal = Signal("tdmrep_meta", "tdm-reservation", f'<meta name="tdm-reservation" content="{written}"> '
+                                "(not 0 or 1: reserved, in doubt)")
+                policy = meta_tdm.get("tdm-policy", policy)
             else:
                 value = meta_value
                 signal = Signal("tdmrep_meta", "tdm-reservation", f'<meta name="tdm-reservation" content="{meta_value}">')
@@ -765,7 +817,12 @@ class OptOutMiddleware:
         image_signals = list(dict.fromkeys(s for p in self.spider_purposes for s in decision.images[p]))
         result = OptOutDecision(
             purposes=MappingProxyType({
-                purpose: PurposeDecision(not decision.reserved[purpose], tuple(str(s) for s in decision.reserved[purpose]))
+                purpose: PurposeDecision(
+                    not decision.reserved[purpose],
+                    tuple(str(s) for s in decision.reserved[purpose]),
+                    # the refusal reason of a reserved purpose: "optout", or "license" (an RSL licence)
+                    reason=str(decision.reserved[purpose][0].reason) if decision.reserved[purpose] else "",
+                )
                 for purpose in self.spider_purposes
             }),
             images_reserved=bool(image_signals),
@@ -807,8 +864,9 @@ class OptOutMiddleware:
         for purpose, clause in self.spider_purposes.items():
             if decision.reserved[purpose]:
                 self._summary["refused_responses"] += 1
-                raise refuse(self.runtime, response.url, Reason.OPTOUT, clause=clause,
-                             detail=f"{purpose} reserved by {decision.reserved[purpose][0]}")
+                first = decision.reserved[purpose][0]
+                raise refuse(self.runtime, response.url, first.reason, clause=clause,
+                             detail=f"{purpose} reserved by {first}")
         ctype = (response.headers.get("Content-Type") or b"").decode("latin-1").lower()
         if ctype.startswith("image/"):
             for purpose, clause in self.spider_purposes.items():

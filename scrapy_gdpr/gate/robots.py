@@ -70,7 +70,7 @@ ROBOTS_META: dict[str, Any] = {
 DOWNLOAD_FACTOR = 4
 
 #: Internal request kinds (:mod:`scrapy_gdpr.internal`) this middleware lets through unchecked.
-INTERNAL = frozenset({"robots", "terms", "tdmrep"})
+INTERNAL = frozenset({"robots", "terms", "tdmrep", "rsl"})
 
 #: ``request.meta`` key: the purposes reserved for a URL by their own product token's rules.
 TOKENS_META = "gdpr_robots_tokens"
@@ -90,6 +90,7 @@ _DISALLOW = {"disallow", "dissallow", "dissalow", "disalow", "diasllow", "disall
 _PASS_THROUGH = {"crawl-delay": "Crawl-delay", "crawl delay": "Crawl-delay", "request-rate": "Request-rate",
                  "request rate": "Request-rate"}
 _SITEMAP = {"sitemap", "sitemaps", "site-map"}
+_LICENSE = {"license", "licence"}  # RSL 1.0: the URL of the site's licence document
 _CONTENT_SIGNAL = {"content-signal", "content-signals"}
 _CONTENT_USAGE = {"content-usage"}
 _TOKEN_RE = re.compile(r"[A-Za-z_-]*")
@@ -99,7 +100,8 @@ _NO_COLON_RE = re.compile(
         "|".join(
             re.escape(name).replace("\\ ", "\\s+")
             for name in sorted(
-                _USER_AGENT | _ALLOW | _DISALLOW | set(_PASS_THROUGH) | _SITEMAP | _CONTENT_SIGNAL | _CONTENT_USAGE,
+                _USER_AGENT | _ALLOW | _DISALLOW | set(_PASS_THROUGH) | _SITEMAP | _CONTENT_SIGNAL | _CONTENT_USAGE
+                | _LICENSE,
                 key=len,
                 reverse=True,  # the longest name first: "user agent" before "user"
             )
@@ -316,6 +318,8 @@ class RobotsRules:
     request_rate: tuple[int, int] | None = None  # (requests, seconds)
     signals: list[Signal] = field(default_factory=list)
     sitemaps: list[str] = field(default_factory=list)
+    #: RSL ``License:`` lines outside any group or in the applicable group: (line, URL as written)
+    licenses: list[tuple[int, str]] = field(default_factory=list)
     truncated: bool = False
     _signal_matchers: dict[str, PathPattern] = field(default_factory=dict, repr=False)
 
@@ -377,7 +381,7 @@ def _split_line(line: str) -> tuple[str, str] | None:
         name, value = line.split(":", 1)
         name = " ".join(name.split()).lower()
         if name in _USER_AGENT or name in _ALLOW or name in _DISALLOW or name in _PASS_THROUGH \
-                or name in _SITEMAP or name in _CONTENT_SIGNAL or name in _CONTENT_USAGE:
+                or name in _SITEMAP or name in _CONTENT_SIGNAL or name in _CONTENT_USAGE or name in _LICENSE:
             return name, value.strip()
     m = _NO_COLON_RE.match(line)
     if m:
@@ -468,22 +472,33 @@ def read_content_signal(text: str) -> ContentSignal:
     return ContentSignal(prefs, doubt, problems)
 
 
-def read_content_usage(text: str) -> tuple[dict[str, str], list[str]]:
+#: A vocabulary key named anywhere in a Content-Usage value that cannot be parsed.
+_USAGE_KEY_RE = re.compile(
+    r"(?<![A-Za-z0-9_.*-])({})(?![A-Za-z0-9_.*-])".format("|".join(map(re.escape, CONTENT_USAGE_KEYS))), re.I
+)
+
+
+def read_content_usage(text: str) -> tuple[dict[str, str], list[str], dict[str, str]]:
     """IETF aipref ``train-ai=n, search=y`` as a Structured Fields Dictionary, the one
     reader of this syntax for every carrier (robots.txt rule, HTTP response header).
 
-    Returns ``{vocabulary key: "y" | "n"}`` and the problems. A parse failure
-    (uppercase keys, bad syntax, non-ASCII) makes every preference unknown; values
-    other than the tokens ``y``/``n`` are unknown; unknown keys and parameters are
+    Returns ``{vocabulary key: "y" | "n"}``, the problems, and ``{vocabulary key: what
+    was written}`` for the keys whose preference cannot be read, which callers treat as
+    reserved, in doubt (malformed fails closed for its purpose): a known key whose
+    value is not the token ``y`` or ``n`` (``train-ai="n"``, a bare ``train-ai``), and,
+    when the whole field cannot be parsed (``Train-AI=n``, ``train-ai=n,,``,
+    non-ASCII), every known key the text names. Unknown keys and parameters are
     ignored; the last of duplicate keys wins (done by the parser).
     """
     d = http_sfv.Dictionary()  # type: ignore[attr-defined]
     try:
         d.parse(text.encode("ascii"))
     except (ValueError, UnicodeEncodeError) as exc:
-        return {}, [f"cannot parse {text!r} ({str(exc) or 'not a valid structured field dictionary'})"]
+        named = {m.group(1).lower(): text.strip() for m in _USAGE_KEY_RE.finditer(text)}
+        return {}, [f"cannot parse {text!r} ({str(exc) or 'not a valid structured field dictionary'})"], named
     prefs: dict[str, str] = {}
     problems: list[str] = []
+    doubt: dict[str, str] = {}
     for key, member in d.items():
         if key not in CONTENT_USAGE_KEYS:
             continue
@@ -491,18 +506,23 @@ def read_content_usage(text: str) -> tuple[dict[str, str], list[str]]:
         if isinstance(value, http_sfv.Token) and str(value) in ("y", "n"):  # type: ignore[attr-defined]
             prefs[key] = str(value)
         else:
-            problems.append(f"{key} has a value other than the tokens y/n; unknown")
-    return prefs, problems
+            written = key if value is True else f"{key}={member}"  # as serialised: train-ai="n"
+            doubt[key] = written
+            problems.append(f"{key} has a value other than the tokens y/n ({written}): reserved, in doubt")
+    return prefs, problems, doubt
 
 
-def _content_usage_prefs(text: str) -> dict[str, bool]:
-    """Purpose -> allowed, from :func:`read_content_usage`; of two keys for one purpose
-    (``train-ai``, ``train-genai``), any ``n`` reserves."""
+def _content_usage_prefs(text: str) -> tuple[dict[str, bool], dict[str, str]]:
+    """Purpose -> allowed, and purpose -> the unreadable item (reserved, in doubt), from
+    :func:`read_content_usage`; of two keys for one purpose (``train-ai``,
+    ``train-genai``), any ``n`` reserves."""
     prefs: dict[str, bool] = {}
-    for key, value in read_content_usage(text)[0].items():
+    read, _, unreadable = read_content_usage(text)
+    for key, value in read.items():
         purpose = CONTENT_USAGE_KEYS[key]
         prefs[purpose] = prefs.get(purpose, True) and value == "y"
-    return prefs
+    doubt = {CONTENT_USAGE_KEYS[key]: item for key, item in unreadable.items()}
+    return prefs, doubt
 
 
 def _strip_bom(body: bytes) -> bytes:
@@ -547,6 +567,7 @@ def parse_robots(
     groups: list[tuple[set[str], list[tuple[int, str, str]]]] = []
     global_lines: list[tuple[int, str, str]] = []
     sitemaps: list[str] = []
+    licenses: list[tuple[int, str]] = []
     current: tuple[set[str], list[tuple[int, str, str]]] | None = None
     had_rule = False  # the current group has an Allow/Disallow: a User-agent line starts a new group
     for number, raw in enumerate(_LINE_END.split(text), start=1):
@@ -565,6 +586,11 @@ def parse_robots(
         if name in _SITEMAP:
             if value:
                 sitemaps.append(value)
+            continue
+        if name in _LICENSE:
+            # a licence is about the content, not one crawler: read in every group, as Sitemap
+            if value:
+                licenses.append((number, value))
             continue
         if name in _USER_AGENT:
             if current is None or had_rule:
@@ -616,9 +642,11 @@ def parse_robots(
                 path, prefs_text = _split_path(value)
                 read = read_content_signal(prefs_text)
                 signals.append(Signal(number, f"Content-Signal: {value}", path, read.prefs, read.doubt))
-        elif name in _CONTENT_USAGE and content_usage:
-            path, prefs_text = _split_path(value)
-            signals.append(Signal(number, f"Content-Usage: {value}", path, _content_usage_prefs(prefs_text)))
+        elif name in _CONTENT_USAGE:
+            if content_usage:
+                path, prefs_text = _split_path(value)
+                prefs, doubt = _content_usage_prefs(prefs_text)
+                signals.append(Signal(number, f"Content-Usage: {value}", path, prefs, doubt))
 
     ruleset = None
     if rules:
@@ -637,6 +665,7 @@ def parse_robots(
         request_rate=max(rates, key=lambda r: r[1] / r[0]) if rates else None,
         signals=signals,
         sitemaps=sitemaps,
+        licenses=licenses,
         truncated=truncated,
     )
 
@@ -814,7 +843,8 @@ class RobotsGateMiddleware:
             purpose, signal = found
             detail = f"{entry.robots_url} line {signal.line} '{signal.text}' reserves {purpose}"
             if purpose in signal.doubt:
-                detail += f" ({signal.doubt[purpose]!r} is not yes/no: reserved, in doubt)"
+                values = "y/n" if signal.text.startswith("Content-Usage") else "yes/no"
+                detail += f" ({signal.doubt[purpose]!r} is not {values}: reserved, in doubt)"
             return False, Reason.OPTOUT, detail
         return True, None, ""
 

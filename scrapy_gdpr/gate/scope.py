@@ -28,6 +28,7 @@ from scrapy_gdpr.gate.objections import (
     PathError,
     canonical_host,
     canonical_url,
+    deployed_objection_list,
     extra_objection_list,
     objection_list,
     objections_path,
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 
 #: Internal request kinds (:mod:`scrapy_gdpr.internal`) of the policy's own requests that pass
 #: the path rules of a listed host.
-INTERNAL_PATH_EXEMPT = frozenset({"robots", "tdmrep"})
+INTERNAL_PATH_EXEMPT = frozenset({"robots", "tdmrep", "rsl"})
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,9 @@ class PolicyGate:
         self.objections_clause = self.policy.clause("objections", "path")
         # the policy's list always applies; GDPR_OBJECTIONS can only add one
         self.objection_lists = [(objections, self.objections_clause)]
+        deployed = deployed_objection_list(runtime)
+        if deployed is not None:  # a policy read from the project's egg: the list deployed with it
+            self.objection_lists.append((deployed, self.objections_clause))
         extra = extra_objection_list(runtime)
         if extra is not None:
             self.objection_lists.append((extra, "GDPR_OBJECTIONS setting"))
@@ -363,8 +367,12 @@ def policy_gate(crawler: Crawler, rt: GdprRuntime) -> PolicyGate:
                     "path": str(objections_path(rt)), "entries_at_start": len(gate.objections),
                     # the list GDPR_OBJECTIONS adds, when set
                     **({"added_by_setting": [{"path": str(o.path), "entries_at_start": len(o)}
-                                             for o, _ in gate.objection_lists[1:]]}
-                       if len(gate.objection_lists) > 1 else {}),
+                                             for o, c in gate.objection_lists[1:] if c == "GDPR_OBJECTIONS setting"]}
+                       if any(c == "GDPR_OBJECTIONS setting" for _, c in gate.objection_lists) else {}),
+                    # a policy read from the project's egg: the list deployed with it
+                    **({"deployed_in_egg": [{"path": str(o.path), "entries_at_start": len(o)}
+                                            for o, c in gate.objection_lists[1:] if c != "GDPR_OBJECTIONS setting"]}
+                       if any(c != "GDPR_OBJECTIONS setting" for _, c in gate.objection_lists[1:]) else {}),
                 },
             },
         )

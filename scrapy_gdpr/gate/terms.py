@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 #: Internal requests that pass this middleware: the terms page itself (which must be
 #: fetched to be checked), robots.txt and tdmrep.json (protocol files, fetched for
 #: a request that has already passed, or is being checked by, this middleware).
-INTERNAL = ("robots", "tdmrep", "terms")
+INTERNAL = ("robots", "tdmrep", "terms", "rsl")
 INTERNAL_PRIORITY = 1000
 #: The largest terms page read, in bytes after decompression (the crawl's check and
 #: ``scrapy gdpr-terms``); a larger one cannot be checked, so its domain is refused.

@@ -70,12 +70,14 @@ class ItemGatePipeline:
             if reserved is None:
                 continue
             signal = reserved.signal
+            reason = reserved.reason or Reason.OPTOUT
             raise drop(
                 self.runtime,
                 url,
-                Reason.OPTOUT,
+                reason,
                 clause=self.policy.clause("purposes", i, "signal_purposes"),
-                detail=f"the source page reserves {sp}" + (f" ({signal})" if signal else ""),
+                detail=(f"the licence of the source page refuses {sp}" if reason == Reason.LICENSE
+                        else f"the source page reserves {sp}") + (f" ({signal})" if signal else ""),
             )
         if optout is not None:
             self._filter_media(item, url, optout.images_reserved, optout.images_signal)

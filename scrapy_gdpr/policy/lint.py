@@ -156,6 +156,23 @@ def _rule_findings(data: Any, lines: dict[tuple[Any, ...], int], filename: str, 
             add((key,) if key in data else (), f"no {what} recorded (a required record, Art. {article})", fix,
                 "warning")
 
+    held = _sequence(_mapping(data.get("opt_out")).get("rsl_licences"))
+    for i, licence in enumerate(held):
+        if not isinstance(licence, dict):
+            continue
+        obtained, expires = _as_date(licence.get("obtained_on")), _as_date(licence.get("expires_on"))
+        if obtained is not None and expires is not None and expires < obtained:
+            add(("opt_out", "rsl_licences", i, "expires_on"), "expires_on is before obtained_on",
+                "write the licence's last valid day in expires_on")
+        elif expires is not None and expires < today:
+            add(("opt_out", "rsl_licences", i, "expires_on"),
+                f"the licence expired on {expires.isoformat()}: the usage it granted is refused again",
+                "renew the licence and update expires_on, or remove the entry", "warning")
+        if obtained is not None and obtained > today:
+            add(("opt_out", "rsl_licences", i, "obtained_on"),
+                f"the licence is valid only from {obtained.isoformat()}: until then it is not used",
+                "check the date", "warning")
+
     retention = _mapping(data.get("retention"))
     items = retention.get("items")
     if isinstance(items, dict) and "default" not in items:

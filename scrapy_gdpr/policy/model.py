@@ -169,6 +169,8 @@ Art9Condition = Literal[
     "archiving_research_statistics",
 ]
 SignalPurpose = Literal["search", "ai-train", "ai-input"]
+#: RSL 1.0 usage types a purpose can fall under (``all`` and ``ai-all`` are only written by sites).
+RslUsage = Literal["search", "ai-index", "ai-train", "ai-input"]
 FaceAction = Literal["blur", "pixelate", "fill", "drop_image", "drop_item", "keep"]
 
 
@@ -213,6 +215,16 @@ class Purpose(_Model):
         "Google-Extended pattern, e.g. ExampleBot-AI): a page is kept for this purpose only when "
         "robots.txt lets this token fetch it",
     )
+    rsl_usage: list[RslUsage] | None = Field(
+        None,
+        description="The RSL licence usage types (search, ai-index, ai-train, ai-input) this purpose falls under; "
+        "default: those named like its signal_purposes",
+    )
+
+    @property
+    def licence_usage(self) -> list[str]:
+        """The RSL usage types of this purpose: ``rsl_usage``, else its ``signal_purposes``."""
+        return list(self.rsl_usage) if self.rsl_usage is not None else list(self.signal_purposes)
 
 
 class BiometricBasis(_Model):
@@ -308,6 +320,16 @@ class RobotsSettings(_Model):
     max_crawl_delay: IsoDuration = "PT5M"
 
 
+class HeldLicence(_Model):
+    """A licence the controller holds for content a site licenses with RSL."""
+
+    document: HttpUrl = Field(description="The URL of the site's RSL document, as robots.txt or the page links it")
+    usage: list[RslUsage] = Field(min_length=1, description="The usage types the licence grants")
+    reference: NonEmpty = Field(description="Where the licence is recorded (contract or order id)")
+    obtained_on: DateField = Field(description="The first day the licence is valid (YYYY-MM-DD)")
+    expires_on: DateField | None = Field(None, description="The last day the licence is valid; none: no end")
+
+
 class OptOutSettings(_Model):
     """Which opt-out signals are honoured (all by default)."""
 
@@ -333,6 +355,15 @@ class OptOutSettings(_Model):
         "relative to the policy file",
     )
     tdmrep_cache_ttl: IsoDuration = Field("PT24H", description="How long a site's /.well-known/tdmrep.json is cached")
+    rsl: bool = Field(
+        True, description="Honour RSL licences (robots.txt License:, the Link header and <link rel=\"license\"> "
+        "naming an RSL document): a purpose the licence prohibits, or one needing a licence not held, is refused"
+    )
+    rsl_licences: list[HeldLicence] = Field(
+        default_factory=list, description="RSL licences held: a usage the site licenses for a fee (or to "
+        "registered clients) is allowed only with one of these"
+    )
+    rsl_cache_ttl: IsoDuration = Field("PT24H", description="How long a fetched RSL document is cached")
 
 
 class Jurisdictions(_Model):

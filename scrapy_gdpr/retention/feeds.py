@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -42,7 +43,15 @@ class GdprCsvItemExporter(CsvItemExporter):
     def __init__(self, file: Any, **kwargs: Any) -> None:
         super().__init__(file, **kwargs)
         fields = self.fields_to_export
-        if isinstance(fields, list | tuple) and STAMP_FIELD in fields:
+        if isinstance(fields, Mapping) and STAMP_FIELD in fields:
+            columns: dict[str, str] = {}
+            for name, column in fields.items():
+                if name == STAMP_FIELD:
+                    columns.update({CSV_PREFIX + f: CSV_PREFIX + f for f in STAMP_FIELDS})
+                else:
+                    columns[name] = column
+            self.fields_to_export = columns
+        elif isinstance(fields, list | tuple) and STAMP_FIELD in fields:
             expanded: list[str] = []
             for name in fields:
                 expanded += [CSV_PREFIX + f for f in STAMP_FIELDS] if name == STAMP_FIELD else [name]
@@ -126,18 +135,38 @@ def _retention_extension(crawler: Crawler | None) -> RetentionExtension | None:
     return None if rt is None else rt.retention
 
 
+def _with_stamp(fields: Any) -> Any:
+    """A feed's ``fields`` (a list, or a dict of field -> column name) with the stamp
+    exported under its own name (a dict that renamed the stamp, or gave another
+    field its name, would hide it from purge and erasure)."""
+    if isinstance(fields, Mapping):
+        out = {k: v for k, v in fields.items() if k != STAMP_FIELD and v != STAMP_FIELD}
+        out[STAMP_FIELD] = STAMP_FIELD
+        return out
+    if isinstance(fields, str):
+        fields = [f.strip() for f in fields.split(",") if f.strip()]
+    fields = list(fields)
+    return fields if STAMP_FIELD in fields else [*fields, STAMP_FIELD]
+
+
 def configure_feeds(settings: BaseSettings, crawler: Crawler) -> None:
     """Add-on hook: a retention filter on every feed, the stamp in every feed's fields,
     flattening CSV/XML exporters and locking local storage."""
+    # FEED_EXPORT_FIELDS is every feed's default ``fields``: a list or a dict
+    # (field -> column name) without the stamp would export items unstamped
+    default_fields = settings.getdictorlist("FEED_EXPORT_FIELDS") or None
+    if default_fields is not None:
+        settings.set("FEED_EXPORT_FIELDS", _with_stamp(default_fields),
+                     settings.getpriority("FEED_EXPORT_FIELDS") or 0)
     feeds = settings.getdict("FEEDS")
     if feeds:
         new: dict[Any, Any] = {}
         for uri, options in feeds.items():
             options = dict(options or {})
             options.setdefault("item_filter", RetentionItemFilter)
-            fields = options.get("fields")
-            if isinstance(fields, list | tuple) and STAMP_FIELD not in fields:
-                options["fields"] = [*fields, STAMP_FIELD]
+            fields = options.get("fields", default_fields)
+            if fields:
+                options["fields"] = _with_stamp(fields)
             new[uri] = options
         settings.set("FEEDS", new, settings.getpriority("FEEDS") or 0)
     for name, defaults in (

@@ -338,6 +338,16 @@ def check_settings(settings: BaseSettings, crawler: Crawler) -> None:
     """Add-on hook: refuse stores purge and erasure cannot reach; the store extension."""
     problems = unreachable_stores(settings)
     if problems:
+        from scrapy.settings import SETTINGS_PRIORITIES
+
+        from scrapy_gdpr.scheduling import under_scrapyd
+
+        if under_scrapyd() and settings.getpriority("FEEDS") == SETTINGS_PRIORITIES["cmdline"]:
+            problems.append(
+                "the feed was set by the Scrapyd job: Scrapyd's items_dir (scrapyd.conf) or schedule.json "
+                "setting=FEEDS; set items_dir to a local folder (its files are stamped and recorded like any "
+                "feed), or leave it empty and set FEEDS in the project's settings.py"
+            )
         raise StoreError(
             "scrapy-gdpr cannot enforce retention and erasure where this crawl would store data:\n  - "
             + "\n  - ".join(problems)
