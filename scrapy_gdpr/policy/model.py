@@ -172,6 +172,17 @@ SignalPurpose = Literal["search", "ai-train", "ai-input"]
 FaceAction = Literal["blur", "pixelate", "fill", "drop_image", "drop_item", "keep"]
 
 
+def keep_refused(action: object, biometric: object) -> bool:
+    """The one rule for keeping faces: ``faces.action: keep`` needs an Art. 9 condition for
+    biometric data documented under ``special_categories.biometric``.
+
+    Applied by the lint (on the raw file, so it is reported with its line), by the model
+    (``FacePolicy.keep_allowed``) and by the face stage, which refuses to keep faces the
+    policy may not keep; nothing turns ``keep`` into another action.
+    """
+    return action == "keep" and not biometric
+
+
 class _Model(BaseModel):
     # numbers must be finite: '.inf' or '.nan' in a delay would hang or break the crawl
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
@@ -472,10 +483,10 @@ class Policy(_Model):
         return Duration.parse(items.get(item_type, items.get("default", "P30D")))
 
     def faces_may_be_kept(self) -> bool:
-        return self.faces.action == "keep" and self.special_categories.biometric is not None
+        return self.faces.action == "keep" and self.faces.keep_allowed
 
     def model_post_init(self, context: Any, /) -> None:
-        self.faces._keep_allowed = self.special_categories.biometric is not None
+        self.faces._keep_allowed = not keep_refused("keep", self.special_categories.biometric)
 
 
 
