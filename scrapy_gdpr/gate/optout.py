@@ -494,10 +494,9 @@ class OptOutMiddleware:
         self.token = self.policy.crawler.product_token
         self.tdmrep_ttl = self.policy.duration(self.switches.tdmrep_cache_ttl).total_seconds()
         #: The opt-out purposes of the spider, each with the policy clause naming it.
-        self.spider_purposes: dict[str, str] = {}
-        for i, purpose in enumerate(self.policy.purposes):
-            for sp in purpose.signal_purposes:
-                self.spider_purposes.setdefault(sp, self.policy.clause("purposes", i, "signal_purposes"))
+        self.spider_purposes: dict[str, str] = {
+            sp: self.policy.clause("purposes", i, "signal_purposes") for sp, i in self.policy.signal_purposes().items()
+        }
         self._tdm: dict[str, _TdmEntry] = {}
         self._summary: dict[str, Any] = {"pages_with_reservations": 0, "refused_responses": 0,
                                          "reserved": dict.fromkeys(PURPOSES, 0), "tdmrep_files": {}}

@@ -482,6 +482,15 @@ class Policy(_Model):
         items = self.retention.items
         return Duration.parse(items.get(item_type, items.get("default", "P30D")))
 
+    def signal_purposes(self) -> dict[str, int]:
+        """The opt-out purposes (search, ai-train, ai-input) the crawl's purposes fall under,
+        each with the index of the first purpose naming it, in the policy's order."""
+        out: dict[str, int] = {}
+        for i, purpose in enumerate(self.purposes):
+            for sp in purpose.signal_purposes:
+                out.setdefault(sp, i)
+        return out
+
     def faces_may_be_kept(self) -> bool:
         return self.faces.action == "keep" and self.faces.keep_allowed
 
