@@ -50,6 +50,7 @@ from scrapy_gdpr.gate.robots import (
 )
 from scrapy_gdpr.gate.xmp import DMI_PURPOSES, read_data_mining
 from scrapy_gdpr.internal import internal_kind, internal_meta
+from scrapy_gdpr.urls import site_root
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -507,12 +508,6 @@ class OptOutMiddleware:
         return cls(crawler)
 
     # -- TDMRep file -----------------------------------------------------------------
-    @staticmethod
-    def _origin(url: str) -> str | None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            return None
-        return f"{parts.scheme}://{parts.netloc.lower()}"
 
     async def _tdmrep(self, origin: str) -> _TdmEntry:
         """The origin's TDMRep rules, fetched once per TTL; concurrent callers share one fetch."""
@@ -582,7 +577,7 @@ class OptOutMiddleware:
     async def process_request(self, request: Request) -> None:
         if internal_kind(request) or not self.switches.tdmrep:
             return
-        origin = self._origin(request.url)
+        origin = site_root(request.url)
         if origin is not None:
             # TDMRep: the file must be checked before the first page of an origin.
             entry = self._tdm.get(origin)
@@ -725,7 +720,7 @@ class OptOutMiddleware:
         value: int | None = None
         signal: Signal | None = None
         policy: str | None = None
-        origin = self._origin(response.url)
+        origin = site_root(response.url)
         if origin is not None:
             entry = await self._tdmrep(origin)
             rule = match_tdmrep(entry.rules or [], response.url)
