@@ -46,6 +46,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scrapy_gdpr.faces.boxes import overlaps
 from scrapy_gdpr.faces.detector import (
     CENTERFACE_RUNTIMES,
     PROFILES,
@@ -66,21 +67,6 @@ def bucket(h: float) -> str:
         if lo <= h < hi:
             return name
     return BUCKETS[-1][0]
-
-
-def overlaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """IoU and intersection over the area of each box of ``a`` (xywh)."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b))), np.zeros((len(a), len(b)))
-    ax1, ay1 = a[:, 0:1], a[:, 1:2]
-    ax2, ay2 = ax1 + a[:, 2:3], ay1 + a[:, 3:4]
-    bx1, by1 = b[:, 0], b[:, 1]
-    bx2, by2 = bx1 + b[:, 2], by1 + b[:, 3]
-    iw = np.clip(np.minimum(ax2, bx2) - np.maximum(ax1, bx1), 0, None)
-    ih = np.clip(np.minimum(ay2, by2) - np.maximum(ay1, by1), 0, None)
-    inter = iw * ih
-    union = a[:, 2:3] * a[:, 3:4] + b[:, 2] * b[:, 3] - inter
-    return inter / np.maximum(union, 1e-9), inter / np.maximum(a[:, 2:3] * a[:, 3:4], 1e-9)
 
 
 def match(gt: np.ndarray, ignore: np.ndarray, dets: np.ndarray, thr: float = 0.5) -> tuple[np.ndarray, np.ndarray]:

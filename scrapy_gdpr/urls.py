@@ -41,6 +41,15 @@ def origin_of(url: str | Any) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+def site_root(url: str) -> str | None:
+    """``scheme://host[:port]`` of an http(s) URL as written (lower case), where site-wide files
+    such as ``/.well-known/tdmrep.json`` live; None for other URLs."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
 def mask_password(url: str) -> str:
     """``url`` with the password of its user information shown as ``***`` (for logs and documents)."""
     try:

@@ -424,7 +424,7 @@ def _handling(policy: Policy) -> dict[str, Any]:
     else:
         art9 = "No Art. 9 condition is documented, so no biometric data may be kept: faces are never stored unredacted."
     face_words = f"Faces found in images are {FACE_ACTIONS[faces.action]}."
-    purposes = list(dict.fromkeys(sp for p in policy.purposes for sp in p.signal_purposes))
+    purposes = list(policy.signal_purposes())
     pages = [
         "Pages are fetched only from the listed domains and paths, after robots.txt, the terms review, "
         "the excluded jurisdictions and the objection list allow it.",

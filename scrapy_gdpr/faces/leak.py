@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from scrapy_gdpr.faces.boxes import iou
 from scrapy_gdpr.faces.detector import CenterFaceNet, Detection
 
 if TYPE_CHECKING:
@@ -91,16 +92,6 @@ def box_ssim(original: NDArray[Any], redacted: NDArray[Any], box: Box) -> float:
     if a.shape[0] < 2 or a.shape[1] < 2:
         return 0.0
     return ssim(a, b)
-
-
-def iou(d: Detection | Box, box: Box) -> float:
-    dx, dy, dw, dh = (d.x, d.y, d.w, d.h) if isinstance(d, Detection) else d
-    x, y, w, h = box
-    iw = max(0.0, min(dx + dw, x + w) - max(dx, x))
-    ih = max(0.0, min(dy + dh, y + h) - max(dy, y))
-    inter = iw * ih
-    union = dw * dh + w * h - inter
-    return inter / union if union > 0 else 0.0
 
 
 def leaked(original: NDArray[Any], redacted: NDArray[Any], faces: Sequence[Box],

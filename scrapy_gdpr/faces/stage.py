@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from scrapy_gdpr.faces.boxes import iou as _iou
 from scrapy_gdpr.faces.detector import Detection, FaceDetector, build_detector
 from scrapy_gdpr.faces.imageio import (
     FORMATS,
@@ -389,14 +390,6 @@ def _valid(dets: list[Detection], w: int, h: int) -> list[Detection]:
             continue
         out.append(d)
     return out
-
-
-def _iou(a: Detection, b: Detection) -> float:
-    ix = max(0.0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
-    iy = max(0.0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
-    inter = ix * iy
-    union = a.w * a.h + b.w * b.h - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _merge(dets: list[Detection]) -> list[Detection]:

@@ -52,6 +52,7 @@ from scrapy_gdpr.gate.contentcredentials import TrainingMining, read_training_mi
 from scrapy_gdpr.gate.rsl import RSL_META
 from scrapy_gdpr.gate.xmp import DMI_PURPOSES, read_data_mining
 from scrapy_gdpr.internal import internal_kind, internal_meta
+from scrapy_gdpr.urls import site_root
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -516,10 +517,9 @@ class OptOutMiddleware:
         self.token = self.policy.crawler.product_token
         self.tdmrep_ttl = self.policy.duration(self.switches.tdmrep_cache_ttl).total_seconds()
         #: The opt-out purposes of the spider, each with the policy clause naming it.
-        self.spider_purposes: dict[str, str] = {}
-        for i, purpose in enumerate(self.policy.purposes):
-            for sp in purpose.signal_purposes:
-                self.spider_purposes.setdefault(sp, self.policy.clause("purposes", i, "signal_purposes"))
+        self.spider_purposes: dict[str, str] = {
+            sp: self.policy.clause("purposes", i, "signal_purposes") for sp, i in self.policy.signal_purposes().items()
+        }
         self._tdm: dict[str, _TdmEntry] = {}
         self._summary: dict[str, Any] = {"pages_with_reservations": 0, "refused_responses": 0,
                                          "reserved": dict.fromkeys(PURPOSES, 0), "tdmrep_files": {}}
@@ -530,12 +530,6 @@ class OptOutMiddleware:
         return cls(crawler)
 
     # -- TDMRep file -----------------------------------------------------------------
-    @staticmethod
-    def _origin(url: str) -> str | None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            return None
-        return f"{parts.scheme}://{parts.netloc.lower()}"
 
     async def _tdmrep(self, origin: str) -> _TdmEntry:
         """The origin's TDMRep rules, fetched once per TTL; concurrent callers share one fetch."""
@@ -606,7 +600,7 @@ class OptOutMiddleware:
     async def process_request(self, request: Request) -> None:
         if internal_kind(request) or not self.switches.tdmrep:
             return
-        origin = self._origin(request.url)
+        origin = site_root(request.url)
         if origin is not None:
             # TDMRep: the file must be checked before the first page of an origin.
             entry = self._tdm.get(origin)
@@ -762,7 +756,7 @@ class OptOutMiddleware:
         value: int | None = None
         signal: Signal | None = None
         policy: str | None = None
-        origin = self._origin(response.url)
+        origin = site_root(response.url)
         if origin is not None:
             entry = await self._tdmrep(origin)
             rule = match_tdmrep(entry.rules or [], response.url)

@@ -736,11 +736,7 @@ class RobotsGateMiddleware:
         self._parsers: weakref.WeakValueDictionary[tuple[tuple[str, str], ...], RuleSet] = (
             weakref.WeakValueDictionary()
         )
-        self.purposes: list[str] = []
-        for purpose in policy.purposes:
-            for sp in purpose.signal_purposes:
-                if sp not in self.purposes:
-                    self.purposes.append(sp)
+        self.purposes: list[str] = list(policy.signal_purposes())
         #: Per-purpose product tokens (the Google-Extended pattern): (token, its signal purposes,
         #: policy clause). The fetch needs the main token's permission; these only reserve purposes.
         self.purpose_tokens: list[tuple[str, tuple[str, ...], str]] = [

@@ -41,10 +41,7 @@ class ItemGatePipeline:
             settings.get("FILES_URLS_FIELD") or "file_urls",
         ]
         # which opt-out purposes (search, ai-train, ai-input) the spider's purposes fall under
-        self.signal_purposes: dict[str, int] = {}
-        for i, purpose in enumerate(self.policy.purposes):
-            for sp in purpose.signal_purposes:
-                self.signal_purposes.setdefault(sp, i)
+        self.signal_purposes = self.policy.signal_purposes()
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:

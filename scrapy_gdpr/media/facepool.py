@@ -232,10 +232,9 @@ class FacePool:
         return checked
 
     def _action(self) -> str:
-        action = self.face_policy.action
-        if action == "keep" and not self.runtime.policy.faces_may_be_kept():
-            return "blur"  # keeping faces needs an Art. 9 condition in the policy
-        return action
+        # The policy's action as it is: keep without an Art. 9 condition is refused by
+        # the stage (policy.model.keep_refused), never turned into another action.
+        return self.face_policy.action
 
     # -- accounting ---------------------------------------------------------------
     def record(self, verdict: Verdict, **extra: Any) -> dict[str, Any]:

@@ -104,7 +104,8 @@ class _FaceStageMixin:
         self.faces.release()
 
     def _reason(self, verdict: Verdict) -> Reason:
-        return Reason.FACES if verdict.faces or verdict.drop_item else Reason.UNCHECKED
+        """The audit reason of a refused image: the stage's one table (``Verdict.audit_reason``)."""
+        return Reason(verdict.audit_reason)
 
     def _clause(self, reason: Reason) -> str:
         policy = self.runtime.policy

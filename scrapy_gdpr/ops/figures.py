@@ -24,6 +24,7 @@ from itemadapter import ItemAdapter
 from scrapy import signals
 
 from scrapy_gdpr.internal import internal_kind
+from scrapy_gdpr.urls import origin_of
 
 if TYPE_CHECKING:
     from typing import Self
@@ -212,8 +213,8 @@ class FigureCollector:
         if internal_kind(request) == "robots":
             from scrapy.utils.httpobj import urlparse_cached
 
-            parts = urlparse_cached(request)
-            self.robots_origins.add(f"{parts.scheme}://{parts.netloc}".lower())
+            # the robots.txt cache key (urls.origin_of): one fetch per origin
+            self.robots_origins.add(origin_of(urlparse_cached(request)))
 
     def item_scraped(self, item: Any) -> None:
         if not self.unchecked_fields:

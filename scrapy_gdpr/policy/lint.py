@@ -10,7 +10,7 @@ from datetime import date, timedelta
 from typing import Any, Literal
 
 from scrapy_gdpr.policy.findings import Finding, _format_path, _line_for
-from scrapy_gdpr.policy.model import REVIEW_WARNING_DAYS
+from scrapy_gdpr.policy.model import REVIEW_WARNING_DAYS, keep_refused
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -55,7 +55,7 @@ def _rule_findings(data: Any, lines: dict[tuple[Any, ...], int], filename: str, 
     faces = _mapping(data.get("faces"))
     special = _mapping(data.get("special_categories"))
     has_art9 = bool(special.get("biometric"))
-    if faces.get("action") == "keep" and not has_art9:
+    if keep_refused(faces.get("action"), special.get("biometric")):
         add(
             ("faces", "action"),
             "faces are set to be kept, but no Art. 9 condition for biometric data is documented",

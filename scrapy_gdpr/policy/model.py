@@ -174,6 +174,17 @@ RslUsage = Literal["search", "ai-index", "ai-train", "ai-input"]
 FaceAction = Literal["blur", "pixelate", "fill", "drop_image", "drop_item", "keep"]
 
 
+def keep_refused(action: object, biometric: object) -> bool:
+    """The one rule for keeping faces: ``faces.action: keep`` needs an Art. 9 condition for
+    biometric data documented under ``special_categories.biometric``.
+
+    Applied by the lint (on the raw file, so it is reported with its line), by the model
+    (``FacePolicy.keep_allowed``) and by the face stage, which refuses to keep faces the
+    policy may not keep; nothing turns ``keep`` into another action.
+    """
+    return action == "keep" and not biometric
+
+
 class _Model(BaseModel):
     # numbers must be finite: '.inf' or '.nan' in a delay would hang or break the crawl
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
@@ -502,11 +513,20 @@ class Policy(_Model):
         items = self.retention.items
         return Duration.parse(items.get(item_type, items.get("default", "P30D")))
 
+    def signal_purposes(self) -> dict[str, int]:
+        """The opt-out purposes (search, ai-train, ai-input) the crawl's purposes fall under,
+        each with the index of the first purpose naming it, in the policy's order."""
+        out: dict[str, int] = {}
+        for i, purpose in enumerate(self.purposes):
+            for sp in purpose.signal_purposes:
+                out.setdefault(sp, i)
+        return out
+
     def faces_may_be_kept(self) -> bool:
-        return self.faces.action == "keep" and self.special_categories.biometric is not None
+        return self.faces.action == "keep" and self.faces.keep_allowed
 
     def model_post_init(self, context: Any, /) -> None:
-        self.faces._keep_allowed = self.special_categories.biometric is not None
+        self.faces._keep_allowed = not keep_refused("keep", self.special_categories.biometric)
 
 
 
