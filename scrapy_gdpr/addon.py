@@ -20,8 +20,8 @@ from scrapy_gdpr.gate.optout import NoFollowMiddleware, OptOutMiddleware
 from scrapy_gdpr.gate.paywall import PaymentRequiredMiddleware
 from scrapy_gdpr.gate.playwright import update_settings as playwright_settings
 from scrapy_gdpr.gate.politeness import PolitenessMiddleware
-from scrapy_gdpr.gate.rsl import LicenceMiddleware
 from scrapy_gdpr.gate.robots import RobotsGateMiddleware
+from scrapy_gdpr.gate.rsl import LicenceMiddleware
 from scrapy_gdpr.gate.terms import TermsMiddleware
 from scrapy_gdpr.items.gate import ItemGatePipeline
 from scrapy_gdpr.items.provenance import ProvenanceMiddleware

@@ -109,7 +109,7 @@ def _extract(egg: zipfile.ZipFile, archive: str, root: str, folder: str, names: 
             if not name.startswith(prefix) or name.endswith("/") or name.endswith(_SKIPPED_SUFFIXES):
                 continue
             inner = posixpath.normpath(name[len(prefix):])
-            if inner.startswith("../") or inner.startswith("EGG-INFO/") or posixpath.isabs(inner):
+            if inner.startswith(("../", "EGG-INFO/")) or posixpath.isabs(inner):
                 continue
             dest = target.joinpath(*inner.split("/"))
             dest.parent.mkdir(parents=True, exist_ok=True)

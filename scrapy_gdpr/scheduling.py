@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 from scrapy.settings import SETTINGS_PRIORITIES
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from scrapy.settings import BaseSettings
 
 #: Settings a Scrapyd job may not set: they switch protection off, choose the policy,
@@ -55,12 +57,14 @@ def refusal(names: list[str]) -> ValueError:
     )
 
 
-def scheduler_refusal(settings: BaseSettings) -> str | None:
+def scheduler_refusal(
+    settings: BaseSettings, uses_gdpr: Callable[[BaseSettings], bool] | None = None
+) -> str | None:
     """Why ``scrapy crawl`` must not start this Scrapyd job, or None.
 
-    Only for a project that uses scrapy-gdpr (its own settings, read without the
-    command line's, enable the add-on or configure it): the protected settings the
-    job set, by name."""
+    Only for a project that uses scrapy-gdpr (``uses_gdpr`` of its own settings, read
+    without the command line's: the add-on enabled or scrapy-gdpr configured; the crawl
+    command passes that rule): the protected settings the job set, by name."""
     if not under_scrapyd():
         return None
     names = scheduler_overrides(settings)
@@ -68,10 +72,7 @@ def scheduler_refusal(settings: BaseSettings) -> str | None:
         return None
     from scrapy.utils.project import get_project_settings
 
-    from scrapy_gdpr.activation import addon_active, gdpr_configured
-
-    project = get_project_settings()
-    if not (addon_active(project) or gdpr_configured(project)):
+    if uses_gdpr is not None and not uses_gdpr(get_project_settings()):
         return None
     return f"scrapy-gdpr refused to start the crawl: {refusal(names)}"
 

@@ -270,8 +270,7 @@ async def test_tdmrep_file_header_meta_precedence(tmp_path, logged_mockserver):
     assert reserved(r["header1_meta0"]) == {}
     assert reserved(r["header0_meta1"])["ai-train"] == '<meta name="tdm-reservation" content="1">'
     # malformed values fail closed: reserved, in doubt, whatever an earlier source said
-    assert reserved(r["bad_header"]) == {p: "tdm-reservation: yes (not 0 or 1: reserved, in doubt)"
-                                         for p in ("ai-train", "ai-input")}  # the file says 0
+    assert reserved(r["bad_header"]) == dict.fromkeys(("ai-train", "ai-input"), "tdm-reservation: yes (not 0 or 1: reserved, in doubt)")  # the file says 0
     assert reserved(r["bad_meta"])["ai-train"] == ('<meta name="tdm-reservation" content="2"> '
                                                    "(not 0 or 1: reserved, in doubt)")
     # "$" anchors; first match wins

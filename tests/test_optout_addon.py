@@ -86,8 +86,8 @@ async def test_addon_crawl_drops_items_an_rsl_licence_refuses_with_reason_licens
     crawler = get_crawler(ItemSpider, settings)
     await crawler.crawl_async(urls=urls)
     # the policy's one purpose needs search and ai-train (its signal purposes): refused as a whole
-    text = (f"RSL http://{host}:{mockserver.port}/terms.rsl <content url=\"/\"> does not license ai-train "
-            f"(named by Link: <http://{host}:{mockserver.port}/terms.rsl>; rel=\"license\")")
+    text = (f'RSL http://{host}:{mockserver.port}/terms.rsl <content url="/"> does not license ai-train '
+            f'(named by Link: <http://{host}:{mockserver.port}/terms.rsl>; rel="license")')
     assert reserved(crawler.spider.results[urls[0]]) == {"search": text, "ai-train": text}
     assert crawler.stats.get_value("gdpr/blocked/license") == 1
     assert crawler.stats.get_value("item_scraped_count") == 1  # cc.html: a licence link that is not RSL

@@ -111,7 +111,7 @@ def test_content_usage(values, prefs, problems):
     ("values", "doubt"),
     [
         (["train-ai=n, search=y"], set()),
-        (["train-ai=y, train-ai, search=n, search=\"n\""], {"train-ai", "search"}),
+        (['train-ai=y, train-ai, search=n, search="n"'], {"train-ai", "search"}),
         (["Train-AI=n"], {"train-ai"}),
         (["train-ai=n,,"], {"train-ai"}),
         (["train-ai=?1"], {"train-ai"}),

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -16,6 +15,9 @@ from scrapy_gdpr.robots import RobotsGateMiddleware, parse_robots
 from scrapy_gdpr.rsl import LicenceMiddleware, decide, link_header_licences, parse_rsl
 from tests.test_optout import VALID, CollectSpider, audit_lines, crawl_settings, reserved
 from tests.utils import coroutine_test
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 DOC_URL = "http://example.org/license.xml"
 TODAY = date(2026, 12, 1)
@@ -99,7 +101,7 @@ def test_paid_conditional_or_server_licences_need_a_held_licence():
     '<content url="/"><license><permits type="user">robots</permits></license></content>',
     '<content url="/"><license><payment type="barter"/></license></content>',
     '<content url="/"></content>',
-    '<content><license/></content>',
+    "<content><license/></content>",
 ])
 def test_malformed_offers_fail_closed(body):
     for usage in ("search", "ai-train"):
@@ -174,7 +176,7 @@ async def test_robots_txt_license(tmp_path, mockserver):
     assert set(reserved(page)) == {"ai-train"}
     assert page["optout"]["ai-train"]["reason"] == "license"
     assert page["optout"]["ai-train"]["signal"] == (
-        f"RSL {doc} <content url=\"/\"> does not license ai-train "
+        f'RSL {doc} <content url="/"> does not license ai-train '
         f"(named by http://{host}:{mockserver.port}/robots.txt line 4 'License: /license.xml')")
     assert reserved(results[urls["open/a.html"]]) == {}
     # no purpose of the crawl may use these: not fetched at all
@@ -224,7 +226,7 @@ async def test_link_header_and_link_element(tmp_path, mockserver):
     # the licence prohibits ai-all: the training purpose is refused, search is not
     assert set(results[urls["header.html"]]) == {"ai-train"}
     assert set(results[urls["element.html"]]) == {"ai-train"}
-    assert "<link rel=\"license\"" in results[urls["element.html"]]["ai-train"]
+    assert '<link rel="license"' in results[urls["element.html"]]["ai-train"]
     # a licence link that is not RSL (no type) is not followed
     assert results[urls["header-other.html"]] == {} and results[urls["cc.html"]] == {}
     # a licence that cannot be read: every purpose refused, in doubt

@@ -24,7 +24,6 @@ import pytest
 
 from tests.utils import ROOT, write_policy
 
-
 pytest.importorskip("scrapyd")
 
 pytestmark = pytest.mark.slow
@@ -319,7 +318,7 @@ def test_schedule_json_settings_cannot_change_what_protects_the_crawl(tmp_path, 
     assert set(line) == {"url", "gdpr"} and line["gdpr"]["expires_at"]
 
 
-RELATIVE_SETTINGS = '''
+RELATIVE_SETTINGS = """
 BOT_NAME = "tinyd"
 SPIDER_MODULES = ["tinyd.spiders"]
 ADDONS = {"scrapy_gdpr.Addon": 0}
@@ -330,15 +329,15 @@ GDPR_POLICY = "policies/%(name)s.yaml"
 GDPR_AUDIT_LOG = "data/audit/%(name)s.jsonl"
 GDPR_REPORT_DIR = "data/reports"
 GDPR_LEDGER = "sqlite:///data/ledger.sqlite3"
-'''
+"""
 
-SETUP_WITH_POLICIES = '''
+SETUP_WITH_POLICIES = """
 from setuptools import find_packages, setup
 
 setup(name="tinyd", version="1.0", packages=find_packages(),
       data_files=[("policies", ["policies/news.yaml", "policies/objections.txt"])],
       entry_points={"scrapy": ["settings = tinyd.settings"]})
-'''
+"""
 
 
 def test_a_relative_policy_travels_in_the_egg_and_objections_live_on_the_host(tmp_path, mockserver, scrapyd):
@@ -369,7 +368,7 @@ def test_a_relative_policy_travels_in_the_egg_and_objections_live_on_the_host(tm
     (home / "policies" / "objections.txt").write_text(f"url {on_host}\n", encoding="utf-8")
 
     job = post(base, "/schedule.json", {"project": "tinyd", "spider": "news",
-                                        "url": " ".join([deployed, on_host, kept])})["jobid"]
+                                        "url": f"{deployed} {on_host} {kept}"})["jobid"]
     wait_finished(base, job)
     log = (home / "logs" / "tinyd" / "news" / f"{job}.log").read_text(encoding="utf-8")
     assert "exit status 0 (ok)" in log, log
@@ -435,8 +434,8 @@ def test_an_items_dir_out_of_the_purges_reach_refuses_the_job(tmp_path, mockserv
         wait_finished(base, job)
         log = (home / "logs" / "tinyd" / "news" / f"{job}.log").read_text(encoding="utf-8")
         assert "scrapy-gdpr refused to start the crawl" in log, log
-        assert f"feed ftp://user:pw@127.0.0.1:{port}/items/tinyd/news/{job}.jl: ftp:// feeds are written where " \
-               "gdpr-purge and gdpr-erase cannot rewrite them" in log, log
+        assert (f"feed ftp://user:pw@127.0.0.1:{port}/items/tinyd/news/{job}.jl: ftp:// feeds are written where "
+                "gdpr-purge and gdpr-erase cannot rewrite them") in log, log
         assert "the feed was set by the Scrapyd job: Scrapyd's items_dir" in log
         assert "Spider opened" not in log
         deadline = time.monotonic() + 10

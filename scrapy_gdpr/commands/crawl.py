@@ -18,7 +18,7 @@ from scrapy.exceptions import UsageError
 from scrapy.utils.project import inside_project
 from twisted.internet.defer import Deferred
 
-from scrapy_gdpr.activation import warn_if_inactive
+from scrapy_gdpr.activation import addon_active, gdpr_configured, warn_if_inactive
 from scrapy_gdpr.exitcodes import StartupRefused, exit_status_of
 
 if TYPE_CHECKING:
@@ -46,7 +46,11 @@ class _ExitStatusMixin:
         from scrapy_gdpr.scheduling import report_refusal, scheduler_refusal
 
         settings = getattr(self, "settings", None)
-        refused = scheduler_refusal(settings) if settings is not None else None
+        refused = (
+            scheduler_refusal(settings, lambda project: addon_active(project) or bool(gdpr_configured(project)))
+            if settings is not None
+            else None
+        )
         if refused is not None and settings is not None:  # a Scrapyd job tried to change what protects the crawl
             report_refusal(settings, refused)
             self.exitcode = 3

@@ -48,7 +48,6 @@ from scrapy_gdpr.gate.robots import (
     read_content_signal,
     read_content_usage,
 )
-from scrapy_gdpr.gate.contentcredentials import TrainingMining, read_training_mining
 from scrapy_gdpr.gate.rsl import RSL_META
 from scrapy_gdpr.gate.xmp import DMI_PURPOSES, read_data_mining
 from scrapy_gdpr.internal import internal_kind, internal_meta
@@ -783,7 +782,7 @@ class OptOutMiddleware:
                 value = 1
                 signal = Signal("tdmrep_header", "tdm-reservation",
                                 f"tdm-reservation: {', '.join(headers)[:100]} (not 0 or 1: reserved, in doubt)")
-                policy = (self._headers(response, "tdm-policy") or [policy])[0]
+                policy = next(iter(self._headers(response, "tdm-policy")), policy)
             else:
                 value = max(v for v in values if v is not None)  # repeated, conflicting headers: the reservation wins
                 signal = Signal("tdmrep_header", "tdm-reservation", f"tdm-reservation: {value}")

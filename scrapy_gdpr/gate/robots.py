@@ -474,7 +474,7 @@ def read_content_signal(text: str) -> ContentSignal:
 
 #: A vocabulary key named anywhere in a Content-Usage value that cannot be parsed.
 _USAGE_KEY_RE = re.compile(
-    r"(?<![A-Za-z0-9_.*-])({})(?![A-Za-z0-9_.*-])".format("|".join(map(re.escape, CONTENT_USAGE_KEYS))), re.I
+    r"(?<![A-Za-z0-9_.*-])({})(?![A-Za-z0-9_.*-])".format("|".join(map(re.escape, CONTENT_USAGE_KEYS))), re.IGNORECASE
 )
 
 

@@ -62,18 +62,19 @@ from scrapy.utils.httpobj import urlparse_cached
 
 from scrapy_gdpr import audit
 from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr.audit import Reason, refuse
 from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.gate._flight import Flight
-from scrapy_gdpr.audit import Reason, refuse
+from scrapy_gdpr.gate.robots import PathPattern, _encode, url_path
 from scrapy_gdpr.internal import internal_kind, internal_meta
-from scrapy_gdpr.gate.robots import PathPattern, _encode, origin_of, url_path
+from scrapy_gdpr.urls import origin_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from typing import Self
 
     from scrapy.crawler import Crawler
     from scrapy.http import Response
-    from typing_extensions import Self
 
     from scrapy_gdpr.policy import HeldLicence
 
@@ -189,7 +190,7 @@ def _terms(element: Any, kind: str, problems: list[str]) -> tuple[str, frozenset
         if unknown:
             problems.append(f"<{kind} type=\"user\"> names unknown user types {', '.join(unknown)}")
     elif any(not _GEO.match(v) for v in values):
-        problems.append(f"<{kind} type=\"geo\"> has values that are not ISO 3166 country codes")
+        problems.append(f'<{kind} type="geo"> has values that are not ISO 3166 country codes')
     return term_type, values
 
 
@@ -229,7 +230,7 @@ def parse_rsl(body: bytes, url: str) -> Document:
         raise ValueError(f"refused XML ({type(exc).__name__})") from None
     ns, name = _local(root.tag)
     if (ns, name) != (RSL_NS, "rsl"):
-        raise ValueError(f"the root element is {root.tag!r}, not <rsl xmlns=\"{RSL_NS}\">")
+        raise ValueError(f'the root element is {root.tag!r}, not <rsl xmlns="{RSL_NS}">')
     doc = Document(url)
     for element in root:
         if not isinstance(element.tag, str) or _local(element.tag) != (RSL_NS, "content"):
@@ -242,7 +243,7 @@ def parse_rsl(body: bytes, url: str) -> Document:
             content.problems.append("<content> without a url: read as covering every page")
             where = "/"
         if not offers:
-            content.problems.append(f"<content url=\"{where}\"> offers no <license>")
+            content.problems.append(f'<content url="{where}"> offers no <license>')
         parts = urlsplit(where)
         if parts.scheme in ("http", "https") and parts.netloc:
             content.origin = origin_of(where)
@@ -425,14 +426,14 @@ class LicenceMiddleware:
     async def process_response(self, request: Request, response: Response) -> Response:
         if not self.enabled or internal_kind(request):
             return response
-        named = [(u, f"Link: <{u}>; rel=\"license\"") for u in
+        named = [(u, f'Link: <{u}>; rel="license"') for u in
                  link_header_licences([v.decode("latin-1") for v in response.headers.getlist("Link")], response.url)]
         inline: list[tuple[str, str, _DocEntry | None]] = []
         if isinstance(response, HtmlResponse):
             try:
-                named += [(u, f"<link rel=\"license\" href=\"{u}\">") for u in html_licences(response)]
+                named += [(u, f'<link rel="license" href="{u}">') for u in html_licences(response)]
                 for k, text in enumerate(html_inline_documents(response)):
-                    inline.append((f"{response.url}#rsl-{k + 1}", f"<script type=\"{RSL_TYPE}\"> number {k + 1} "
+                    inline.append((f"{response.url}#rsl-{k + 1}", f'<script type="{RSL_TYPE}"> number {k + 1} '
                                    "in the page", self._inline(text, response.url)))
             except Exception as exc:  # an unparseable body: no <link> can be read from it
                 logger.debug("Cannot read <link> elements of %(url)s: %(e)s", {"url": response.url, "e": exc})
@@ -507,7 +508,7 @@ class LicenceMiddleware:
                               meta={**internal_meta("rsl"), **capped(MAX_SIZE)})
             try:
                 response = await self.crawler.engine.download_async(request)
-            except Exception as exc:  # noqa: BLE001 - any failure: the licence cannot be read
+            except Exception as exc:
                 if too_large(exc):
                     entry.error = f"the document is {size_detail(MAX_SIZE)}"
                 elif isinstance(exc, IgnoreRequest):

@@ -367,7 +367,7 @@ class OptOutSettings(_Model):
     )
     tdmrep_cache_ttl: IsoDuration = Field("PT24H", description="How long a site's /.well-known/tdmrep.json is cached")
     rsl: bool = Field(
-        True, description="Honour RSL licences (robots.txt License:, the Link header and <link rel=\"license\"> "
+        True, description='Honour RSL licences (robots.txt License:, the Link header and <link rel="license"> '
         "naming an RSL document): a purpose the licence prohibits, or one needing a licence not held, is refused"
     )
     rsl_licences: list[HeldLicence] = Field(

@@ -140,7 +140,7 @@ def _with_stamp(fields: Any) -> Any:
     exported under its own name (a dict that renamed the stamp, or gave another
     field its name, would hide it from purge and erasure)."""
     if isinstance(fields, Mapping):
-        out = {k: v for k, v in fields.items() if k != STAMP_FIELD and v != STAMP_FIELD}
+        out = {k: v for k, v in fields.items() if STAMP_FIELD not in (k, v)}
         out[STAMP_FIELD] = STAMP_FIELD
         return out
     if isinstance(fields, str):
