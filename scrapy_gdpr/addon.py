@@ -180,6 +180,8 @@ ADDON_HOOKS: list[str] = [
     "scrapy_gdpr.stores.check_settings",
     # refuse an HTTP cache without retention.caches; expire logs and caches at spider open
     "scrapy_gdpr.logpurge.update_settings",
+    # GDPR_STATE_URL: the shared state and scrapy-redis's queue with JSON entries
+    "scrapy_gdpr.state.update_settings",
 ]
 
 

@@ -36,6 +36,7 @@ from scrapy.utils.asyncio import run_in_thread
 from scrapy_gdpr import audit
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr._download import body_problem, capped, size_detail, too_large
+from scrapy_gdpr.state import download_once
 from scrapy_gdpr._flight import Flight
 from scrapy_gdpr.audit import Reason, note_refusal, refuse
 from scrapy_gdpr.robots import (
@@ -535,7 +536,7 @@ class OptOutMiddleware:
                           meta={"gdpr_internal": "tdmrep", **capped(TDMREP_MAX_SIZE)})
         entry.rules, entry.error, entry.unread = None, "", ""
         try:
-            response = await self.crawler.engine.download_async(request)
+            response = await download_once(self.crawler, request, "tdmrep", self.tdmrep_ttl)
         except Exception as exc:
             if too_large(exc):
                 entry.unread = f"the file is {size_detail(TDMREP_MAX_SIZE)}"

@@ -29,6 +29,7 @@ from scrapy.utils.httpobj import urlparse_cached
 
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.audit import Reason, refuse
+from scrapy_gdpr.state import MARGIN_SECONDS, StateUnavailable, call_shared, gate_state
 
 if TYPE_CHECKING:
     from scrapy.core.downloader import Downloader, Slot
@@ -143,6 +144,8 @@ class SlotFloors:
         #: Connected to ``response_downloaded`` when the first floor is set, so a crawl
         #: without floors does no work per response.
         self._connected = False
+        #: With a shared state the reservation spaces requests, not the local slot.
+        self.shared = gate_state(crawler).shared
 
     @property
     def _downloader(self) -> Downloader:
@@ -176,7 +179,7 @@ class SlotFloors:
     def apply(self, key: str) -> None:
         """Re-apply the floor to the live slot, if there is one."""
         floor = self.floor(key)
-        if not floor:
+        if not floor or self.shared:
             return
         slot: Slot | None = self._downloader.slots.get(key)
         if slot is not None and (slot.delay < floor or (slot.jitter and slot.delay * (1 - slot.jitter) < floor)):
@@ -235,6 +238,8 @@ class PolitenessMiddleware:
         check_user_agent(user_agent, policy, setting)
         self.max_wait = policy.duration(policy.politeness.retry_after_max).total_seconds()
         self.floors = slot_floors(crawler)
+        #: shared state (GDPR_STATE_URL): hosts are booked across every worker
+        self.state = gate_state(crawler)
         #: slot key -> monotonic time before which nothing is sent to it
         self.not_before: dict[str, float] = {}
         #: slot key -> why the host was given up
@@ -275,7 +280,12 @@ class PolitenessMiddleware:
                 )
             wait = self.not_before.get(key, 0.0) - time.monotonic()
             if wait <= 0:
-                return
+                if self.state.shared:
+                    wait = await self._book(key, request)
+                    if wait <= 0:
+                        return
+                else:
+                    return
             if self._closing():
                 raise refuse(
                     self.crawler,
@@ -296,6 +306,33 @@ class PolitenessMiddleware:
             # in slices, so that a closing crawl (Ctrl-C, CLOSESPIDER_*, crawler.stop())
             # does not wait for the end of a long pause
             await sleep(min(wait, SHUTDOWN_POLL))
+
+    async def _book(self, key: str, request: Request) -> float:
+        """Book ``key`` in the shared state; 0 when the request may go now, else the
+        seconds until the host is free (another worker holds it, or a Retry-After)."""
+        interval = self._interval(key)
+        booked, wait = await call_shared(self.crawler, self.state.reserve, key, interval, closing=self._closing)
+        if booked:
+            if wait > 0:
+                await sleep(wait)
+            self.crawler.stats.inc_value("gdpr/politeness/shared_booked")
+            return 0.0
+        self.crawler.stats.inc_value("gdpr/politeness/shared_busy")
+        return wait
+
+    def _interval(self, key: str) -> float:
+        """The shortest time between two sends to slot ``key`` by any worker: its floor
+        (robots.txt, the policy's rate limit) or delay (DOWNLOAD_DELAY, DOWNLOAD_SLOTS).
+        The live slot's own delay is zeroed: the booking spaces the requests."""
+        downloader = self.crawler.engine.downloader
+        configured = downloader.per_slot_settings.get(key, {}).get("delay")
+        if configured is None:
+            configured = self.crawler.settings.getfloat("DOWNLOAD_DELAY")
+        interval = max(self.floors.floor(key), float(configured))
+        slot = downloader.slots.get(key)
+        if slot is not None and slot.delay:
+            slot.delay = 0.0
+        return interval + MARGIN_SECONDS if interval else 0.0
 
     def _closing(self) -> bool:
         """Whether the engine is stopping or closing the spider (graceful shutdown)."""
@@ -352,6 +389,11 @@ class PolitenessMiddleware:
         until = time.monotonic() + seconds
         if until > self.not_before.get(key, 0.0):
             self.not_before[key] = until
+        if self.state.shared:
+            try:
+                self.state.block(key, seconds)
+            except StateUnavailable:
+                pass  # this worker still holds the host; the others hold every request meanwhile
         self._report["paused"] += 1
         stats.inc_value("gdpr/politeness/retry_after")
         logger.info(

@@ -40,6 +40,7 @@ from twisted.internet.defer import Deferred
 
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr._download import body_problem, capped, size_detail, too_large
+from scrapy_gdpr.state import download_once
 from scrapy_gdpr.audit import Reason, record, refuse
 from scrapy_gdpr.politeness import parse_retry_after, slot_floors
 
@@ -893,7 +894,7 @@ class RobotsGateMiddleware:
             request = Request(url, meta=meta, callback=NO_CALLBACK, dont_filter=True, priority=1000)
             stats.inc_value("gdpr/robots/fetches")
             try:
-                response = await self.crawler.engine.download_async(request)
+                response = await download_once(self.crawler, request, "robots", self.ttl, self._shared_ttl)
             except Exception as exc:  # noqa: BLE001 - any failure to download is "unreachable"
                 if too_large(exc):
                     stats.inc_value("gdpr/robots/too_large")
@@ -936,6 +937,11 @@ class RobotsGateMiddleware:
                 # RFC 9309 2.3.1.3 "unavailable": no restrictions
                 return self._finish(RobotsEntry(origin, robots_url, "unavailable", status=status), response)
             return self._unreachable(origin, robots_url, previous, f"unexpected HTTP {status}", response)
+
+    def _shared_ttl(self, response: Response) -> float:
+        """How long other workers may use this robots.txt answer (``_finish``'s rule)."""
+        max_age = _max_age(response)
+        return self.ttl if max_age is None else min(self.ttl, max(max_age, min(self.MIN_TTL, self.ttl)))
 
     def _finish(self, entry: RobotsEntry, response: Response | None) -> RobotsEntry:
         now = time.monotonic()

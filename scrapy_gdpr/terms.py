@@ -29,6 +29,7 @@ from scrapy.utils.httpobj import urlparse_cached
 
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr._download import body_problem, capped, size_detail, too_large
+from scrapy_gdpr.state import download_once
 from scrapy_gdpr._flight import Flight
 from scrapy_gdpr.audit import Reason, record, refuse
 
@@ -284,7 +285,7 @@ class TermsMiddleware:
         request = Request(url, priority=INTERNAL_PRIORITY, callback=NO_CALLBACK, dont_filter=True,
                           meta={"gdpr_internal": "terms", "dont_cache": True, **capped(MAX_SIZE)})
         try:
-            response = await self.crawler.engine.download_async(request)
+            response = await download_once(self.crawler, request, "terms", self.interval)
         except Exception as exc:
             if too_large(exc):
                 page.error = f"is {size_detail(MAX_SIZE)}"
