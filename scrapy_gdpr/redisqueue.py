@@ -172,7 +172,7 @@ def queued_at(data: bytes) -> float:
 
 
 # KEYS[1] queue, KEYS[2] delayed, KEYS[3] inflight deadlines, KEYS[4] inflight data
-# ARGV[1] requeue-after ms. Puts due delayed entries and expired in-flight entries
+# ARGV[1] requeue-after ms, ARGV[2] key lifetime ms (0: none). Puts due delayed entries and expired in-flight entries
 # back in the queue, then pops the best entry and records it as in flight.
 _POP = """
 local t = redis.call('TIME')
@@ -199,14 +199,18 @@ redis.call('ZREM', KEYS[1], top[1])
 local id = redis.sha1hex(top[1])
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[1]), id)
 redis.call('HSET', KEYS[4], id, top[2] .. '|' .. top[1])
+if tonumber(ARGV[2]) > 0 then
+  for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2])) end
+end
 return {top[1], #lost, top[2], id}
 """
 
-# KEYS[1] delayed; ARGV[1] wait ms, ARGV[2] "score|data"
+# KEYS[1] delayed; ARGV[1] wait ms, ARGV[2] "score|data", ARGV[3] key lifetime ms (0: none)
 _DELAY = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
+if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3])) end
 return 1
 """
 
@@ -260,12 +264,13 @@ class JsonPriorityQueue:
     def delay(self, request: Request, wait: float) -> None:
         data = self.encode(request)
         self.round_trips += 1
-        self._delay(keys=[self.delayed_key], args=[int(wait * 1000), f"{-request.priority}|".encode() + data])
+        self._delay(keys=[self.delayed_key], args=[int(wait * 1000), f"{-request.priority}|".encode() + data,
+                                                    int(self.ttl * 1000)])
 
     def pop(self, timeout: int = 0) -> Request | None:
         while True:
             self.round_trips += 1
-            found = self._pop(keys=self.keys(), args=[int(self.requeue_after * 1000)])
+            found = self._pop(keys=self.keys(), args=[int(self.requeue_after * 1000), int(self.ttl * 1000)])
             data, lost = found[0], int(found[1])
             if lost:
                 self.requeued += lost
