@@ -29,7 +29,7 @@ from scrapy.utils.httpobj import urlparse_cached
 
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.audit import Reason, refuse
-from scrapy_gdpr.state import MARGIN_SECONDS, StateUnavailable, call_shared, gate_state
+from scrapy_gdpr.state import MARGIN_SECONDS, StateUnavailable, call_shared, gate_state, pending_hosts
 
 if TYPE_CHECKING:
     from scrapy.core.downloader import Downloader, Slot
@@ -240,6 +240,10 @@ class PolitenessMiddleware:
         self.floors = slot_floors(crawler)
         #: shared state (GDPR_STATE_URL): hosts are booked across every worker
         self.state = gate_state(crawler)
+        #: slot key -> the interval of its last booking (re-asserted when a request leaves)
+        self._intervals: dict[str, float] = {}
+        if self.state.shared:
+            crawler.signals.connect(self._reached_downloader, signal=signals.request_reached_downloader)
         #: slot key -> monotonic time before which nothing is sent to it
         self.not_before: dict[str, float] = {}
         #: slot key -> why the host was given up
@@ -264,6 +268,15 @@ class PolitenessMiddleware:
         return self.crawler.engine.downloader.get_slot_key(request)
 
     async def process_request(self, request: Request) -> None:
+        if self.state.shared:
+            try:
+                return await self._process_request(request)
+            finally:
+                # booked, refused or failed: the scheduler may hand out this host again
+                pending_hosts(self.crawler).discard(request)
+        return await self._process_request(request)
+
+    async def _process_request(self, request: Request) -> None:
         key = self._slot_key(request)
         if self._exact and key not in self._rated:
             self._apply_rate_limit(key, request)
@@ -311,6 +324,8 @@ class PolitenessMiddleware:
         """Book ``key`` in the shared state; 0 when the request may go now, else the
         seconds until the host is free (another worker holds it, or a Retry-After)."""
         interval = self._interval(key)
+        if interval:
+            self._intervals[key] = interval
         booked, wait = await call_shared(self.crawler, self.state.reserve, key, interval, closing=self._closing)
         if booked:
             if wait > 0:
@@ -319,6 +334,17 @@ class PolitenessMiddleware:
             return 0.0
         self.crawler.stats.inc_value("gdpr/politeness/shared_busy")
         return wait
+
+    def _reached_downloader(self, request: Request, spider: Any = None) -> None:
+        """The request leaves now, perhaps a little after its booked time (a connection
+        to open, a busy slot): the host's next time counts from now."""
+        key = request.meta.get("download_slot")
+        interval = self._intervals.get(key) if key is not None else None
+        if interval:
+            try:
+                self.state.sent(key, interval)
+            except StateUnavailable:
+                pass  # the next booking waits for Redis anyway
 
     def _interval(self, key: str) -> float:
         """The shortest time between two sends to slot ``key`` by any worker: its floor

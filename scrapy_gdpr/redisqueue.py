@@ -43,7 +43,7 @@ from scrapy import signals
 from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import load_object
 
-from scrapy_gdpr.state import MAX_ADVANCE_SECONDS, StateUnavailable, gate_state, outage, redact
+from scrapy_gdpr.state import MAX_ADVANCE_SECONDS, StateUnavailable, gate_state, outage, pending_hosts, redact
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -70,6 +70,12 @@ SERIALIZER = "scrapy_gdpr.redisqueue"
 ACK_MIDDLEWARE = "scrapy_gdpr.redisqueue.QueueAckMiddleware"
 
 PICKLE_SERIALIZERS = ("scrapy_redis.picklecompat", "pickle")
+
+
+#: How often an idle worker asks the shared queue again (seconds).
+WAKE_SECONDS = 0.2
+#: The shortest time a request is set aside for a busy host.
+SET_ASIDE_SECONDS = 0.25
 
 
 class NotPlain(TypeError):
@@ -205,6 +211,16 @@ end
 return {top[1], #lost, top[2], id}
 """
 
+# KEYS[1] in-flight deadlines; ARGV[1] requeue-after ms, ARGV[2..] ids still held
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i])
+end
+return #ARGV - 1
+"""
+
 # KEYS[1] delayed; ARGV[1] wait ms, ARGV[2] "score|data", ARGV[3] key lifetime ms (0: none)
 _DELAY = """
 local t = redis.call('TIME')
@@ -233,6 +249,9 @@ class JsonPriorityQueue:
         self.requeue_after = requeue_after
         self._pop = server.register_script(_POP)
         self._delay = server.register_script(_DELAY)
+        self._renew = server.register_script(_RENEW)
+        #: in-flight ids this worker holds (their deadlines are renewed while it lives)
+        self.held: set[str] = set()
         self.round_trips = 0
         self.expired = 0
         self.requeued = 0
@@ -289,10 +308,19 @@ class JsonPriorityQueue:
                              {"exc": exc}, extra={"spider": self.spider})
                 self.ack(found[3])
                 continue
-            request.meta[INFLIGHT_META] = found[3].decode() if isinstance(found[3], bytes) else found[3]
+            queue_id = found[3].decode() if isinstance(found[3], bytes) else found[3]
+            request.meta[INFLIGHT_META] = queue_id
+            self.held.add(queue_id)
             return request
 
+    def renew(self) -> None:
+        """Push back the deadlines of the requests this worker still holds."""
+        if self.held:
+            self.round_trips += 1
+            self._renew(keys=[self.inflight_key], args=[int(self.requeue_after * 1000), *self.held])
+
     def ack(self, queue_id: str | bytes) -> None:
+        self.held.discard(queue_id.decode() if isinstance(queue_id, bytes) else queue_id)
         self.round_trips += 1
         pipe = self.server.pipeline(transaction=False)
         pipe.zrem(self.inflight_key, queue_id)
@@ -380,6 +408,10 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         self._held: list[Request] = []  # enqueued while Redis was unreachable
         self._errors = _redis_errors()
         self._down_since: float | None = None
+        self._renewer: Any = None
+        self._waker: Any = None
+        #: requests handed to the engine and not yet booked, per host (see politeness)
+        self.pending = pending_hosts(crawler)
         crawler.signals.connect(self._ack_failed, signal=signals.request_dropped)
 
     @classmethod
@@ -415,11 +447,33 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         except self._errors as exc:
             self._down(exc)
             return
+        from twisted.internet.task import LoopingCall
+
+        self._renewer = LoopingCall(self._renew)
+        self._renewer.start(max(0.5, self.requeue_after / 3), now=False)
+        # set-aside requests fall due, and other workers queue requests, while this
+        # worker's engine would otherwise wait for its 5 s heartbeat to ask again
+        self._waker = LoopingCall(self._wake)
+        self._waker.start(WAKE_SECONDS, now=False)
         if n:
             logger.info("Resuming the shared crawl (%(n)d request(s) queued or in flight)", {"n": n},
                         extra={"spider": spider})
 
+    def _wake(self) -> None:
+        slot = getattr(self.crawler.engine, "_slot", None)
+        if slot is not None and slot.closing is None:
+            slot.nextcall.schedule()
+
+    def _renew(self) -> None:
+        try:
+            self.queue.renew()
+        except self._errors:
+            pass  # Redis is away: the next pop notices; the deadlines may pass meanwhile
+
     def close(self, reason: str) -> None:
+        for loop in (self._renewer, self._waker):
+            if loop is not None and loop.running:
+                loop.stop()
         try:
             self._flush_held()
             if not self.persist:
@@ -473,12 +527,15 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
                 return False
             self._flush_held()
             self.queue.push(request, data)
+            if INFLIGHT_META in request.meta:
+                # a retry or redirect of a popped request: the new entry replaces it
+                self.ack(request)
         except self._errors as exc:
             self._down(exc)
             self._held.append(request)  # queued when Redis answers again
             return True
         self._up()
-        self.stats.inc_value("scheduler/enqueued/redis", spider=self.spider)
+        self.stats.inc_value("scheduler/enqueued/redis")
         return True
 
     def next_request(self) -> Request | None:
@@ -488,13 +545,19 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
                 request = self.queue.pop()
                 if request is None:
                     break
-                wait = self._host_wait(request)
-                if wait <= MAX_ADVANCE_SECONDS:
+                key, wait = self._host_wait(request)
+                logger.debug("Shared queue: %(request)s, host %(key)s free in %(wait).2f s, %(n)d waiting here",
+                             {"request": request, "key": key, "wait": wait, "n": self.pending.get(key)},
+                             extra={"spider": self.spider})
+                if wait <= MAX_ADVANCE_SECONDS and not self.pending.get(key):
                     self._up()
-                    self.stats.inc_value("scheduler/dequeued/redis", spider=self.spider)
+                    self.stats.inc_value("scheduler/dequeued/redis")
+                    if self.state.shared:
+                        self.pending.add(request, key)
                     return request
-                # the host is booked by another worker or paused: set it aside, take another
-                self.queue.delay(request, wait)
+                # the host is booked by another worker or paused, or this worker already
+                # has a request waiting for it: set it aside, take another
+                self.queue.delay(request, max(wait, SET_ASIDE_SECONDS))
                 self.queue.ack(request.meta.pop(INFLIGHT_META))
                 self.stats.inc_value("gdpr/queue/set_aside")
             self._up()
@@ -502,12 +565,12 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
             self._down(exc)
         return None
 
-    def _host_wait(self, request: Request) -> float:
-        if not self.state.shared:
-            return 0.0
+    def _host_wait(self, request: Request) -> tuple[str, float]:
         engine = self.crawler.engine
-        key = engine.downloader.get_slot_key(request) if engine is not None else urlparse_cached(request).hostname
-        return self.state.blocked_for(str(key))
+        key = str(engine.downloader.get_slot_key(request) if engine is not None else urlparse_cached(request).hostname)
+        if not self.state.shared:
+            return key, 0.0
+        return key, self.state.blocked_for(key)
 
     def has_pending_requests(self) -> bool:
         if self._held:

@@ -95,6 +95,11 @@ class GateState:
         """Nothing is sent to ``host`` for ``seconds`` (a ``Retry-After``)."""
         raise NotImplementedError
 
+    def sent(self, host: str, interval: float) -> None:
+        """A request to ``host`` is leaving now: nothing else goes there for ``interval``
+        seconds, however late it left after its booking."""
+        raise NotImplementedError
+
     def blocked_for(self, host: str) -> float:
         """Seconds until ``host`` may be sent to (0 when it may be now)."""
         raise NotImplementedError
@@ -152,6 +157,11 @@ class LocalState(GateState):
         until = time.monotonic() + seconds
         if until > self._blocked.get(host, 0.0):
             self._blocked[host] = until
+
+    def sent(self, host: str, interval: float) -> None:
+        until = time.monotonic() + interval
+        if until > self._next.get(host, 0.0):
+            self._next[host] = until
 
     def blocked_for(self, host: str) -> float:
         now = time.monotonic()
@@ -285,6 +295,10 @@ class RedisState(GateState):
     def block(self, host: str, seconds: float) -> None:
         self._call(self._block, keys=[self.key("retry-after", host)], args=[int(seconds * 1000)])
 
+    def sent(self, host: str, interval: float) -> None:
+        # the same "later of the two" update as a Retry-After, on the next-allowed key
+        self._call(self._block, keys=[self.key("next", host)], args=[int(interval * 1000)])
+
     def get(self, ns: str, key: str) -> bytes | None:
         value: bytes | None = self._call(self.client.get, self.key("cache", ns, key))
         return value
@@ -343,6 +357,45 @@ def gate_state(crawler: Crawler) -> GateState:
         prefix = str(crawler.settings.get("GDPR_STATE_PREFIX") or DEFAULT_PREFIX)
         state = rt.services[SERVICE] = open_state(state_url(crawler.settings), prefix)
     return state  # type: ignore[no-any-return]
+
+
+class PendingHosts:
+    """Requests handed out by the scheduler and not yet booked by the politeness
+    middleware, counted per host: a worker holds at most one waiting request per host,
+    and leaves the others in the shared queue for workers that are free."""
+
+    def __init__(self) -> None:
+        import weakref
+
+        self._keys: weakref.WeakKeyDictionary[Request, str] = weakref.WeakKeyDictionary()
+        self._counts: dict[str, int] = {}
+
+    def add(self, request: Request, key: str) -> None:
+        if request not in self._keys:
+            self._keys[request] = key
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def discard(self, request: Request) -> None:
+        key = self._keys.pop(request, None)
+        if key is not None:
+            n = self._counts.get(key, 1) - 1
+            if n > 0:
+                self._counts[key] = n
+            else:
+                self._counts.pop(key, None)
+
+    def get(self, key: str) -> int:
+        return self._counts.get(key, 0)
+
+
+def pending_hosts(crawler: Crawler) -> PendingHosts:
+    from scrapy_gdpr._component import component_runtime
+
+    rt = component_runtime(crawler)
+    found = rt.services.get("queue.pending")
+    if found is None:
+        found = rt.services["queue.pending"] = PendingHosts()
+    return found  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- fail closed

@@ -1,0 +1,283 @@
+"""Several ``scrapy crawl`` workers sharing one Redis (scrapy-redis queue + the gate's
+shared state) against a local site: politeness across workers from the server's
+access log, robots.txt once, Retry-After honoured by all, Redis stopped and
+restarted mid-crawl, a worker killed with SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MockServer
+from tests.test_state import REDIS_URL, redis_client
+from tests.utils import ROOT, write_policy
+
+pytestmark = [pytest.mark.requires_redis, pytest.mark.slow]
+
+PAGES = 6  # pages on the Crawl-delay host
+
+SETTINGS = """
+import os
+BOT_NAME = "fleet"
+SPIDER_MODULES = ["fleet.spiders"]
+ADDONS = {{"scrapy_gdpr.Addon": 0}}
+GDPR_POLICY = "policy.yaml"
+WORKER = os.environ.get("WORKER", "0")
+GDPR_AUDIT_LOG = "out/audit-" + WORKER + ".jsonl"
+GDPR_REPORT_DIR = "out/reports-" + WORKER
+GDPR_LEDGER = "sqlite:///out/ledger-" + WORKER + ".sqlite3"
+GDPR_STATE_URL = {state_url!r}
+GDPR_STATE_PREFIX = {prefix!r}
+GDPR_STATE_REQUEUE_AFTER = 6
+SCHEDULER_QUEUE_KEY = {prefix!r} + ":%(spider)s:requests"
+SCHEDULER_DUPEFILTER_KEY = {prefix!r} + ":%(spider)s:dupefilter"
+TWISTED_DNS_RESOLVER = "tests.utils.LocalResolver"
+CONCURRENT_REQUESTS = 8
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+TELNETCONSOLE_ENABLED = False
+"""
+
+SPIDER = """
+import scrapy
+
+
+class Fleet(scrapy.Spider):
+    name = "fleet"
+
+    async def start(self):
+        # every worker yields the same seeds: the shared duplicate filter keeps one of each
+        for url in {starts!r}:
+            yield scrapy.Request(url, callback=self.parse)
+
+    def parse(self, response):
+        yield {{"url": response.url}}
+        for href in response.css("a::attr(href)").getall():
+            yield response.follow(href, callback=self.parse)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_site(root: Path, *, crawl_delay: float = 2, pages: int = PAGES, retry_after: int = 4) -> Path:
+    slow = root / "hosts" / "slow"
+    slow.mkdir(parents=True)
+    (slow / "robots.txt").write_text(f"User-agent: *\nCrawl-delay: {crawl_delay:g}\n", encoding="utf-8")
+    links = "".join(f'<a href="/p{i}.html">{i}</a>' for i in range(pages))
+    (slow / "index.html").write_text(f"<html><body>{links}</body></html>", encoding="utf-8")
+    for i in range(pages):
+        (slow / f"p{i}.html").write_text(f"<html><body>page {i}</body></html>", encoding="utf-8")
+    ra = root / "hosts" / "ra"
+    ra.mkdir(parents=True)
+    (ra / "robots.txt").write_text("User-agent: *\nAllow: /\n", encoding="utf-8")
+    (ra / "home.html").write_text('<html><body><a href="/a.html">a</a><a href="/b.html">b</a></body></html>',
+                                  encoding="utf-8")
+    (ra / "a.html").write_text("<html><body>a</body></html>", encoding="utf-8")
+    (ra / "b.html").write_text("<html><body>b</body></html>", encoding="utf-8")
+    (ra / "_routes.json").write_text(json.dumps({"/index.html": {"sequence": [
+        {"status": 503, "headers": {"Retry-After": str(retry_after)}, "body": "busy"},
+        {"file": "home.html"},
+    ]}}), encoding="utf-8")
+    (root / "default").mkdir()
+    shutil.copy(ROOT / "tests" / "site" / "default" / "terms.html", root / "default" / "terms.html")
+    return root
+
+
+def make_project(tmp_path: Path, server: MockServer, state_url: str, prefix: str, hosts: list[str]) -> Path:
+    project = tmp_path / "project"
+    (project / "fleet" / "spiders").mkdir(parents=True)
+    (project / "out").mkdir()
+    (project / "scrapy.cfg").write_text("[settings]\ndefault = fleet.settings\n", encoding="utf-8")
+    (project / "fleet" / "__init__.py").write_text("", encoding="utf-8")
+    (project / "fleet" / "spiders" / "__init__.py").write_text("", encoding="utf-8")
+    (project / "fleet" / "settings.py").write_text(SETTINGS.format(state_url=state_url, prefix=prefix),
+                                                   encoding="utf-8")
+    starts = [server.url("/index.html", host=f"{h}.test") for h in hosts]
+    (project / "fleet" / "spiders" / "fleet.py").write_text(SPIDER.format(starts=starts), encoding="utf-8")
+    write_policy(project / "policy.yaml", server, [f"{h}.test" for h in hosts])
+    return project
+
+
+def start_worker(project: Path, n: int) -> subprocess.Popen[str]:
+    env = {**os.environ, "WORKER": str(n), "PYTHONPATH": str(ROOT)}
+    with open(project / "out" / f"log-{n}.txt", "w", encoding="utf-8") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "scrapy.cmdline", "crawl", "fleet", "-O", f"out/items-{n}.jsonl"],
+            cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True,
+        )
+
+
+def wait_all(procs: list[subprocess.Popen[str]], timeout: float = 150) -> list[int]:
+    deadline = time.monotonic() + timeout
+    codes = []
+    for p in procs:
+        try:
+            codes.append(p.wait(timeout=max(1, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            codes.append(-9)
+    return codes
+
+
+def items(project: Path) -> list[str]:
+    out = []
+    for f in sorted((project / "out").glob("items-*.jsonl")):
+        for line in f.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                out.append(json.loads(line)["url"])
+    return out
+
+
+def logs(project: Path) -> str:
+    return "\n".join(f.read_text(encoding="utf-8", errors="replace") for f in sorted((project / "out").glob("log-*.txt")))
+
+
+@pytest.fixture
+def prefix():
+    client = redis_client()
+    name = f"gdpr-fleet-{uuid.uuid4().hex[:10]}"
+    yield name
+    keys = list(client.scan_iter(match=f"{name}*"))
+    if keys:
+        client.delete(*keys)
+
+
+def test_three_workers_share_politeness_robots_and_retry_after(tmp_path, prefix):
+    site = make_site(tmp_path / "site")
+    with MockServer(site=site, log=tmp_path / "access.log") as server:
+        project = make_project(tmp_path, server, REDIS_URL, prefix, ["slow", "ra"])
+        started = time.time()
+        procs = [start_worker(project, n) for n in range(3)]
+        codes = wait_all(procs)
+        requests = [r for r in server.requests() if r[0] >= started]
+    assert codes == [0, 0, 0], logs(project)[-4000:]
+
+    # every page once, across the workers
+    got = items(project)
+    expected = {server.url(f"/p{i}.html", host="slow.test") for i in range(PAGES)}
+    expected |= {server.url(p, host="ra.test") for p in ("/index.html", "/a.html", "/b.html")}
+    expected.add(server.url("/index.html", host="slow.test"))
+    assert sorted(got) == sorted(expected), got
+    workers_with_items = [f for f in (project / "out").glob("items-*.jsonl") if f.read_text().strip()]
+    assert len(workers_with_items) >= 2, "the shared queue was not shared"
+
+    # robots.txt once per host across the three workers
+    for host in ("slow.test", "ra.test"):
+        assert sum(1 for _, h, p in requests if h == host and p == "/robots.txt") == 1, requests
+
+    # Crawl-delay: 2 between any two requests to that host once its robots.txt was read,
+    # whichever worker sent them (pages and the tdmrep.json check alike)
+    slow = sorted((t, p) for t, h, p in requests if h == "slow.test")
+    robots_at = next(t for t, p in slow if p == "/robots.txt")
+    slow_times = [t for t, p in slow if t > robots_at]
+    assert len([p for t, p in slow if t > robots_at and p.startswith("/p")]) == PAGES
+    gaps = [b - a for a, b in zip(slow_times, slow_times[1:])]
+    assert min(gaps) >= 2.0, gaps
+
+    # Retry-After: 4 from ra.test: nothing to that host before its time
+    ra = sorted((t, p) for t, h, p in requests if h == "ra.test")
+    first_503 = next(t for t, p in ra if p == "/index.html")
+    later = [t for t, p in ra if t > first_503]
+    assert later and min(later) - first_503 >= 4.0, ra
+    assert "shared_booked" in logs(project)
+
+
+def redis_server(port: int, folder: Path) -> subprocess.Popen[bytes]:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("redis-server binary not found")
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+         "--appendfsync", "always", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    pytest.fail("redis-server did not start")
+
+
+def test_redis_stopped_mid_crawl_stops_fetching_and_resumes(tmp_path, prefix):
+    port = free_port()
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    redis_proc = redis_server(port, folder)
+    site = make_site(tmp_path / "site", crawl_delay=1, pages=10)
+    try:
+        with MockServer(site=site, log=tmp_path / "access.log") as server:
+            project = make_project(tmp_path, server, f"redis://127.0.0.1:{port}/0", prefix, ["slow"])
+            started = time.time()
+            procs = [start_worker(project, n) for n in range(2)]
+            # wait for the crawl to be under way
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if sum(1 for r in server.requests() if r[2].startswith("/p")) >= 2:
+                    break
+                time.sleep(0.1)
+            redis_proc.send_signal(signal.SIGTERM)
+            redis_proc.wait(timeout=10)
+            stopped = time.time()
+            time.sleep(5)
+            restarted = time.time()
+            redis_proc = redis_server(port, folder)
+            codes = wait_all(procs)
+            requests = [r for r in server.requests() if r[0] >= started]
+    finally:
+        redis_proc.kill()
+        redis_proc.wait()
+    assert codes == [0, 0], logs(project)[-4000:]
+    during = [r for r in requests if stopped + 1.5 < r[0] < restarted]
+    assert during == [], during  # nothing fetched while the shared state was away
+    after = [r for r in requests if r[0] >= restarted]
+    assert after, "the crawl did not resume after Redis came back"
+    fetched = {p for _, h, p in requests if h == "slow.test"}
+    assert {f"/p{i}.html" for i in range(10)} <= fetched
+    text = logs(project)
+    assert "Not fetching anything" in text and "Fix: start Redis" in text
+    assert "answers again" in text
+
+
+def test_worker_killed_with_sigkill_loses_no_request(tmp_path, prefix):
+    site = make_site(tmp_path / "site", crawl_delay=1, pages=10)
+    with MockServer(site=site, log=tmp_path / "access.log") as server:
+        project = make_project(tmp_path, server, REDIS_URL, prefix, ["slow"])
+        started = time.time()
+        procs = [start_worker(project, n) for n in range(2)]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if sum(1 for r in server.requests() if r[2].startswith("/p")) >= 3:
+                break
+            time.sleep(0.1)
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait()
+        killed_at = time.time()
+        codes = wait_all(procs[1:])
+        requests = [r for r in server.requests() if r[0] >= started]
+    assert codes == [0], logs(project)[-4000:]
+    fetched = {p for _, h, p in requests if h == "slow.test"}
+    assert {f"/p{i}.html" for i in range(10)} <= fetched, sorted(fetched)
+    survivor = {json.loads(line)["url"] for line in (project / "out" / "items-1.jsonl").read_text().splitlines()}
+    # what the survivor fetched after the kill, it stored (requests put back included)
+    after_kill = {server.url(p, host=h) for t, h, p in requests if h == "slow.test" and p.startswith("/p")
+                  and t > killed_at + 0.5}
+    assert after_kill and after_kill <= survivor
+    assert "back in the shared queue" in logs(project) or len(fetched) >= 11
