@@ -286,3 +286,20 @@ def test_worker_killed_with_sigkill_loses_no_request(tmp_path, prefix):
     # the request the killed worker held was put back, fetched again and its item stored
     assert "back in the shared queue" in (project / "out" / "log-1.txt").read_text()
     assert held in survivor
+
+
+def test_redis_unreachable_from_the_start_fetches_nothing_and_exits_blocked(tmp_path, prefix):
+    port = free_port()  # nothing listens there
+    site = make_site(tmp_path / "site")
+    with MockServer(site=site, log=tmp_path / "access.log") as server:
+        project = make_project(tmp_path, server, f"redis://127.0.0.1:{port}/0", prefix, ["slow"])
+        with (project / "fleet" / "settings.py").open("a", encoding="utf-8") as fh:
+            fh.write("GDPR_STATE_WAIT = 3\n")
+        started = time.time()
+        codes = wait_all([start_worker(project, 0)], timeout=90)
+        requests = [r for r in server.requests() if r[0] >= started]
+    assert codes == [4], logs(project)[-4000:]
+    assert requests == []
+    text = logs(project)
+    assert "INFO: Not fetching anything" in text and "Fix: start Redis or correct GDPR_STATE_URL" in text
+    assert "finish reason gdpr_blocked, exit status 4" in text
