@@ -244,6 +244,10 @@ class PolitenessMiddleware:
         self._intervals: dict[str, float] = {}
         if self.state.shared:
             crawler.signals.connect(self._reached_downloader, signal=signals.request_reached_downloader)
+            from scrapy_gdpr.objections import objection_list
+            from scrapy_gdpr.shared_objections import attach
+
+            attach(objection_list(self.runtime), self.state, self.runtime.config.ledger)
         #: slot key -> monotonic time before which nothing is sent to it
         self.not_before: dict[str, float] = {}
         #: slot key -> why the host was given up
@@ -296,6 +300,7 @@ class PolitenessMiddleware:
                 if self.state.shared:
                     wait = await self._book(key, request)
                     if wait <= 0:
+                        self._check_objections(request)
                         return
                 else:
                     return
@@ -334,6 +339,23 @@ class PolitenessMiddleware:
             return 0.0
         self.crawler.stats.inc_value("gdpr/politeness/shared_busy")
         return wait
+
+    def _check_objections(self, request: Request) -> None:
+        """The last look before a request leaves: an erasure made on another machine
+        while it waited (shared objection list, see scrapy_gdpr.shared_objections)."""
+        from scrapy_gdpr.objections import ObjectionFileError, objection_list
+
+        clause = self.runtime.policy.clause("objections", "path")
+        try:
+            entry = objection_list(self.runtime).match(request.url)
+        except ObjectionFileError as exc:
+            raise refuse(self.crawler, request.url, Reason.UNDECIDED, clause=clause,
+                         detail=f"the objection list is unusable: {exc}") from None
+        except (ValueError, UnicodeError):
+            return  # the gate refused such URLs before
+        if entry is not None:
+            raise refuse(self.crawler, request.url, Reason.OBJECTION, clause=clause,
+                         detail=f"covered by the objection {entry} (made while the request waited)")
 
     def _reached_downloader(self, request: Request, spider: Any = None) -> None:
         """The request leaves now, perhaps a little after its booked time (a connection

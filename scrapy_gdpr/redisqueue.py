@@ -590,6 +590,7 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
 
     # -- in-flight records -----------------------------------------------------------------
     def ack(self, request: Request) -> None:
+        self.pending.discard(request)
         queue_id = request.meta.pop(INFLIGHT_META, None)
         if queue_id is None:
             return

@@ -361,31 +361,24 @@ def gate_state(crawler: Crawler) -> GateState:
 
 class PendingHosts:
     """Requests handed out by the scheduler and not yet booked by the politeness
-    middleware, counted per host: a worker holds at most one waiting request per host,
-    and leaves the others in the shared queue for workers that are free."""
+    middleware, per host: a worker holds at most one waiting request per host, and
+    leaves the others in the shared queue for workers that are free. A request
+    refused before politeness, or finished, is discarded (or forgotten when collected)."""
 
     def __init__(self) -> None:
         import weakref
 
         self._keys: weakref.WeakKeyDictionary[Request, str] = weakref.WeakKeyDictionary()
-        self._counts: dict[str, int] = {}
 
     def add(self, request: Request, key: str) -> None:
-        if request not in self._keys:
-            self._keys[request] = key
-            self._counts[key] = self._counts.get(key, 0) + 1
+        self._keys[request] = key
 
     def discard(self, request: Request) -> None:
-        key = self._keys.pop(request, None)
-        if key is not None:
-            n = self._counts.get(key, 1) - 1
-            if n > 0:
-                self._counts[key] = n
-            else:
-                self._counts.pop(key, None)
+        self._keys.pop(request, None)
 
     def get(self, key: str) -> int:
-        return self._counts.get(key, 0)
+        # at most CONCURRENT_REQUESTS entries: counting them is cheaper than keeping counts right
+        return sum(1 for k in self._keys.values() if k == key)
 
 
 def pending_hosts(crawler: Crawler) -> PendingHosts:

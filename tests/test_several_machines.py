@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import MockServer
 from tests.test_state import REDIS_URL, redis_client
-from tests.utils import ROOT, write_policy
+from tests.utils import ROOT, run_scrapy, write_policy
 
 pytestmark = [pytest.mark.requires_redis, pytest.mark.slow]
 
@@ -35,7 +35,7 @@ GDPR_POLICY = "policy.yaml"
 WORKER = os.environ.get("WORKER", "0")
 GDPR_AUDIT_LOG = "out/audit-" + WORKER + ".jsonl"
 GDPR_REPORT_DIR = "out/reports-" + WORKER
-GDPR_LEDGER = "sqlite:///out/ledger-" + WORKER + ".sqlite3"
+GDPR_LEDGER = {ledger!r} or "sqlite:///out/ledger-" + WORKER + ".sqlite3"
 GDPR_STATE_URL = {state_url!r}
 GDPR_STATE_PREFIX = {prefix!r}
 GDPR_STATE_REQUEUE_AFTER = 6
@@ -102,14 +102,15 @@ def make_site(root: Path, *, crawl_delay: float = 2, pages: int = PAGES, retry_a
     return root
 
 
-def make_project(tmp_path: Path, server: MockServer, state_url: str, prefix: str, hosts: list[str]) -> Path:
+def make_project(tmp_path: Path, server: MockServer, state_url: str, prefix: str, hosts: list[str],
+                 ledger: str = "") -> Path:
     project = tmp_path / "project"
     (project / "fleet" / "spiders").mkdir(parents=True)
     (project / "out").mkdir()
     (project / "scrapy.cfg").write_text("[settings]\ndefault = fleet.settings\n", encoding="utf-8")
     (project / "fleet" / "__init__.py").write_text("", encoding="utf-8")
     (project / "fleet" / "spiders" / "__init__.py").write_text("", encoding="utf-8")
-    (project / "fleet" / "settings.py").write_text(SETTINGS.format(state_url=state_url, prefix=prefix),
+    (project / "fleet" / "settings.py").write_text(SETTINGS.format(state_url=state_url, prefix=prefix, ledger=ledger),
                                                    encoding="utf-8")
     starts = [server.url("/index.html", host=f"{h}.test") for h in hosts]
     (project / "fleet" / "spiders" / "fleet.py").write_text(SPIDER.format(starts=starts), encoding="utf-8")
@@ -303,3 +304,40 @@ def test_redis_unreachable_from_the_start_fetches_nothing_and_exits_blocked(tmp_
     text = logs(project)
     assert "INFO: Not fetching anything" in text and "Fix: start Redis or correct GDPR_STATE_URL" in text
     assert "finish reason gdpr_blocked, exit status 4" in text
+
+
+@pytest.mark.requires_postgres
+def test_erasure_during_the_crawl_is_refused_by_every_worker_within_the_bound(tmp_path, prefix):
+    from scrapy_gdpr.shared_objections import BOUND_SECONDS
+    from tests.retention_support import drop_postgres_schema, postgres_url
+
+    ledger = postgres_url()
+    site = make_site(tmp_path / "site", crawl_delay=0.3, pages=60)
+    try:
+        with MockServer(site=site, log=tmp_path / "access.log") as server:
+            project = make_project(tmp_path, server, REDIS_URL, prefix, ["slow"], ledger=ledger)
+            started = time.time()
+            procs = [start_worker(project, n) for n in range(3)]
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                if sum(1 for r in server.requests() if r[2].startswith("/p")) >= 6:
+                    break
+                time.sleep(0.1)
+            erase = run_scrapy("gdpr-erase", "--spider", "fleet", "--domain", "slow.test", "--yes",
+                               cwd=project, timeout=60)
+            erased_at = time.time()
+            codes = wait_all(procs)
+            requests = [r for r in server.requests() if r[0] >= started]
+    finally:
+        drop_postgres_schema(ledger)
+    assert "shared objections: 1 added" in erase.stdout, erase.stdout + erase.stderr
+    assert all(c in (0, 4) for c in codes), logs(project)[-4000:]
+    late = [r for r in requests if r[1] == "slow.test" and r[0] > erased_at + BOUND_SECONDS]
+    assert late == [], late
+    pages = [r for r in requests if r[2].startswith("/p")]
+    assert len(pages) < 60  # the erasure stopped the crawl of that host
+    for n in range(3):
+        refusals = [json.loads(line) for line in (project / "out" / f"audit-{n}.jsonl").read_text().splitlines()
+                    if '"objection"' in line]
+        assert refusals, f"worker {n} never refused the erased host"
+        assert all(r["reason"] == "objection" and "slow.test" in r["detail"] for r in refusals)
