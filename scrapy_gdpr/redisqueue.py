@@ -33,7 +33,6 @@ through Redis. This module keeps its scheduler and changes what the gate needs:
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 import time
@@ -685,14 +684,29 @@ def configure(settings: BaseSettings, crawler: Crawler, url: str) -> None:
     settings.setdefault_in_component_priority_dict("DOWNLOADER_MIDDLEWARES", QueueAckMiddleware, 10)
 
 
-def purge_keys(server: Any, spider_name: str, queue_key: str = "%(spider)s:requests",
-               dupefilter_key: str = "%(spider)s:dupefilter") -> int:
-    """Delete a spider's shared queue (queued, delayed, in flight) and its seen fingerprints."""
-    base = queue_key % {"spider": spider_name}
-    keys = [base, base + ":delayed", base + ":inflight", base + ":inflight-data",
-            dupefilter_key % {"spider": spider_name}]
-    return int(server.delete(*keys))
+def purge_shared(settings: BaseSettings, spider_name: str, *, dry_run: bool = False) -> str:
+    """``gdpr-purge --shared-queue``: delete a spider's queue, fingerprints and the shared
+    fetch caches (robots.txt, terms, tdmrep.json answers)."""
+    from scrapy.exceptions import UsageError
 
+    from scrapy_gdpr.state import DEFAULT_PREFIX, open_state, state_url
 
-def fingerprint_id(data: bytes) -> str:
-    return hashlib.sha1(data).hexdigest()  # noqa: S324 - an id, not a secret
+    url = state_url(settings)
+    if not url:
+        raise UsageError("--shared-queue needs GDPR_STATE_URL (the Redis the workers share)")
+    if not spider_name:
+        raise UsageError("--shared-queue needs --spider NAME")
+    state = open_state(url, str(settings.get("GDPR_STATE_PREFIX") or DEFAULT_PREFIX))
+    server = state.client  # type: ignore[attr-defined]
+    try:
+        base = str(settings.get("SCHEDULER_QUEUE_KEY") or "%(spider)s:requests") % {"spider": spider_name}
+        keys = [base, base + ":delayed", base + ":inflight", base + ":inflight-data",
+                str(settings.get("SCHEDULER_DUPEFILTER_KEY") or "%(spider)s:dupefilter") % {"spider": spider_name}]
+        keys = [k for k in keys if server.exists(k)]
+        caches = list(server.scan_iter(match=state.key("cache", "*")))  # type: ignore[attr-defined]
+        if not dry_run and (keys or caches):
+            server.delete(*keys, *caches)
+    finally:
+        state.close()
+    verb = "Would delete" if dry_run else "Deleted"
+    return f"{verb} {len(keys)} shared queue key(s) of spider {spider_name!r} and {len(caches)} shared fetch cache entries."

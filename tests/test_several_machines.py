@@ -341,3 +341,33 @@ def test_erasure_during_the_crawl_is_refused_by_every_worker_within_the_bound(tm
                     if '"objection"' in line]
         assert refusals, f"worker {n} never refused the erased host"
         assert all(r["reason"] == "objection" and "slow.test" in r["detail"] for r in refusals)
+
+
+def test_purge_clears_the_shared_queue_and_caches(tmp_path, prefix):
+    from scrapy import Request, Spider
+
+    from scrapy_gdpr import redisqueue
+    from scrapy_gdpr.ledger import open_ledger
+    from scrapy_gdpr.state import RedisState
+
+    site = make_site(tmp_path / "site")
+    with MockServer(site=site) as server:
+        project = make_project(tmp_path, server, REDIS_URL, prefix, ["slow"])
+    open_ledger(f"sqlite:///{project / 'out' / 'ledger-0.sqlite3'}").close()
+    client = redis_client()
+    spider = Spider(name="fleet")
+    queue = redisqueue.JsonPriorityQueue(client, spider, prefix + ":%(spider)s:requests", ttl=60)
+    queue.push(Request("https://slow.test/a"))
+    queue.push(Request("https://slow.test/b"))
+    queue.pop()  # one in flight
+    client.zadd(prefix + ":fleet:dupefilter", {"abc": 1})
+    state = RedisState(REDIS_URL, prefix)
+    state.put("robots", "https://slow.test/robots.txt", b"{}", 60)
+    dry = run_scrapy("gdpr-purge", "--spider", "fleet", "--shared-queue", "--dry-run", cwd=project)
+    assert "Would delete 4 shared queue key(s) of spider 'fleet' and 1 shared fetch cache" in dry.stdout, dry.stderr
+    assert client.exists(prefix + ":fleet:requests")
+    done = run_scrapy("gdpr-purge", "--spider", "fleet", "--shared-queue", cwd=project)
+    assert "Deleted 4 shared queue key(s)" in done.stdout, done.stderr
+    assert list(client.scan_iter(match=f"{prefix}*")) == []
+    state.close()
+    client.close()
