@@ -333,7 +333,7 @@ def redact(url: str) -> str:
 
 
 def state_url(settings: BaseSettings) -> str:
-    return str(settings.get(SETTING) or os.environ.get(SETTING) or "")
+    return str(settings.get(SETTING) or "")
 
 
 def open_state(url: str, prefix: str = DEFAULT_PREFIX) -> GateState:
