@@ -331,6 +331,7 @@ class PolitenessMiddleware:
         interval = self._interval(key)
         if interval:
             self._intervals[key] = interval
+            pending_hosts(self.crawler).intervals[key] = interval
         booked, wait = await call_shared(self.crawler, self.state.reserve, key, interval, closing=self._closing)
         if booked:
             if wait > 0:

@@ -220,13 +220,20 @@ end
 return #ARGV - 1
 """
 
-# KEYS[1] delayed; ARGV[1] wait ms, ARGV[2] "score|data", ARGV[3] key lifetime ms (0: none)
+# KEYS[1] delayed, KEYS[2] the host's set-aside horizon; ARGV[1] wait ms,
+# ARGV[2] "score|data", ARGV[3] key lifetime ms (0: none), ARGV[4] the host's interval ms.
+# Requests set aside for one host fall due one interval apart, when each can go.
 _DELAY = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
+local due = math.max(now + tonumber(ARGV[1]), tonumber(redis.call('GET', KEYS[2]) or '0'))
+local step = tonumber(ARGV[4])
+if step > 0 then
+  redis.call('SET', KEYS[2], due + step, 'PX', due + step - now + 1000)
+end
+redis.call('ZADD', KEYS[1], due, ARGV[2])
 if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3])) end
-return 1
+return due - now
 """
 
 
@@ -279,11 +286,14 @@ class JsonPriorityQueue:
                 pipe.pexpire(key, int(self.ttl * 1000))
         pipe.execute()
 
-    def delay(self, request: Request, wait: float) -> None:
+    def delay(self, request: Request, wait: float, host: str = "", interval: float = 0.0) -> None:
+        """Set ``request`` aside for ``wait`` seconds, and after the requests already set
+        aside for ``host``, one ``interval`` apart."""
         data = self.encode(request)
         self.round_trips += 1
-        self._delay(keys=[self.delayed_key], args=[int(wait * 1000), f"{-request.priority}|".encode() + data,
-                                                    int(self.ttl * 1000)])
+        self._delay(keys=[self.delayed_key, f"{self.key}:horizon:{host}"],
+                    args=[int(wait * 1000), f"{-request.priority}|".encode() + data, int(self.ttl * 1000),
+                          int(interval * 1000) if host else 0])
 
     def pop(self, timeout: int = 0) -> Request | None:
         while True:
@@ -409,6 +419,8 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         self._down_since: float | None = None
         self._renewer: Any = None
         self._waker: Any = None
+        self._length = 0
+        self._length_at = float("-inf")
         #: requests handed to the engine and not yet booked, per host (see politeness)
         self.pending = pending_hosts(crawler)
         crawler.signals.connect(self._ack_failed, signal=signals.request_dropped)
@@ -470,6 +482,8 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
             pass  # Redis is away: the next pop notices; the deadlines may pass meanwhile
 
     def close(self, reason: str) -> None:
+        trips = self.queue.round_trips + self.df.round_trips + getattr(self.state, "round_trips", 0)
+        self.stats.set_value("gdpr/state/round_trips", trips)
         for loop in (self._renewer, self._waker):
             if loop is not None and loop.running:
                 loop.stop()
@@ -556,7 +570,8 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
                     return request
                 # the host is booked by another worker or paused, or this worker already
                 # has a request waiting for it: set it aside, take another
-                self.queue.delay(request, max(wait, SET_ASIDE_SECONDS))
+                self.queue.delay(request, max(wait, SET_ASIDE_SECONDS), key,
+                                 self.pending.intervals.get(key, SET_ASIDE_SECONDS))
                 self.queue.ack(request.meta.pop(INFLIGHT_META))
                 self.stats.inc_value("gdpr/queue/set_aside")
             self._up()
@@ -574,12 +589,16 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
     def has_pending_requests(self) -> bool:
         if self._held:
             return True
+        now = time.monotonic()
+        if now - self._length_at < WAKE_SECONDS:
+            return self._length > 0  # the engine asks after every event: one look per wake-up
         try:
-            pending = len(self.queue) > 0
+            self._length = len(self.queue)
         except self._errors as exc:
             self._down(exc)
             return True  # unknown: stay open until Redis answers (or GDPR_STATE_WAIT passes)
-        return pending
+        self._length_at = now
+        return self._length > 0
 
     def __len__(self) -> int:
         try:

@@ -369,6 +369,8 @@ class PendingHosts:
         import weakref
 
         self._keys: weakref.WeakKeyDictionary[Request, str] = weakref.WeakKeyDictionary()
+        #: host -> the interval of its last booking (the scheduler spaces set-aside requests by it)
+        self.intervals: dict[str, float] = {}
 
     def add(self, request: Request, key: str) -> None:
         self._keys[request] = key
