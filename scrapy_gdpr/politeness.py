@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import weakref
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,10 @@ REPORT_LIMIT = 1000
 #: delta-seconds longer than this many digits (more than 31,000 years) are not a
 #: wait anyone means: treated as malformed and ignored, like any other bad value.
 MAX_DELTA_DIGITS = 12
+
+#: A booked request that reaches the downloader later than this after its booking
+#: pushes the host's next time forward from when it really leaves (shared state).
+ON_TIME_SECONDS = 0.01
 
 #: How often a request held by ``Retry-After`` looks whether the crawl is closing.
 SHUTDOWN_POLL = 0.5
@@ -240,8 +245,9 @@ class PolitenessMiddleware:
         self.floors = slot_floors(crawler)
         #: shared state (GDPR_STATE_URL): hosts are booked across every worker
         self.state = gate_state(crawler)
-        #: slot key -> the interval of its last booking (re-asserted when a request leaves)
+        #: slot key -> the interval of its last booking (re-asserted when a request leaves late)
         self._intervals: dict[str, float] = {}
+        self._booked_at: weakref.WeakKeyDictionary[Request, float] = weakref.WeakKeyDictionary()
         if self.state.shared:
             crawler.signals.connect(self._reached_downloader, signal=signals.request_reached_downloader)
             from scrapy_gdpr.objections import objection_list
@@ -332,10 +338,13 @@ class PolitenessMiddleware:
         if interval:
             self._intervals[key] = interval
             pending_hosts(self.crawler).intervals[key] = interval
-        booked, wait = await call_shared(self.crawler, self.state.reserve, key, interval, closing=self._closing)
+        # booked only when the host is free now: a request booked ahead and then held
+        # up (a loaded machine oversleeps) would leave later than its booking, closer to
+        # the next worker's request than the host asked
+        booked, wait = await call_shared(self.crawler, self.state.reserve, key, interval, 0.0,
+                                         closing=self._closing)
         if booked:
-            if wait > 0:
-                await sleep(wait)
+            self._booked_at[request] = time.monotonic()
             self.crawler.stats.inc_value("gdpr/politeness/shared_booked")
             return 0.0
         self.crawler.stats.inc_value("gdpr/politeness/shared_busy")
@@ -361,6 +370,9 @@ class PolitenessMiddleware:
     def _reached_downloader(self, request: Request, spider: Any = None) -> None:
         """The request leaves now, perhaps a little after its booked time (a connection
         to open, a busy slot): the host's next time counts from now."""
+        booked_at = self._booked_at.pop(request, None)
+        if booked_at is not None and time.monotonic() - booked_at < ON_TIME_SECONDS:
+            return  # left when booked: the booking stands (one Redis round trip saved)
         key = request.meta.get("download_slot")
         interval = self._intervals.get(key) if key is not None else None
         if interval:

@@ -204,3 +204,38 @@ def test_seen_fingerprints_expire(prefix):
     assert 0 < client.pttl(prefix + ":seen") <= 300
     time.sleep(0.35)
     assert not df.request_seen(Request("https://a.test/x"))
+
+
+# --------------------------------------------------------------------------- add-on wiring
+
+
+def test_addon_wires_scrapy_redis_with_json_and_refuses_pickle():
+    from scrapy.settings import Settings
+
+    from scrapy_gdpr.state import update_settings
+
+    settings = Settings({"SCHEDULER_PERSIST": True})
+    update_settings(settings, None)  # no GDPR_STATE_URL: nothing changes
+    assert settings.get("SCHEDULER") == "scrapy.core.scheduler.Scheduler"
+    settings = Settings({"GDPR_STATE_URL": "redis://127.0.0.1:6379/3"})
+    update_settings(settings, None)
+    assert settings.get("SCHEDULER") == redisqueue.SCHEDULER
+    assert settings.get("SCHEDULER_SERIALIZER") == "scrapy_gdpr.redisqueue"
+    assert settings.get("REDIS_URL") == "redis://127.0.0.1:6379/3"
+    assert redisqueue.QueueAckMiddleware in settings.getdict("SPIDER_MIDDLEWARES")
+    pickled = Settings({"GDPR_STATE_URL": "redis://127.0.0.1:6379/3",
+                        "SCHEDULER_SERIALIZER": "scrapy_redis.picklecompat"})
+    with pytest.raises(ValueError, match="pickles queued requests"):
+        update_settings(pickled, None)
+
+
+def test_scrapy_redis_without_shared_state_is_refused():
+    from scrapy.settings import Settings
+
+    from scrapy_gdpr.state import update_settings
+
+    with pytest.raises(ValueError, match="GDPR_STATE_URL is unset"):
+        update_settings(Settings({"SCHEDULER": "scrapy_redis.scheduler.Scheduler",
+                                  "REDIS_URL": "redis://127.0.0.1:6379/0"}), None)
+    with pytest.raises(ValueError, match="redis://"):
+        update_settings(Settings({"GDPR_STATE_URL": "127.0.0.1:6379"}), None)
