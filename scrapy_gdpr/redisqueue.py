@@ -71,8 +71,10 @@ ACK_MIDDLEWARE = "scrapy_gdpr.redisqueue.QueueAckMiddleware"
 PICKLE_SERIALIZERS = ("scrapy_redis.picklecompat", "pickle")
 
 
-#: How often an idle worker asks the shared queue again (seconds).
+#: How often an idle worker may ask the shared queue again (seconds).
 WAKE_SECONDS = 0.2
+#: The longest an idle worker waits before asking again when nothing is set aside.
+QUIET_SECONDS = 1.0
 #: The shortest time a request is set aside for a busy host.
 SET_ASIDE_SECONDS = 0.25
 
@@ -199,7 +201,11 @@ for _, id in ipairs(lost) do
   redis.call('HDEL', KEYS[4], id)
 end
 local top = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if #top == 0 then return {false, #lost} end
+if #top == 0 then
+  local soon = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  if #soon == 0 then return {false, #lost, -1} end
+  return {false, #lost, tonumber(soon[2]) - now}
+end
 redis.call('ZREM', KEYS[1], top[1])
 local id = redis.sha1hex(top[1])
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[1]), id)
@@ -259,6 +265,7 @@ class JsonPriorityQueue:
         #: in-flight ids this worker holds (their deadlines are renewed while it lives)
         self.held: set[str] = set()
         self.round_trips = 0
+        self.next_due = 0
         self.expired = 0
         self.requeued = 0
 
@@ -300,6 +307,8 @@ class JsonPriorityQueue:
             self.round_trips += 1
             found = self._pop(keys=self.keys(), args=[int(self.requeue_after * 1000), int(self.ttl * 1000)])
             data, lost = found[0], int(found[1])
+            #: ms until the first set-aside request falls due (-1: none), when nothing was popped
+            self.next_due = int(found[2]) if not data else 0
             if lost:
                 self.requeued += lost
                 logger.info("Put %(n)d request(s) of a stopped worker back in the shared queue",
@@ -421,6 +430,7 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         self._waker: Any = None
         self._length = 0
         self._length_at = float("-inf")
+        self._quiet_until = float("-inf")
         #: requests handed to the engine and not yet booked, per host (see politeness)
         self.pending = pending_hosts(crawler)
         crawler.signals.connect(self._ack_failed, signal=signals.request_dropped)
@@ -471,6 +481,8 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
                         extra={"spider": spider})
 
     def _wake(self) -> None:
+        if time.monotonic() < self._quiet_until:
+            return  # the queue was empty and nothing set aside falls due before then
         slot = getattr(self.crawler.engine, "_slot", None)
         if slot is not None and slot.closing is None:
             slot.nextcall.schedule()
@@ -557,6 +569,10 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
             for _ in range(16):
                 request = self.queue.pop()
                 if request is None:
+                    # nothing ready: ask again when the first set-aside request falls due,
+                    # and at least once a second for what other workers queue
+                    due = self.queue.next_due / 1000 if self.queue.next_due >= 0 else QUIET_SECONDS
+                    self._quiet_until = time.monotonic() + min(max(due, 0.0), QUIET_SECONDS) - WAKE_SECONDS
                     break
                 key, wait = self._host_wait(request)
                 logger.debug("Shared queue: %(request)s, host %(key)s free in %(wait).2f s, %(n)d waiting here",

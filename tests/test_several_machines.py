@@ -270,12 +270,14 @@ def test_worker_killed_with_sigkill_loses_no_request(tmp_path, prefix):
         started = time.time()
         # worker 0 is killed in the middle of a callback, so it holds a request that is
         # fetched but not done
-        procs = [start_worker(project, 0, PARSE_SLEEP="30"), start_worker(project, 1)]
+        procs = [start_worker(project, 0, PARSE_SLEEP="30")]
         log0 = project / "out" / "log-0.txt"
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and "PARSING" not in log0.read_text(errors="replace"):
             time.sleep(0.1)
         held = log0.read_text(errors="replace").split("PARSING ", 1)[1].split()[0]
+        procs.append(start_worker(project, 1))
+        time.sleep(3)  # both workers crawl; worker 0 is still inside the callback
         procs[0].send_signal(signal.SIGKILL)
         procs[0].wait()
         codes = wait_all(procs[1:])
