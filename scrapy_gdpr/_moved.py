@@ -51,6 +51,9 @@ MOVED: dict[str, str] = {
         "review": "documents.review",
         "report": "documents.report",
         "description": "documents.description",
+        "state": "shared.state",
+        "redisqueue": "shared.queue",
+        "shared_objections": "gate.shared_objections",
 
         "figures": "ops.figures",
         "metrics": "ops.metrics",

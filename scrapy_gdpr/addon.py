@@ -34,6 +34,7 @@ from scrapy_gdpr.retention.recorder import RetentionExtension
 from scrapy_gdpr.retention.stamp import RetentionPipeline
 from scrapy_gdpr.retention.stores import check_settings as check_store_settings
 from scrapy_gdpr.runtime import get_runtime
+from scrapy_gdpr.shared.queue import update_settings as state_settings
 from scrapy_gdpr.status import CrawlStatus
 
 if TYPE_CHECKING:
@@ -210,6 +211,8 @@ ADDON_HOOKS: list[Callable[[BaseSettings, Crawler], None]] = [
     check_store_settings,
     # refuse an HTTP cache without retention.caches; expire logs and caches at spider open
     logpurge_settings,
+    # GDPR_STATE_URL: the shared state and scrapy-redis's queue with JSON entries
+    state_settings,
 ]
 
 

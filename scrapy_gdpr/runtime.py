@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from scrapy_gdpr.media.facepool import FacePool
     from scrapy_gdpr.ops.figures import FigureCollector
     from scrapy_gdpr.retention.recorder import RetentionExtension
+    from scrapy_gdpr.shared.state import GateState, Outage, PendingHosts
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,12 @@ class GdprRuntime:
     retention: RetentionExtension | None = None
     #: The figures collector of the monitors and metrics.
     figures: FigureCollector | None = None
+    #: The gate's state: in-process, or shared with other machines (GDPR_STATE_URL).
+    state: GateState | None = None
+    #: Requests the scheduler handed out and politeness has not booked yet, per host.
+    pending_hosts: PendingHosts | None = None
+    #: An outage of the shared state, logged once.
+    state_outage: Outage | None = None
 
     @property
     def spider_name(self) -> str:

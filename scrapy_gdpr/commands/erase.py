@@ -79,8 +79,23 @@ class Command(ScrapyCommand):
         for problem in result.problems:
             print(f"incomplete: {problem}", file=sys.stderr)
         self._check_objection_list(objections)
+        self._publish(result.objections_added)
         if not result.complete:
             self.exitcode = 1
+
+    def _publish(self, lines: list[str]) -> None:
+        """Several crawl machines (GDPR_STATE_URL): the objections reach every worker."""
+        from scrapy_gdpr.gate.shared_objections import publish
+
+        try:
+            done = publish(self.settings, lines)
+        except Exception as exc:
+            print(f"not shared with the other crawl machines: {type(exc).__name__}: {exc}. Fix: check Redis "
+                  "(GDPR_STATE_URL) and the PostgreSQL ledger, then run the erasure again", file=sys.stderr)
+            self.exitcode = 1
+            return
+        if done:
+            print(done, file=sys.stderr if done.startswith("warning") else sys.stdout)
 
     @staticmethod
     def _check_objection_list(path: Path) -> None:

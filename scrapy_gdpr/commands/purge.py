@@ -35,6 +35,10 @@ class Command(ScrapyCommand):
         parser.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                             help="wait this long for a feed file a crawl is writing (default: skip it)")
         parser.add_argument("--json", action="store_true", help="print the result as JSON")
+        parser.add_argument("--shared-queue", action="store_true",
+                            help="also clear the spider's shared queue, seen-request fingerprints and fetch "
+                            "caches in Redis (GDPR_STATE_URL; needs --spider). They expire by themselves "
+                            "after retention.caches")
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         _rights.report_errors(self, lambda: self._run(opts))
@@ -87,6 +91,10 @@ class Command(ScrapyCommand):
                   file=sys.stderr)
         for error in result.errors:
             print(f"not purged: {error['location']}: {error['error']}", file=sys.stderr)
+        if opts.shared_queue:
+            from scrapy_gdpr.shared.queue import purge_shared
+
+            print(purge_shared(self.settings, opts.spider or "", dry_run=opts.dry_run))
         if result.errors or logs.problems or result.store_errors:
             self.exitcode = 1
         elif result.busy:

@@ -24,6 +24,7 @@ import os
 import re
 import threading
 import unicodedata
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,7 +33,7 @@ from urllib.parse import quote, unquote, urlsplit
 from w3lib.url import canonicalize_url
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from scrapy_gdpr.runtime import GdprRuntime
 
@@ -370,6 +371,10 @@ class ObjectionList:
         #: The error that made the list unusable (a malformed appended line): lookups
         #: raise it until the file is fixed, so nothing is fetched meanwhile.
         self.error: ObjectionFileError | None = None
+        #: Callables ``source(self)`` run before each refresh, which may ``add`` entries
+        #: (the shared objection table of several crawl machines); one that raises
+        #: ObjectionFileError makes the lookup fail (closed).
+        self.sources: list[Callable[[ObjectionList], None]] = []
 
     # -- construction ---------------------------------------------------------------
     @classmethod
@@ -447,6 +452,8 @@ class ObjectionList:
     # -- file -----------------------------------------------------------------------
     def refresh(self) -> None:
         """Read what was appended to the file since the last call (cheap when nothing was)."""
+        for source in self.sources:
+            source(self)
         if self.path is None:
             return
         try:

@@ -51,6 +51,7 @@ from scrapy_gdpr.gate.robots import (
 from scrapy_gdpr.gate.rsl import RSL_META
 from scrapy_gdpr.gate.xmp import DMI_PURPOSES, read_data_mining
 from scrapy_gdpr.internal import internal_kind, internal_meta
+from scrapy_gdpr.shared.state import download_once
 from scrapy_gdpr.urls import site_root
 
 if TYPE_CHECKING:
@@ -553,7 +554,7 @@ class OptOutMiddleware:
                           meta={**internal_meta("tdmrep"), **capped(TDMREP_MAX_SIZE)})
         entry.rules, entry.error, entry.unread = None, "", ""
         try:
-            response = await self.crawler.engine.download_async(request)
+            response = await download_once(self.crawler, request, "tdmrep", self.tdmrep_ttl)
         except Exception as exc:
             if too_large(exc):
                 entry.unread = f"the file is {size_detail(TDMREP_MAX_SIZE)}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import weakref
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from scrapy.utils.httpobj import urlparse_cached
 
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.audit import Reason, refuse
+from scrapy_gdpr.shared.state import MARGIN_SECONDS, StateUnavailable, call_shared, gate_state, pending_hosts
 
 if TYPE_CHECKING:
     from typing import Self
@@ -50,6 +52,10 @@ REPORT_LIMIT = 1000
 #: delta-seconds longer than this many digits (more than 31,000 years) are not a
 #: wait anyone means: treated as malformed and ignored, like any other bad value.
 MAX_DELTA_DIGITS = 12
+
+#: A booked request that reaches the downloader later than this after its booking
+#: pushes the host's next time forward from when it really leaves (shared state).
+ON_TIME_SECONDS = 0.01
 
 #: How often a request held by ``Retry-After`` looks whether the crawl is closing.
 SHUTDOWN_POLL = 0.5
@@ -144,6 +150,8 @@ class SlotFloors:
         #: Connected to ``response_downloaded`` when the first floor is set, so a crawl
         #: without floors does no work per response.
         self._connected = False
+        #: With a shared state the reservation spaces requests, not the local slot.
+        self.shared = gate_state(crawler).shared
 
     @property
     def _downloader(self) -> Downloader:
@@ -177,7 +185,7 @@ class SlotFloors:
     def apply(self, key: str) -> None:
         """Re-apply the floor to the live slot, if there is one."""
         floor = self.floor(key)
-        if not floor:
+        if not floor or self.shared:
             return
         slot: Slot | None = self._downloader.slots.get(key)
         if slot is not None and (slot.delay < floor or (slot.jitter and slot.delay * (1 - slot.jitter) < floor)):
@@ -236,6 +244,17 @@ class PolitenessMiddleware:
         check_user_agent(user_agent, policy, setting)
         self.max_wait = policy.duration(policy.politeness.retry_after_max).total_seconds()
         self.floors = slot_floors(crawler)
+        #: shared state (GDPR_STATE_URL): hosts are booked across every worker
+        self.state = gate_state(crawler)
+        #: slot key -> the interval of its last booking (re-asserted when a request leaves late)
+        self._intervals: dict[str, float] = {}
+        self._booked_at: weakref.WeakKeyDictionary[Request, float] = weakref.WeakKeyDictionary()
+        if self.state.shared:
+            crawler.signals.connect(self._reached_downloader, signal=signals.request_reached_downloader)
+            from scrapy_gdpr.gate.objections import objection_list
+            from scrapy_gdpr.gate.shared_objections import attach
+
+            attach(objection_list(self.runtime), self.state, self.runtime.config.ledger)
         #: slot key -> monotonic time before which nothing is sent to it
         self.not_before: dict[str, float] = {}
         #: slot key -> why the host was given up
@@ -260,6 +279,15 @@ class PolitenessMiddleware:
         return self.crawler.engine.downloader.get_slot_key(request)
 
     async def process_request(self, request: Request) -> None:
+        if self.state.shared:
+            try:
+                return await self._process_request(request)
+            finally:
+                # booked, refused or failed: the scheduler may hand out this host again
+                pending_hosts(self.crawler).discard(request)
+        return await self._process_request(request)
+
+    async def _process_request(self, request: Request) -> None:
         key = self._slot_key(request)
         if self._exact and key not in self._rated:
             self._apply_rate_limit(key, request)
@@ -276,7 +304,13 @@ class PolitenessMiddleware:
                 )
             wait = self.not_before.get(key, 0.0) - time.monotonic()
             if wait <= 0:
-                return
+                if self.state.shared:
+                    wait = await self._book(key, request)
+                    if wait <= 0:
+                        self._check_objections(request)
+                        return
+                else:
+                    return
             if self._closing():
                 raise refuse(
                     self.runtime,
@@ -297,6 +331,70 @@ class PolitenessMiddleware:
             # in slices, so that a closing crawl (Ctrl-C, CLOSESPIDER_*, crawler.stop())
             # does not wait for the end of a long pause
             await sleep(min(wait, SHUTDOWN_POLL))
+
+    async def _book(self, key: str, request: Request) -> float:
+        """Book ``key`` in the shared state; 0 when the request may go now, else the
+        seconds until the host is free (another worker holds it, or a Retry-After)."""
+        interval = self._interval(key)
+        if interval:
+            self._intervals[key] = interval
+            pending_hosts(self.crawler).intervals[key] = interval
+        # booked only when the host is free now: a request booked ahead and then held
+        # up (a loaded machine oversleeps) would leave later than its booking, closer to
+        # the next worker's request than the host asked
+        booked, wait = await call_shared(self.crawler, self.state.reserve, key, interval, 0.0,
+                                         closing=self._closing)
+        if booked:
+            self._booked_at[request] = time.monotonic()
+            self.crawler.stats.inc_value("gdpr/politeness/shared_booked")
+            return 0.0
+        self.crawler.stats.inc_value("gdpr/politeness/shared_busy")
+        return float(wait)
+
+    def _check_objections(self, request: Request) -> None:
+        """The last look before a request leaves: an erasure made on another machine
+        while it waited (shared objection list, see scrapy_gdpr.gate.shared_objections)."""
+        from scrapy_gdpr.gate.objections import ObjectionFileError, objection_list
+
+        clause = self.runtime.policy.clause("objections", "path")
+        try:
+            entry = objection_list(self.runtime).match(request.url)
+        except ObjectionFileError as exc:
+            raise refuse(self.runtime, request.url, Reason.UNDECIDED, clause=clause,
+                         detail=f"the objection list is unusable: {exc}") from None
+        except (ValueError, UnicodeError):
+            return  # the gate refused such URLs before
+        if entry is not None:
+            raise refuse(self.runtime, request.url, Reason.OBJECTION, clause=clause,
+                         detail=f"covered by the objection {entry} (made while the request waited)")
+
+    def _reached_downloader(self, request: Request, spider: Any = None) -> None:
+        """The request leaves now, perhaps a little after its booked time (a connection
+        to open, a busy slot): the host's next time counts from now."""
+        booked_at = self._booked_at.pop(request, None)
+        if booked_at is not None and time.monotonic() - booked_at < ON_TIME_SECONDS:
+            return  # left when booked: the booking stands (one Redis round trip saved)
+        key = request.meta.get("download_slot")
+        interval = self._intervals.get(key) if key is not None else None
+        if key is not None and interval:
+            try:
+                self.state.sent(key, interval)
+            except StateUnavailable:
+                pass  # the next booking waits for Redis anyway
+
+    def _interval(self, key: str) -> float:
+        """The shortest time between two sends to slot ``key`` by any worker: its floor
+        (robots.txt, the policy's rate limit) or delay (DOWNLOAD_DELAY, DOWNLOAD_SLOTS).
+        The live slot's own delay is zeroed: the booking spaces the requests."""
+        downloader = self.crawler.engine.downloader
+        configured = downloader.per_slot_settings.get(key, {}).get("delay")
+        if configured is None:
+            configured = self.crawler.settings.getfloat("DOWNLOAD_DELAY")
+        interval = max(self.floors.floor(key), float(configured))
+        slot = downloader.slots.get(key)
+        if slot is not None and slot.delay:
+            slot.delay = 0.0
+        return interval + MARGIN_SECONDS if interval else 0.0
 
     def _closing(self) -> bool:
         """Whether the engine is stopping or closing the spider (graceful shutdown)."""
@@ -353,6 +451,11 @@ class PolitenessMiddleware:
         until = time.monotonic() + seconds
         if until > self.not_before.get(key, 0.0):
             self.not_before[key] = until
+        if self.state.shared:
+            try:
+                self.state.block(key, seconds)
+            except StateUnavailable:
+                pass  # this worker still holds the host; the others hold every request meanwhile
         self._report["paused"] += 1
         stats.inc_value("gdpr/politeness/retry_after")
         logger.info(

@@ -43,6 +43,7 @@ from scrapy_gdpr.audit import Reason, record, refuse
 from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.gate.politeness import parse_retry_after, slot_floors
 from scrapy_gdpr.internal import internal_kind, internal_meta
+from scrapy_gdpr.shared.state import download_once
 from scrapy_gdpr.urls import origin_of
 
 if TYPE_CHECKING:
@@ -901,7 +902,7 @@ class RobotsGateMiddleware:
             request = Request(url, meta=meta, callback=NO_CALLBACK, dont_filter=True, priority=1000)
             stats.inc_value("gdpr/robots/fetches")
             try:
-                response = await self.crawler.engine.download_async(request)
+                response = await download_once(self.crawler, request, "robots", self.ttl, self._shared_ttl)
             except Exception as exc:
                 if too_large(exc):
                     stats.inc_value("gdpr/robots/too_large")
@@ -944,6 +945,11 @@ class RobotsGateMiddleware:
                 # RFC 9309 2.3.1.3 "unavailable": no restrictions
                 return self._finish(RobotsEntry(origin, robots_url, "unavailable", status=status), response)
             return self._unreachable(origin, robots_url, previous, f"unexpected HTTP {status}", response)
+
+    def _shared_ttl(self, response: Response) -> float:
+        """How long other workers may use this robots.txt answer (``_finish``'s rule)."""
+        max_age = _max_age(response)
+        return self.ttl if max_age is None else min(self.ttl, max(max_age, min(self.MIN_TTL, self.ttl)))
 
     def _finish(self, entry: RobotsEntry, response: Response | None) -> RobotsEntry:
         now = time.monotonic()

@@ -32,6 +32,7 @@ from scrapy_gdpr.audit import Reason, record, refuse
 from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.gate._flight import Flight
 from scrapy_gdpr.internal import internal_kind, internal_meta
+from scrapy_gdpr.shared.state import download_once
 
 if TYPE_CHECKING:
     from typing import Self
@@ -284,7 +285,7 @@ class TermsMiddleware:
         request = Request(url, priority=INTERNAL_PRIORITY, callback=NO_CALLBACK, dont_filter=True,
                           meta={**internal_meta("terms"), "dont_cache": True, **capped(MAX_SIZE)})
         try:
-            response = await self.crawler.engine.download_async(request)
+            response = await download_once(self.crawler, request, "terms", self.interval)
         except Exception as exc:
             if too_large(exc):
                 page.error = f"is {size_detail(MAX_SIZE)}"

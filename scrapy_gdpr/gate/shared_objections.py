@@ -1,0 +1,160 @@
+"""Objections that reach every crawl machine: a table beside the PostgreSQL ledger,
+and a version counter in the shared state.
+
+``scrapy gdpr-erase`` on any machine appends its objections to the policy's list
+file as before, and, when ``GDPR_STATE_URL`` is set and the ledger is PostgreSQL,
+also writes them to the table ``gdpr_shared_objections`` (in the ledger's schema)
+and bumps the ``objections`` version in Redis.
+
+Every worker's objection list (:class:`~scrapy_gdpr.gate.objections.ObjectionList`)
+reads the version at most every :data:`SYNC_SECONDS` when it is consulted, and on a
+change adds the rows it has not seen. The politeness middleware consults the list
+once more right before a request leaves, so a request sent more than
+``SYNC_SECONDS`` after ``gdpr-erase`` finished (plus one query, well under a
+second) is checked against the erasure: **the stated bound is 2 seconds**.
+
+Fail closed: when PostgreSQL cannot be read, the list raises
+:class:`~scrapy_gdpr.gate.objections.ObjectionFileError` and the gate refuses the request
+as undecided; when Redis cannot be reached, the politeness middleware holds every
+request until it can, and checks the objections again before sending.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from scrapy_gdpr.gate.objections import ObjectionFileError
+from scrapy_gdpr.shared.state import StateUnavailable
+
+if TYPE_CHECKING:
+    from scrapy_gdpr.gate.objections import ObjectionList
+    from scrapy_gdpr.shared.state import GateState
+
+logger = logging.getLogger(__name__)
+
+TABLE = "gdpr_shared_objections"
+VERSION = "objections"
+#: How often a worker looks at the version counter (seconds).
+SYNC_SECONDS = 1.0
+#: The bound the documentation and the tests state (seconds).
+BOUND_SECONDS = 2.0
+
+
+def is_postgres(url: str | None) -> bool:
+    return bool(url) and str(url).startswith(("postgresql://", "postgres://"))
+
+
+class ObjectionTable:
+    """The shared objection rows (``id``, ``line``: ``"kind value"``, ``added_at``)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: Any = None
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=3)
+            self._conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {TABLE} (id BIGSERIAL PRIMARY KEY, line TEXT NOT NULL, "
+                "added_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+        return self._conn
+
+    def add(self, lines: list[str]) -> None:
+        conn = self._connect()
+        with conn.transaction():
+            for line in lines:
+                conn.execute(f"INSERT INTO {TABLE} (line) VALUES (%s)", (line,))  # noqa: S608 - TABLE is a constant
+
+    def since(self, last_id: int) -> list[tuple[int, str]]:
+        rows = self._connect().execute(
+            f"SELECT id, line FROM {TABLE} WHERE id > %s ORDER BY id",  # noqa: S608 - TABLE is a constant
+            (last_id,),
+        )
+        return [(int(i), str(line)) for i, line in rows.fetchall()]
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class ObjectionSync:
+    """Keeps one worker's objection list up to date with the shared table."""
+
+    def __init__(self, state: GateState, table: ObjectionTable) -> None:
+        self.state = state
+        self.table = table
+        self.version: int | None = None
+        self.last_id = 0
+        self.checked = float("-inf")
+
+    def __call__(self, objections: ObjectionList) -> None:
+        now = time.monotonic()
+        if now - self.checked < SYNC_SECONDS:
+            return
+        try:
+            version = self.state.version(VERSION)
+        except StateUnavailable:
+            return  # nothing is sent while Redis is away; checked again before sending
+        self.checked = now
+        if version == self.version:
+            return
+        try:
+            rows = self.table.since(self.last_id)
+        except Exception as exc:
+            self.checked = float("-inf")
+            raise ObjectionFileError(
+                f"the shared objection list ({TABLE}) cannot be read: {type(exc).__name__}: {exc}. Fix: check "
+                "that the PostgreSQL ledger is reachable"
+            ) from exc
+        for row_id, line in rows:
+            kind, _, value = line.partition(" ")
+            try:
+                objections.add(kind, value)
+            except ValueError as exc:
+                logger.warning("Skipping shared objection %(id)d %(line)r: %(exc)s",
+                               {"id": row_id, "line": line, "exc": exc})
+            self.last_id = max(self.last_id, row_id)
+        if rows:
+            logger.info("Shared objection list: %(n)d new entr(ies) (version %(v)d)", {"n": len(rows), "v": version})
+        self.version = version
+
+
+def attach(objections: ObjectionList, state: GateState, ledger_url: str | None) -> ObjectionSync | None:
+    """Make ``objections`` follow the shared table, when the state is shared and the
+    ledger is PostgreSQL."""
+    if not state.shared or not is_postgres(ledger_url):
+        return None
+    sync = ObjectionSync(state, ObjectionTable(str(ledger_url)))
+    objections.sources.append(sync)
+    return sync
+
+
+def publish(settings: Any, lines: list[str]) -> str:
+    """After an erasure: write ``lines`` to the shared table and bump the version.
+    Returns what was done, for the command's output ("" when not configured)."""
+    from scrapy_gdpr.shared.state import open_state, state_url
+
+    url = state_url(settings)
+    if not url or not lines:
+        return ""
+    ledger = settings.get("GDPR_LEDGER")
+    if not is_postgres(ledger):
+        return ("warning: GDPR_STATE_URL is set but the ledger is not PostgreSQL: the objections reach the other "
+                "machines only through their objection list files")
+    table = ObjectionTable(str(ledger))
+    try:
+        table.add(lines)
+    finally:
+        table.close()
+    state = open_state(url, str(settings.get("GDPR_STATE_PREFIX") or "gdpr"))
+    try:
+        version = state.bump(VERSION)
+    finally:
+        state.close()
+    return f"shared objections: {len(lines)} added, version {version} (every worker refuses them within {BOUND_SECONDS:g} s)"

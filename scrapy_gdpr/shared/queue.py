@@ -1,0 +1,784 @@
+"""scrapy-redis fitted to the gate: a JSON queue, expiring fingerprints, fail closed.
+
+scrapy-redis shares a crawl's request queue and duplicate filter between workers
+through Redis. This module keeps its scheduler and changes what the gate needs:
+
+* **JSON, never pickle.** :mod:`scrapy_redis.picklecompat` would let anyone who can
+  write to Redis run code on every worker. :func:`dumps` / :func:`loads` write a
+  request as JSON: URL, method, headers, body, callback and errback names,
+  priority, flags, ``cb_kwargs`` and ``meta``. Only plain values (str, int, float,
+  bool, None, lists and str-keyed dicts of them) may be queued; a request whose
+  meta holds anything else is refused loudly (an ERROR naming the key) instead of
+  being pickled or silently stripped.
+* **Retention.** A queued request and a seen-request fingerprint are personal-data
+  caches: both expire after the policy's ``retention.caches``. Fingerprints are kept
+  in a sorted set scored by when they were seen (older ones are trimmed); a queued
+  request older than that is discarded when popped, and the keys themselves expire
+  once nothing writes to them. ``scrapy gdpr-purge`` clears them
+  (:func:`purge_keys`).
+* **Busy hosts.** A request whose host is booked by another worker (politeness,
+  ``Retry-After``) is set aside in a delayed set in Redis, scored by when the host is
+  free, and the worker takes the next request instead of waiting.
+* **Killed workers.** A popped request is also written to an in-flight set with a
+  deadline; it is removed when the request is done (its callback's output consumed,
+  or its download failed). A worker killed with SIGKILL leaves its in-flight
+  requests behind, and any worker puts them back in the queue once their deadline
+  (``GDPR_STATE_REQUEUE_AFTER``) has passed.
+* **Fail closed.** When Redis cannot be reached, nothing is popped (so nothing is
+  fetched), new requests are held in memory, the crawl stays open and says why at
+  INFO; it goes on when Redis answers again, or closes as ``gdpr_blocked`` (exit
+  status 4) after ``GDPR_STATE_WAIT`` seconds.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from scrapy import signals
+from scrapy.utils.httpobj import urlparse_cached
+from scrapy.utils.misc import load_object
+
+from scrapy_gdpr.shared.state import (
+    MAX_ADVANCE_SECONDS,
+    SETTING,
+    StateUnavailable,
+    gate_state,
+    open_state,
+    outage,
+    pending_hosts,
+    redact,
+    state_url,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterable
+
+    from scrapy.crawler import Crawler
+    from scrapy.http import Request, Response
+    from scrapy.settings import BaseSettings
+    from scrapy.spiders import Spider
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "scrapy-gdpr/request-json-1"
+#: meta key holding the in-flight id of a request popped from the shared queue
+INFLIGHT_META = "gdpr_queue_id"
+#: Default seconds after which a popped request not finished is put back (a dead worker's).
+REQUEUE_AFTER = 300.0
+#: Default seconds the crawl waits for an unreachable Redis before it closes as gdpr_blocked.
+STATE_WAIT = 600.0
+
+SCHEDULER = "scrapy_gdpr.shared.queue.Scheduler"
+QUEUE_CLASS = "scrapy_gdpr.shared.queue.JsonPriorityQueue"
+DUPEFILTER = "scrapy_gdpr.shared.queue.ExpiringDupeFilter"
+SERIALIZER = "scrapy_gdpr.shared.queue"
+ACK_MIDDLEWARE = "scrapy_gdpr.shared.queue.QueueAckMiddleware"
+
+PICKLE_SERIALIZERS = ("scrapy_redis.picklecompat", "pickle")
+
+
+#: How often an idle worker may ask the shared queue again (seconds).
+WAKE_SECONDS = 0.2
+#: The longest an idle worker waits before asking again when nothing is set aside.
+QUIET_SECONDS = 1.0
+#: The shortest time a request is set aside for a busy host.
+SET_ASIDE_SECONDS = 0.25
+
+
+class NotPlain(TypeError):
+    """A request holds a value JSON cannot carry as it is (it is not queued)."""
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _check_plain(value: Any, where: str) -> None:
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise NotPlain(f"{where} has a key {k!r} that is not a string")
+            _check_plain(v, f"{where}[{k!r}]")
+        return
+    raise NotPlain(f"{where} is a {type(value).__name__}, not a plain JSON value")
+
+
+def dumps(obj: dict[str, Any]) -> bytes:
+    """A ``Request.to_dict()`` as JSON (the scrapy-redis serializer interface)."""
+    meta = {k: v for k, v in (obj.get("meta") or {}).items() if k != INFLIGHT_META}
+    _check_plain(meta, "meta")
+    _check_plain(obj.get("cb_kwargs") or {}, "cb_kwargs")
+    if obj.get("cookies"):
+        _check_plain(obj["cookies"], "cookies")
+    headers = [
+        [k.decode("latin-1") if isinstance(k, bytes) else str(k),
+         [v.decode("latin-1") if isinstance(v, bytes) else str(v) for v in vs]]
+        for k, vs in (obj.get("headers") or {}).items()
+    ]
+    body = obj.get("body") or b""
+    if isinstance(body, str):
+        body = body.encode(obj.get("encoding") or "utf-8")
+    doc = {
+        "format": FORMAT,
+        "queued_at": time.time(),
+        "url": obj["url"],
+        "method": obj.get("method", "GET"),
+        "headers": headers,
+        "body": base64.b64encode(body).decode("ascii"),
+        "encoding": obj.get("encoding", "utf-8"),
+        "callback": obj.get("callback"),
+        "errback": obj.get("errback"),
+        "priority": obj.get("priority", 0),
+        "dont_filter": bool(obj.get("dont_filter")),
+        "flags": list(obj.get("flags") or []),
+        "cb_kwargs": obj.get("cb_kwargs") or {},
+        "cookies": obj.get("cookies") or {},
+        "meta": meta,
+    }
+    for name in ("callback", "errback"):
+        if doc[name] is not None and not isinstance(doc[name], str):
+            raise NotPlain(f"{name} must be a spider method, not {doc[name]!r}")
+    if obj.get("_class"):
+        doc["_class"] = obj["_class"]
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+
+def loads(data: bytes | str) -> dict[str, Any]:
+    """The ``Request.to_dict()`` form of what :func:`dumps` wrote (anything else is refused)."""
+    doc = json.loads(data)
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ValueError("not a scrapy-gdpr JSON request (pickled or foreign entries are never loaded)")
+    out: dict[str, Any] = {
+        "url": doc["url"],
+        "method": doc["method"],
+        "headers": {k: [v.encode("latin-1") for v in vs] for k, vs in doc["headers"]},
+        "body": base64.b64decode(doc["body"]),
+        "encoding": doc["encoding"],
+        "callback": doc["callback"],
+        "errback": doc["errback"],
+        "priority": doc["priority"],
+        "dont_filter": doc["dont_filter"],
+        "flags": doc["flags"],
+        "cb_kwargs": doc["cb_kwargs"],
+        "cookies": doc["cookies"],
+        "meta": doc["meta"],
+    }
+    if "_class" in doc:
+        out["_class"] = doc["_class"]
+    out["meta"]["gdpr_queued_at"] = doc["queued_at"]
+    return out
+
+
+def queued_at(data: bytes) -> float:
+    try:
+        return float(json.loads(data).get("queued_at", 0.0))
+    except (ValueError, AttributeError):
+        return 0.0
+
+
+# --------------------------------------------------------------------------- queue
+
+
+# KEYS[1] queue, KEYS[2] delayed, KEYS[3] inflight deadlines, KEYS[4] inflight data
+# ARGV[1] requeue-after ms, ARGV[2] key lifetime ms (0: none). Puts due delayed entries and expired in-flight entries
+# back in the queue, then pops the best entry and records it as in flight.
+_POP = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 50)
+for _, m in ipairs(due) do
+  local sep = string.find(m, '|', 1, true)
+  redis.call('ZADD', KEYS[1], tonumber(string.sub(m, 1, sep - 1)), string.sub(m, sep + 1))
+  redis.call('ZREM', KEYS[2], m)
+end
+local lost = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 50)
+for _, id in ipairs(lost) do
+  local m = redis.call('HGET', KEYS[4], id)
+  if m then
+    local sep = string.find(m, '|', 1, true)
+    redis.call('ZADD', KEYS[1], tonumber(string.sub(m, 1, sep - 1)), string.sub(m, sep + 1))
+  end
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('HDEL', KEYS[4], id)
+end
+local top = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #top == 0 then
+  local soon = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  if #soon == 0 then return {false, #lost, -1} end
+  return {false, #lost, tonumber(soon[2]) - now}
+end
+redis.call('ZREM', KEYS[1], top[1])
+local id = redis.sha1hex(top[1])
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[1]), id)
+redis.call('HSET', KEYS[4], id, top[2] .. '|' .. top[1])
+if tonumber(ARGV[2]) > 0 then
+  for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2])) end
+end
+return {top[1], #lost, top[2], id}
+"""
+
+# KEYS[1] in-flight deadlines; ARGV[1] requeue-after ms, ARGV[2..] ids still held
+_RENEW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i])
+end
+return #ARGV - 1
+"""
+
+# KEYS[1] delayed, KEYS[2] the host's set-aside horizon; ARGV[1] wait ms,
+# ARGV[2] "score|data", ARGV[3] key lifetime ms (0: none), ARGV[4] the host's interval ms.
+# Requests set aside for one host fall due one interval apart, when each can go.
+_DELAY = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = math.max(now + tonumber(ARGV[1]), tonumber(redis.call('GET', KEYS[2]) or '0'))
+local step = tonumber(ARGV[4])
+if step > 0 then
+  redis.call('SET', KEYS[2], due + step, 'PX', due + step - now + 1000)
+end
+redis.call('ZADD', KEYS[1], due, ARGV[2])
+if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3])) end
+return due - now
+"""
+
+
+class JsonPriorityQueue:
+    """scrapy-redis's priority queue with JSON entries, a delayed set and in-flight records."""
+
+    def __init__(self, server: Any, spider: Spider, key: str, serializer: Any = None, *,
+                 ttl: float = 0.0, requeue_after: float = REQUEUE_AFTER) -> None:
+        from scrapy.utils.request import request_from_dict
+
+        self._from_dict = request_from_dict
+        self.server = server
+        self.spider = spider
+        self.key = key % {"spider": spider.name}
+        self.delayed_key = self.key + ":delayed"
+        self.inflight_key = self.key + ":inflight"
+        self.inflight_data = self.key + ":inflight-data"
+        self.ttl = ttl
+        self.requeue_after = requeue_after
+        self._pop = server.register_script(_POP)
+        self._delay = server.register_script(_DELAY)
+        self._renew = server.register_script(_RENEW)
+        #: in-flight ids this worker holds (their deadlines are renewed while it lives)
+        self.held: set[str] = set()
+        self.round_trips = 0
+        self.next_due = 0
+        self.expired = 0
+        self.requeued = 0
+
+    def keys(self) -> list[str]:
+        return [self.key, self.delayed_key, self.inflight_key, self.inflight_data]
+
+    def __len__(self) -> int:
+        self.round_trips += 1
+        pipe = self.server.pipeline(transaction=False)
+        for key in (self.key, self.delayed_key, self.inflight_key):
+            pipe.zcard(key)
+        return int(sum(pipe.execute()))
+
+    def encode(self, request: Request) -> bytes:
+        return dumps(request.to_dict(spider=self.spider))
+
+    def push(self, request: Request, data: bytes | None = None) -> None:
+        if data is None:
+            data = self.encode(request)
+        self.round_trips += 1
+        pipe = self.server.pipeline(transaction=False)
+        pipe.zadd(self.key, {data: -request.priority})
+        if self.ttl:
+            for key in self.keys():
+                pipe.pexpire(key, int(self.ttl * 1000))
+        pipe.execute()
+
+    def delay(self, request: Request, wait: float, host: str = "", interval: float = 0.0) -> None:
+        """Set ``request`` aside for ``wait`` seconds, and after the requests already set
+        aside for ``host``, one ``interval`` apart."""
+        data = self.encode(request)
+        self.round_trips += 1
+        self._delay(keys=[self.delayed_key, f"{self.key}:horizon:{host}"],
+                    args=[int(wait * 1000), f"{-request.priority}|".encode() + data, int(self.ttl * 1000),
+                          int(interval * 1000) if host else 0])
+
+    def pop(self, timeout: int = 0) -> Request | None:
+        while True:
+            self.round_trips += 1
+            found = self._pop(keys=self.keys(), args=[int(self.requeue_after * 1000), int(self.ttl * 1000)])
+            data, lost = found[0], int(found[1])
+            #: ms until the first set-aside request falls due (-1: none), when nothing was popped
+            self.next_due = int(found[2]) if not data else 0
+            if lost:
+                self.requeued += lost
+                logger.info("Put %(n)d request(s) of a stopped worker back in the shared queue",
+                            {"n": lost}, extra={"spider": self.spider})
+            if not data:
+                return None
+            if self.ttl and time.time() - queued_at(data) > self.ttl:
+                self.expired += 1
+                self.ack(found[3])
+                continue  # older than retention.caches: discarded, never fetched
+            try:
+                request = self._from_dict(loads(data), spider=self.spider)
+            except (ValueError, KeyError, TypeError) as exc:
+                logger.error("Discarding a queue entry that is not a scrapy-gdpr JSON request: %(exc)s",
+                             {"exc": exc}, extra={"spider": self.spider})
+                self.ack(found[3])
+                continue
+            queue_id = found[3].decode() if isinstance(found[3], bytes) else found[3]
+            request.meta[INFLIGHT_META] = queue_id
+            self.held.add(queue_id)
+            return request
+
+    def renew(self) -> None:
+        """Push back the deadlines of the requests this worker still holds."""
+        if self.held:
+            self.round_trips += 1
+            self._renew(keys=[self.inflight_key], args=[int(self.requeue_after * 1000), *self.held])
+
+    def ack(self, queue_id: str | bytes) -> None:
+        self.held.discard(queue_id.decode() if isinstance(queue_id, bytes) else queue_id)
+        self.round_trips += 1
+        pipe = self.server.pipeline(transaction=False)
+        pipe.zrem(self.inflight_key, queue_id)
+        pipe.hdel(self.inflight_data, queue_id)
+        pipe.execute()
+
+    def clear(self) -> None:
+        self.server.delete(*self.keys())
+
+
+# --------------------------------------------------------------------------- dupefilter
+
+
+# KEYS[1] seen zset; ARGV[1] fingerprint, ARGV[2] ttl ms (0: forever)
+_SEEN = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if old and (ttl == 0 or tonumber(old) > now - ttl) then return 1 end
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+if ttl > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return 0
+"""
+
+
+class ExpiringDupeFilter:
+    """Seen-request fingerprints in a Redis sorted set, forgotten after ``retention.caches``."""
+
+    def __init__(self, server: Any, key: str, ttl: float, fingerprinter: Any, debug: bool = False) -> None:
+        self.server = server
+        self.key = key
+        self.ttl = ttl
+        self.fingerprinter = fingerprinter
+        self.debug = debug
+        self.logdupes = True
+        self._seen = server.register_script(_SEEN)
+        self.round_trips = 0
+
+    def request_seen(self, request: Request) -> bool:
+        fp = self.fingerprinter.fingerprint(request).hex()
+        self.round_trips += 1
+        return bool(self._seen(keys=[self.key], args=[fp, int(self.ttl * 1000)]))
+
+    def clear(self) -> None:
+        self.server.delete(self.key)
+
+    def close(self, reason: str = "") -> None:
+        pass
+
+    def log(self, request: Request, spider: Spider) -> None:
+        if self.debug:
+            logger.debug("Filtered duplicate request %(request)s", {"request": request}, extra={"spider": spider})
+        elif self.logdupes:
+            logger.debug("Filtered duplicate request %(request)s - no more duplicates will be shown",
+                         {"request": request}, extra={"spider": spider})
+            self.logdupes = False
+
+
+# --------------------------------------------------------------------------- scheduler
+
+
+def _scrapy_redis_scheduler() -> type:
+    from scrapy_redis.scheduler import Scheduler as Base
+
+    return Base  # type: ignore[no-any-return]
+
+
+class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
+    """scrapy-redis's scheduler with the JSON queue, the expiring duplicate filter,
+    busy-host set-aside and fail-closed Redis errors."""
+
+    def __init__(self, crawler: Crawler, server: Any, **kwargs: Any) -> None:
+        super().__init__(server, **kwargs)
+        self.crawler = crawler
+        self.stats = crawler.stats
+        settings = crawler.settings
+        self.ttl = _cache_ttl(crawler)
+        self.requeue_after = settings.getfloat("GDPR_STATE_REQUEUE_AFTER", REQUEUE_AFTER)
+        self.wait_limit = settings.getfloat("GDPR_STATE_WAIT", STATE_WAIT)
+        self.state = gate_state(crawler)
+        self._held: list[Request] = []  # enqueued while Redis was unreachable
+        self._errors = _redis_errors()
+        self._errors_or_down: tuple[type[BaseException], ...] = (*self._errors, StateUnavailable)
+        self._down_since: float | None = None
+        self._renewer: Any = None
+        self._waker: Any = None
+        self._length = 0
+        self._length_at = float("-inf")
+        self._quiet_until = float("-inf")
+        #: requests handed to the engine and not yet booked, per host (see politeness)
+        self.pending = pending_hosts(crawler)
+        crawler.signals.connect(self._ack_failed, signal=signals.request_dropped)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Scheduler:
+        from scrapy_redis import connection
+
+        settings = crawler.settings
+        server = connection.from_settings(settings)
+        spider_name = getattr(crawler.spidercls, "name", "spider")
+        ttl = _cache_ttl(crawler)
+        df_key = str(settings.get("SCHEDULER_DUPEFILTER_KEY") or "%(spider)s:dupefilter") % {"spider": spider_name}
+        dupefilter = ExpiringDupeFilter(server, df_key, ttl, crawler.request_fingerprinter,
+                                        debug=settings.getbool("DUPEFILTER_DEBUG"))
+        return cls(
+            crawler, server,
+            persist=settings.getbool("SCHEDULER_PERSIST", True),
+            flush_on_start=settings.getbool("SCHEDULER_FLUSH_ON_START"),
+            idle_before_close=settings.getint("SCHEDULER_IDLE_BEFORE_CLOSE"),
+            queue_key=settings.get("SCHEDULER_QUEUE_KEY") or "%(spider)s:requests",
+            queue_cls=QUEUE_CLASS,
+            dupefilter=dupefilter,
+            dupefilter_key=df_key,
+        )
+
+    def open(self, spider: Spider) -> None:
+        self.spider = spider
+        self.queue = JsonPriorityQueue(self.server, spider, self.queue_key, ttl=self.ttl,
+                                       requeue_after=self.requeue_after)
+        try:
+            if self.flush_on_start:
+                self.flush()
+            n = len(self.queue)
+        except self._errors as exc:
+            self._down(exc)
+            return
+        from twisted.internet.task import LoopingCall
+
+        self._renewer = LoopingCall(self._renew)
+        self._renewer.start(max(0.5, self.requeue_after / 3), now=False)
+        # set-aside requests fall due, and other workers queue requests, while this
+        # worker's engine would otherwise wait for its 5 s heartbeat to ask again
+        self._waker = LoopingCall(self._wake)
+        self._waker.start(WAKE_SECONDS, now=False)
+        if n:
+            logger.info("Resuming the shared crawl (%(n)d request(s) queued or in flight)", {"n": n},
+                        extra={"spider": spider})
+
+    def _wake(self) -> None:
+        if time.monotonic() < self._quiet_until:
+            return  # the queue was empty and nothing set aside falls due before then
+        slot = getattr(self.crawler.engine, "_slot", None)
+        if slot is not None and slot.closing is None:
+            slot.nextcall.schedule()
+
+    def _renew(self) -> None:
+        try:
+            self.queue.renew()
+        except self._errors:
+            pass  # Redis is away: the next pop notices; the deadlines may pass meanwhile
+
+    def close(self, reason: str) -> None:
+        trips = self.queue.round_trips + self.df.round_trips + getattr(self.state, "round_trips", 0)
+        self.stats.set_value("gdpr/state/round_trips", trips)
+        for loop in (self._renewer, self._waker):
+            if loop is not None and loop.running:
+                loop.stop()
+        try:
+            self._flush_held()
+            if not self.persist:
+                self.flush()
+        except self._errors:
+            if self._held:
+                logger.warning("%(n)d request(s) were never queued: Redis was unreachable when the crawl closed",
+                               {"n": len(self._held)}, extra={"spider": self.spider})
+
+    # -- fail closed -------------------------------------------------------------------
+    def _down(self, exc: BaseException) -> None:
+        outage(self.crawler).down(StateUnavailable(
+            f"the shared queue at {redact(str(self.server.connection_pool.connection_kwargs.get('host', '')))} "
+            f"cannot be reached ({type(exc).__name__}: {exc})"))
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+        elif now - self._down_since > self.wait_limit:
+            from scrapy.utils.defer import deferred_from_coro
+
+            engine = self.crawler.engine
+            if engine is not None and engine._slot is not None and engine._slot.closing is None:
+                logger.info("Redis stayed unreachable for %(s).0f s (GDPR_STATE_WAIT): closing the crawl as "
+                            "gdpr_blocked", {"s": now - self._down_since}, extra={"spider": self.spider})
+                deferred_from_coro(engine.close_spider_async(reason="gdpr_blocked"))
+
+    def _up(self) -> None:
+        if self._down_since is not None:
+            self._down_since = None
+            outage(self.crawler).up()
+
+    def _flush_held(self) -> None:
+        while self._held:
+            self.queue.push(self._held[0])
+            self._held.pop(0)
+
+    # -- the scheduler interface ---------------------------------------------------------
+    def enqueue_request(self, request: Request) -> bool:
+        try:
+            data = self.queue.encode(request)
+        except (NotPlain, ValueError) as exc:
+            self.stats.inc_value("gdpr/queue/refused_not_plain")
+            logger.error(
+                "Not queueing %(request)s: %(exc)s. Queued requests are JSON (never pickled); fix: keep only "
+                "strings, numbers, booleans, None, lists and dicts in meta and cb_kwargs, and use spider "
+                "methods as callbacks", {"request": request, "exc": exc}, extra={"spider": self.spider})
+            return False
+        try:
+            if not request.dont_filter and self.df.request_seen(request):
+                self.df.log(request, self.spider)
+                return False
+            self._flush_held()
+            self.queue.push(request, data)
+            if INFLIGHT_META in request.meta:
+                # a retry or redirect of a popped request: the new entry replaces it
+                self.ack(request)
+        except self._errors as exc:
+            self._down(exc)
+            self._held.append(request)  # queued when Redis answers again
+            return True
+        self._up()
+        self.stats.inc_value("scheduler/enqueued/redis")
+        return True
+
+    def next_request(self) -> Request | None:
+        try:
+            self._flush_held()
+            for _ in range(16):
+                request = self.queue.pop()
+                if request is None:
+                    # nothing ready: ask again when the first set-aside request falls due,
+                    # and at least once a second for what other workers queue
+                    due = self.queue.next_due / 1000 if self.queue.next_due >= 0 else QUIET_SECONDS
+                    self._quiet_until = time.monotonic() + min(max(due, 0.0), QUIET_SECONDS) - WAKE_SECONDS
+                    break
+                key, wait = self._host_wait(request)
+                logger.debug("Shared queue: %(request)s, host %(key)s free in %(wait).2f s, %(n)d waiting here",
+                             {"request": request, "key": key, "wait": wait, "n": self.pending.get(key)},
+                             extra={"spider": self.spider})
+                if wait <= MAX_ADVANCE_SECONDS and not self.pending.get(key):
+                    self._up()
+                    self.stats.inc_value("scheduler/dequeued/redis")
+                    if self.state.shared:
+                        self.pending.add(request, key)
+                    return request
+                # the host is booked by another worker or paused, or this worker already
+                # has a request waiting for it: set it aside, take another
+                self.queue.delay(request, max(wait, SET_ASIDE_SECONDS), key,
+                                 self.pending.intervals.get(key, SET_ASIDE_SECONDS))
+                self.queue.ack(request.meta.pop(INFLIGHT_META))
+                self.stats.inc_value("gdpr/queue/set_aside")
+            self._up()
+        except self._errors_or_down as exc:
+            self._down(exc)
+        return None
+
+    def _host_wait(self, request: Request) -> tuple[str, float]:
+        engine = self.crawler.engine
+        key = str(engine.downloader.get_slot_key(request) if engine is not None else urlparse_cached(request).hostname)
+        if not self.state.shared:
+            return key, 0.0
+        return key, self.state.blocked_for(key)
+
+    def has_pending_requests(self) -> bool:
+        if self._held:
+            return True
+        now = time.monotonic()
+        if now - self._length_at < WAKE_SECONDS:
+            return self._length > 0  # the engine asks after every event: one look per wake-up
+        try:
+            self._length = len(self.queue)
+        except self._errors as exc:
+            self._down(exc)
+            return True  # unknown: stay open until Redis answers (or GDPR_STATE_WAIT passes)
+        self._length_at = now
+        return self._length > 0
+
+    def __len__(self) -> int:
+        try:
+            return len(self.queue) + len(self._held)
+        except self._errors:
+            return len(self._held)
+
+    # -- in-flight records -----------------------------------------------------------------
+    def ack(self, request: Request) -> None:
+        self.pending.discard(request)
+        queue_id = request.meta.pop(INFLIGHT_META, None)
+        if queue_id is None:
+            return
+        try:
+            self.queue.ack(queue_id)
+        except self._errors:
+            pass  # put back in the queue after its deadline: fetched again, never lost
+
+    def _ack_failed(self, request: Request, spider: Spider) -> None:
+        self.ack(request)
+
+
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    import redis
+
+    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+def _cache_ttl(crawler: Crawler) -> float:
+    from scrapy_gdpr._component import component_runtime
+
+    policy = component_runtime(crawler).policy
+    return float(policy.duration(policy.retention.caches).total_seconds())
+
+
+def _scheduler(crawler: Crawler) -> Scheduler | None:
+    engine = crawler.engine
+    slot = getattr(engine, "_slot", None) if engine is not None else None
+    scheduler = getattr(slot, "scheduler", None)
+    return scheduler if isinstance(scheduler, Scheduler) else None
+
+
+class QueueAckMiddleware:
+    """Spider and downloader middleware: a request popped from the shared queue is done
+    (its in-flight record removed) when its callback's output has been consumed, or
+    when its download failed."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> QueueAckMiddleware:
+        return cls(crawler)
+
+    def _ack(self, request: Request | None) -> None:
+        if request is None or INFLIGHT_META not in request.meta:
+            return
+        scheduler = _scheduler(self.crawler)
+        if scheduler is not None:
+            scheduler.ack(request)
+
+    # spider middleware
+    async def process_spider_output_async(self, response: Response, result: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for obj in result:
+            yield obj
+        self._ack(response.request)
+
+    def process_spider_output(self, response: Response, result: Iterable[Any]) -> Iterable[Any]:
+        yield from result
+        self._ack(response.request)
+
+    def process_spider_exception(self, response: Response, exception: BaseException) -> None:
+        self._ack(response.request)
+
+    # downloader middleware
+    def process_exception(self, request: Request, exception: BaseException) -> None:
+        self._ack(request)
+
+
+# --------------------------------------------------------------------------- add-on
+
+
+def configure(settings: BaseSettings, crawler: Crawler, url: str) -> None:
+    """Use this module's scheduler when ``GDPR_STATE_URL`` is set or the project chose
+    scrapy-redis; refuse a pickle serializer."""
+    serializer = settings.get("SCHEDULER_SERIALIZER")
+    if serializer and (serializer in PICKLE_SERIALIZERS or getattr(serializer, "__name__", "") in PICKLE_SERIALIZERS):
+        raise ValueError(
+            f"SCHEDULER_SERIALIZER = {serializer!r} pickles queued requests: anyone who can write to Redis "
+            "could run code on the workers. Fix: remove the setting; the scrapy-gdpr add-on queues requests as JSON"
+        )
+    try:
+        load_object("scrapy_redis.scheduler.Scheduler")
+    except ImportError as exc:
+        raise ValueError("GDPR_STATE_URL needs scrapy-redis: pip install 'scrapy-gdpr[redis]'") from exc
+    if url:
+        settings.set("REDIS_URL", settings.get("REDIS_URL") or url, "addon")
+    settings.set("SCHEDULER", SCHEDULER, "addon")
+    settings.set("SCHEDULER_SERIALIZER", SERIALIZER, "addon")
+    settings.set("SCHEDULER_QUEUE_CLASS", QUEUE_CLASS, "addon")
+    settings.setdefault_in_component_priority_dict("SPIDER_MIDDLEWARES", QueueAckMiddleware, 990)
+    settings.setdefault_in_component_priority_dict("DOWNLOADER_MIDDLEWARES", QueueAckMiddleware, 10)
+
+
+def purge_shared(settings: BaseSettings, spider_name: str, *, dry_run: bool = False) -> str:
+    """``gdpr-purge --shared-queue``: delete a spider's queue, fingerprints and the shared
+    fetch caches (robots.txt, terms, tdmrep.json answers)."""
+    from scrapy.exceptions import UsageError
+
+    from scrapy_gdpr.shared.state import DEFAULT_PREFIX, open_state, state_url
+
+    url = state_url(settings)
+    if not url:
+        raise UsageError("--shared-queue needs GDPR_STATE_URL (the Redis the workers share)")
+    if not spider_name:
+        raise UsageError("--shared-queue needs --spider NAME")
+    state = open_state(url, str(settings.get("GDPR_STATE_PREFIX") or DEFAULT_PREFIX))
+    server = state.client  # type: ignore[attr-defined]
+    try:
+        base = str(settings.get("SCHEDULER_QUEUE_KEY") or "%(spider)s:requests") % {"spider": spider_name}
+        keys = [base, base + ":delayed", base + ":inflight", base + ":inflight-data",
+                str(settings.get("SCHEDULER_DUPEFILTER_KEY") or "%(spider)s:dupefilter") % {"spider": spider_name}]
+        keys = [k for k in keys if server.exists(k)]
+        caches = list(server.scan_iter(match=state.key("cache", "*")))  # type: ignore[attr-defined]
+        if not dry_run and (keys or caches):
+            server.delete(*keys, *caches)
+    finally:
+        state.close()
+    verb = "Would delete" if dry_run else "Deleted"
+    return f"{verb} {len(keys)} shared queue key(s) of spider {spider_name!r} and {len(caches)} shared fetch cache entries."
+
+
+# --------------------------------------------------------------------------- add-on hook
+
+
+def update_settings(settings: BaseSettings, crawler: Crawler) -> None:
+    """Add-on hook: with ``GDPR_STATE_URL`` set, check the URL and use scrapy-redis's
+    queue and duplicate filter with the JSON serialiser (never pickle)."""
+    url = state_url(settings)
+    if not url:
+        if _uses_scrapy_redis(settings):
+            raise ValueError(
+                f"SCHEDULER = {settings.get('SCHEDULER')!r} shares the queue between workers, but {SETTING} is "
+                "unset, so each worker would keep its own politeness, robots.txt and objections (a site would "
+                f"get N times the rate it asked for). Fix: set {SETTING} to the Redis the workers share "
+                "(e.g. the value of REDIS_URL); the add-on then wires scrapy-redis itself"
+            )
+        return
+    open_state(url)  # a malformed URL fails here, at start-up
+    configure(settings, crawler, url)
+
+
+def _uses_scrapy_redis(settings: BaseSettings) -> bool:
+    scheduler = settings.get("SCHEDULER")
+    name = scheduler if isinstance(scheduler, str) else f"{getattr(scheduler, '__module__', '')}."
+    return str(name).startswith("scrapy_redis.")

@@ -1,0 +1,536 @@
+"""The gate's shared state: one small interface, an in-process and a Redis back end.
+
+What the gate remembers between requests and that several crawl machines must
+agree on lives behind :class:`GateState`:
+
+* per-host politeness: :meth:`~GateState.reserve` books the next send time of a
+  host (its interval is the largest of robots.txt ``Crawl-delay``/``Request-rate``,
+  the policy's per-domain rate and ``DOWNLOAD_DELAY``), :meth:`~GateState.block`
+  records a ``Retry-After``;
+* fetch-once caches (robots.txt, tdmrep.json, terms pages): :meth:`~GateState.get`
+  / :meth:`~GateState.put` with a TTL, and a short :meth:`~GateState.lease` so that
+  one worker fetches while the others wait (a lease not renewed expires, so another
+  worker takes over when the holder dies);
+* version counters (:meth:`~GateState.version` / :meth:`~GateState.bump`): the
+  objection list's, bumped by ``scrapy gdpr-erase``.
+
+``GDPR_STATE_URL`` unset (the default) gives :class:`LocalState`: everything in
+the process, which is what a single crawl has always done (Scrapy's download slot
+delays, the middlewares' own caches). ``GDPR_STATE_URL = "redis://host:6379/0"``
+gives :class:`RedisState`: every worker of the crawl, on any machine, shares it.
+
+Times in Redis are Redis server time (``TIME`` inside a Lua script), never the
+workers' clocks, so machines whose clocks disagree still space requests correctly.
+
+Fail closed: when Redis cannot be reached, :class:`StateUnavailable` is raised;
+the politeness middleware holds every request (nothing is fetched, the reason is
+logged at INFO with its fix) and lets them go when Redis answers again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from scrapy.http import Headers
+from scrapy.responsetypes import responsetypes
+from scrapy.utils.asyncio import sleep
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from scrapy.crawler import Crawler
+    from scrapy.http import Request, Response
+    from scrapy.settings import BaseSettings
+
+logger = logging.getLogger(__name__)
+
+#: The setting that selects the back end.
+SETTING = "GDPR_STATE_URL"
+#: Key prefix of everything this module writes (``GDPR_STATE_PREFIX`` overrides it).
+DEFAULT_PREFIX = "gdpr"
+#: Runtime service name of the crawler's :class:`GateState`.
+#: How long a fetch lease lasts unless renewed (seconds). A holder that dies lets
+#: another worker take the fetch over after at most this long.
+LEASE_SECONDS = 30.0
+#: How often a worker waiting for another's fetch, or for Redis to come back, looks again.
+POLL_SECONDS = 0.25
+#: A safety margin added to every shared interval (seconds). A request is booked when
+#: its host is free and reaches the site a little later (the rest of the middleware
+#: chain, a connection, a loaded machine's scheduling); measured on a loaded 2-core
+#: machine, 50 ms was not always enough.
+MARGIN_SECONDS = 0.1
+#: How far ahead a worker books a host's next send time. A host booked further
+#: than this is left to other workers and retried later; the worker goes on with
+#: other hosts meanwhile.
+MAX_ADVANCE_SECONDS = 1.0
+
+FIX = (
+    "start Redis or correct GDPR_STATE_URL ({url}); the crawl holds its requests and goes on "
+    "by itself when Redis answers"
+)
+
+
+class StateUnavailable(RuntimeError):
+    """The shared state cannot be reached: nothing may be fetched until it can."""
+
+
+class GateState:
+    """The interface. ``shared`` tells whether other processes see the same state."""
+
+    shared = False
+    url = ""
+
+    # -- politeness -----------------------------------------------------------------
+    def reserve(self, host: str, interval: float, max_advance: float = MAX_ADVANCE_SECONDS) -> tuple[bool, float]:
+        """Book the next send to ``host``: ``(booked, wait)``. Booked: send after
+        ``wait`` seconds, and nobody else may send to ``host`` until ``interval``
+        seconds after that. Not booked (the host is busy for more than
+        ``max_advance`` seconds): ``wait`` is how long until it is free."""
+        raise NotImplementedError
+
+    def block(self, host: str, seconds: float) -> None:
+        """Nothing is sent to ``host`` for ``seconds`` (a ``Retry-After``)."""
+        raise NotImplementedError
+
+    def sent(self, host: str, interval: float) -> None:
+        """A request to ``host`` is leaving now: nothing else goes there for ``interval``
+        seconds, however late it left after its booking."""
+        raise NotImplementedError
+
+    def blocked_for(self, host: str) -> float:
+        """Seconds until ``host`` may be sent to (0 when it may be now)."""
+        raise NotImplementedError
+
+    # -- caches and leases ------------------------------------------------------------
+    def get(self, ns: str, key: str) -> bytes | None:
+        raise NotImplementedError
+
+    def put(self, ns: str, key: str, value: bytes, ttl: float) -> None:
+        raise NotImplementedError
+
+    def lease(self, ns: str, key: str, seconds: float = LEASE_SECONDS) -> bool:
+        """Take the lease on ``(ns, key)`` (True) unless another holder has it."""
+        raise NotImplementedError
+
+    def release(self, ns: str, key: str) -> None:
+        raise NotImplementedError
+
+    # -- versions -------------------------------------------------------------------
+    def version(self, name: str) -> int:
+        raise NotImplementedError
+
+    def bump(self, name: str) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class LocalState(GateState):
+    """In-process state (one crawl process): today's behaviour.
+
+    The politeness methods are not used in this mode (Scrapy's download slots
+    space requests, and :class:`~scrapy_gdpr.gate.politeness.PolitenessMiddleware`
+    keeps its own Retry-After times); they are implemented so that the interface
+    means the same with either back end.
+    """
+
+    def __init__(self) -> None:
+        self._next: dict[str, float] = {}
+        self._blocked: dict[str, float] = {}
+        self._values: dict[tuple[str, str], tuple[bytes, float]] = {}
+        self._leases: dict[tuple[str, str], float] = {}
+        self._versions: dict[str, int] = {}
+
+    def reserve(self, host: str, interval: float, max_advance: float = MAX_ADVANCE_SECONDS) -> tuple[bool, float]:
+        now = time.monotonic()
+        start = max(now, self._next.get(host, 0.0), self._blocked.get(host, 0.0))
+        if start - now > max_advance:
+            return False, start - now
+        self._next[host] = start + interval
+        return True, start - now
+
+    def block(self, host: str, seconds: float) -> None:
+        until = time.monotonic() + seconds
+        if until > self._blocked.get(host, 0.0):
+            self._blocked[host] = until
+
+    def sent(self, host: str, interval: float) -> None:
+        until = time.monotonic() + interval
+        if until > self._next.get(host, 0.0):
+            self._next[host] = until
+
+    def blocked_for(self, host: str) -> float:
+        now = time.monotonic()
+        return max(0.0, self._next.get(host, 0.0) - now, self._blocked.get(host, 0.0) - now)
+
+    def get(self, ns: str, key: str) -> bytes | None:
+        found = self._values.get((ns, key))
+        if found is None or found[1] <= time.monotonic():
+            self._values.pop((ns, key), None)
+            return None
+        return found[0]
+
+    def put(self, ns: str, key: str, value: bytes, ttl: float) -> None:
+        self._values[(ns, key)] = (value, time.monotonic() + ttl)
+
+    def lease(self, ns: str, key: str, seconds: float = LEASE_SECONDS) -> bool:
+        now = time.monotonic()
+        if self._leases.get((ns, key), 0.0) > now:
+            return False
+        self._leases[(ns, key)] = now + seconds
+        return True
+
+    def release(self, ns: str, key: str) -> None:
+        self._leases.pop((ns, key), None)
+
+    def version(self, name: str) -> int:
+        return self._versions.get(name, 0)
+
+    def bump(self, name: str) -> int:
+        self._versions[name] = self._versions.get(name, 0) + 1
+        return self._versions[name]
+
+
+# KEYS[1] the host's next-allowed time, KEYS[2] its Retry-After time (ms, Redis time)
+# ARGV[1] interval ms, ARGV[2] max advance ms, ARGV[3] 1 = book, 0 = only look
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local nxt = tonumber(redis.call('GET', KEYS[1]) or '0')
+local ra = tonumber(redis.call('GET', KEYS[2]) or '0')
+local start = math.max(now, nxt, ra)
+if tonumber(ARGV[3]) == 0 or start - now > tonumber(ARGV[2]) then
+  return {0, start - now}
+end
+local interval = tonumber(ARGV[1])
+if interval > 0 then
+  redis.call('SET', KEYS[1], start + interval, 'PX', start - now + interval + 1000)
+end
+return {1, start - now}
+"""
+
+# KEYS[1] the host's Retry-After time; ARGV[1] seconds to block (ms)
+_BLOCK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local untl = now + tonumber(ARGV[1])
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if untl > cur then
+  redis.call('SET', KEYS[1], untl, 'PX', tonumber(ARGV[1]) + 1000)
+end
+return untl
+"""
+
+# KEYS[1] the lease; ARGV[1] holder id, ARGV[2] ms. Taken when free or already ours.
+_LEASE = """
+local cur = redis.call('GET', KEYS[1])
+if cur == false or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
+  return 1
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisState(GateState):
+    """State shared by every worker through one Redis server (``redis://`` URL)."""
+
+    shared = True
+
+    def __init__(self, url: str, prefix: str = DEFAULT_PREFIX, *, timeout: float = 1.0) -> None:
+        try:
+            import redis
+        except ImportError as exc:  # pragma: no cover - the extra is missing
+            raise ValueError(
+                f"{SETTING} is set but the redis package is missing: pip install 'scrapy-gdpr[redis]'"
+            ) from exc
+        self.url = url
+        self.prefix = prefix
+        self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+        self.client = redis.Redis.from_url(
+            url, socket_connect_timeout=timeout, socket_timeout=timeout, health_check_interval=10
+        )
+        self._reserve = self.client.register_script(_RESERVE)
+        self._block = self.client.register_script(_BLOCK)
+        self._lease = self.client.register_script(_LEASE)
+        self._release = self.client.register_script(_RELEASE)
+        self.holder = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
+        #: Round trips made (the benchmark reports them per page).
+        self.round_trips = 0
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        self.round_trips += 1
+        try:
+            return fn(*args, **kwargs)
+        except self._errors as exc:
+            raise StateUnavailable(
+                f"the shared state at {redact(self.url)} cannot be reached ({type(exc).__name__}: {exc})"
+            ) from exc
+
+    def ping(self) -> None:
+        self._call(self.client.ping)
+
+    def reserve(self, host: str, interval: float, max_advance: float = MAX_ADVANCE_SECONDS) -> tuple[bool, float]:
+        keys = [self.key("next", host), self.key("retry-after", host)]
+        booked, wait = self._call(self._reserve, keys=keys, args=[int(interval * 1000), int(max_advance * 1000), 1])
+        return bool(booked), int(wait) / 1000
+
+    def blocked_for(self, host: str) -> float:
+        keys = [self.key("next", host), self.key("retry-after", host)]
+        _, wait = self._call(self._reserve, keys=keys, args=[0, 0, 0])
+        return int(wait) / 1000
+
+    def block(self, host: str, seconds: float) -> None:
+        self._call(self._block, keys=[self.key("retry-after", host)], args=[int(seconds * 1000)])
+
+    def sent(self, host: str, interval: float) -> None:
+        # the same "later of the two" update as a Retry-After, on the next-allowed key
+        self._call(self._block, keys=[self.key("next", host)], args=[int(interval * 1000)])
+
+    def get(self, ns: str, key: str) -> bytes | None:
+        value: bytes | None = self._call(self.client.get, self.key("cache", ns, key))
+        return value
+
+    def put(self, ns: str, key: str, value: bytes, ttl: float) -> None:
+        self._call(self.client.set, self.key("cache", ns, key), value, px=max(1, int(ttl * 1000)))
+
+    def lease(self, ns: str, key: str, seconds: float = LEASE_SECONDS) -> bool:
+        got = self._call(self._lease, keys=[self.key("lease", ns, key)], args=[self.holder, int(seconds * 1000)])
+        return bool(got)
+
+    def release(self, ns: str, key: str) -> None:
+        self._call(self._release, keys=[self.key("lease", ns, key)], args=[self.holder])
+
+    def version(self, name: str) -> int:
+        return int(self._call(self.client.get, self.key("version", name)) or 0)
+
+    def bump(self, name: str) -> int:
+        return int(self._call(self.client.incr, self.key("version", name)))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def state_url(settings: BaseSettings) -> str:
+    return str(settings.get(SETTING) or "")
+
+
+def open_state(url: str, prefix: str = DEFAULT_PREFIX) -> GateState:
+    """The back end ``url`` names: "" gives :class:`LocalState`; ``redis://``,
+    ``rediss://`` and ``unix://`` give :class:`RedisState`."""
+    if not url:
+        return LocalState()
+    scheme = urlsplit(url).scheme
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"{SETTING} must be a redis://, rediss:// or unix:// URL, not {redact(url)!r}")
+    return RedisState(url, prefix)
+
+
+def gate_state(crawler: Crawler) -> GateState:
+    """The crawler's :class:`GateState` (``runtime.state``), opened on first use."""
+    from scrapy_gdpr._component import component_runtime
+
+    rt = component_runtime(crawler)
+    state = rt.state
+    if state is None:
+        prefix = str(crawler.settings.get("GDPR_STATE_PREFIX") or DEFAULT_PREFIX)
+        state = rt.state = open_state(state_url(crawler.settings), prefix)
+    return state
+
+
+class PendingHosts:
+    """Requests handed out by the scheduler and not yet booked by the politeness
+    middleware, per host: a worker holds at most one waiting request per host, and
+    leaves the others in the shared queue for workers that are free. A request
+    refused before politeness, or finished, is discarded (or forgotten when collected)."""
+
+    def __init__(self) -> None:
+        import weakref
+
+        self._keys: weakref.WeakKeyDictionary[Request, str] = weakref.WeakKeyDictionary()
+        #: host -> the interval of its last booking (the scheduler spaces set-aside requests by it)
+        self.intervals: dict[str, float] = {}
+
+    def add(self, request: Request, key: str) -> None:
+        self._keys[request] = key
+
+    def discard(self, request: Request) -> None:
+        self._keys.pop(request, None)
+
+    def get(self, key: str) -> int:
+        # at most CONCURRENT_REQUESTS entries: counting them is cheaper than keeping counts right
+        return sum(1 for k in self._keys.values() if k == key)
+
+
+def pending_hosts(crawler: Crawler) -> PendingHosts:
+    from scrapy_gdpr._component import component_runtime
+
+    rt = component_runtime(crawler)
+    found = rt.pending_hosts
+    if found is None:
+        found = rt.pending_hosts = PendingHosts()
+    return found
+
+
+# --------------------------------------------------------------------------- fail closed
+
+
+class Outage:
+    """Logs an outage of the shared state once, at INFO with its fix, and its end."""
+
+    def __init__(self, crawler: Crawler, state: GateState) -> None:
+        self.crawler = crawler
+        self.state = state
+        self.since: float | None = None
+
+    def down(self, exc: StateUnavailable) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            stats = self.crawler.stats
+            if stats is not None:
+                stats.inc_value("gdpr/state/unavailable")
+            logger.info(
+                "Not fetching anything: %(error)s. Fix: %(fix)s",
+                {"error": exc, "fix": FIX.format(url=redact(self.state.url))},
+                extra={"spider": self.crawler.spider},
+            )
+
+    def up(self) -> None:
+        if self.since is not None:
+            down_for = time.monotonic() - self.since
+            self.since = None
+            stats = self.crawler.stats
+            if stats is not None:
+                stats.inc_value("gdpr/state/unavailable_seconds", round(down_for, 3))  # type: ignore[arg-type]
+            logger.info(
+                "The shared state at %(url)s answers again after %(s).1f s: fetching resumes",
+                {"url": redact(self.state.url), "s": down_for},
+                extra={"spider": self.crawler.spider},
+            )
+
+
+def outage(crawler: Crawler) -> Outage:
+    from scrapy_gdpr._component import component_runtime
+
+    rt = component_runtime(crawler)
+    found = rt.state_outage
+    if found is None:
+        found = rt.state_outage = Outage(crawler, gate_state(crawler))
+    return found
+
+
+async def call_shared(crawler: Crawler, fn: Any, *args: Any, closing: Any = None) -> Any:
+    """``fn(*args)`` on the shared state, waiting (without blocking the reactor) while
+    it is unreachable. ``closing()`` true stops the wait with :class:`StateUnavailable`."""
+    watch = outage(crawler)
+    while True:
+        try:
+            result = fn(*args)
+        except StateUnavailable as exc:
+            watch.down(exc)
+            if closing is not None and closing():
+                raise
+            await sleep(POLL_SECONDS)
+            continue
+        watch.up()
+        return result
+
+
+# --------------------------------------------------------------------------- fetch once
+
+
+def _encode_response(response: Response) -> bytes:
+    headers = {
+        k.decode("latin-1"): [v.decode("latin-1") for v in vs]
+        for k, vs in response.headers.items()
+    }
+    import base64
+
+    return json.dumps({
+        "url": response.url,
+        "status": response.status,
+        "headers": headers,
+        "body": base64.b64encode(response.body).decode("ascii"),
+    }).encode()
+
+
+def _decode_response(data: bytes, request: Request) -> Response:
+    import base64
+
+    doc = json.loads(data)
+    headers = Headers(dict(doc["headers"].items()))
+    body = base64.b64decode(doc["body"])
+    cls = responsetypes.from_args(headers=headers, url=doc["url"], body=body)
+    return cls(url=doc["url"], status=int(doc["status"]), headers=headers, body=body, request=request)
+
+
+#: Answers not shared: each worker meets a server error or a rate limit itself.
+UNSHARED_STATUSES = frozenset({429}) | frozenset(range(500, 600))
+
+
+async def download_once(crawler: Crawler, request: Request, ns: str, ttl: float,
+                        ttl_of: Callable[[Response], float] | None = None) -> Response:
+    """``crawler.engine.download_async(request)``, once per ``ttl`` across every
+    worker sharing the state: the first worker takes a lease and fetches, the others
+    wait for its answer (an answer of any HTTP status is shared; a failed download
+    is not, so each worker finds out for itself; nor is a 429 or 5xx answer).
+    ``ttl_of(response)`` may shorten the TTL (``Cache-Control: max-age``). Without a shared state this is
+    just the download."""
+    state = gate_state(crawler)
+    if not state.shared or ttl <= 0:
+        return await crawler.engine.download_async(request)
+    key = request.url
+    closing = _closing(crawler)
+    while True:
+        cached = await call_shared(crawler, state.get, ns, key, closing=closing)
+        if cached is not None:
+            crawler.stats.inc_value(f"gdpr/state/{ns}/shared_hits")
+            return _decode_response(cached, request)
+        if await call_shared(crawler, state.lease, ns, key, LEASE_SECONDS, closing=closing):
+            break
+        await sleep(POLL_SECONDS)
+    try:
+        response = await crawler.engine.download_async(request)
+        if response.status not in UNSHARED_STATUSES:
+            keep = min(ttl, ttl_of(response)) if ttl_of is not None else ttl
+            await call_shared(crawler, state.put, ns, key, _encode_response(response), keep, closing=closing)
+        return response
+    finally:
+        try:
+            state.release(ns, key)
+        except StateUnavailable:
+            pass  # the lease expires by itself
+
+
+def _closing(crawler: Crawler) -> Any:
+    def closing() -> bool:
+        engine = crawler.engine
+        if engine is None or not engine.running:
+            return True
+        slot = getattr(engine, "_slot", None)
+        return slot is None or getattr(slot, "closing", None) is not None
+
+    return closing

@@ -1,0 +1,382 @@
+"""Several ``scrapy crawl`` workers sharing one Redis (scrapy-redis queue + the gate's
+shared state) against a local site: politeness across workers from the server's
+access log, robots.txt once, Retry-After honoured by all, Redis stopped and
+restarted mid-crawl, a worker killed with SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.conftest import MockServer
+from tests.test_state import REDIS_URL, redis_client
+from tests.utils import ROOT, run_scrapy, write_policy
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = [pytest.mark.requires_redis, pytest.mark.slow]
+
+PAGES = 6  # pages on the Crawl-delay host
+
+SETTINGS = """
+import os
+BOT_NAME = "fleet"
+SPIDER_MODULES = ["fleet.spiders"]
+ADDONS = {{"scrapy_gdpr.Addon": 0}}
+GDPR_POLICY = "policy.yaml"
+WORKER = os.environ.get("WORKER", "0")
+GDPR_AUDIT_LOG = "out/audit-" + WORKER + ".jsonl"
+GDPR_REPORT_DIR = "out/reports-" + WORKER
+GDPR_LEDGER = {ledger!r} or "sqlite:///out/ledger-" + WORKER + ".sqlite3"
+GDPR_STATE_URL = {state_url!r}
+GDPR_STATE_PREFIX = {prefix!r}
+GDPR_STATE_REQUEUE_AFTER = 6
+SCHEDULER_QUEUE_KEY = {prefix!r} + ":%(spider)s:requests"
+SCHEDULER_DUPEFILTER_KEY = {prefix!r} + ":%(spider)s:dupefilter"
+TWISTED_DNS_RESOLVER = "tests.utils.LocalResolver"
+CONCURRENT_REQUESTS = 8
+LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+TELNETCONSOLE_ENABLED = False
+"""
+
+SPIDER = """
+import os
+import time
+
+import scrapy
+
+
+class Fleet(scrapy.Spider):
+    name = "fleet"
+
+    async def start(self):
+        # every worker yields the same seeds: the shared duplicate filter keeps one of each
+        for url in {starts!r}:
+            yield scrapy.Request(url, callback=self.parse)
+
+    def parse(self, response):
+        if "/p" in response.url and os.environ.get("PARSE_SLEEP"):
+            self.logger.info("PARSING %s", response.url)
+            time.sleep(float(os.environ["PARSE_SLEEP"]))  # a slow callback: killed in the middle of it
+        yield {{"url": response.url}}
+        for href in response.css("a::attr(href)").getall():
+            yield response.follow(href, callback=self.parse)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_site(root: Path, *, crawl_delay: float = 2, pages: int = PAGES, retry_after: int = 4) -> Path:
+    slow = root / "hosts" / "slow"
+    slow.mkdir(parents=True)
+    (slow / "robots.txt").write_text(f"User-agent: *\nCrawl-delay: {crawl_delay:g}\n", encoding="utf-8")
+    links = "".join(f'<a href="/p{i}.html">{i}</a>' for i in range(pages))
+    (slow / "index.html").write_text(f"<html><body>{links}</body></html>", encoding="utf-8")
+    for i in range(pages):
+        (slow / f"p{i}.html").write_text(f"<html><body>page {i}</body></html>", encoding="utf-8")
+    ra = root / "hosts" / "ra"
+    ra.mkdir(parents=True)
+    (ra / "robots.txt").write_text("User-agent: *\nAllow: /\n", encoding="utf-8")
+    (ra / "home.html").write_text('<html><body><a href="/a.html">a</a><a href="/b.html">b</a></body></html>',
+                                  encoding="utf-8")
+    (ra / "a.html").write_text("<html><body>a</body></html>", encoding="utf-8")
+    (ra / "b.html").write_text("<html><body>b</body></html>", encoding="utf-8")
+    (ra / "_routes.json").write_text(json.dumps({"/index.html": {"sequence": [
+        {"status": 503, "headers": {"Retry-After": str(retry_after)}, "body": "busy"},
+        {"file": "home.html"},
+    ]}}), encoding="utf-8")
+    (root / "default").mkdir()
+    shutil.copy(ROOT / "tests" / "site" / "default" / "terms.html", root / "default" / "terms.html")
+    return root
+
+
+def make_project(tmp_path: Path, server: MockServer, state_url: str, prefix: str, hosts: list[str],
+                 ledger: str = "") -> Path:
+    project = tmp_path / "project"
+    (project / "fleet" / "spiders").mkdir(parents=True)
+    (project / "out").mkdir()
+    (project / "scrapy.cfg").write_text("[settings]\ndefault = fleet.settings\n", encoding="utf-8")
+    (project / "fleet" / "__init__.py").write_text("", encoding="utf-8")
+    (project / "fleet" / "spiders" / "__init__.py").write_text("", encoding="utf-8")
+    (project / "fleet" / "settings.py").write_text(SETTINGS.format(state_url=state_url, prefix=prefix, ledger=ledger),
+                                                   encoding="utf-8")
+    starts = [server.url("/index.html", host=f"{h}.test") for h in hosts]
+    (project / "fleet" / "spiders" / "fleet.py").write_text(SPIDER.format(starts=starts), encoding="utf-8")
+    write_policy(project / "policy.yaml", server, [f"{h}.test" for h in hosts])
+    return project
+
+
+def start_worker(project: Path, n: int, **extra_env: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "WORKER": str(n), "PYTHONPATH": str(ROOT), **extra_env}
+    with open(project / "out" / f"log-{n}.txt", "w", encoding="utf-8") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "scrapy.cmdline", "crawl", "fleet", "-O", f"out/items-{n}.jsonl"],
+            cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True,
+        )
+
+
+def wait_all(procs: list[subprocess.Popen[str]], timeout: float = 150) -> list[int]:
+    deadline = time.monotonic() + timeout
+    codes = []
+    for p in procs:
+        try:
+            codes.append(p.wait(timeout=max(1, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            codes.append(-9)
+    return codes
+
+
+def items(project: Path) -> list[str]:
+    out = []
+    for f in sorted((project / "out").glob("items-*.jsonl")):
+        for line in f.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                out.append(json.loads(line)["url"])
+    return out
+
+
+def logs(project: Path) -> str:
+    return "\n".join(f.read_text(encoding="utf-8", errors="replace") for f in sorted((project / "out").glob("log-*.txt")))
+
+
+@pytest.fixture
+def prefix():
+    client = redis_client()
+    name = f"gdpr-fleet-{uuid.uuid4().hex[:10]}"
+    yield name
+    keys = list(client.scan_iter(match=f"{name}*"))
+    if keys:
+        client.delete(*keys)
+
+
+def test_three_workers_share_politeness_robots_and_retry_after(tmp_path, prefix):
+    site = make_site(tmp_path / "site")
+    with MockServer(site=site, log=tmp_path / "access.log") as server:
+        project = make_project(tmp_path, server, REDIS_URL, prefix, ["slow", "ra"])
+        started = time.time()
+        procs = [start_worker(project, n) for n in range(3)]
+        codes = wait_all(procs)
+        requests = [r for r in server.requests() if r[0] >= started]
+    assert codes == [0, 0, 0], logs(project)[-4000:]
+
+    # every page once, across the workers
+    got = items(project)
+    expected = {server.url(f"/p{i}.html", host="slow.test") for i in range(PAGES)}
+    expected |= {server.url(p, host="ra.test") for p in ("/index.html", "/a.html", "/b.html")}
+    expected.add(server.url("/index.html", host="slow.test"))
+    assert sorted(got) == sorted(expected), got
+    workers_with_items = [f for f in (project / "out").glob("items-*.jsonl") if f.read_text().strip()]
+    assert len(workers_with_items) >= 2, "the shared queue was not shared"
+
+    # robots.txt once per host across the three workers
+    for host in ("slow.test", "ra.test"):
+        assert sum(1 for _, h, p in requests if h == host and p == "/robots.txt") == 1, requests
+
+    # Crawl-delay: 2 between any two requests to that host once its robots.txt was read,
+    # whichever worker sent them (pages and the tdmrep.json check alike)
+    slow = sorted((t, p) for t, h, p in requests if h == "slow.test")
+    robots_at = next(t for t, p in slow if p == "/robots.txt")
+    slow_times = [t for t, p in slow if t > robots_at]
+    assert len([p for t, p in slow if t > robots_at and p.startswith("/p")]) == PAGES
+    gaps = [b - a for a, b in zip(slow_times, slow_times[1:], strict=False)]
+    assert min(gaps) >= 2.0, gaps
+
+    # Retry-After: 4 from ra.test: nothing to that host before its time
+    ra = sorted((t, p) for t, h, p in requests if h == "ra.test")
+    first_503 = next(t for t, p in ra if p == "/index.html")
+    later = [t for t, p in ra if t > first_503]
+    assert later and min(later) - first_503 >= 4.0, ra
+    assert "shared_booked" in logs(project)
+
+
+def redis_server(port: int, folder: Path) -> subprocess.Popen[bytes]:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("redis-server binary not found")
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+         "--appendfsync", "always", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    pytest.fail("redis-server did not start")
+
+
+def test_redis_stopped_mid_crawl_stops_fetching_and_resumes(tmp_path, prefix):
+    port = free_port()
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    redis_proc = redis_server(port, folder)
+    site = make_site(tmp_path / "site", crawl_delay=1, pages=10)
+    try:
+        with MockServer(site=site, log=tmp_path / "access.log") as server:
+            project = make_project(tmp_path, server, f"redis://127.0.0.1:{port}/0", prefix, ["slow"])
+            started = time.time()
+            procs = [start_worker(project, n) for n in range(2)]
+            # wait for the crawl to be under way
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if sum(1 for r in server.requests() if r[2].startswith("/p")) >= 2:
+                    break
+                time.sleep(0.1)
+            redis_proc.send_signal(signal.SIGTERM)
+            redis_proc.wait(timeout=10)
+            stopped = time.time()
+            time.sleep(5)
+            restarted = time.time()
+            redis_proc = redis_server(port, folder)
+            codes = wait_all(procs)
+            requests = [r for r in server.requests() if r[0] >= started]
+    finally:
+        redis_proc.kill()
+        redis_proc.wait()
+    assert codes == [0, 0], logs(project)[-4000:]
+    during = [r for r in requests if stopped + 1.5 < r[0] < restarted]
+    assert during == [], during  # nothing fetched while the shared state was away
+    after = [r for r in requests if r[0] >= restarted]
+    assert after, "the crawl did not resume after Redis came back"
+    fetched = {p for _, h, p in requests if h == "slow.test"}
+    assert {f"/p{i}.html" for i in range(10)} <= fetched
+    text = logs(project)
+    assert "Not fetching anything" in text and "Fix: start Redis" in text
+    assert "answers again" in text
+
+
+def test_worker_killed_with_sigkill_loses_no_request(tmp_path, prefix):
+    site = make_site(tmp_path / "site", crawl_delay=1, pages=10)
+    with MockServer(site=site, log=tmp_path / "access.log") as server:
+        project = make_project(tmp_path, server, REDIS_URL, prefix, ["slow"])
+        started = time.time()
+        # worker 0 is killed in the middle of a callback, so it holds a request that is
+        # fetched but not done
+        procs = [start_worker(project, 0, PARSE_SLEEP="30")]
+        log0 = project / "out" / "log-0.txt"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and "PARSING" not in log0.read_text(errors="replace"):
+            time.sleep(0.1)
+        held = log0.read_text(errors="replace").split("PARSING ", 1)[1].split()[0]
+        procs.append(start_worker(project, 1))
+        time.sleep(3)  # both workers crawl; worker 0 is still inside the callback
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait()
+        codes = wait_all(procs[1:])
+        requests = [r for r in server.requests() if r[0] >= started]
+    assert codes == [0], logs(project)[-4000:]
+    fetched = {p for _, h, p in requests if h == "slow.test"}
+    assert {f"/p{i}.html" for i in range(10)} <= fetched, sorted(fetched)
+    survivor = {json.loads(line)["url"] for line in (project / "out" / "items-1.jsonl").read_text().splitlines()}
+    # the request the killed worker held was put back, fetched again and its item stored
+    assert "back in the shared queue" in (project / "out" / "log-1.txt").read_text()
+    assert held in survivor
+
+
+def test_redis_unreachable_from_the_start_fetches_nothing_and_exits_blocked(tmp_path, prefix):
+    port = free_port()  # nothing listens there
+    site = make_site(tmp_path / "site")
+    with MockServer(site=site, log=tmp_path / "access.log") as server:
+        project = make_project(tmp_path, server, f"redis://127.0.0.1:{port}/0", prefix, ["slow"])
+        with (project / "fleet" / "settings.py").open("a", encoding="utf-8") as fh:
+            fh.write("GDPR_STATE_WAIT = 3\n")
+        started = time.time()
+        codes = wait_all([start_worker(project, 0)], timeout=90)
+        requests = [r for r in server.requests() if r[0] >= started]
+    assert codes == [4], logs(project)[-4000:]
+    assert requests == []
+    text = logs(project)
+    assert "INFO: Not fetching anything" in text and "Fix: start Redis or correct GDPR_STATE_URL" in text
+    assert "finish reason gdpr_blocked, exit status 4" in text
+
+
+@pytest.mark.requires_postgres
+def test_erasure_during_the_crawl_is_refused_by_every_worker_within_the_bound(tmp_path, prefix):
+    from scrapy_gdpr.gate.shared_objections import BOUND_SECONDS
+    from tests.retention_support import drop_postgres_schema, postgres_url
+
+    ledger = postgres_url()
+    site = make_site(tmp_path / "site", crawl_delay=0.3, pages=60)
+    try:
+        with MockServer(site=site, log=tmp_path / "access.log") as server:
+            project = make_project(tmp_path, server, REDIS_URL, prefix, ["slow"], ledger=ledger)
+            started = time.time()
+            procs = [start_worker(project, n) for n in range(3)]
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                if sum(1 for r in server.requests() if r[2].startswith("/p")) >= 6:
+                    break
+                time.sleep(0.1)
+            erase = run_scrapy("gdpr-erase", "--spider", "fleet", "--domain", "slow.test", "--yes",
+                               cwd=project, timeout=60)
+            erased_at = time.time()
+            codes = wait_all(procs)
+            requests = [r for r in server.requests() if r[0] >= started]
+    finally:
+        drop_postgres_schema(ledger)
+    assert "shared objections: 1 added" in erase.stdout, erase.stdout + erase.stderr
+    assert all(c in (0, 4) for c in codes), logs(project)[-4000:]
+    late = [r for r in requests if r[1] == "slow.test" and r[0] > erased_at + BOUND_SECONDS]
+    assert late == [], late
+    pages = [r for r in requests if r[2].startswith("/p")]
+    assert len(pages) < 60  # the erasure stopped the crawl of that host
+    # no worker sent anything to the erased host after the bound (the access log above);
+    # the workers that still had its requests refused them as objections
+    refusing = 0
+    for n in range(3):
+        refusals = [json.loads(line) for line in (project / "out" / f"audit-{n}.jsonl").read_text().splitlines()
+                    if '"objection"' in line]
+        assert all(r["reason"] == "objection" and "slow.test" in r["detail"] for r in refusals)
+        refusing += bool(refusals)
+    assert refusing >= 2, "the erasure was not refused across workers"
+
+
+def test_purge_clears_the_shared_queue_and_caches(tmp_path, prefix):
+    from scrapy import Request, Spider
+
+    from scrapy_gdpr.retention.ledger import open_ledger
+    from scrapy_gdpr.shared import queue as redisqueue
+    from scrapy_gdpr.shared.state import RedisState
+
+    site = make_site(tmp_path / "site")
+    with MockServer(site=site) as server:
+        project = make_project(tmp_path, server, REDIS_URL, prefix, ["slow"])
+    open_ledger(f"sqlite:///{project / 'out' / 'ledger-0.sqlite3'}").close()
+    client = redis_client()
+    spider = Spider(name="fleet")
+    queue = redisqueue.JsonPriorityQueue(client, spider, prefix + ":%(spider)s:requests", ttl=60)
+    queue.push(Request("https://slow.test/a"))
+    queue.push(Request("https://slow.test/b"))
+    queue.pop()  # one in flight
+    client.zadd(prefix + ":fleet:dupefilter", {"abc": 1})
+    state = RedisState(REDIS_URL, prefix)
+    state.put("robots", "https://slow.test/robots.txt", b"{}", 60)
+    dry = run_scrapy("gdpr-purge", "--spider", "fleet", "--shared-queue", "--dry-run", cwd=project)
+    assert "Would delete 4 shared queue key(s) of spider 'fleet' and 1 shared fetch cache" in dry.stdout, dry.stderr
+    assert client.exists(prefix + ":fleet:requests")
+    done = run_scrapy("gdpr-purge", "--spider", "fleet", "--shared-queue", cwd=project)
+    assert "Deleted 4 shared queue key(s)" in done.stdout, done.stderr
+    assert list(client.scan_iter(match=f"{prefix}*")) == []
+    state.close()
+    client.close()

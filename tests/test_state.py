@@ -1,0 +1,241 @@
+"""The shared state (scrapy_gdpr.shared.state) and the JSON queue (scrapy_gdpr.shared.queue),
+against a real Redis server (GDPR_TEST_REDIS_URL, default redis://127.0.0.1:6379/15).
+Every test writes under its own key prefix and deletes only its own keys."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+import uuid
+
+import pytest
+from scrapy import Request, Spider
+
+from scrapy_gdpr.shared import queue as redisqueue
+from scrapy_gdpr.shared.state import LocalState, RedisState, StateUnavailable, open_state
+from tests.utils import require_service
+
+REDIS_URL = os.environ.get("GDPR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def redis_client():
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as exc:
+        require_service("Redis", f"{REDIS_URL}: {exc}")
+    return client
+
+
+@pytest.fixture
+def prefix():
+    client = redis_client()
+    name = f"gdpr-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    keys = list(client.scan_iter(match=f"{name}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def shared(prefix):
+    state = RedisState(REDIS_URL, prefix)
+    yield state
+    state.close()
+
+
+pytestmark = pytest.mark.requires_redis
+
+
+def test_open_state_picks_the_back_end():
+    assert isinstance(open_state(""), LocalState)
+    assert not open_state("").shared
+    with pytest.raises(ValueError, match="redis://"):
+        open_state("http://127.0.0.1:6379/0")
+
+
+def test_reservations_space_a_host_across_clients(shared, prefix):
+    other = RedisState(REDIS_URL, prefix)  # another worker
+    booked, wait = shared.reserve("a.test", 2.0)
+    assert booked and wait == 0
+    booked, wait = other.reserve("a.test", 2.0, max_advance=1.0)
+    assert not booked and 1.0 < wait <= 2.0  # busy beyond the advance: go on with other hosts
+    booked, wait = other.reserve("a.test", 2.0, max_advance=5.0)
+    assert booked and 1.0 < wait <= 2.0  # booked for the next free time
+    # the time after that is now 4 s away for everyone
+    assert 3.0 < shared.blocked_for("a.test") <= 4.0
+    # other hosts are free
+    assert shared.reserve("b.test", 2.0) == (True, 0.0)
+    other.close()
+
+
+def test_retry_after_blocks_every_worker(shared, prefix):
+    other = RedisState(REDIS_URL, prefix)
+    shared.block("c.test", 3.0)
+    booked, wait = other.reserve("c.test", 0.0)
+    assert not booked and 2.0 < wait <= 3.0
+    shared.block("c.test", 1.0)  # a shorter block never shortens a longer one
+    assert other.blocked_for("c.test") > 2.0
+    other.close()
+
+
+def test_lease_is_exclusive_and_expires_when_the_holder_dies(shared, prefix):
+    other = RedisState(REDIS_URL, prefix)
+    assert shared.lease("robots", "http://a.test/robots.txt", 0.3)
+    assert not other.lease("robots", "http://a.test/robots.txt", 0.3)
+    other.release("robots", "http://a.test/robots.txt")  # not the holder: no effect
+    assert not other.lease("robots", "http://a.test/robots.txt", 0.3)
+    time.sleep(0.4)  # the holder never released it (killed)
+    assert other.lease("robots", "http://a.test/robots.txt", 0.3)
+    other.release("robots", "http://a.test/robots.txt")
+    assert shared.lease("robots", "http://a.test/robots.txt", 0.3)
+    other.close()
+
+
+def test_cache_ttl_and_versions(shared):
+    shared.put("tdmrep", "http://a.test/.well-known/tdmrep.json", b"[]", 0.2)
+    assert shared.get("tdmrep", "http://a.test/.well-known/tdmrep.json") == b"[]"
+    time.sleep(0.3)
+    assert shared.get("tdmrep", "http://a.test/.well-known/tdmrep.json") is None
+    assert shared.version("objections") == 0
+    assert shared.bump("objections") == 1
+    assert shared.version("objections") == 1
+
+
+def test_unreachable_redis_raises_state_unavailable():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    state = RedisState(f"redis://127.0.0.1:{port}/0", "x", timeout=0.2)
+    with pytest.raises(StateUnavailable, match="cannot be reached"):
+        state.reserve("a.test", 1.0)
+
+
+# --------------------------------------------------------------------------- JSON queue
+
+
+class Sp(Spider):
+    name = "sp"
+
+    def parse(self, response):
+        pass
+
+    def parse_item(self, response):
+        pass
+
+
+def test_json_round_trip_keeps_the_request():
+    spider = Sp()
+    request = Request("https://a.test/p?q=1", method="POST", body=b"\x00\xffdata", headers={"X-A": "1"},
+                      callback=spider.parse_item, priority=7, meta={"depth": 2, "tags": ["a", {"b": None}]},
+                      cb_kwargs={"n": 1}, dont_filter=True)
+    data = redisqueue.dumps(request.to_dict(spider=spider))
+    assert b"pickle" not in data and data.startswith(b"{")
+    from scrapy.utils.request import request_from_dict
+
+    back = request_from_dict(redisqueue.loads(data), spider=spider)
+    assert back.url == request.url and back.method == "POST" and back.body == b"\x00\xffdata"
+    assert back.headers.get("X-A") == b"1"
+    assert back.callback == spider.parse_item and back.priority == 7 and back.dont_filter
+    assert back.meta["tags"] == ["a", {"b": None}] and back.cb_kwargs == {"n": 1}
+
+
+@pytest.mark.parametrize("meta", [{"obj": object()}, {"b": b"bytes"}, {"nested": {1: "int key"}}])
+def test_json_refuses_meta_that_is_not_plain(meta):
+    spider = Sp()
+    with pytest.raises(redisqueue.NotPlain):
+        redisqueue.dumps(Request("https://a.test/", meta=meta).to_dict(spider=spider))
+
+
+def test_loads_never_unpickles():
+    spider = Sp()
+    pickled = pickle.dumps(Request("https://a.test/").to_dict(spider=spider))
+    with pytest.raises(ValueError):
+        redisqueue.loads(pickled)
+
+
+def test_queue_expiry_in_flight_and_set_aside(prefix):
+    client = redis_client()
+    spider = Sp()
+    queue = redisqueue.JsonPriorityQueue(client, spider, prefix + ":%(spider)s:requests", ttl=0.5, requeue_after=0.3)
+    queue.push(Request("https://a.test/1", callback=spider.parse))
+    queue.push(Request("https://a.test/2", callback=spider.parse, priority=5))
+    first = queue.pop()
+    assert first.url == "https://a.test/2" and redisqueue.INFLIGHT_META in first.meta
+    # popped but never finished (the worker was killed): back in the queue after its deadline
+    time.sleep(0.35)
+    second = queue.pop()
+    assert second.url == "https://a.test/2"
+    queue.ack(second.meta[redisqueue.INFLIGHT_META])
+    # set aside while its host is busy: not poppable until then
+    other = queue.pop()
+    assert other.url == "https://a.test/1"
+    queue.delay(other, 0.2)
+    queue.ack(other.meta[redisqueue.INFLIGHT_META])
+    assert queue.pop() is None
+    time.sleep(0.25)
+    again = queue.pop()
+    assert again.url == "https://a.test/1"
+    queue.ack(again.meta[redisqueue.INFLIGHT_META])
+    # older than retention.caches: discarded when popped
+    queue.push(Request("https://a.test/old", callback=spider.parse, priority=9))
+    time.sleep(0.3)
+    queue.push(Request("https://a.test/new", callback=spider.parse))
+    time.sleep(0.3)
+    assert queue.pop().url == "https://a.test/new" and queue.expired == 1
+    # and once nothing writes to them, the keys themselves expire
+    time.sleep(0.6)
+    assert not client.exists(*queue.keys())
+
+
+def test_seen_fingerprints_expire(prefix):
+    from scrapy.utils.request import RequestFingerprinter
+
+    client = redis_client()
+    df = redisqueue.ExpiringDupeFilter(client, prefix + ":seen", 0.3, RequestFingerprinter())
+    assert not df.request_seen(Request("https://a.test/x"))
+    assert df.request_seen(Request("https://a.test/x"))
+    assert 0 < client.pttl(prefix + ":seen") <= 300
+    time.sleep(0.35)
+    assert not df.request_seen(Request("https://a.test/x"))
+
+
+# --------------------------------------------------------------------------- add-on wiring
+
+
+def test_addon_wires_scrapy_redis_with_json_and_refuses_pickle():
+    from scrapy.settings import Settings
+
+    from scrapy_gdpr.shared.queue import update_settings
+
+    settings = Settings({"SCHEDULER_PERSIST": True})
+    update_settings(settings, None)  # no GDPR_STATE_URL: nothing changes
+    assert settings.get("SCHEDULER") == "scrapy.core.scheduler.Scheduler"
+    settings = Settings({"GDPR_STATE_URL": "redis://127.0.0.1:6379/3"})
+    update_settings(settings, None)
+    assert settings.get("SCHEDULER") == redisqueue.SCHEDULER
+    assert settings.get("SCHEDULER_SERIALIZER") == "scrapy_gdpr.shared.queue"
+    assert settings.get("REDIS_URL") == "redis://127.0.0.1:6379/3"
+    assert redisqueue.QueueAckMiddleware in settings.getdict("SPIDER_MIDDLEWARES")
+    pickled = Settings({"GDPR_STATE_URL": "redis://127.0.0.1:6379/3",
+                        "SCHEDULER_SERIALIZER": "scrapy_redis.picklecompat"})
+    with pytest.raises(ValueError, match="pickles queued requests"):
+        update_settings(pickled, None)
+
+
+def test_scrapy_redis_without_shared_state_is_refused():
+    from scrapy.settings import Settings
+
+    from scrapy_gdpr.shared.queue import update_settings
+
+    with pytest.raises(ValueError, match="GDPR_STATE_URL is unset"):
+        update_settings(Settings({"SCHEDULER": "scrapy_redis.scheduler.Scheduler",
+                                  "REDIS_URL": "redis://127.0.0.1:6379/0"}), None)
+    with pytest.raises(ValueError, match="redis://"):
+        update_settings(Settings({"GDPR_STATE_URL": "127.0.0.1:6379"}), None)
