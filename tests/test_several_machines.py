@@ -325,7 +325,10 @@ def test_erasure_during_the_crawl_is_refused_by_every_worker_within_the_bound(tm
             procs = [start_worker(project, n) for n in range(3)]
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
-                if sum(1 for r in server.requests() if r[2].startswith("/p")) >= 6:
+                # every worker crawls (its spider is open) and the host has been fetched from
+                opened = all("Spider opened" in (project / "out" / f"log-{n}.txt").read_text(errors="replace")
+                             for n in range(3))
+                if opened and sum(1 for r in server.requests() if r[2].startswith("/p")) >= 6:
                     break
                 time.sleep(0.1)
             erase = run_scrapy("gdpr-erase", "--spider", "fleet", "--domain", "slow.test", "--yes",
