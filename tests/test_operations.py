@@ -80,16 +80,10 @@ class FacesSpider(scrapy.Spider):
 
     name = "faces"
     start_urls = [BASE + "/index.html"]
+    # the detector, built in a worker on first use, fails as with a damaged model file
+    custom_settings = {{"EXTENSIONS": {{"tests.utils.BrokenFaceModel": 0}}}}
 
     def parse(self, response):
-        import scrapy_gdpr.facepool
-        from scrapy_gdpr.faces.detector import ModelIntegrityError
-
-        def broken(*args, **kwargs):
-            raise ModelIntegrityError("cannot read face model: file is truncated")
-
-        # the detector is built in a worker on first use: as with a damaged model file
-        scrapy_gdpr.facepool.build_detector = broken
         with open({image!r}, "rb") as fh:
             yield {{"url": response.url, "image_bytes": fh.read()}}
 '''

@@ -44,6 +44,31 @@ class LocalResolver(CachingThreadedResolver):
         return super().getHostByName(name, timeout)
 
 
+def install_face_pool(crawler: Any, **seams: Any) -> Any:
+    """Give the crawl a face pool built with ``seams`` (``detector_factory``,
+    ``stage``) before its pipelines acquire one. Returns the pool."""
+    from scrapy_gdpr.facepool import FacePool, install_pool
+    from scrapy_gdpr.runtime import get_runtime
+
+    runtime = get_runtime(crawler)
+    return install_pool(runtime, FacePool(runtime, **seams))
+
+
+class BrokenFaceModel:
+    """An extension for subprocess crawls (``EXTENSIONS = {"tests.utils.BrokenFaceModel": 0}``):
+    the face pool's detector cannot be built, as with a damaged model file."""
+
+    @classmethod
+    def from_crawler(cls, crawler: Any) -> BrokenFaceModel:
+        from scrapy_gdpr.faces.detector import ModelIntegrityError
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise ModelIntegrityError("cannot read face model: file is truncated")
+
+        install_face_pool(crawler, detector_factory=broken)
+        return cls()
+
+
 def run_scrapy(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run ``python -m scrapy.cmdline ARGS`` in a subprocess, as Scrapy's own tests do."""
     full_env = {**os.environ, **(env or {})}
