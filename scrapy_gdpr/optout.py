@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -486,6 +485,7 @@ class OptOutMiddleware:
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self.runtime = component_runtime(crawler)
+        self.clock = self.runtime.clock
         self.policy = self.runtime.policy
         self.switches = self.policy.opt_out
         self.token = self.policy.crawler.product_token
@@ -515,7 +515,7 @@ class OptOutMiddleware:
     async def _tdmrep(self, origin: str) -> _TdmEntry:
         """The origin's TDMRep rules, fetched once per TTL; concurrent callers share one fetch."""
         entry = self._tdm.get(origin)
-        if entry is not None and not entry.flight.busy and time.monotonic() - entry.fetched_at < self.tdmrep_ttl:
+        if entry is not None and not entry.flight.busy and self.clock.monotonic() - entry.fetched_at < self.tdmrep_ttl:
             return entry
         if entry is None:
             entry = self._tdm[origin] = _TdmEntry()
@@ -526,7 +526,7 @@ class OptOutMiddleware:
         try:
             await self._fetch_tdmrep(origin, entry)
         finally:
-            entry.fetched_at = time.monotonic()
+            entry.fetched_at = self.clock.monotonic()
 
     async def _fetch_tdmrep(self, origin: str, entry: _TdmEntry) -> None:
         url = origin + TDMREP_PATH
@@ -584,7 +584,7 @@ class OptOutMiddleware:
         if origin is not None:
             # TDMRep: the file must be checked before the first page of an origin.
             entry = self._tdm.get(origin)
-            if entry is None or entry.flight.busy or time.monotonic() - entry.fetched_at >= self.tdmrep_ttl:
+            if entry is None or entry.flight.busy or self.clock.monotonic() - entry.fetched_at >= self.tdmrep_ttl:
                 await self._tdmrep(origin)  # not fetched yet, in flight, or expired
 
     async def process_response(self, request: Request, response: Response) -> Response:

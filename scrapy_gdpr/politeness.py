@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
-from scrapy.utils.asyncio import sleep
 from scrapy.utils.httpobj import urlparse_cached
 
 from scrapy_gdpr._component import component_runtime
@@ -234,6 +232,7 @@ class PolitenessMiddleware:
         setting, user_agent = effective_user_agent(crawler)
         check_user_agent(user_agent, policy, setting)
         self.max_wait = policy.duration(policy.politeness.retry_after_max).total_seconds()
+        self.clock = self.runtime.clock
         self.floors = slot_floors(crawler)
         #: slot key -> monotonic time before which nothing is sent to it
         self.not_before: dict[str, float] = {}
@@ -273,7 +272,10 @@ class PolitenessMiddleware:
                     clause=self.runtime.policy.clause("politeness", "retry_after_max"),
                     detail=f"host {key} was given up: {info['detail']}",
                 )
-            wait = self.not_before.get(key, 0.0) - time.monotonic()
+            not_before = self.not_before.get(key)
+            if not_before is None:
+                return
+            wait = not_before - self.clock.monotonic()
             if wait <= 0:
                 return
             if self._closing():
@@ -295,7 +297,7 @@ class PolitenessMiddleware:
                 )
             # in slices, so that a closing crawl (Ctrl-C, CLOSESPIDER_*, crawler.stop())
             # does not wait for the end of a long pause
-            await sleep(min(wait, SHUTDOWN_POLL))
+            await self.clock.sleep(min(wait, SHUTDOWN_POLL))
 
     def _closing(self) -> bool:
         """Whether the engine is stopping or closing the spider (graceful shutdown)."""
@@ -309,7 +311,7 @@ class PolitenessMiddleware:
         if response.status not in RETRY_AFTER_STATUSES:
             return response
         raw = response.headers.get(b"Retry-After")
-        seconds = parse_retry_after(raw)
+        seconds = parse_retry_after(raw, self.clock.now())
         if seconds is None:
             if raw is not None:
                 logger.info(
@@ -334,7 +336,7 @@ class PolitenessMiddleware:
                         "status": response.status,
                         "retry_after": raw.decode("latin-1") if raw else "",
                         "seconds": seconds,
-                        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                        "at": self.clock.now().isoformat(timespec="seconds"),
                     }
                 stats.inc_value("gdpr/politeness/given_up")
                 logger.warning(
@@ -349,7 +351,7 @@ class PolitenessMiddleware:
                 clause=self.runtime.policy.clause("politeness", "retry_after_max"),
                 detail=detail,
             )
-        until = time.monotonic() + seconds
+        until = self.clock.monotonic() + seconds
         if until > self.not_before.get(key, 0.0):
             self.not_before[key] = until
         self._report["paused"] += 1

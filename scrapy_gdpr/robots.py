@@ -21,11 +21,9 @@ from __future__ import annotations
 import logging
 import math
 import re
-import time
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urljoin, urlsplit
@@ -675,7 +673,7 @@ class RobotsEntry:
     rules: RobotsRules | None = None
     status: int | None = None
     error: str = ""
-    fetched_at: float = 0.0  # time.monotonic()
+    fetched_at: float = 0.0  # the clock's monotonic()
     expires_at: float = 0.0
     attempts: int = 0  # consecutive unreachable fetches
     delay: float = 0.0  # the delay floor for this origin's slot(s)
@@ -705,6 +703,7 @@ class RobotsGateMiddleware:
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self.runtime = component_runtime(crawler)
+        self.clock = self.runtime.clock
         policy = self.runtime.policy
         self.product_token = policy.crawler.product_token
         robots = policy.robots
@@ -763,7 +762,7 @@ class RobotsGateMiddleware:
         parts = urlparse_cached(request)
         origin = origin_of(parts)
         entry = self.cache.get(origin)
-        if entry is not None and time.monotonic() < entry.expires_at:
+        if entry is not None and self.clock.monotonic() < entry.expires_at:
             self.cache.move_to_end(origin)  # entry_for's fresh-entry path, without a coroutine
         else:
             entry = await self.entry_for(request.url, parts)
@@ -849,7 +848,7 @@ class RobotsGateMiddleware:
         """The robots.txt entry for ``url``, fetching it once for all waiters when needed."""
         origin = origin_of(parts if parts is not None else url)
         entry = self.cache.get(origin)
-        if entry is not None and time.monotonic() < entry.expires_at:
+        if entry is not None and self.clock.monotonic() < entry.expires_at:
             self.cache.move_to_end(origin)
             return entry
         waiter: Deferred[RobotsEntry] = Deferred()
@@ -938,7 +937,7 @@ class RobotsGateMiddleware:
             return self._unreachable(origin, robots_url, previous, f"unexpected HTTP {status}", response)
 
     def _finish(self, entry: RobotsEntry, response: Response | None) -> RobotsEntry:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         ttl = self.ttl
         if response is not None:
             max_age = _max_age(response)
@@ -1008,7 +1007,7 @@ class RobotsGateMiddleware:
         self, origin: str, robots_url: str, previous: RobotsEntry | None, error: str, response: Response | None
     ) -> RobotsEntry:
         attempts = previous.attempts + 1 if previous is not None and previous.state == "unreachable" else 1
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if attempts <= self.retry_times:
             wait = self.retry_backoff * 2 ** (attempts - 1)
             retry_after = parse_retry_after(response.headers.get(b"Retry-After")) if response is not None else None
@@ -1027,7 +1026,7 @@ class RobotsGateMiddleware:
             self._report["unreachable_count"] += 1
         hosts = self._report["unreachable"]
         if origin in hosts or len(hosts) < REPORT_LIMIT:
-            first = hosts.get(origin, {}).get("since") or datetime.now(UTC).isoformat(timespec="seconds")
+            first = hosts.get(origin, {}).get("since") or self.clock.now().isoformat(timespec="seconds")
             hosts[origin] = {
                 "robots_url": robots_url,
                 "error": error,

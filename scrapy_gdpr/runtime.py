@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from scrapy import signals
 
 from scrapy_gdpr.audit import AuditLog, Refusals
+from scrapy_gdpr.clock import SYSTEM_CLOCK, Clock
 from scrapy_gdpr.config import GdprConfig
 from scrapy_gdpr.policy import Policy, PolicyError, load_policy
 from scrapy_gdpr.status import refuse_startup
@@ -43,6 +44,9 @@ class GdprRuntime:
     report_sections: dict[str, Any] = field(default_factory=dict)
     #: Shared objects that components register by name (e.g. the objection list).
     services: dict[str, Any] = field(default_factory=dict)
+    #: The time the components read (TTLs, back-offs, Retry-After pauses); read when
+    #: each component is built.
+    clock: Clock = SYSTEM_CLOCK
 
     @property
     def spider_name(self) -> str:

@@ -6,7 +6,9 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from functools import wraps
 from pathlib import Path
 from typing import Any, ParamSpec
@@ -42,6 +44,49 @@ class LocalResolver(CachingThreadedResolver):
         if name.endswith(".test"):
             return defer.succeed("127.0.0.1")
         return super().getHostByName(name, timeout)
+
+
+class ManualClock:
+    """A clock that moves only when the test moves it (:meth:`advance`); ``sleep``
+    advances it at once. Give it to a crawl with :func:`use_clock` before the crawl
+    starts, so that TTLs, back-offs and pauses need no real waiting."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.seconds = 1000.0
+        self.start = start or datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+    def monotonic(self) -> float:
+        return self.seconds
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=self.seconds - 1000.0)
+
+    def advance(self, seconds: float) -> None:
+        self.seconds += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        from scrapy.utils.asyncio import sleep
+
+        self.advance(seconds)
+        await sleep(0)
+
+
+def use_clock(crawler: Any, clock: Any) -> Any:
+    """Make ``clock`` the time every scrapy-gdpr component of ``crawler`` reads."""
+    from scrapy_gdpr.runtime import get_runtime
+
+    get_runtime(crawler).clock = clock
+    return clock
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll ``condition`` on the reactor until it holds (fail after ``timeout`` s)."""
+    from scrapy.utils.asyncio import sleep
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not hold in time"
+        await sleep(0.02)
 
 
 def install_face_pool(crawler: Any, **seams: Any) -> Any:
