@@ -207,9 +207,10 @@ class FacePool:
                 self.section["runtime"] = runtime
         return detector
 
-    def run_stage(self, data: bytes, mime: str | None = None) -> Verdict:
+    def run_stage(self, data: bytes, mime: str | None = None, output: str = "auto") -> Verdict:
         """The face stage on one image, in the calling (worker) thread. Never raises:
-        any failure is a verdict that the image is not stored (fail closed)."""
+        any failure is a verdict that the image is not stored (fail closed).
+        ``output`` as for :func:`~scrapy_gdpr.faces.stage.process_image`."""
         from scrapy_gdpr.faces.stage import Verdict
 
         try:
@@ -225,11 +226,12 @@ class FacePool:
                 max_pixels=self.face_policy.max_pixels,
                 face_policy=self.face_policy,
                 mime=mime,
+                output=output,
             )
         except Exception as exc:  # fail closed: nothing unchecked is stored
             logger.exception("Face stage failed; the image is not stored")
             return Verdict(False, reason="stage_error", record={"error": type(exc).__name__})
-        if verdict.stored and not verdict.data:
+        if verdict.stored and not verdict.data and verdict.pixels is None:
             return Verdict(False, reason="stage_error", faces=verdict.faces, record={"error": "no output"})
         return verdict
 

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from io import BytesIO
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from itemadapter import ItemAdapter
 from scrapy.pipelines.files import FilesPipeline
+from scrapy.exceptions import IgnoreRequest
 from scrapy.pipelines.images import ImageException, ImagesPipeline
-from scrapy.pipelines.media import _MediaRequestFiltered
+from scrapy.pipelines.media import FileException
 from scrapy.utils.defer import ensure_awaitable
 
 from scrapy_gdpr._component import component_runtime
@@ -44,6 +47,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from scrapy_gdpr.facepool import FacePool
+    from scrapy_gdpr.faces.imageio import DecodedImage
     from scrapy_gdpr.faces.stage import Verdict
     from scrapy_gdpr.runtime import GdprRuntime
 
@@ -113,6 +117,26 @@ def _header_mime(response: Response) -> str | None:
 # --------------------------------------------------------------------------- shared behaviour
 
 
+@dataclass(frozen=True)
+class Rendition:
+    """One file a media pipeline stored for a downloaded image or file: ``kind`` is
+    ``image``, ``thumbnail`` or ``file``; ``path`` is relative to the store."""
+
+    kind: str
+    path: str
+    data: bytes = field(repr=False)
+    size: tuple[int, int] = (0, 0)
+
+    @property
+    def sha256(self) -> str:
+        return "sha256:" + hashlib.sha256(self.data).hexdigest()
+
+
+#: How many stored files a media pipeline remembers until the recorder asks for
+#: them (an item that a later pipeline drops is never asked for).
+_STORED_MEMORY = 10_000
+
+
 class _FaceStageMixin:
     """What the three pipelines share: the pool, refusals and per-item records."""
 
@@ -124,6 +148,22 @@ class _FaceStageMixin:
         self.runtime = component_runtime(crawler)
         self.faces = acquire_pool(self.runtime)
         _quiet_scrapy_media_logs()
+        #: store path of each file stored by this crawl -> (kind, path, sha256) of it
+        #: and of the files stored with it (thumbnails), hashed from the bytes written
+        self._stored: OrderedDict[str, list[tuple[str, str, str]]] = OrderedDict()
+
+    def stored_renditions(self, renditions: list[Rendition]) -> None:
+        """Remember what was stored for the recorder (:meth:`renditions_of`)."""
+        if not renditions:
+            return
+        self._stored[renditions[0].path] = [(r.kind, r.path, r.sha256) for r in renditions]
+        while len(self._stored) > _STORED_MEMORY:
+            self._stored.popitem(last=False)
+
+    def renditions_of(self, path: str) -> list[tuple[str, str, str]] | None:
+        """``(kind, path, sha256)`` of every file stored with ``path`` by this crawl
+        (the file and its thumbnails), once; None when this crawl did not store it."""
+        return self._stored.pop(path, None)
 
     def close_spider(self) -> None:
         self.faces.release()
@@ -219,8 +259,10 @@ class _MediaFaceStageMixin(_FaceStageMixin):
                 records.append(dict(exc.record))
                 if exc.drop_item and drop_detail is None:
                     drop_detail = f"faces found in {exc.record.get('url') or url} and the policy drops the item"
-            elif isinstance(exc, _MediaRequestFiltered):
-                cause = exc.__cause__  # a refusal by the request gate says why (an opt-out in the image's XMP)
+            elif isinstance(exc, FileException) and isinstance(exc.__cause__, IgnoreRequest):
+                # filtered, not downloaded (FilesPipeline.media_failed raises it from the IgnoreRequest);
+                # a refusal by the request gate says why (an opt-out in the image's XMP)
+                cause = exc.__cause__
                 if isinstance(cause, PolicyViolation):
                     records.append({"url": url, "stored": False, "reason": cause.reason, "detail": str(cause)})
                 else:
@@ -260,32 +302,75 @@ class GdprImagesPipeline(_MediaFaceStageMixin, ImagesPipeline):
     ) -> str:
         url = request.url
         async with self.faces.slot():
-            verdict = await self.faces.call(self.faces.run_stage, response.body, _header_mime(response))
-            self.faces.count_checked(verdict)
-            if self._refused(verdict):
-                raise self._refuse_image(url, verdict, kind="image", url=url)
-            redacted = response.replace(body=verdict.data)
-            # Decoding, the full-size JPEG and the thumbnails: also off the reactor thread.
-            images = await self.faces.call(self._convert_all, redacted, request, info, item)
-        checksum: str | None = None
-        for path, (width, height), buf in images:
-            if checksum is None:
-                checksum = hashlib.md5(buf.getbuffer()).hexdigest()  # noqa: S324 - Scrapy's checksum
-            buf.seek(0)
+            # One worker hop: decode, detect and redact once, then encode each stored
+            # rendition (the full image, every thumbnail) once, from the redacted pixels.
+            verdict, renditions, problem = await self.faces.call(
+                self._check_and_render, response, request, info, item
+            )
+        self.faces.count_checked(verdict)
+        if not verdict.stored:
+            raise self._refuse_image(url, verdict, kind="image", url=url)
+        if problem is not None:
+            raise problem  # Scrapy's own checks (IMAGES_MIN_WIDTH/HEIGHT): a failed result, as without the stage
+        for rendition in renditions:
             await ensure_awaitable(
                 self.store.persist_file(
-                    path, buf, info, meta={"width": width, "height": height}, headers={"Content-Type": "image/jpeg"}
+                    rendition.path, BytesIO(rendition.data), info,
+                    meta={"width": rendition.size[0], "height": rendition.size[1]},
+                    headers={"Content-Type": "image/jpeg"},
                 )
             )
-        assert checksum is not None
+        self.stored_renditions(renditions)
         self.faces.count_stored(verdict)
         self._checked[url] = self.faces.record(verdict, url=url)
-        return checksum
+        return hashlib.md5(renditions[0].data).hexdigest()  # noqa: S324 - Scrapy's checksum
 
-    def _convert_all(
+    def _check_and_render(
         self, response: Response, request: Request, info: MediaPipeline.SpiderInfo, item: Any
-    ) -> list[tuple[str, tuple[int, int], BytesIO]]:
-        return [(path, image.size, buf) for path, image, buf in self.get_images(response, request, info, item=item)]
+    ) -> tuple[Verdict, list[Rendition], Exception | None]:
+        """In a face-pool worker: the stage, then the renditions Scrapy's
+        ``get_images`` would store, encoded from the stage's redacted pixels."""
+        verdict = self.faces.run_stage(response.body, _header_mime(response), "pixels")
+        pixels, verdict.pixels = verdict.pixels, None  # never kept beyond this call
+        if self._refused(verdict):
+            return verdict, [], None
+        if pixels is None:  # a stage that gave no pixels to render: fail closed
+            verdict.stored, verdict.reason = False, "stage_error"
+            verdict.record = {**verdict.record, "stored": False, "error": "no output"}
+            return verdict, [], None
+        try:
+            renditions = self._render(pixels, response, request, info, item)
+        except ImageException as exc:
+            return verdict, [], exc
+        except Exception as exc:  # noqa: BLE001 - fail closed: not stored
+            logger.exception("Writing the checked image failed; the image is not stored")
+            verdict.stored, verdict.reason = False, "encode_failed"
+            verdict.record = {**verdict.record, "stored": False, "error": type(exc).__name__}
+            return verdict, [], None
+        verdict.mime = "image/jpeg"
+        verdict.record["stored_type"] = "image/jpeg"
+        return verdict, renditions, None
+
+    def _render(
+        self, pixels: DecodedImage, response: Response, request: Request, info: MediaPipeline.SpiderInfo, item: Any
+    ) -> list[Rendition]:
+        """What ``ImagesPipeline.get_images`` does, on pixels already upright and
+        metadata-free: the size check, the full image and the thumbnails, with the
+        paths from this pipeline's own ``file_path`` and ``thumb_path``."""
+        from scrapy_gdpr.faces.imageio import frame_image
+
+        image = frame_image(pixels.frames[0])
+        width, height = image.size
+        if width < self.min_width or height < self.min_height:
+            raise ImageException(f"Image too small ({width}x{height} < {self.min_width}x{self.min_height})")
+        path = self.file_path(request, response=response, info=info, item=item)
+        full, buf = self.convert_image(image, response_body=BytesIO())
+        out = [Rendition("image", path, buf.getvalue(), full.size)]
+        for thumb_id, size in self.thumbs.items():
+            thumb_path = self.thumb_path(request, thumb_id, response=response, info=info, item=item)
+            thumb, thumb_buf = self.convert_image(full, size, response_body=buf)
+            out.append(Rendition("thumbnail", thumb_path, thumb_buf.getvalue(), thumb.size))
+        return out
 
     def convert_image(
         self,
@@ -294,7 +379,7 @@ class GdprImagesPipeline(_MediaFaceStageMixin, ImagesPipeline):
         *,
         response_body: BytesIO,
     ) -> tuple[Image.Image, BytesIO]:
-        """Always re-encode from pixels, without metadata.
+        """Always encode from pixels, without metadata.
 
         Scrapy's version returns the downloaded bytes unchanged for an unresized
         JPEG; here ``response_body`` is never returned, and the JPEG is written
@@ -361,9 +446,9 @@ class GdprFilesPipeline(_MediaFaceStageMixin, FilesPipeline):
             self.faces.count_stored(verdict)
             record = self.faces.record(verdict, url=url)
         path = self.file_path(request, response=response, info=info, item=item)
-        buf = BytesIO(body)
         checksum = hashlib.md5(body).hexdigest()  # noqa: S324 - Scrapy's checksum
-        await ensure_awaitable(self.store.persist_file(path, buf, info, headers={"Content-Type": content_type}))
+        await ensure_awaitable(self.store.persist_file(path, BytesIO(body), info, headers={"Content-Type": content_type}))
+        self.stored_renditions([Rendition("file", path, body)])
         self._checked[url] = record
         return checksum
 
