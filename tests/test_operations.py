@@ -7,12 +7,11 @@ policy path that works from any sub-folder of the project.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 
-from tests.utils import DATA, run_scrapy, write_policy
+from tests.utils import DATA, free_port, run_scrapy, write_policy
 
 SETTINGS = """
 BOT_NAME = "ops"
@@ -87,12 +86,6 @@ class FacesSpider(scrapy.Spider):
         with open({image!r}, "rb") as fh:
             yield {{"url": response.url, "image_bytes": fh.read()}}
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_project(tmp_path: Path, mockserver, *, extra_settings: str = "") -> Path:

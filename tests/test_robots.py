@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from scrapy.utils.test import get_crawler
 from scrapy_gdpr import robots as robots_module
 from scrapy_gdpr.exceptions import PolicyViolation
 from scrapy_gdpr.robots import RobotsGateMiddleware, origin_of, parse_robots
-from tests.utils import DATA, ManualClock, coroutine_test, use_clock, wait_until
+from tests.utils import DATA, ManualClock, coroutine_test, free_port, use_clock, wait_until
 
 UA = "GdprTestBot/1.0 (+http://127.0.0.1/crawler-info.html)"
 
@@ -159,9 +158,7 @@ async def test_timeout_means_complete_disallow(tmp_path, mockserver):
 
 @coroutine_test
 async def test_connection_refused_means_complete_disallow(tmp_path, mockserver):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens there
     url = f"http://robots-refused.test:{port}/page.html"
     crawler = await crawl(tmp_path, [url])
     assert crawler.spider.refused == {url: "robots_unreachable"}

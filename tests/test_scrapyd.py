@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.utils import ROOT, write_policy
+from tests.utils import ROOT, free_port, write_policy
 
 pytest.importorskip("scrapyd")
 
@@ -62,12 +61,6 @@ from setuptools import find_packages, setup
 setup(name="tinyd", version="1.0", packages=find_packages(),
       entry_points={"scrapy": ["settings = tinyd.settings"]})
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def build_egg(tmp_path: Path, mockserver: Any) -> tuple[bytes, Path]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -112,6 +113,14 @@ class BrokenFaceModel:
 
         install_face_pool(crawler, detector_factory=broken)
         return cls()
+
+
+def free_port() -> int:
+    """A port nothing listens on now (bound to 0 and closed again): for a server a
+    subprocess starts, or for an address that must refuse connections."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def run_scrapy(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
