@@ -725,8 +725,10 @@ class OptOutMiddleware:
         policy: str | None = None
         origin = self._origin(response.url)
         if origin is not None:
-            entry = await self._tdmrep(origin)
-            rule = match_tdmrep(entry.rules or [], response.url)
+            entry = self._tdm.get(origin)
+            if entry is None or entry.flight.busy or self.clock.monotonic() - entry.fetched_at >= self.tdmrep_ttl:
+                entry = await self._tdmrep(origin)  # _tdmrep's cached path without a coroutine otherwise
+            rule = match_tdmrep(entry.rules, response.url) if entry.rules else None
             if entry.unread:
                 value = 1
                 signal = Signal("tdmrep_file", "tdm-reservation",

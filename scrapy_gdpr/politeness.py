@@ -258,6 +258,8 @@ class PolitenessMiddleware:
         return self.crawler.engine.downloader.get_slot_key(request)
 
     async def process_request(self, request: Request) -> None:
+        if not (self._exact or self.not_before or self.given_up):
+            return  # no rate limits, no host paused or given up: nothing to hold
         key = self._slot_key(request)
         if self._exact and key not in self._rated:
             self._apply_rate_limit(key, request)

@@ -30,6 +30,7 @@ from urllib.parse import urljoin, urlsplit
 
 import http_sfv
 from scrapy import Request
+from scrapy.exceptions import IgnoreRequest
 from scrapy.http.request import NO_CALLBACK
 from scrapy.utils.asyncio import run_in_thread
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
@@ -747,6 +748,9 @@ class RobotsGateMiddleware:
             "sitemaps": {},
         }
         self.runtime.report_sections["robots"] = self._report
+        #: origins (``scheme://host:port``) whose robots.txt the crawl asked for: sent
+        #: to them, answered or not (each redirect hop's origin too)
+        self.asked: set[str] = set()
         self.runtime.services["robots"] = self
 
     @classmethod
@@ -894,12 +898,15 @@ class RobotsGateMiddleware:
             try:
                 response = await self.crawler.engine.download_async(request)
             except Exception as exc:  # noqa: BLE001 - any failure to download is "unreachable"
+                if too_large(exc) or not isinstance(exc, IgnoreRequest):  # sent, not refused before it left
+                    self.asked.add(origin_of(url))
                 if too_large(exc):
                     stats.inc_value("gdpr/robots/too_large")
                     error = f"robots.txt {size_detail(self.download_limit)}"
                     return self._unreachable(origin, robots_url, previous, error, None)
                 stats.inc_value(f"gdpr/robots/exception/{type(exc).__name__}")
                 return self._unreachable(origin, robots_url, previous, f"{type(exc).__name__}: {exc}", None)
+            self.asked.add(origin_of(url))
             status = response.status
             stats.inc_value(f"gdpr/robots/status/{status}")
             if 300 <= status < 400 and status != 304:
