@@ -768,6 +768,8 @@ class RetentionExtension:
         self.writer = _LedgerWriter(self.ledger)
         self.writer.start()
         self._closed = False
+        #: Told each step the purge at spider open makes durable (see :func:`purge`).
+        self.on_step: feedfiles.OnStep | None = None
         settings = crawler.settings
         self.media = [
             (settings.get(setting) if setting else None) or default for setting, default, _, _ in MEDIA_FIELDS
@@ -804,7 +806,7 @@ class RetentionExtension:
             return
         now = datetime.now(UTC)
         result = await maybe_deferred_to_future(deferToThread(
-            purge, self.ledger, now, audit=self.runtime.audit, spider=self.runtime.spider_name
+            purge, self.ledger, now, audit=self.runtime.audit, spider=self.runtime.spider_name, on_step=self.on_step
         ))
         self._note_purge(result)
 

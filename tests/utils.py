@@ -123,6 +123,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class PurgeSteps:
+    """An extension for crawls (``EXTENSIONS = {PurgeSteps: 1}``, after the retention
+    extension): the purge at spider open reports each durable step to ``steps``,
+    through the hook tests/test_purge_crash.py kills the purge command with."""
+
+    steps: list[str] = []
+
+    def __init__(self, crawler: Any) -> None:
+        from scrapy_gdpr.retention import EXTENSION_SERVICE
+        from scrapy_gdpr.runtime import get_runtime
+
+        extension = get_runtime(crawler).services.get(EXTENSION_SERVICE)
+        assert extension is not None, "the retention extension must be built first"
+        type(self).steps = []
+        extension.on_step = type(self).steps.append
+
+    @classmethod
+    def from_crawler(cls, crawler: Any) -> PurgeSteps:
+        return cls(crawler)
+
+
 def run_scrapy(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run ``python -m scrapy.cmdline ARGS`` in a subprocess, as Scrapy's own tests do."""
     full_env = {**os.environ, **(env or {})}
@@ -163,15 +184,115 @@ def terms_fingerprint(url: str) -> str:
     return fingerprint(normalise_terms(HtmlResponse(url, body=body, headers={"Content-Type": ctype})))
 
 
+# --------------------------------------------------------------------------- policy files
+#
+# Every test policy starts from tests/data/policies/valid.yaml; each writer below
+# changes what its tests are about and writes ``policy.yaml`` into the test's folder.
+
+#: The valid policy every test policy starts from.
+VALID_POLICY = DATA / "policies" / "valid.yaml"
+#: The ``*.test`` host of the face-stage gallery tests (tests/gallery.py).
+GALLERY_HOST = "gallery-people.test"
+#: The hosts of the retention tests (tests/retention_support.py).
+RETENTION_HOSTS = ("people.test", "news.test")
+
+
+def policy_data() -> dict[str, Any]:
+    """valid.yaml, parsed."""
+    import yaml
+
+    data: dict[str, Any] = yaml.safe_load(VALID_POLICY.read_text(encoding="utf-8"))
+    return data
+
+
+def save_policy(folder: Path, data: dict[str, Any], name: str = "policy.yaml") -> Path:
+    """Write ``data`` as ``folder/name`` and return its path."""
+    import yaml
+
+    path = folder / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def sections_policy(tmp_path: Path, **sections: Any) -> Path:
+    """valid.yaml with top-level sections replaced/merged (dicts are merged one level deep)."""
+    data = policy_data()
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return save_policy(tmp_path, data)
+
+
+def domains_policy(tmp_path: Path, domains: list[dict[str, Any]], **sections: Any) -> Path:
+    """valid.yaml with other domains (and sections); objections in tmp_path."""
+    data = policy_data()
+    data["domains"] = domains
+    data["objections"] = {"path": "objections.txt"}
+    data.update(sections)
+    return save_policy(tmp_path, data)
+
+
+def terms_policy(tmp_path: Path, domains: list[dict[str, Any]], interval: str = "P1D") -> Path:
+    """valid.yaml with ``domains`` (private network allowed) checked for terms every ``interval``."""
+    data = policy_data()
+    data["domains"] = [{"allow_private_network": True, **d} for d in domains]
+    data["terms_check"] = {"interval": interval}
+    return save_policy(tmp_path, data)
+
+
+def signals_policy(tmp_path: Path, *, signal_purposes: list[str] | None = None,
+                   opt_out: dict[str, Any] | None = None, **changes: Any) -> Path:
+    """valid.yaml whose purpose falls under ``signal_purposes`` (default: all three),
+    with the ``opt_out`` section and other sections replaced."""
+    data = policy_data()
+    data["purposes"][0]["signal_purposes"] = signal_purposes or ["search", "ai-train", "ai-input"]
+    if opt_out is not None:
+        data["opt_out"] = opt_out
+    data.update(changes)
+    return save_policy(tmp_path, data)
+
+
+def faces_policy(tmp_path: Path, hosts: tuple[str, ...] = (GALLERY_HOST,), **faces: Any) -> Path:
+    """valid.yaml with our ``*.test`` hosts listed and ``faces`` overridden (an Art. 9
+    condition documented when the action is ``keep``)."""
+    data = policy_data()
+    for host in hosts:
+        data["domains"].append({"domain": host, "allow_private_network": True})
+    data["faces"] = {**data.get("faces", {}), **faces}
+    if faces.get("action") == "keep":
+        data["special_categories"] = {
+            "biometric": {
+                "condition": "explicit_consent",
+                "reference": "DPIA-TEST-1",
+                "reviewed_by": "Dana Protection",
+                "reviewed_on": "2026-10-01",
+            }
+        }
+    return save_policy(tmp_path, data)
+
+
+def retention_policy(tmp_path: Path, *, items: str = "P30D", images: str = "P14D",
+                     objections: str = "objections.txt", **retention: str) -> Path:
+    """valid.yaml for the retention tests: their hosts, item and image periods, an
+    objection list in tmp_path, and other ``retention`` keys (``logs``, ``caches``)."""
+    data = policy_data()
+    for host in RETENTION_HOSTS:
+        data["domains"].append({**data["domains"][0], "domain": host,
+                                "terms": {**data["domains"][0]["terms"], "url": f"http://{host}/terms.html"}})
+    data["retention"] = {"items": {"default": items}, "images": images, "files": images, **retention}
+    data["objections"] = {"path": objections}
+    return save_policy(tmp_path, data)
+
+
 def write_policy(path: Path, mockserver: Any, hosts: list[str], **changes: Any) -> Path:
     """A valid policy listing ``hosts`` (``*.test`` names or 127.0.0.1) of ``mockserver``,
     each with a terms review whose fingerprint matches the served terms page.
 
     ``changes`` replace top-level sections (e.g. ``faces={"action": "drop_item"}``).
     """
-    import yaml
-
-    data = yaml.safe_load((DATA / "policies" / "valid.yaml").read_text(encoding="utf-8"))
+    data = policy_data()
     domains = []
     for host in hosts:
         terms_url = mockserver.url("/terms.html", host=None if host == "127.0.0.1" else host)
@@ -189,8 +310,7 @@ def write_policy(path: Path, mockserver: Any, hosts: list[str], **changes: Any) 
     data["domains"] = domains
     data["politeness"] = {"default_delay": 0, "default_concurrency": 8}
     data.update(changes)
-    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    return path
+    return save_policy(path.parent, data, path.name)
 
 
 def addon_settings(tmp_path: Path, policy: Path, **extra: Any) -> dict[str, Any]:
