@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from scrapy import Request, Spider
 from scrapy.utils.test import get_crawler
 from twisted.internet import defer
@@ -18,23 +17,11 @@ from scrapy_gdpr.addon import Addon
 from scrapy_gdpr.gate import PolicyGateMiddleware, address_class
 from scrapy_gdpr.objections import ObjectionFileError, append_objection
 from scrapy_gdpr.runtime import get_runtime
-from tests.utils import DATA, coroutine_test
-
-VALID = DATA / "policies" / "valid.yaml"
+from tests.utils import coroutine_test
+from tests.utils import domains_policy as write_policy
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def write_policy(tmp_path: Path, domains: list[dict[str, Any]], **sections: Any) -> Path:
-    """The test policy with other domains (and sections); objections in tmp_path."""
-    data = yaml.safe_load(VALID.read_text(encoding="utf-8"))
-    data["domains"] = domains
-    data["objections"] = {"path": "objections.txt"}
-    data.update(sections)
-    path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
 
 
 def gate_settings(tmp_path: Path, policy: Path, *, addon: bool = False, **extra: Any) -> dict[str, Any]:

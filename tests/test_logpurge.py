@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import scrapy
-import yaml
 from scrapy.settings import Settings
 from scrapy.utils.test import get_crawler
 
@@ -27,18 +26,11 @@ from scrapy_gdpr.logpurge import (
     update_settings,
 )
 from scrapy_gdpr.ledger import open_ledger
-from tests.retention_support import write_policy as retention_policy
 from tests.utils import coroutine_test, run_scrapy
+from tests.utils import retention_policy
+from tests.utils import retention_policy as write_policy
 
 NOW = datetime(2027, 6, 1, 12, 0, tzinfo=UTC)
-
-
-def write_policy(tmp_path: Path, **retention: str) -> Path:
-    path = retention_policy(tmp_path)
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    data["retention"].update(retention)
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
 
 
 def audit_line(moment: datetime, text: str) -> str:

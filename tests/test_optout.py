@@ -13,20 +13,9 @@ from scrapy.utils.test import get_crawler
 from scrapy_gdpr.exceptions import PolicyViolation
 from scrapy_gdpr.optout import NoFollowMiddleware, OptOutMiddleware
 from tests.utils import DATA, coroutine_test
+from tests.utils import signals_policy as write_policy
 
 VALID = DATA / "policies" / "valid.yaml"
-
-
-def write_policy(tmp_path: Path, *, signal_purposes: list[str] | None = None, opt_out: dict[str, Any] | None = None,
-                 **changes: Any) -> Path:
-    data = yaml.safe_load(VALID.read_text(encoding="utf-8"))
-    data["purposes"][0]["signal_purposes"] = signal_purposes or ["search", "ai-train", "ai-input"]
-    if opt_out is not None:
-        data["opt_out"] = opt_out
-    data.update(changes)
-    path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
 
 
 def crawl_settings(tmp_path: Path, policy: Path, **extra: Any) -> dict[str, Any]:

@@ -16,21 +16,9 @@ from scrapy_gdpr import robots as robots_module
 from scrapy_gdpr.exceptions import PolicyViolation
 from scrapy_gdpr.robots import RobotsGateMiddleware, origin_of, parse_robots
 from tests.utils import DATA, ManualClock, coroutine_test, free_port, use_clock, wait_until
+from tests.utils import sections_policy as write_policy
 
 UA = "GdprTestBot/1.0 (+http://127.0.0.1/crawler-info.html)"
-
-
-def write_policy(tmp_path: Path, **sections: Any) -> Path:
-    """valid.yaml with top-level sections replaced/merged (dicts are merged one level deep)."""
-    data = yaml.safe_load((DATA / "policies" / "valid.yaml").read_text())
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
-    path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 def gate_settings(tmp_path: Path, policy: Path | None = None, **extra: Any) -> dict[str, Any]:

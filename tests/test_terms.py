@@ -21,6 +21,7 @@ from scrapy_gdpr.runtime import get_runtime
 from scrapy_gdpr.terms import TermsMiddleware, fingerprint, normalise_terms, normalise_text
 from tests.conftest import MockServer
 from tests.utils import DATA, ROOT, ManualClock, coroutine_test, use_clock
+from tests.utils import terms_policy as write_policy
 
 VALID = DATA / "policies" / "valid.yaml"
 HOSTS = ROOT / "tests" / "site" / "hosts"
@@ -37,15 +38,6 @@ def terms(url: str, verdict: str = "permits", fp: str | None = None, **extra: An
         out["fingerprint"] = fp
     out.update(extra)
     return out
-
-
-def write_policy(tmp_path: Path, domains: list[dict[str, Any]], interval: str = "P1D") -> Path:
-    data = yaml.safe_load(VALID.read_text(encoding="utf-8"))
-    data["domains"] = [{"allow_private_network": True, **d} for d in domains]
-    data["terms_check"] = {"interval": interval}
-    path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
 
 
 class TermsSpider(Spider):
