@@ -74,12 +74,22 @@ def make_handler(port: int) -> type[BaseHTTPRequestHandler]:
 
 
 def serve(port: int) -> list[ThreadingHTTPServer]:
-    servers = []
-    for address in ADDRESSES:
-        server = ThreadingHTTPServer((address, port), make_handler(port))
-        server.daemon_threads = True
+    """Serve the site on every address; port 0 takes a free port on the first address
+    and the same port on the others (``servers[0].server_port``)."""
+    servers: list[ThreadingHTTPServer] = []
+    try:
+        for address in ADDRESSES:
+            server = ThreadingHTTPServer((address, port), BaseHTTPRequestHandler)
+            port = server.server_port
+            server.RequestHandlerClass = make_handler(port)
+            server.daemon_threads = True
+            servers.append(server)
+    except OSError:
+        for server in servers:
+            server.server_close()
+        raise
+    for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
     return servers
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from scrapy import signals
 
 from scrapy_gdpr.audit import AuditLog, Refusals
+from scrapy_gdpr.clock import SYSTEM_CLOCK, Clock
 from scrapy_gdpr.config import GdprConfig
 from scrapy_gdpr.egg import egg_of
 from scrapy_gdpr.exitcodes import refuse_startup
@@ -76,6 +77,9 @@ class GdprRuntime:
     pending_hosts: PendingHosts | None = None
     #: An outage of the shared state, logged once.
     state_outage: Outage | None = None
+    #: The time the components read (TTLs, back-offs, Retry-After pauses); read when
+    #: each component is built.
+    clock: Clock = SYSTEM_CLOCK
 
     @property
     def spider_name(self) -> str:

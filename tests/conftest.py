@@ -82,3 +82,25 @@ def _local_resolver() -> None:
     from tests.utils import LocalResolver
 
     LocalResolver(reactor, 1000, 10).install_on_reactor()
+
+
+#: Fixtures (and fixture parameters) that connect to a service, with the marker a
+#: test using them must carry, so that ``-m "not requires_postgres"`` and CI's
+#: selection see every such test.
+SERVICE_FIXTURES: dict[tuple[str, str | None], str] = {
+    ("pg_table", None): "requires_postgres",
+    ("ledger_url", "postgresql"): "requires_postgres",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = []
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        for (fixture, param), marker in SERVICE_FIXTURES.items():
+            if fixture in names and (param is None or params.get(fixture) == param):
+                if item.get_closest_marker(marker) is None:
+                    unmarked.append(f"{item.nodeid} uses {fixture} but is not marked {marker}")
+    if unmarked:
+        raise pytest.UsageError("\n".join(unmarked))

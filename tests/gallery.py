@@ -12,40 +12,20 @@ from typing import Any
 
 import cv2
 import numpy as np
-import yaml
 from scrapy import Request, Spider, signals
 
 from scrapy_gdpr.faces.detector import build_detector
 from scrapy_gdpr.provenance import provenance_of
-from tests.utils import DATA
+from tests.utils import GALLERY_HOST
+from tests.utils import faces_policy as write_policy
 
-HOST = "gallery-people.test"
+HOST = GALLERY_HOST
 SITE = Path(__file__).resolve().parent / "site" / "hosts" / "gallery-people"
 
 IMAGES = "scrapy_gdpr.images.GdprImagesPipeline"
 FILES = "scrapy_gdpr.images.GdprFilesPipeline"
 BYTES = "scrapy_gdpr.images.ImageBytesPipeline"
 PROVENANCE = "scrapy_gdpr.provenance.ProvenanceMiddleware"
-
-
-def write_policy(tmp_path: Path, hosts: tuple[str, ...] = (HOST,), **faces: Any) -> Path:
-    """valid.yaml with our ``*.test`` hosts listed and ``faces`` overridden."""
-    data = yaml.safe_load((DATA / "policies" / "valid.yaml").read_text(encoding="utf-8"))
-    for host in hosts:
-        data["domains"].append({"domain": host, "allow_private_network": True})
-    data["faces"] = {**data.get("faces", {}), **faces}
-    if faces.get("action") == "keep":
-        data["special_categories"] = {
-            "biometric": {
-                "condition": "explicit_consent",
-                "reference": "DPIA-TEST-1",
-                "reviewed_by": "Dana Protection",
-                "reviewed_on": "2026-10-01",
-            }
-        }
-    path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
 
 
 def settings(tmp_path: Path, pipelines: tuple[str, ...] = (IMAGES,), policy: Path | None = None, **extra: Any) -> dict[str, Any]:

@@ -19,16 +19,16 @@ from typing import Any
 
 import pytest
 import scrapy
-import yaml
 from PIL import Image
 from scrapy.settings import Settings
 
 from scrapy_gdpr.provenance import ProvenanceMiddleware
 from scrapy_gdpr.report import ComplianceReport
 from scrapy_gdpr.retention import RetentionExtension, RetentionPipeline, configure_feeds
-from tests.utils import DATA
+from tests.utils import RETENTION_HOSTS
+from tests.utils import retention_policy as write_policy  # noqa: F401 - the helper the retention tests import from here
 
-HOSTS = ("people.test", "news.test")
+HOSTS = RETENTION_HOSTS
 POSTGRES_DSN = os.environ.get("GDPR_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -55,18 +55,6 @@ class PagesSpider(scrapy.Spider):
     def parse(self, response):  # type: ignore[no-untyped-def]
         images = [response.urljoin(src) for src in response.css("img::attr(src)").getall()]
         yield PageItem(url=response.url, title=response.css("title::text").get(default=""), image_urls=images)
-
-
-def write_policy(tmp_path: Path, *, items: str = "P30D", images: str = "P14D", objections: str = "objections.txt") -> Path:
-    data = yaml.safe_load((DATA / "policies" / "valid.yaml").read_text(encoding="utf-8"))
-    for host in HOSTS:
-        data["domains"].append({**data["domains"][0], "domain": host,
-                                "terms": {**data["domains"][0]["terms"], "url": f"http://{host}/terms.html"}})
-    data["retention"] = {"items": {"default": items}, "images": images, "files": images}
-    data["objections"] = {"path": objections}
-    path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
 
 
 def png_bytes(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (64, 48)) -> bytes:
@@ -154,7 +142,7 @@ def drop_postgres_schema(url: str) -> None:
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.requires_postgres)])
 def ledger_url(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
     """The same tests on both back ends."""
     if request.param == "sqlite":

@@ -110,6 +110,7 @@ def test_access_with_a_read_only_ledger(tmp_path):
         db.chmod(0o755)
 
 
+@pytest.mark.requires_postgres
 def test_access_with_a_read_only_postgres_role(tmp_path):
     url = postgres_url()
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import socket
 
 import pytest
 
@@ -13,7 +12,9 @@ from tests.gallery import detect, leaked
 from tests.utils import ROOT, run_scrapy
 
 EXAMPLE = ROOT / "example_project"
-PORT = 8760  # the example policy's terms URLs and objections name this port
+#: The port the example's policy, objection list and spider name; the copy under
+#: test names the free port its site is served on instead.
+EXAMPLE_PORT = 8760
 
 
 def _load_serve():
@@ -26,14 +27,22 @@ def _load_serve():
 
 @pytest.fixture
 def example_copy(tmp_path):
-    """A copy of the example project, so the test never touches the real one's output."""
+    """A copy of the example project, so the test never touches the real one's output,
+    and its site served on a free port (the copy's policy and objections name it)."""
     dest = tmp_path / "example_project"
     shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns("output", "site", "__pycache__"))
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", PORT)) == 0:
-            pytest.fail(f"port {PORT} is taken: stop the running example site (make demo) first")
-    servers = _load_serve().serve(PORT)
-    yield dest
+    for attempt in range(5):
+        try:
+            servers = _load_serve().serve(0)
+            break
+        except OSError:  # the free port on 127.0.0.1 is taken on another address
+            if attempt == 4:
+                raise
+    port = servers[0].server_port
+    for name in ("policies/gallery.yaml", "policies/objections.txt"):
+        path = dest / name
+        path.write_text(path.read_text(encoding="utf-8").replace(f":{EXAMPLE_PORT}/", f":{port}/"), encoding="utf-8")
+    yield dest, port
     for server in servers:
         server.shutdown()
         server.server_close()
@@ -41,7 +50,8 @@ def example_copy(tmp_path):
 
 @pytest.mark.slow
 def test_example_crawl_end_to_end(example_copy):
-    result = run_scrapy("crawl", "gallery", "-a", f"base=http://127.0.0.1:{PORT}", cwd=example_copy, timeout=300)
+    example_copy, port = example_copy
+    result = run_scrapy("crawl", "gallery", "-a", f"base=http://127.0.0.1:{port}", cwd=example_copy, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     out = example_copy / "output"
 
@@ -62,7 +72,7 @@ def test_example_crawl_end_to_end(example_copy):
     # items: the gallery pages are stored, the refused ones are not
     items = [json.loads(line) for line in (out / "items" / "gallery.jsonl").read_text(encoding="utf-8").splitlines()]
     urls = {item["url"] for item in items}
-    base = f"http://127.0.0.1:{PORT}"
+    base = f"http://127.0.0.1:{port}"
     assert f"{base}/gallery/street.html" in urls
     assert f"{base}/people/jane.html" not in urls  # objection
     assert f"{base}/optout/noindex.html" not in urls  # X-Robots-Tag: noindex

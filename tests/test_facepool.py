@@ -15,13 +15,12 @@ from PIL import Image
 from scrapy.settings import Settings
 from scrapy.utils.test import get_crawler
 
-from scrapy_gdpr import facepool
 from scrapy_gdpr.config import GdprConfig
 from scrapy_gdpr.faces.detector import library_threads_per_worker
 from scrapy_gdpr.runtime import get_runtime
 from tests.conftest import MockServer
 from tests.gallery import HOST, SITE, GallerySpider, Outcome, settings, stored_files
-from tests.utils import coroutine_test
+from tests.utils import coroutine_test, install_face_pool
 
 
 class RecordingDetector:
@@ -62,8 +61,10 @@ class RecordingDetector:
 
 
 @pytest.fixture
-def recording(monkeypatch):
-    real = facepool.build_detector
+def recording():
+    """RecordingDetector, reset; ``RecordingDetector.factory`` is the detector factory to give the pool."""
+    from scrapy_gdpr.faces.detector import build_detector as real
+
     RecordingDetector.threads = set()
     RecordingDetector.thread_ids = set()
     RecordingDetector.built = []
@@ -75,7 +76,7 @@ def recording(monkeypatch):
         RecordingDetector.built.append(threading.current_thread().name)
         return RecordingDetector(real(*args, **kwargs), delay=0.02)
 
-    monkeypatch.setattr(facepool, "build_detector", build)
+    RecordingDetector.factory = staticmethod(build)
     return RecordingDetector
 
 
@@ -108,6 +109,7 @@ async def test_workers_named_gdpr_faces_one_detector_each_and_bounded(tmp_path, 
     crawler = get_crawler(
         GallerySpider, settings(tmp_path, GDPR_FACE_WORKERS=2, GDPR_FACE_QUEUE=3, CONCURRENT_REQUESTS=32)
     )
+    install_face_pool(crawler, detector_factory=recording.factory)
     outcome = Outcome(crawler)
     await crawler.crawl_async(url=mockserver.url("/index.html", host=HOST), make_items=make)
     (item,) = outcome.scraped
@@ -145,19 +147,18 @@ async def test_pool_is_shut_down_at_close(tmp_path, mockserver):
 
 
 @coroutine_test
-async def test_detector_failure_fails_closed(tmp_path, mockserver, monkeypatch):
+async def test_detector_failure_fails_closed(tmp_path, mockserver):
     class Broken:
         name, version = "broken", "0"
 
         def detect(self, image):
             raise RuntimeError("model file missing")
 
-    monkeypatch.setattr(facepool, "build_detector", lambda *a, **k: Broken())
-
     def make(response):
         yield {"image_urls": [response.urljoin("/astronaut-gps.jpg"), response.urljoin("/coffee.jpg")], "images": []}
 
     crawler = get_crawler(GallerySpider, settings(tmp_path))
+    install_face_pool(crawler, detector_factory=lambda *a, **k: Broken())
     outcome = Outcome(crawler)
     await crawler.crawl_async(url=mockserver.url("/index.html", host=HOST), make_items=make)
     (item,) = outcome.scraped

@@ -8,7 +8,6 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import yaml
 from scrapy import Request, Spider
 from scrapy.utils.test import get_crawler
 from twisted.internet import defer
@@ -24,20 +23,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 VALID = DATA / "policies" / "valid.yaml"
-
+from tests.utils import domains_policy as write_policy
 
 # --------------------------------------------------------------------------- helpers
-
-
-def write_policy(tmp_path: Path, domains: list[dict[str, Any]], **sections: Any) -> Path:
-    """The test policy with other domains (and sections); objections in tmp_path."""
-    data = yaml.safe_load(VALID.read_text(encoding="utf-8"))
-    data["domains"] = domains
-    data["objections"] = {"path": "objections.txt"}
-    data.update(sections)
-    path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
 
 
 def gate_settings(tmp_path: Path, policy: Path, *, addon: bool = False, **extra: Any) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from tests.gallery import (
     stored_files,
     write_policy,
 )
-from tests.utils import coroutine_test
+from tests.utils import coroutine_test, install_face_pool
 
 PORTRAIT = "/astronaut-gps.jpg"
 COFFEE = "/coffee.jpg"
@@ -42,8 +42,10 @@ def _items(*paths: str):
     return make
 
 
-async def _crawl(tmp_path, mockserver, make_items, **kw):
+async def _crawl(tmp_path, mockserver, make_items, *, stage=None, **kw):
     crawler = get_crawler(GallerySpider, settings(tmp_path, **kw))
+    if stage is not None:
+        install_face_pool(crawler, stage=stage)
     outcome = Outcome(crawler)
     await crawler.crawl_async(url=mockserver.url("/index.html", host=HOST), make_items=make_items)
     return crawler, outcome
@@ -197,16 +199,14 @@ def test_disabled(tmp_path):
 
 
 @coroutine_test
-async def test_stage_that_keeps_faces_against_the_policy_is_overruled(tmp_path, mockserver, monkeypatch):
-    from scrapy_gdpr import facepool
+async def test_stage_that_keeps_faces_against_the_policy_is_overruled(tmp_path, mockserver):
     from scrapy_gdpr.faces.stage import Verdict
 
     def lenient_stage(data, **kwargs):
         return Verdict(True, data=data, mime="image/jpeg", faces=1, action="blur")
 
-    monkeypatch.setattr(facepool, "process_image", lenient_stage)
     policy = write_policy(tmp_path, action="drop_image")
-    _crawler, outcome = await _crawl(tmp_path, mockserver, _items(PORTRAIT), policy=policy)
+    _crawler, outcome = await _crawl(tmp_path, mockserver, _items(PORTRAIT), policy=policy, stage=lenient_stage)
     (item,) = outcome.scraped
     assert item["images"] == []
     assert stored_files(tmp_path / "images") == {}

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 import scrapy
-import yaml
 from scrapy.settings import Settings
 from scrapy.utils.test import get_crawler
 
@@ -27,21 +26,13 @@ from scrapy_gdpr.logpurge import (
     expire_http_cache,
     update_settings,
 )
-from tests.retention_support import write_policy as retention_policy
-from tests.utils import coroutine_test, run_scrapy
+from tests.utils import coroutine_test, retention_policy, run_scrapy
+from tests.utils import retention_policy as write_policy
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 NOW = datetime(2027, 6, 1, 12, 0, tzinfo=UTC)
-
-
-def write_policy(tmp_path: Path, **retention: str) -> Path:
-    path = retention_policy(tmp_path)
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    data["retention"].update(retention)
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
 
 
 def audit_line(moment: datetime, text: str) -> str:

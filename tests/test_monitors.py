@@ -291,11 +291,9 @@ async def test_metrics_are_pushed_to_a_pushgateway(tmp_path, site, caplog):
 
 @coroutine_test
 async def test_an_unreachable_pushgateway_is_logged_not_hidden(tmp_path, site, caplog):
-    import socket
+    from tests.utils import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
+    port = free_port()  # nothing listens there
     policy = policy_for(tmp_path, site, ["127.0.0.1"])
     settings = monitored(tmp_path, policy, GDPR_METRICS_PUSHGATEWAY=f"http://127.0.0.1:{port}")
     crawler, _, _ = await run(settings, caplog, urls=[site.url("/page.html")])

@@ -7,12 +7,12 @@ policy path that works from any sub-folder of the project.
 
 from __future__ import annotations
 
-import socket
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.utils import DATA, run_scrapy, write_policy
+from tests.utils import DATA, free_port, run_scrapy, write_policy
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -83,25 +83,13 @@ class FacesSpider(scrapy.Spider):
 
     name = "faces"
     start_urls = [BASE + "/index.html"]
+    # the detector, built in a worker on first use, fails as with a damaged model file
+    custom_settings = {{"EXTENSIONS": {{"tests.utils.BrokenFaceModel": 0}}}}
 
     def parse(self, response):
-        import scrapy_gdpr.facepool
-        from scrapy_gdpr.faces.detector import ModelIntegrityError
-
-        def broken(*args, **kwargs):
-            raise ModelIntegrityError("cannot read face model: file is truncated")
-
-        # the detector is built in a worker on first use: as with a damaged model file
-        scrapy_gdpr.facepool.build_detector = broken
         with open({image!r}, "rb") as fh:
             yield {{"url": response.url, "image_bytes": fh.read()}}
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_project(tmp_path: Path, mockserver, *, extra_settings: str = "") -> Path:

@@ -13,20 +13,9 @@ from scrapy.utils.test import get_crawler
 from scrapy_gdpr.exceptions import PolicyViolation
 from scrapy_gdpr.optout import NoFollowMiddleware, OptOutMiddleware
 from tests.utils import DATA, coroutine_test
+from tests.utils import signals_policy as write_policy
 
 VALID = DATA / "policies" / "valid.yaml"
-
-
-def write_policy(tmp_path: Path, *, signal_purposes: list[str] | None = None, opt_out: dict[str, Any] | None = None,
-                 **changes: Any) -> Path:
-    data = yaml.safe_load(VALID.read_text(encoding="utf-8"))
-    data["purposes"][0]["signal_purposes"] = signal_purposes or ["search", "ai-train", "ai-input"]
-    if opt_out is not None:
-        data["opt_out"] = opt_out
-    data.update(changes)
-    path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
 
 
 def crawl_settings(tmp_path: Path, policy: Path, **extra: Any) -> dict[str, Any]:
@@ -483,29 +472,33 @@ async def test_images_pipeline_never_stores_a_reserved_image(tmp_path, mockserve
 
 @coroutine_test
 async def test_tdmrep_cache_expires(tmp_path):
-    from scrapy.utils.asyncio import sleep
-
     from tests.conftest import MockServer
+    from tests.utils import ManualClock, use_clock, wait_until
 
     site = tmp_path / "site"
     (site / "hosts" / "tdm-ttl" / ".well-known").mkdir(parents=True)
     (site / "hosts" / "tdm-ttl" / ".well-known" / "tdmrep.json").write_text('[{"location": "/", "tdm-reservation": 1}]')
     (site / "hosts" / "tdm-ttl" / "a.html").write_text("<html><body>a</body></html>")
+    clock = ManualClock()
 
     class LaterSpider(CollectSpider):
         async def start(self):
             yield Request(self.urls[0], dont_filter=True)
-            while not self.results:
-                await sleep(0.05)
-            await sleep(1.2)
+            await wait_until(lambda: len(self.results) == 1)
+            clock.advance(0.9)  # within the TTL: the file is not fetched again
+            yield Request(self.urls[0] + "?cached", dont_filter=True)
+            await wait_until(lambda: len(self.results) == 2)
+            clock.advance(0.2)
             yield Request(self.urls[0] + "?later", dont_filter=True)
 
     policy = write_policy(tmp_path, opt_out={"tdmrep_cache_ttl": "PT1S"})
     with MockServer(site=site, log=tmp_path / "requests.log") as server:
         crawler = get_crawler(LaterSpider, crawl_settings(tmp_path, policy))
+        use_clock(crawler, clock)
         await crawler.crawl_async(urls=[server.url("/a.html", host="tdm-ttl.test")])
         paths = [p for _, _, p in server.requests()]
-    assert paths == ["/.well-known/tdmrep.json", "/a.html", "/.well-known/tdmrep.json", "/a.html?later"]
+    assert paths == ["/.well-known/tdmrep.json", "/a.html", "/a.html?cached", "/.well-known/tdmrep.json",
+                     "/a.html?later"]
     assert all(not r["optout"]["ai-train"]["allowed"] for r in crawler.spider.results.values())
     assert crawler.stats.get_value("gdpr/optout/tdmrep_file/found") == 2
 

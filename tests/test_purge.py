@@ -146,6 +146,25 @@ async def test_spider_open_purges_and_crawl_appends(tmp_path, site_server):
 
 
 @coroutine_test
+async def test_the_purge_at_spider_open_reports_its_steps(tmp_path, site_server):
+    """The crawl's purge takes the same step hook as the command's (tests/utils.PurgeSteps)."""
+    from tests.utils import PurgeSteps
+
+    feed = tmp_path / "items.jsonl"
+    ledger = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    old = [page_item(f"https://people.test/gone{i}", datetime.now(UTC) - timedelta(days=1)) for i in range(2)]
+    with open_ledger(ledger) as led:
+        write_stamped_feed(feed, "jsonlines", old, ledger=led)
+    settings = crawl_settings(tmp_path, write_policy(tmp_path), ledger, {str(feed): {"format": "jsonlines"}})
+    settings["EXTENSIONS"] = {**settings["EXTENSIONS"], PurgeSteps: 1}
+    crawler = get_crawler(PagesSpider, settings)
+    await crawler.crawl_async(urls=[site_server.url("/jane.html", "people.test")])
+    assert crawler.stats.get_value("gdpr/retention/purged/feed_lines") == 2
+    assert PurgeSteps.steps[:2] == ["removed", "before manifest removal"]  # every line expired: the file went
+    assert PurgeSteps.steps[-1] == "feed file done"
+
+
+@coroutine_test
 async def test_purge_on_open_can_be_switched_off(tmp_path, site_server):
     feed = tmp_path / "items.jsonl"
     ledger = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"

@@ -9,15 +9,18 @@ import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from scrapy_gdpr import feedfiles
 from scrapy_gdpr.audit import AuditLog
 from scrapy_gdpr.ledger import open_ledger
 from scrapy_gdpr.retention import purge, read_manifest
 from tests.retention_support import add_object, feed_ids, page_item, write_stamped_feed
 from tests.utils import ROOT
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 SCRIPT = """
@@ -26,9 +29,11 @@ from pathlib import Path
 from scrapy_gdpr.audit import AuditLog
 from scrapy_gdpr.ledger import open_ledger, parse_ts
 from scrapy_gdpr.retention import purge
+from tests.test_purge_crash import kill_at_step
 audit = AuditLog(Path(sys.argv[3]))
+on_step = kill_at_step(int(sys.argv[4])) if len(sys.argv) > 4 else None
 with open_ledger(sys.argv[1]) as led:
-    purge(led, parse_ts(sys.argv[2]), audit=audit)
+    purge(led, parse_ts(sys.argv[2]), audit=audit, on_step=on_step)
 audit.close()
 """
 FILES = {"a.jsonl": "jsonlines", "b.csv": "csv", "c.xml": "xml", "d.json": "json"}
@@ -53,20 +58,29 @@ def _build(folder: Path) -> tuple[str, dict[str, set[str]], list[Path], list[Pat
     return ledger, live, gone, kept
 
 
+def kill_at_step(n: int) -> Callable[[str], None]:
+    """A purge ``on_step`` hook that SIGKILLs this process at the ``n``-th durable step."""
+    seen = 0
+
+    def on_step(what: str) -> None:
+        nonlocal seen
+        seen += 1
+        if seen >= n:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return on_step
+
+
 def _run(ledger: str, folder: Path, kill_after: int | None) -> int:
     """Run the purge in a forked child process (modules already loaded, so each run
-    takes milliseconds); ``GDPR_TEST_KILL_AFTER`` makes it SIGKILL itself."""
+    takes milliseconds); :func:`kill_at_step` makes it SIGKILL itself."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         code = 1
         try:
-            os.environ.pop("GDPR_TEST_KILL_AFTER", None)
-            if kill_after is not None:
-                os.environ["GDPR_TEST_KILL_AFTER"] = str(kill_after)
-            feedfiles._ops = 0
             audit = AuditLog(folder / "audit.jsonl")
             with open_ledger(ledger) as led:
-                purge(led, NOW, audit=audit)
+                purge(led, NOW, audit=audit, on_step=kill_at_step(kill_after) if kill_after is not None else None)
             audit.close()
             code = 0
         finally:
@@ -82,12 +96,11 @@ def _run(ledger: str, folder: Path, kill_after: int | None) -> int:
 def test_purge_killed_in_a_fresh_interpreter(tmp_path):
     """The same hook in a separate interpreter, as cron would run it."""
     ledger, live, gone, kept = _build(tmp_path)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "GDPR_TEST_KILL_AFTER": "3"}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, ledger, NOW.isoformat(), str(tmp_path / "audit.jsonl")],
-                          env=env, capture_output=True, text=True, timeout=60, check=False)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-c", SCRIPT, ledger, NOW.isoformat(), str(tmp_path / "audit.jsonl")]
+    proc = subprocess.run([*args, "3"], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == -9, proc.stderr
     _check_nothing_live_lost(tmp_path, live, kept)
-    env.pop("GDPR_TEST_KILL_AFTER")
     proc = subprocess.run([sys.executable, "-c", SCRIPT, ledger, NOW.isoformat(), str(tmp_path / "audit.jsonl")],
                           env=env, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
@@ -149,4 +162,15 @@ def test_purge_killed_at_every_step(fast_tmp):
         assert n < 200
     # every file rewrite, manifest write, file removal and object deletion was a kill point
     assert kills >= 20
-    assert feedfiles.crash_point  # the hook exists in the shipped code
+
+
+def test_every_durable_step_is_reported(tmp_path):
+    """The steps the kill test stops at, by name: every kind of step a purge makes."""
+    ledger, live, gone, kept = _build(tmp_path)
+    steps: list[str] = []
+    with open_ledger(ledger) as led:
+        purge(led, NOW, on_step=steps.append)
+    assert {"temp written", "renamed", "removed", "before manifest", "before manifest removal",
+            "feed file done", "object removed"} <= set(steps)
+    assert steps.count("object removed") == len(gone)
+    _check_finished(tmp_path, ledger, live, gone, kept)

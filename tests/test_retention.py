@@ -422,3 +422,43 @@ async def test_feed_fields_never_leave_the_stamp_out(tmp_path, mockserver):
     assert set(line) == {"T", "gdpr"}
     header = (tmp_path / "columns.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
     assert header == ["Title", *(f"gdpr.{f}" for f in STAMP_FIELDS)]
+class _CustomThumbsImages:
+    """Thumbnails under a name of the project's own (an overridden ``thumb_path``)."""
+
+    def thumb_path(self, request, thumb_id, response=None, info=None, *, item=None):  # type: ignore[no-untyped-def]
+        import hashlib
+
+        return f"thumbs/{thumb_id}/own-{hashlib.sha1(request.url.encode()).hexdigest()[:16]}.jpg"
+
+
+@pytest.mark.parametrize("pipeline", ["stock", "face_stage"])
+@coroutine_test
+async def test_ledger_records_the_files_each_pipeline_stored_with_their_hashes(tmp_path, site_server, pipeline):
+    """Thumbnails at the paths the pipeline's own ``thumb_path`` gives, and each
+    stored file's hash equal to the SHA-256 of the bytes in the store."""
+    import hashlib
+
+    from scrapy.pipelines.images import ImagesPipeline
+
+    from scrapy_gdpr.images import GdprImagesPipeline
+
+    base = GdprImagesPipeline if pipeline == "face_stage" else ImagesPipeline
+    custom = type("CustomThumbs", (_CustomThumbsImages, base), {})
+    policy = write_policy(tmp_path, items="P30D", images="P14D")
+    ledger = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    settings = crawl_settings(tmp_path, policy, ledger, images=True)
+    settings["ITEM_PIPELINES"] = {custom: 1, **{k: v for k, v in settings["ITEM_PIPELINES"].items()
+                                                if k != "scrapy.pipelines.images.ImagesPipeline"}}
+    settings["IMAGES_THUMBS"] = {"small": (20, 20), "tiny": (8, 8)}
+    crawler = get_crawler(PagesSpider, settings)
+    await crawler.crawl_async(urls=_urls(site_server))
+
+    stored = {str(p.resolve()) for p in (tmp_path / "images").rglob("*.jpg")}
+    with open_ledger(ledger) as led:
+        images, thumbs = led.all(["image"]), led.all(["thumbnail"])
+        rows = images + thumbs
+    assert len(images) == 2 and len(thumbs) == 4
+    assert all("/own-" in t.location for t in thumbs)
+    assert {r.location for r in rows} == stored  # every stored file recorded, nothing else
+    for row in rows:
+        assert row.content_hash == "sha256:" + hashlib.sha256(Path(row.location).read_bytes()).hexdigest()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import socket
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -16,25 +16,13 @@ from scrapy_gdpr import robots as robots_module
 from scrapy_gdpr.exceptions import PolicyViolation
 from scrapy_gdpr.internal import internal_meta
 from scrapy_gdpr.robots import RobotsGateMiddleware, origin_of, parse_robots
-from tests.utils import DATA, coroutine_test
+from tests.utils import DATA, ManualClock, coroutine_test, free_port, use_clock, wait_until
+from tests.utils import sections_policy as write_policy
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 UA = "GdprTestBot/1.0 (+http://127.0.0.1/crawler-info.html)"
-
-
-def write_policy(tmp_path: Path, **sections: Any) -> Path:
-    """valid.yaml with top-level sections replaced/merged (dicts are merged one level deep)."""
-    data = yaml.safe_load((DATA / "policies" / "valid.yaml").read_text())
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
-    path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 def gate_settings(tmp_path: Path, policy: Path | None = None, **extra: Any) -> dict[str, Any]:
@@ -162,9 +150,7 @@ async def test_timeout_means_complete_disallow(tmp_path, mockserver):
 
 @coroutine_test
 async def test_connection_refused_means_complete_disallow(tmp_path, mockserver):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens there
     url = f"http://robots-refused.test:{port}/page.html"
     crawler = await crawl(tmp_path, [url])
     assert crawler.spider.refused == {url: "robots_unreachable"}
@@ -333,27 +319,27 @@ async def test_cache_ttl_expiry_refetches(tmp_path, logged_mockserver):
     policy = write_policy(tmp_path, robots={"cache_ttl": "PT1S"})
     page = server.url("/page.html", host="robots-ttl.test")
     private = server.url("/private/x.html", host="robots-ttl.test")
+    clock = ManualClock()
 
     class TwoRounds(UrlsSpider):
         async def start(self):
             for url in self.urls:
                 yield Request(url, dont_filter=True, errback=self.failed)
-            await robots_module_sleep(1.3)
+            await wait_until(lambda: len(self.seen) + len(self.refused) == len(self.urls))
+            clock.advance(0.9)
+            yield Request(page + "?cached", dont_filter=True, errback=self.failed)
+            await wait_until(lambda: len(self.seen) + len(self.refused) == len(self.urls) + 1)
+            clock.advance(0.2)  # past the TTL
             for url in self.urls:
                 yield Request(url + "?again", dont_filter=True, errback=self.failed)
 
     crawler = get_crawler(TwoRounds, gate_settings(tmp_path, policy))
+    use_clock(crawler, clock)
     await crawler.crawl_async(urls=[page, private])
     # first robots.txt disallows /private/, the one fetched after the TTL /page.html
-    assert crawler.spider.seen == [page, private + "?again"]
+    assert crawler.spider.seen == [page, page + "?cached", private + "?again"]
     assert crawler.spider.refused == {private: "robots", page + "?again": "robots"}
     assert [p for _, _, p in server.requests()].count("/robots.txt") == 2
-
-
-async def robots_module_sleep(seconds: float) -> None:
-    from scrapy.utils.asyncio import sleep
-
-    await sleep(seconds)
 
 
 @coroutine_test
@@ -380,16 +366,20 @@ async def test_unreachable_is_retried_after_backoff(tmp_path, logged_mockserver)
     server = logged_mockserver
     policy = write_policy(tmp_path, robots={"retry_backoff": "PT1S"})
     page = server.url("/page.html", host="robots-retry.test")
+    clock = ManualClock()
 
     class Later(UrlsSpider):
         async def start(self):
             yield Request(page, dont_filter=True, errback=self.failed)
-            await robots_module_sleep(0.3)
+            await wait_until(lambda: len(self.refused) == 1)
+            clock.advance(0.3)
             yield Request(page + "?during-backoff", dont_filter=True, errback=self.failed)
-            await robots_module_sleep(1.2)
+            await wait_until(lambda: len(self.refused) == 2)
+            clock.advance(1.2)
             yield Request(page + "?after-backoff", dont_filter=True, errback=self.failed)
 
     crawler = get_crawler(Later, gate_settings(tmp_path, policy))
+    use_clock(crawler, clock)
     await crawler.crawl_async()
     assert crawler.spider.refused == {page: "robots_unreachable", page + "?during-backoff": "robots_unreachable"}
     assert crawler.spider.seen == [page + "?after-backoff"]
@@ -400,14 +390,17 @@ async def test_unreachable_is_retried_after_backoff(tmp_path, logged_mockserver)
 async def test_retries_are_bounded(tmp_path, mockserver):
     policy = write_policy(tmp_path, robots={"retry_backoff": "PT0.2S", "retry_times": 1})
     url = mockserver.url("/page.html", host="robots-503.test")
+    clock = ManualClock()
 
     class Many(UrlsSpider):
         async def start(self):
             for i in range(6):
                 yield Request(f"{url}?{i}", dont_filter=True, errback=self.failed)
-                await robots_module_sleep(0.25)
+                await wait_until(lambda i=i: len(self.refused) == i + 1)
+                clock.advance(0.25)
 
     crawler = get_crawler(Many, gate_settings(tmp_path, policy))
+    use_clock(crawler, clock)
     await crawler.crawl_async()
     assert len(crawler.spider.refused) == 6
     # the first fetch and one retry; then disallowed for the cache lifetime

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.utils import ROOT, write_policy
+from tests.utils import ROOT, free_port, write_policy
 
 pytest.importorskip("scrapyd")
 
@@ -65,12 +64,6 @@ from setuptools import find_packages, setup
 setup(name="tinyd", version="1.0", packages=find_packages(),
       entry_points={"scrapy": ["settings = tinyd.settings"]})
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def build_egg(tmp_path: Path, mockserver: Any, policy_template: str = "") -> tuple[bytes, Path]:
@@ -423,9 +416,7 @@ def test_an_items_dir_out_of_the_purges_reach_refuses_the_job(tmp_path, mockserv
     """Scrapyd's items_dir on a remote store (here ftp://) is a feed gdpr-purge and
     gdpr-erase cannot rewrite: the job is refused at start-up (exit 3), nothing is
     fetched, and its log says why and what to do."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens there: the crawl must not even try
+    port = free_port()  # nothing listens there: the crawl must not even try
     with running_scrapyd(tmp_path / "scrapyd", items_dir=f"ftp://user:pw@127.0.0.1:{port}/items") as (base, home):
         egg, _ = build_egg(tmp_path, mockserver)
         post(base, "/addversion.json", {"project": "tinyd", "version": "1"}, {"egg": egg})

@@ -148,7 +148,10 @@ def pg_table():
     """A unique table on the test server (dropped afterwards), or skip (fail in CI)."""
     from tests.utils import require_service
 
-    psycopg = pytest.importorskip("psycopg")
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover
+        require_service("PostgreSQL", "psycopg is not installed")
     table = "gdpr_items_" + uuid.uuid4().hex[:12]
     try:
         with psycopg.connect(POSTGRES_DSN, connect_timeout=3, autocommit=True):
@@ -198,6 +201,7 @@ async def _crawl(tmp_path: Path, server: MockServer, ledger: str, table: str, ur
     return crawler
 
 
+@pytest.mark.requires_postgres
 @coroutine_test
 async def test_postgres_store_through_access_erase_purge_and_recrawl(tmp_path, store_site, ledger_url, pg_table):  # noqa: F811
     jane, zoe, news = (store_site.url("/jane.html", "people.test"), store_site.url("/zoe.html", "people.test"),
@@ -299,6 +303,7 @@ def test_a_store_of_ones_own_is_reached_by_access_erasure_and_purge(tmp_path):
         assert done.store_items == {store.name: 1} and sorted(MemoryStore.held) == ["b"]
 
 
+@pytest.mark.requires_postgres
 def test_store_pipeline_not_registered_refused(tmp_path, pg_table):
     policy = write_policy(tmp_path)
     settings = crawl_settings(tmp_path, policy, f"sqlite:///{tmp_path / 'l.sqlite3'}",
@@ -315,6 +320,7 @@ def _stamped(url: str, expires_at: datetime, **fields):  # type: ignore[no-untyp
     return {**fields, "gdpr": stamp_for(url, expires_at)}
 
 
+@pytest.mark.requires_postgres
 @coroutine_test
 async def test_postgres_store_odd_values_and_like_characters(tmp_path, pg_table):
     store = PostgresItemStore(POSTGRES_DSN, pg_table)
@@ -335,6 +341,7 @@ async def test_postgres_store_odd_values_and_like_characters(tmp_path, pg_table)
         store.close()
 
 
+@pytest.mark.requires_postgres
 @coroutine_test
 async def test_store_purged_at_spider_open(tmp_path, pg_table):
     from scrapy_gdpr.report import ComplianceReport
@@ -360,6 +367,7 @@ async def test_store_purged_at_spider_open(tmp_path, pg_table):
     assert any(a.get("kind") == "store_item" and a.get("url") == "https://a.test/old" for a in audit)
 
 
+@pytest.mark.requires_postgres
 def test_read_only_role_can_search_an_existing_store(tmp_path, pg_table):
     import psycopg
 

@@ -20,7 +20,8 @@ from scrapy_gdpr.report import ComplianceReport
 from scrapy_gdpr.runtime import get_runtime
 from scrapy_gdpr.terms import TermsMiddleware, fingerprint, normalise_terms, normalise_text
 from tests.conftest import MockServer
-from tests.utils import DATA, ROOT, coroutine_test
+from tests.utils import DATA, ROOT, ManualClock, coroutine_test, use_clock
+from tests.utils import terms_policy as write_policy
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -42,24 +43,17 @@ def terms(url: str, verdict: str = "permits", fp: str | None = None, **extra: An
     return out
 
 
-def write_policy(tmp_path: Path, domains: list[dict[str, Any]], interval: str = "P1D") -> Path:
-    data = yaml.safe_load(VALID.read_text(encoding="utf-8"))
-    data["domains"] = [{"allow_private_network": True, **d} for d in domains]
-    data["terms_check"] = {"interval": interval}
-    path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return path
-
-
 class TermsSpider(Spider):
-    """Requests ``urls`` at once, then (after the first answers) waits ``pause`` s and requests ``later``."""
+    """Requests ``urls`` at once, then (after the first answers) moves the crawl's
+    clock on by ``pause`` s and requests ``later``."""
 
     name = "terms"
 
     def __init__(self, urls: list[str] | None = None, later: list[str] | None = None, pause: float = 0,
-                 between: Any = None, **kw: Any) -> None:
+                 between: Any = None, clock: ManualClock | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         self.urls, self.later, self.pause, self.between = urls or [], later or [], pause, between
+        self.clock = clock
         self.seen: list[str] = []
         self.failures: dict[str, Any] = {}
 
@@ -71,7 +65,9 @@ class TermsSpider(Spider):
                 await sleep(0.05)
             if self.between is not None:
                 self.between()
-            await sleep(self.pause)
+            if self.pause:
+                assert self.clock is not None
+                self.clock.advance(self.pause)
             for url in self.later:
                 yield Request(url, dont_filter=True, errback=self.failed)
 
@@ -98,7 +94,8 @@ def settings(tmp_path: Path, policy: Path, **extra: Any) -> dict[str, Any]:
 
 async def run(tmp_path: Path, policy: Path, **kw: Any) -> Any:
     crawler = get_crawler(TermsSpider, settings(tmp_path, policy))
-    await crawler.crawl_async(**kw)
+    clock = use_clock(crawler, ManualClock())
+    await crawler.crawl_async(clock=clock, **kw)
     return crawler
 
 

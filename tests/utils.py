@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec
@@ -44,6 +48,102 @@ class LocalResolver(CachingThreadedResolver):
         if name.endswith(".test"):
             return defer.succeed("127.0.0.1")
         return super().getHostByName(name, timeout)
+
+
+class ManualClock:
+    """A clock that moves only when the test moves it (:meth:`advance`); ``sleep``
+    advances it at once. Give it to a crawl with :func:`use_clock` before the crawl
+    starts, so that TTLs, back-offs and pauses need no real waiting."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.seconds = 1000.0
+        self.start = start or datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+    def monotonic(self) -> float:
+        return self.seconds
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=self.seconds - 1000.0)
+
+    def advance(self, seconds: float) -> None:
+        self.seconds += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        from scrapy.utils.asyncio import sleep
+
+        self.advance(seconds)
+        await sleep(0)
+
+
+def use_clock(crawler: Any, clock: Any) -> Any:
+    """Make ``clock`` the time every scrapy-gdpr component of ``crawler`` reads."""
+    from scrapy_gdpr.runtime import get_runtime
+
+    get_runtime(crawler).clock = clock
+    return clock
+
+
+async def wait_until(condition: Callable[[], bool], within: float = 30.0) -> None:
+    """Poll ``condition`` on the reactor until it holds (fail after ``within`` s)."""
+    from scrapy.utils.asyncio import sleep
+
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not hold in time"
+        await sleep(0.02)
+
+
+def install_face_pool(crawler: Any, **seams: Any) -> Any:
+    """Give the crawl a face pool built with ``seams`` (``detector_factory``,
+    ``stage``) before its pipelines acquire one. Returns the pool."""
+    from scrapy_gdpr.facepool import FacePool, install_pool
+    from scrapy_gdpr.runtime import get_runtime
+
+    runtime = get_runtime(crawler)
+    return install_pool(runtime, FacePool(runtime, **seams))
+
+
+class BrokenFaceModel:
+    """An extension for subprocess crawls (``EXTENSIONS = {"tests.utils.BrokenFaceModel": 0}``):
+    the face pool's detector cannot be built, as with a damaged model file."""
+
+    @classmethod
+    def from_crawler(cls, crawler: Any) -> BrokenFaceModel:
+        from scrapy_gdpr.faces.detector import ModelIntegrityError
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise ModelIntegrityError("cannot read face model: file is truncated")
+
+        install_face_pool(crawler, detector_factory=broken)
+        return cls()
+
+
+def free_port() -> int:
+    """A port nothing listens on now (bound to 0 and closed again): for a server a
+    subprocess starts, or for an address that must refuse connections."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PurgeSteps:
+    """An extension for crawls (``EXTENSIONS = {PurgeSteps: 1}``, after the retention
+    extension): the purge at spider open reports each durable step to ``steps``,
+    through the hook tests/test_purge_crash.py kills the purge command with."""
+
+    steps: list[str] = []
+
+    def __init__(self, crawler: Any) -> None:
+        from scrapy_gdpr.runtime import get_runtime
+
+        extension = get_runtime(crawler).retention
+        assert extension is not None, "the retention extension must be built first"
+        type(self).steps = []
+        extension.on_step = type(self).steps.append
+
+    @classmethod
+    def from_crawler(cls, crawler: Any) -> PurgeSteps:
+        return cls(crawler)
 
 
 def run_scrapy(*args: str, cwd: Path | str | None = None, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -86,15 +186,115 @@ def terms_fingerprint(url: str) -> str:
     return fingerprint(normalise_terms(HtmlResponse(url, body=body, headers={"Content-Type": ctype})))
 
 
+# --------------------------------------------------------------------------- policy files
+#
+# Every test policy starts from tests/data/policies/valid.yaml; each writer below
+# changes what its tests are about and writes ``policy.yaml`` into the test's folder.
+
+#: The valid policy every test policy starts from.
+VALID_POLICY = DATA / "policies" / "valid.yaml"
+#: The ``*.test`` host of the face-stage gallery tests (tests/gallery.py).
+GALLERY_HOST = "gallery-people.test"
+#: The hosts of the retention tests (tests/retention_support.py).
+RETENTION_HOSTS = ("people.test", "news.test")
+
+
+def policy_data() -> dict[str, Any]:
+    """valid.yaml, parsed."""
+    import yaml
+
+    data: dict[str, Any] = yaml.safe_load(VALID_POLICY.read_text(encoding="utf-8"))
+    return data
+
+
+def save_policy(folder: Path, data: dict[str, Any], name: str = "policy.yaml") -> Path:
+    """Write ``data`` as ``folder/name`` and return its path."""
+    import yaml
+
+    path = folder / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def sections_policy(tmp_path: Path, **sections: Any) -> Path:
+    """valid.yaml with top-level sections replaced/merged (dicts are merged one level deep)."""
+    data = policy_data()
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return save_policy(tmp_path, data)
+
+
+def domains_policy(tmp_path: Path, domains: list[dict[str, Any]], **sections: Any) -> Path:
+    """valid.yaml with other domains (and sections); objections in tmp_path."""
+    data = policy_data()
+    data["domains"] = domains
+    data["objections"] = {"path": "objections.txt"}
+    data.update(sections)
+    return save_policy(tmp_path, data)
+
+
+def terms_policy(tmp_path: Path, domains: list[dict[str, Any]], interval: str = "P1D") -> Path:
+    """valid.yaml with ``domains`` (private network allowed) checked for terms every ``interval``."""
+    data = policy_data()
+    data["domains"] = [{"allow_private_network": True, **d} for d in domains]
+    data["terms_check"] = {"interval": interval}
+    return save_policy(tmp_path, data)
+
+
+def signals_policy(tmp_path: Path, *, signal_purposes: list[str] | None = None,
+                   opt_out: dict[str, Any] | None = None, **changes: Any) -> Path:
+    """valid.yaml whose purpose falls under ``signal_purposes`` (default: all three),
+    with the ``opt_out`` section and other sections replaced."""
+    data = policy_data()
+    data["purposes"][0]["signal_purposes"] = signal_purposes or ["search", "ai-train", "ai-input"]
+    if opt_out is not None:
+        data["opt_out"] = opt_out
+    data.update(changes)
+    return save_policy(tmp_path, data)
+
+
+def faces_policy(tmp_path: Path, hosts: tuple[str, ...] = (GALLERY_HOST,), **faces: Any) -> Path:
+    """valid.yaml with our ``*.test`` hosts listed and ``faces`` overridden (an Art. 9
+    condition documented when the action is ``keep``)."""
+    data = policy_data()
+    for host in hosts:
+        data["domains"].append({"domain": host, "allow_private_network": True})
+    data["faces"] = {**data.get("faces", {}), **faces}
+    if faces.get("action") == "keep":
+        data["special_categories"] = {
+            "biometric": {
+                "condition": "explicit_consent",
+                "reference": "DPIA-TEST-1",
+                "reviewed_by": "Dana Protection",
+                "reviewed_on": "2026-10-01",
+            }
+        }
+    return save_policy(tmp_path, data)
+
+
+def retention_policy(tmp_path: Path, *, items: str = "P30D", images: str = "P14D",
+                     objections: str = "objections.txt", **retention: str) -> Path:
+    """valid.yaml for the retention tests: their hosts, item and image periods, an
+    objection list in tmp_path, and other ``retention`` keys (``logs``, ``caches``)."""
+    data = policy_data()
+    for host in RETENTION_HOSTS:
+        data["domains"].append({**data["domains"][0], "domain": host,
+                                "terms": {**data["domains"][0]["terms"], "url": f"http://{host}/terms.html"}})
+    data["retention"] = {"items": {"default": items}, "images": images, "files": images, **retention}
+    data["objections"] = {"path": objections}
+    return save_policy(tmp_path, data)
+
+
 def write_policy(path: Path, mockserver: Any, hosts: list[str], **changes: Any) -> Path:
     """A valid policy listing ``hosts`` (``*.test`` names or 127.0.0.1) of ``mockserver``,
     each with a terms review whose fingerprint matches the served terms page.
 
     ``changes`` replace top-level sections (e.g. ``faces={"action": "drop_item"}``).
     """
-    import yaml
-
-    data = yaml.safe_load((DATA / "policies" / "valid.yaml").read_text(encoding="utf-8"))
+    data = policy_data()
     domains = []
     for host in hosts:
         terms_url = mockserver.url("/terms.html", host=None if host == "127.0.0.1" else host)
@@ -112,8 +312,7 @@ def write_policy(path: Path, mockserver: Any, hosts: list[str], **changes: Any) 
     data["domains"] = domains
     data["politeness"] = {"default_delay": 0, "default_concurrency": 8}
     data.update(changes)
-    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
-    return path
+    return save_policy(path.parent, data, path.name)
 
 
 def addon_settings(tmp_path: Path, policy: Path, **extra: Any) -> dict[str, Any]:

@@ -952,6 +952,11 @@ def output_format(image: DecodedImage, output: str = "auto") -> str:
     return "PNG" if image.has_alpha else "JPEG"
 
 
+def frame_image(frame: Frame) -> Image.Image:
+    """A Pillow image of ``frame`` built from its bare arrays (so it carries no metadata)."""
+    return _pil(frame)
+
+
 def _pil(frame: Frame) -> Image.Image:
     im = Image.fromarray(frame.pixels, "L" if frame.pixels.ndim == 2 else "RGB")
     if frame.alpha is not None:

@@ -27,6 +27,7 @@ from scrapy_gdpr.faces.boxes import iou as _iou
 from scrapy_gdpr.faces.detector import Detection, FaceDetector, build_detector
 from scrapy_gdpr.faces.imageio import (
     FORMATS,
+    DecodedImage,
     Frame,
     ImageRefused,
     decide_type,
@@ -122,6 +123,9 @@ class Verdict:
     checked: bool = False  # decoded and run through the detector
     orientation: int = 1
     source_size: tuple[int, int] = (0, 0)
+    #: With ``output="pixels"``: the checked, redacted image, upright and without
+    #: metadata, for a caller that writes its own renditions (``data`` is empty).
+    pixels: DecodedImage | None = None
 
     @property
     def extension(self) -> str:
@@ -197,8 +201,10 @@ def process_image(
     the type only when the bytes themselves are of no recognisable type
     (:func:`~scrapy_gdpr.faces.imageio.decide_type`). ``detector`` defaults to one per
     thread built from the policy's sensitivity. ``output`` is ``auto`` (JPEG, or
-    PNG with transparency; animations keep their format) or ``same`` (the source
-    format where it can be written).
+    PNG with transparency; animations keep their format), ``same`` (the source
+    format where it can be written) or ``pixels`` (nothing is encoded: a stored
+    verdict carries the redacted image in ``pixels``, and the caller encodes each
+    rendition it stores from it, so that no image is encoded twice).
     """
     try:
         return _process(
@@ -326,6 +332,10 @@ def _process(
     elif faces and action == "keep":
         taken = "keep"
 
+    if output == "pixels":
+        v = Verdict(True, action=taken, pixels=image, **base)
+        v.record = _record(v, image.metadata)
+        return v
     try:
         fmt = output_format(image, output)
         out = encode(image, fmt, jpeg_quality=jpeg_quality)

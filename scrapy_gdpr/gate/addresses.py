@@ -55,6 +55,12 @@ def url_problem(url: str, parts: SplitResult) -> str | None:
     """
     if (m := _CONTROL.search(url)) is not None:
         return f"it contains the control character or space {m.group()!r} at position {m.start()}"
+    return authority_problem(parts)
+
+
+def authority_problem(parts: SplitResult) -> str | None:
+    """What :func:`url_problem` finds wrong with the authority (``user@host:port``)
+    of a split URL without control characters: it depends on ``parts.netloc`` only."""
     netloc = parts.netloc
     if "@" in netloc:
         return "it carries user information (user@host); credentials are never sent"

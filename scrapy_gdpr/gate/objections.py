@@ -540,8 +540,12 @@ class ObjectionList:
         self._sort_lengths()
 
     # -- lookups --------------------------------------------------------------------
-    def match(self, url: str) -> str | None:
+    def match(self, url: str, *, host: str | None = None) -> str | None:
         """The entry covering ``url`` (``"prefix https://..."``), or None.
+
+        ``host``: the URL's host as :func:`canonical_host` gives it, when the caller
+        has checked that ``url`` is an absolute http(s) URL (then a list of domain
+        entries only is searched without parsing the URL again).
 
         Raises :class:`ObjectionFileError` while the file has a malformed line, and
         ``ValueError`` for a URL that is not an absolute http(s) URL.
@@ -549,6 +553,8 @@ class ObjectionList:
         self.refresh()
         if self.error is not None:
             raise self.error
+        if host is not None and not self._urls and not self._prefixes:
+            return self.match_host(host, refresh=False) if self._domains else None
         key = canonical_url(url)
         found = self._match_key(key)
         if found is not None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -512,6 +511,7 @@ class OptOutMiddleware:
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self.runtime = component_runtime(crawler)
+        self.clock = self.runtime.clock
         self.policy = self.runtime.policy
         self.switches = self.policy.opt_out
         self.token = self.policy.crawler.product_token
@@ -534,7 +534,7 @@ class OptOutMiddleware:
     async def _tdmrep(self, origin: str) -> _TdmEntry:
         """The origin's TDMRep rules, fetched once per TTL; concurrent callers share one fetch."""
         entry = self._tdm.get(origin)
-        if entry is not None and not entry.flight.busy and time.monotonic() - entry.fetched_at < self.tdmrep_ttl:
+        if entry is not None and not entry.flight.busy and self.clock.monotonic() - entry.fetched_at < self.tdmrep_ttl:
             return entry
         if entry is None:
             entry = self._tdm[origin] = _TdmEntry()
@@ -545,7 +545,7 @@ class OptOutMiddleware:
         try:
             await self._fetch_tdmrep(origin, entry)
         finally:
-            entry.fetched_at = time.monotonic()
+            entry.fetched_at = self.clock.monotonic()
 
     async def _fetch_tdmrep(self, origin: str, entry: _TdmEntry) -> None:
         url = origin + TDMREP_PATH
@@ -604,7 +604,7 @@ class OptOutMiddleware:
         if origin is not None:
             # TDMRep: the file must be checked before the first page of an origin.
             entry = self._tdm.get(origin)
-            if entry is None or entry.flight.busy or time.monotonic() - entry.fetched_at >= self.tdmrep_ttl:
+            if entry is None or entry.flight.busy or self.clock.monotonic() - entry.fetched_at >= self.tdmrep_ttl:
                 await self._tdmrep(origin)  # not fetched yet, in flight, or expired
 
     async def process_response(self, request: Request, response: Response) -> Response:
@@ -758,8 +758,10 @@ class OptOutMiddleware:
         policy: str | None = None
         origin = site_root(response.url)
         if origin is not None:
-            entry = await self._tdmrep(origin)
-            rule = match_tdmrep(entry.rules or [], response.url)
+            entry = self._tdm.get(origin)
+            if entry is None or entry.flight.busy or self.clock.monotonic() - entry.fetched_at >= self.tdmrep_ttl:
+                entry = await self._tdmrep(origin)  # _tdmrep's cached path without a coroutine otherwise
+            rule = match_tdmrep(entry.rules, response.url) if entry.rules else None
             if entry.unread:
                 value = 1
                 signal = Signal("tdmrep_file", "tdm-reservation",

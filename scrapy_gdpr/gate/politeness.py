@@ -25,7 +25,6 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
-from scrapy.utils.asyncio import sleep
 from scrapy.utils.httpobj import urlparse_cached
 
 from scrapy_gdpr._component import component_runtime
@@ -243,6 +242,7 @@ class PolitenessMiddleware:
         setting, user_agent = effective_user_agent(crawler)
         check_user_agent(user_agent, policy, setting)
         self.max_wait = policy.duration(policy.politeness.retry_after_max).total_seconds()
+        self.clock = self.runtime.clock
         self.floors = slot_floors(crawler)
         #: shared state (GDPR_STATE_URL): hosts are booked across every worker
         self.state = gate_state(crawler)
@@ -285,6 +285,8 @@ class PolitenessMiddleware:
             finally:
                 # booked, refused or failed: the scheduler may hand out this host again
                 pending_hosts(self.crawler).discard(request)
+        if not (self._exact or self.not_before or self.given_up):
+            return None  # no rate limits, no host paused or given up: nothing to hold
         return await self._process_request(request)
 
     async def _process_request(self, request: Request) -> None:
@@ -302,7 +304,8 @@ class PolitenessMiddleware:
                     clause=self.runtime.policy.clause("politeness", "retry_after_max"),
                     detail=f"host {key} was given up: {info['detail']}",
                 )
-            wait = self.not_before.get(key, 0.0) - time.monotonic()
+            not_before = self.not_before.get(key)
+            wait = not_before - self.clock.monotonic() if not_before is not None else 0.0
             if wait <= 0:
                 if self.state.shared:
                     wait = await self._book(key, request)
@@ -330,7 +333,7 @@ class PolitenessMiddleware:
                 )
             # in slices, so that a closing crawl (Ctrl-C, CLOSESPIDER_*, crawler.stop())
             # does not wait for the end of a long pause
-            await sleep(min(wait, SHUTDOWN_POLL))
+            await self.clock.sleep(min(wait, SHUTDOWN_POLL))
 
     async def _book(self, key: str, request: Request) -> float:
         """Book ``key`` in the shared state; 0 when the request may go now, else the
@@ -408,7 +411,7 @@ class PolitenessMiddleware:
         if response.status not in RETRY_AFTER_STATUSES:
             return response
         raw = response.headers.get(b"Retry-After")
-        seconds = parse_retry_after(raw)
+        seconds = parse_retry_after(raw, self.clock.now())
         if seconds is None:
             if raw is not None:
                 logger.info(
@@ -433,7 +436,7 @@ class PolitenessMiddleware:
                         "status": response.status,
                         "retry_after": raw.decode("latin-1") if raw else "",
                         "seconds": seconds,
-                        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                        "at": self.clock.now().isoformat(timespec="seconds"),
                     }
                 stats.inc_value("gdpr/politeness/given_up")
                 logger.warning(
@@ -448,7 +451,7 @@ class PolitenessMiddleware:
                 clause=self.runtime.policy.clause("politeness", "retry_after_max"),
                 detail=detail,
             )
-        until = time.monotonic() + seconds
+        until = self.clock.monotonic() + seconds
         if until > self.not_before.get(key, 0.0):
             self.not_before[key] = until
         if self.state.shared:

@@ -21,17 +21,16 @@ from __future__ import annotations
 import logging
 import math
 import re
-import time
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urljoin, urlsplit
 
 import http_sfv
 from scrapy import Request
+from scrapy.exceptions import IgnoreRequest
 from scrapy.http.request import NO_CALLBACK
 from scrapy.utils.asyncio import run_in_thread
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
@@ -687,7 +686,7 @@ class RobotsEntry:
     rules: RobotsRules | None = None
     status: int | None = None
     error: str = ""
-    fetched_at: float = 0.0  # time.monotonic()
+    fetched_at: float = 0.0  # the clock's monotonic()
     expires_at: float = 0.0
     attempts: int = 0  # consecutive unreachable fetches
     delay: float = 0.0  # the delay floor for this origin's slot(s)
@@ -717,6 +716,7 @@ class RobotsGateMiddleware:
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self.runtime = component_runtime(crawler)
+        self.clock = self.runtime.clock
         policy = self.runtime.policy
         self.product_token = policy.crawler.product_token
         robots = policy.robots
@@ -756,6 +756,9 @@ class RobotsGateMiddleware:
             "sitemaps": {},
         }
         self.runtime.report_sections["robots"] = self._report
+        #: origins (``scheme://host:port``) whose robots.txt the crawl asked for: sent
+        #: to them, answered or not (each redirect hop's origin too)
+        self.asked: set[str] = set()
         self.runtime.robots = self
 
     @classmethod
@@ -771,7 +774,7 @@ class RobotsGateMiddleware:
         parts = urlparse_cached(request)
         origin = origin_of(parts)
         entry = self.cache.get(origin)
-        if entry is not None and time.monotonic() < entry.expires_at:
+        if entry is not None and self.clock.monotonic() < entry.expires_at:
             self.cache.move_to_end(origin)  # entry_for's fresh-entry path, without a coroutine
         else:
             entry = await self.entry_for(request.url, parts)
@@ -858,7 +861,7 @@ class RobotsGateMiddleware:
         """The robots.txt entry for ``url``, fetching it once for all waiters when needed."""
         origin = origin_of(parts if parts is not None else url)
         entry = self.cache.get(origin)
-        if entry is not None and time.monotonic() < entry.expires_at:
+        if entry is not None and self.clock.monotonic() < entry.expires_at:
             self.cache.move_to_end(origin)
             return entry
         waiter: Deferred[RobotsEntry] = Deferred()
@@ -904,12 +907,15 @@ class RobotsGateMiddleware:
             try:
                 response = await download_once(self.crawler, request, "robots", self.ttl, self._shared_ttl)
             except Exception as exc:
+                if too_large(exc) or not isinstance(exc, IgnoreRequest):  # sent, not refused before it left
+                    self.asked.add(origin_of(url))
                 if too_large(exc):
                     stats.inc_value("gdpr/robots/too_large")
                     error = f"robots.txt {size_detail(self.download_limit)}"
                     return self._unreachable(origin, robots_url, previous, error, None)
                 stats.inc_value(f"gdpr/robots/exception/{type(exc).__name__}")
                 return self._unreachable(origin, robots_url, previous, f"{type(exc).__name__}: {exc}", None)
+            self.asked.add(origin_of(url))
             status = response.status
             stats.inc_value(f"gdpr/robots/status/{status}")
             if 300 <= status < 400 and status != 304:
@@ -952,7 +958,7 @@ class RobotsGateMiddleware:
         return self.ttl if max_age is None else min(self.ttl, max(max_age, min(self.MIN_TTL, self.ttl)))
 
     def _finish(self, entry: RobotsEntry, response: Response | None) -> RobotsEntry:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         ttl = self.ttl
         if response is not None:
             max_age = _max_age(response)
@@ -1022,7 +1028,7 @@ class RobotsGateMiddleware:
         self, origin: str, robots_url: str, previous: RobotsEntry | None, error: str, response: Response | None
     ) -> RobotsEntry:
         attempts = previous.attempts + 1 if previous is not None and previous.state == "unreachable" else 1
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if attempts <= self.retry_times:
             wait = self.retry_backoff * 2 ** (attempts - 1)
             retry_after = parse_retry_after(response.headers.get(b"Retry-After")) if response is not None else None
@@ -1041,7 +1047,7 @@ class RobotsGateMiddleware:
             self._report["unreachable_count"] += 1
         hosts = self._report["unreachable"]
         if origin in hosts or len(hosts) < REPORT_LIMIT:
-            first = hosts.get(origin, {}).get("since") or datetime.now(UTC).isoformat(timespec="seconds")
+            first = hosts.get(origin, {}).get("since") or self.clock.now().isoformat(timespec="seconds")
             hosts[origin] = {
                 "robots_url": robots_url,
                 "error": error,

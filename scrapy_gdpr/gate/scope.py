@@ -21,7 +21,7 @@ from scrapy.utils.reactor import is_reactor_installed
 
 from scrapy_gdpr.audit import Reason
 from scrapy_gdpr.exitcodes import refuse_startup
-from scrapy_gdpr.gate.addresses import METADATA_HOSTS, is_ip_address, non_public_address, url_problem
+from scrapy_gdpr.gate.addresses import _CONTROL, METADATA_HOSTS, authority_problem, is_ip_address, non_public_address
 from scrapy_gdpr.gate.denylist import deny_lists
 from scrapy_gdpr.gate.objections import (
     ObjectionFileError,
@@ -122,6 +122,8 @@ class PolicyGate:
         # they depend on the policy only, which does not change during a crawl.
         self._hosts: dict[str, _HostInfo] = {}
         self._hosts_size = self._network_size
+        #: authority (``urlsplit().netloc``) -> (its problem, or None; its host's decisions)
+        self._netlocs: dict[str, tuple[str | None, _HostInfo | None]] = {}
 
     # -- the rules ------------------------------------------------------------------
     def host_info(self, hostname: str) -> _HostInfo:
@@ -134,6 +136,16 @@ class PolicyGate:
                 del self._hosts[next(iter(self._hosts))]  # the oldest entry
             self._hosts[hostname] = info
         return info
+
+    def _netloc_info(self, parts: SplitResult) -> tuple[str | None, _HostInfo | None]:
+        """(what is wrong with the authority, or None; the host's decisions), cached
+        by ``parts.netloc``. Raises as ``urlsplit``'s attributes do."""
+        problem = authority_problem(parts)
+        info = self.host_info(parts.hostname or "") if problem is None else None
+        if len(self._netlocs) >= self._hosts_size:
+            del self._netlocs[next(iter(self._netlocs))]  # the oldest entry
+        self._netlocs[parts.netloc] = problem, info
+        return problem, info
 
     def rule_for(self, host: str) -> int | None:
         """Index of the most specific domain rule covering ``host``, or None."""
@@ -156,11 +168,22 @@ class PolicyGate:
         """Checks 1-3 (no I/O). Returns (refusal or None, the rule index, the host)."""
         try:
             parts = urlsplit(url)
-            problem = url_problem(url, parts) if parts.scheme.lower() in ("http", "https") else None
-            if problem is not None:
-                detail = f"the URL is malformed: {problem}"
-                return Refusal(Reason.MALFORMED_URL, self._domains_clause, detail), None, ""
-            info = self.host_info(parts.hostname or "")
+            if parts.scheme.lower() in ("http", "https"):
+                if (m := _CONTROL.search(url)) is not None:
+                    problem: str | None = (
+                        f"it contains the control character or space {m.group()!r} at position {m.start()}"
+                    )
+                    info = None
+                else:
+                    # the authority's checks and the host's decisions, once per authority
+                    netloc = self._netlocs.get(parts.netloc)
+                    problem, info = netloc if netloc is not None else self._netloc_info(parts)
+                if problem is not None:
+                    detail = f"the URL is malformed: {problem}"
+                    return Refusal(Reason.MALFORMED_URL, self._domains_clause, detail), None, ""
+                assert info is not None
+            else:
+                info = self.host_info(parts.hostname or "")
         except (ValueError, UnicodeError) as exc:
             detail = f"the URL is malformed: it cannot be parsed ({exc})"
             return Refusal(Reason.MALFORMED_URL, self._domains_clause, detail), None, ""
@@ -168,16 +191,17 @@ class PolicyGate:
         if parts.scheme.lower() not in ("http", "https") or not host:
             detail = f"only http(s) URLs of listed domains are fetched, not {parts.scheme or 'this'}: URLs"
             return Refusal(Reason.DOMAIN, self._domains_clause, detail), None, host
-        refusal = self.check_objection(url) or info.jurisdiction
+        refusal = self.check_objection(url, host) or info.jurisdiction
         if refusal is not None:
             return refusal, None, host
         refusal, index = self._check_domain(url, host, info.rule, internal, parts)
         return refusal, index, host
 
-    def check_objection(self, url: str) -> Refusal | None:
+    def check_objection(self, url: str, host: str | None = None) -> Refusal | None:
+        """``host``: the canonical host of ``url``, an http(s) URL the gate found well formed."""
         for objections, clause in self.objection_lists:
             try:
-                entry = objections.match(url)
+                entry = objections.match(url, host=host)
             except ObjectionFileError as exc:
                 return Refusal(Reason.UNDECIDED, clause, f"the objection list is unusable: {exc}")
             except (ValueError, UnicodeError) as exc:

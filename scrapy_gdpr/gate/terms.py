@@ -14,10 +14,8 @@ import difflib
 import hashlib
 import logging
 import re
-import time
 import unicodedata
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import lxml.etree
@@ -144,7 +142,7 @@ class _TermsState:
     status: str = "not checked"  # ok, drift, unreachable, not checked
     detail: str = ""
     current: str | None = None  # fingerprint seen at the last check
-    checked_at: float | None = None  # time.monotonic()
+    checked_at: float | None = None  # the clock's monotonic()
     checked_on: str = ""  # ISO time of the last check, for the report
     checks: int = 0
     flight: Flight = field(default_factory=Flight)  # the check, shared by concurrent requests
@@ -159,7 +157,7 @@ class _Page:
     status: int | None = None
     text: str = ""  # the normalised text of a 200 answer
     ctype: str = ""
-    fetched_at: float | None = None  # time.monotonic()
+    fetched_at: float | None = None  # the clock's monotonic()
     flight: Flight = field(default_factory=Flight)  # the fetch, shared by concurrent checks
 
 
@@ -169,6 +167,7 @@ class TermsMiddleware:
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self.runtime = component_runtime(crawler)
+        self.clock = self.runtime.clock
         self.policy = self.runtime.policy
         self.interval = self.policy.duration(self.policy.terms_check.interval).total_seconds()
         self._states: dict[int, _TermsState] = {}
@@ -242,7 +241,7 @@ class TermsMiddleware:
                          clause=self.policy.clause("domains", i, "terms", "verdict"),
                          detail=f"the terms of {rule.domain} forbid crawling (reviewed {rule.terms.reviewed_on})")
         state = self._states[i]
-        if state.flight.busy or state.checked_at is None or time.monotonic() - state.checked_at >= self.interval:
+        if state.flight.busy or state.checked_at is None or self.clock.monotonic() - state.checked_at >= self.interval:
             state = await self._checked(i)  # due for a check, or one is in flight
         if state.status != "ok":
             field_name = "verdict" if rule.terms.verdict == "none_published" else "fingerprint"
@@ -252,7 +251,7 @@ class TermsMiddleware:
     async def _checked(self, i: int) -> _TermsState:
         """The domain's terms state, re-checked when due; concurrent callers share a check."""
         state = self._states[i]
-        if not state.flight.busy and state.checked_at is not None and time.monotonic() - state.checked_at < self.interval:
+        if not state.flight.busy and state.checked_at is not None and self.clock.monotonic() - state.checked_at < self.interval:
             return state
         await state.flight.run(lambda: self._check_closed(i, state))
         return state
@@ -265,7 +264,7 @@ class TermsMiddleware:
             logger.exception("Terms check for %(domain)s failed", {"domain": self.policy.domains[i].domain},
                              extra={"spider": self.crawler.spider})
         finally:
-            state.checked_at = time.monotonic()
+            state.checked_at = self.clock.monotonic()
 
     # -- pages -----------------------------------------------------------------------
     async def _page(self, url: str) -> _Page:
@@ -273,7 +272,7 @@ class TermsMiddleware:
         page = self._pages.get(url)
         if page is None:
             page = self._pages[url] = _Page()
-        fresh = page.fetched_at is not None and time.monotonic() - page.fetched_at < self.interval
+        fresh = page.fetched_at is not None and self.clock.monotonic() - page.fetched_at < self.interval
         if page.flight.busy or not fresh:
             await page.flight.run(lambda: self._fetch_page(url, page))
         return page
@@ -294,7 +293,7 @@ class TermsMiddleware:
                 page.error = f"could not be fetched ({reason})"
             return
         finally:
-            page.fetched_at = time.monotonic()
+            page.fetched_at = self.clock.monotonic()
         page.status = response.status
         page.ctype = (response.headers.get("Content-Type") or b"").decode("latin-1") or "unknown type"
         if response.status == 200:
@@ -310,7 +309,7 @@ class TermsMiddleware:
         assert terms is not None
         stats = self.crawler.stats
         state.checks += 1
-        state.checked_on = datetime.now(UTC).isoformat(timespec="seconds")
+        state.checked_on = self.clock.now().isoformat(timespec="seconds")
         stats.inc_value("gdpr/terms/check_count")
         row = state.report
         row.update({"checks": state.checks, "last_checked": state.checked_on})

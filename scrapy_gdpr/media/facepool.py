@@ -25,17 +25,16 @@ the last pipeline to close shuts it down.
 from __future__ import annotations
 
 import asyncio
-import importlib
-import inspect
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
 
     from scrapy_gdpr.faces.detector import FaceDetector
     from scrapy_gdpr.faces.stage import Verdict
@@ -49,43 +48,25 @@ THREAD_NAME_PREFIX = "gdpr-faces"
 #: Report section name in ``runtime.report_sections``.
 REPORT_SECTION = "faces"
 
-#: The face stage (numpy, OpenCV, MediaPipe) is imported when a pool is first used,
-#: not when the add-on loads the pipeline classes: a crawl that stores no images
-#: never pays for it.
-_LAZY = {
-    "build_detector": "scrapy_gdpr.faces.detector",
-    "configure_library_threads": "scrapy_gdpr.faces.detector",
-    "process_image": "scrapy_gdpr.faces.stage",
-    "Verdict": "scrapy_gdpr.faces.stage",
-}
+#: Builds one detector: ``(sensitivity, min_confidence) -> FaceDetector``.
+DetectorFactory = Callable[[str, "float | None"], "FaceDetector"]
+#: Runs the face stage on one image: :func:`scrapy_gdpr.faces.stage.process_image`.
+Stage = Callable[..., "Verdict"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+def _default_detector_factory() -> DetectorFactory:
+    # The face stage (numpy, OpenCV, MediaPipe) is imported when a pool is first
+    # used, not when the add-on loads the pipeline classes: a crawl that stores no
+    # images never pays for it.
+    from scrapy_gdpr.faces.detector import build_detector
+
+    return build_detector
 
 
-def _face(name: str) -> Any:
-    """A face-stage name: the imported one, or a test's replacement for it."""
-    try:
-        return globals()[name]
-    except KeyError:
-        return __getattr__(name)
+def _default_stage() -> Stage:
+    from scrapy_gdpr.faces.stage import process_image
 
-
-_stage_params: frozenset[str] | None = None
-
-
-def _stage_parameters() -> frozenset[str]:
-    global _stage_params
-    if _stage_params is None:
-        real = importlib.import_module("scrapy_gdpr.faces.stage").process_image
-        _stage_params = frozenset(inspect.signature(real).parameters)
-    return _stage_params
+    return process_image
 
 
 def _safe_record(record: dict[str, Any]) -> dict[str, Any]:
@@ -94,10 +75,26 @@ def _safe_record(record: dict[str, Any]) -> dict[str, Any]:
 
 
 class FacePool:
-    """Runs the face stage for one crawl in a bounded pool of worker threads."""
+    """Runs the face stage for one crawl in a bounded pool of worker threads.
 
-    def __init__(self, runtime: GdprRuntime) -> None:
+    ``detector_factory`` builds each worker's detector and ``stage`` runs the face
+    stage on one image; they default to
+    :func:`~scrapy_gdpr.faces.detector.build_detector` and
+    :func:`~scrapy_gdpr.faces.stage.process_image`, imported on first use. Whatever
+    they are, the pool fails closed: an exception from either, or a stored verdict
+    without data, means the image is not stored.
+    """
+
+    def __init__(
+        self,
+        runtime: GdprRuntime,
+        *,
+        detector_factory: DetectorFactory | None = None,
+        stage: Stage | None = None,
+    ) -> None:
         self.runtime = runtime
+        self._detector_factory = detector_factory
+        self._stage = stage
         self.crawler = runtime.crawler
         self.face_policy = runtime.policy.faces
         self.workers: int = runtime.config.face_workers
@@ -186,7 +183,9 @@ class FacePool:
         if self._closed:
             raise RuntimeError("the face pool is shut down")
         if self.library_threads is None:
-            self.library_threads = _face("configure_library_threads")(self.workers)
+            from scrapy_gdpr.faces.detector import configure_library_threads
+
+            self.library_threads = configure_library_threads(self.workers)
             self.section["library_threads"] = self.library_threads
         return await asyncio.wrap_future(self._executor.submit(fn, *args))
 
@@ -199,37 +198,42 @@ class FacePool:
     def _detector(self) -> FaceDetector:
         detector: FaceDetector | None = getattr(self._local, "detector", None)
         if detector is None:
-            detector = _face("build_detector")(self.face_policy.sensitivity, self.face_policy.min_confidence)
+            if self._detector_factory is None:
+                self._detector_factory = _default_detector_factory()
+            detector = self._detector_factory(self.face_policy.sensitivity, self.face_policy.min_confidence)
             self._local.detector = detector
             runtime = getattr(detector, "runtime", None)
             if runtime:
                 self.section["runtime"] = runtime
         return detector
 
-    def run_stage(self, data: bytes, mime: str | None = None) -> Verdict:
+    def run_stage(self, data: bytes, mime: str | None = None, output: str = "auto") -> Verdict:
         """The face stage on one image, in the calling (worker) thread. Never raises:
-        any failure is a verdict that the image is not stored (fail closed)."""
+        any failure is a verdict that the image is not stored (fail closed).
+        ``output`` as for :func:`~scrapy_gdpr.faces.stage.process_image`."""
+        from scrapy_gdpr.faces.stage import Verdict
+
         try:
             detector = self._detector()
             self.detector_threads.add(threading.current_thread().name)
-            kwargs: dict[str, Any] = {
-                "action": self._action(),
-                "margin": self.face_policy.margin,
-                "detector": detector,
-                "max_pixels": self.face_policy.max_pixels,
-                "face_policy": self.face_policy,
-                "mime": mime,
-            }
-            verdict = _face("process_image")(data, **{k: v for k, v in kwargs.items() if k in _stage_parameters()})
+            if self._stage is None:
+                self._stage = _default_stage()
+            verdict = self._stage(
+                data,
+                action=self._action(),
+                margin=self.face_policy.margin,
+                detector=detector,
+                max_pixels=self.face_policy.max_pixels,
+                face_policy=self.face_policy,
+                mime=mime,
+                output=output,
+            )
         except Exception as exc:  # fail closed: nothing unchecked is stored
             logger.exception("Face stage failed; the image is not stored")
-            failed: Verdict = _face("Verdict")(False, reason="stage_error", record={"error": type(exc).__name__})
-            return failed
-        if verdict.stored and not verdict.data:
-            empty: Verdict = _face("Verdict")(False, reason="stage_error", faces=verdict.faces, record={"error": "no output"})
-            return empty
-        checked: Verdict = verdict
-        return checked
+            return Verdict(False, reason="stage_error", record={"error": type(exc).__name__})
+        if verdict.stored and not verdict.data and verdict.pixels is None:
+            return Verdict(False, reason="stage_error", faces=verdict.faces, record={"error": "no output"})
+        return verdict
 
     def _action(self) -> str:
         # The policy's action as it is: keep without an Art. 9 condition is refused by
@@ -288,6 +292,16 @@ class FacePool:
 def _stat_suffix(reason: str) -> str:
     out = "".join(c if c.isalnum() or c in "_-" else "_" for c in (reason or "unknown").lower())
     return out or "unknown"
+
+
+def install_pool(runtime: GdprRuntime, pool: FacePool) -> FacePool:
+    """Make ``pool`` the crawl's face pool, before the pipelines acquire it (a pool
+    built with another detector factory or stage, e.g. in an evaluation)."""
+    current = runtime.face_pool
+    if current is not None and not current._closed and current is not pool:
+        raise RuntimeError("the crawl already has a face pool in use")
+    runtime.face_pool = pool
+    return pool
 
 
 def acquire_pool(runtime: GdprRuntime) -> FacePool:

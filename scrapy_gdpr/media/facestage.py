@@ -4,11 +4,15 @@ the refusal Scrapy's media pipelines understand, the figures of the report.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from scrapy.exceptions import IgnoreRequest
 from scrapy.pipelines.images import ImageException
-from scrapy.pipelines.media import _MediaRequestFiltered
+from scrapy.pipelines.media import FileException
 from twisted.python.failure import Failure
 
 from scrapy_gdpr._component import component_runtime
@@ -88,6 +92,26 @@ def _header_mime(response: Response) -> str | None:
     return mime or None
 
 
+@dataclass(frozen=True)
+class Rendition:
+    """One file a media pipeline stored for a downloaded image or file: ``kind`` is
+    ``image``, ``thumbnail`` or ``file``; ``path`` is relative to the store."""
+
+    kind: str
+    path: str
+    data: bytes = field(repr=False)
+    size: tuple[int, int] = (0, 0)
+
+    @property
+    def sha256(self) -> str:
+        return "sha256:" + hashlib.sha256(self.data).hexdigest()
+
+
+#: How many stored files a media pipeline remembers until the recorder asks for
+#: them (an item that a later pipeline drops is never asked for).
+_STORED_MEMORY = 10_000
+
+
 class _FaceStageMixin:
     """What the three pipelines share: the pool, refusals and per-item records."""
 
@@ -99,6 +123,22 @@ class _FaceStageMixin:
         self.runtime = component_runtime(crawler)
         self.faces = acquire_pool(self.runtime)
         _quiet_scrapy_media_logs()
+        #: store path of each file stored by this crawl -> (kind, path, sha256) of it
+        #: and of the files stored with it (thumbnails), hashed from the bytes written
+        self._stored: OrderedDict[str, list[tuple[str, str, str]]] = OrderedDict()
+
+    def stored_renditions(self, renditions: list[Rendition]) -> None:
+        """Remember what was stored for the recorder (:meth:`renditions_of`)."""
+        if not renditions:
+            return
+        self._stored[renditions[0].path] = [(r.kind, r.path, r.sha256) for r in renditions]
+        while len(self._stored) > _STORED_MEMORY:
+            self._stored.popitem(last=False)
+
+    def renditions_of(self, path: str) -> list[tuple[str, str, str]] | None:
+        """``(kind, path, sha256)`` of every file stored with ``path`` by this crawl
+        (the file and its thumbnails), once; None when this crawl did not store it."""
+        return self._stored.pop(path, None)
 
     def close_spider(self) -> None:
         self.faces.release()
@@ -197,8 +237,10 @@ class _MediaFaceStageMixin(_FaceStageMixin):
                 records.append(dict(exc.record))
                 if exc.drop_item and drop_detail is None:
                     drop_detail = f"faces found in {exc.record.get('url') or url} and the policy drops the item"
-            elif isinstance(exc, _MediaRequestFiltered):
-                cause = exc.__cause__  # a refusal by the request gate says why (an opt-out in the image's XMP)
+            elif isinstance(exc, FileException) and isinstance(exc.__cause__, IgnoreRequest):
+                # filtered, not downloaded (FilesPipeline.media_failed raises it from the IgnoreRequest);
+                # a refusal by the request gate says why (an opt-out in the image's XMP)
+                cause = exc.__cause__
                 if isinstance(cause, PolicyViolation):
                     records.append({"url": url, "stored": False, "reason": cause.reason, "detail": str(cause)})
                 else:

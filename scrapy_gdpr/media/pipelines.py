@@ -17,15 +17,23 @@ data, in the item's provenance notes (``notes["faces"]``).
 from __future__ import annotations
 
 import hashlib
+import logging
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
 
 from scrapy.pipelines.files import FilesPipeline
-from scrapy.pipelines.images import ImagesPipeline
+from scrapy.pipelines.images import ImageException, ImagesPipeline
 from scrapy.utils.defer import ensure_awaitable
 
 from scrapy_gdpr.audit import Reason, note_refusal
-from scrapy_gdpr.media.facestage import FaceStageRefusal, _header_mime, _MediaFaceStageMixin, _type_refusal, sniff_mime
+from scrapy_gdpr.media.facestage import (
+    FaceStageRefusal,
+    Rendition,
+    _header_mime,
+    _MediaFaceStageMixin,
+    _type_refusal,
+    sniff_mime,
+)
 from scrapy_gdpr.media.itembytes import ImageBytesPipeline
 
 if TYPE_CHECKING:
@@ -34,7 +42,10 @@ if TYPE_CHECKING:
     from scrapy.http import Request, Response
     from scrapy.pipelines.media import FileInfoOrError, MediaPipeline
 
+    from scrapy_gdpr.faces.imageio import DecodedImage
     from scrapy_gdpr.faces.stage import Verdict
+
+logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- content sniffing
@@ -66,32 +77,75 @@ class GdprImagesPipeline(_MediaFaceStageMixin, ImagesPipeline):
     ) -> str:
         url = request.url
         async with self.faces.slot():
-            verdict = await self.faces.call(self.faces.run_stage, response.body, _header_mime(response))
-            self.faces.count_checked(verdict)
-            if self._refused(verdict):
-                raise self._refuse_image(url, verdict, kind="image", url=url)
-            redacted = response.replace(body=verdict.data)
-            # Decoding, the full-size JPEG and the thumbnails: also off the reactor thread.
-            images = await self.faces.call(self._convert_all, redacted, request, info, item)
-        checksum: str | None = None
-        for path, (width, height), buf in images:
-            if checksum is None:
-                checksum = hashlib.md5(buf.getbuffer()).hexdigest()  # noqa: S324 - Scrapy's checksum
-            buf.seek(0)
+            # One worker hop: decode, detect and redact once, then encode each stored
+            # rendition (the full image, every thumbnail) once, from the redacted pixels.
+            verdict, renditions, problem = await self.faces.call(
+                self._check_and_render, response, request, info, item
+            )
+        self.faces.count_checked(verdict)
+        if not verdict.stored:
+            raise self._refuse_image(url, verdict, kind="image", url=url)
+        if problem is not None:
+            raise problem  # Scrapy's own checks (IMAGES_MIN_WIDTH/HEIGHT): a failed result, as without the stage
+        for rendition in renditions:
             await ensure_awaitable(
                 self.store.persist_file(
-                    path, buf, info, meta={"width": width, "height": height}, headers={"Content-Type": "image/jpeg"}
+                    rendition.path, BytesIO(rendition.data), info,
+                    meta={"width": rendition.size[0], "height": rendition.size[1]},
+                    headers={"Content-Type": "image/jpeg"},
                 )
             )
-        assert checksum is not None
+        self.stored_renditions(renditions)
         self.faces.count_stored(verdict)
         self._checked[url] = self.faces.record(verdict, url=url)
-        return checksum
+        return hashlib.md5(renditions[0].data).hexdigest()  # noqa: S324 - Scrapy's checksum
 
-    def _convert_all(
+    def _check_and_render(
         self, response: Response, request: Request, info: MediaPipeline.SpiderInfo, item: Any
-    ) -> list[tuple[str, tuple[int, int], BytesIO]]:
-        return [(path, image.size, buf) for path, image, buf in self.get_images(response, request, info, item=item)]
+    ) -> tuple[Verdict, list[Rendition], Exception | None]:
+        """In a face-pool worker: the stage, then the renditions Scrapy's
+        ``get_images`` would store, encoded from the stage's redacted pixels."""
+        verdict = self.faces.run_stage(response.body, _header_mime(response), "pixels")
+        pixels, verdict.pixels = verdict.pixels, None  # never kept beyond this call
+        if self._refused(verdict):
+            return verdict, [], None
+        if pixels is None:  # a stage that gave no pixels to render: fail closed
+            verdict.stored, verdict.reason = False, "stage_error"
+            verdict.record = {**verdict.record, "stored": False, "error": "no output"}
+            return verdict, [], None
+        try:
+            renditions = self._render(pixels, response, request, info, item)
+        except ImageException as exc:
+            return verdict, [], exc
+        except Exception as exc:
+            logger.exception("Writing the checked image failed; the image is not stored")
+            verdict.stored, verdict.reason = False, "encode_failed"
+            verdict.record = {**verdict.record, "stored": False, "error": type(exc).__name__}
+            return verdict, [], None
+        verdict.mime = "image/jpeg"
+        verdict.record["stored_type"] = "image/jpeg"
+        return verdict, renditions, None
+
+    def _render(
+        self, pixels: DecodedImage, response: Response, request: Request, info: MediaPipeline.SpiderInfo, item: Any
+    ) -> list[Rendition]:
+        """What ``ImagesPipeline.get_images`` does, on pixels already upright and
+        metadata-free: the size check, the full image and the thumbnails, with the
+        paths from this pipeline's own ``file_path`` and ``thumb_path``."""
+        from scrapy_gdpr.faces.imageio import frame_image
+
+        image = frame_image(pixels.frames[0])
+        width, height = image.size
+        if width < self.min_width or height < self.min_height:
+            raise ImageException(f"Image too small ({width}x{height} < {self.min_width}x{self.min_height})")
+        path = self.file_path(request, response=response, info=info, item=item)
+        full, buf = self.convert_image(image, response_body=BytesIO())
+        out = [Rendition("image", path, buf.getvalue(), full.size)]
+        for thumb_id, size in self.thumbs.items():
+            thumb_path = self.thumb_path(request, thumb_id, response=response, info=info, item=item)
+            thumb, thumb_buf = self.convert_image(full, size, response_body=buf)
+            out.append(Rendition("thumbnail", thumb_path, thumb_buf.getvalue(), thumb.size))
+        return out
 
     def convert_image(
         self,
@@ -100,7 +154,7 @@ class GdprImagesPipeline(_MediaFaceStageMixin, ImagesPipeline):
         *,
         response_body: BytesIO,
     ) -> tuple[Image.Image, BytesIO]:
-        """Always re-encode from pixels, without metadata.
+        """Always encode from pixels, without metadata.
 
         Scrapy's version returns the downloaded bytes unchanged for an unresized
         JPEG; here ``response_body`` is never returned, and the JPEG is written
@@ -167,9 +221,9 @@ class GdprFilesPipeline(_MediaFaceStageMixin, FilesPipeline):
             self.faces.count_stored(verdict)
             record = self.faces.record(verdict, url=url)
         path = self.file_path(request, response=response, info=info, item=item)
-        buf = BytesIO(body)
         checksum = hashlib.md5(body).hexdigest()  # noqa: S324 - Scrapy's checksum
-        await ensure_awaitable(self.store.persist_file(path, buf, info, headers={"Content-Type": content_type}))
+        await ensure_awaitable(self.store.persist_file(path, BytesIO(body), info, headers={"Content-Type": content_type}))
+        self.stored_renditions([Rendition("file", path, body)])
         self._checked[url] = record
         return checksum
 
@@ -196,4 +250,6 @@ class GdprFilesPipeline(_MediaFaceStageMixin, FilesPipeline):
 # --------------------------------------------------------------------------- image bytes in items
 
 
-__all__ = ["FaceStageRefusal", "GdprFilesPipeline", "GdprImagesPipeline", "ImageBytesPipeline", "sniff_mime"]
+__all__ = [
+    "FaceStageRefusal", "GdprFilesPipeline", "GdprImagesPipeline", "ImageBytesPipeline", "Rendition", "sniff_mime",
+]

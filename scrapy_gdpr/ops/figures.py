@@ -23,14 +23,10 @@ from typing import TYPE_CHECKING, Any
 from itemadapter import ItemAdapter
 from scrapy import signals
 
-from scrapy_gdpr.internal import internal_kind
-from scrapy_gdpr.urls import origin_of
-
 if TYPE_CHECKING:
     from typing import Self
 
     from scrapy.crawler import Crawler
-    from scrapy.http import Request
     from scrapy.settings import BaseSettings
 
     from scrapy_gdpr.runtime import GdprRuntime
@@ -170,14 +166,12 @@ class FigureCollector:
             from scrapy_gdpr.exitcodes import refuse_startup
 
             raise refuse_startup(crawler, exc) from None
-        self.robots_origins: set[str] = set()
         self.unchecked = 0
         self.unchecked_samples: list[str] = []
         #: (result field, pipeline name) of media pipelines without the face stage
         self.unchecked_fields: list[tuple[str, str]] = []
         runtime.figures = self
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
-        crawler.signals.connect(self.request_reached_downloader, signal=signals.request_reached_downloader)
         crawler.signals.connect(self.engine_stopped, signal=signals.engine_stopped)
 
     @classmethod
@@ -209,12 +203,6 @@ class FigureCollector:
             # only then: a receiver of item_scraped costs every item an asyncio task
             self.crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
 
-    def request_reached_downloader(self, request: Request) -> None:
-        if internal_kind(request) == "robots":
-            from scrapy.utils.httpobj import urlparse_cached
-
-            # the robots.txt cache key (urls.origin_of): one fetch per origin
-            self.robots_origins.add(origin_of(urlparse_cached(request)))
 
     def item_scraped(self, item: Any) -> None:
         if not self.unchecked_fields:
@@ -268,7 +256,9 @@ def figures(crawler: Crawler, *, now: datetime | None = None) -> Figures:
     robots_section = (rt.report_sections.get("robots") if rt is not None else None) or {}
     unreachable = robots_section.get("unreachable") or {}
     unreachable_hosts = len(unreachable) or _count(stats.get("gdpr/robots/unreachable"))
-    robots_hosts = len(collector.robots_origins) if collector is not None else 0
+    # the robots gate's record: no receiver of a per-request signal is needed for it
+    robots = rt.robots if rt is not None else None
+    robots_hosts = len(getattr(robots, "asked", ()))
     status = stats.get("gdpr/exit_status")
     spider = rt.spider_name if rt is not None else str(getattr(crawler.spider, "name", "spider"))
     out = Figures(

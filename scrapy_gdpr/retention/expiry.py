@@ -78,7 +78,8 @@ def _note_damage(result: PurgeResult, damage: list[feedfiles.Damage], *, removed
 def _purge_feed_file(location: str, ledger: Ledger, result: PurgeResult, dry_run: bool,
                      is_expired_at: Callable[[str], bool], lock_timeout: float,
                      record: Callable[[dict[str, Any]], None], record_many: Callable[[list[dict[str, Any]]], None],
-                     audit: AuditLog | None, keep_deleted: int, rewritten: list[str], removed: list[str]) -> None:
+                     audit: AuditLog | None, keep_deleted: int, rewritten: list[str], removed: list[str],
+                     on_step: feedfiles.OnStep | None = None) -> None:
     """Purge one feed file (see :func:`purge`)."""
     path = Path(location)
     manifest = read_manifest(path)
@@ -108,7 +109,7 @@ def _purge_feed_file(location: str, ledger: Ledger, result: PurgeResult, dry_run
         return
     feedfiles.clean_temp_files(path.parent)
     try:
-        outcome = feedfiles.rewrite(path, fmt, expired, lock_timeout=lock_timeout, repair=True)
+        outcome = feedfiles.rewrite(path, fmt, expired, lock_timeout=lock_timeout, repair=True, on_step=on_step)
     except feedfiles.FileBusy:
         result.busy.append(location)
         logger.warning("GDPR purge: %(path)s is being written by a crawl; purged on the next run",
@@ -123,10 +124,10 @@ def _purge_feed_file(location: str, ledger: Ledger, result: PurgeResult, dry_run
     if path.exists():
         if outcome.changed:
             result.feed_files_rewritten += 1
-        feedfiles.crash_point("before manifest")
+        feedfiles.notify_step(on_step, "before manifest")
         summary = outcome
         kept_manifest = {k: v for k, v in (manifest or {}).items() if k in ("purpose", "policy_fingerprint", "spider", "created")}
-        write_manifest(path, fmt, summary, **kept_manifest)
+        write_manifest(path, fmt, summary, on_step=on_step, **kept_manifest)
         rewritten.append(location)
         file_row = ledger.feed_file(location)
         if file_row is not None and summary.earliest:
@@ -136,12 +137,12 @@ def _purge_feed_file(location: str, ledger: Ledger, result: PurgeResult, dry_run
             ledger.delete_location(location, kinds=["feed_file"])
     else:
         result.feed_files_removed += 1
-        feedfiles.crash_point("before manifest removal")
+        feedfiles.notify_step(on_step, "before manifest removal")
         with contextlib.suppress(FileNotFoundError):
             manifest_path(path).unlink()
         removed.append(location)
         record({"kind": "feed_file", "location": location})
-    feedfiles.crash_point("feed file done")
+    feedfiles.notify_step(on_step, "feed file done")
 
 
 def purge(
@@ -154,6 +155,7 @@ def purge(
     lock_timeout: float = 0.0,
     keep_deleted: int = 10_000,
     stores: Sequence[ItemStore] = (),
+    on_step: feedfiles.OnStep | None = None,
 ) -> PurgeResult:
     """Delete everything expired at ``now``: feed lines, media objects, ledger rows.
 
@@ -162,6 +164,9 @@ def purge(
     manifest and ledger rows are updated; media objects are unlinked before their
     rows are deleted; rows without storage go last. Feed lines are judged by the
     ``expires_at`` in their own stamp, so a re-run needs nothing else.
+
+    ``on_step`` (see :data:`scrapy_gdpr.retention.feedfiles.OnStep`) is called with the
+    name of each step as it is made durable.
     """
     now = now.astimezone(UTC)
     result = PurgeResult(now=now.isoformat(), dry_run=dry_run)
@@ -191,7 +196,7 @@ def purge(
     for location in ledger.expired_locations(now, ["feed_line", "feed_file"]):
         try:
             _purge_feed_file(location, ledger, result, dry_run, is_expired_at, lock_timeout, record, record_many,
-                             audit, keep_deleted, rewritten, removed)
+                             audit, keep_deleted, rewritten, removed, on_step)
         except Exception as exc:
             result.errors.append({"location": location, "error": _describe_exc(exc)})
             logger.warning("GDPR purge: %(path)s could not be purged: %(error)s; the other files were",
@@ -231,7 +236,7 @@ def purge(
                 continue
             if gone:
                 result.objects += 1
-            feedfiles.crash_point("object removed")
+            feedfiles.notify_step(on_step, "object removed")
             for r in recs:
                 record({"kind": r.kind, "location": location, "item_id": r.item_id, "url": r.url,
                         "object_url": r.object_url})

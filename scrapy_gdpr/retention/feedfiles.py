@@ -22,16 +22,16 @@ import json
 import logging
 import os
 import re
-import signal
 import tempfile
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -74,22 +74,18 @@ class FeedRecord:
         return str(self.stamp.get("source_url", ""))
 
 
-# --------------------------------------------------------------------------- crash points
+# --------------------------------------------------------------------------- steps
 
 
-_ops = 0
+#: Called with a step's name after each step a rewrite or a purge makes durable (a
+#: temporary file written, a rename, a removal, ...); ``None`` when nothing listens.
+#: A caller may report progress from it; the crash tests stop the process there.
+OnStep = Callable[[str], None]
 
 
-def crash_point(what: str) -> None:
-    """Test hook: ``GDPR_TEST_KILL_AFTER=N`` SIGKILLs this process at the N-th point."""
-    global _ops
-    limit = os.environ.get("GDPR_TEST_KILL_AFTER")
-    if not limit:
-        return
-    _ops += 1
-    if _ops >= int(limit):
-        logger.debug("test kill at %(what)s", {"what": what})
-        os.kill(os.getpid(), signal.SIGKILL)
+def notify_step(on_step: OnStep | None, what: str) -> None:
+    if on_step is not None:
+        on_step(what)
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -103,19 +99,19 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None], *, on_step: OnStep | None = None) -> None:
     """Write ``path`` through ``write(fh)`` atomically (temp file, fsync, rename, fsync dir)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".gdpr-tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
-            crash_point("temp written")
+            notify_step(on_step, "temp written")
             os.fsync(fh.fileno())
         with contextlib.suppress(FileNotFoundError):
             os.chmod(tmp, os.stat(path).st_mode & 0o7777)
         os.replace(tmp, path)
-        crash_point("renamed")
+        notify_step(on_step, "renamed")
         fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -502,7 +498,7 @@ def is_complete(path: Path, fmt: str) -> bool:
     return True
 
 
-def repair(path: Path, fmt: str, *, lock_timeout: float = 0.0) -> list[Damage]:
+def repair(path: Path, fmt: str, *, lock_timeout: float = 0.0, on_step: OnStep | None = None) -> list[Damage]:
     """Make a torn feed file whole again before a crawl appends to it: every
     complete record is kept, the damaged parts are removed (and returned), and the
     file ends as its exporter ends it. Atomic, under the exclusive lock."""
@@ -522,8 +518,9 @@ def repair(path: Path, fmt: str, *, lock_timeout: float = 0.0) -> list[Damage]:
             return damage
         if not records:
             remove_durably(path)
+            notify_step(on_step, "removed")
         else:
-            atomic_write(path, lambda fh: _write(fh, fmt, records))
+            atomic_write(path, lambda fh: _write(fh, fmt, records), on_step=on_step)
     return damage
 
 
@@ -546,7 +543,7 @@ class RewriteResult:
 
 
 def rewrite(path: Path, fmt: str, drop: Callable[[FeedRecord], bool], *, lock_timeout: float = 0.0,
-            repair: bool = False) -> RewriteResult:
+            repair: bool = False, on_step: OnStep | None = None) -> RewriteResult:
     """Remove the records ``drop`` selects from a feed file, atomically.
 
     Unstamped records are kept (they cannot be judged; the item filter keeps them
@@ -584,9 +581,9 @@ def rewrite(path: Path, fmt: str, drop: Callable[[FeedRecord], bool], *, lock_ti
         result.changed = True
         if not kept:
             remove_durably(path)
-            crash_point("removed")
+            notify_step(on_step, "removed")
             return result
-        atomic_write(path, lambda fh: _write(fh, fmt, kept))
+        atomic_write(path, lambda fh: _write(fh, fmt, kept), on_step=on_step)
     return result
 
 

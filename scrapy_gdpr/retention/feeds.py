@@ -183,7 +183,8 @@ def manifest_path(feed: Path) -> Path:
     return feed.with_name(feed.name + MANIFEST_SUFFIX)
 
 
-def write_manifest(feed: Path, fmt: str, summary: feedfiles.RewriteResult, **fields: Any) -> dict[str, Any]:
+def write_manifest(feed: Path, fmt: str, summary: feedfiles.RewriteResult, *,
+                   on_step: feedfiles.OnStep | None = None, **fields: Any) -> dict[str, Any]:
     st = feed.stat()
     data = {
         "manifest_version": 1,
@@ -201,7 +202,7 @@ def write_manifest(feed: Path, fmt: str, summary: feedfiles.RewriteResult, **fie
     def write(fh: IO[bytes]) -> None:
         fh.write(text.encode("utf-8"))
 
-    feedfiles.atomic_write(manifest_path(feed), write)
+    feedfiles.atomic_write(manifest_path(feed), write, on_step=on_step)
     return data
 
 

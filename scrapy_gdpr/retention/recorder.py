@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from scrapy import signals
+from scrapy import Request, signals
+from scrapy.http.request import NO_CALLBACK
 from scrapy.utils.defer import maybe_deferred_to_future
 from scrapy.utils.misc import load_object
 from twisted.internet.threads import deferToThread
@@ -115,12 +116,16 @@ class RetentionExtension:
         self.writer = _LedgerWriter(self.ledger)
         self.writer.start()
         self._closed = False
+        #: Told each step the purge at spider open makes durable (see :func:`purge`).
+        self.on_step: feedfiles.OnStep | None = None
         settings = crawler.settings
         self.media = [
             (settings.get(setting) if setting else None) or default for setting, default, _, _ in MEDIA_FIELDS
         ]
         self.stores = {store: settings.get(store) for _, _, store, _ in MEDIA_FIELDS}
         self.thumbs = list((settings.getdict("IMAGES_THUMBS") or {}).keys())
+        #: result field -> the media pipeline filling it (see _wire_recording)
+        self._media_pipelines: dict[str, Any] = {}
         self.section: dict[str, Any] = {
             "ledger": mask_password(self.ledger.url),
             "items_stored": 0,
@@ -149,7 +154,7 @@ class RetentionExtension:
             return
         now = datetime.now(UTC)
         result = await maybe_deferred_to_future(deferToThread(
-            purge, self.ledger, now, audit=self.runtime.audit, spider=self.runtime.spider_name
+            purge, self.ledger, now, audit=self.runtime.audit, spider=self.runtime.spider_name, on_step=self.on_step
         ))
         self._note_purge(result)
 
@@ -174,6 +179,13 @@ class RetentionExtension:
         (a later pipeline may still drop the item)."""
         scraper = getattr(self.crawler.engine, "scraper", None)
         pipelines = list(getattr(getattr(scraper, "itemproc", None), "middlewares", ()))
+        # the media pipelines by result field: they say what they stored and its hash
+        for pipeline in pipelines:
+            for attr in ("images_result_field", "files_result_field"):
+                result_field = getattr(pipeline, attr, None)
+                if result_field:
+                    self._media_pipelines.setdefault(str(result_field), pipeline)
+                    break
         if pipelines and isinstance(pipelines[-1], RetentionPipeline):
             pipelines[-1].recorder = self
         else:
@@ -243,9 +255,11 @@ class RetentionExtension:
         for (_, _, store_setting, kind), field_name in zip(MEDIA_FIELDS, self.media, strict=True):
             results = item.get(field_name)
             if isinstance(results, list):
+                pipeline = self._media_pipelines.get(field_name)
                 for entry in results:
                     if isinstance(entry, dict) and entry.get("path"):
-                        media.append((kind, self.stores.get(store_setting), dict(entry)))
+                        media.append((kind, self.stores.get(store_setting), dict(entry),
+                                      self._stored_files(pipeline, kind, entry)))
                         self.section["files_stored"][kind] += 1
         # An item that a recorded local feed takes is recorded as that feed's line
         # when the feed closes; a row of its own would only repeat it.
@@ -253,7 +267,32 @@ class RetentionExtension:
         if item_row or media:
             self.writer.put(lambda: self._records_for(stamp, media, item_row))
 
-    def _records_for(self, stamp: dict[str, Any], media: list[tuple[str, Any, dict[str, Any]]],
+    def _stored_files(self, pipeline: Any, kind: str, entry: dict[str, Any]) -> list[tuple[str, str, str]]:
+        """``(kind, path, content hash)`` of the files stored for one media entry.
+
+        What the pipeline stored in this crawl it tells, with the hashes of the bytes
+        it wrote. A file stored by an earlier crawl (Scrapy's "uptodate") or by a
+        pipeline that does not tell is hashed from the store later (empty hash
+        here), its thumbnails named by the pipeline's own ``thumb_path``.
+        """
+        path = str(entry["path"])
+        told = pipeline.renditions_of(path) if hasattr(pipeline, "renditions_of") else None
+        if told:
+            return [(kind if row_kind in ("image", "file") else row_kind, p, sha) for row_kind, p, sha in told]
+        files = [(kind, path, "")]
+        if kind == "image":
+            thumb_path = getattr(pipeline, "thumb_path", None)
+            thumbs = getattr(pipeline, "thumbs", None)
+            url = str(entry.get("url", ""))
+            if callable(thumb_path) and isinstance(thumbs, dict) and url:
+                request = Request(url, callback=NO_CALLBACK)
+                files += [("thumbnail", str(thumb_path(request, thumb_id)), "") for thumb_id in thumbs]
+            else:  # Scrapy's default layout
+                stem = Path(path).stem
+                files += [("thumbnail", f"thumbs/{size}/{stem}.jpg", "") for size in self.thumbs]
+        return files
+
+    def _records_for(self, stamp: dict[str, Any], media: list[tuple[str, Any, dict[str, Any], list[tuple[str, str, str]]]],
                      item_row: bool = True) -> list[Record]:
         collected = parse_ts(stamp["collected_at"])
         common = {
@@ -267,24 +306,23 @@ class RetentionExtension:
         }
         rows = [Record(kind="item", location="", expires_at=parse_ts(stamp["expires_at"]),
                        content_hash=stamp["content_sha256"], **common)] if item_row else []
-        for kind, store, entry in media:
+        for kind, store, entry, files in media:
             period = self.policy.retention.images if kind == "image" else self.policy.retention.files
             expires = self.policy.duration(period).add_to(collected)
             base = _store_path(store)
-            if base is None:
-                location = f"{store}/{entry['path']}"
-                paths = [(kind, location)]
-            else:
-                paths = [(kind, str((base / entry["path"]).resolve()))]
-                if kind == "image":
-                    stem = Path(entry["path"]).stem
-                    for size in self.thumbs:
-                        thumb = (base / "thumbs" / size / f"{stem}.jpg").resolve()
-                        if thumb.exists():
-                            paths.append(("thumbnail", str(thumb)))
-            for row_kind, location in paths:
+            for row_kind, path, content_hash in files:
+                if base is None:
+                    if row_kind == "thumbnail" and not content_hash:
+                        continue  # a remote store: only thumbnails stored in this crawl are known to exist
+                    location = f"{store}/{path}"
+                else:
+                    location = str((base / path).resolve())
+                    if not content_hash:  # not stored in this crawl: hashed from the store, if it is there
+                        content_hash = _file_hash(location)
+                        if row_kind == "thumbnail" and not content_hash:
+                            continue
                 rows.append(Record(kind=row_kind, location=location, object_url=str(entry.get("url", "")),
-                                   expires_at=expires, content_hash=_file_hash(location), **common))
+                                   expires_at=expires, content_hash=content_hash, **common))
         return rows
 
     async def feed_slot_closed(self, slot: Any) -> None:
