@@ -587,10 +587,6 @@ class Profile:
     #: where the original is not.
     flip_scale: float = 0.0
     flip_min_height: float = 20.0
-    #: A box of the main pass at least ``large_height`` px high that reached
-    #: ``threshold`` but not ``large_threshold`` is kept when O-Net gives it at
-    #: least ``onet_large`` (0: such boxes are dropped).
-    onet_large: float = 0.0
 
 
 PROFILES: dict[str, Profile] = {
@@ -598,7 +594,7 @@ PROFILES: dict[str, Profile] = {
         0.1, 3, 0.3, 100, 0.5e6, 2.4e6, 2.0, 256, 0.3, 0.5, vote_iou=0.3, refine_height=24, refine_keep=0.12,
         tile_scale=1.0,
         rotate_side=256,
-        onet_below=0.3, onet_reject=0.003, onet_large=0.9,
+        onet_below=0.3, onet_reject=0.003,
         flip_scale=0.7,
     ),
     "balanced": Profile(0.2, 1, 0.35, 100, 0.3e6, 1.2e6, 1.5, 384, 0.35, 0.5),
@@ -634,7 +630,7 @@ class EnsembleDetector:
         self.version = f"{VERSION}-{sensitivity}-t{profile.threshold:g}"
         self._blazeface = BlazeFaceShort(profile.mediapipe_threshold) if profile.mediapipe_threshold else None
         self._onet: MtcnnONet | None = None
-        if profile.onet_reject or profile.onet_large:
+        if profile.onet_reject:
             self._second_model()
 
     def _second_model(self) -> MtcnnONet:
@@ -747,14 +743,7 @@ class EnsembleDetector:
         p = self.profile
         low = min(p.threshold, p.proposal_threshold or p.threshold)
         main = box_vote(self._centerface.run(img, scale, low, role), p.vote_iou, p.min_votes)
-        large = (main[:, 3] * scale >= p.large_height) & (main[:, 4] < p.large_threshold)
-        if p.onet_large and large.any():
-            # a large box under the large-box threshold is kept when O-Net is
-            # sure it is a face (a face CenterFace finds hard, not texture)
-            weak = np.nonzero(large & (main[:, 4] >= p.threshold))[0]
-            if len(weak):
-                large[weak[self._second_model().score(img, main[weak]) >= p.onet_large]] = False
-        main = main[~large]
+        main = main[(main[:, 3] * scale < p.large_height) | (main[:, 4] >= p.large_threshold)]
         # boxes under the threshold (proposals) and under verify_below need the second look
         unsure = main[:, 4] < max(p.verify_below, p.threshold if low < p.threshold else 0.0)
         if unsure.any():
