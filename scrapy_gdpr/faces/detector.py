@@ -11,10 +11,13 @@ The default back end (``"ensemble"``) combines two vendored models:
 * **MediaPipe BlazeFace short range** (TFLite, through the MediaPipe Tasks API),
   which sees the whole image squashed to 128 px: it adds close-up portraits and
   faces that fill the frame.
+* **MTCNN's O-Net** (ONNX, same runtime as CenterFace), a second opinion on
+  CenterFace's weak boxes: it scores a 48 x 48 crop around a box as face or
+  not, and the ``strict`` profile drops weak boxes it rejects.
 
 The boxes of all passes are merged by score-weighted box voting and
 non-maximum suppression. Only boxes and scores are read: the vendored
-CenterFace graph has no landmark head and MediaPipe's keypoints are discarded unread; no
+CenterFace and O-Net graphs have no landmark outputs and MediaPipe's keypoints are discarded unread; no
 embedding or template is computed.
 
 Every model file is checked against its SHA-256 before it is loaded
@@ -605,7 +608,8 @@ VERSION = "4"
 
 
 class EnsembleDetector:
-    """CenterFace (main and coarse passes) + MediaPipe BlazeFace, merged by box voting and NMS."""
+    """CenterFace (main, mirrored, coarse, tile and rotated passes) + MediaPipe BlazeFace, merged by box
+    voting and NMS, with MTCNN's O-Net as a second opinion on weak boxes."""
 
     name = "ensemble"
 
