@@ -16,7 +16,9 @@ from scrapy_gdpr.faces.detector import (
     Detection,
     EnsembleDetector,
     FaceDetector,
+    PROFILES,
     ModelIntegrityError,
+    MtcnnONet,
     build_detector,
     load_model_bytes,
     register_detector,
@@ -267,7 +269,9 @@ class CountingNet:
         self.roles: list[str] = []
 
     def run(self, image: np.ndarray, scale: float, threshold: float, role: str = "main") -> np.ndarray:
-        if role != "rotated":  # the rotated passes look at a small copy of the whole image
+        # the rotated passes look at a small copy of the whole image, the
+        # mirrored pass at a smaller scale than the main pass
+        if role not in ("rotated", "flip"):
             self.calls.append((image.shape[0], image.shape[1], scale))
         self.roles.append(role)
         return self.inner.run(image, scale, threshold, role)
@@ -316,3 +320,81 @@ def test_small_box_the_closer_look_rejects_is_dropped_only_below_refine_keep() -
     det.REFINE_BUDGET = 0.0
     out = det._refine_small(blank, seeds, 1.0, det.profile.refine_zoom)
     assert sorted(out[:, 4].tolist()) == [keep - 0.01, keep + 0.01]
+
+
+# --------------------------------------------------------------------------- second model (MTCNN's O-Net)
+
+
+def test_vendored_onet_has_only_the_face_output() -> None:
+    """The landmark output and the box regression were cut from the vendored
+    O-Net: it gives a face probability and nothing else."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(
+        load_model_bytes(MODELS_DIR / "mtcnn_onet.onnx", MODELS["mtcnn_onet.onnx"]), providers=["CPUExecutionProvider"]
+    )
+    assert [o.name for o in session.get_outputs()] == [MtcnnONet.OUTPUT]
+    assert session.get_outputs()[0].shape[1] == 2
+    net = cv2.dnn.readNetFromONNX(str(MODELS_DIR / "mtcnn_onet.onnx"))
+    assert list(net.getUnconnectedOutLayersNames()) == [MtcnnONet.OUTPUT]
+
+
+def onet_boxes() -> tuple[np.ndarray, np.ndarray]:
+    """The street photo, its annotated faces, then boxes on things that are not faces."""
+    img = load("deface_city.jpg")
+    faces = np.asarray(annotations()["deface_city.jpg"]["faces"], np.float64).reshape(-1, 4)
+    h, w = img.shape[:2]
+    others = np.array([[0, 0, 40, 40], [w - 60, h - 60, 50, 50], [w / 2, h - 40, 30, 30], [10, h / 2, 25, 25]])
+    return img, np.vstack([faces, others])
+
+
+def test_onet_runtimes_agree() -> None:
+    img, boxes = onet_boxes()
+    a = MtcnnONet(runtime="onnxruntime").score(img, boxes)
+    b = MtcnnONet(runtime="opencv").score(img, boxes)
+    assert a.shape == (len(boxes),)
+    assert np.abs(a - b).max() < 1e-4
+
+
+def test_onet_tells_faces_from_other_things() -> None:
+    """Every annotated face of the street photo (16-48 px), the portrait and the
+    near-profile get a high face probability, far above the strict profile's
+    rejection level; street background and the cat's face get a low one."""
+    reject = PROFILES["strict"].onet_reject
+    assert reject > 0
+    img, boxes = onet_boxes()
+    n_faces = len(annotations()["deface_city.jpg"]["faces"])
+    probs = MtcnnONet().score(img, boxes)
+    assert probs[:n_faces].min() >= max(0.5, 100 * reject), probs[:n_faces]
+    assert probs[n_faces:].max() < 0.05, probs[n_faces:]
+    for name in ("skimage_astronaut.png", "skimage_camera.png"):
+        faces = np.asarray(annotations()[name]["faces"], np.float64).reshape(-1, 4)
+        assert MtcnnONet().score(load(name), faces).min() >= 0.9
+    cat = load("skimage_chelsea.png")
+    h, w = cat.shape[:2]
+    assert MtcnnONet().score(cat, np.array([[w / 4, h / 4, w / 2, h / 2]]))[0] < 0.05
+
+
+def test_weak_boxes_onet_rejects_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only boxes under onet_below are shown to O-Net, and only those under
+    onet_reject are dropped."""
+    det = EnsembleDetector("strict")
+    p = det.profile
+    assert p.onet_below > p.threshold and p.onet_reject > 0
+    img = load("deface_city.jpg")
+    before = det.detect_array(img)
+    shown: list[np.ndarray] = []
+
+    def score(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        shown.append(boxes.copy())
+        return np.where(np.arange(len(boxes)) % 2 == 0, 0.0, 1.0)  # reject every other box
+
+    monkeypatch.setattr(det._onet, "score", score)
+    after = det.detect_array(img)
+    assert len(shown) == 1 and (shown[0][:, 4] < p.onet_below).all()
+    weak = shown[0]
+    assert len(weak) >= 2
+    # the strong boxes are untouched; of the weak ones every other is gone
+    strong = before[:, 4] >= p.onet_below
+    np.testing.assert_array_equal(after[after[:, 4] >= p.onet_below], before[strong])
+    assert (after[:, 4] < p.onet_below).sum() == len(weak) // 2

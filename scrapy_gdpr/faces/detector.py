@@ -11,10 +11,13 @@ The default back end (``"ensemble"``) combines two vendored models:
 * **MediaPipe BlazeFace short range** (TFLite, through the MediaPipe Tasks API),
   which sees the whole image squashed to 128 px: it adds close-up portraits and
   faces that fill the frame.
+* **MTCNN's O-Net** (ONNX, same runtime as CenterFace), a second opinion on
+  CenterFace's weak boxes: it scores a 48 x 48 crop around a box as face or
+  not, and the ``strict`` profile drops weak boxes it rejects.
 
 The boxes of all passes are merged by score-weighted box voting and
 non-maximum suppression. Only boxes and scores are read: the vendored
-CenterFace graph has no landmark head and MediaPipe's keypoints are discarded unread; no
+CenterFace and O-Net graphs have no landmark outputs and MediaPipe's keypoints are discarded unread; no
 embedding or template is computed.
 
 Every model file is checked against its SHA-256 before it is loaded
@@ -58,6 +61,7 @@ MODELS_DIR = Path(__file__).parent / "models"
 MODELS: dict[str, str] = {
     "centerface.onnx": "f751a27af7b883bc48327f153af1521fe51ffe8badd42beae916358fc4b68e24",
     "face_detection_short_range.tflite": "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+    "mtcnn_onet.onnx": "3be2b2c7c1c2b753cac6a5803a720632c6654359c8c9add84c36cdbe3d4714d3",
 }
 
 
@@ -398,6 +402,77 @@ class CenterFaceNet:
         )
 
 
+class MtcnnONet:
+    """MTCNN's output network (O-Net) as a second opinion on a box: the
+    probability that a square crop around the box is a face. One instance per
+    thread.
+
+    The vendored graph keeps only the face/non-face output (see
+    ``models/README.md``): no landmarks, no box regression. It sees a 48 x 48
+    crop, so a batch of a hundred boxes costs a few ms.
+    """
+
+    SIZE = 48
+    INPUT = "input_3"
+    OUTPUT = "softmax_2"
+
+    def __init__(self, runtime: str = "auto", threads: int | None = None) -> None:
+        if runtime not in CENTERFACE_RUNTIMES:
+            raise ValueError(f"unknown runtime {runtime!r}; use one of {CENTERFACE_RUNTIMES}")
+        data = load_model_bytes(MODELS_DIR / "mtcnn_onet.onnx", MODELS["mtcnn_onet.onnx"])
+        ort = _onnxruntime() if runtime in ("auto", "onnxruntime") else None
+        if runtime == "onnxruntime" and ort is None:
+            raise RuntimeError("the onnxruntime package is not installed")
+        self._session = None
+        self._net = None
+        if ort is not None:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads or _library_threads()
+            options.inter_op_num_threads = 1
+            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            options.log_severity_level = 3
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            self._session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        else:
+            self._net = cv2.dnn.readNetFromONNX(np.frombuffer(data, np.uint8))
+            self._net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+            self._net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+
+    def crops(self, image_bgr: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """N x 48 x 48 x 3 RGB crops: the square of each box's longer side
+        around its centre, zero outside the image (as MTCNN crops)."""
+        h, w = image_bgr.shape[:2]
+        size = self.SIZE
+        out = np.zeros((len(boxes), size, size, 3), np.uint8)
+        for k, (x, y, bw, bh) in enumerate(boxes[:, :4]):
+            side = max(int(round(max(bw, bh))), 2)
+            x0, y0 = int(round(x + bw / 2 - side / 2)), int(round(y + bh / 2 - side / 2))
+            square = np.zeros((side, side, 3), np.uint8)
+            ax0, ay0, ax1, ay1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
+            if ax1 > ax0 and ay1 > ay0:
+                square[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0] = image_bgr[ay0:ay1, ax0:ax1]
+            interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+            out[k] = cv2.resize(square, (size, size), interpolation=interp)[:, :, ::-1]
+        return out
+
+    def score(self, image_bgr: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Face probability of each box (rows x, y, w, h, ...)."""
+        if len(boxes) == 0:
+            return np.zeros(0)
+        # MTCNN's networks were trained on transposed images (Caffe's layout)
+        blob = np.transpose((self.crops(image_bgr, boxes).astype(np.float32) - 127.5) * 0.0078125, (0, 2, 1, 3))
+        probs = []
+        for start in range(0, len(blob), 256):
+            part = np.ascontiguousarray(blob[start : start + 256])
+            if self._session is not None:
+                out = self._session.run([self.OUTPUT], {self.INPUT: part})[0]
+            else:
+                self._net.setInput(part)
+                out = self._net.forward()
+            probs.append(out[:, 1].astype(np.float64))
+        return np.concatenate(probs)
+
+
 class BlazeFaceShort:
     """MediaPipe's short-range BlazeFace through the Tasks API (which, unlike
     ``mp.solutions``, honours thresholds below 0.5). One instance per thread."""
@@ -506,6 +581,20 @@ class Profile:
     verify_threshold: float = 0.3
     verify_height: float = 40.0
     verify_budget: float = 0.3
+    #: Second model: every box scoring under ``onet_below`` after all passes
+    #: is shown to MTCNN's O-Net, and dropped when O-Net's face probability is
+    #: under ``onet_reject`` (0: O-Net not used). The two networks were trained
+    #: apart and err on different things: most of CenterFace's weak false
+    #: positives (hands, backs of heads, texture) get a probability of a few
+    #: thousandths, while the real faces CenterFace scores low rarely do.
+    onet_below: float = 0.0
+    onet_reject: float = 0.0
+    #: A horizontally mirrored pass at ``flip_scale`` times the main pass's
+    #: scale (0: none), kept for boxes at least ``flip_min_height`` px high:
+    #: CenterFace is not symmetric, and a mirrored profile is often found
+    #: where the original is not.
+    flip_scale: float = 0.0
+    flip_min_height: float = 20.0
 
 
 PROFILES: dict[str, Profile] = {
@@ -513,16 +602,19 @@ PROFILES: dict[str, Profile] = {
         0.1, 3, 0.3, 100, 0.5e6, 2.4e6, 2.0, 256, 0.3, 0.5, vote_iou=0.3, refine_height=24, refine_keep=0.12,
         tile_scale=1.0,
         rotate_side=256,
+        onet_below=0.3, onet_reject=0.003,
+        flip_scale=0.7,
     ),
     "balanced": Profile(0.2, 1, 0.35, 100, 0.3e6, 1.2e6, 1.5, 384, 0.35, 0.5),
     "fast": Profile(0.3, 1, 0.4, 100, 0.0, 0.5e6, 1.0, 320, 0.4, 0.6),
 }
 
-VERSION = "3"
+VERSION = "4"
 
 
 class EnsembleDetector:
-    """CenterFace (main and coarse passes) + MediaPipe BlazeFace, merged by box voting and NMS."""
+    """CenterFace (main, mirrored, coarse, tile and rotated passes) + MediaPipe BlazeFace, merged by box
+    voting and NMS, with MTCNN's O-Net as a second opinion on weak boxes."""
 
     name = "ensemble"
 
@@ -546,6 +638,16 @@ class EnsembleDetector:
         self.runtime = self._centerface.runtime
         self.version = f"{VERSION}-{sensitivity}-t{profile.threshold:g}"
         self._blazeface = BlazeFaceShort(profile.mediapipe_threshold) if profile.mediapipe_threshold else None
+        self._onet: MtcnnONet | None = None
+        if profile.onet_reject:
+            self._second_model()
+
+    def _second_model(self) -> MtcnnONet:
+        """O-Net, built on first use (a profile overridden after construction
+        may turn it on)."""
+        if self._onet is None:
+            self._onet = MtcnnONet(runtime=self.runtime)
+        return self._onet
 
     def main_scale(self, height: int, width: int) -> float:
         p = self.profile
@@ -805,6 +907,14 @@ class EnsembleDetector:
             flipped = self._main_pass(np.ascontiguousarray(img[:, ::-1]), scale, "flip")
             flipped[:, 0] = w - flipped[:, 0] - flipped[:, 2]
             parts.append(flipped)
+        if p.flip_scale:
+            fs = scale * p.flip_scale
+            mirrored = np.ascontiguousarray(img[:, ::-1])
+            flipped = box_vote(self._centerface.run(mirrored, fs, p.threshold, "flip"), p.vote_iou, p.min_votes)
+            flipped = flipped[(flipped[:, 3] * fs < p.large_height) | (flipped[:, 4] >= p.large_threshold)]
+            flipped = flipped[flipped[:, 3] >= p.flip_min_height]
+            flipped[:, 0] = w - flipped[:, 0] - flipped[:, 2]
+            parts.append(flipped)
         if p.tile_scale and scale < p.tile_scale:
             parts.append(self._tile_pass(img))
         longer = max(h, w) * scale
@@ -824,6 +934,12 @@ class EnsembleDetector:
                 turned = [b[[_row_overlaps(row, upright)[0].max() < 0.3 for row in b]] for b in turned]
             parts.extend(turned)
         dets = nms(np.vstack(parts), 0.4)
+        if p.onet_reject and len(dets):
+            weak = dets[:, 4] < p.onet_below
+            if weak.any():
+                keep = np.ones(len(dets), bool)
+                keep[weak] = self._second_model().score(img, dets[weak]) >= p.onet_reject
+                dets = dets[keep]
         if len(dets):
             # clip to the image
             x1 = np.clip(dets[:, 0], 0, w)
