@@ -12,11 +12,11 @@ from scrapy_gdpr.faces import detector as detector_module
 from scrapy_gdpr.faces.detector import (
     MODELS,
     MODELS_DIR,
+    PROFILES,
     CenterFaceNet,
     Detection,
     EnsembleDetector,
     FaceDetector,
-    PROFILES,
     ModelIntegrityError,
     MtcnnONet,
     build_detector,

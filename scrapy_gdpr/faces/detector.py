@@ -438,15 +438,15 @@ class MtcnnONet:
             self._net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
             self._net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
 
-    def crops(self, image_bgr: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    def crops(self, image_bgr: NDArray[Any], boxes: NDArray[Any]) -> NDArray[Any]:
         """N x 48 x 48 x 3 RGB crops: the square of each box's longer side
         around its centre, zero outside the image (as MTCNN crops)."""
         h, w = image_bgr.shape[:2]
         size = self.SIZE
         out = np.zeros((len(boxes), size, size, 3), np.uint8)
         for k, (x, y, bw, bh) in enumerate(boxes[:, :4]):
-            side = max(int(round(max(bw, bh))), 2)
-            x0, y0 = int(round(x + bw / 2 - side / 2)), int(round(y + bh / 2 - side / 2))
+            side = max(round(float(max(bw, bh))), 2)
+            x0, y0 = round(float(x + bw / 2 - side / 2)), round(float(y + bh / 2 - side / 2))
             square = np.zeros((side, side, 3), np.uint8)
             ax0, ay0, ax1, ay1 = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
             if ax1 > ax0 and ay1 > ay0:
@@ -455,7 +455,7 @@ class MtcnnONet:
             out[k] = cv2.resize(square, (size, size), interpolation=interp)[:, :, ::-1]
         return out
 
-    def score(self, image_bgr: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    def score(self, image_bgr: NDArray[Any], boxes: NDArray[Any]) -> NDArray[Any]:
         """Face probability of each box (rows x, y, w, h, ...)."""
         if len(boxes) == 0:
             return np.zeros(0)
@@ -467,6 +467,7 @@ class MtcnnONet:
             if self._session is not None:
                 out = self._session.run([self.OUTPUT], {self.INPUT: part})[0]
             else:
+                assert self._net is not None  # one of the two runtimes is built
                 self._net.setInput(part)
                 out = self._net.forward()
             probs.append(out[:, 1].astype(np.float64))
