@@ -51,10 +51,12 @@ TELNETCONSOLE_ENABLED = False
 """
 
 SPIDER = """
+import asyncio
 import os
 import time
 
 import scrapy
+from scrapy.exceptions import IgnoreRequest
 
 
 class Fleet(scrapy.Spider):
@@ -64,6 +66,26 @@ class Fleet(scrapy.Spider):
         # every worker yields the same seeds: the shared duplicate filter keeps one of each
         for url in {starts!r}:
             yield scrapy.Request(url, callback=self.parse)
+        probe = os.environ.get("PROBE")
+        if probe:
+            # one request of this worker's own, straight to its downloader middlewares
+            # (not through the shared queue), when the file PROBE names appears; the
+            # spider stays open until then
+            for _ in range(1200):
+                if os.path.exists(probe):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                self.logger.error("PROBE never asked for")
+                return
+            with open(probe, encoding="utf-8") as fh:
+                url = fh.read().strip()
+            try:
+                response = await self.crawler.engine.download_async(scrapy.Request(url, dont_filter=True))
+            except IgnoreRequest as exc:
+                self.logger.info("PROBE refused %s: %s", url, exc)
+            else:
+                self.logger.info("PROBE fetched %s: %s", url, response.status)
 
     def parse(self, response):
         if "/p" in response.url and os.environ.get("PARSE_SLEEP"):
@@ -106,8 +128,8 @@ def make_site(root: Path, *, crawl_delay: float = 2, pages: int = PAGES, retry_a
 
 
 def make_project(tmp_path: Path, server: MockServer, state_url: str, prefix: str, hosts: list[str],
-                 ledger: str = "") -> Path:
-    project = tmp_path / "project"
+                 ledger: str = "", name: str = "project") -> Path:
+    project = tmp_path / name
     (project / "fleet" / "spiders").mkdir(parents=True)
     (project / "out").mkdir()
     (project / "scrapy.cfg").write_text("[settings]\ndefault = fleet.settings\n", encoding="utf-8")
@@ -311,8 +333,31 @@ def test_redis_unreachable_from_the_start_fetches_nothing_and_exits_blocked(tmp_
     assert "finish reason gdpr_blocked, exit status 4" in text
 
 
+#: what a worker may take beyond BOUND_SECONDS to log that it holds the erasure: the
+#: scheduling of three crawls and the test on two loaded cores (the privacy assertion,
+#: no request after the bound, has no margin)
+SCHEDULING_MARGIN = 1.0
+
+#: log lines with their time (seconds since the epoch), to compare with the erasure's
+LOG_FORMAT = 'LOG_FORMAT = "%(created).3f [%(name)s] %(levelname)s: %(message)s"\n'
+
+
+def shared_objection_added_at(ledger: str) -> float | None:
+    """When the (first) shared objection row was written (seconds since the epoch)."""
+    import psycopg
+
+    from scrapy_gdpr.gate.shared_objections import TABLE
+
+    with psycopg.connect(ledger, autocommit=True) as conn:
+        row = conn.execute(f"SELECT extract(epoch FROM min(added_at)) FROM {TABLE}").fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
 @pytest.mark.requires_postgres
 def test_erasure_during_the_crawl_is_refused_by_every_worker_within_the_bound(tmp_path, prefix):
+    """Three machines, each with its own project folder (objection list, audit log),
+    sharing only Redis and the PostgreSQL ledger; ``gdpr-erase`` runs on a fourth.
+    The erasure reaches the workers only through the shared table and its version."""
     from scrapy_gdpr.gate.shared_objections import BOUND_SECONDS
     from tests.retention_support import drop_postgres_schema, postgres_url
 
@@ -320,39 +365,79 @@ def test_erasure_during_the_crawl_is_refused_by_every_worker_within_the_bound(tm
     site = make_site(tmp_path / "site", crawl_delay=0.3, pages=60)
     try:
         with MockServer(site=site, log=tmp_path / "access.log") as server:
-            project = make_project(tmp_path, server, REDIS_URL, prefix, ["slow"], ledger=ledger)
+            machines = [make_project(tmp_path, server, REDIS_URL, prefix, ["slow"], ledger=ledger,
+                                     name=f"machine-{n}") for n in range(3)]
+            eraser = make_project(tmp_path, server, REDIS_URL, prefix, ["slow"], ledger=ledger, name="eraser")
+            for project in machines:
+                with (project / "fleet" / "settings.py").open("a", encoding="utf-8") as fh:
+                    fh.write(LOG_FORMAT)
             started = time.time()
-            procs = [start_worker(project, n) for n in range(3)]
+            procs = [start_worker(machines[n], n, PROBE=str(machines[n] / "out" / "probe")) for n in range(3)]
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline:
                 # every worker crawls (its spider is open) and the host has been fetched from
-                opened = all("Spider opened" in (project / "out" / f"log-{n}.txt").read_text(errors="replace")
+                opened = all("Spider opened" in (machines[n] / "out" / f"log-{n}.txt").read_text(errors="replace")
                              for n in range(3))
                 if opened and sum(1 for r in server.requests() if r[2].startswith("/p")) >= 6:
                     break
                 time.sleep(0.1)
-            erase = run_scrapy("gdpr-erase", "--spider", "fleet", "--domain", "slow.test", "--yes",
-                               cwd=project, timeout=60)
-            erased_at = time.time()
+            # the workers still write their feeds: --wait 1 leaves those lines for a re-run
+            erase = run_scrapy("gdpr-erase", "--spider", "fleet", "--domain", "slow.test", "--yes", "--wait", "1",
+                               cwd=eraser, timeout=60)
+            # the bound runs from the moment the objection reached the shared table (the
+            # command goes on rewriting feed files a crawl may hold for --wait seconds)
+            erased_at = shared_objection_added_at(ledger)
+            assert erased_at is not None, erase.stdout + erase.stderr
+            # once the bound has passed and each worker said it holds the erasure, every
+            # worker sends a request of its own to the erased host: its gate must refuse it
+            time.sleep(max(0.0, erased_at + BOUND_SECONDS - time.time()))
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not all(
+                    "Shared objection list: 1 new" in (machines[n] / "out" / f"log-{n}.txt").read_text(errors="replace")
+                    for n in range(3)):
+                time.sleep(0.1)
+            probes = [server.url(f"/p{n}.html?probe={n}", host="slow.test") for n in range(3)]
+            for n, project in enumerate(machines):
+                (project / "out" / "probe.tmp").write_text(probes[n], encoding="utf-8")
+                (project / "out" / "probe.tmp").rename(project / "out" / "probe")
             codes = wait_all(procs)
             requests = [r for r in server.requests() if r[0] >= started]
     finally:
         drop_postgres_schema(ledger)
+    worker_logs = [(machines[n] / "out" / f"log-{n}.txt").read_text(errors="replace") for n in range(3)]
     assert "shared objections: 1 added" in erase.stdout, erase.stdout + erase.stderr
-    assert all(c in (0, 4) for c in codes), logs(project)[-4000:]
+    assert all(c in (0, 4) for c in codes), "\n".join(text[-3000:] for text in worker_logs)
+    # the workers' own lists never heard of it: only the shared table carried it
+    for project in machines:
+        listed = project / "objections.txt"
+        assert not listed.exists() or "slow.test" not in listed.read_text(encoding="utf-8")
+
+    # privacy: nothing reached the erased host after the bound, from any worker
     late = [r for r in requests if r[1] == "slow.test" and r[0] > erased_at + BOUND_SECONDS]
     assert late == [], late
     pages = [r for r in requests if r[2].startswith("/p")]
     assert len(pages) < 60  # the erasure stopped the crawl of that host
-    # no worker sent anything to the erased host after the bound (the access log above);
-    # the workers that still had its requests refused them as objections
-    refusing = 0
-    for n in range(3):
-        refusals = [json.loads(line) for line in (project / "out" / f"audit-{n}.jsonl").read_text().splitlines()
-                    if '"objection"' in line]
-        assert all(r["reason"] == "objection" and "slow.test" in r["detail"] for r in refusals)
-        refusing += bool(refusals)
-    assert refusing >= 2, "the erasure was not refused across workers"
+
+    # every worker took the shared objection within the bound (its own log line, timed)
+    for n, text in enumerate(worker_logs):
+        took = [float(line.split(" ", 1)[0]) for line in text.splitlines()
+                if "Shared objection list: 1 new entr(ies)" in line]
+        assert took, f"worker {n} never took the shared objection:\n{text[-3000:]}"
+        assert took[0] <= erased_at + BOUND_SECONDS + SCHEDULING_MARGIN, (n, took[0] - erased_at)
+
+    # every worker refused the erased host: its own request after the bound, at the
+    # request gate (before robots.txt and any contact) as an objection; anything else of
+    # that host it refused is an objection too
+    for n, project in enumerate(machines):
+        assert f"PROBE refused {probes[n]}" in worker_logs[n], worker_logs[n][-3000:]
+        records = [json.loads(line) for line in (project / "out" / f"audit-{n}.jsonl").read_text().splitlines()
+                   if line.strip()]
+        of_host = [r for r in records if r.get("decision") == "refused" and "slow.test" in r.get("url", "")]
+        assert all(r["reason"] == "objection" and "slow.test" in r["detail"] for r in of_host), of_host
+        probe = [r for r in of_host if r["url"] == probes[n]]
+        assert len(probe) == 1, of_host
+        assert probe[0]["detail"] == "covered by the objection domain slow.test", probe
+    assert not [r for r in requests if "probe=" in r[2]]
 
 
 def test_purge_clears_the_shared_queue_and_caches(tmp_path, prefix):

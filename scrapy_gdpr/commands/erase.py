@@ -44,7 +44,7 @@ class Command(ScrapyCommand):
         assert self.settings is not None
         sels = _rights.selectors(opts)
         try:
-            objection_entries(sels)  # every value checked before anything is written
+            entries = objection_entries(sels)  # every value checked before anything is written
         except ValueError as exc:
             raise UsageError(f"{exc}; nothing was erased or written") from None
         objections = _rights.objections_path(opts, self.settings)
@@ -59,6 +59,10 @@ class Command(ScrapyCommand):
                 reason = needs_confirmation(find_holdings(ledger, sels, feeds=feeds, stores=stores))
                 if reason and not opts.yes:
                     raise _rights.CommandError(f"nothing was erased: {reason}", code=2)
+                # the other crawl machines hear of the objection first, before the feed
+                # files are rewritten (which may wait --wait seconds for a crawl writing
+                # one): their workers refuse it within the stated bound of this moment
+                shared = self._publish([f"{kind} {value}" for kind, value in entries]) if objections else ""
                 result = erase(ledger, sels, objections_path=objections, audit=audit, lock_timeout=opts.wait,
                                feeds=feeds, ledger_state=state, stores=stores)
         finally:
@@ -79,23 +83,24 @@ class Command(ScrapyCommand):
         for problem in result.problems:
             print(f"incomplete: {problem}", file=sys.stderr)
         self._check_objection_list(objections)
-        self._publish(result.objections_added)
+        if shared:
+            print(shared, file=sys.stderr if shared.startswith("warning") else sys.stdout)
         if not result.complete:
             self.exitcode = 1
 
-    def _publish(self, lines: list[str]) -> None:
-        """Several crawl machines (GDPR_STATE_URL): the objections reach every worker."""
+    def _publish(self, lines: list[str]) -> str:
+        """Several crawl machines (GDPR_STATE_URL): the objections reach every worker.
+        Returns the line to print once the erasure is done ("" when not configured or
+        failed: the failure is printed at once)."""
         from scrapy_gdpr.gate.shared_objections import publish
 
         try:
-            done = publish(self.settings, lines)
+            return publish(self.settings, lines)
         except Exception as exc:
             print(f"not shared with the other crawl machines: {type(exc).__name__}: {exc}. Fix: check Redis "
                   "(GDPR_STATE_URL) and the PostgreSQL ledger, then run the erasure again", file=sys.stderr)
             self.exitcode = 1
-            return
-        if done:
-            print(done, file=sys.stderr if done.startswith("warning") else sys.stdout)
+            return ""
 
     @staticmethod
     def _check_objection_list(path: Path) -> None:

@@ -252,9 +252,9 @@ class PolitenessMiddleware:
         if self.state.shared:
             crawler.signals.connect(self._reached_downloader, signal=signals.request_reached_downloader)
             from scrapy_gdpr.gate.objections import objection_list
-            from scrapy_gdpr.gate.shared_objections import attach
+            from scrapy_gdpr.gate.shared_objections import shared_objections
 
-            attach(objection_list(self.runtime), self.state, self.runtime.config.ledger)
+            shared_objections(crawler, objection_list(self.runtime), self.runtime.config.ledger)
         #: slot key -> monotonic time before which nothing is sent to it
         self.not_before: dict[str, float] = {}
         #: slot key -> why the host was given up

@@ -374,6 +374,11 @@ def policy_gate(crawler: Crawler, rt: GdprRuntime) -> PolicyGate:
     gate = rt.gate
     if gate is None:
         gate = rt.gate = PolicyGate(crawler, rt, objection_list(rt))
+        # several machines: the objections gdpr-erase made on any of them (the
+        # table beside the PostgreSQL ledger), checked by every objection lookup
+        from scrapy_gdpr.gate.shared_objections import shared_objections
+
+        shared_objections(crawler, gate.objections, rt.config.ledger)
         rt.report_sections.setdefault(
             "gate",
             {

@@ -8,10 +8,15 @@ and bumps the ``objections`` version in Redis.
 
 Every worker's objection list (:class:`~scrapy_gdpr.gate.objections.ObjectionList`)
 reads the version at most every :data:`SYNC_SECONDS` when it is consulted, and on a
-change adds the rows it has not seen. The politeness middleware consults the list
-once more right before a request leaves, so a request sent more than
-``SYNC_SECONDS`` after ``gdpr-erase`` finished (plus one query, well under a
-second) is checked against the erasure: **the stated bound is 2 seconds**.
+change adds the rows it has not seen. The list is the one every objection check
+uses: the request gate (before robots.txt and any contact), the item gate and the
+politeness middleware's last look right before a request leaves. Between requests
+the crawl also looks every :data:`SYNC_SECONDS` by itself, so an idle worker holds
+the erasure too before its next request. A request sent more than ``SYNC_SECONDS``
+after ``gdpr-erase`` finished (plus one query, well under a second) is checked
+against the erasure: **the stated bound is 2 seconds**. When nothing changed, a
+lookup costs one clock comparison (the version is read at most every
+``SYNC_SECONDS``).
 
 Fail closed: when PostgreSQL cannot be read, the list raises
 :class:`~scrapy_gdpr.gate.objections.ObjectionFileError` and the gate refuses the request
@@ -29,6 +34,8 @@ from scrapy_gdpr.gate.objections import ObjectionFileError
 from scrapy_gdpr.shared.state import StateUnavailable
 
 if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
     from scrapy_gdpr.gate.objections import ObjectionList
     from scrapy_gdpr.shared.state import GateState
 
@@ -125,14 +132,60 @@ class ObjectionSync:
         self.version = version
 
 
-def attach(objections: ObjectionList, state: GateState, ledger_url: str | None) -> ObjectionSync | None:
+def attach(objections: ObjectionList, state: GateState, ledger_url: str | None,
+           crawler: Crawler | None = None) -> ObjectionSync | None:
     """Make ``objections`` follow the shared table, when the state is shared and the
-    ledger is PostgreSQL."""
+    ledger is PostgreSQL. Attaching twice keeps the first sync. With ``crawler``, the
+    list is also refreshed while the spider is open, between requests."""
     if not state.shared or not is_postgres(ledger_url):
         return None
+    for source in objections.sources:
+        if isinstance(source, ObjectionSync):
+            return source
     sync = ObjectionSync(state, ObjectionTable(str(ledger_url)))
     objections.sources.append(sync)
+    if crawler is not None:
+        _poll(crawler, objections)
     return sync
+
+
+def _poll(crawler: Crawler, objections: ObjectionList) -> None:
+    """Refresh ``objections`` between spider_opened and spider_closed, so the shared
+    table reaches a worker that has no request to check."""
+    from scrapy import signals
+    from twisted.internet import task
+
+    def refresh() -> None:
+        try:
+            objections.refresh()
+        except ObjectionFileError as exc:
+            # every lookup raises it too, and the gate refuses as undecided meanwhile
+            logger.debug("Shared objection list not refreshed: %(exc)s", {"exc": exc})
+
+    loop = task.LoopingCall(refresh)
+
+    def opened() -> None:
+        if not loop.running:
+            # twice per SYNC_SECONDS: the sync itself reads the version at most once per
+            # SYNC_SECONDS, so a change is seen at most ~1.5 * SYNC_SECONDS after it
+            loop.start(SYNC_SECONDS / 2, now=False)
+
+    def closed() -> None:
+        if loop.running:
+            loop.stop()
+
+    crawler.signals.connect(opened, signal=signals.spider_opened, weak=False)
+    crawler.signals.connect(closed, signal=signals.spider_closed, weak=False)
+
+
+def shared_objections(crawler: Crawler, objections: ObjectionList, ledger_url: str | None) -> ObjectionSync | None:
+    """Attach the shared table to the crawl's objection list when ``GDPR_STATE_URL``
+    is set (whichever gate component is built first)."""
+    from scrapy_gdpr.shared.state import gate_state, state_url
+
+    if not state_url(crawler.settings) or not is_postgres(ledger_url):
+        return None
+    return attach(objections, gate_state(crawler), ledger_url, crawler)
 
 
 def publish(settings: Any, lines: list[str]) -> str:
