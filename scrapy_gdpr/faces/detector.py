@@ -192,6 +192,14 @@ def _sorted_by_score(dets: NDArray[Any]) -> NDArray[Any]:
     return sorted_dets
 
 
+def nms_keep(dets: NDArray[Any], iou: float) -> NDArray[Any]:
+    """Row indices of ``dets`` (x, y, w, h, score) that greedy non-maximum
+    suppression at ``iou`` keeps, best score first (OpenCV's NMSBoxes)."""
+    kept = cv2.dnn.NMSBoxes(dets[:, :4].tolist(), dets[:, 4].tolist(), 0.0, iou)
+    keep: NDArray[Any] = np.asarray(kept, np.int64).reshape(-1)
+    return keep
+
+
 #: Candidate boxes kept per pass (best scores first): bounds time and memory on
 #: pathological images (dense texture at a low threshold).
 MAX_CANDIDATES = 6000
@@ -205,8 +213,7 @@ def box_vote(dets: NDArray[Any], iou: float = 0.4, min_votes: int = 1) -> NDArra
     if len(dets) == 0:
         return _empty()
     dets = _sorted_by_score(dets)[:MAX_CANDIDATES]
-    kept = cv2.dnn.NMSBoxes(dets[:, :4].tolist(), dets[:, 4].tolist(), 0.0, iou)
-    keepers = np.sort(np.asarray(kept, np.int64).reshape(-1))  # rows are sorted by score
+    keepers = np.sort(nms_keep(dets, iou))  # rows are sorted by score
     if len(keepers) == 0:
         return _empty()
     # each box belongs to the best-scoring kept box that overlaps it (as in

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from scrapy_gdpr.faces.boxes import iou
-from scrapy_gdpr.faces.detector import CenterFaceNet, Detection
+from scrapy_gdpr.faces.detector import CenterFaceNet, Detection, nms_keep
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -52,8 +52,7 @@ class ReferenceDetector:
         raw = raw[raw[:, 4] > self.THRESHOLD]
         if not len(raw):
             return raw
-        keep = cv2.dnn.NMSBoxes(raw[:, :4].tolist(), raw[:, 4].tolist(), 0.0, self.NMS_IOU)
-        kept: NDArray[Any] = raw[np.asarray(keep, np.int64).reshape(-1)]
+        kept: NDArray[Any] = raw[nms_keep(raw, self.NMS_IOU)]
         return kept
 
     def detect(self, image_bgr: NDArray[Any]) -> list[Detection]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +37,7 @@ from scrapy_gdpr.faces.imageio import (
     source_box,
 )
 from scrapy_gdpr.faces.redact import redact
+from scrapy_gdpr.faces.threads import ThreadDetectors
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -151,16 +151,11 @@ class Verdict:
 
 # --------------------------------------------------------------------------- detectors per thread
 
-_local = threading.local()
+_detectors = ThreadDetectors(build_detector)
 
 
 def _thread_detector(sensitivity: str, min_confidence: float | None) -> FaceDetector:
-    key = (sensitivity, min_confidence)
-    cache: dict[tuple[str, float | None], FaceDetector] = getattr(_local, "detectors", None) or {}
-    _local.detectors = cache
-    if key not in cache:
-        cache[key] = build_detector(sensitivity, min_confidence)
-    return cache[key]
+    return _detectors.get(sensitivity, min_confidence)[0]
 
 
 def _detector_label(detector: FaceDetector | None) -> str:

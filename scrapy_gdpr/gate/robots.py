@@ -43,7 +43,7 @@ from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_la
 from scrapy_gdpr.gate.politeness import parse_retry_after, slot_floors
 from scrapy_gdpr.internal import internal_kind, internal_meta
 from scrapy_gdpr.shared.state import download_once
-from scrapy_gdpr.urls import origin_of
+from scrapy_gdpr.urls import origin_of, site_root
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, MutableMapping
@@ -112,8 +112,12 @@ _NO_COLON_RE = re.compile(
 
 
 def _robots_url(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}/robots.txt"
+    """The robots.txt of ``url``'s site (an http(s) URL: the gate refused the others)."""
+    root = site_root(url)
+    if root is None:
+        parts = urlsplit(url)
+        root = f"{parts.scheme}://{parts.netloc.lower()}"
+    return f"{root}/robots.txt"
 
 
 # --------------------------------------------------------------------------- parsing

@@ -33,6 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from scrapy_gdpr.faces.threads import ThreadDetectors
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
@@ -106,7 +108,7 @@ class FacePool:
         # imports the face stage.)
         self.library_threads: int | None = None
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix=THREAD_NAME_PREFIX)
-        self._local = threading.local()
+        self._detectors: ThreadDetectors | None = None
         self._slots = asyncio.Semaphore(self.queue)
         self._lock = threading.Lock()
         self._users = 0
@@ -196,12 +198,10 @@ class FacePool:
 
     # -- in the worker thread -----------------------------------------------------
     def _detector(self) -> FaceDetector:
-        detector: FaceDetector | None = getattr(self._local, "detector", None)
-        if detector is None:
-            if self._detector_factory is None:
-                self._detector_factory = _default_detector_factory()
-            detector = self._detector_factory(self.face_policy.sensitivity, self.face_policy.min_confidence)
-            self._local.detector = detector
+        if self._detectors is None:
+            self._detectors = ThreadDetectors(self._detector_factory or _default_detector_factory())
+        detector, built = self._detectors.get(self.face_policy.sensitivity, self.face_policy.min_confidence)
+        if built:
             runtime = getattr(detector, "runtime", None)
             if runtime:
                 self.section["runtime"] = runtime
