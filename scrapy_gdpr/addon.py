@@ -34,7 +34,7 @@ from scrapy_gdpr.retention.recorder import RetentionExtension
 from scrapy_gdpr.retention.stamp import RetentionPipeline
 from scrapy_gdpr.retention.stores import check_settings as check_store_settings
 from scrapy_gdpr.runtime import get_runtime
-from scrapy_gdpr.shared.queue import update_settings as state_settings
+from scrapy_gdpr.shared.wiring import update_settings as state_settings
 from scrapy_gdpr.status import CrawlStatus
 
 if TYPE_CHECKING:

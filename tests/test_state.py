@@ -212,7 +212,7 @@ def test_seen_fingerprints_expire(prefix):
 def test_addon_wires_scrapy_redis_with_json_and_refuses_pickle():
     from scrapy.settings import Settings
 
-    from scrapy_gdpr.shared.queue import update_settings
+    from scrapy_gdpr.shared.wiring import update_settings
 
     settings = Settings({"SCHEDULER_PERSIST": True})
     update_settings(settings, None)  # no GDPR_STATE_URL: nothing changes
@@ -232,10 +232,53 @@ def test_addon_wires_scrapy_redis_with_json_and_refuses_pickle():
 def test_scrapy_redis_without_shared_state_is_refused():
     from scrapy.settings import Settings
 
-    from scrapy_gdpr.shared.queue import update_settings
+    from scrapy_gdpr.shared.wiring import update_settings
 
     with pytest.raises(ValueError, match="GDPR_STATE_URL is unset"):
         update_settings(Settings({"SCHEDULER": "scrapy_redis.scheduler.Scheduler",
                                   "REDIS_URL": "redis://127.0.0.1:6379/0"}), None)
     with pytest.raises(ValueError, match="redis://"):
         update_settings(Settings({"GDPR_STATE_URL": "127.0.0.1:6379"}), None)
+
+
+_WITHOUT_REDIS = """
+import sys
+
+
+class NoRedis:
+    # the optional extra (scrapy-gdpr[redis]) not installed
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("redis", "scrapy_redis"):
+            raise ImportError(f"No module named {name!r}")
+
+
+sys.meta_path.insert(0, NoRedis())
+from scrapy.settings import Settings
+
+from scrapy_gdpr.addon import Addon  # imports every component the add-on wires
+from scrapy_gdpr.shared.wiring import update_settings
+
+update_settings(Settings(), None)  # one machine: nothing to wire, nothing imported
+print("one machine: ok", "redis" in sys.modules, "scrapy_redis" in sys.modules)
+try:
+    update_settings(Settings({"GDPR_STATE_URL": "redis://127.0.0.1:6379/0"}), None)
+except ValueError as exc:
+    print("several machines:", exc)
+"""
+
+
+def test_the_addon_works_without_the_redis_extra():
+    """scrapy-redis and redis are an optional extra: without them the add-on imports
+    and wires a crawl on one machine; GDPR_STATE_URL then stops the crawl saying what
+    to install."""
+    import subprocess
+    import sys
+
+    from tests.utils import ROOT
+
+    result = subprocess.run([sys.executable, "-c", _WITHOUT_REDIS], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0] == "one machine: ok False False", result.stdout
+    assert lines[1].startswith("several machines: ") and "pip install 'scrapy-gdpr[redis]'" in lines[1], result.stdout

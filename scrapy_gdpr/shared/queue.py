@@ -44,7 +44,6 @@ from scrapy.utils.misc import load_object
 
 from scrapy_gdpr.shared.state import (
     MAX_ADVANCE_SECONDS,
-    SETTING,
     StateUnavailable,
     gate_state,
     open_state,
@@ -735,7 +734,7 @@ def purge_shared(settings: BaseSettings, spider_name: str, *, dry_run: bool = Fa
     fetch caches (robots.txt, terms, tdmrep.json answers)."""
     from scrapy.exceptions import UsageError
 
-    from scrapy_gdpr.shared.state import DEFAULT_PREFIX, open_state, state_url
+    from scrapy_gdpr.shared.state import DEFAULT_PREFIX
 
     url = state_url(settings)
     if not url:
@@ -759,26 +758,3 @@ def purge_shared(settings: BaseSettings, spider_name: str, *, dry_run: bool = Fa
 
 
 # --------------------------------------------------------------------------- add-on hook
-
-
-def update_settings(settings: BaseSettings, crawler: Crawler) -> None:
-    """Add-on hook: with ``GDPR_STATE_URL`` set, check the URL and use scrapy-redis's
-    queue and duplicate filter with the JSON serialiser (never pickle)."""
-    url = state_url(settings)
-    if not url:
-        if _uses_scrapy_redis(settings):
-            raise ValueError(
-                f"SCHEDULER = {settings.get('SCHEDULER')!r} shares the queue between workers, but {SETTING} is "
-                "unset, so each worker would keep its own politeness, robots.txt and objections (a site would "
-                f"get N times the rate it asked for). Fix: set {SETTING} to the Redis the workers share "
-                "(e.g. the value of REDIS_URL); the add-on then wires scrapy-redis itself"
-            )
-        return
-    open_state(url)  # a malformed URL fails here, at start-up
-    configure(settings, crawler, url)
-
-
-def _uses_scrapy_redis(settings: BaseSettings) -> bool:
-    scheduler = settings.get("SCHEDULER")
-    name = scheduler if isinstance(scheduler, str) else f"{getattr(scheduler, '__module__', '')}."
-    return str(name).startswith("scrapy_redis.")
