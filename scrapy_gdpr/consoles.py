@@ -60,7 +60,7 @@ def _extension_disabled(settings: BaseSettings, path: str) -> bool:
             return True
         try:
             obj = load_object(key) if isinstance(key, str) else key
-        except Exception:
+        except Exception:  # noqa: BLE001, S112 - an entry that cannot be loaded is not the console
             continue
         if _qualname(obj) == path:
             return True

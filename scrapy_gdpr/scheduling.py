@@ -14,6 +14,7 @@ the person at the keyboard is the project's own operator.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scrapy.settings import SETTINGS_PRIORITIES
@@ -83,7 +84,7 @@ def report_refusal(settings: BaseSettings, message: str) -> None:
     log_file = settings.get("LOG_FILE")
     if log_file:
         try:
-            with open(log_file, "a", encoding=settings.get("LOG_ENCODING") or "utf-8") as out:
+            with Path(log_file).open("a", encoding=settings.get("LOG_ENCODING") or "utf-8") as out:
                 out.write(f"[scrapy_gdpr.scheduling] ERROR: {message}\n")
         except OSError:
             pass  # stderr has it

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from scrapy.commands import ScrapyCommand
 from scrapy.utils.project import data_path
@@ -33,7 +32,7 @@ ARCHIVE_FOLDER = "gdpr-access"
 
 def archive_folder() -> Path:
     folder = Path(data_path(ARCHIVE_FOLDER, createdir=True))
-    os.chmod(folder, 0o700)  # personal data: the owner only
+    folder.chmod(0o700)  # personal data: the owner only
     ignore = folder / ".gitignore"
     if not ignore.exists():
         ignore.write_text("# access archives hold personal data: never commit them\n*\n", encoding="utf-8")
@@ -42,7 +41,7 @@ def archive_folder() -> Path:
 
 class Command(ScrapyCommand):
     requires_project = False
-    default_settings = {"LOG_ENABLED": False}
+    default_settings: ClassVar[dict[str, Any]] = {"LOG_ENABLED": False}
 
     def syntax(self) -> str:
         return "--url URL | --url-prefix URL | --domain HOST | --contains TEXT [--out FILE]"

@@ -115,7 +115,7 @@ def check_ledger(report: SpiderReport, url: str | None) -> None:
     try:
         ledger = open_ledger(url)
         ledger.close()
-    except Exception as exc:  # any failure to reach it is the finding
+    except Exception as exc:  # noqa: BLE001 - any failure to reach it is the finding
         report.add("ledger", "problem", f"{mask_password(url)} is not reachable: {type(exc).__name__}: {exc}")
     else:
         report.add("ledger", "ok", f"{mask_password(url)} is reachable")
@@ -126,8 +126,8 @@ def check_feeds(report: SpiderReport, settings: BaseSettings) -> None:
     if not feeds:
         report.add("feeds", "ok", "no FEEDS exports configured")
         return
-    for uri, options in feeds.items():
-        options = dict(options or {})
+    for uri, given in feeds.items():
+        options = dict(given or {})
         label = f"feed {uri}"
         if options.get("item_filter") is not None:
             report.add(label, "problem", "sets its own item_filter, which replaces the retention filter: unstamped "

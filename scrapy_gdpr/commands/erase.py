@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 class Command(ScrapyCommand):
     requires_project = False
-    default_settings = {"LOG_ENABLED": False}
+    default_settings: ClassVar[dict[str, Any]] = {"LOG_ENABLED": False}
 
     def syntax(self) -> str:
         return "--url URL | --url-prefix URL | --domain HOST | --contains TEXT"
@@ -96,7 +96,7 @@ class Command(ScrapyCommand):
 
         try:
             return publish(self.settings, lines)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure to share it is reported with its fix
             print(f"not shared with the other crawl machines: {type(exc).__name__}: {exc}. Fix: check Redis "
                   "(GDPR_STATE_URL) and the PostgreSQL ledger, then run the erasure again", file=sys.stderr)
             self.exitcode = 1

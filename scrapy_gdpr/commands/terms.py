@@ -10,7 +10,7 @@ import socket
 import sys
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urljoin, urlsplit
 
 from scrapy.commands import ScrapyCommand
@@ -37,7 +37,7 @@ class FetchError(Exception):
 class Command(ScrapyCommand):
     requires_project = False
     requires_crawler_process = False
-    default_settings = {"LOG_ENABLED": False}
+    default_settings: ClassVar[dict[str, Any]] = {"LOG_ENABLED": False}
 
     def syntax(self) -> str:
         return "[options] <url>"
@@ -137,9 +137,9 @@ def _rule_for(policy: Policy | None, host: str) -> DomainRule | None:
         return None
     best: DomainRule | None = None
     for rule in policy.domains:
-        if host == rule.domain or (rule.include_subdomains and host.endswith("." + rule.domain)):
-            if best is None or len(rule.domain) > len(best.domain):
-                best = rule
+        covers = host == rule.domain or (rule.include_subdomains and host.endswith("." + rule.domain))
+        if covers and (best is None or len(rule.domain) > len(best.domain)):
+            best = rule
     return best
 
 
@@ -174,7 +174,7 @@ def _address_for(host: str, port: int, policy: Policy | None) -> str:
             raise FetchError(f"{host} could not be resolved ({exc})") from None
         addresses = [ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos]
         if not addresses:
-            raise FetchError(f"{host} could not be resolved")
+            raise FetchError(f"{host} could not be resolved") from None
     rule = _rule_for(policy, host)
     problem = non_public_address(host, addresses, literal=literal,
                                  allow_private=rule is not None and rule.allow_private_network)

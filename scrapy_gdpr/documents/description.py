@@ -65,9 +65,8 @@ def crawler_description(policy: Policy, doc: dict[str, Any]) -> dict[str, Any]:
             "rsl_usage": p.licence_usage,
         })
     tokens = [{"token": main, "fetches": True, "purposes": [p.id for p in policy.purposes]}]
-    for entry in purposes:
-        if entry["product_token"] != main:
-            tokens.append({"token": entry["product_token"], "fetches": False, "purposes": [entry["id"]]})
+    tokens.extend({"token": entry["product_token"], "fetches": False, "purposes": [entry["id"]]}
+                  for entry in purposes if entry["product_token"] != main)
     signals = []
     for row in doc["opt_out"]:
         carriers, spec = SIGNAL_SPECS.get(row["key"], ([], ""))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,8 +64,8 @@ REASONS: dict[str, tuple[str, str]] = {
     "retention": ("a record without its source or retention stamp", "check the spider's item pipelines"),
     "payment_required": ("the site answered 402 Payment Required (pay-per-crawl); nothing is paid",
                          "nothing to do without a licence: the site asks to be paid"),
-    "license": ("the site's RSL licence prohibits this use, or licenses it only for a fee or to registered "
-                "clients, and the policy records no licence held",
+    "license": (("the site's RSL licence prohibits this use, or licenses it only for a fee or to registered "
+                "clients, and the policy records no licence held"),
                 "nothing to do, or obtain the licence and record it in opt_out.rsl_licences"),
     "deny_list": ("the site is on a deny list named in the policy",
                   "change the list file named in opt_out.deny_lists if this is wrong"),
@@ -166,7 +165,7 @@ def _write_atomic(path: Path, text: str) -> None:
     """Write a whole file or nothing (a crash leaves the previous content, never half a report)."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    tmp.replace(path)
 
 
 def _consoles(crawler: Crawler) -> list[dict[str, Any]]:
@@ -341,17 +340,17 @@ LABELS: dict[str, tuple[str, str | None]] = {
 
 #: Section name -> (title, one sentence saying what it is).
 SECTIONS: dict[str, tuple[str, str]] = {
-    "gate": ("What the crawl was allowed to fetch", "The policy's domains, paths, excluded jurisdictions and "
-             "objection list, as the request gate applied them."),
-    "terms": ("Sites and their terms", "Each listed domain's reviewed terms, and whether the terms page still "
-              "says what the reviewer saw."),
+    "gate": ("What the crawl was allowed to fetch", ("The policy's domains, paths, excluded jurisdictions and "
+             "objection list, as the request gate applied them.")),
+    "terms": ("Sites and their terms", ("Each listed domain's reviewed terms, and whether the terms page still "
+              "says what the reviewer saw.")),
     "robots": ("robots.txt", "robots.txt is read before any page of a site is fetched."),
     "optout": ("Opt-out signals", "Pages and sites that reserved a use of their content."),
     "rsl": ("Licences (RSL)", "The RSL licence documents sites named, and what the crawl refused for them."),
     "politeness": ("Politeness", "How the crawl spaced its requests when sites asked it to slow down."),
     "faces": ("Images and faces", "Every image is checked for faces on this machine before it is stored."),
-    "retention": ("What was stored, and when it expires", "Every stored record and file carries an expiry date "
-                  "and is recorded in the ledger; expired data is deleted."),
+    "retention": ("What was stored, and when it expires", ("Every stored record and file carries an expiry date "
+                  "and is recorded in the ledger; expired data is deleted.")),
 }
 ORDER = ("gate", "terms", "robots", "optout", "rsl", "politeness", "faces", "retention")
 
@@ -566,8 +565,8 @@ def render_html(data: dict[str, Any]) -> str:
         "<header class='doc'><p class='kicker'>Compliance report &middot; one crawl</p>",
         f"<h1>Crawl of spider “{e(data['spider'])}”</h1>",
         f"<p class='meta'>{e(started)} to {e(finished)} ({e(_duration(data['duration_seconds']))})</p>",
-        f"<p class='meta'>Policy “{e(pol['title'])}” ({c(pol['id'])}), controller {e(pol['controller'])}, "
-        f"fingerprint {short_fingerprint(pol['fingerprint'])}</p>",
+        (f"<p class='meta'>Policy “{e(pol['title'])}” ({c(pol['id'])}), controller {e(pol['controller'])}, "
+        f"fingerprint {short_fingerprint(pol['fingerprint'])}</p>"),
         f"<p class='meta'>Policy file {c(pol['path'])}</p></header>",
         f"<div class='box {'ok' if finished_well and not on and not blocked else 'warn'}'><p>The crawl "
         f"<strong>{e(FINISH_REASONS.get(reason, reason))}</strong> <span class='small'>(finish reason "
@@ -612,8 +611,8 @@ def render_html(data: dict[str, Any]) -> str:
         parts.append("<p>No refusals.</p>")
     parts.append("<h2 id='details'>Details</h2>")
     sections = data["sections"]
-    for name in [*[n for n in ORDER if n in sections], *[n for n in sections if n not in ORDER]]:
-        parts.append(_section_html(name, sections[name]))
+    parts.extend(_section_html(name, sections[name])
+                 for name in [*[n for n in ORDER if n in sections], *[n for n in sections if n not in ORDER]])
     parts += [
         "<h3 id='consoles'>Scrapy's consoles</h3>",
         kv([(_cap(cns["name"]), tag("ran", "bad") if cns["enabled"] else tag("off", "ok"))

@@ -84,11 +84,11 @@ def _contact(contact: Contact | None) -> dict[str, Any] | None:
 #: Scrapy's consoles that open a way into a running crawl: (setting, extension, name, what it does).
 CONSOLES: list[tuple[str, str, str, str]] = [
     ("TELNETCONSOLE_ENABLED", "scrapy.extensions.telnet.TelnetConsole", "telnet console",
-     "a Python prompt inside the running crawl (user name and password from TELNETCONSOLE_USERNAME "
-     "and TELNETCONSOLE_PASSWORD, or a password printed in the crawl log)"),
+     ("a Python prompt inside the running crawl (user name and password from TELNETCONSOLE_USERNAME "
+     "and TELNETCONSOLE_PASSWORD, or a password printed in the crawl log)")),
     ("REMOTE_CONTROL_ENABLED", "scrapy.extensions.remote_control.RemoteControl", "remote-control server",
-     "an HTTP server that runs Python code sent to it inside the running crawl (token in a job file "
-     "in the user's profile folder)"),
+     ("an HTTP server that runs Python code sent to it inside the running crawl (token in a job file "
+     "in the user's profile folder)")),
 ]
 
 
@@ -276,9 +276,9 @@ def _record(policy: Policy, consoles: list[dict[str, Any]], purge_on_open: bool 
 def _measures(policy: Policy, purge_on_open: bool = True) -> list[str]:
     robots = policy.robots
     return [
-        "Only the domains listed in the policy are contacted, and only on the allowed paths (besides "
+        ("Only the domains listed in the policy are contacted, and only on the allowed paths (besides "
         "robots.txt and the reviewed terms page of each listed domain, wherever it is published); "
-        "everything else is refused before any connection is made.",
+        "everything else is refused before any connection is made."),
         "Hosts that resolve to loopback, private, link-local or cloud-metadata addresses are refused"
         + (
             " (except the domains marked allow_private_network: "
@@ -287,26 +287,26 @@ def _measures(policy: Policy, purge_on_open: bool = True) -> list[str]:
             if any(d.allow_private_network for d in policy.domains)
             else "."
         ),
-        "A domain is crawled only with a recorded terms review that permits it; the terms text is "
+        ("A domain is crawled only with a recorded terms review that permits it; the terms text is "
         f"re-checked every {_duration_words(policy.terms_check.interval)} and crawling of the domain "
-        "stops when it no longer matches the reviewed fingerprint.",
-        f"robots.txt is obeyed for the product token {policy.crawler.product_token}; an unreachable "
+        "stops when it no longer matches the reviewed fingerprint."),
+        (f"robots.txt is obeyed for the product token {policy.crawler.product_token}; an unreachable "
         "robots.txt (server error, too many requests) means nothing on that site is fetched; "
         f"robots.txt is cached for at most {_duration_words(robots.cache_ttl)}, and a Crawl-delay up to "
-        f"{_duration_words(robots.max_crawl_delay)} is honoured.",
+        f"{_duration_words(robots.max_crawl_delay)} is honoured."),
         "Opt-out signals (listed below) are checked on every response before anything is kept.",
         "The objection list is checked before every request and before every record is stored.",
-        "Faces in images are detected on this machine (no image is sent to another service) and "
-        f"{FACE_ACTIONS[policy.faces.action].split(':')[0]}; image metadata (EXIF, GPS location) is removed.",
+        ("Faces in images are detected on this machine (no image is sent to another service) and "
+        f"{FACE_ACTIONS[policy.faces.action].split(':')[0]}; image metadata (EXIF, GPS location) is removed."),
         "Every stored record, image and file carries an expiry date; what has expired is deleted "
         + ("at the start of every crawl and whenever scrapy gdpr-purge runs." if purge_on_open else
            "when scrapy gdpr-purge runs, which must be scheduled: the project's settings switch off the purge "
            "at the start of a crawl (GDPR_PURGE_ON_OPEN)."),
-        "Every refusal is written to an audit log with the policy clause that caused it; every crawl "
-        "records the fingerprint of this policy.",
-        f"Requests are spaced ({_seconds_words(policy.politeness.default_delay)} between requests to a "
+        ("Every refusal is written to an audit log with the policy clause that caused it; every crawl "
+        "records the fingerprint of this policy."),
+        (f"Requests are spaced ({_seconds_words(policy.politeness.default_delay)} between requests to a "
         f"site by default, at most {policy.politeness.default_concurrency} at a time), and a site's "
-        f"Retry-After is honoured up to {_duration_words(policy.politeness.retry_after_max)}.",
+        f"Retry-After is honoured up to {_duration_words(policy.politeness.retry_after_max)}."),
     ]
 
 
@@ -426,8 +426,8 @@ def _handling(policy: Policy) -> dict[str, Any]:
     face_words = f"Faces found in images are {FACE_ACTIONS[faces.action]}."
     purposes = list(policy.signal_purposes())
     pages = [
-        "Pages are fetched only from the listed domains and paths, after robots.txt, the terms review, "
-        "the excluded jurisdictions and the objection list allow it.",
+        ("Pages are fetched only from the listed domains and paths, after robots.txt, the terms review, "
+        "the excluded jurisdictions and the objection list allow it."),
         "Nothing is kept from a page whose opt-out signals reserve any of this crawl's purposes ("
         + (", ".join(SIGNAL_PURPOSES[sp] for sp in purposes) or "none are named in the policy")
         + "); an image or other file that reserves one is refused when it arrives.",
@@ -515,15 +515,16 @@ def _checklist(
         if not t.reference:
             add("check", ("transfers", i, "reference"), f"the transfer to {t.country} has no reference to its safeguard",
                 "record where the safeguard is documented", present=False)
-    for console in consoles:
-        if console["enabled"]:
-            items.append({
-                "kind": "warning", "line": None, "path": f"settings.{console['setting']}",
-                "text": f"Scrapy's {console['name']} is switched on by the project's settings: whoever can reach "
-                "it can read and change the running crawl",
-                "fix": f"remove {console['setting']} from the project's settings (the add-on then switches it off), "
-                "or record why it is needed",
-            })
+    items.extend(
+        {
+            "kind": "warning", "line": None, "path": f"settings.{console['setting']}",
+            "text": f"Scrapy's {console['name']} is switched on by the project's settings: whoever can reach "
+            "it can read and change the running crawl",
+            "fix": f"remove {console['setting']} from the project's settings (the add-on then switches it off), "
+            "or record why it is needed",
+        }
+        for console in consoles if console["enabled"]
+    )
     order = {"error": 0, "warning": 1, "review": 2, "check": 3}
     items.sort(key=lambda item: (order.get(item["kind"], 9), item["line"] or 0))
     return items
@@ -593,12 +594,12 @@ def _notice(policy: Policy, doc: dict[str, Any]) -> dict[str, Any]:
         "rights": {
             "contact": _contact(contact),
             "how": [
-                "Write to the contact below to object to the crawling of a page or a site about you, "
-                "or to ask which data about you we hold (access) or to have it deleted (erasure).",
+                ("Write to the contact below to object to the crawling of a page or a site about you, "
+                "or to ask which data about you we hold (access) or to have it deleted (erasure)."),
                 "Give the address (URL) of the page, image or site concerned; that is all we need to find it.",
                 "No identity document is needed, and there is no time limit: you can ask at any time.",
-                "Once we have your objection, the crawler skips what it covers on every later crawl, and "
-                "what we already hold is deleted.",
+                ("Once we have your objection, the crawler skips what it covers on every later crawl, and "
+                "what we already hold is deleted."),
                 "You can also complain to a data protection supervisory authority.",
             ],
         },

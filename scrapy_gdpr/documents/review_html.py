@@ -60,12 +60,12 @@ def render_review_html(doc: dict[str, Any]) -> str:
             ["Purpose", "Lawful basis", "Documentation", "Review"],
             [
                 [
-                    f"<strong>{_e(p['description'])}</strong><br><span class='small'>id {_c(p['id'])}; opt-out purposes: "
-                    f"{_e(', '.join(p['signal_purposes_words']))}</span>",
+                    (f"<strong>{_e(p['description'])}</strong><br><span class='small'>id {_c(p['id'])}; opt-out purposes: "
+                    f"{_e(', '.join(p['signal_purposes_words']))}</span>"),
                     f"{_e(_cap(p['lawful_basis_words']))} <span class='small'>({_e(p['lawful_basis_article'])})</span>",
                     f"Basis: {_e(p['basis_reference'] or 'none recorded')}<br>DPIA: {_e(p['dpia_reference'] or 'none recorded')}",
-                    f"Reviewed by {_e(p['reviewed_by'])} on {_e(p['reviewed_on'])}<br>Next review due "
-                    f"<strong>{_e(p['review_due'])}</strong>",
+                    (f"Reviewed by {_e(p['reviewed_by'])} on {_e(p['reviewed_on'])}<br>Next review due "
+                    f"<strong>{_e(p['review_due'])}</strong>"),
                 ]
                 for p in rec["purposes"]
             ],
@@ -128,8 +128,8 @@ def render_review_html(doc: dict[str, Any]) -> str:
         "<h3>Pages</h3>", _ul([_e(x) for x in h["pages"]]),
         "<h3>Images</h3>", _ul([_e(x) for x in h["images"]]),
         "<h3>Faces</h3>",
-        f"<div class='box{' bad' if h['faces']['action'] == 'keep' else ''}'><p><strong>{_e(h['faces']['words'])}</strong></p>"
-        f"<p>{_e(h['faces']['art9'])}</p></div>",
+        (f"<div class='box{' bad' if h['faces']['action'] == 'keep' else ''}'><p><strong>{_e(h['faces']['words'])}</strong></p>"
+        f"<p>{_e(h['faces']['art9'])}</p></div>"),
         _kv([
             ("Action", _c(h["faces"]["action"])),
             ("Detection sensitivity", _e(h["faces"]["sensitivity_words"])),
@@ -142,8 +142,8 @@ def render_review_html(doc: dict[str, Any]) -> str:
                [[_e(s["signal"]), f"<span class='tag {'yes' if s['honoured'] else 'no'}'>{'yes' if s['honoured'] else 'no'}</span>",
                  _c(s["example"])] for s in doc["opt_out"]]),
         "<p>robots.txt is always obeyed; it cannot be switched off.</p>",
-        f"<p>Deny lists (domains never contacted, with their subdomains): "
-        f"{', '.join(_c(d) for d in doc['deny_lists']) or 'none'}</p>",
+        (f"<p>Deny lists (domains never contacted, with their subdomains): "
+        f"{', '.join(_c(d) for d in doc['deny_lists']) or 'none'}</p>"),
         "<p>Per-purpose robots.txt product tokens (a page is kept for the purpose only when the token may "
         "fetch it): " + (", ".join(f"{_c(t['token'])} ({_e(t['purpose'])})" for t in doc["purpose_tokens"]) or "none")
         + "</p>",
@@ -162,9 +162,9 @@ def render_review_html(doc: dict[str, Any]) -> str:
             ("Note", _e(doc["jurisdictions"]["note"] or "")),
         ]),
         "<h2 id='objections'>6. Objections</h2>",
-        f"<p>Objections and erasure requests are kept in {_c(doc['objections']['path'])} "
+        (f"<p>Objections and erasure requests are kept in {_c(doc['objections']['path'])} "
         f"(<code>objections.path: {_e(doc['objections']['as_written'])}</code>, relative to the policy file). "
-        "Every request and every record is checked against it.</p>",
+        "Every request and every record is checked against it.</p>"),
         (f"<div class='box bad'><p>The project's settings also name an objection list: "
          f"<code>GDPR_OBJECTIONS = {_e(doc['objections']['setting'])}</code>. A crawl with these settings checks "
          "that list, which this review does not cover.</p></div>") if doc["objections"].get("setting") else "",
@@ -204,9 +204,9 @@ def render_notice_html(doc: dict[str, Any]) -> str:
         f"<h1>{_e(n['title'])}</h1>",
         f"<p class='meta'>User-Agent: {_c(n['user_agent'])}</p>",
         f"<p class='meta'>robots.txt product token: {_c(n['product_token'])}</p></header>",
-        f"<p>{_e(n['product_token'])} is a web crawler: a program that visits public web pages and keeps some of "
+        (f"<p>{_e(n['product_token'])} is a web crawler: a program that visits public web pages and keeps some of "
         "what it finds. Pages can contain personal data, such as names and photos of people. This page explains "
-        "what we do with it, how to keep the crawler away, and how to use your rights.</p>",
+        "what we do with it, how to keep the crawler away, and how to use your rights.</p>"),
         "<h2 id='who'>Who runs this crawler</h2>",
         _kv([("Controller", _contact_html(who["controller"]))]
             + ([("Representative in the EU", _contact_html(who["representative"]))] if who["representative"] else [])
@@ -234,8 +234,8 @@ def render_notice_html(doc: dict[str, Any]) -> str:
     block = n["block"]
     parts += [
         "<h2 id='block'>How to block the crawler</h2>",
-        f"<p>Add these lines to the <code>robots.txt</code> file at the root of your site to keep "
-        f"{_e(n['product_token'])} out of the whole site:</p>",
+        (f"<p>Add these lines to the <code>robots.txt</code> file at the root of your site to keep "
+        f"{_e(n['product_token'])} out of the whole site:</p>"),
         f"<pre><code>{_e(block['robots_txt_all'])}</code></pre>",
         "<p>or out of part of it:</p>",
         f"<pre><code>{_e(block['robots_txt_some'])}</code></pre>",
@@ -243,8 +243,8 @@ def render_notice_html(doc: dict[str, Any]) -> str:
     ]
     for t in block["purpose_tokens"]:
         parts += [
-            f"<p>To let {_e(n['product_token'])} fetch your pages but keep them out of one use only "
-            f"({_e(t['purpose'].rstrip('.'))}), name that use's own token:</p>",
+            (f"<p>To let {_e(n['product_token'])} fetch your pages but keep them out of one use only "
+            f"({_e(t['purpose'].rstrip('.'))}), name that use's own token:</p>"),
             f"<pre><code>{_e(t['robots_txt'])}</code></pre>",
         ]
     if block["signals"]:
@@ -254,10 +254,10 @@ def render_notice_html(doc: dict[str, Any]) -> str:
         ]
     parts += [
         "<h2 id='machine'>For programs</h2>",
-        f"<p>A machine-readable description of this crawler (its product tokens per purpose, User-Agent, contact "
+        (f"<p>A machine-readable description of this crawler (its product tokens per purpose, User-Agent, contact "
         f"and the signals it honours) is published next to this page: "
         f"<a rel='alternate' type='application/json' href='{_e(n['description_file'])}'>"
-        f"{_e(n['description_file'])}</a>.</p>",
+        f"{_e(n['description_file'])}</a>.</p>"),
         "<h2 id='rights'>How to object, or ask for access or erasure</h2>",
         _ul([_e(x) for x in n["rights"]["how"]]),
         _kv([("Contact", _contact_html(rights_contact))]),

@@ -116,8 +116,8 @@ def render_review_markdown(doc: dict[str, Any]) -> str:
     L += _md_table(["Signal", "Honoured", "Example"],
                    [[_md(s["signal"]), "yes" if s["honoured"] else "**no**", _mdc(s["example"])] for s in doc["opt_out"]])
     L += ["robots.txt is always obeyed; it cannot be switched off.", "",
-          f"Deny lists (domains never contacted, with their subdomains): "
-          f"{', '.join(_mdc(d) for d in doc['deny_lists']) or 'none'}", "",
+          (f"Deny lists (domains never contacted, with their subdomains): "
+          f"{', '.join(_mdc(d) for d in doc['deny_lists']) or 'none'}"), "",
           "Per-purpose robots.txt product tokens (a page is kept for the purpose only when the token may fetch it): "
           + (", ".join(f"{_mdc(t['token'])} ({_md(t['purpose'])})" for t in doc["purpose_tokens"]) or "none"), "",
           "RSL usage types each purpose needs a site's licence to grant: "

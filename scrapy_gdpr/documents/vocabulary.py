@@ -84,8 +84,8 @@ OPT_OUT_SIGNALS: list[tuple[str, str, str]] = [
      '"cawg.training-mining": {"entries": {"cawg.ai_training": {"use": "notAllowed"}}}'),
     ("payment_required", "HTTP 402 Payment Required (pay-per-crawl): refused, never paid nor retried",
      "HTTP/1.1 402 Payment Required / crawler-price: USD 0.01"),
-    ("rsl", 'RSL licences (robots.txt License:, Link header, <link rel="license">, inline): prohibited or '
-     "unlicensed uses refused", "License: https://example.org/license.xml"),
+    ("rsl", ('RSL licences (robots.txt License:, Link header, <link rel="license">, inline): prohibited or '
+     "unlicensed uses refused"), "License: https://example.org/license.xml"),
 ]
 
 

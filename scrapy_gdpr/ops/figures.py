@@ -15,6 +15,7 @@ fetch or store, which the policy alone decides.
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -72,7 +73,7 @@ def thresholds(settings: BaseSettings) -> Thresholds:
             out = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"{name} must be a number, not {value!r}") from None
-        if out < 0 or out != out:
+        if out < 0 or math.isnan(out):
             raise ValueError(f"{name} must not be negative, not {value!r}")
         return out
 
@@ -225,7 +226,7 @@ class FigureCollector:
         try:
             figs = await maybe_deferred_to_future(deferToThread(figures, self.crawler))
             await maybe_deferred_to_future(deferToThread(self.metrics.write, figs))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - metrics never stop the crawl; the failure is logged
             logger.error("GDPR metrics could not be written to %(target)s: %(exc)s",
                          {"target": self.metrics.describe(self.runtime.spider_name), "exc": exc})
             self.crawler.stats.inc_value("gdpr/metrics/errors")
@@ -293,7 +294,7 @@ def _retention(out: Figures, url: str, *, started: Any, now: datetime) -> None:
     try:
         oldest = ledger.expired(now, limit=1)
         out.retention_expired_records = ledger.count_expired(now) if oldest else 0
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - an unreadable ledger is a figure of its own
         out.retention_error = f"{type(exc).__name__}: {exc}"
         return
     finally:

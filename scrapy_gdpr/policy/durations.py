@@ -44,7 +44,8 @@ class Duration:
     def parse(cls, text: str) -> Duration:
         """Parse ``text``; raise :class:`ValueError` with a readable message."""
         if not isinstance(text, str):
-            raise ValueError(f"expected an ISO 8601 duration string such as P30D, got {text!r}")
+            # pydantic turns a ValueError (not a TypeError) into the policy's validation error
+            raise ValueError(f"expected an ISO 8601 duration string such as P30D, got {text!r}")  # noqa: TRY004
         match = _DURATION_RE.match(text.strip().upper())
         if not match:
             raise ValueError(

@@ -61,8 +61,8 @@ def _type_words(schema: dict[str, Any], node: dict[str, Any]) -> str:
     if "const" in node:
         return f"exactly {node['const']!r}"
     kinds = []
-    for option in node.get("anyOf", [node]):
-        option = _resolve(schema, option)
+    for given in node.get("anyOf", [node]):
+        option = _resolve(schema, given)
         kind = option.get("type")
         if kind == "array":
             inner = _type_words(schema, option.get("items", {})) if option.get("items") else "values"

@@ -197,7 +197,7 @@ def purge(
         try:
             _purge_feed_file(location, ledger, result, dry_run, is_expired_at, lock_timeout, record, record_many,
                              audit, keep_deleted, rewritten, removed, on_step)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the purge of the others
             result.errors.append({"location": location, "error": _describe_exc(exc)})
             logger.warning("GDPR purge: %(path)s could not be purged: %(error)s; the other files were",
                            {"path": location, "error": _describe_exc(exc)})

@@ -109,13 +109,13 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], *, on_step: OnS
             notify_step(on_step, "temp written")
             os.fsync(fh.fileno())
         with contextlib.suppress(FileNotFoundError):
-            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
-        os.replace(tmp, path)
+            Path(tmp).chmod(path.stat().st_mode & 0o7777)
+        Path(tmp).replace(path)
         notify_step(on_step, "renamed")
         fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            Path(tmp).unlink()
         raise
 
 
@@ -165,7 +165,7 @@ def exclusive(path: Path, timeout: float = 0.0) -> Iterator[int | None]:
                         raise FileBusy(f"{path} is being written by a crawl") from None
                     time.sleep(0.05)
             try:
-                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+                same = path.stat().st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
                 same = False
             if same:
@@ -181,7 +181,7 @@ def lock_shared(fh: IO[bytes], path: Path) -> IO[bytes]:
     while True:
         fcntl.flock(fh.fileno(), fcntl.LOCK_SH)
         try:
-            if os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino:
+            if path.stat().st_ino == os.fstat(fh.fileno()).st_ino:
                 return fh
         except FileNotFoundError:
             pass

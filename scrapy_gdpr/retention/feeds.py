@@ -161,8 +161,8 @@ def configure_feeds(settings: BaseSettings, crawler: Crawler) -> None:
     feeds = settings.getdict("FEEDS")
     if feeds:
         new: dict[Any, Any] = {}
-        for uri, options in feeds.items():
-            options = dict(options or {})
+        for uri, given in feeds.items():
+            options = dict(given or {})
             options.setdefault("item_filter", RetentionItemFilter)
             fields = options.get("fields", default_fields)
             if fields:

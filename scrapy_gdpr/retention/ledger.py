@@ -18,6 +18,7 @@ and created by the ordered steps in :data:`MIGRATIONS`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -27,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import unquote
 
 from scrapy_gdpr.urls import host_of, mask_password
@@ -296,7 +297,7 @@ class Ledger:
     def optimize(self) -> None:
         """Keep query plans good (called before a purge)."""
 
-    def __enter__(self) -> Ledger:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -389,13 +390,14 @@ class Ledger:
     # -- writing ----------------------------------------------------------------
     def add(self, records: Iterable[Record]) -> int:
         now = datetime.now(UTC)
-        rows = []
-        for r in records:
-            rows.append((
+        rows = [
+            (
                 r.kind, r.location, r.item_id, r.url, r.object_url, r.domain, domain_key(r.domain), r.spider,
                 r.purpose, r.lawful_basis, r.policy_fingerprint, self._to_db_ts(r.collected_at),
                 self._to_db_ts(r.expires_at), r.content_hash, self._to_db_ts(r.recorded_at or now),
-            ))
+            )
+            for r in records
+        ]
         if not rows:
             return 0
         with self._lock:
@@ -771,10 +773,8 @@ class SQLiteLedger(Ledger):
 
     def close(self) -> None:
         for conn in self._connections:
-            try:
+            with contextlib.suppress(sqlite3.ProgrammingError):  # closed in another thread
                 conn.close()
-            except sqlite3.ProgrammingError:  # pragma: no cover - closed in another thread
-                pass
         self._connections.clear()
         self._local = threading.local()
 

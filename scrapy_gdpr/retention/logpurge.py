@@ -310,8 +310,8 @@ def expire_dbm_cache(db_path: Path, before: datetime, dbm_module: str, *, dry_ru
     with contextlib.closing(module.open(str(db_path), "r")) as db:
         keep: dict[bytes, bytes] = {}
         expired = 0
-        for key in list(db.keys()):
-            key = key if isinstance(key, bytes) else key.encode()
+        for raw_key in list(db.keys()):
+            key = raw_key if isinstance(raw_key, bytes) else raw_key.encode()
             if not key.endswith(b"_time"):
                 continue
             stem = key[:-5]

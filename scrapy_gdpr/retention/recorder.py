@@ -87,13 +87,13 @@ class _LedgerWriter(threading.Thread):
                     rows += job()
                 except Exception as exc:
                     self.errors.append(exc)
-                    logger.error("GDPR ledger: cannot record a stored item: %(exc)s", {"exc": exc}, exc_info=True)
+                    logger.exception("GDPR ledger: cannot record a stored item")
             if rows:
                 try:
                     self.written += self.ledger.add(rows)
                 except Exception as exc:
                     self.errors.append(exc)
-                    logger.error("GDPR ledger: write failed: %(exc)s", {"exc": exc}, exc_info=True)
+                    logger.exception("GDPR ledger: write failed")
 
     def close(self) -> None:
         self.flush()
@@ -199,9 +199,9 @@ class RetentionExtension:
         :class:`RetentionItemFilter` (so which items they take is known)."""
         storages = settings.getdict("FEED_STORAGES")
         out = []
-        for uri, options in settings.getdict("FEEDS").items():
-            options = options or {}
-            uri = str(uri)
+        for key, given in settings.getdict("FEEDS").items():
+            options = given or {}
+            uri = str(key)
             if local_feed_path(uri) is None or options.get("postprocessing"):
                 continue
             if feedfiles.normalise_format(str(options.get("format", ""))) not in feedfiles.FORMATS:
@@ -310,7 +310,8 @@ class RetentionExtension:
             period = self.policy.retention.images if kind == "image" else self.policy.retention.files
             expires = self.policy.duration(period).add_to(collected)
             base = _store_path(store)
-            for row_kind, path, content_hash in files:
+            for row_kind, path, hash_in_hand in files:
+                content_hash = hash_in_hand
                 if base is None:
                     if row_kind == "thumbnail" and not content_hash:
                         continue  # a remote store: only thumbnails stored in this crawl are known to exist
@@ -431,7 +432,7 @@ def _store_path(store: Any) -> Path | None:
 
 def _file_hash(location: str) -> str:
     try:
-        with open(location, "rb") as fh:
+        with Path(location).open("rb") as fh:
             return "sha256:" + hashlib.file_digest(fh, "sha256").hexdigest()
     except OSError:
         return ""

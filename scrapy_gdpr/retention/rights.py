@@ -232,7 +232,7 @@ def find_holdings(ledger: Ledger, selectors: Sequence[Selector], audit_paths: It
                 seen_ids.add(rec.item_id)
                 if matcher.record(rec):
                     matched.append((rec, fmt))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - one unreadable file is reported, the others searched
             out.unreadable.append({"location": location, "error": _describe(exc)})
             logger.warning("GDPR: %(path)s cannot be read: %(error)s; the other files are searched",
                            {"path": location, "error": _describe(exc)})
@@ -480,8 +480,8 @@ def ledger_problems(state: str, holdings: Holdings) -> list[str]:
     if state == "missing":
         return ["the ledger did not exist: only the feed files named in the settings or given were searched"]
     if state == "empty" and holdings.stamped_feeds:
-        return [f"the ledger is empty while {holdings.stamped_feeds} feed file(s) with stamped items exist: "
-                "it is not the ledger the crawls wrote to"]
+        return [(f"the ledger is empty while {holdings.stamped_feeds} feed file(s) with stamped items exist: "
+                "it is not the ledger the crawls wrote to")]
     return []
 
 
@@ -548,7 +548,7 @@ def erase(
             if location in to_rewrite:
                 result.pending.append(location)
             continue
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - reported as failed, the other files erased
             result.failed.append({"location": location, "error": _describe(exc)})
             continue
         for d in outcome.damage:

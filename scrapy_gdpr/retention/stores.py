@@ -191,8 +191,7 @@ def load_item_stores(settings: BaseSettings, crawler: Crawler | None = None) -> 
     cannot reach must stop them, not be skipped."""
     stores: list[ItemStore] = []
     try:
-        for path in configured_store_paths(settings):
-            stores.append(build_store(path, settings, crawler))
+        stores.extend(build_store(path, settings, crawler) for path in configured_store_paths(settings))
     except BaseException:
         close_stores(stores)
         raise
@@ -228,7 +227,7 @@ def add_store_holdings(holdings: Any, stores: Sequence[ItemStore], selectors: Se
             searched.append(store.name)
         try:
             matches = store.find(selectors, list(holdings.items))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failing store is reported, never skipped silently
             logger.error("GDPR: item store %(name)s cannot be searched: %(exc)s", {"name": store.name, "exc": exc})
             holdings.store_errors.append(f"{store.name}: {exc}")
             continue
@@ -256,7 +255,7 @@ def erase_from_stores(stores: Sequence[ItemStore], item_ids: Collection[str]) ->
     for store in stores:
         try:
             counts[store.name] = store.delete(ids) if ids else 0
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failing store is reported, never skipped silently
             logger.error("GDPR: cannot erase from item store %(name)s: %(exc)s", {"name": store.name, "exc": exc})
             errors.append(f"{store.name}: {exc}")
     return counts, errors
@@ -277,7 +276,7 @@ def purge_stores(stores: Sequence[ItemStore], now: datetime, *, dry_run: bool = 
     for store in stores:
         try:
             gone = store.purge(now, dry_run=dry_run)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failing store is reported, never skipped silently
             logger.error("GDPR purge: item store %(name)s failed: %(exc)s", {"name": store.name, "exc": exc})
             result.errors.append(f"{store.name}: {exc}")
             continue
@@ -308,8 +307,8 @@ def _scheme(uri: str) -> str:
 def unreachable_stores(settings: BaseSettings) -> list[str]:
     """Feeds and media stores that purge and erasure cannot reach, each with why."""
     problems: list[str] = []
-    for uri, options in settings.getdict("FEEDS").items():
-        options = options or {}
+    for uri, given in settings.getdict("FEEDS").items():
+        options = given or {}
         scheme = _scheme(str(uri))
         fmt = normalise_format(str(options.get("format", "")))
         if fmt not in FORMATS:
@@ -386,7 +385,7 @@ class ItemStoresExtension:
             return
         try:
             result = await maybe_deferred_to_future(deferToThread(self._purge, datetime.now(UTC)))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failing store is reported, never skipped silently
             result = StorePurge(errors=[str(exc)])
         for error in result.errors:
             logger.error("GDPR purge of item stores failed: %(e)s; run scrapy gdpr-purge once it is fixed",
