@@ -345,7 +345,7 @@ def _postgres(dsn: str) -> tuple[str, str] | None:
         schema = "gdpr_bench_" + uuid.uuid4().hex[:8]
         with psycopg.connect(dsn, connect_timeout=3, autocommit=True) as conn:
             conn.execute(f"CREATE SCHEMA {schema}")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure: PostgreSQL is not usable here
         print(f"PostgreSQL skipped: {exc}".strip())
         return None
     sep = "&" if "?" in dsn else "?"

@@ -31,6 +31,7 @@ The figures are printed as measured; nothing here asserts a target.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -226,7 +227,7 @@ def run(mode: str, workers: int, args: argparse.Namespace, redis_port: int) -> d
         for seq in by_host.values():
             robots = [t for t, p in seq if p == "/robots.txt"]
             times = [t for t, p in seq if robots and t > robots[0]]
-            gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+            gaps = [b - a for a, b in itertools.pairwise(times)]
             violations += sum(1 for g in gaps if g < args.delay)
             smallest = min([smallest, *gaps])
     if mode == "politeness":

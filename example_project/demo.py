@@ -24,7 +24,7 @@ import serve
 
 
 def scrapy(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return subprocess.run(  # noqa: S603 - this interpreter's scrapy, arguments from this script
         [sys.executable, "-m", "scrapy.cmdline", *args],
         cwd=HERE, text=True, capture_output=True, check=False, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )

@@ -11,6 +11,7 @@ path (status, headers, body), and ``<file>.headers.json`` adds response headers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import mimetypes
 import threading
@@ -99,10 +100,8 @@ def main() -> None:
     args = parser.parse_args()
     serve(args.port)
     print(f"Example site on http://127.0.0.1:{args.port}/ (and 127.0.0.2-6); Ctrl+C stops it", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from pathlib import Path
 
 import onnx
 from onnx import helper
@@ -29,7 +30,7 @@ KEEP_OUTPUTS = ("537", "538", "539")  # heatmap, scale, offset
 
 
 def convert(src: str, dst: str) -> str:
-    data = open(src, "rb").read()
+    data = Path(src).read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != ORIGINAL_SHA256:
         sys.exit(f"{src}: sha256 {digest}, expected {ORIGINAL_SHA256}")
@@ -70,8 +71,7 @@ def convert(src: str, dst: str) -> str:
 
     onnx.checker.check_model(model)
     out = model.SerializeToString()
-    with open(dst, "wb") as f:
-        f.write(out)
+    Path(dst).write_bytes(out)
     return hashlib.sha256(out).hexdigest()
 
 

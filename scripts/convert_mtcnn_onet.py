@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from pathlib import Path
 
 import onnx
 
@@ -23,7 +24,7 @@ KEEP_OUTPUTS = ("softmax_2",)  # [not a face, face]
 
 
 def convert(src: str, dst: str) -> str:
-    data = open(src, "rb").read()
+    data = Path(src).read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != ORIGINAL_SHA256:
         sys.exit(f"{src}: sha256 {digest}, expected {ORIGINAL_SHA256}")
@@ -53,8 +54,7 @@ def convert(src: str, dst: str) -> str:
     g.value_info.extend(vi)
     onnx.checker.check_model(model)
     out = model.SerializeToString()
-    with open(dst, "wb") as f:
-        f.write(out)
+    Path(dst).write_bytes(out)
     return hashlib.sha256(out).hexdigest()
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 import pytest
 
@@ -24,7 +24,7 @@ class MockServer:
         self.base = ""
         self.port = 0
 
-    def __enter__(self) -> MockServer:
+    def __enter__(self) -> Self:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         if self.log is not None:
             env["MOCKSERVER_LOG"] = str(self.log)
@@ -99,8 +99,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         names = getattr(item, "fixturenames", ())
         params = getattr(getattr(item, "callspec", None), "params", {})
         for (fixture, param), marker in SERVICE_FIXTURES.items():
-            if fixture in names and (param is None or params.get(fixture) == param):
-                if item.get_closest_marker(marker) is None:
-                    unmarked.append(f"{item.nodeid} uses {fixture} but is not marked {marker}")
+            uses = fixture in names and (param is None or params.get(fixture) == param)
+            if uses and item.get_closest_marker(marker) is None:
+                unmarked.append(f"{item.nodeid} uses {fixture} but is not marked {marker}")
     if unmarked:
         raise pytest.UsageError("\n".join(unmarked))

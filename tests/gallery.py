@@ -7,6 +7,7 @@ without the add-on, so that these tests do not depend on the request gates
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -87,21 +88,24 @@ class Outcome:
         return self.notes[id(item)]
 
 
-_SECOND: Any = None
-_STRICT: Any = None
+@functools.cache
+def _second_detector() -> Any:
+    import mediapipe as mp
+
+    return mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+
+
+@functools.cache
+def _strict_detector() -> Any:
+    return build_detector("strict")
 
 
 def detect(data: bytes) -> list[tuple[int, int, int, int]]:
     """Face boxes a second, independent detector (MediaPipe full range, confidence
     0.5) finds in encoded image bytes: a redacted face must not be found by it."""
-    global _SECOND
-    if _SECOND is None:
-        import mediapipe as mp
-
-        _SECOND = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
     img = decode(data)
     h, w = img.shape[:2]
-    result = _SECOND.process(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    result = _second_detector().process(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
     out = []
     for d in result.detections or []:
         b = d.location_data.relative_bounding_box
@@ -117,14 +121,12 @@ def leaked(original: bytes, stored: bytes) -> list[tuple[int, int, int, int]]:
     blurred head shape, so being found alone is not a leak.)"""
     from scrapy_gdpr.faces import leak
 
-    global _STRICT
-    if _STRICT is None:
-        _STRICT = build_detector("strict")
+    strict = _strict_detector()
     orig, out = decode(original), decode(stored)
     assert orig.shape == out.shape
-    faces = [[d.x, d.y, d.w, d.h] for d in _STRICT.detect(orig)]
+    faces = [[d.x, d.y, d.w, d.h] for d in strict.detect(orig)]
     assert faces, "the strict detector finds no face in the original"
-    return [tuple(int(v) for v in face) for face in leak.leaked(orig, out, faces, _STRICT.detect(out))]
+    return [tuple(int(v) for v in face) for face in leak.leaked(orig, out, faces, strict.detect(out))]
 
 
 def decode(data: bytes) -> np.ndarray:

@@ -72,7 +72,7 @@ class Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         path = unquote(parts.path)
         if LOG:
-            with _log_lock, open(LOG, "a", encoding="utf-8") as fh:
+            with _log_lock, Path(LOG).open("a", encoding="utf-8") as fh:
                 fh.write(f"{time.time():.3f} {self._host()} {self.path}\n")
         if path == "/_/respond":
             q = parse_qs(parts.query)

@@ -61,8 +61,8 @@ async def test_invalid_policy_stops_crawl(tmp_path, mockserver):
     bad = tmp_path / "bad.yaml"
     bad.write_text(Path(VALID).read_text().replace("action: blur", "action: keep"))
     with pytest.raises(PolicyError, match=r"bad.yaml:\d+: error: faces.action"):
-        crawler = get_crawler(PageSpider, _settings(tmp_path, GDPR_POLICY=str(bad)))
-        await crawler.crawl_async(url=mockserver.url("/index.html"))
+        await get_crawler(PageSpider, _settings(tmp_path, GDPR_POLICY=str(bad))).crawl_async(
+            url=mockserver.url("/index.html"))
 
 
 @coroutine_test

@@ -150,7 +150,7 @@ def test_usage_errors(tmp_path):
 def test_one_file_too_large_is_refused_and_the_rest_written(tmp_path):
     src = make_input(tmp_path, {"a.jpg": "face-baseline.jpg", "b.png": "noface.png", "c.jpg": "face-gray.jpg"})
     huge = src / "huge.bmp"
-    with open(huge, "wb") as fh:  # sparse: large on disk in name only
+    with huge.open("wb") as fh:  # sparse: large on disk in name only
         fh.truncate(3 * 1024 * 1024)
     out = tmp_path / "out"
     result = run_scrapy("gdpr-redact", str(src), "--out", str(out), "--max-bytes", str(2 * 1024 * 1024),

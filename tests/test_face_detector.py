@@ -197,9 +197,9 @@ def test_build_refuses_when_checksum_differs(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_profiles_and_min_confidence() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown face sensitivity 'paranoid'"):
         build_detector("paranoid")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="min_confidence must be between 0 and 1"):
         build_detector("strict", 1.5)
     det = build_detector("balanced", 0.6)
     assert isinstance(det, EnsembleDetector)
@@ -229,7 +229,7 @@ def test_registry(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(det, Fixed)
     assert det.args == ("fast", 0.4)
     assert build_detector("fast", backend="fixed") is not det  # one per thread
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="'fixed' is already registered"):
         register_detector("fixed", Fixed)
     register_detector("fixed", Fixed, replace=True)
     with pytest.raises(KeyError):

@@ -9,6 +9,7 @@ redaction, or still found by the reference detector and still similar.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -122,7 +123,7 @@ def test_tiles_overlap_by_more_than_the_faces_they_answer_for(strict: EnsembleDe
             cover[y0 // 50 : -(-y1 // 50), x0 // 50 : -(-x1 // 50)] = True
         assert cover.all()
         xs = sorted({(x0, x1) for x0, _, x1, _ in tiles})
-        for (_a0, a1), (b0, _b1) in zip(xs, xs[1:], strict=False):
+        for (_a0, a1), (b0, _b1) in itertools.pairwise(xs):
             assert a1 - b0 >= p.tile_answer / p.tile_scale
     assert strict.tiles(768, 1024) == []  # small photos: the main pass alone
 

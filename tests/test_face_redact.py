@@ -110,9 +110,9 @@ def test_edges_empty_and_errors() -> None:
         out = redact(img, dets, action, 0.5)
         assert out.shape == img.shape and out.dtype == img.dtype
         assert np.any(out[:40, :40] != img[:40, :40])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown redaction 'smudge'"):
         redact(img, [], "smudge", 0.25)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="margin must not be negative"):
         redact(img, [], "blur", -0.1)
 
 

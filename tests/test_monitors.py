@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import threading
 from datetime import UTC, datetime, timedelta
@@ -384,7 +383,7 @@ async def test_an_unreadable_ledger_fails_the_retention_monitor(tmp_path, site, 
         for path in tmp_path.glob("ledger.sqlite3-*"):
             path.unlink()
         (tmp_path / "garbage").write_bytes(b"not a database" * 100)
-        os.replace(tmp_path / "garbage", tmp_path / "ledger.sqlite3")
+        (tmp_path / "garbage").replace(tmp_path / "ledger.sqlite3")
 
     from scrapy import signals
 

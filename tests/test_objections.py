@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import time
 
@@ -122,7 +121,7 @@ def test_in_memory_entries_survive_a_rewrite(tmp_path):
     # replaced by a shorter file (someone removed an entry by hand)
     replacement = tmp_path / "new.txt"
     replacement.write_text("url https://example.org/b\n", encoding="utf-8")
-    os.replace(replacement, path)
+    replacement.replace(path)
     assert objections.match("https://example.org/a") is None
     assert objections.match("https://example.org/b") is not None
     assert objections.match("https://example.org/people/x") == "prefix https://example.org/people/"
@@ -220,7 +219,7 @@ def test_domain_verdicts_per_host_follow_every_change_of_the_list(tmp_path):
     # the entry removed by hand (the file replaced): the host is no longer covered
     replacement = tmp_path / "new.txt"
     replacement.write_text("domain other.example\n", encoding="utf-8")
-    os.replace(replacement, path)
+    replacement.replace(path)
     assert objections.match("https://www.person.example/c") is None
     assert objections.match_host("x.added.example") == "domain added.example"  # in-memory entries stay
 

@@ -632,6 +632,8 @@ async def test_purpose_token_decided_afresh_at_each_redirect(tmp_path, mockserve
 
 
 class _AnyText(str):
+    __slots__ = ()
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, str) and "disallows GdprTestBot-AI" in other
 

@@ -222,8 +222,7 @@ async def test_predicate_called_from_another_thread(tmp_path, mockserver):
 
     thread = threading.Thread(target=in_thread)
     thread.start()
-    while thread.is_alive():
-        await asyncio.sleep(0.01)
+    await asyncio.to_thread(thread.join)
     assert list(results.values()) == [False, True]
 
 

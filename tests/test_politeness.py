@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -210,7 +211,7 @@ async def test_domain_rate_limit_applies_with_subdomains(tmp_path, logged_mockse
     )
     times = fetch_times(server, host, "/page.html")
     assert len(times) == 3
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) >= 0.9, gaps
     settings = crawler.engine.downloader.per_slot_settings[host]
     assert settings["delay"] == 1 and settings["concurrency"] == 1  # survives slot GC
@@ -284,7 +285,7 @@ async def test_with_addon_rate_limit_and_robots_apply(tmp_path, logged_mockserve
     assert crawler.engine.downloader.per_slot_settings[host]["delay"] == 1
     times = fetch_times(server, host, "/page.html")
     assert len(times) == 3
-    assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.9
+    assert min(b - a for a, b in itertools.pairwise(times)) >= 0.9
 
 
 @coroutine_test

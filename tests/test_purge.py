@@ -198,7 +198,7 @@ async def test_crawl_writing_while_purges_run(tmp_path, site_server):
             with open_ledger(ledger) as led:
                 while not stop.is_set():
                     runs.append(purge(led, datetime.now(UTC)).feed_lines)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's own thread, which fails on it
             errors.append(exc)
 
     thread = threading.Thread(target=purger)

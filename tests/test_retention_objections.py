@@ -29,7 +29,7 @@ def test_no_value_can_add_a_line(tmp_path, kind, char):
     append_objection(path, "url", "https://ok.test/a")
     before = path.read_bytes()
     value = f"https://jane.test/p{char}domain evil.test" if kind != "domain" else f"jane.test{char}evil.test"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"contains U\+[0-9A-F]{4}"):
         append_objection(path, kind, value)
     assert path.read_bytes() == before  # nothing written
 

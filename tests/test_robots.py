@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -427,7 +428,7 @@ async def test_crawl_delay_observed_between_fetches(tmp_path, logged_mockserver,
     assert len(crawler.spider.seen) == 4
     times = [t for t, h, p in server.requests() if p.startswith("/page.html")]
     assert len(times) == 4
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) >= 0.9, gaps
     downloader = crawler.engine.downloader
     assert downloader.per_slot_settings["polite-delay.test"]["delay"] == 1.0
@@ -440,7 +441,7 @@ async def test_request_rate_observed_between_fetches(tmp_path, logged_mockserver
     crawler = await crawl(tmp_path, urls)
     assert len(crawler.spider.seen) == 3
     times = [t for t, h, p in server.requests() if p.startswith("/page.html")]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) >= 0.9, gaps
 
 

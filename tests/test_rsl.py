@@ -118,7 +118,7 @@ def test_malformed_offers_fail_closed(body):
     b"\xff\xfe garbage",
 ])
 def test_documents_that_are_not_rsl_raise(body):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"XML|root element|no <content>"):
         parse_rsl(body, DOC_URL)
 
 

@@ -5,6 +5,7 @@ restarted mid-crawl, a worker killed with SIGKILL."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -217,7 +218,7 @@ def test_three_workers_share_politeness_robots_and_retry_after(tmp_path, prefix)
     robots_at = next(t for t, p in slow if p == "/robots.txt")
     slow_times = [t for t, p in slow if t > robots_at]
     assert len([p for t, p in slow if t > robots_at and p.startswith("/p")]) == PAGES
-    gaps = [b - a for a, b in zip(slow_times, slow_times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(slow_times)]
     assert min(gaps) >= 2.0, gaps
 
     # Retry-After: 4 from ra.test: nothing to that host before its time

@@ -156,7 +156,7 @@ def test_json_refuses_meta_that_is_not_plain(meta):
 def test_loads_never_unpickles():
     spider = Sp()
     pickled = pickle.dumps(Request("https://a.test/").to_dict(spider=spider))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="decode"):  # read as JSON text only, never unpickled
         redisqueue.loads(pickled)
 
 

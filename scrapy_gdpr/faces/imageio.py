@@ -334,8 +334,8 @@ def type_allowed(mime: str, allowed: list[str] | tuple[str, ...]) -> bool:
     """Whether ``mime`` matches an entry of ``faces.allow_unchecked_types``: an exact
     type (aliases count as the same), or ``type/*``. One rule for every pipeline."""
     mime = normalise_mime(mime)
-    for entry in allowed:
-        entry = entry.split(";", 1)[0].strip().lower()
+    for given in allowed:
+        entry = given.split(";", 1)[0].strip().lower()
         if entry.endswith("/*"):
             if mime.startswith(entry[:-1]) and len(mime) > len(entry) - 1:
                 return True
@@ -369,7 +369,7 @@ def image_type(data: bytes) -> str | None:
             return f"image/x-pillow-{(im.format or 'unknown').lower()}"
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return "image/x-pillow-large"
-    except Exception:
+    except Exception:  # noqa: BLE001 - any decoder failure: the type is unknown
         return None
 
 
@@ -640,7 +640,7 @@ def decode(
         im = decoder(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRefused("too_many_pixels", str(exc)) from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any decoder failure: not stored (fail closed)
         raise ImageRefused("undecodable", f"{type(exc).__name__}: {exc}") from None
     try:
         return _decode_opened(im, data, mime, limit, max_frames, canvas, started + max_seconds)
@@ -650,7 +650,7 @@ def decode(
         raise ImageRefused("too_many_pixels", str(exc)) from None
     except MemoryError:
         raise ImageRefused("decode_limit", "out of memory while decoding") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any decoder failure: not stored (fail closed)
         raise ImageRefused("undecodable", f"{type(exc).__name__}: {exc}") from None
     finally:
         im.close()
@@ -738,7 +738,7 @@ def _metadata_kinds(im: Image.Image) -> list[str]:
         exif = im.getexif()
         if exif.get(0x8825) or exif.get_ifd(0x8825):
             found.add("gps")
-    except Exception:
+    except Exception:  # noqa: BLE001 - unreadable EXIF counts as EXIF found
         found.add("exif")
     if info.get("xmp") or info.get("XML:com.adobe.xmp"):
         found.add("xmp")
@@ -756,7 +756,7 @@ def _metadata_kinds(im: Image.Image) -> list[str]:
 def _orientation(im: Image.Image) -> int:
     try:
         value = im.getexif().get(0x0112, 1)
-    except Exception:
+    except Exception:  # noqa: BLE001 - unreadable EXIF: upright
         return 1
     return value if value in _TRANSPOSE else 1
 

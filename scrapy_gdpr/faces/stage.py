@@ -296,7 +296,7 @@ def _process(
             min_conf = face_policy.min_confidence if face_policy is not None else None
             detector = _thread_detector(sensitivity, min_conf)
         per_frame = _detect_frames(image.frames, detector)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any detector failure: not stored (fail closed)
         return _refused("detection_failed", f"{type(exc).__name__}: {exc}", detector=_detector_label(detector), **base)
     label = _detector_label(detector)
     faces = max((len(d) for d in per_frame), default=0)
@@ -321,7 +321,7 @@ def _process(
                     dets = [*dets, *before, *after]
                 if dets:
                     _redact_frame(frame, dets, action, margin)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any redaction failure: not stored (fail closed)
             return _refused("redaction_failed", f"{type(exc).__name__}: {exc}", action=action, **base)
         taken = action
     elif faces and action == "keep":
@@ -334,7 +334,7 @@ def _process(
     try:
         fmt = output_format(image, output)
         out = encode(image, fmt, jpeg_quality=jpeg_quality)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any encoder failure: not stored (fail closed)
         return _refused("encode_failed", f"{type(exc).__name__}: {exc}", action=taken, **base)
     v = Verdict(True, data=out, mime=FORMATS[fmt][0], action=taken, **base)
     v.record = _record(v, image.metadata)

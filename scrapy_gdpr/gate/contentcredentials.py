@@ -105,6 +105,6 @@ def read_training_mining(body: bytes, mime: str | None = None) -> TrainingMining
                 out.reservations.append((purposes, f"C2PA {assertion['label']}: {name} {use}"))
             else:
                 out.problems.append(f"{assertion['label']}: {name} has use {use!r}, not allowed/notAllowed/constrained")
-                out.reservations.append((purposes, f"C2PA {assertion['label']}: {name} use {use!r} unreadable: "
-                                                   "reserved, in doubt"))
+                out.reservations.append((purposes, (f"C2PA {assertion['label']}: {name} use {use!r} unreadable: "
+                                                   "reserved, in doubt")))
     return out

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import copy
 import ipaddress
 import logging
@@ -207,7 +208,7 @@ class SubresourceGate:
             return
         try:
             session = await page.context.new_cdp_session(page)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the browser raises, the page is not guarded
             if (self.crawler.settings.get("PLAYWRIGHT_BROWSER_TYPE") or "chromium") == "chromium":
                 self._guarded[page] = _FAILED  # Chromium has the protocol: a real failure
                 logger.warning("GDPR: a browser page could not be prepared for redirect checks: %(e)r", {"e": exc})
@@ -231,7 +232,7 @@ class SubresourceGate:
                 # predicate (page routes take precedence, so routed pages never get here)
                 await context.route("**", self._context_route)
                 self._contexts.add(context)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the browser raises, the page is not guarded
             self._guarded[page] = _FAILED
             logger.warning("GDPR: a browser page could not be prepared for redirect checks: %(e)r", {"e": exc})
             return
@@ -292,7 +293,7 @@ class _HopGuard:
         try:
             tree = await self.session.send("Page.getFrameTree")
             self.main_frame = str(tree["frameTree"]["frame"]["id"])
-        except Exception:  # noqa: S110 - only the error's wording depends on it
+        except Exception:  # noqa: BLE001, S110 - only the error's wording depends on it
             pass
 
     def _paused(self, event: dict[str, Any]) -> None:
@@ -309,7 +310,7 @@ class _HopGuard:
                 kind = str(event.get("resourceType") or "unknown").lower()
                 try:
                     page_url = str(self.page.url)
-                except Exception:
+                except Exception:  # noqa: BLE001 - the page is gone
                     page_url = ""
                 refusal = await self.gate.check_hop(url, kind, page_url)
                 meta = self.meta
@@ -321,12 +322,10 @@ class _HopGuard:
                 await self.session.send("Fetch.continueRequest", {"requestId": request_id})
             else:
                 await self.session.send("Fetch.failRequest", {"requestId": request_id, "errorReason": HOP_ERROR})
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever the browser raises, the request fails closed
             logger.debug("GDPR: browser request %(id)s failed closed: %(e)r", {"id": request_id, "e": exc})
-            try:
+            with contextlib.suppress(Exception):  # the page or the browser is gone
                 await self.session.send("Fetch.failRequest", {"requestId": request_id, "errorReason": HOP_ERROR})
-            except Exception:  # noqa: S110 - the page or the browser is gone
-                pass
 
 
 async def _on_reactor_thread(coro: Awaitable[Refusal | None]) -> Refusal | None:
@@ -398,7 +397,7 @@ GUARD_PAGE = "scrapy_gdpr.playwright.guard_page"
 def _is_navigation(request: Any) -> bool:
     try:
         return bool(request.is_navigation_request())
-    except Exception:
+    except Exception:  # noqa: BLE001 - a request without a frame is no navigation
         return False
 
 
@@ -406,7 +405,7 @@ def _page_of(request: Any) -> Any:
     """The page a Playwright request belongs to, or None (service workers have no frame)."""
     try:
         return request.frame.page
-    except Exception:
+    except Exception:  # noqa: BLE001 - service workers have no frame
         return None
 
 
@@ -417,7 +416,7 @@ def _resource_type(request: Any) -> str:
 def _frame_of(request: Any) -> str:
     try:
         frame_url = request.frame.url
-    except Exception:
+    except Exception:  # noqa: BLE001 - service workers have no frame
         return ""
     return f" from {frame_url}" if frame_url else ""
 

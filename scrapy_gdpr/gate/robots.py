@@ -630,9 +630,9 @@ def parse_robots(
             if not in_group or not value:
                 continue  # an empty value is no rule (RFC 9309 2.2.2)
             kind = "Allow" if name in _ALLOW else "Disallow"
-            if kind == "Disallow" and not value.startswith(("/", "*")):
-                value = "/" + value  # not a path: read as one, in doubt the wider reading
-            rules.append((number, kind, value))
+            # not a path: read as one, in doubt the wider reading
+            rule_path = "/" + value if kind == "Disallow" and not value.startswith(("/", "*")) else value
+            rules.append((number, kind, rule_path))
         elif name in _PASS_THROUGH:
             if not in_group:
                 continue
@@ -646,11 +646,10 @@ def parse_robots(
                 path, prefs_text = _split_path(value)
                 read = read_content_signal(prefs_text)
                 signals.append(Signal(number, f"Content-Signal: {value}", path, read.prefs, read.doubt))
-        elif name in _CONTENT_USAGE:
-            if content_usage:
-                path, prefs_text = _split_path(value)
-                prefs, doubt = _content_usage_prefs(prefs_text)
-                signals.append(Signal(number, f"Content-Usage: {value}", path, prefs, doubt))
+        elif name in _CONTENT_USAGE and content_usage:
+            path, prefs_text = _split_path(value)
+            prefs, doubt = _content_usage_prefs(prefs_text)
+            signals.append(Signal(number, f"Content-Usage: {value}", path, prefs, doubt))
 
     ruleset = None
     if rules:
@@ -910,7 +909,7 @@ class RobotsGateMiddleware:
             stats.inc_value("gdpr/robots/fetches")
             try:
                 response = await download_once(self.crawler, request, "robots", self.ttl, self._shared_ttl)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any download failure is handled below, never as allowed
                 if too_large(exc) or not isinstance(exc, IgnoreRequest):  # sent, not refused before it left
                     self.asked.add(origin_of(url))
                 if too_large(exc):

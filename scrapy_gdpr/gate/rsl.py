@@ -433,9 +433,9 @@ class LicenceMiddleware:
             try:
                 named += [(u, f'<link rel="license" href="{u}">') for u in html_licences(response)]
                 for k, text in enumerate(html_inline_documents(response)):
-                    inline.append((f"{response.url}#rsl-{k + 1}", f'<script type="{RSL_TYPE}"> number {k + 1} '
-                                   "in the page", self._inline(text, response.url)))
-            except Exception as exc:  # an unparseable body: no <link> can be read from it
+                    inline.append((f"{response.url}#rsl-{k + 1}", (f'<script type="{RSL_TYPE}"> number {k + 1} '
+                                   "in the page"), self._inline(text, response.url)))
+            except Exception as exc:  # noqa: BLE001 - an unparseable body: no <link> can be read from it
                 logger.debug("Cannot read <link> elements of %(url)s: %(e)s", {"url": response.url, "e": exc})
         sources = [(u, n, None) for u, n in dict.fromkeys(named)] + inline
         if sources:
@@ -508,7 +508,7 @@ class LicenceMiddleware:
                               meta={**internal_meta("rsl"), **capped(MAX_SIZE)})
             try:
                 response = await self.crawler.engine.download_async(request)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any download failure: the licence is unreadable, refused in doubt
                 if too_large(exc):
                     entry.error = f"the document is {size_detail(MAX_SIZE)}"
                 elif isinstance(exc, IgnoreRequest):

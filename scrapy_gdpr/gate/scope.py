@@ -10,6 +10,7 @@ to items. :class:`PolicyGate` holds the checks; the Playwright predicate
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -98,10 +99,8 @@ class PolicyGate:
         self._terms: dict[str, int] = {}
         for i, rule in enumerate(self.policy.domains):
             if rule.terms is not None:
-                try:
+                with contextlib.suppress(ValueError):
                     self._terms.setdefault(canonical_url(rule.terms.url), i)
-                except ValueError:
-                    pass
         jur = self.policy.jurisdictions
         self._tlds = {t.lstrip(".").lower(): i for i, t in enumerate(jur.exclude_tlds)}
         self._excluded = {canonical_host(d): i for i, d in enumerate(jur.exclude_domains)}
@@ -326,7 +325,7 @@ class PolicyGate:
                 addresses = [ipaddress.ip_address(a.partition("%")[0]) for a in await self.resolve(host)]
                 if not addresses:
                     raise OSError("no address") from None
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any resolver failure: undecided, refused
                 detail = f"{host} could not be resolved, so it cannot be checked for a private address"
                 return Refusal(Reason.UNDECIDED, clause, f"{detail}: {exc.__class__.__name__}: {exc}"), False
             literal = False

@@ -215,9 +215,9 @@ class TermsMiddleware:
         """The index of the most specific domain rule covering ``host``."""
         best: tuple[int, int] | None = None
         for i, rule in enumerate(self.policy.domains):
-            if host == rule.domain or (rule.include_subdomains and host.endswith("." + rule.domain)):
-                if best is None or len(rule.domain) > best[1]:
-                    best = (i, len(rule.domain))
+            covers = host == rule.domain or (rule.include_subdomains and host.endswith("." + rule.domain))
+            if covers and (best is None or len(rule.domain) > best[1]):
+                best = (i, len(rule.domain))
         return None if best is None else best[0]
 
     async def process_request(self, request: Request) -> None:
@@ -285,7 +285,7 @@ class TermsMiddleware:
                           meta={**internal_meta("terms"), "dont_cache": True, **capped(MAX_SIZE)})
         try:
             response = await download_once(self.crawler, request, "terms", self.interval)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any download failure: the terms are unchecked, refused
             if too_large(exc):
                 page.error = f"is {size_detail(MAX_SIZE)}"
             else:

@@ -139,7 +139,7 @@ def _walk(value: Any, path: str, out: list[tuple[str, Any]], depth: int = 0) -> 
     else:
         try:
             adapted = ItemAdapter(value) if ItemAdapter.is_item(value) else None
-        except Exception:
+        except Exception:  # noqa: BLE001 - not an item ItemAdapter can read
             adapted = None
         if adapted is None:
             return False
