@@ -36,6 +36,7 @@ import base64
 import json
 import logging
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
@@ -273,7 +274,8 @@ class JsonPriorityQueue:
         self._renew = server.register_script(_RENEW)
         #: in-flight ids this worker holds (their deadlines are renewed while it lives)
         self.held: set[str] = set()
-        self.round_trips = 0
+        #: round trips made, by what they were for
+        self.trips: Counter[str] = Counter()
         self.next_due = 0
         self.expired = 0
         self.requeued = 0
@@ -282,7 +284,7 @@ class JsonPriorityQueue:
         return [self.key, self.delayed_key, self.inflight_key, self.inflight_data]
 
     def __len__(self) -> int:
-        self.round_trips += 1
+        self.trips["len"] += 1
         pipe = self.server.pipeline(transaction=False)
         for key in (self.key, self.delayed_key, self.inflight_key):
             pipe.zcard(key)
@@ -294,7 +296,7 @@ class JsonPriorityQueue:
     def push(self, request: Request, data: bytes | None = None) -> None:
         if data is None:
             data = self.encode(request)
-        self.round_trips += 1
+        self.trips["push"] += 1
         pipe = self.server.pipeline(transaction=False)
         pipe.zadd(self.key, {data: -request.priority})
         if self.ttl:
@@ -306,14 +308,14 @@ class JsonPriorityQueue:
         """Set ``request`` aside for ``wait`` seconds, and after the requests already set
         aside for ``host``, one ``interval`` apart."""
         data = self.encode(request)
-        self.round_trips += 1
+        self.trips["set_aside"] += 1
         self._delay(keys=[self.delayed_key, f"{self.key}:horizon:{host}"],
                     args=[int(wait * 1000), f"{-request.priority}|".encode() + data, int(self.ttl * 1000),
                           int(interval * 1000) if host else 0])
 
     def pop(self, timeout: int = 0) -> Request | None:
         while True:
-            self.round_trips += 1
+            self.trips["pop"] += 1
             found = self._pop(keys=self.keys(), args=[int(self.requeue_after * 1000), int(self.ttl * 1000)])
             data, lost = found[0], int(found[1])
             #: ms until the first set-aside request falls due (-1: none), when nothing was popped
@@ -323,6 +325,8 @@ class JsonPriorityQueue:
                 logger.info("Put %(n)d request(s) of a stopped worker back in the shared queue",
                             {"n": lost}, extra={"spider": self.spider})
             if not data:
+                self.trips["pop"] -= 1
+                self.trips["pop_empty"] += 1
                 return None
             if self.ttl and time.time() - queued_at(data) > self.ttl:
                 self.expired += 1
@@ -343,12 +347,12 @@ class JsonPriorityQueue:
     def renew(self) -> None:
         """Push back the deadlines of the requests this worker still holds."""
         if self.held:
-            self.round_trips += 1
+            self.trips["renew"] += 1
             self._renew(keys=[self.inflight_key], args=[int(self.requeue_after * 1000), *self.held])
 
     def ack(self, queue_id: str | bytes) -> None:
         self.held.discard(queue_id.decode() if isinstance(queue_id, bytes) else queue_id)
-        self.round_trips += 1
+        self.trips["ack"] += 1
         pipe = self.server.pipeline(transaction=False)
         pipe.zrem(self.inflight_key, queue_id)
         pipe.hdel(self.inflight_data, queue_id)
@@ -388,11 +392,11 @@ class ExpiringDupeFilter:
         self.debug = debug
         self.logdupes = True
         self._seen = server.register_script(_SEEN)
-        self.round_trips = 0
+        self.trips: Counter[str] = Counter()
 
     def request_seen(self, request: Request) -> bool:
         fp = self.fingerprinter.fingerprint(request).hex()
-        self.round_trips += 1
+        self.trips["seen"] += 1
         return bool(self._seen(keys=[self.key], args=[fp, int(self.ttl * 1000)]))
 
     def clear(self) -> None:
@@ -504,8 +508,12 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
             pass  # Redis is away: the next pop notices; the deadlines may pass meanwhile
 
     def close(self, reason: str) -> None:
-        trips = self.queue.round_trips + self.df.round_trips + getattr(self.state, "round_trips", 0)
-        self.stats.set_value("gdpr/state/round_trips", trips)
+        trips: Counter[str] = Counter()
+        for counted in (self.queue.trips, self.df.trips, getattr(self.state, "trips", {})):
+            trips.update(counted)
+        self.stats.set_value("gdpr/state/round_trips", sum(trips.values()))
+        for kind, n in sorted(trips.items()):
+            self.stats.set_value(f"gdpr/state/round_trips/{kind}", n)
         for loop in (self._renewer, self._waker):
             if loop is not None and loop.running:
                 loop.stop()

@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -266,14 +267,18 @@ class RedisState(GateState):
         self._lease = self.client.register_script(_LEASE)
         self._release = self.client.register_script(_RELEASE)
         self.holder = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
-        #: Round trips made (the benchmark reports them per page).
-        self.round_trips = 0
+        #: Round trips made, by what they were for (the benchmark reports them per page).
+        self.trips: Counter[str] = Counter()
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        self.round_trips += 1
+    @property
+    def round_trips(self) -> int:
+        return sum(self.trips.values())
+
+    def _call(self, kind: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        self.trips[kind] += 1
         try:
             return fn(*args, **kwargs)
         except self._errors as exc:
@@ -282,44 +287,44 @@ class RedisState(GateState):
             ) from exc
 
     def ping(self) -> None:
-        self._call(self.client.ping)
+        self._call("ping", self.client.ping)
 
     def reserve(self, host: str, interval: float, max_advance: float = MAX_ADVANCE_SECONDS) -> tuple[bool, float]:
         keys = [self.key("next", host), self.key("retry-after", host)]
-        booked, wait = self._call(self._reserve, keys=keys, args=[int(interval * 1000), int(max_advance * 1000), 1])
+        booked, wait = self._call("reserve", self._reserve, keys=keys, args=[int(interval * 1000), int(max_advance * 1000), 1])
         return bool(booked), int(wait) / 1000
 
     def blocked_for(self, host: str) -> float:
         keys = [self.key("next", host), self.key("retry-after", host)]
-        _, wait = self._call(self._reserve, keys=keys, args=[0, 0, 0])
+        _, wait = self._call("blocked_for", self._reserve, keys=keys, args=[0, 0, 0])
         return int(wait) / 1000
 
     def block(self, host: str, seconds: float) -> None:
-        self._call(self._block, keys=[self.key("retry-after", host)], args=[int(seconds * 1000)])
+        self._call("block", self._block, keys=[self.key("retry-after", host)], args=[int(seconds * 1000)])
 
     def sent(self, host: str, interval: float) -> None:
         # the same "later of the two" update as a Retry-After, on the next-allowed key
-        self._call(self._block, keys=[self.key("next", host)], args=[int(interval * 1000)])
+        self._call("sent", self._block, keys=[self.key("next", host)], args=[int(interval * 1000)])
 
     def get(self, ns: str, key: str) -> bytes | None:
-        value: bytes | None = self._call(self.client.get, self.key("cache", ns, key))
+        value: bytes | None = self._call(f"cache_get/{ns}", self.client.get, self.key("cache", ns, key))
         return value
 
     def put(self, ns: str, key: str, value: bytes, ttl: float) -> None:
-        self._call(self.client.set, self.key("cache", ns, key), value, px=max(1, int(ttl * 1000)))
+        self._call(f"cache_put/{ns}", self.client.set, self.key("cache", ns, key), value, px=max(1, int(ttl * 1000)))
 
     def lease(self, ns: str, key: str, seconds: float = LEASE_SECONDS) -> bool:
-        got = self._call(self._lease, keys=[self.key("lease", ns, key)], args=[self.holder, int(seconds * 1000)])
+        got = self._call(f"lease/{ns}", self._lease, keys=[self.key("lease", ns, key)], args=[self.holder, int(seconds * 1000)])
         return bool(got)
 
     def release(self, ns: str, key: str) -> None:
-        self._call(self._release, keys=[self.key("lease", ns, key)], args=[self.holder])
+        self._call(f"release/{ns}", self._release, keys=[self.key("lease", ns, key)], args=[self.holder])
 
     def version(self, name: str) -> int:
-        return int(self._call(self.client.get, self.key("version", name)) or 0)
+        return int(self._call(f"version/{name}", self.client.get, self.key("version", name)) or 0)
 
     def bump(self, name: str) -> int:
-        return int(self._call(self.client.incr, self.key("version", name)))
+        return int(self._call(f"bump/{name}", self.client.incr, self.key("version", name)))
 
     def close(self) -> None:
         self.client.close()
