@@ -106,6 +106,72 @@ def test_cache_ttl_and_versions(shared):
     assert shared.version("objections") == 1
 
 
+def test_round_trips_are_counted_by_what_they_are_for(shared):
+    shared.reserve("a.test", 0.0)
+    shared.blocked_for("a.test")
+    shared.get("robots", "http://a.test/robots.txt")
+    assert shared.trips == {"reserve": 1, "blocked_for": 1, "cache_get/robots": 1}
+    assert shared.round_trips == 3
+
+
+def test_a_host_known_busy_is_not_asked_again_until_it_may_be_free(shared, prefix):
+    other = RedisState(REDIS_URL, prefix)  # another worker
+    assert shared.reserve("a.test", 0.6, 0.0) == (True, 0.0)
+    # this worker booked it: it knows the host is busy for the interval, without asking
+    trips = shared.round_trips
+    booked, wait = shared.reserve("a.test", 0.6, 0.0)
+    assert not booked and 0.4 < wait <= 0.6
+    assert shared.blocked_for("a.test", 0.3) == pytest.approx(wait, abs=0.05)
+    assert shared.round_trips == trips
+    # asked with a larger threshold than what it knows, it asks Redis
+    assert 0.4 < shared.blocked_for("a.test", 1.0) <= 0.6
+    assert shared.round_trips == trips + 1
+    # another worker learns the same from one busy answer, then waits without asking
+    booked, wait = other.reserve("a.test", 0.6, 0.0)
+    assert not booked and 0.3 < wait <= 0.6
+    assert not other.reserve("a.test", 0.6, 0.0)[0]
+    assert other.trips["reserve"] == 1
+    # a Retry-After from elsewhere is learned the same way, and outlasts the booking
+    other.block("a.test", 1.5)
+    time.sleep(0.7)
+    booked, wait = shared.reserve("a.test", 0.6, 0.0)
+    assert not booked and 0.5 < wait <= 0.9  # asked again once the booking was over
+    assert not shared.reserve("a.test", 0.6, 0.0)[0]
+    assert shared.trips["reserve"] == 2
+    time.sleep(wait + 0.05)
+    assert shared.reserve("a.test", 0.6, 0.0) == (True, 0.0)
+    other.close()
+
+
+def test_get_or_lease_and_put_and_release_take_one_round_trip_each(shared, prefix):
+    other = RedisState(REDIS_URL, prefix)
+    url = "http://a.test/robots.txt"
+    assert shared.get_or_lease("robots", url, 0.5) == (None, True)
+    assert other.get_or_lease("robots", url, 0.5) == (None, False)  # the first worker fetches
+    shared.put_and_release("robots", url, b"answer", 0.4)
+    assert other.get_or_lease("robots", url, 0.5) == (b"answer", False)
+    assert other.lease("robots", url, 0.5)  # released with the put
+    assert shared.trips == {"get_or_lease/robots": 1, "put_and_release/robots": 1}
+    time.sleep(0.45)
+    assert shared.get_or_lease("robots", url, 0.5) == (None, False)  # expired; the other holds the lease
+    other.close()
+
+
+def test_a_watched_version_is_read_along_with_reservations(shared, prefix):
+    other = RedisState(REDIS_URL, prefix)
+    assert shared.version_seen("objections") is None
+    shared.watch("objections")
+    before = time.monotonic()
+    shared.reserve("a.test", 0.0)
+    value, at = shared.version_seen("objections")
+    assert value == 0 and before <= at <= time.monotonic()
+    other.bump("objections")
+    shared.blocked_for("b.test")
+    assert shared.version_seen("objections")[0] == 1
+    assert "version/objections" not in shared.trips
+    other.close()
+
+
 def test_unreachable_redis_raises_state_unavailable():
     import socket
 
