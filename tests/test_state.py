@@ -260,6 +260,29 @@ def test_queue_expiry_in_flight_and_set_aside(prefix):
     assert not client.exists(*queue.keys())
 
 
+def test_push_unseen_filters_and_queues_in_one_round_trip(prefix):
+    from scrapy.utils.request import RequestFingerprinter
+
+    client = redis_client()
+    spider = Sp()
+    df = redisqueue.ExpiringDupeFilter(client, prefix + ":seen", 0.3, RequestFingerprinter())
+    queue = redisqueue.JsonPriorityQueue(client, spider, prefix + ":%(spider)s:requests", ttl=0.5)
+    request = Request("https://a.test/1", callback=spider.parse)
+    assert queue.push_unseen(request, queue.encode(request), df)
+    assert not queue.push_unseen(request, queue.encode(request), df)  # a duplicate: not queued
+    assert df.request_seen(request)
+    assert queue.trips == {"seen_push": 2}
+    assert 0 < client.pttl(queue.key) <= 500 and 0 < client.pttl(prefix + ":seen") <= 300
+    popped = queue.pop()
+    assert popped.url == "https://a.test/1" and queue.pop() is None
+    # set aside and acknowledged in one round trip: not in flight any more
+    queue.delay(popped, 0.2, "a.test", 0.0, done=popped.meta[redisqueue.INFLIGHT_META])
+    assert queue.trips["set_aside"] == 1 and "ack" not in queue.trips
+    assert not queue.held and client.zcard(queue.inflight_key) == 0 and client.hlen(queue.inflight_data) == 0
+    time.sleep(0.25)
+    assert queue.pop().url == "https://a.test/1"
+
+
 def test_seen_fingerprints_expire(prefix):
     from scrapy.utils.request import RequestFingerprinter
 

@@ -253,6 +253,28 @@ return due - now
 """
 
 
+# KEYS[1] seen fingerprints (see _SEEN), KEYS[2..5] the queue's keys; ARGV[1] fingerprint,
+# ARGV[2] fingerprint ttl ms (0: forever), ARGV[3] entry, ARGV[4] its score, ARGV[5] key lifetime ms
+# (0: none). The duplicate filter and the push in one round trip: 1 = seen (not queued), 0 = queued.
+_SEEN_PUSH = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if old and (ttl == 0 or tonumber(old) > now - ttl) then return 1 end
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+if ttl > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), ARGV[3])
+if tonumber(ARGV[5]) > 0 then
+  for i = 2, 5 do redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[5])) end
+end
+return 0
+"""
+
+
 class JsonPriorityQueue:
     """scrapy-redis's priority queue with JSON entries, a delayed set and in-flight records."""
 
@@ -272,6 +294,7 @@ class JsonPriorityQueue:
         self._pop = server.register_script(_POP)
         self._delay = server.register_script(_DELAY)
         self._renew = server.register_script(_RENEW)
+        self._seen_push = server.register_script(_SEEN_PUSH)
         #: in-flight ids this worker holds (their deadlines are renewed while it lives)
         self.held: set[str] = set()
         #: round trips made, by what they were for
@@ -304,14 +327,30 @@ class JsonPriorityQueue:
                 pipe.pexpire(key, int(self.ttl * 1000))
         pipe.execute()
 
-    def delay(self, request: Request, wait: float, host: str = "", interval: float = 0.0) -> None:
+    def push_unseen(self, request: Request, data: bytes, df: ExpiringDupeFilter) -> bool:
+        """Queue ``request`` unless ``df`` has seen it (then False), in one round trip."""
+        fp = df.fingerprinter.fingerprint(request).hex()
+        self.trips["seen_push"] += 1
+        seen = self._seen_push(keys=[df.key, *self.keys()],
+                               args=[fp, int(df.ttl * 1000), data, -request.priority, int(self.ttl * 1000)])
+        return not seen
+
+    def delay(self, request: Request, wait: float, host: str = "", interval: float = 0.0,
+              done: str | bytes | None = None) -> None:
         """Set ``request`` aside for ``wait`` seconds, and after the requests already set
-        aside for ``host``, one ``interval`` apart."""
+        aside for ``host``, one ``interval`` apart. ``done``: an in-flight id acknowledged
+        in the same round trip (the popped entry ``request`` came from)."""
         data = self.encode(request)
         self.trips["set_aside"] += 1
+        pipe = self.server.pipeline(transaction=False) if done is not None else None
         self._delay(keys=[self.delayed_key, f"{self.key}:horizon:{host}"],
                     args=[int(wait * 1000), f"{-request.priority}|".encode() + data, int(self.ttl * 1000),
-                          int(interval * 1000) if host else 0])
+                          int(interval * 1000) if host else 0], client=pipe)
+        if pipe is not None and done is not None:
+            self.held.discard(done.decode() if isinstance(done, bytes) else done)
+            pipe.zrem(self.inflight_key, done)
+            pipe.hdel(self.inflight_data, done)
+            pipe.execute()
 
     def pop(self, timeout: int = 0) -> Request | None:
         while True:
@@ -565,11 +604,13 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
                 "methods as callbacks", {"request": request, "exc": exc}, extra={"spider": self.spider})
             return False
         try:
-            if not request.dont_filter and self.df.request_seen(request):
+            self._flush_held()
+            if request.dont_filter:
+                self.queue.push(request, data)
+            elif not self.queue.push_unseen(request, data, self.df):
                 self.df.log(request, self.spider)
                 return False
-            self._flush_held()
-            self.queue.push(request, data)
+            self._quiet_until = float("-inf")  # there is something to pop now
             if INFLIGHT_META in request.meta:
                 # a retry or redirect of a popped request: the new entry replaces it
                 self.ack(request)
@@ -582,6 +623,10 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         return True
 
     def next_request(self) -> Request | None:
+        if time.monotonic() < self._quiet_until and not self._held:
+            # the queue was empty and nothing set aside falls due before then: the engine
+            # asks after every event, the waker asks again when it is time
+            return None
         try:
             self._flush_held()
             for _ in range(16):
@@ -605,8 +650,8 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
                 # the host is booked by another worker or paused, or this worker already
                 # has a request waiting for it: set it aside, take another
                 self.queue.delay(request, max(wait, SET_ASIDE_SECONDS), key,
-                                 self.pending.intervals.get(key, SET_ASIDE_SECONDS))
-                self.queue.ack(request.meta.pop(INFLIGHT_META))
+                                 self.pending.intervals.get(key, SET_ASIDE_SECONDS),
+                                 done=request.meta.pop(INFLIGHT_META))
                 self.stats.inc_value("gdpr/queue/set_aside")
             self._up()
         except self._errors_or_down as exc:
@@ -618,11 +663,13 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         key = str(engine.downloader.get_slot_key(request) if engine is not None else urlparse_cached(request).hostname)
         if not self.state.shared:
             return key, 0.0
-        return key, self.state.blocked_for(key)
+        # a host this worker already knows to be busy beyond MAX_ADVANCE_SECONDS is
+        # set aside without asking Redis (which could only answer later still)
+        return key, self.state.blocked_for(key, MAX_ADVANCE_SECONDS)
 
     def has_pending_requests(self) -> bool:
-        if self._held:
-            return True
+        if self._held or self.queue.held:
+            return True  # this worker's own in-flight requests count in the queue's length
         now = time.monotonic()
         if now - self._length_at < WAKE_SECONDS:
             return self._length > 0  # the engine asks after every event: one look per wake-up
