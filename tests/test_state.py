@@ -280,7 +280,22 @@ def test_push_unseen_filters_and_queues_in_one_round_trip(prefix):
     assert queue.trips["set_aside"] == 1 and "ack" not in queue.trips
     assert not queue.held and client.zcard(queue.inflight_key) == 0 and client.hlen(queue.inflight_data) == 0
     time.sleep(0.25)
-    assert queue.pop().url == "https://a.test/1"
+    again = queue.pop()
+    assert again.url == "https://a.test/1"
+    # done: the in-flight record goes with the next pop, in its round trip
+    queue.ack_later(again.meta[redisqueue.INFLIGHT_META])
+    assert not queue.held and client.zcard(queue.inflight_key) == 1
+    trips = sum(queue.trips.values())
+    assert queue.pop() is None
+    assert sum(queue.trips.values()) == trips + 1 and "ack" not in queue.trips
+    assert client.zcard(queue.inflight_key) == 0 and client.hlen(queue.inflight_data) == 0
+    assert queue.left == 0 and not queue.done
+    # or with flush_done (the renewal loop, closing)
+    queue.push(Request("https://a.test/2", callback=spider.parse))
+    last = queue.pop()
+    queue.ack_later(last.meta[redisqueue.INFLIGHT_META])
+    queue.flush_done()
+    assert client.zcard(queue.inflight_key) == 0 and queue.trips["ack"] == 1
 
 
 def test_seen_fingerprints_expire(prefix):

@@ -190,7 +190,8 @@ def queued_at(data: bytes) -> float:
 
 # KEYS[1] queue, KEYS[2] delayed, KEYS[3] inflight deadlines, KEYS[4] inflight data
 # ARGV[1] requeue-after ms, ARGV[2] key lifetime ms (0: none). Puts due delayed entries and expired in-flight entries
-# back in the queue, then pops the best entry and records it as in flight.
+# back in the queue, then pops the best entry and records it as in flight. When the queue is empty it
+# returns when the first set-aside entry falls due and how many entries are set aside or in flight.
 _POP = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -212,9 +213,10 @@ for _, id in ipairs(lost) do
 end
 local top = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #top == 0 then
+  local left = redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3])
   local soon = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-  if #soon == 0 then return {false, #lost, -1} end
-  return {false, #lost, tonumber(soon[2]) - now}
+  if #soon == 0 then return {false, #lost, -1, left} end
+  return {false, #lost, tonumber(soon[2]) - now, left}
 end
 redis.call('ZREM', KEYS[1], top[1])
 local id = redis.sha1hex(top[1])
@@ -297,6 +299,10 @@ class JsonPriorityQueue:
         self._seen_push = server.register_script(_SEEN_PUSH)
         #: in-flight ids this worker holds (their deadlines are renewed while it lives)
         self.held: set[str] = set()
+        #: in-flight ids done and not yet removed from Redis (sent with the next pop)
+        self.done: list[str] = []
+        #: entries set aside or in flight, as the last pop that found the queue empty saw them
+        self.left = 0
         #: round trips made, by what they were for
         self.trips: Counter[str] = Counter()
         self.next_due = 0
@@ -355,10 +361,23 @@ class JsonPriorityQueue:
     def pop(self, timeout: int = 0) -> Request | None:
         while True:
             self.trips["pop"] += 1
-            found = self._pop(keys=self.keys(), args=[int(self.requeue_after * 1000), int(self.ttl * 1000)])
+            args = [int(self.requeue_after * 1000), int(self.ttl * 1000)]
+            if self.done:
+                # the requests done since the last pop leave the in-flight records in the same round trip
+                done = list(self.done)
+                pipe = self.server.pipeline(transaction=False)
+                pipe.zrem(self.inflight_key, *done)
+                pipe.hdel(self.inflight_data, *done)
+                self._pop(keys=self.keys(), args=args, client=pipe)
+                found = pipe.execute()[-1]
+                del self.done[:len(done)]
+            else:
+                found = self._pop(keys=self.keys(), args=args)
             data, lost = found[0], int(found[1])
             #: ms until the first set-aside request falls due (-1: none), when nothing was popped
             self.next_due = int(found[2]) if not data else 0
+            if not data:
+                self.left = int(found[3])
             if lost:
                 self.requeued += lost
                 logger.info("Put %(n)d request(s) of a stopped worker back in the shared queue",
@@ -388,6 +407,24 @@ class JsonPriorityQueue:
         if self.held:
             self.trips["renew"] += 1
             self._renew(keys=[self.inflight_key], args=[int(self.requeue_after * 1000), *self.held])
+
+    def ack_later(self, queue_id: str | bytes) -> None:
+        """``queue_id`` is done: its in-flight record goes with the next pop (or
+        :meth:`flush_done`), not in a round trip of its own. A worker killed before
+        then has it put back in the queue after its deadline: fetched again, never lost."""
+        queue_id = queue_id.decode() if isinstance(queue_id, bytes) else queue_id
+        self.held.discard(queue_id)
+        self.done.append(queue_id)
+
+    def flush_done(self) -> None:
+        if self.done:
+            done = list(self.done)
+            self.trips["ack"] += 1
+            pipe = self.server.pipeline(transaction=False)
+            pipe.zrem(self.inflight_key, *done)
+            pipe.hdel(self.inflight_data, *done)
+            pipe.execute()
+            del self.done[:len(done)]
 
     def ack(self, queue_id: str | bytes) -> None:
         self.held.discard(queue_id.decode() if isinstance(queue_id, bytes) else queue_id)
@@ -542,6 +579,7 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
 
     def _renew(self) -> None:
         try:
+            self.queue.flush_done()
             self.queue.renew()
         except self._errors:
             pass  # Redis is away: the next pop notices; the deadlines may pass meanwhile
@@ -557,6 +595,7 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
             if loop is not None and loop.running:
                 loop.stop()
         try:
+            self.queue.flush_done()
             self._flush_held()
             if not self.persist:
                 self.flush()
@@ -636,6 +675,8 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
                     # and at least once a second for what other workers queue
                     due = self.queue.next_due / 1000 if self.queue.next_due >= 0 else QUIET_SECONDS
                     self._quiet_until = time.monotonic() + min(max(due, 0.0), QUIET_SECONDS) - WAKE_SECONDS
+                    # the queue's length as this pop saw it: no look of its own for a while
+                    self._length, self._length_at = self.queue.left, time.monotonic()
                     break
                 key, wait = self._host_wait(request)
                 logger.debug("Shared queue: %(request)s, host %(key)s free in %(wait).2f s, %(n)d waiting here",
@@ -693,10 +734,7 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         queue_id = request.meta.pop(INFLIGHT_META, None)
         if queue_id is None:
             return
-        try:
-            self.queue.ack(queue_id)
-        except self._errors:
-            pass  # put back in the queue after its deadline: fetched again, never lost
+        self.queue.ack_later(queue_id)
 
     def _ack_failed(self, request: Request, spider: Spider) -> None:
         self.ack(request)
