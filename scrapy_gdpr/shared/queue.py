@@ -87,6 +87,8 @@ WAKE_SECONDS = 0.2
 QUIET_SECONDS = 1.0
 #: The shortest time a request is set aside for a busy host.
 SET_ASIDE_SECONDS = 0.25
+#: A set-aside request falling due within this of one this worker set aside is taken as its own.
+OWN_DUE_SLACK = 0.05
 
 
 class NotPlain(TypeError):
@@ -342,21 +344,23 @@ class JsonPriorityQueue:
         return not seen
 
     def delay(self, request: Request, wait: float, host: str = "", interval: float = 0.0,
-              done: str | bytes | None = None) -> None:
+              done: str | bytes | None = None) -> float:
         """Set ``request`` aside for ``wait`` seconds, and after the requests already set
-        aside for ``host``, one ``interval`` apart. ``done``: an in-flight id acknowledged
-        in the same round trip (the popped entry ``request`` came from)."""
+        aside for ``host``, one ``interval`` apart; returns the seconds until it falls due.
+        ``done``: an in-flight id acknowledged in the same round trip (the popped entry
+        ``request`` came from)."""
         data = self.encode(request)
         self.trips["set_aside"] += 1
         pipe = self.server.pipeline(transaction=False) if done is not None else None
-        self._delay(keys=[self.delayed_key, f"{self.key}:horizon:{host}"],
-                    args=[int(wait * 1000), f"{-request.priority}|".encode() + data, int(self.ttl * 1000),
-                          int(interval * 1000) if host else 0], client=pipe)
+        due = self._delay(keys=[self.delayed_key, f"{self.key}:horizon:{host}"],
+                          args=[int(wait * 1000), f"{-request.priority}|".encode() + data, int(self.ttl * 1000),
+                                int(interval * 1000) if host else 0], client=pipe)
         if pipe is not None and done is not None:
             self.held.discard(done.decode() if isinstance(done, bytes) else done)
             pipe.zrem(self.inflight_key, done)
             pipe.hdel(self.inflight_data, done)
-            pipe.execute()
+            due = pipe.execute()[0]
+        return int(due) / 1000
 
     def pop(self, timeout: int = 0) -> Request | None:
         while True:
@@ -521,6 +525,9 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         self._length = 0
         self._length_at = float("-inf")
         self._quiet_until = float("-inf")
+        #: when the requests this worker set aside fall due (monotonic): it looks then
+        self._own_due: list[float] = []
+        self._wake_call: Any = None
         #: requests handed to the engine and not yet booked, per host (see politeness)
         self.pending = pending_hosts(crawler)
         crawler.signals.connect(self._ack_failed, signal=signals.request_dropped)
@@ -577,6 +584,32 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         if slot is not None and slot.closing is None:
             slot.nextcall.schedule()
 
+    def _wake_due(self) -> None:
+        self._wake_call = None
+        self._quiet_until = float("-inf")
+        self._wake()
+
+    def _quiet(self) -> None:
+        """After an empty pop: when to look again. The worker that set a request aside
+        looks when it falls due (a timer, not the next wake-up); the others look when
+        their own set-aside requests fall due, and at least once a second (for what
+        other workers queue, and for requests whose worker is gone), so that one
+        request falling due does not send every worker to Redis."""
+        from scrapy.utils.asyncio import call_later
+
+        now = time.monotonic()
+        self._own_due = [t for t in self._own_due if t > now]
+        wait = QUIET_SECONDS
+        if self.queue.next_due >= 0:
+            due = self.queue.next_due / 1000
+            mine = min(self._own_due) - now if self._own_due else QUIET_SECONDS
+            wait = due if mine <= due + OWN_DUE_SLACK else mine
+        wait = min(max(wait, 0.0), QUIET_SECONDS)
+        self._quiet_until = now + wait
+        if self._wake_call is not None:
+            self._wake_call.cancel()
+        self._wake_call = call_later(wait, self._wake_due)
+
     def _renew(self) -> None:
         try:
             self.queue.flush_done()
@@ -594,6 +627,9 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         for loop in (self._renewer, self._waker):
             if loop is not None and loop.running:
                 loop.stop()
+        if self._wake_call is not None:
+            self._wake_call.cancel()
+            self._wake_call = None
         try:
             self.queue.flush_done()
             self._flush_held()
@@ -671,10 +707,9 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
             for _ in range(16):
                 request = self.queue.pop()
                 if request is None:
-                    # nothing ready: ask again when the first set-aside request falls due,
-                    # and at least once a second for what other workers queue
-                    due = self.queue.next_due / 1000 if self.queue.next_due >= 0 else QUIET_SECONDS
-                    self._quiet_until = time.monotonic() + min(max(due, 0.0), QUIET_SECONDS) - WAKE_SECONDS
+                    # nothing ready: ask again when a request this worker set aside falls
+                    # due, and at least once a second for the rest
+                    self._quiet()
                     # the queue's length as this pop saw it: no look of its own for a while
                     self._length, self._length_at = self.queue.left, time.monotonic()
                     break
@@ -690,9 +725,10 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
                     return request
                 # the host is booked by another worker or paused, or this worker already
                 # has a request waiting for it: set it aside, take another
-                self.queue.delay(request, max(wait, SET_ASIDE_SECONDS), key,
-                                 self.pending.intervals.get(key, SET_ASIDE_SECONDS),
-                                 done=request.meta.pop(INFLIGHT_META))
+                due = self.queue.delay(request, max(wait, SET_ASIDE_SECONDS), key,
+                                       self.pending.intervals.get(key, SET_ASIDE_SECONDS),
+                                       done=request.meta.pop(INFLIGHT_META))
+                self._own_due.append(time.monotonic() + due)
                 self.stats.inc_value("gdpr/queue/set_aside")
             self._up()
         except self._errors_or_down as exc:
