@@ -192,8 +192,9 @@ def queued_at(data: bytes) -> float:
 
 # KEYS[1] queue, KEYS[2] delayed, KEYS[3] inflight deadlines, KEYS[4] inflight data
 # ARGV[1] requeue-after ms, ARGV[2] key lifetime ms (0: none). Puts due delayed entries and expired in-flight entries
-# back in the queue, then pops the best entry and records it as in flight. When the queue is empty it
-# returns when the first set-aside entry falls due and how many entries are set aside or in flight.
+# back in the queue, then pops the best entry and records it as in flight, and says how many entries are
+# left in the queue and when the first set-aside entry falls due. When the queue is empty it returns when
+# the first set-aside entry falls due and how many entries are set aside or in flight.
 _POP = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -227,7 +228,9 @@ redis.call('HSET', KEYS[4], id, top[2] .. '|' .. top[1])
 if tonumber(ARGV[2]) > 0 then
   for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2])) end
 end
-return {top[1], #lost, top[2], id}
+local rest = redis.call('ZCARD', KEYS[1])
+local soon = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+return {top[1], #lost, top[2], id, rest, #soon == 0 and -1 or tonumber(soon[2]) - now}
 """
 
 # KEYS[1] in-flight deadlines; ARGV[1] requeue-after ms, ARGV[2..] ids still held
@@ -308,6 +311,7 @@ class JsonPriorityQueue:
         #: round trips made, by what they were for
         self.trips: Counter[str] = Counter()
         self.next_due = 0
+        self.emptied = False
         self.expired = 0
         self.requeued = 0
 
@@ -379,7 +383,12 @@ class JsonPriorityQueue:
                 found = self._pop(keys=self.keys(), args=args)
             data, lost = found[0], int(found[1])
             #: ms until the first set-aside request falls due (-1: none), when nothing was popped
+            #: or when the popped entry was the last one in the queue
             self.next_due = int(found[2]) if not data else 0
+            #: whether the queue was empty after this pop (the next pop would find nothing before next_due)
+            self.emptied = not data or int(found[4]) == 0
+            if data and self.emptied:
+                self.next_due = int(found[5])
             if not data:
                 self.left = int(found[3])
             if lost:
@@ -722,6 +731,8 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
                     self.stats.inc_value("scheduler/dequeued/redis")
                     if self.state.shared:
                         self.pending.add(request, key)
+                    if self.queue.emptied:
+                        self._quiet()  # the last one: the next pop would find nothing
                     return request
                 # the host is booked by another worker or paused, or this worker already
                 # has a request waiting for it: set it aside, take another
