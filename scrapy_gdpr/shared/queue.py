@@ -87,8 +87,6 @@ WAKE_SECONDS = 0.2
 QUIET_SECONDS = 1.0
 #: The shortest time a request is set aside for a busy host.
 SET_ASIDE_SECONDS = 0.25
-#: A set-aside request falling due within this of one this worker set aside is taken as its own.
-OWN_DUE_SLACK = 0.05
 
 
 class NotPlain(TypeError):
@@ -534,8 +532,6 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         self._length = 0
         self._length_at = float("-inf")
         self._quiet_until = float("-inf")
-        #: when the requests this worker set aside fall due (monotonic): it looks then
-        self._own_due: list[float] = []
         self._wake_call: Any = None
         #: requests handed to the engine and not yet booked, per host (see politeness)
         self.pending = pending_hosts(crawler)
@@ -599,20 +595,13 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         self._wake()
 
     def _quiet(self) -> None:
-        """After an empty pop: when to look again. The worker that set a request aside
-        looks when it falls due (a timer, not the next wake-up); the others look when
-        their own set-aside requests fall due, and at least once a second (for what
-        other workers queue, and for requests whose worker is gone), so that one
-        request falling due does not send every worker to Redis."""
+        """When the queue has nothing to pop: look again when the first set-aside
+        request falls due (a timer at that time, not a wake-up a little before it, which
+        would find nothing yet), and at least once a second for what other workers queue."""
         from scrapy.utils.asyncio import call_later
 
         now = time.monotonic()
-        self._own_due = [t for t in self._own_due if t > now]
-        wait = QUIET_SECONDS
-        if self.queue.next_due >= 0:
-            due = self.queue.next_due / 1000
-            mine = min(self._own_due) - now if self._own_due else QUIET_SECONDS
-            wait = due if mine <= due + OWN_DUE_SLACK else mine
+        wait = self.queue.next_due / 1000 if self.queue.next_due >= 0 else QUIET_SECONDS
         wait = min(max(wait, 0.0), QUIET_SECONDS)
         self._quiet_until = now + wait
         if self._wake_call is not None:
@@ -736,10 +725,9 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
                     return request
                 # the host is booked by another worker or paused, or this worker already
                 # has a request waiting for it: set it aside, take another
-                due = self.queue.delay(request, max(wait, SET_ASIDE_SECONDS), key,
-                                       self.pending.intervals.get(key, SET_ASIDE_SECONDS),
-                                       done=request.meta.pop(INFLIGHT_META))
-                self._own_due.append(time.monotonic() + due)
+                self.queue.delay(request, max(wait, SET_ASIDE_SECONDS), key,
+                                 self.pending.intervals.get(key, SET_ASIDE_SECONDS),
+                                 done=request.meta.pop(INFLIGHT_META))
                 self.stats.inc_value("gdpr/queue/set_aside")
             self._up()
         except self._errors_or_down as exc:
@@ -761,6 +749,10 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         now = time.monotonic()
         if now - self._length_at < WAKE_SECONDS:
             return self._length > 0  # the engine asks after every event: one look per wake-up
+        if self._length > 0 and now - self._length_at < QUIET_SECONDS:
+            # requests were left a moment ago: only the answer "none" needs a fresh look
+            # (a stale "some" keeps the spider open at most QUIET_SECONDS longer)
+            return True
         try:
             self._length = len(self.queue)
         except self._errors as exc:
