@@ -258,19 +258,32 @@ return due - now
 """
 
 
-# KEYS[1] seen fingerprints (see _SEEN), KEYS[2..5] the queue's keys; ARGV[1] fingerprint,
-# ARGV[2] fingerprint ttl ms (0: forever), ARGV[3] entry, ARGV[4] its score, ARGV[5] key lifetime ms
-# (0: none). The duplicate filter and the push in one round trip: 1 = seen (not queued), 0 = queued.
+# KEYS[1] seen fingerprints (see _SEEN), KEYS[2..5] the queue's keys, KEYS[6] the host's set-aside
+# horizon (see _DELAY); ARGV[1] fingerprint, ARGV[2] fingerprint ttl ms (0: forever), ARGV[3] entry,
+# ARGV[4] its score, ARGV[5] key lifetime ms (0: none), ARGV[6] 0 = queue it, else set it aside for
+# that many ms (after the host's horizon), ARGV[7] the host's interval ms. The duplicate filter and the
+# push in one round trip: -1 = seen (not queued), else the ms until it can be popped.
 _SEEN_PUSH = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[2])
 local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if old and (ttl == 0 or tonumber(old) > now - ttl) then return 1 end
+if old and (ttl == 0 or tonumber(old) > now - ttl) then return -1 end
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 if ttl > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
   redis.call('PEXPIRE', KEYS[1], ttl)
+end
+local wait = tonumber(ARGV[6])
+if wait > 0 then
+  local due = math.max(now + wait, tonumber(redis.call('GET', KEYS[6]) or '0'))
+  local step = tonumber(ARGV[7])
+  if step > 0 then
+    redis.call('SET', KEYS[6], due + step, 'PX', due + step - now + 1000)
+  end
+  redis.call('ZADD', KEYS[3], due, ARGV[4] .. '|' .. ARGV[3])
+  if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[5])) end
+  return due - now
 end
 redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), ARGV[3])
 if tonumber(ARGV[5]) > 0 then
@@ -337,13 +350,18 @@ class JsonPriorityQueue:
                 pipe.pexpire(key, int(self.ttl * 1000))
         pipe.execute()
 
-    def push_unseen(self, request: Request, data: bytes, df: ExpiringDupeFilter) -> bool:
-        """Queue ``request`` unless ``df`` has seen it (then False), in one round trip."""
+    def push_unseen(self, request: Request, data: bytes, df: ExpiringDupeFilter,
+                    wait: float = 0.0, host: str = "", interval: float = 0.0) -> float | None:
+        """Queue ``request`` unless ``df`` has seen it (then None), in one round trip; with
+        ``wait``, set it aside as :meth:`delay` does instead. Returns the seconds until it
+        can be popped."""
         fp = df.fingerprinter.fingerprint(request).hex()
-        self.trips["seen_push"] += 1
-        seen = self._seen_push(keys=[df.key, *self.keys()],
-                               args=[fp, int(df.ttl * 1000), data, -request.priority, int(self.ttl * 1000)])
-        return not seen
+        self.trips["seen_set_aside" if wait > 0 else "seen_push"] += 1
+        due = int(self._seen_push(
+            keys=[df.key, *self.keys(), f"{self.key}:horizon:{host}"],
+            args=[fp, int(df.ttl * 1000), data, -request.priority, int(self.ttl * 1000),
+                  max(0, int(wait * 1000)), int(interval * 1000) if host else 0]))
+        return None if due < 0 else due / 1000
 
     def delay(self, request: Request, wait: float, host: str = "", interval: float = 0.0,
               done: str | bytes | None = None) -> float:
@@ -589,6 +607,31 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         if slot is not None and slot.closing is None:
             slot.nextcall.schedule()
 
+    def _known_wait(self, request: Request) -> tuple[float, str, float]:
+        """``(wait, host, interval)`` to set ``request`` aside at once, when this worker
+        knows (without asking Redis) that its host is busy beyond MAX_ADVANCE_SECONDS."""
+        engine = self.crawler.engine
+        if not self.state.shared or engine is None:
+            return 0.0, "", 0.0
+        key = str(engine.downloader.get_slot_key(request))
+        wait = self.state.known_busy(key)
+        if wait <= MAX_ADVANCE_SECONDS:
+            return 0.0, "", 0.0
+        return wait, key, self.pending.intervals.get(key, SET_ASIDE_SECONDS)
+
+    def _look_by(self, seconds: float) -> None:
+        """Something can be popped in ``seconds``: look then at the latest."""
+        from scrapy.utils.asyncio import call_later
+
+        now = time.monotonic()
+        if seconds <= 0:
+            self._quiet_until = float("-inf")
+        elif now + seconds < self._quiet_until:
+            self._quiet_until = now + seconds
+            if self._wake_call is not None:
+                self._wake_call.cancel()
+            self._wake_call = call_later(seconds, self._wake_due)
+
     def _wake_due(self) -> None:
         self._wake_call = None
         self._quiet_until = float("-inf")
@@ -680,10 +723,15 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
             self._flush_held()
             if request.dont_filter:
                 self.queue.push(request, data)
-            elif not self.queue.push_unseen(request, data, self.df):
-                self.df.log(request, self.spider)
-                return False
-            self._quiet_until = float("-inf")  # there is something to pop now
+                self._quiet_until = float("-inf")  # there is something to pop now
+            else:
+                # a host this worker knows to be busy beyond MAX_ADVANCE_SECONDS: set aside
+                # at once (a pop would only set it aside, in two more round trips)
+                due = self.queue.push_unseen(request, data, self.df, *self._known_wait(request))
+                if due is None:
+                    self.df.log(request, self.spider)
+                    return False
+                self._look_by(due)
             if INFLIGHT_META in request.meta:
                 # a retry or redirect of a popped request: the new entry replaces it
                 self.ack(request)

@@ -103,6 +103,10 @@ class GateState:
         seconds, however late it left after its booking."""
         raise NotImplementedError
 
+    def known_busy(self, host: str) -> float:
+        """Seconds this worker already knows ``host`` is busy for, without asking (0: not known)."""
+        return 0.0
+
     def blocked_for(self, host: str, known: float = float("inf")) -> float:
         """Seconds until ``host`` may be sent to (0 when it may be now). A back end
         may answer from what it already knows when that is more than ``known``
@@ -365,6 +369,9 @@ class RedisState(GateState):
             del self._busy_until[host]
             return 0.0
         return until - now
+
+    def known_busy(self, host: str) -> float:
+        return self._known_busy(host, time.monotonic())
 
     def _busy(self, host: str, until: float) -> None:
         if until > self._busy_until.get(host, 0.0):
