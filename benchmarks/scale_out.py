@@ -22,8 +22,9 @@ For every run: politeness violations (two requests to one host less than its del
 apart, after its robots.txt was read), counted from the access log, and Redis round
 trips per page (the workers' own count, stat ``gdpr/state/round_trips``: one per
 command or pipeline or script sent; the commands Redis ran, scripts' included, are
-printed beside it), with their cost per page: round trips x the median round trip of
-this machine's Redis client, measured here.
+printed beside it; ``by_kind`` splits the round trips per page by what they were for,
+from the stats ``gdpr/state/round_trips/<kind>``), with their cost per page: round
+trips x the median round trip of this machine's Redis client, measured here.
 
 The figures are printed as measured; nothing here asserts a target.
 """
@@ -42,6 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -178,7 +180,7 @@ def round_trip_ms(port: int) -> float:
     return statistics.median(times) * 1000
 
 
-def run(mode: str, workers: int, args: argparse.Namespace, redis_port: int) -> dict[str, float]:
+def run(mode: str, workers: int, args: argparse.Namespace, redis_port: int) -> dict[str, Any]:
     import redis
 
     from tests.conftest import MockServer
@@ -210,11 +212,15 @@ def run(mode: str, workers: int, args: argparse.Namespace, redis_port: int) -> d
                     requests.append((float(t), host, path))
         items = 0
         trips = 0
+        kinds: dict[str, int] = {}
         for n in range(workers):
             text = (project / "out" / f"log-{n}.txt").read_text(encoding="utf-8", errors="replace")
             for line in text.splitlines():
                 if "'gdpr/state/round_trips'" in line:
                     trips += int(line.split(":")[-1].strip().rstrip(",}"))
+                elif "'gdpr/state/round_trips/" in line:
+                    kind = line.split("'gdpr/state/round_trips/", 1)[1].split("'", 1)[0]
+                    kinds[kind] = kinds.get(kind, 0) + int(line.split(":")[-1].strip().rstrip(",}"))
             items += sum(1 for line in (project / "out" / f"items-{n}.jsonl").read_text().splitlines() if line)
     page_prefix = "/p" if mode == "politeness" else "/q"
     pages = sorted(t for t, h, p in requests if p.startswith(page_prefix))
@@ -245,7 +251,8 @@ def run(mode: str, workers: int, args: argparse.Namespace, redis_port: int) -> d
             "pages_per_s": rate, "violations": violations,
             "smallest_gap_s": smallest if smallest != float("inf") else 0.0,
             "round_trips_per_page": trips / max(1, len(pages)),
-            "redis_commands_per_page": commands / max(1, len(pages))}
+            "redis_commands_per_page": commands / max(1, len(pages)),
+            "by_kind": {k: round(v / max(1, len(pages)), 2) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])}}
 
 
 def main() -> None:
@@ -279,7 +286,8 @@ def main() -> None:
                     r = run(mode, n, args, port)
                     base = base or r["pages_per_s"]
                     share = f", {100 * r['pages_per_s'] / bound:.0f} % of the bound" if bound else ""
-                    print(json.dumps({"mode": mode, **{k: round(v, 3) for k, v in r.items()}}))
+                    print(json.dumps({"mode": mode, **{k: v if isinstance(v, dict) else round(v, 3)
+                                                       for k, v in r.items()}}))
                     print(f"  {n} worker(s): {r['pages_per_s']:.2f} pages/s{share}, "
                           f"{r['pages_per_s'] / base:.2f}x one worker, violations {r['violations']}, "
                           f"exit {r['exit']}, {r['round_trips_per_page']:.1f} Redis round trips per page "

@@ -106,6 +106,72 @@ def test_cache_ttl_and_versions(shared):
     assert shared.version("objections") == 1
 
 
+def test_round_trips_are_counted_by_what_they_are_for(shared):
+    shared.reserve("a.test", 0.0)
+    shared.blocked_for("a.test")
+    shared.get("robots", "http://a.test/robots.txt")
+    assert shared.trips == {"reserve": 1, "blocked_for": 1, "cache_get/robots": 1}
+    assert shared.round_trips == 3
+
+
+def test_a_host_known_busy_is_not_asked_again_until_it_may_be_free(shared, prefix):
+    other = RedisState(REDIS_URL, prefix)  # another worker
+    assert shared.reserve("a.test", 0.6, 0.0) == (True, 0.0)
+    # this worker booked it: it knows the host is busy for the interval, without asking
+    trips = shared.round_trips
+    booked, wait = shared.reserve("a.test", 0.6, 0.0)
+    assert not booked and 0.4 < wait <= 0.6
+    assert shared.blocked_for("a.test", 0.3) == pytest.approx(wait, abs=0.05)
+    assert shared.round_trips == trips
+    # asked with a larger threshold than what it knows, it asks Redis
+    assert 0.4 < shared.blocked_for("a.test", 1.0) <= 0.6
+    assert shared.round_trips == trips + 1
+    # another worker learns the same from one busy answer, then waits without asking
+    booked, wait = other.reserve("a.test", 0.6, 0.0)
+    assert not booked and 0.3 < wait <= 0.6
+    assert not other.reserve("a.test", 0.6, 0.0)[0]
+    assert other.trips["reserve"] == 1
+    # a Retry-After from elsewhere is learned the same way, and outlasts the booking
+    other.block("a.test", 1.5)
+    time.sleep(0.7)
+    booked, wait = shared.reserve("a.test", 0.6, 0.0)
+    assert not booked and 0.5 < wait <= 0.9  # asked again once the booking was over
+    assert not shared.reserve("a.test", 0.6, 0.0)[0]
+    assert shared.trips["reserve"] == 2
+    time.sleep(wait + 0.05)
+    assert shared.reserve("a.test", 0.6, 0.0) == (True, 0.0)
+    other.close()
+
+
+def test_get_or_lease_and_put_and_release_take_one_round_trip_each(shared, prefix):
+    other = RedisState(REDIS_URL, prefix)
+    url = "http://a.test/robots.txt"
+    assert shared.get_or_lease("robots", url, 0.5) == (None, True)
+    assert other.get_or_lease("robots", url, 0.5) == (None, False)  # the first worker fetches
+    shared.put_and_release("robots", url, b"answer", 0.4)
+    assert other.get_or_lease("robots", url, 0.5) == (b"answer", False)
+    assert other.lease("robots", url, 0.5)  # released with the put
+    assert shared.trips == {"get_or_lease/robots": 1, "put_and_release/robots": 1}
+    time.sleep(0.45)
+    assert shared.get_or_lease("robots", url, 0.5) == (None, False)  # expired; the other holds the lease
+    other.close()
+
+
+def test_a_watched_version_is_read_along_with_reservations(shared, prefix):
+    other = RedisState(REDIS_URL, prefix)
+    assert shared.version_seen("objections") is None
+    shared.watch("objections")
+    before = time.monotonic()
+    shared.reserve("a.test", 0.0)
+    value, at = shared.version_seen("objections")
+    assert value == 0 and before <= at <= time.monotonic()
+    other.bump("objections")
+    shared.blocked_for("b.test")
+    assert shared.version_seen("objections")[0] == 1
+    assert "version/objections" not in shared.trips
+    other.close()
+
+
 def test_unreachable_redis_raises_state_unavailable():
     import socket
 
@@ -192,6 +258,57 @@ def test_queue_expiry_in_flight_and_set_aside(prefix):
     # and once nothing writes to them, the keys themselves expire
     time.sleep(0.6)
     assert not client.exists(*queue.keys())
+
+
+def test_push_unseen_filters_and_queues_in_one_round_trip(prefix):
+    from scrapy.utils.request import RequestFingerprinter
+
+    client = redis_client()
+    spider = Sp()
+    df = redisqueue.ExpiringDupeFilter(client, prefix + ":seen", 0.3, RequestFingerprinter())
+    queue = redisqueue.JsonPriorityQueue(client, spider, prefix + ":%(spider)s:requests", ttl=0.5)
+    request = Request("https://a.test/1", callback=spider.parse)
+    assert queue.push_unseen(request, queue.encode(request), df) == 0
+    assert queue.push_unseen(request, queue.encode(request), df) is None  # a duplicate: not queued
+    assert df.request_seen(request)
+    assert queue.trips == {"seen_push": 2}
+    assert 0 < client.pttl(queue.key) <= 500 and 0 < client.pttl(prefix + ":seen") <= 300
+    popped = queue.pop()
+    assert popped.url == "https://a.test/1" and queue.emptied and queue.next_due == -1  # the last one
+    assert queue.pop() is None
+    # set aside and acknowledged in one round trip: not in flight any more
+    queue.delay(popped, 0.2, "a.test", 0.0, done=popped.meta[redisqueue.INFLIGHT_META])
+    assert queue.trips["set_aside"] == 1 and "ack" not in queue.trips
+    assert not queue.held and client.zcard(queue.inflight_key) == 0 and client.hlen(queue.inflight_data) == 0
+    assert queue.pop() is None and 0 < queue.next_due <= 200 and queue.left == 1
+    time.sleep(0.25)
+    queue.push(Request("https://a.test/3", callback=spider.parse, priority=-1))
+    again = queue.pop()
+    assert again.url == "https://a.test/1" and not queue.emptied
+    queue.ack(queue.pop().meta[redisqueue.INFLIGHT_META])
+    # done: the in-flight record goes with the next pop, in its round trip
+    queue.ack_later(again.meta[redisqueue.INFLIGHT_META])
+    assert not queue.held and client.zcard(queue.inflight_key) == 1
+    trips = sum(queue.trips.values())
+    assert queue.pop() is None
+    assert sum(queue.trips.values()) == trips + 1 and queue.trips["ack"] == 1  # a.test/3's, above
+    assert client.zcard(queue.inflight_key) == 0 and client.hlen(queue.inflight_data) == 0
+    assert queue.left == 0 and not queue.done
+    # or with flush_done (the renewal loop, closing)
+    queue.push(Request("https://a.test/2", callback=spider.parse))
+    last = queue.pop()
+    queue.ack_later(last.meta[redisqueue.INFLIGHT_META])
+    queue.flush_done()
+    assert client.zcard(queue.inflight_key) == 0 and queue.trips["ack"] == 2
+    # set aside when pushed (its host known busy): not poppable before then, one interval apart
+    for n in (4, 5):
+        late = Request(f"https://b.test/{n}", callback=spider.parse)
+        due = queue.push_unseen(late, queue.encode(late), df, 0.2, "b.test", 0.2)
+        assert (0.15 < due <= 0.2) if n == 4 else (0.35 < due <= 0.4)
+    assert queue.trips["seen_set_aside"] == 2
+    assert queue.pop() is None and queue.left == 2 and 0 < queue.next_due <= 200
+    time.sleep(0.25)
+    assert queue.pop().url == "https://b.test/4" and queue.pop() is None
 
 
 def test_seen_fingerprints_expire(prefix):

@@ -102,13 +102,20 @@ class ObjectionSync:
 
     def __call__(self, objections: ObjectionList) -> None:
         now = time.monotonic()
-        if now - self.checked < SYNC_SECONDS:
+        seen = self.state.version_seen(VERSION)
+        if seen is not None and seen[1] > self.checked and (seen[0] != self.version or now - seen[1] < SYNC_SECONDS):
+            # read along with a reservation since the last look: no round trip of its own;
+            # the next look is due SYNC_SECONDS after that read, so no lookup uses a
+            # version older than SYNC_SECONDS, and a change is taken up at once
+            version, self.checked = seen
+        elif now - self.checked < SYNC_SECONDS:
             return
-        try:
-            version = self.state.version(VERSION)
-        except StateUnavailable:
-            return  # nothing is sent while Redis is away; checked again before sending
-        self.checked = now
+        else:
+            try:
+                version = self.state.version(VERSION)
+            except StateUnavailable:
+                return  # nothing is sent while Redis is away; checked again before sending
+            self.checked = now
         if version == self.version:
             return
         try:
@@ -143,6 +150,7 @@ def attach(objections: ObjectionList, state: GateState, ledger_url: str | None,
         if isinstance(source, ObjectionSync):
             return source
     sync = ObjectionSync(state, ObjectionTable(str(ledger_url)))
+    state.watch(VERSION)
     objections.sources.append(sync)
     if crawler is not None:
         _poll(crawler, objections)

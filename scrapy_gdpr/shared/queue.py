@@ -36,6 +36,7 @@ import base64
 import json
 import logging
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
@@ -189,7 +190,9 @@ def queued_at(data: bytes) -> float:
 
 # KEYS[1] queue, KEYS[2] delayed, KEYS[3] inflight deadlines, KEYS[4] inflight data
 # ARGV[1] requeue-after ms, ARGV[2] key lifetime ms (0: none). Puts due delayed entries and expired in-flight entries
-# back in the queue, then pops the best entry and records it as in flight.
+# back in the queue, then pops the best entry and records it as in flight, and says how many entries are
+# left in the queue and when the first set-aside entry falls due. When the queue is empty it returns when
+# the first set-aside entry falls due and how many entries are set aside or in flight.
 _POP = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -211,9 +214,10 @@ for _, id in ipairs(lost) do
 end
 local top = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #top == 0 then
+  local left = redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3])
   local soon = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-  if #soon == 0 then return {false, #lost, -1} end
-  return {false, #lost, tonumber(soon[2]) - now}
+  if #soon == 0 then return {false, #lost, -1, left} end
+  return {false, #lost, tonumber(soon[2]) - now, left}
 end
 redis.call('ZREM', KEYS[1], top[1])
 local id = redis.sha1hex(top[1])
@@ -222,7 +226,9 @@ redis.call('HSET', KEYS[4], id, top[2] .. '|' .. top[1])
 if tonumber(ARGV[2]) > 0 then
   for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2])) end
 end
-return {top[1], #lost, top[2], id}
+local rest = redis.call('ZCARD', KEYS[1])
+local soon = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+return {top[1], #lost, top[2], id, rest, #soon == 0 and -1 or tonumber(soon[2]) - now}
 """
 
 # KEYS[1] in-flight deadlines; ARGV[1] requeue-after ms, ARGV[2..] ids still held
@@ -252,6 +258,41 @@ return due - now
 """
 
 
+# KEYS[1] seen fingerprints (see _SEEN), KEYS[2..5] the queue's keys, KEYS[6] the host's set-aside
+# horizon (see _DELAY); ARGV[1] fingerprint, ARGV[2] fingerprint ttl ms (0: forever), ARGV[3] entry,
+# ARGV[4] its score, ARGV[5] key lifetime ms (0: none), ARGV[6] 0 = queue it, else set it aside for
+# that many ms (after the host's horizon), ARGV[7] the host's interval ms. The duplicate filter and the
+# push in one round trip: -1 = seen (not queued), else the ms until it can be popped.
+_SEEN_PUSH = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if old and (ttl == 0 or tonumber(old) > now - ttl) then return -1 end
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+if ttl > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+local wait = tonumber(ARGV[6])
+if wait > 0 then
+  local due = math.max(now + wait, tonumber(redis.call('GET', KEYS[6]) or '0'))
+  local step = tonumber(ARGV[7])
+  if step > 0 then
+    redis.call('SET', KEYS[6], due + step, 'PX', due + step - now + 1000)
+  end
+  redis.call('ZADD', KEYS[3], due, ARGV[4] .. '|' .. ARGV[3])
+  if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[5])) end
+  return due - now
+end
+redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), ARGV[3])
+if tonumber(ARGV[5]) > 0 then
+  for i = 2, 5 do redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[5])) end
+end
+return 0
+"""
+
+
 class JsonPriorityQueue:
     """scrapy-redis's priority queue with JSON entries, a delayed set and in-flight records."""
 
@@ -271,10 +312,17 @@ class JsonPriorityQueue:
         self._pop = server.register_script(_POP)
         self._delay = server.register_script(_DELAY)
         self._renew = server.register_script(_RENEW)
+        self._seen_push = server.register_script(_SEEN_PUSH)
         #: in-flight ids this worker holds (their deadlines are renewed while it lives)
         self.held: set[str] = set()
-        self.round_trips = 0
+        #: in-flight ids done and not yet removed from Redis (sent with the next pop)
+        self.done: list[str] = []
+        #: entries set aside or in flight, as the last pop that found the queue empty saw them
+        self.left = 0
+        #: round trips made, by what they were for
+        self.trips: Counter[str] = Counter()
         self.next_due = 0
+        self.emptied = False
         self.expired = 0
         self.requeued = 0
 
@@ -282,7 +330,7 @@ class JsonPriorityQueue:
         return [self.key, self.delayed_key, self.inflight_key, self.inflight_data]
 
     def __len__(self) -> int:
-        self.round_trips += 1
+        self.trips["len"] += 1
         pipe = self.server.pipeline(transaction=False)
         for key in (self.key, self.delayed_key, self.inflight_key):
             pipe.zcard(key)
@@ -294,7 +342,7 @@ class JsonPriorityQueue:
     def push(self, request: Request, data: bytes | None = None) -> None:
         if data is None:
             data = self.encode(request)
-        self.round_trips += 1
+        self.trips["push"] += 1
         pipe = self.server.pipeline(transaction=False)
         pipe.zadd(self.key, {data: -request.priority})
         if self.ttl:
@@ -302,27 +350,70 @@ class JsonPriorityQueue:
                 pipe.pexpire(key, int(self.ttl * 1000))
         pipe.execute()
 
-    def delay(self, request: Request, wait: float, host: str = "", interval: float = 0.0) -> None:
+    def push_unseen(self, request: Request, data: bytes, df: ExpiringDupeFilter,
+                    wait: float = 0.0, host: str = "", interval: float = 0.0) -> float | None:
+        """Queue ``request`` unless ``df`` has seen it (then None), in one round trip; with
+        ``wait``, set it aside as :meth:`delay` does instead. Returns the seconds until it
+        can be popped."""
+        fp = df.fingerprinter.fingerprint(request).hex()
+        self.trips["seen_set_aside" if wait > 0 else "seen_push"] += 1
+        due = int(self._seen_push(
+            keys=[df.key, *self.keys(), f"{self.key}:horizon:{host}"],
+            args=[fp, int(df.ttl * 1000), data, -request.priority, int(self.ttl * 1000),
+                  max(0, int(wait * 1000)), int(interval * 1000) if host else 0]))
+        return None if due < 0 else due / 1000
+
+    def delay(self, request: Request, wait: float, host: str = "", interval: float = 0.0,
+              done: str | bytes | None = None) -> float:
         """Set ``request`` aside for ``wait`` seconds, and after the requests already set
-        aside for ``host``, one ``interval`` apart."""
+        aside for ``host``, one ``interval`` apart; returns the seconds until it falls due.
+        ``done``: an in-flight id acknowledged in the same round trip (the popped entry
+        ``request`` came from)."""
         data = self.encode(request)
-        self.round_trips += 1
-        self._delay(keys=[self.delayed_key, f"{self.key}:horizon:{host}"],
-                    args=[int(wait * 1000), f"{-request.priority}|".encode() + data, int(self.ttl * 1000),
-                          int(interval * 1000) if host else 0])
+        self.trips["set_aside"] += 1
+        pipe = self.server.pipeline(transaction=False) if done is not None else None
+        due = self._delay(keys=[self.delayed_key, f"{self.key}:horizon:{host}"],
+                          args=[int(wait * 1000), f"{-request.priority}|".encode() + data, int(self.ttl * 1000),
+                                int(interval * 1000) if host else 0], client=pipe)
+        if pipe is not None and done is not None:
+            self.held.discard(done.decode() if isinstance(done, bytes) else done)
+            pipe.zrem(self.inflight_key, done)
+            pipe.hdel(self.inflight_data, done)
+            due = pipe.execute()[0]
+        return int(due) / 1000
 
     def pop(self, timeout: int = 0) -> Request | None:
         while True:
-            self.round_trips += 1
-            found = self._pop(keys=self.keys(), args=[int(self.requeue_after * 1000), int(self.ttl * 1000)])
+            self.trips["pop"] += 1
+            args = [int(self.requeue_after * 1000), int(self.ttl * 1000)]
+            if self.done:
+                # the requests done since the last pop leave the in-flight records in the same round trip
+                done = list(self.done)
+                pipe = self.server.pipeline(transaction=False)
+                pipe.zrem(self.inflight_key, *done)
+                pipe.hdel(self.inflight_data, *done)
+                self._pop(keys=self.keys(), args=args, client=pipe)
+                found = pipe.execute()[-1]
+                del self.done[:len(done)]
+            else:
+                found = self._pop(keys=self.keys(), args=args)
             data, lost = found[0], int(found[1])
             #: ms until the first set-aside request falls due (-1: none), when nothing was popped
+            #: or when the popped entry was the last one in the queue
             self.next_due = int(found[2]) if not data else 0
+            #: whether the queue was empty after this pop (the next pop would find nothing before next_due)
+            self.emptied = not data or int(found[4]) == 0
+            if data and self.emptied:
+                self.next_due = int(found[5])
+            if not data:
+                self.left = int(found[3])
             if lost:
                 self.requeued += lost
                 logger.info("Put %(n)d request(s) of a stopped worker back in the shared queue",
                             {"n": lost}, extra={"spider": self.spider})
             if not data:
+                self.trips["pop"] -= 1
+                self.trips["pop_empty"] += 1
                 return None
             if self.ttl and time.time() - queued_at(data) > self.ttl:
                 self.expired += 1
@@ -343,12 +434,30 @@ class JsonPriorityQueue:
     def renew(self) -> None:
         """Push back the deadlines of the requests this worker still holds."""
         if self.held:
-            self.round_trips += 1
+            self.trips["renew"] += 1
             self._renew(keys=[self.inflight_key], args=[int(self.requeue_after * 1000), *self.held])
+
+    def ack_later(self, queue_id: str | bytes) -> None:
+        """``queue_id`` is done: its in-flight record goes with the next pop (or
+        :meth:`flush_done`), not in a round trip of its own. A worker killed before
+        then has it put back in the queue after its deadline: fetched again, never lost."""
+        queue_id = queue_id.decode() if isinstance(queue_id, bytes) else queue_id
+        self.held.discard(queue_id)
+        self.done.append(queue_id)
+
+    def flush_done(self) -> None:
+        if self.done:
+            done = list(self.done)
+            self.trips["ack"] += 1
+            pipe = self.server.pipeline(transaction=False)
+            pipe.zrem(self.inflight_key, *done)
+            pipe.hdel(self.inflight_data, *done)
+            pipe.execute()
+            del self.done[:len(done)]
 
     def ack(self, queue_id: str | bytes) -> None:
         self.held.discard(queue_id.decode() if isinstance(queue_id, bytes) else queue_id)
-        self.round_trips += 1
+        self.trips["ack"] += 1
         pipe = self.server.pipeline(transaction=False)
         pipe.zrem(self.inflight_key, queue_id)
         pipe.hdel(self.inflight_data, queue_id)
@@ -388,11 +497,11 @@ class ExpiringDupeFilter:
         self.debug = debug
         self.logdupes = True
         self._seen = server.register_script(_SEEN)
-        self.round_trips = 0
+        self.trips: Counter[str] = Counter()
 
     def request_seen(self, request: Request) -> bool:
         fp = self.fingerprinter.fingerprint(request).hex()
-        self.round_trips += 1
+        self.trips["seen"] += 1
         return bool(self._seen(keys=[self.key], args=[fp, int(self.ttl * 1000)]))
 
     def clear(self) -> None:
@@ -441,6 +550,7 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         self._length = 0
         self._length_at = float("-inf")
         self._quiet_until = float("-inf")
+        self._wake_call: Any = None
         #: requests handed to the engine and not yet booked, per host (see politeness)
         self.pending = pending_hosts(crawler)
         crawler.signals.connect(self._ack_failed, signal=signals.request_dropped)
@@ -497,19 +607,72 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         if slot is not None and slot.closing is None:
             slot.nextcall.schedule()
 
+    def _known_wait(self, request: Request) -> tuple[float, str, float]:
+        """``(wait, host, interval)`` to set ``request`` aside at once, when this worker
+        knows (without asking Redis) that its host is busy beyond MAX_ADVANCE_SECONDS."""
+        engine = self.crawler.engine
+        if not self.state.shared or engine is None:
+            return 0.0, "", 0.0
+        key = str(engine.downloader.get_slot_key(request))
+        wait = self.state.known_busy(key)
+        if wait <= MAX_ADVANCE_SECONDS:
+            return 0.0, "", 0.0
+        return wait, key, self.pending.intervals.get(key, SET_ASIDE_SECONDS)
+
+    def _look_by(self, seconds: float) -> None:
+        """Something can be popped in ``seconds``: look then at the latest."""
+        from scrapy.utils.asyncio import call_later
+
+        now = time.monotonic()
+        if seconds <= 0:
+            self._quiet_until = float("-inf")
+        elif now + seconds < self._quiet_until:
+            self._quiet_until = now + seconds
+            if self._wake_call is not None:
+                self._wake_call.cancel()
+            self._wake_call = call_later(seconds, self._wake_due)
+
+    def _wake_due(self) -> None:
+        self._wake_call = None
+        self._quiet_until = float("-inf")
+        self._wake()
+
+    def _quiet(self) -> None:
+        """When the queue has nothing to pop: look again when the first set-aside
+        request falls due (a timer at that time, not a wake-up a little before it, which
+        would find nothing yet), and at least once a second for what other workers queue."""
+        from scrapy.utils.asyncio import call_later
+
+        now = time.monotonic()
+        wait = self.queue.next_due / 1000 if self.queue.next_due >= 0 else QUIET_SECONDS
+        wait = min(max(wait, 0.0), QUIET_SECONDS)
+        self._quiet_until = now + wait
+        if self._wake_call is not None:
+            self._wake_call.cancel()
+        self._wake_call = call_later(wait, self._wake_due)
+
     def _renew(self) -> None:
         try:
+            self.queue.flush_done()
             self.queue.renew()
         except self._errors:
             pass  # Redis is away: the next pop notices; the deadlines may pass meanwhile
 
     def close(self, reason: str) -> None:
-        trips = self.queue.round_trips + self.df.round_trips + getattr(self.state, "round_trips", 0)
-        self.stats.set_value("gdpr/state/round_trips", trips)
+        trips: Counter[str] = Counter()
+        for counted in (self.queue.trips, self.df.trips, getattr(self.state, "trips", {})):
+            trips.update(counted)
+        self.stats.set_value("gdpr/state/round_trips", sum(trips.values()))
+        for kind, n in sorted(trips.items()):
+            self.stats.set_value(f"gdpr/state/round_trips/{kind}", n)
         for loop in (self._renewer, self._waker):
             if loop is not None and loop.running:
                 loop.stop()
+        if self._wake_call is not None:
+            self._wake_call.cancel()
+            self._wake_call = None
         try:
+            self.queue.flush_done()
             self._flush_held()
             if not self.persist:
                 self.flush()
@@ -557,11 +720,18 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
                 "methods as callbacks", {"request": request, "exc": exc}, extra={"spider": self.spider})
             return False
         try:
-            if not request.dont_filter and self.df.request_seen(request):
-                self.df.log(request, self.spider)
-                return False
             self._flush_held()
-            self.queue.push(request, data)
+            if request.dont_filter:
+                self.queue.push(request, data)
+                self._quiet_until = float("-inf")  # there is something to pop now
+            else:
+                # a host this worker knows to be busy beyond MAX_ADVANCE_SECONDS: set aside
+                # at once (a pop would only set it aside, in two more round trips)
+                due = self.queue.push_unseen(request, data, self.df, *self._known_wait(request))
+                if due is None:
+                    self.df.log(request, self.spider)
+                    return False
+                self._look_by(due)
             if INFLIGHT_META in request.meta:
                 # a retry or redirect of a popped request: the new entry replaces it
                 self.ack(request)
@@ -574,15 +744,20 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         return True
 
     def next_request(self) -> Request | None:
+        if time.monotonic() < self._quiet_until and not self._held:
+            # the queue was empty and nothing set aside falls due before then: the engine
+            # asks after every event, the waker asks again when it is time
+            return None
         try:
             self._flush_held()
             for _ in range(16):
                 request = self.queue.pop()
                 if request is None:
-                    # nothing ready: ask again when the first set-aside request falls due,
-                    # and at least once a second for what other workers queue
-                    due = self.queue.next_due / 1000 if self.queue.next_due >= 0 else QUIET_SECONDS
-                    self._quiet_until = time.monotonic() + min(max(due, 0.0), QUIET_SECONDS) - WAKE_SECONDS
+                    # nothing ready: ask again when a request this worker set aside falls
+                    # due, and at least once a second for the rest
+                    self._quiet()
+                    # the queue's length as this pop saw it: no look of its own for a while
+                    self._length, self._length_at = self.queue.left, time.monotonic()
                     break
                 key, wait = self._host_wait(request)
                 logger.debug("Shared queue: %(request)s, host %(key)s free in %(wait).2f s, %(n)d waiting here",
@@ -593,12 +768,14 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
                     self.stats.inc_value("scheduler/dequeued/redis")
                     if self.state.shared:
                         self.pending.add(request, key)
+                    if self.queue.emptied:
+                        self._quiet()  # the last one: the next pop would find nothing
                     return request
                 # the host is booked by another worker or paused, or this worker already
                 # has a request waiting for it: set it aside, take another
                 self.queue.delay(request, max(wait, SET_ASIDE_SECONDS), key,
-                                 self.pending.intervals.get(key, SET_ASIDE_SECONDS))
-                self.queue.ack(request.meta.pop(INFLIGHT_META))
+                                 self.pending.intervals.get(key, SET_ASIDE_SECONDS),
+                                 done=request.meta.pop(INFLIGHT_META))
                 self.stats.inc_value("gdpr/queue/set_aside")
             self._up()
         except self._errors_or_down as exc:
@@ -610,14 +787,20 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         key = str(engine.downloader.get_slot_key(request) if engine is not None else urlparse_cached(request).hostname)
         if not self.state.shared:
             return key, 0.0
-        return key, self.state.blocked_for(key)
+        # a host this worker already knows to be busy beyond MAX_ADVANCE_SECONDS is
+        # set aside without asking Redis (which could only answer later still)
+        return key, self.state.blocked_for(key, MAX_ADVANCE_SECONDS)
 
     def has_pending_requests(self) -> bool:
-        if self._held:
-            return True
+        if self._held or self.queue.held:
+            return True  # this worker's own in-flight requests count in the queue's length
         now = time.monotonic()
         if now - self._length_at < WAKE_SECONDS:
             return self._length > 0  # the engine asks after every event: one look per wake-up
+        if self._length > 0 and now - self._length_at < QUIET_SECONDS:
+            # requests were left a moment ago: only the answer "none" needs a fresh look
+            # (a stale "some" keeps the spider open at most QUIET_SECONDS longer)
+            return True
         try:
             self._length = len(self.queue)
         except self._errors as exc:
@@ -638,10 +821,7 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         queue_id = request.meta.pop(INFLIGHT_META, None)
         if queue_id is None:
             return
-        try:
-            self.queue.ack(queue_id)
-        except self._errors:
-            pass  # put back in the queue after its deadline: fetched again, never lost
+        self.queue.ack_later(queue_id)
 
     def _ack_failed(self, request: Request, spider: Spider) -> None:
         self.ack(request)

@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -102,8 +103,14 @@ class GateState:
         seconds, however late it left after its booking."""
         raise NotImplementedError
 
-    def blocked_for(self, host: str) -> float:
-        """Seconds until ``host`` may be sent to (0 when it may be now)."""
+    def known_busy(self, host: str) -> float:
+        """Seconds this worker already knows ``host`` is busy for, without asking (0: not known)."""
+        return 0.0
+
+    def blocked_for(self, host: str, known: float = float("inf")) -> float:
+        """Seconds until ``host`` may be sent to (0 when it may be now). A back end
+        may answer from what it already knows when that is more than ``known``
+        seconds (the true answer can only be later)."""
         raise NotImplementedError
 
     # -- caches and leases ------------------------------------------------------------
@@ -120,12 +127,34 @@ class GateState:
     def release(self, ns: str, key: str) -> None:
         raise NotImplementedError
 
+    def get_or_lease(self, ns: str, key: str, seconds: float = LEASE_SECONDS) -> tuple[bytes | None, bool]:
+        """``(value, False)`` when ``(ns, key)`` is cached, else ``(None, taken)``:
+        whether the lease on it was taken (:meth:`get` then :meth:`lease`, in one step)."""
+        value = self.get(ns, key)
+        if value is not None:
+            return value, False
+        return None, self.lease(ns, key, seconds)
+
+    def put_and_release(self, ns: str, key: str, value: bytes, ttl: float) -> None:
+        """:meth:`put` then :meth:`release`, in one step."""
+        self.put(ns, key, value, ttl)
+        self.release(ns, key)
+
     # -- versions -------------------------------------------------------------------
     def version(self, name: str) -> int:
         raise NotImplementedError
 
     def bump(self, name: str) -> int:
         raise NotImplementedError
+
+    def watch(self, name: str) -> None:
+        """Read version ``name`` along with other calls when the back end can (see
+        :meth:`version_seen`)."""
+
+    def version_seen(self, name: str) -> tuple[int, float] | None:
+        """``(value, when)``: the last value of version ``name`` read, and the
+        ``time.monotonic()`` before that read (None: not read yet)."""
+        return None
 
     def close(self) -> None:
         pass
@@ -165,7 +194,7 @@ class LocalState(GateState):
         if until > self._next.get(host, 0.0):
             self._next[host] = until
 
-    def blocked_for(self, host: str) -> float:
+    def blocked_for(self, host: str, known: float = float("inf")) -> float:
         now = time.monotonic()
         return max(0.0, self._next.get(host, 0.0) - now, self._blocked.get(host, 0.0) - now)
 
@@ -197,22 +226,27 @@ class LocalState(GateState):
         return self._versions[name]
 
 
-# KEYS[1] the host's next-allowed time, KEYS[2] its Retry-After time (ms, Redis time)
+# KEYS[1] the host's next-allowed time, KEYS[2] its Retry-After time (ms, Redis time),
+# KEYS[3..] version counters read on the way (see RedisState.watch)
 # ARGV[1] interval ms, ARGV[2] max advance ms, ARGV[3] 1 = book, 0 = only look
+# Returns {booked, wait ms, version...}.
 _RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local nxt = tonumber(redis.call('GET', KEYS[1]) or '0')
 local ra = tonumber(redis.call('GET', KEYS[2]) or '0')
 local start = math.max(now, nxt, ra)
+local out = {0, start - now}
+for i = 3, #KEYS do out[i] = tonumber(redis.call('GET', KEYS[i]) or '0') end
 if tonumber(ARGV[3]) == 0 or start - now > tonumber(ARGV[2]) then
-  return {0, start - now}
+  return out
 end
 local interval = tonumber(ARGV[1])
 if interval > 0 then
   redis.call('SET', KEYS[1], start + interval, 'PX', start - now + interval + 1000)
 end
-return {1, start - now}
+out[1] = 1
+return out
 """
 
 # KEYS[1] the host's Retry-After time; ARGV[1] seconds to block (ms)
@@ -242,6 +276,26 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# KEYS[1] the cached value, KEYS[2] its lease; ARGV[1] holder id, ARGV[2] lease ms.
+# Returns {value} when cached, else {false, 1} when the lease was taken, {false, 0} when another holds it.
+_GET_OR_LEASE = """
+local v = redis.call('GET', KEYS[1])
+if v then return {v} end
+local cur = redis.call('GET', KEYS[2])
+if cur == false or cur == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', tonumber(ARGV[2]))
+  return {false, 1}
+end
+return {false, 0}
+"""
+
+# KEYS[1] the cached value, KEYS[2] its lease; ARGV[1] value, ARGV[2] ttl ms, ARGV[3] holder id
+_PUT_AND_RELEASE = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
+if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
 
 class RedisState(GateState):
     """State shared by every worker through one Redis server (``redis://`` URL)."""
@@ -265,15 +319,30 @@ class RedisState(GateState):
         self._block = self.client.register_script(_BLOCK)
         self._lease = self.client.register_script(_LEASE)
         self._release = self.client.register_script(_RELEASE)
+        self._get_or_lease = self.client.register_script(_GET_OR_LEASE)
+        self._put_and_release = self.client.register_script(_PUT_AND_RELEASE)
+        #: host -> monotonic time before which this worker knows the host is not free
+        #: (its own bookings, Retry-After pauses and busy answers it got): the shared
+        #: next-allowed and Retry-After times only ever move later, so asking Redis
+        #: before then can only answer "busy"
+        self._busy_until: dict[str, float] = {}
+        #: version counters read along with every reservation (see :meth:`watch`)
+        self._watched: list[str] = []
+        #: name -> (value, monotonic time of the read) of the last version read
+        self.seen_versions: dict[str, tuple[int, float]] = {}
         self.holder = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
-        #: Round trips made (the benchmark reports them per page).
-        self.round_trips = 0
+        #: Round trips made, by what they were for (the benchmark reports them per page).
+        self.trips: Counter[str] = Counter()
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        self.round_trips += 1
+    @property
+    def round_trips(self) -> int:
+        return sum(self.trips.values())
+
+    def _call(self, kind: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        self.trips[kind] += 1
         try:
             return fn(*args, **kwargs)
         except self._errors as exc:
@@ -282,44 +351,111 @@ class RedisState(GateState):
             ) from exc
 
     def ping(self) -> None:
-        self._call(self.client.ping)
+        self._call("ping", self.client.ping)
+
+    def watch(self, name: str) -> None:
+        """Read version ``name`` along with every reservation (no round trip of its own)."""
+        if name not in self._watched:
+            self._watched.append(name)
+
+    def version_seen(self, name: str) -> tuple[int, float] | None:
+        return self.seen_versions.get(name)
+
+    def _known_busy(self, host: str, now: float) -> float:
+        until = self._busy_until.get(host)
+        if until is None:
+            return 0.0
+        if until <= now:
+            del self._busy_until[host]
+            return 0.0
+        return until - now
+
+    def known_busy(self, host: str) -> float:
+        return self._known_busy(host, time.monotonic())
+
+    def _busy(self, host: str, until: float) -> None:
+        if until > self._busy_until.get(host, 0.0):
+            if len(self._busy_until) > 10_000:  # forget the hosts already free
+                now = time.monotonic()
+                self._busy_until = {h: t for h, t in self._busy_until.items() if t > now}
+            self._busy_until[host] = until
+
+    def _look(self, kind: str, host: str, args: list[int]) -> tuple[bool, float, float]:
+        """Run the reservation script; ``(booked, wait, t0)`` with ``t0`` the local
+        time before the call (the script ran after it, so ``t0 + wait`` is never
+        later than when the host is free)."""
+        keys = [self.key("next", host), self.key("retry-after", host)]
+        keys += [self.key("version", name) for name in self._watched]
+        t0 = time.monotonic()
+        found = self._call(kind, self._reserve, keys=keys, args=args)
+        for name, value in zip(self._watched, found[2:], strict=False):
+            self.seen_versions[name] = (int(value), t0)
+        booked, wait = bool(found[0]), int(found[1]) / 1000
+        if not booked and wait > 0:
+            self._busy(host, t0 + wait)
+        return booked, wait, t0
 
     def reserve(self, host: str, interval: float, max_advance: float = MAX_ADVANCE_SECONDS) -> tuple[bool, float]:
-        keys = [self.key("next", host), self.key("retry-after", host)]
-        booked, wait = self._call(self._reserve, keys=keys, args=[int(interval * 1000), int(max_advance * 1000), 1])
-        return bool(booked), int(wait) / 1000
+        known = self._known_busy(host, time.monotonic())
+        if known > max_advance:
+            return False, known  # Redis could only say the same or later
+        booked, wait, t0 = self._look("reserve", host, [int(interval * 1000), int(max_advance * 1000), 1])
+        if booked and interval > 0:
+            self._busy(host, t0 + wait + interval)
+        return booked, wait
 
-    def blocked_for(self, host: str) -> float:
-        keys = [self.key("next", host), self.key("retry-after", host)]
-        _, wait = self._call(self._reserve, keys=keys, args=[0, 0, 0])
-        return int(wait) / 1000
+    def blocked_for(self, host: str, known: float = float("inf")) -> float:
+        already = self._known_busy(host, time.monotonic())
+        if already > known:
+            return already
+        return self._look("blocked_for", host, [0, 0, 0])[1]
 
     def block(self, host: str, seconds: float) -> None:
-        self._call(self._block, keys=[self.key("retry-after", host)], args=[int(seconds * 1000)])
+        t0 = time.monotonic()
+        self._call("block", self._block, keys=[self.key("retry-after", host)], args=[int(seconds * 1000)])
+        self._busy(host, t0 + seconds)
 
     def sent(self, host: str, interval: float) -> None:
         # the same "later of the two" update as a Retry-After, on the next-allowed key
-        self._call(self._block, keys=[self.key("next", host)], args=[int(interval * 1000)])
+        t0 = time.monotonic()
+        self._call("sent", self._block, keys=[self.key("next", host)], args=[int(interval * 1000)])
+        self._busy(host, t0 + interval)
 
     def get(self, ns: str, key: str) -> bytes | None:
-        value: bytes | None = self._call(self.client.get, self.key("cache", ns, key))
+        value: bytes | None = self._call(f"cache_get/{ns}", self.client.get, self.key("cache", ns, key))
         return value
 
     def put(self, ns: str, key: str, value: bytes, ttl: float) -> None:
-        self._call(self.client.set, self.key("cache", ns, key), value, px=max(1, int(ttl * 1000)))
+        self._call(f"cache_put/{ns}", self.client.set, self.key("cache", ns, key), value, px=max(1, int(ttl * 1000)))
 
     def lease(self, ns: str, key: str, seconds: float = LEASE_SECONDS) -> bool:
-        got = self._call(self._lease, keys=[self.key("lease", ns, key)], args=[self.holder, int(seconds * 1000)])
+        got = self._call(f"lease/{ns}", self._lease, keys=[self.key("lease", ns, key)], args=[self.holder, int(seconds * 1000)])
         return bool(got)
 
     def release(self, ns: str, key: str) -> None:
-        self._call(self._release, keys=[self.key("lease", ns, key)], args=[self.holder])
+        self._call(f"release/{ns}", self._release, keys=[self.key("lease", ns, key)], args=[self.holder])
+
+    def get_or_lease(self, ns: str, key: str, seconds: float = LEASE_SECONDS) -> tuple[bytes | None, bool]:
+        found = self._call(f"get_or_lease/{ns}", self._get_or_lease,
+                           keys=[self.key("cache", ns, key), self.key("lease", ns, key)],
+                           args=[self.holder, int(seconds * 1000)])
+        if found[0]:
+            return found[0], False
+        return None, bool(found[1])
+
+    def put_and_release(self, ns: str, key: str, value: bytes, ttl: float) -> None:
+        self._call(f"put_and_release/{ns}", self._put_and_release,
+                    keys=[self.key("cache", ns, key), self.key("lease", ns, key)],
+                    args=[value, max(1, int(ttl * 1000)), self.holder])
 
     def version(self, name: str) -> int:
-        return int(self._call(self.client.get, self.key("version", name)) or 0)
+        t0 = time.monotonic()
+        value = int(self._call(f"version/{name}", self.client.get, self.key("version", name)) or 0)
+        self.seen_versions[name] = (value, t0)
+        return value
 
     def bump(self, name: str) -> int:
-        return int(self._call(self.client.incr, self.key("version", name)))
+        return int(self._call(f"bump/{name}", self.client.incr, self.key("version", name)))
 
     def close(self) -> None:
         self.client.close()
@@ -505,24 +641,29 @@ async def download_once(crawler: Crawler, request: Request, ns: str, ttl: float,
     key = request.url
     closing = _closing(crawler)
     while True:
-        cached = await call_shared(crawler, state.get, ns, key, closing=closing)
+        # one round trip: the cached answer, or else the lease when nobody holds it
+        cached, leased = await call_shared(crawler, state.get_or_lease, ns, key, LEASE_SECONDS, closing=closing)
         if cached is not None:
             crawler.stats.inc_value(f"gdpr/state/{ns}/shared_hits")
             return _decode_response(cached, request)
-        if await call_shared(crawler, state.lease, ns, key, LEASE_SECONDS, closing=closing):
+        if leased:
             break
         await sleep(POLL_SECONDS)
+    released = False
     try:
         response = await crawler.engine.download_async(request)
         if response.status not in UNSHARED_STATUSES:
             keep = min(ttl, ttl_of(response)) if ttl_of is not None else ttl
-            await call_shared(crawler, state.put, ns, key, _encode_response(response), keep, closing=closing)
+            await call_shared(crawler, state.put_and_release, ns, key, _encode_response(response), keep,
+                              closing=closing)
+            released = True
         return response
     finally:
-        try:
-            state.release(ns, key)
-        except StateUnavailable:
-            pass  # the lease expires by itself
+        if not released:
+            try:
+                state.release(ns, key)
+            except StateUnavailable:
+                pass  # the lease expires by itself
 
 
 def _closing(crawler: Crawler) -> Any:
