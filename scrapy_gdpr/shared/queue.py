@@ -588,14 +588,17 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
                 logger.debug("Shared queue: %(request)s, host %(key)s free in %(wait).2f s, %(n)d waiting here",
                              {"request": request, "key": key, "wait": wait, "n": self.pending.get(key)},
                              extra={"spider": self.spider})
-                if wait <= MAX_ADVANCE_SECONDS and not self.pending.get(key):
+                # one request per host waits here at a time, unless the host asked for no
+                # spacing (its download slot's concurrency is then the only limit)
+                spaced = self.pending.intervals.get(key) != 0.0
+                if wait <= MAX_ADVANCE_SECONDS and not (spaced and self.pending.get(key)):
                     self._up()
                     self.stats.inc_value("scheduler/dequeued/redis")
                     if self.state.shared:
                         self.pending.add(request, key)
                     return request
                 # the host is booked by another worker or paused, or this worker already
-                # has a request waiting for it: set it aside, take another
+                # has a request waiting for it (a host with a delay): set it aside, take another
                 self.queue.delay(request, max(wait, SET_ASIDE_SECONDS), key,
                                  self.pending.intervals.get(key, SET_ASIDE_SECONDS))
                 self.queue.ack(request.meta.pop(INFLIGHT_META))
