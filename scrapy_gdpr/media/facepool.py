@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -118,6 +119,8 @@ class FacePool:
         self.max_in_flight = 0
         #: Names of the threads that ran the detector (for the tests and the log).
         self.detector_threads: set[str] = set()
+        #: Seconds the pool's threads spent on the face stage (stat ``gdpr/faces/busy_seconds``).
+        self.busy_seconds = 0.0
         self._dropped_by_reason: dict[str, int] = defaultdict(int)
         self._items_dropped_by_reason: dict[str, int] = defaultdict(int)
         self.section: dict[str, Any] = {
@@ -160,6 +163,9 @@ class FacePool:
         self._closed = True
         # Every item has left the pipelines when close_spider runs: nothing is queued.
         self._executor.shutdown(wait=True, cancel_futures=True)
+        stats = getattr(self.crawler, "stats", None)
+        if stats is not None and self.busy_seconds:
+            stats.set_value("gdpr/faces/busy_seconds", round(self.busy_seconds, 3))
         if self.runtime.face_pool is self:
             self.runtime.face_pool = None
         logger.debug(
@@ -211,6 +217,15 @@ class FacePool:
         """The face stage on one image, in the calling (worker) thread. Never raises:
         any failure is a verdict that the image is not stored (fail closed).
         ``output`` as for :func:`~scrapy_gdpr.faces.stage.process_image`."""
+        started = time.perf_counter()
+        try:
+            return self._run_stage(data, mime, output)
+        finally:
+            elapsed = time.perf_counter() - started
+            with self._lock:
+                self.busy_seconds += elapsed
+
+    def _run_stage(self, data: bytes, mime: str | None, output: str) -> Verdict:
         from scrapy_gdpr.faces.stage import Verdict
 
         try:
