@@ -20,10 +20,16 @@ through Redis. This module keeps its scheduler and changes what the gate needs:
   ``Retry-After``) is set aside in a delayed set in Redis, scored by when the host is
   free, and the worker takes the next request instead of waiting.
 * **Killed workers.** A popped request is also written to an in-flight set with a
-  deadline; it is removed when the request is done (its callback's output consumed,
-  or its download failed). A worker killed with SIGKILL leaves its in-flight
-  requests behind, and any worker puts them back in the queue once their deadline
-  (``GDPR_STATE_REQUEUE_AFTER``) has passed.
+  deadline (Redis's clock), renewed while its worker lives. It is removed
+  (acknowledged) only when the request is done *and stored*: its callback's output
+  consumed, every item it yielded through the item pipelines, written to the local
+  feed files and flushed to the operating system, and the items' ledger rows
+  written (or its download failed, or it was refused). A worker killed with SIGKILL
+  leaves its in-flight requests behind, and any worker puts them back in the queue
+  once their deadline (``GDPR_STATE_REQUEUE_AFTER``) has passed: a request is
+  fetched at least once to the end, never lost. A request whose items were partly
+  written when its worker died is fetched again: those items are then in two feed
+  files, each line stamped and in the ledger (purge and erasure reach both).
 * **Fail closed.** When Redis cannot be reached, nothing is popped (so nothing is
   fetched), new requests are held in memory, the crawl stays open and says why at
   INFO; it goes on when Redis answers again, or closes as ``gdpr_blocked`` (exit
@@ -60,6 +66,7 @@ if TYPE_CHECKING:
     from scrapy.http import Request, Response
     from scrapy.settings import BaseSettings
     from scrapy.spiders import Spider
+    from twisted.internet.defer import Deferred
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +93,8 @@ WAKE_SECONDS = 0.2
 QUIET_SECONDS = 1.0
 #: The shortest time a request is set aside for a busy host.
 SET_ASIDE_SECONDS = 0.25
+#: How long done requests are collected before they are stored and acknowledged together.
+ACK_SECONDS = 0.1
 
 
 class NotPlain(TypeError):
@@ -347,12 +356,23 @@ class JsonPriorityQueue:
             self._renew(keys=[self.inflight_key], args=[int(self.requeue_after * 1000), *self.held])
 
     def ack(self, queue_id: str | bytes) -> None:
-        self.held.discard(queue_id.decode() if isinstance(queue_id, bytes) else queue_id)
+        self.ack_many([queue_id])
+
+    def ack_many(self, queue_ids: list[str | bytes]) -> None:
+        """The requests are done: remove their in-flight records (one round trip)."""
+        if not queue_ids:
+            return
+        self.forget(queue_ids)
         self.round_trips += 1
         pipe = self.server.pipeline(transaction=False)
-        pipe.zrem(self.inflight_key, queue_id)
-        pipe.hdel(self.inflight_data, queue_id)
+        pipe.zrem(self.inflight_key, *queue_ids)
+        pipe.hdel(self.inflight_data, *queue_ids)
         pipe.execute()
+
+    def forget(self, queue_ids: list[str | bytes]) -> None:
+        """Stop renewing the requests' deadlines: they go back to the queue when they pass."""
+        for queue_id in queue_ids:
+            self.held.discard(queue_id.decode() if isinstance(queue_id, bytes) else queue_id)
 
     def clear(self) -> None:
         self.server.delete(*self.keys())
@@ -438,6 +458,10 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         self._down_since: float | None = None
         self._renewer: Any = None
         self._waker: Any = None
+        #: in-flight ids of requests done, acknowledged once their items are stored
+        self._to_ack: list[str] = []
+        self._ack_call: Any = None
+        self._storing: Deferred[None] | None = None
         self._length = 0
         self._length_at = float("-inf")
         self._quiet_until = float("-inf")
@@ -468,7 +492,10 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         )
 
     def open(self, spider: Spider) -> None:
+        from scrapy_gdpr._component import component_runtime
+
         self.spider = spider
+        component_runtime(self.crawler).shared_queue = self
         self.queue = JsonPriorityQueue(self.server, spider, self.queue_key, ttl=self.ttl,
                                        requeue_after=self.requeue_after)
         try:
@@ -503,12 +530,26 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         except self._errors:
             pass  # Redis is away: the next pop notices; the deadlines may pass meanwhile
 
-    def close(self, reason: str) -> None:
-        trips = self.queue.round_trips + self.df.round_trips + getattr(self.state, "round_trips", 0)
-        self.stats.set_value("gdpr/state/round_trips", trips)
+    def close(self, reason: str) -> Deferred[None]:
+        from scrapy.utils.defer import deferred_from_coro
+
         for loop in (self._renewer, self._waker):
             if loop is not None and loop.running:
                 loop.stop()
+        return deferred_from_coro(self._close())
+
+    async def _close(self) -> None:
+        from scrapy.utils.defer import maybe_deferred_to_future
+
+        # the done requests: their items stored, then acknowledged
+        if self._ack_call is not None and self._ack_call.active():
+            self._ack_call.cancel()
+        self._ack_call = None
+        while self._storing is not None or self._to_ack:
+            if self._storing is not None:
+                await maybe_deferred_to_future(self._storing)
+            else:
+                self._store_and_ack()
         try:
             self._flush_held()
             if not self.persist:
@@ -517,6 +558,8 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
             if self._held:
                 logger.warning("%(n)d request(s) were never queued: Redis was unreachable when the crawl closed",
                                {"n": len(self._held)}, extra={"spider": self.spider})
+        trips = self.queue.round_trips + self.df.round_trips + getattr(self.state, "round_trips", 0)
+        self.stats.set_value("gdpr/state/round_trips", trips)
 
     # -- fail closed -------------------------------------------------------------------
     def _down(self, exc: BaseException) -> None:
@@ -649,6 +692,59 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
     def _ack_failed(self, request: Request, spider: Spider) -> None:
         self.ack(request)
 
+    def ack_when_stored(self, request: Request) -> None:
+        """``request`` is done: acknowledge it once the items it yielded are stored
+        (the local feed files flushed, the ledger rows written). Done requests are
+        collected for :data:`ACK_SECONDS` and stored and acknowledged together."""
+        self.pending.discard(request)
+        queue_id = request.meta.pop(INFLIGHT_META, None)
+        if queue_id is None:
+            return
+        self._to_ack.append(queue_id)
+        if self._ack_call is None and self._storing is None:
+            self._ack_call = _later(ACK_SECONDS, self._store_and_ack)
+
+    def _store_and_ack(self) -> None:
+        from twisted.internet import defer
+
+        from scrapy_gdpr._component import component_runtime
+
+        self._ack_call = None
+        ids, self._to_ack = self._to_ack, []
+        if not ids:
+            return
+        retention = component_runtime(self.crawler).retention
+        stored = retention.when_stored() if retention is not None else defer.succeed(None)
+        self._storing = stored
+
+        def acknowledge(_: object) -> None:
+            try:
+                self.queue.ack_many(list(ids))
+            except self._errors:
+                pass  # put back in the queue after their deadline: fetched again, never lost
+
+        def not_stored(failure: Any) -> None:
+            self.queue.forget(list(ids))
+            self.stats.inc_value("gdpr/queue/not_stored", len(ids))
+            logger.error("%(n)d request(s) done but their items could not be written (%(exc)s): they go back in "
+                         "the shared queue after GDPR_STATE_REQUEUE_AFTER and are fetched again",
+                         {"n": len(ids), "exc": failure.value}, extra={"spider": self.spider})
+
+        def finished(_: object) -> None:
+            self._storing = None
+            if self._to_ack and self._ack_call is None:
+                self._ack_call = _later(ACK_SECONDS, self._store_and_ack)
+
+        stored.addCallbacks(acknowledge, not_stored)
+        stored.addBoth(finished)
+
+
+def _later(seconds: float, fn: Any) -> Any:
+    from twisted.internet import reactor
+
+    clock: Any = reactor
+    return clock.callLater(seconds, fn)
+
 
 def _redis_errors() -> tuple[type[BaseException], ...]:
     import redis
@@ -664,19 +760,37 @@ def _cache_ttl(crawler: Crawler) -> float:
 
 
 def _scheduler(crawler: Crawler) -> Scheduler | None:
-    engine = crawler.engine
-    slot = getattr(engine, "_slot", None) if engine is not None else None
-    scheduler = getattr(slot, "scheduler", None)
+    from scrapy_gdpr._component import component_runtime
+
+    scheduler = component_runtime(crawler).shared_queue
     return scheduler if isinstance(scheduler, Scheduler) else None
+
+
+class _Output:
+    """What one response of a popped request has yielded and not yet seen stored."""
+
+    __slots__ = ("exhausted", "items", "response")
+
+    def __init__(self, response: Response) -> None:
+        self.response = response  # kept alive while tracked: its id() is the key
+        self.items = 0
+        self.exhausted = False
 
 
 class QueueAckMiddleware:
     """Spider and downloader middleware: a request popped from the shared queue is done
-    (its in-flight record removed) when its callback's output has been consumed, or
-    when its download failed."""
+    (its in-flight record removed) when its callback's output has been consumed and
+    every item it yielded has left the item pipelines (``item_scraped``,
+    ``item_dropped`` or ``item_error``) and is stored (see
+    :meth:`Scheduler.ack_when_stored`); or when its download failed.
+
+    As a spider middleware it sits closest to the engine, so that it counts the items
+    the engine receives."""
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
+        self._outputs: dict[int, _Output] = {}
+        self._connected = False
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> QueueAckMiddleware:
@@ -689,18 +803,74 @@ class QueueAckMiddleware:
         if scheduler is not None:
             scheduler.ack(request)
 
+    def _track(self, response: Response) -> _Output | None:
+        request = response.request
+        if request is None or INFLIGHT_META not in request.meta:
+            return None
+        if not self._connected:
+            self._connected = True
+            for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
+                self.crawler.signals.connect(self._item_done, signal=signal)
+        out = self._outputs.get(id(response))
+        if out is None:
+            out = self._outputs[id(response)] = _Output(response)
+        return out
+
+    def _item_done(self, item: Any, response: Any = None, **kwargs: Any) -> None:
+        out = self._outputs.get(id(response)) if response is not None else None
+        if out is not None and out.response is response:
+            out.items -= 1
+            self._maybe_done(out)
+
+    def _maybe_done(self, out: _Output) -> None:
+        if not out.exhausted or out.items > 0:
+            return
+        self._outputs.pop(id(out.response), None)
+        request = out.response.request
+        scheduler = _scheduler(self.crawler)
+        if request is not None and scheduler is not None:
+            scheduler.ack_when_stored(request)
+
+    @staticmethod
+    def _is_item(obj: Any) -> bool:
+        # what the scraper sends to the item pipelines
+        from scrapy import Request
+
+        return obj is not None and not isinstance(obj, Request)
+
     # spider middleware
     async def process_spider_output_async(self, response: Response, result: AsyncIterator[Any]) -> AsyncIterator[Any]:
-        async for obj in result:
-            yield obj
-        self._ack(response.request)
+        out = self._track(response)
+        if out is None:
+            async for obj in result:
+                yield obj
+            return
+        try:
+            async for obj in result:
+                if self._is_item(obj):
+                    out.items += 1
+                yield obj
+        finally:
+            out.exhausted = True
+            self._maybe_done(out)
 
     def process_spider_output(self, response: Response, result: Iterable[Any]) -> Iterable[Any]:
-        yield from result
-        self._ack(response.request)
+        out = self._track(response)
+        if out is None:
+            yield from result
+            return
+        try:
+            for obj in result:
+                if self._is_item(obj):
+                    out.items += 1
+                yield obj
+        finally:
+            out.exhausted = True
+            self._maybe_done(out)
 
     def process_spider_exception(self, response: Response, exception: BaseException) -> None:
-        self._ack(response.request)
+        if id(response) not in self._outputs:
+            self._ack(response.request)  # failed before any output (e.g. an HTTP error without errback)
 
     # downloader middleware
     def process_exception(self, request: Request, exception: BaseException) -> None:
@@ -725,11 +895,30 @@ def configure(settings: BaseSettings, crawler: Crawler, url: str) -> None:
         raise ValueError("GDPR_STATE_URL needs scrapy-redis: pip install 'scrapy-gdpr[redis]'") from exc
     if url:
         settings.set("REDIS_URL", settings.get("REDIS_URL") or url, "addon")
+    _warn_overwritten_feeds(settings)
     settings.set("SCHEDULER", SCHEDULER, "addon")
     settings.set("SCHEDULER_SERIALIZER", SERIALIZER, "addon")
     settings.set("SCHEDULER_QUEUE_CLASS", QUEUE_CLASS, "addon")
-    settings.setdefault_in_component_priority_dict("SPIDER_MIDDLEWARES", QueueAckMiddleware, 990)
+    # closest to the engine: it counts the items the engine receives
+    settings.setdefault_in_component_priority_dict("SPIDER_MIDDLEWARES", QueueAckMiddleware, 1)
     settings.setdefault_in_component_priority_dict("DOWNLOADER_MIDDLEWARES", QueueAckMiddleware, 10)
+
+
+def _warn_overwritten_feeds(settings: BaseSettings) -> None:
+    """A local feed overwritten at start (``-O``) would lose, when its worker is started
+    again after a crash, the lines its killed run wrote: the shared queue counts their
+    requests as done."""
+    from urllib.parse import urlsplit
+
+    for uri, options in settings.getdict("FEEDS").items():
+        scheme = urlsplit(str(uri)).scheme
+        local = scheme in ("", "file") or len(scheme) == 1  # a path (or a Windows drive letter)
+        if (options or {}).get("overwrite") and local and "%(" not in str(uri):
+            logger.warning(
+                "The feed %(uri)s is overwritten when the crawl starts (-O or overwrite: true): a worker started "
+                "again after a crash would overwrite the items its killed run wrote, which the shared queue "
+                "counts as done. Fix: -o (append; a torn last line is repaired) or a file name per run "
+                "(e.g. items-%%(time)s.jsonl)", {"uri": uri})
 
 
 def purge_shared(settings: BaseSettings, spider_name: str, *, dry_run: bool = False) -> str:
