@@ -458,10 +458,13 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         self._down_since: float | None = None
         self._renewer: Any = None
         self._waker: Any = None
+        #: requests popped by the wake loop and handed to the engine (``engine.crawl``)
+        self._ready: list[Request] = []
         #: in-flight ids of requests done, acknowledged once their items are stored
         self._to_ack: list[str] = []
         self._ack_call: Any = None
         self._storing: Deferred[None] | None = None
+        self._close_asked = False
         self._length = 0
         self._length_at = float("-inf")
         self._quiet_until = float("-inf")
@@ -518,11 +521,21 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
                         extra={"spider": spider})
 
     def _wake(self) -> None:
-        if time.monotonic() < self._quiet_until:
+        """Between the engine's own calls (after each download, and every 5 s), take a
+        request that has become ready (set aside and now due, or queued by another
+        worker) and hand it to the engine with ``engine.crawl()``, which then asks for
+        more (:meth:`enqueue_request` keeps it here, it is not queued again)."""
+        if time.monotonic() < self._quiet_until or self._ready:
             return  # the queue was empty and nothing set aside falls due before then
-        slot = getattr(self.crawler.engine, "_slot", None)
-        if slot is not None and slot.closing is None:
-            slot.nextcall.schedule()
+        engine = self.crawler.engine
+        if engine is None or engine.spider is None or not engine.running or self._close_asked:
+            return
+        if engine.needs_backout():
+            return  # the downloader or the scraper is full: the engine asks when it is not
+        request = self.next_request()
+        if request is not None:
+            self._ready.append(request)
+            engine.crawl(request)
 
     def _renew(self) -> None:
         try:
@@ -551,6 +564,11 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
             else:
                 self._store_and_ack()
         try:
+            # popped by the wake loop but never sent (the crawl was closing): back in the queue
+            while self._ready:
+                request = self._ready.pop()
+                self.queue.push(request)
+                self.ack(request)
             self._flush_held()
             if not self.persist:
                 self.flush()
@@ -573,7 +591,8 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
             from scrapy.utils.defer import deferred_from_coro
 
             engine = self.crawler.engine
-            if engine is not None and engine._slot is not None and engine._slot.closing is None:
+            if engine is not None and engine.spider is not None and not self._close_asked:
+                self._close_asked = True
                 logger.info("Redis stayed unreachable for %(s).0f s (GDPR_STATE_WAIT): closing the crawl as "
                             "gdpr_blocked", {"s": now - self._down_since}, extra={"spider": self.spider})
                 deferred_from_coro(engine.close_spider_async(reason="gdpr_blocked"))
@@ -590,6 +609,8 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
 
     # -- the scheduler interface ---------------------------------------------------------
     def enqueue_request(self, request: Request) -> bool:
+        if any(r is request for r in self._ready):
+            return True  # popped by the wake loop and handed to engine.crawl(): sent from here
         try:
             data = self.queue.encode(request)
         except (NotPlain, ValueError) as exc:
@@ -617,6 +638,8 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         return True
 
     def next_request(self) -> Request | None:
+        if self._ready:
+            return self._ready.pop(0)
         try:
             self._flush_held()
             for _ in range(16):
@@ -659,7 +682,7 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         return key, self.state.blocked_for(key)
 
     def has_pending_requests(self) -> bool:
-        if self._held:
+        if self._held or self._ready:
             return True
         now = time.monotonic()
         if now - self._length_at < WAKE_SECONDS:
