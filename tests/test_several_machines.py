@@ -412,6 +412,53 @@ def test_worker_killed_with_items_in_its_pipelines_and_feed_loses_no_item(tmp_pa
         survivor_ledger.close()
 
 
+REDIS_START_SPIDER = """
+import scrapy
+
+from scrapy_gdpr.shared.start import RedisStartUrls
+
+
+class Fleet(RedisStartUrls, scrapy.Spider):
+    name = "fleet"
+    redis_key = {key!r}
+    redis_poll_seconds = 0.2
+    redis_idle_close = 4
+
+    def parse(self, response):
+        yield {{"url": response.url, "tag": response.meta.get("tag")}}
+"""
+
+
+def test_start_urls_from_a_redis_list_with_async_start(tmp_path, prefix):
+    """RedisStartUrls (scrapy-redis's RedisSpider feature under Scrapy's async start()):
+    two workers take the URLs pushed to one list; a URL pushed twice is fetched once,
+    a JSON entry keeps its meta, an entry that is no URL is skipped with an ERROR."""
+    key = f"{prefix}:start_urls"
+    site = make_site(tmp_path / "site", crawl_delay=0.2, pages=4)
+    client = redis_client()
+    with MockServer(site=site, log=tmp_path / "access.log") as server:
+        project = make_project(tmp_path, server, REDIS_URL, prefix, ["slow"])
+        (project / "fleet" / "spiders" / "fleet.py").write_text(REDIS_START_SPIDER.format(key=key), encoding="utf-8")
+        urls = [server.url(f"/p{i}.html", host="slow.test") for i in range(4)]
+        client.rpush(key, urls[0], urls[1], urls[0], "not a url",
+                     json.dumps({"url": urls[2], "meta": {"tag": "from-json"}}))
+        started = time.time()
+        procs = [start_worker(project, n) for n in range(2)]
+        time.sleep(3)
+        client.rpush(key, urls[3])  # pushed while the crawl runs
+        codes = wait_all(procs, timeout=120)
+        requests = [r for r in server.requests() if r[0] >= started]
+    assert codes == [0, 0], logs(project)[-4000:]
+    fetched = sorted(p for _, h, p in requests if h == "slow.test" and p.startswith("/p"))
+    assert fetched == [f"/p{i}.html" for i in range(4)], fetched
+    rows = [json.loads(line) for f in sorted((project / "out").glob("items-*.jsonl"))
+            for line in f.read_text().splitlines() if line.strip()]
+    assert sorted(r["url"] for r in rows) == sorted(urls)
+    assert next(r for r in rows if r["url"] == urls[2])["tag"] == "from-json"
+    assert "Skipping the start entry 'not a url'" in logs(project)
+    assert client.llen(key) == 0
+
+
 def test_redis_unreachable_from_the_start_fetches_nothing_and_exits_blocked(tmp_path, prefix):
     port = free_port()  # nothing listens there
     site = make_site(tmp_path / "site")
