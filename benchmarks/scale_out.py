@@ -38,7 +38,11 @@ time).
   first photo page through the face stage, its detector built, to the last item), and
   *pages per CPU second of the busiest core* (the pages over the CPU seconds of the
   workers pinned to the busiest core: what the span would be if each core ran
-  nothing else; start-up included).
+  nothing else), over the whole crawl (start-up included) and over the steady state
+  (each worker's CPU time read from ``/proc`` when every worker had written its first
+  photo page). On a shared machine whose other load takes most of the cores the
+  wall-clock figures say more about that load than about the crawl; the CPU-second
+  figures do not depend on it.
 
   Printed per worker: items written, CPU seconds (the process's user + system
   time), face-pool busy seconds (stat ``gdpr/faces/busy_seconds``) and the times of
@@ -246,6 +250,19 @@ def _stat(text: str, name: str) -> float:
     return 0.0
 
 
+def _has_photo_item(done_log: Path) -> bool:
+    try:
+        return "/q" in done_log.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return False
+
+
+def _proc_cpu(pid: int) -> float:
+    """A running process's user + system CPU seconds (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pin(core: int | None) -> Any:
     if core is None:
         return None
@@ -287,20 +304,26 @@ def run(mode: str, workers: int, args: argparse.Namespace, redis_port: int) -> d
                         [sys.executable, "-m", "scrapy.cmdline", "crawl", "bench", "-O", f"out/items-{n}.jsonl"],
                         cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=fh,
                         preexec_fn=_pin(cores[n % len(cores)] if pin else None)))  # noqa: PLW1509
-            codes = []
-            cpu = []
+            codes: dict[int, int] = {}
+            cpu: dict[int, float] = {}
+            # each worker's CPU seconds when every worker had written its first photo page
+            # (start-up and detector built): the steady state is what comes after
+            cpu_at_steady: dict[int, float] = {}
             deadline = time.monotonic() + 900
-            for p in procs:
-                while True:
+            while len(codes) < len(procs):
+                for n, p in enumerate(procs):
+                    if n in codes:
+                        continue
                     pid, status, usage = os.wait4(p.pid, os.WNOHANG)
                     if pid:
-                        p.returncode = os.waitstatus_to_exitcode(status)
-                        break
-                    if time.monotonic() > deadline:
+                        p.returncode = codes[n] = os.waitstatus_to_exitcode(status)
+                        cpu[n] = usage.ru_utime + usage.ru_stime
+                    elif time.monotonic() > deadline:
                         p.kill()
-                    time.sleep(0.05)
-                codes.append(p.returncode)
-                cpu.append(usage.ru_utime + usage.ru_stime)
+                if mode == "cpu" and not cpu_at_steady and not codes and all(
+                        _has_photo_item(project / "out" / f"done-{n}.log") for n in range(workers)):
+                    cpu_at_steady = {n: _proc_cpu(p.pid) for n, p in enumerate(procs)}
+                time.sleep(0.05)
             commands = redis_commands(redis_port) - before
             requests = []
             for line in log.read_text(encoding="utf-8").splitlines():
@@ -321,6 +344,7 @@ def run(mode: str, workers: int, args: argparse.Namespace, redis_port: int) -> d
             done = sorted(float(t) for t, _ in lines)
             photo_done = sorted(float(t) for t, url in lines if "/q" in url)
             per_worker.append({"worker": n, "items": mine, "cpu_s": cpu[n],
+                               "steady_cpu_s": cpu[n] - cpu_at_steady[n] if cpu_at_steady else 0.0,
                                "face_busy_s": _stat(text, "gdpr/faces/busy_seconds"),
                                "first_item": done[0] if done else 0.0, "last_item": done[-1] if done else 0.0,
                                "photo_done": photo_done, "core": cores[n % len(cores)] if pin else None})
@@ -351,15 +375,18 @@ def run(mode: str, workers: int, args: argparse.Namespace, redis_port: int) -> d
         # face stage (its detector built) to the last item, the photo pages written then
         firsts = [w["photo_done"][0] for w in per_worker if w["photo_done"]]
         if len(firsts) == workers and ends:
-            since = max(firsts)
+            since = max(firsts)  # (the CPU sample above was taken just after this)
             steady_pages = sum(1 for w in per_worker for t in w["photo_done"] if t > since)
             steady_span = max(ends) - since
         else:
             steady_pages, steady_span = 0, 0.0
         # what the work would take with a core to itself per worker: the busiest core's CPU seconds
         by_core: dict[Any, float] = {}
+        steady_by_core: dict[Any, float] = {}
         for w in per_worker:
-            by_core[w["core"] if pin else w["worker"]] = by_core.get(w["core"] if pin else w["worker"], 0.0) + w["cpu_s"]
+            where = w["core"] if pin else w["worker"]
+            by_core[where] = by_core.get(where, 0.0) + w["cpu_s"]
+            steady_by_core[where] = steady_by_core.get(where, 0.0) + w["steady_cpu_s"]
         for w in per_worker:
             w.pop("photo_done")
             w["first_item"] = round(w["first_item"] - pages[0], 2) if w["first_item"] else None
@@ -369,8 +396,11 @@ def run(mode: str, workers: int, args: argparse.Namespace, redis_port: int) -> d
     if mode == "cpu":
         extra = {"steady_pages_per_s": steady_pages / steady_span if steady_span > 0 else 0.0,
                  "busiest_core_cpu_s": max(by_core.values()) if by_core else 0.0,
-                 "pages_per_busiest_core_cpu_s": counted / max(by_core.values()) if by_core else 0.0}
-    return {"workers": workers, "exit": max(codes), "pages": len(pages), "items": items, "seconds": span,
+                 "pages_per_busiest_core_cpu_s": counted / max(by_core.values()) if by_core else 0.0,
+                 "steady_pages_per_busiest_core_cpu_s":
+                     steady_pages / max(steady_by_core.values()) if steady_by_core and max(steady_by_core.values())
+                     else 0.0}
+    return {"workers": workers, "exit": max(codes.values()), "pages": len(pages), "items": items, "seconds": span,
             "pages_per_s": rate, **extra, "violations": violations,
             "smallest_gap_s": smallest if smallest != float("inf") else 0.0,
             "round_trips_per_page": trips / max(1, len(pages)),
@@ -409,13 +439,14 @@ def main() -> None:
                     pinned = "each worker pinned to one core" if args.pin else "workers not pinned"
                     print(f"\nCPU-bound: {args.photo_pages} pages on {args.photo_hosts} hosts with one photo each "
                           f"through the face stage, GDPR_FACE_WORKERS=1 per worker, {pinned}")
-                base = steady_base = cpu_base = None
+                base = steady_base = cpu_base = steady_cpu_base = None
                 for n in counts:
                     r = run(mode, n, args, port)
                     base = base or r["pages_per_s"]
                     if mode == "cpu":
                         steady_base = steady_base or r["steady_pages_per_s"]
                         cpu_base = cpu_base or r["pages_per_busiest_core_cpu_s"]
+                        steady_cpu_base = steady_cpu_base or r["steady_pages_per_busiest_core_cpu_s"]
                     share = f", {100 * r['pages_per_s'] / bound:.0f} % of the bound" if bound else ""
                     per_worker = r.pop("per_worker")
                     print(json.dumps({"mode": mode, **{k: round(v, 3) for k, v in r.items()}}))
@@ -427,14 +458,17 @@ def main() -> None:
                         busy = sum(w["face_busy_s"] for w in per_worker)
                         for w in per_worker:
                             core = f" on core {w['core']}" if w["core"] is not None else ""
-                            print(f"    worker {w['worker']}{core}: {w['items']} items, CPU {w['cpu_s']:.1f} s, "
+                            print(f"    worker {w['worker']}{core}: {w['items']} items, CPU {w['cpu_s']:.1f} s "
+                                  f"({w['steady_cpu_s']:.1f} s in the steady state), "
                                   f"face pool busy {w['face_busy_s']:.1f} s, items written from "
                                   f"{w['first_item']} s to {w['last_item']} s", flush=True)
                         print(f"    steady state (every worker's detector built): {r['steady_pages_per_s']:.2f} pages/s, "
                               f"{r['steady_pages_per_s'] / steady_base if steady_base else 0:.2f}x one worker; "
                               f"pages per CPU second of the busiest core: {r['pages_per_busiest_core_cpu_s']:.2f}, "
-                              f"{r['pages_per_busiest_core_cpu_s'] / cpu_base if cpu_base else 0:.2f}x one worker",
-                              flush=True)
+                              f"{r['pages_per_busiest_core_cpu_s'] / cpu_base if cpu_base else 0:.2f}x one worker; "
+                              f"in the steady state: {r['steady_pages_per_busiest_core_cpu_s']:.2f}, "
+                              f"{r['steady_pages_per_busiest_core_cpu_s'] / steady_cpu_base if steady_cpu_base else 0:.2f}"
+                              "x one worker", flush=True)
                         print(f"    face pools busy {busy:.1f} s in all over a span of {r['seconds']:.1f} s "
                               f"({busy / r['seconds'] if r['seconds'] else 0:.2f} pools busy at a time on average)",
                               flush=True)
