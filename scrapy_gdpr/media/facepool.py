@@ -114,6 +114,9 @@ class FacePool:
         self._lock = threading.Lock()
         self._users = 0
         self._closed = False
+        #: Images waiting for a slot (all ``GDPR_FACE_QUEUE`` taken): the face stage is
+        #: the bottleneck (a worker of a shared crawl then takes no more requests).
+        self.waiting = 0
         #: Images holding a slot now, and the most there ever were.
         self.in_flight = 0
         self.max_in_flight = 0
@@ -177,7 +180,12 @@ class FacePool:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one of the ``GDPR_FACE_QUEUE`` in-flight places while an image is worked on."""
-        async with self._slots:
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
+        try:
             self.in_flight += 1
             if self.in_flight > self.max_in_flight:
                 self.max_in_flight = self.section["max_in_flight"] = self.in_flight
@@ -185,6 +193,8 @@ class FacePool:
                 yield
             finally:
                 self.in_flight -= 1
+        finally:
+            self._slots.release()
 
     async def call(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run ``fn(*args)`` in a worker thread and await its result."""

@@ -19,6 +19,8 @@ through Redis. This module keeps its scheduler and changes what the gate needs:
 * **Busy hosts.** A request whose host is booked by another worker (politeness,
   ``Retry-After``) is set aside in a delayed set in Redis, scored by when the host is
   free, and the worker takes the next request instead of waiting.
+* **A busy face stage.** A worker whose face pool has images waiting for a slot takes
+  no more requests until one is free: they stay in Redis for workers with room.
 * **Killed workers.** A popped request is also written to an in-flight set with a
   deadline (Redis's clock), renewed while its worker lives. It is removed
   (acknowledged) only when the request is done *and stored*: its callback's output
@@ -640,6 +642,8 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
     def next_request(self) -> Request | None:
         if self._ready:
             return self._ready.pop(0)
+        if self._backlogged():
+            return None
         try:
             self._flush_held()
             for _ in range(16):
@@ -673,6 +677,19 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         except self._errors_or_down as exc:
             self._down(exc)
         return None
+
+    def _backlogged(self) -> bool:
+        """Whether this worker has more images than its face pool holds (images wait for
+        a slot): it then takes no more requests, and leaves them in the shared queue for
+        workers with a free face pool, instead of taking in everything at the start of a
+        CPU-bound crawl and leaving the others idle."""
+        from scrapy_gdpr._component import component_runtime
+
+        pool = component_runtime(self.crawler).face_pool
+        if pool is not None and pool.waiting > 0:
+            self.stats.inc_value("gdpr/queue/backlogged")
+            return True
+        return False
 
     def _host_wait(self, request: Request) -> tuple[str, float]:
         engine = self.crawler.engine
