@@ -75,6 +75,8 @@ class GdprRuntime:
     state: GateState | None = None
     #: Requests the scheduler handed out and politeness has not booked yet, per host.
     pending_hosts: PendingHosts | None = None
+    #: The shared queue's scheduler (:class:`scrapy_gdpr.shared.queue.Scheduler`), while open.
+    shared_queue: Any = None
     #: An outage of the shared state, logged once.
     state_outage: Outage | None = None
     #: The time the components read (TTLs, back-offs, Retry-After pauses); read when

@@ -133,6 +133,11 @@ async def test_workers_named_gdpr_faces_one_detector_each_and_bounded(tmp_path, 
     assert recording.onnx_threads == {threads}
     assert section["max_in_flight"] == 3  # the bound was reached and respected
     assert section["images_redacted"] == 24
+    # the seconds the two threads spent on the face stage: at least the detector's
+    # 20 ms per image, at most the two threads busy the whole crawl
+    busy = crawler.stats.get_value("gdpr/faces/busy_seconds")
+    elapsed = crawler.stats.get_value("elapsed_time_seconds") or 1e9
+    assert 24 * 0.02 <= busy <= 2 * elapsed, (busy, elapsed)
 
 
 @coroutine_test

@@ -5,6 +5,7 @@ restarted mid-crawl, a worker killed with SIGKILL."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -49,6 +50,29 @@ TWISTED_DNS_RESOLVER = "tests.utils.LocalResolver"
 CONCURRENT_REQUESTS = 8
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
 TELNETCONSOLE_ENABLED = False
+ITEM_PIPELINES = {{"fleet.hold.Hold": 100}}
+"""
+
+#: an item pipeline that, when HOLD_ITEMS is set, holds the items of the odd pages
+#: (a slow pipeline: killed while it holds them) and lets the others through at once
+HOLD = """
+import asyncio
+import logging
+import os
+
+logger = logging.getLogger("hold")
+
+
+class Hold:
+    async def process_item(self, item):
+        url = item.get("url", "")
+        if os.environ.get("HOLD_ITEMS") and "/p" in url:
+            if int(url.rsplit("/p", 1)[1].split(".")[0]) % 2:
+                logger.info("HOLDING %s", url)
+                await asyncio.sleep(600)
+            else:
+                logger.info("PASSING %s", url)
+        return item
 """
 
 SPIDER = """
@@ -140,6 +164,7 @@ def make_project(tmp_path: Path, server: MockServer, state_url: str, prefix: str
                                                    encoding="utf-8")
     starts = [server.url("/index.html", host=f"{h}.test") for h in hosts]
     (project / "fleet" / "spiders" / "fleet.py").write_text(SPIDER.format(starts=starts), encoding="utf-8")
+    (project / "fleet" / "hold.py").write_text(HOLD, encoding="utf-8")
     write_policy(project / "policy.yaml", server, [f"{h}.test" for h in hosts])
     return project
 
@@ -315,6 +340,123 @@ def test_worker_killed_with_sigkill_loses_no_request(tmp_path, prefix):
     # the request the killed worker held was put back, fetched again and its item stored
     assert "back in the shared queue" in (project / "out" / "log-1.txt").read_text()
     assert held in survivor
+
+
+def feed_lines(path: Path) -> list[dict]:
+    """The whole lines of a JSON Lines feed (a torn last line is left out)."""
+    out = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            out.append(json.loads(line))
+    return out
+
+
+def test_worker_killed_with_items_in_its_pipelines_and_feed_loses_no_item(tmp_path, prefix):
+    """SIGKILL while some items of popped requests wait in an item pipeline and others
+    sit in the feed exporter's buffer: every page's item ends up, stamped, in a feed
+    file the ledger knows (the killed worker's, registered when it was opened, or the
+    survivor's, recorded line by line when it closed)."""
+    from scrapy_gdpr.retention.ledger import open_ledger
+
+    pages = 10
+    site = make_site(tmp_path / "site", crawl_delay=0.5, pages=pages)
+    with MockServer(site=site, log=tmp_path / "access.log") as server:
+        project = make_project(tmp_path, server, REDIS_URL, prefix, ["slow"])
+        procs = [start_worker(project, 0, HOLD_ITEMS="1")]
+        log0 = project / "out" / "log-0.txt"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            text = log0.read_text(errors="replace")
+            if text.count("PASSING") >= 2 and text.count("HOLDING") >= 2:
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)  # what passed is exported (and, now, stored and acknowledged)
+        text = log0.read_text(errors="replace")
+        passed = {line.split("PASSING ", 1)[1].split()[0] for line in text.splitlines() if "PASSING " in line}
+        held = {line.split("HOLDING ", 1)[1].split()[0] for line in text.splitlines() if "HOLDING " in line}
+        assert passed and held, text[-3000:]
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait()
+        # a worker started after the kill finds the killed worker's requests in flight,
+        # waits for their deadline (GDPR_STATE_REQUEUE_AFTER) and takes them over
+        survivor = start_worker(project, 1)
+        codes = wait_all([survivor], timeout=180)
+    assert codes == [0], logs(project)[-4000:]
+    assert "back in the shared queue" in (project / "out" / "log-1.txt").read_text()
+
+    expected = {server.url(f"/p{i}.html", host="slow.test") for i in range(pages)}
+    expected.add(server.url("/index.html", host="slow.test"))
+    killed_feed = (project / "out" / "items-0.jsonl").resolve()
+    survivor_feed = (project / "out" / "items-1.jsonl").resolve()
+    killed = feed_lines(killed_feed)
+    survived = feed_lines(survivor_feed)
+    # the killed worker's lines: every item that passed its pipelines before the kill
+    # (they were acknowledged, so nobody fetches them again), each stamped
+    assert passed <= {line["url"] for line in killed}, (passed, killed)
+    assert all(line.get("gdpr", {}).get("item_id") for line in killed + survived)
+    # every page's item in some feed: none lost with the killed worker
+    found = {line["url"] for line in killed + survived}
+    assert expected <= found, sorted(expected - found)
+    # the items the killed worker held were fetched again by the survivor
+    assert held <= {line["url"] for line in survived}
+    # in the ledgers as promised: the killed worker's feed registered when it was
+    # opened (purge and erasure read it), the survivor's lines recorded when it closed
+    killed_ledger = open_ledger(f"sqlite:///{project / 'out' / 'ledger-0.sqlite3'}")
+    survivor_ledger = open_ledger(f"sqlite:///{project / 'out' / 'ledger-1.sqlite3'}")
+    try:
+        assert str(killed_feed) in {rec.location for rec in killed_ledger.feed_files()}
+        recorded = {rec.url for rec in survivor_ledger.all(["feed_line"])}
+        assert {line["url"] for line in survived} <= recorded
+    finally:
+        killed_ledger.close()
+        survivor_ledger.close()
+
+
+REDIS_START_SPIDER = """
+import scrapy
+
+from scrapy_gdpr.shared.start import RedisStartUrls
+
+
+class Fleet(RedisStartUrls, scrapy.Spider):
+    name = "fleet"
+    redis_key = {key!r}
+    redis_poll_seconds = 0.2
+    redis_idle_close = 4
+
+    def parse(self, response):
+        yield {{"url": response.url, "tag": response.meta.get("tag")}}
+"""
+
+
+def test_start_urls_from_a_redis_list_with_async_start(tmp_path, prefix):
+    """RedisStartUrls (scrapy-redis's RedisSpider feature under Scrapy's async start()):
+    two workers take the URLs pushed to one list; a URL pushed twice is fetched once,
+    a JSON entry keeps its meta, an entry that is no URL is skipped with an ERROR."""
+    key = f"{prefix}:start_urls"
+    site = make_site(tmp_path / "site", crawl_delay=0.2, pages=4)
+    client = redis_client()
+    with MockServer(site=site, log=tmp_path / "access.log") as server:
+        project = make_project(tmp_path, server, REDIS_URL, prefix, ["slow"])
+        (project / "fleet" / "spiders" / "fleet.py").write_text(REDIS_START_SPIDER.format(key=key), encoding="utf-8")
+        urls = [server.url(f"/p{i}.html", host="slow.test") for i in range(4)]
+        client.rpush(key, urls[0], urls[1], urls[0], "not a url",
+                     json.dumps({"url": urls[2], "meta": {"tag": "from-json"}}))
+        started = time.time()
+        procs = [start_worker(project, n) for n in range(2)]
+        time.sleep(3)
+        client.rpush(key, urls[3])  # pushed while the crawl runs
+        codes = wait_all(procs, timeout=120)
+        requests = [r for r in server.requests() if r[0] >= started]
+    assert codes == [0, 0], logs(project)[-4000:]
+    fetched = sorted(p for _, h, p in requests if h == "slow.test" and p.startswith("/p"))
+    assert fetched == [f"/p{i}.html" for i in range(4)], fetched
+    rows = [json.loads(line) for f in sorted((project / "out").glob("items-*.jsonl"))
+            for line in f.read_text().splitlines() if line.strip()]
+    assert sorted(r["url"] for r in rows) == sorted(urls)
+    assert next(r for r in rows if r["url"] == urls[2])["tag"] == "from-json"
+    assert "Skipping the start entry 'not a url'" in logs(project)
+    assert client.llen(key) == 0
 
 
 def test_redis_unreachable_from_the_start_fetches_nothing_and_exits_blocked(tmp_path, prefix):

@@ -346,6 +346,24 @@ def test_addon_wires_scrapy_redis_with_json_and_refuses_pickle():
         update_settings(pickled, None)
 
 
+def test_a_feed_overwritten_at_start_is_warned_about(caplog):
+    """A worker started again after a crash must not overwrite the lines its killed run
+    wrote: the shared queue counts their requests as done."""
+    from scrapy.settings import Settings
+
+    from scrapy_gdpr.shared.wiring import update_settings
+
+    with caplog.at_level("WARNING", logger="scrapy_gdpr.shared.queue"):
+        update_settings(Settings({"GDPR_STATE_URL": "redis://127.0.0.1:6379/3", "FEEDS": {
+            "out/items.jsonl": {"format": "jsonl", "overwrite": True},
+            "out/appended.jsonl": {"format": "jsonl"},
+            "out/items-%(time)s.jsonl": {"format": "jsonl", "overwrite": True},
+            "s3://bucket/items.jsonl": {"format": "jsonl", "overwrite": True},
+        }}), None)
+    warned = [r.getMessage() for r in caplog.records if "overwritten when the crawl starts" in r.getMessage()]
+    assert len(warned) == 1 and "out/items.jsonl" in warned[0] and "Fix: -o (append" in warned[0], warned
+
+
 def test_scrapy_redis_without_shared_state_is_refused():
     from scrapy.settings import Settings
 

@@ -339,9 +339,11 @@ class PolitenessMiddleware:
         """Book ``key`` in the shared state; 0 when the request may go now, else the
         seconds until the host is free (another worker holds it, or a Retry-After)."""
         interval = self._interval(key)
+        # the scheduler spaces set-aside requests by it, and hands out a host that asked
+        # for no spacing (0) without holding its other requests back
+        pending_hosts(self.crawler).intervals[key] = interval
         if interval:
             self._intervals[key] = interval
-            pending_hosts(self.crawler).intervals[key] = interval
         # booked only when the host is free now: a request booked ahead and then held
         # up (a loaded machine oversleeps) would leave later than its booking, closer to
         # the next worker's request than the host asked

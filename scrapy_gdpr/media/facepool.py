@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -113,11 +114,16 @@ class FacePool:
         self._lock = threading.Lock()
         self._users = 0
         self._closed = False
+        #: Images waiting for a slot (all ``GDPR_FACE_QUEUE`` taken): the face stage is
+        #: the bottleneck (a worker of a shared crawl then takes no more requests).
+        self.waiting = 0
         #: Images holding a slot now, and the most there ever were.
         self.in_flight = 0
         self.max_in_flight = 0
         #: Names of the threads that ran the detector (for the tests and the log).
         self.detector_threads: set[str] = set()
+        #: Seconds the pool's threads spent on the face stage (stat ``gdpr/faces/busy_seconds``).
+        self.busy_seconds = 0.0
         self._dropped_by_reason: dict[str, int] = defaultdict(int)
         self._items_dropped_by_reason: dict[str, int] = defaultdict(int)
         self.section: dict[str, Any] = {
@@ -160,6 +166,9 @@ class FacePool:
         self._closed = True
         # Every item has left the pipelines when close_spider runs: nothing is queued.
         self._executor.shutdown(wait=True, cancel_futures=True)
+        stats = getattr(self.crawler, "stats", None)
+        if stats is not None and self.busy_seconds:
+            stats.set_value("gdpr/faces/busy_seconds", round(self.busy_seconds, 3))
         if self.runtime.face_pool is self:
             self.runtime.face_pool = None
         logger.debug(
@@ -171,7 +180,12 @@ class FacePool:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one of the ``GDPR_FACE_QUEUE`` in-flight places while an image is worked on."""
-        async with self._slots:
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
+        try:
             self.in_flight += 1
             if self.in_flight > self.max_in_flight:
                 self.max_in_flight = self.section["max_in_flight"] = self.in_flight
@@ -179,6 +193,8 @@ class FacePool:
                 yield
             finally:
                 self.in_flight -= 1
+        finally:
+            self._slots.release()
 
     async def call(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run ``fn(*args)`` in a worker thread and await its result."""
@@ -211,6 +227,15 @@ class FacePool:
         """The face stage on one image, in the calling (worker) thread. Never raises:
         any failure is a verdict that the image is not stored (fail closed).
         ``output`` as for :func:`~scrapy_gdpr.faces.stage.process_image`."""
+        started = time.perf_counter()
+        try:
+            return self._run_stage(data, mime, output)
+        finally:
+            elapsed = time.perf_counter() - started
+            with self._lock:
+                self.busy_seconds += elapsed
+
+    def _run_stage(self, data: bytes, mime: str | None, output: str) -> Verdict:
         from scrapy_gdpr.faces.stage import Verdict
 
         try:

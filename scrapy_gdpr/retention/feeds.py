@@ -101,6 +101,7 @@ class LockingFileFeedStorage(FileFeedStorage):
         extension = _retention_extension(self.crawler)
         if extension is not None:
             extension.feed_opened(Path(self.path), self.feed_options)
+            extension.track_feed_file(locked)
         return locked
 
 

@@ -13,13 +13,14 @@ import threading
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from scrapy import Request, signals
 from scrapy.http.request import NO_CALLBACK
 from scrapy.utils.defer import maybe_deferred_to_future
 from scrapy.utils.misc import load_object
+from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 from w3lib.url import file_uri_to_path
 
@@ -61,7 +62,8 @@ class _LedgerWriter(threading.Thread):
         super().__init__(name="gdpr-ledger-writer", daemon=True)
         self.ledger = ledger
         self.batch = batch or self.batch_size
-        self.queue: queue.Queue[list[Callable[[], list[Record]]] | None] = queue.Queue()
+        #: batches of jobs, markers (called once every batch before them is written) and None (stop)
+        self.queue: queue.Queue[list[Callable[[], list[Record]]] | Callable[[], None] | None] = queue.Queue()
         self._pending: list[Callable[[], list[Record]]] = []
         self.errors: list[BaseException] = []
         self.written = 0
@@ -76,11 +78,23 @@ class _LedgerWriter(threading.Thread):
             self.queue.put(self._pending)
             self._pending = []
 
+    def then(self, marker: Callable[[], None]) -> None:
+        """Hand over the jobs collected so far, and call ``marker`` (in the writer
+        thread) once they are written, or their writing failed (see ``errors``)."""
+        self.flush()
+        self.queue.put(marker)
+
     def run(self) -> None:
         while True:
             jobs = self.queue.get()
             if jobs is None:
                 return
+            if not isinstance(jobs, list):
+                try:
+                    jobs()
+                except Exception:
+                    logger.exception("GDPR ledger: a marker failed")
+                continue
             rows: list[Record] = []
             for job in jobs:
                 try:
@@ -138,6 +152,8 @@ class RetentionExtension:
         self.runtime.retention = self
         #: the item filters of the local feeds recorded line by line when they close
         self._recorded_feeds = self._local_feed_filters(settings)
+        #: the local feed files open for writing (flushed by :meth:`when_stored`)
+        self._feed_files: list[IO[bytes]] = []
         crawler.signals.connect(self.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self.feed_slot_closed, signal=signals.feed_slot_closed)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
@@ -241,6 +257,33 @@ class RetentionExtension:
         current = self.ledger.feed_file(row.location)
         if current is None or current.expires_at > row.expires_at:
             self.ledger.set_feed_file(row)
+
+    def track_feed_file(self, fh: IO[bytes]) -> None:
+        """A local feed file the crawl writes: :meth:`when_stored` flushes it."""
+        self._feed_files.append(fh)
+
+    def when_stored(self) -> Deferred[None]:
+        """Fires once every item handed on so far is in the files of the local feeds
+        (flushed to the operating system: a worker killed after this loses none of
+        those lines) and its ledger rows are written. Fails if a feed file cannot be
+        written; a ledger row that cannot be written is logged as an ERROR by the
+        writer (stat ``gdpr/retention/ledger_errors``) and does not stop it.
+
+        The shared queue acknowledges a request only then (see
+        :mod:`scrapy_gdpr.shared.queue`)."""
+        from twisted.internet import defer, reactor
+
+        self._feed_files = [fh for fh in self._feed_files if not fh.closed]
+        try:
+            for fh in self._feed_files:
+                fh.flush()
+        except (OSError, ValueError) as exc:
+            return defer.fail(exc)
+        if self._closed or not self.writer.is_alive():
+            return defer.succeed(None)
+        done: Deferred[None] = Deferred()
+        self.writer.then(lambda: reactor.callFromThread(done.callback, None))
+        return done
 
     def item_scraped(self, item: Any) -> None:
         stamp = get_stamp(item)

@@ -19,11 +19,19 @@ through Redis. This module keeps its scheduler and changes what the gate needs:
 * **Busy hosts.** A request whose host is booked by another worker (politeness,
   ``Retry-After``) is set aside in a delayed set in Redis, scored by when the host is
   free, and the worker takes the next request instead of waiting.
+* **A busy face stage.** A worker whose face pool has images waiting for a slot takes
+  no more requests until one is free: they stay in Redis for workers with room.
 * **Killed workers.** A popped request is also written to an in-flight set with a
-  deadline; it is removed when the request is done (its callback's output consumed,
-  or its download failed). A worker killed with SIGKILL leaves its in-flight
-  requests behind, and any worker puts them back in the queue once their deadline
-  (``GDPR_STATE_REQUEUE_AFTER``) has passed.
+  deadline (Redis's clock), renewed while its worker lives. It is removed
+  (acknowledged) only when the request is done *and stored*: its callback's output
+  consumed, every item it yielded through the item pipelines, written to the local
+  feed files and flushed to the operating system, and the items' ledger rows
+  written (or its download failed, or it was refused). A worker killed with SIGKILL
+  leaves its in-flight requests behind, and any worker puts them back in the queue
+  once their deadline (``GDPR_STATE_REQUEUE_AFTER``) has passed: a request is
+  fetched at least once to the end, never lost. A request whose items were partly
+  written when its worker died is fetched again: those items are then in two feed
+  files, each line stamped and in the ledger (purge and erasure reach both).
 * **Fail closed.** When Redis cannot be reached, nothing is popped (so nothing is
   fetched), new requests are held in memory, the crawl stays open and says why at
   INFO; it goes on when Redis answers again, or closes as ``gdpr_blocked`` (exit
@@ -61,6 +69,7 @@ if TYPE_CHECKING:
     from scrapy.http import Request, Response
     from scrapy.settings import BaseSettings
     from scrapy.spiders import Spider
+    from twisted.internet.defer import Deferred
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +96,8 @@ WAKE_SECONDS = 0.2
 QUIET_SECONDS = 1.0
 #: The shortest time a request is set aside for a busy host.
 SET_ASIDE_SECONDS = 0.25
+#: How long done requests are collected before they are stored and acknowledged together.
+ACK_SECONDS = 0.1
 
 
 class NotPlain(TypeError):
@@ -456,12 +467,23 @@ class JsonPriorityQueue:
             del self.done[:len(done)]
 
     def ack(self, queue_id: str | bytes) -> None:
-        self.held.discard(queue_id.decode() if isinstance(queue_id, bytes) else queue_id)
+        self.ack_many([queue_id])
+
+    def ack_many(self, queue_ids: list[str | bytes]) -> None:
+        """The requests are done: remove their in-flight records now (one round trip)."""
+        if not queue_ids:
+            return
+        self.forget(queue_ids)
         self.trips["ack"] += 1
         pipe = self.server.pipeline(transaction=False)
-        pipe.zrem(self.inflight_key, queue_id)
-        pipe.hdel(self.inflight_data, queue_id)
+        pipe.zrem(self.inflight_key, *queue_ids)
+        pipe.hdel(self.inflight_data, *queue_ids)
         pipe.execute()
+
+    def forget(self, queue_ids: list[str | bytes]) -> None:
+        """Stop renewing the requests' deadlines: they go back to the queue when they pass."""
+        for queue_id in queue_ids:
+            self.held.discard(queue_id.decode() if isinstance(queue_id, bytes) else queue_id)
 
     def clear(self) -> None:
         self.server.delete(*self.keys())
@@ -547,6 +569,13 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         self._down_since: float | None = None
         self._renewer: Any = None
         self._waker: Any = None
+        #: requests popped by the wake loop and handed to the engine (``engine.crawl``)
+        self._ready: list[Request] = []
+        #: in-flight ids of requests done, acknowledged once their items are stored
+        self._to_ack: list[str] = []
+        self._ack_call: Any = None
+        self._storing: Deferred[None] | None = None
+        self._close_asked = False
         self._length = 0
         self._length_at = float("-inf")
         self._quiet_until = float("-inf")
@@ -578,7 +607,10 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         )
 
     def open(self, spider: Spider) -> None:
+        from scrapy_gdpr._component import component_runtime
+
         self.spider = spider
+        component_runtime(self.crawler).shared_queue = self
         self.queue = JsonPriorityQueue(self.server, spider, self.queue_key, ttl=self.ttl,
                                        requeue_after=self.requeue_after)
         try:
@@ -601,11 +633,21 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
                         extra={"spider": spider})
 
     def _wake(self) -> None:
-        if time.monotonic() < self._quiet_until:
+        """Between the engine's own calls (after each download, and every 5 s), take a
+        request that has become ready (set aside and now due, or queued by another
+        worker) and hand it to the engine with ``engine.crawl()``, which then asks for
+        more (:meth:`enqueue_request` keeps it here, it is not queued again)."""
+        if time.monotonic() < self._quiet_until or self._ready:
             return  # the queue was empty and nothing set aside falls due before then
-        slot = getattr(self.crawler.engine, "_slot", None)
-        if slot is not None and slot.closing is None:
-            slot.nextcall.schedule()
+        engine = self.crawler.engine
+        if engine is None or engine.spider is None or not engine.running or self._close_asked:
+            return
+        if engine.needs_backout():
+            return  # the downloader or the scraper is full: the engine asks when it is not
+        request = self.next_request()
+        if request is not None:
+            self._ready.append(request)
+            engine.crawl(request)
 
     def _known_wait(self, request: Request) -> tuple[float, str, float]:
         """``(wait, host, interval)`` to set ``request`` aside at once, when this worker
@@ -658,20 +700,35 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         except self._errors:
             pass  # Redis is away: the next pop notices; the deadlines may pass meanwhile
 
-    def close(self, reason: str) -> None:
-        trips: Counter[str] = Counter()
-        for counted in (self.queue.trips, self.df.trips, getattr(self.state, "trips", {})):
-            trips.update(counted)
-        self.stats.set_value("gdpr/state/round_trips", sum(trips.values()))
-        for kind, n in sorted(trips.items()):
-            self.stats.set_value(f"gdpr/state/round_trips/{kind}", n)
+    def close(self, reason: str) -> Deferred[None]:
+        from scrapy.utils.defer import deferred_from_coro
+
         for loop in (self._renewer, self._waker):
             if loop is not None and loop.running:
                 loop.stop()
         if self._wake_call is not None:
             self._wake_call.cancel()
             self._wake_call = None
+        return deferred_from_coro(self._close())
+
+    async def _close(self) -> None:
+        from scrapy.utils.defer import maybe_deferred_to_future
+
+        # the done requests: their items stored, then acknowledged
+        if self._ack_call is not None and self._ack_call.active():
+            self._ack_call.cancel()
+        self._ack_call = None
+        while self._storing is not None or self._to_ack:
+            if self._storing is not None:
+                await maybe_deferred_to_future(self._storing)
+            else:
+                self._store_and_ack()
         try:
+            # popped by the wake loop but never sent (the crawl was closing): back in the queue
+            while self._ready:
+                request = self._ready.pop()
+                self.queue.push(request)
+                self.ack(request)
             self.queue.flush_done()
             self._flush_held()
             if not self.persist:
@@ -680,6 +737,12 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
             if self._held:
                 logger.warning("%(n)d request(s) were never queued: Redis was unreachable when the crawl closed",
                                {"n": len(self._held)}, extra={"spider": self.spider})
+        trips: Counter[str] = Counter()
+        for counted in (self.queue.trips, self.df.trips, getattr(self.state, "trips", {})):
+            trips.update(counted)
+        self.stats.set_value("gdpr/state/round_trips", sum(trips.values()))
+        for kind, n in sorted(trips.items()):
+            self.stats.set_value(f"gdpr/state/round_trips/{kind}", n)
 
     # -- fail closed -------------------------------------------------------------------
     def _down(self, exc: BaseException) -> None:
@@ -693,7 +756,8 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
             from scrapy.utils.defer import deferred_from_coro
 
             engine = self.crawler.engine
-            if engine is not None and engine._slot is not None and engine._slot.closing is None:
+            if engine is not None and engine.spider is not None and not self._close_asked:
+                self._close_asked = True
                 logger.info("Redis stayed unreachable for %(s).0f s (GDPR_STATE_WAIT): closing the crawl as "
                             "gdpr_blocked", {"s": now - self._down_since}, extra={"spider": self.spider})
                 deferred_from_coro(engine.close_spider_async(reason="gdpr_blocked"))
@@ -710,6 +774,8 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
 
     # -- the scheduler interface ---------------------------------------------------------
     def enqueue_request(self, request: Request) -> bool:
+        if any(r is request for r in self._ready):
+            return True  # popped by the wake loop and handed to engine.crawl(): sent from here
         try:
             data = self.queue.encode(request)
         except (NotPlain, ValueError) as exc:
@@ -744,6 +810,10 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         return True
 
     def next_request(self) -> Request | None:
+        if self._ready:
+            return self._ready.pop(0)
+        if self._backlogged():
+            return None
         if time.monotonic() < self._quiet_until and not self._held:
             # the queue was empty and nothing set aside falls due before then: the engine
             # asks after every event, the waker asks again when it is time
@@ -763,7 +833,10 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
                 logger.debug("Shared queue: %(request)s, host %(key)s free in %(wait).2f s, %(n)d waiting here",
                              {"request": request, "key": key, "wait": wait, "n": self.pending.get(key)},
                              extra={"spider": self.spider})
-                if wait <= MAX_ADVANCE_SECONDS and not self.pending.get(key):
+                # one request per host waits here at a time, unless the host asked for no
+                # spacing (its download slot's concurrency is then the only limit)
+                spaced = self.pending.intervals.get(key) != 0.0
+                if wait <= MAX_ADVANCE_SECONDS and not (spaced and self.pending.get(key)):
                     self._up()
                     self.stats.inc_value("scheduler/dequeued/redis")
                     if self.state.shared:
@@ -772,7 +845,7 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
                         self._quiet()  # the last one: the next pop would find nothing
                     return request
                 # the host is booked by another worker or paused, or this worker already
-                # has a request waiting for it: set it aside, take another
+                # has a request waiting for it (a host with a delay): set it aside, take another
                 self.queue.delay(request, max(wait, SET_ASIDE_SECONDS), key,
                                  self.pending.intervals.get(key, SET_ASIDE_SECONDS),
                                  done=request.meta.pop(INFLIGHT_META))
@@ -781,6 +854,19 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         except self._errors_or_down as exc:
             self._down(exc)
         return None
+
+    def _backlogged(self) -> bool:
+        """Whether this worker has more images than its face pool holds (images wait for
+        a slot): it then takes no more requests, and leaves them in the shared queue for
+        workers with a free face pool, instead of taking in everything at the start of a
+        CPU-bound crawl and leaving the others idle."""
+        from scrapy_gdpr._component import component_runtime
+
+        pool = component_runtime(self.crawler).face_pool
+        if pool is not None and pool.waiting > 0:
+            self.stats.inc_value("gdpr/queue/backlogged")
+            return True
+        return False
 
     def _host_wait(self, request: Request) -> tuple[str, float]:
         engine = self.crawler.engine
@@ -792,7 +878,7 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         return key, self.state.blocked_for(key, MAX_ADVANCE_SECONDS)
 
     def has_pending_requests(self) -> bool:
-        if self._held or self.queue.held:
+        if self._held or self._ready or self.queue.held:
             return True  # this worker's own in-flight requests count in the queue's length
         now = time.monotonic()
         if now - self._length_at < WAKE_SECONDS:
@@ -826,6 +912,60 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
     def _ack_failed(self, request: Request, spider: Spider) -> None:
         self.ack(request)
 
+    def ack_when_stored(self, request: Request) -> None:
+        """``request`` is done: acknowledge it once the items it yielded are stored
+        (the local feed files flushed, the ledger rows written). Done requests are
+        collected for :data:`ACK_SECONDS` and stored and acknowledged together."""
+        self.pending.discard(request)
+        queue_id = request.meta.pop(INFLIGHT_META, None)
+        if queue_id is None:
+            return
+        self._to_ack.append(queue_id)
+        if self._ack_call is None and self._storing is None:
+            self._ack_call = _later(ACK_SECONDS, self._store_and_ack)
+
+    def _store_and_ack(self) -> None:
+        from twisted.internet import defer
+
+        from scrapy_gdpr._component import component_runtime
+
+        self._ack_call = None
+        ids, self._to_ack = self._to_ack, []
+        if not ids:
+            return
+        retention = component_runtime(self.crawler).retention
+        stored = retention.when_stored() if retention is not None else defer.succeed(None)
+        self._storing = stored
+
+        def acknowledge(_: object) -> None:
+            # stored: the in-flight records go with the next pop, the renewal loop or the
+            # close (no round trip of their own); a worker killed before then has them put
+            # back in the queue after their deadline: fetched again, never lost
+            for queue_id in ids:
+                self.queue.ack_later(queue_id)
+
+        def not_stored(failure: Any) -> None:
+            self.queue.forget(list(ids))
+            self.stats.inc_value("gdpr/queue/not_stored", len(ids))
+            logger.error("%(n)d request(s) done but their items could not be written (%(exc)s): they go back in "
+                         "the shared queue after GDPR_STATE_REQUEUE_AFTER and are fetched again",
+                         {"n": len(ids), "exc": failure.value}, extra={"spider": self.spider})
+
+        def finished(_: object) -> None:
+            self._storing = None
+            if self._to_ack and self._ack_call is None:
+                self._ack_call = _later(ACK_SECONDS, self._store_and_ack)
+
+        stored.addCallbacks(acknowledge, not_stored)
+        stored.addBoth(finished)
+
+
+def _later(seconds: float, fn: Any) -> Any:
+    from twisted.internet import reactor
+
+    clock: Any = reactor
+    return clock.callLater(seconds, fn)
+
 
 def _redis_errors() -> tuple[type[BaseException], ...]:
     import redis
@@ -841,19 +981,37 @@ def _cache_ttl(crawler: Crawler) -> float:
 
 
 def _scheduler(crawler: Crawler) -> Scheduler | None:
-    engine = crawler.engine
-    slot = getattr(engine, "_slot", None) if engine is not None else None
-    scheduler = getattr(slot, "scheduler", None)
+    from scrapy_gdpr._component import component_runtime
+
+    scheduler = component_runtime(crawler).shared_queue
     return scheduler if isinstance(scheduler, Scheduler) else None
+
+
+class _Output:
+    """What one response of a popped request has yielded and not yet seen stored."""
+
+    __slots__ = ("exhausted", "items", "response")
+
+    def __init__(self, response: Response) -> None:
+        self.response = response  # kept alive while tracked: its id() is the key
+        self.items = 0
+        self.exhausted = False
 
 
 class QueueAckMiddleware:
     """Spider and downloader middleware: a request popped from the shared queue is done
-    (its in-flight record removed) when its callback's output has been consumed, or
-    when its download failed."""
+    (its in-flight record removed) when its callback's output has been consumed and
+    every item it yielded has left the item pipelines (``item_scraped``,
+    ``item_dropped`` or ``item_error``) and is stored (see
+    :meth:`Scheduler.ack_when_stored`); or when its download failed.
+
+    As a spider middleware it sits closest to the engine, so that it counts the items
+    the engine receives."""
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
+        self._outputs: dict[int, _Output] = {}
+        self._connected = False
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> QueueAckMiddleware:
@@ -866,18 +1024,74 @@ class QueueAckMiddleware:
         if scheduler is not None:
             scheduler.ack(request)
 
+    def _track(self, response: Response) -> _Output | None:
+        request = response.request
+        if request is None or INFLIGHT_META not in request.meta:
+            return None
+        if not self._connected:
+            self._connected = True
+            for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
+                self.crawler.signals.connect(self._item_done, signal=signal)
+        out = self._outputs.get(id(response))
+        if out is None:
+            out = self._outputs[id(response)] = _Output(response)
+        return out
+
+    def _item_done(self, item: Any, response: Any = None, **kwargs: Any) -> None:
+        out = self._outputs.get(id(response)) if response is not None else None
+        if out is not None and out.response is response:
+            out.items -= 1
+            self._maybe_done(out)
+
+    def _maybe_done(self, out: _Output) -> None:
+        if not out.exhausted or out.items > 0:
+            return
+        self._outputs.pop(id(out.response), None)
+        request = out.response.request
+        scheduler = _scheduler(self.crawler)
+        if request is not None and scheduler is not None:
+            scheduler.ack_when_stored(request)
+
+    @staticmethod
+    def _is_item(obj: Any) -> bool:
+        # what the scraper sends to the item pipelines
+        from scrapy import Request
+
+        return obj is not None and not isinstance(obj, Request)
+
     # spider middleware
     async def process_spider_output_async(self, response: Response, result: AsyncIterator[Any]) -> AsyncIterator[Any]:
-        async for obj in result:
-            yield obj
-        self._ack(response.request)
+        out = self._track(response)
+        if out is None:
+            async for obj in result:
+                yield obj
+            return
+        try:
+            async for obj in result:
+                if self._is_item(obj):
+                    out.items += 1
+                yield obj
+        finally:
+            out.exhausted = True
+            self._maybe_done(out)
 
     def process_spider_output(self, response: Response, result: Iterable[Any]) -> Iterable[Any]:
-        yield from result
-        self._ack(response.request)
+        out = self._track(response)
+        if out is None:
+            yield from result
+            return
+        try:
+            for obj in result:
+                if self._is_item(obj):
+                    out.items += 1
+                yield obj
+        finally:
+            out.exhausted = True
+            self._maybe_done(out)
 
     def process_spider_exception(self, response: Response, exception: BaseException) -> None:
-        self._ack(response.request)
+        if id(response) not in self._outputs:
+            self._ack(response.request)  # failed before any output (e.g. an HTTP error without errback)
 
     # downloader middleware
     def process_exception(self, request: Request, exception: BaseException) -> None:
@@ -902,11 +1116,30 @@ def configure(settings: BaseSettings, crawler: Crawler, url: str) -> None:
         raise ValueError("GDPR_STATE_URL needs scrapy-redis: pip install 'scrapy-gdpr[redis]'") from exc
     if url:
         settings.set("REDIS_URL", settings.get("REDIS_URL") or url, "addon")
+    _warn_overwritten_feeds(settings)
     settings.set("SCHEDULER", SCHEDULER, "addon")
     settings.set("SCHEDULER_SERIALIZER", SERIALIZER, "addon")
     settings.set("SCHEDULER_QUEUE_CLASS", QUEUE_CLASS, "addon")
-    settings.setdefault_in_component_priority_dict("SPIDER_MIDDLEWARES", QueueAckMiddleware, 990)
+    # closest to the engine: it counts the items the engine receives
+    settings.setdefault_in_component_priority_dict("SPIDER_MIDDLEWARES", QueueAckMiddleware, 1)
     settings.setdefault_in_component_priority_dict("DOWNLOADER_MIDDLEWARES", QueueAckMiddleware, 10)
+
+
+def _warn_overwritten_feeds(settings: BaseSettings) -> None:
+    """A local feed overwritten at start (``-O``) would lose, when its worker is started
+    again after a crash, the lines its killed run wrote: the shared queue counts their
+    requests as done."""
+    from urllib.parse import urlsplit
+
+    for uri, options in settings.getdict("FEEDS").items():
+        scheme = urlsplit(str(uri)).scheme
+        local = scheme in ("", "file") or len(scheme) == 1  # a path (or a Windows drive letter)
+        if (options or {}).get("overwrite") and local and "%(" not in str(uri):
+            logger.warning(
+                "The feed %(uri)s is overwritten when the crawl starts (-O or overwrite: true): a worker started "
+                "again after a crash would overwrite the items its killed run wrote, which the shared queue "
+                "counts as done. Fix: -o (append; a torn last line is repaired) or a file name per run "
+                "(e.g. items-%%(time)s.jsonl)", {"uri": uri})
 
 
 def purge_shared(settings: BaseSettings, spider_name: str, *, dry_run: bool = False) -> str:

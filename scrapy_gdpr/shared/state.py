@@ -507,7 +507,8 @@ class PendingHosts:
         import weakref
 
         self._keys: weakref.WeakKeyDictionary[Request, str] = weakref.WeakKeyDictionary()
-        #: host -> the interval of its last booking (the scheduler spaces set-aside requests by it)
+        #: host -> the interval of its last booking (the scheduler spaces set-aside requests by
+        #: it; 0: the host asked for no spacing, so its requests are not held back one at a time)
         self.intervals: dict[str, float] = {}
 
     def add(self, request: Request, key: str) -> None:
