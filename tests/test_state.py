@@ -399,3 +399,22 @@ def test_the_addon_works_without_the_redis_extra():
     lines = result.stdout.splitlines()
     assert lines[0] == "one machine: ok False False", result.stdout
     assert lines[1].startswith("several machines: ") and "pip install 'scrapy-gdpr[redis]'" in lines[1], result.stdout
+
+
+def test_each_set_aside_request_is_one_live_workers_turn(prefix):
+    client = redis_client()
+    spider = Sp()
+    key = prefix + ":%(spider)s:requests"
+    one = redisqueue.JsonPriorityQueue(client, spider, key, ttl=5.0)
+    two = redisqueue.JsonPriorityQueue(client, spider, key, ttl=5.0)  # another worker
+    for n in range(4):
+        request = Request(f"https://a.test/{n}", callback=spider.parse)
+        one.delay(request, 0.5 + n / 10)
+    assert one.pop() is None and one.live == 1 and one.rank == 0
+    assert two.pop() is None and two.live == 2
+    assert one.pop() is None and {one.rank, two.rank} == {0, 1}
+    assert len(one.due_times) == 4 and one.due_times == sorted(one.due_times)
+    assert 0 < one.due_times[0] - one.redis_now <= 500
+    # every set-aside request is the turn of exactly one of them
+    assert all(sum(d % q.live == q.rank for q in (one, two)) == 1 for d in one.due_times)
+    assert 0 < client.pttl(one.key + ":workers") <= 2 * redisqueue.LIVE_SECONDS * 1000
