@@ -115,31 +115,33 @@ def test_round_trips_are_counted_by_what_they_are_for(shared):
 
 
 def test_a_host_known_busy_is_not_asked_again_until_it_may_be_free(shared, prefix):
+    # intervals of seconds, so that a loaded machine's pauses between calls (tenths of
+    # a second) cannot move a wait across the bounds checked here
     other = RedisState(REDIS_URL, prefix)  # another worker
-    assert shared.reserve("a.test", 0.6, 0.0) == (True, 0.0)
+    assert shared.reserve("a.test", 3.0, 0.0) == (True, 0.0)
     # this worker booked it: it knows the host is busy for the interval, without asking
     trips = shared.round_trips
-    booked, wait = shared.reserve("a.test", 0.6, 0.0)
-    assert not booked and 0.4 < wait <= 0.6
-    assert shared.blocked_for("a.test", 0.3) == pytest.approx(wait, abs=0.05)
+    booked, wait = shared.reserve("a.test", 3.0, 0.0)
+    assert not booked and 2.0 < wait <= 3.0
+    assert shared.blocked_for("a.test", 1.5) == pytest.approx(wait, abs=0.5)
     assert shared.round_trips == trips
     # asked with a larger threshold than what it knows, it asks Redis
-    assert 0.4 < shared.blocked_for("a.test", 1.0) <= 0.6
+    assert 2.0 < shared.blocked_for("a.test", 5.0) <= 3.0
     assert shared.round_trips == trips + 1
     # another worker learns the same from one busy answer, then waits without asking
-    booked, wait = other.reserve("a.test", 0.6, 0.0)
-    assert not booked and 0.3 < wait <= 0.6
-    assert not other.reserve("a.test", 0.6, 0.0)[0]
+    booked, wait = other.reserve("a.test", 3.0, 0.0)
+    assert not booked and 1.5 < wait <= 3.0
+    assert not other.reserve("a.test", 3.0, 0.0)[0]
     assert other.trips["reserve"] == 1
     # a Retry-After from elsewhere is learned the same way, and outlasts the booking
-    other.block("a.test", 1.5)
-    time.sleep(0.7)
-    booked, wait = shared.reserve("a.test", 0.6, 0.0)
-    assert not booked and 0.5 < wait <= 0.9  # asked again once the booking was over
-    assert not shared.reserve("a.test", 0.6, 0.0)[0]
+    other.block("a.test", 7.5)
+    time.sleep(3.5)
+    booked, wait = shared.reserve("a.test", 3.0, 0.0)
+    assert not booked and 2.5 < wait <= 4.5  # asked again once the booking was over
+    assert not shared.reserve("a.test", 3.0, 0.0)[0]
     assert shared.trips["reserve"] == 2
     time.sleep(wait + 0.05)
-    assert shared.reserve("a.test", 0.6, 0.0) == (True, 0.0)
+    assert shared.reserve("a.test", 3.0, 0.0) == (True, 0.0)
     other.close()
 
 
@@ -417,3 +419,22 @@ def test_the_addon_works_without_the_redis_extra():
     lines = result.stdout.splitlines()
     assert lines[0] == "one machine: ok False False", result.stdout
     assert lines[1].startswith("several machines: ") and "pip install 'scrapy-gdpr[redis]'" in lines[1], result.stdout
+
+
+def test_each_set_aside_request_is_one_live_workers_turn(prefix):
+    client = redis_client()
+    spider = Sp()
+    key = prefix + ":%(spider)s:requests"
+    one = redisqueue.JsonPriorityQueue(client, spider, key, ttl=5.0)
+    two = redisqueue.JsonPriorityQueue(client, spider, key, ttl=5.0)  # another worker
+    for n in range(4):
+        request = Request(f"https://a.test/{n}", callback=spider.parse)
+        one.delay(request, 0.5 + n / 10)
+    assert one.pop() is None and one.live == 1 and one.rank == 0
+    assert two.pop() is None and two.live == 2
+    assert one.pop() is None and {one.rank, two.rank} == {0, 1}
+    assert len(one.due_times) == 4 and one.due_times == sorted(one.due_times)
+    assert 0 < one.due_times[0] - one.redis_now <= 500
+    # every set-aside request is the turn of exactly one of them
+    assert all(sum(d % q.live == q.rank for q in (one, two)) == 1 for d in one.due_times)
+    assert 0 < client.pttl(one.key + ":workers") <= 2 * redisqueue.LIVE_SECONDS * 1000

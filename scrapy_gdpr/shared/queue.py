@@ -43,6 +43,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -98,6 +99,10 @@ QUIET_SECONDS = 1.0
 SET_ASIDE_SECONDS = 0.25
 #: How long done requests are collected before they are stored and acknowledged together.
 ACK_SECONDS = 0.1
+#: How many set-aside due times a pop returns (a worker looks for the first of them that is its turn).
+TURNS = 16
+#: A worker that has not popped for this long is not given turns.
+LIVE_SECONDS = 3.0
 
 
 class NotPlain(TypeError):
@@ -203,10 +208,37 @@ def queued_at(data: bytes) -> float:
 # ARGV[1] requeue-after ms, ARGV[2] key lifetime ms (0: none). Puts due delayed entries and expired in-flight entries
 # back in the queue, then pops the best entry and records it as in flight, and says how many entries are
 # left in the queue and when the first set-aside entry falls due. When the queue is empty it returns when
-# the first set-aside entry falls due and how many entries are set aside or in flight.
+# the first set-aside entry falls due and how many entries are set aside or in flight. KEYS[5] the live
+# workers (holder -> last pop), ARGV[3] this worker's holder id, ARGV[4] how many set-aside due times to
+# return, ARGV[5] how long a worker counts as live (ms). Both answers end with the number of live workers,
+# this worker's place among them, Redis's time and the due times of the first set-aside entries: the
+# worker whose place is a due time modulo the number of live workers looks for that entry when it falls due.
 _POP = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- the workers that popped in the last few seconds, and this one's place among them
+redis.call('HSET', KEYS[5], ARGV[3], now)
+local live = {}
+local seen = redis.call('HGETALL', KEYS[5])
+for i = 1, #seen, 2 do
+  if tonumber(seen[i + 1]) >= now - tonumber(ARGV[5]) then
+    table.insert(live, seen[i])
+  else
+    redis.call('HDEL', KEYS[5], seen[i])
+  end
+end
+table.sort(live)
+local rank = 0
+for i, h in ipairs(live) do if h == ARGV[3] then rank = i - 1 end end
+redis.call('PEXPIRE', KEYS[5], 2 * tonumber(ARGV[5]))
+local function turns(out)
+  table.insert(out, #live)
+  table.insert(out, rank)
+  table.insert(out, now)
+  local next = redis.call('ZRANGE', KEYS[2], 0, tonumber(ARGV[4]) - 1, 'WITHSCORES')
+  for i = 2, #next, 2 do table.insert(out, tonumber(next[i])) end
+  return out
+end
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 50)
 for _, m in ipairs(due) do
   local sep = string.find(m, '|', 1, true)
@@ -227,8 +259,8 @@ local top = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #top == 0 then
   local left = redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3])
   local soon = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-  if #soon == 0 then return {false, #lost, -1, left} end
-  return {false, #lost, tonumber(soon[2]) - now, left}
+  if #soon == 0 then return turns({false, #lost, -1, left}) end
+  return turns({false, #lost, tonumber(soon[2]) - now, left})
 end
 redis.call('ZREM', KEYS[1], top[1])
 local id = redis.sha1hex(top[1])
@@ -239,7 +271,7 @@ if tonumber(ARGV[2]) > 0 then
 end
 local rest = redis.call('ZCARD', KEYS[1])
 local soon = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-return {top[1], #lost, top[2], id, rest, #soon == 0 and -1 or tonumber(soon[2]) - now}
+return turns({top[1], #lost, top[2], id, rest, #soon == 0 and -1 or tonumber(soon[2]) - now})
 """
 
 # KEYS[1] in-flight deadlines; ARGV[1] requeue-after ms, ARGV[2..] ids still held
@@ -328,6 +360,10 @@ class JsonPriorityQueue:
         self.held: set[str] = set()
         #: in-flight ids done and not yet removed from Redis (sent with the next pop)
         self.done: list[str] = []
+        self.holder = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
+        #: from the last pop: live workers, this one's place, Redis time (ms), first set-aside due times (ms)
+        self.live, self.rank, self.redis_now = 1, 0, 0
+        self.due_times: list[int] = []
         #: entries set aside or in flight, as the last pop that found the queue empty saw them
         self.left = 0
         #: round trips made, by what they were for
@@ -396,19 +432,23 @@ class JsonPriorityQueue:
     def pop(self, timeout: int = 0) -> Request | None:
         while True:
             self.trips["pop"] += 1
-            args = [int(self.requeue_after * 1000), int(self.ttl * 1000)]
+            args = [int(self.requeue_after * 1000), int(self.ttl * 1000), self.holder, TURNS, int(LIVE_SECONDS * 1000)]
+            keys = [*self.keys(), self.key + ":workers"]
             if self.done:
                 # the requests done since the last pop leave the in-flight records in the same round trip
                 done = list(self.done)
                 pipe = self.server.pipeline(transaction=False)
                 pipe.zrem(self.inflight_key, *done)
                 pipe.hdel(self.inflight_data, *done)
-                self._pop(keys=self.keys(), args=args, client=pipe)
+                self._pop(keys=keys, args=args, client=pipe)
                 found = pipe.execute()[-1]
                 del self.done[:len(done)]
             else:
-                found = self._pop(keys=self.keys(), args=args)
+                found = self._pop(keys=keys, args=args)
             data, lost = found[0], int(found[1])
+            turns = found[4:] if not data else found[6:]
+            self.live, self.rank, self.redis_now = int(turns[0]), int(turns[1]), int(turns[2])
+            self.due_times = [int(d) for d in turns[3:]]
             #: ms until the first set-aside request falls due (-1: none), when nothing was popped
             #: or when the popped entry was the last one in the queue
             self.next_due = int(found[2]) if not data else 0
@@ -680,13 +720,22 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         self._wake()
 
     def _quiet(self) -> None:
-        """When the queue has nothing to pop: look again when the first set-aside
-        request falls due (a timer at that time, not a wake-up a little before it, which
-        would find nothing yet), and at least once a second for what other workers queue."""
+        """When the queue has nothing to pop: look again when a set-aside request falls
+        due whose turn is this worker's (a timer at that time), and at least once a second
+        for what other workers queue and for the turns of a worker that has stopped. Each
+        set-aside request is one live worker's turn (its due time modulo the number of
+        live workers), so one worker looks for it, not every idle one, and the turns are
+        spread over the workers."""
         from scrapy.utils.asyncio import call_later
 
         now = time.monotonic()
-        wait = self.queue.next_due / 1000 if self.queue.next_due >= 0 else QUIET_SECONDS
+        queue = self.queue
+        wait = QUIET_SECONDS
+        if queue.next_due >= 0:
+            wait = queue.next_due / 1000
+            if queue.live > 1:
+                mine = [d for d in queue.due_times if d % queue.live == queue.rank]
+                wait = (mine[0] - queue.redis_now) / 1000 if mine else QUIET_SECONDS
         wait = min(max(wait, 0.0), QUIET_SECONDS)
         self._quiet_until = now + wait
         if self._wake_call is not None:
@@ -797,7 +846,8 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
                 if due is None:
                     self.df.log(request, self.spider)
                     return False
-                self._look_by(due)
+                if due <= 0 or self.queue.live <= 1:
+                    self._look_by(due)  # set aside: its turn is one live worker's (see _quiet)
             if INFLIGHT_META in request.meta:
                 # a retry or redirect of a popped request: the new entry replaces it
                 self.ack(request)
