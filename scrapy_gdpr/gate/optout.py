@@ -30,11 +30,10 @@ from urllib.parse import urlsplit
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import HtmlResponse, Request
 from scrapy.http.request import NO_CALLBACK
-from scrapy.spidermiddlewares.base import BaseSpiderMiddleware
 from scrapy.utils.asyncio import run_in_thread
 
 from scrapy_gdpr import audit
-from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr._component import SpiderOutputMiddleware, component_runtime
 from scrapy_gdpr.audit import Reason, note_refusal, refuse
 from scrapy_gdpr.decisions import OPTOUT_META, OptOutDecision, PurposeDecision
 from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
@@ -872,7 +871,7 @@ class OptOutMiddleware:
                                  detail=f"images reserved for {purpose} by {decision.images[purpose][0]}")
 
 
-class NoFollowMiddleware(BaseSpiderMiddleware):
+class NoFollowMiddleware(SpiderOutputMiddleware):
     """Spider middleware: drops requests a callback yields from a ``nofollow`` page.
 
     Every request yielded while handling such a response is treated as following a
