@@ -851,8 +851,9 @@ class OptOutMiddleware:
         seen = list(dict.fromkeys(decision.seen))
         for signal in seen:
             inc_value(f"gdpr/optout/{signal.source}/{signal.rule}")
-        reserved = {p: [str(s) for s in reserved_of[p]] for p in PURPOSES if reserved_of[p]}
-        images = {p: [str(s) for s in images_of[p]] for p in PURPOSES if images_of[p]}
+        # a Signal reads as its text
+        reserved = {p: [s.text for s in reserved_of[p]] for p in PURPOSES if reserved_of[p]}
+        images = {p: [s.text for s in images_of[p]] for p in PURPOSES if images_of[p]}
         if reserved or images:
             self._summary["pages_with_reservations"] += 1
             for p in reserved:
@@ -865,7 +866,7 @@ class OptOutMiddleware:
                 purposes={p: d.allowed for p, d in result.purposes.items()},
                 reserved=reserved,
                 images_reserved=images,
-                signals=[str(s) for s in seen],
+                signals=[s.text for s in seen],
             )
 
     def _decision(self, decision: Decision) -> OptOutDecision:
