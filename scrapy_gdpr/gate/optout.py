@@ -471,9 +471,9 @@ class _TdmEntry:
 # --------------------------------------------------------------------------- decision
 
 
-@dataclass
+@dataclass(slots=True)
 class Decision:
-    """The combined opt-out decision for one response."""
+    """The combined opt-out decision for one response (one per response: no ``__dict__``)."""
 
     reserved: dict[str, list[Signal]] = field(default_factory=lambda: {p: [] for p in PURPOSES})
     images: dict[str, list[Signal]] = field(default_factory=lambda: {p: [] for p in PURPOSES})
