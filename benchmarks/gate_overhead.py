@@ -1,6 +1,7 @@
 """How much the request gate costs: the same crawl with plain Scrapy and with the add-on.
 
     python benchmarks/gate_overhead.py [--hosts 60] [--pages 100] [--rounds 2] [--crawls-only]
+    python benchmarks/gate_overhead.py --instructions --rounds 0 --crawls-only
 
 A local asyncio HTTP/1.1 server (keep-alive, tiny pages) answers for every
 ``h<N>.bench.test`` host; a resolver in each crawl maps ``*.bench.test`` to
@@ -8,6 +9,13 @@ A local asyncio HTTP/1.1 server (keep-alive, tiny pages) answers for every
 Plain Scrapy runs with ``ROBOTSTXT_OBEY = True`` (the ``startproject``
 default); the gated crawl with ``ADDONS = {"scrapy_gdpr.Addon": 0}`` and a policy
 listing every host. Both use the same concurrency and no delay.
+
+With ``--instructions`` it also counts the instructions each crawl executes per
+page under valgrind's callgrind, a figure that does not depend on the machine's
+load: each crawl runs at two sizes (``--instruction-pages``, 5 and 15 pages per
+host) and the difference in instructions is divided by the difference in pages,
+so start-up cancels out. Under callgrind a crawl runs tens of times slower: the
+four crawls take 10-30 minutes.
 
 It then times objection-list lookups at 1,000,000 entries
 (``scrapy_gdpr.gate.objections.ObjectionList``) when that class exists.
@@ -21,7 +29,9 @@ import argparse
 import json
 import os
 import random
+import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -200,6 +210,48 @@ def run_child(mode: str, port: int, hosts: int, pages: int) -> dict[str, Any]:
     return result
 
 
+def instructions(mode: str, port: int, hosts: int, pages: int) -> int:
+    """The instructions one crawl executes (callgrind's ``summary``), start-up included."""
+    with tempfile.TemporaryDirectory(prefix=f"gdpr-bench-{mode}-") as tmp:
+        out = Path(tmp) / "callgrind.out"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))}
+        proc = subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
+             "--child", mode, "--port", str(port), "--hosts", str(hosts), "--pages", str(pages), "--folder", tmp],
+            capture_output=True, text=True, env=env, cwd=tmp, timeout=7200, check=False,
+        )
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            sys.stderr.write(proc.stderr[-3000:])
+            raise SystemExit(f"the {mode} crawl under callgrind failed (exit {proc.returncode})")
+        if json.loads(lines[-1])["pages"] != hosts * pages:
+            print(f"WARNING: the {mode} crawl of {pages} pages per host did not fetch every page")
+        summary = re.search(r"^summary:\s*(\d+)", out.read_text(), re.MULTILINE)
+        if summary is None:
+            raise SystemExit(f"no instruction count in callgrind's output for the {mode} crawl")
+        return int(summary.group(1))
+
+
+def instruction_benchmark(port: int, hosts: int, sizes: tuple[int, int]) -> None:
+    small, large = sizes
+    if shutil.which("valgrind") is None:
+        print("instructions: valgrind is not installed; install it (apt-get install valgrind) for this figure")
+        return
+    if not 0 < small < large:
+        raise SystemExit("--instruction-pages needs two sizes, the smaller first (e.g. 5 15)")
+    pages = hosts * (large - small)
+    print(f"instructions (callgrind): each crawl at {small} and {large} pages per host; per page = the difference "
+          f"/ {pages:,} pages")
+    per_page: dict[str, float] = {}
+    for mode in ("plain", "gdpr"):
+        counts = [instructions(mode, port, hosts, n) for n in (small, large)]
+        per_page[mode] = (counts[1] - counts[0]) / pages
+        print(f"  {mode:5s}: {counts[0]:,} and {counts[1]:,} instructions = {per_page[mode] / 1e6:.2f} M per page")
+    print(f"instructions per page: plain Scrapy {per_page['plain'] / 1e6:.2f} M, with add-on "
+          f"{per_page['gdpr'] / 1e6:.2f} M: {per_page['plain'] / per_page['gdpr']:.1%} of plain Scrapy's pages per "
+          "instruction (does not depend on the machine's load)")
+
+
 def _process_cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds of a running process (Linux /proc), or None."""
     try:
@@ -272,6 +324,11 @@ def main() -> None:
     parser.add_argument("--lookups", type=int, default=200_000)
     parser.add_argument("--objections-only", action="store_true", help="skip the crawls")
     parser.add_argument("--crawls-only", action="store_true", help="skip the objection-list timing")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count instructions per page under valgrind's callgrind (slow; --rounds 0 skips "
+                             "the timed crawls)")
+    parser.add_argument("--instruction-pages", type=int, nargs=2, default=(5, 15), metavar=("SMALL", "LARGE"),
+                        help="pages per host of the two crawls whose difference --instructions counts")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=["plain", "gdpr"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -292,8 +349,9 @@ def main() -> None:
         assert server.stdout is not None
         port = int(server.stdout.readline())
         total = args.hosts * args.pages
-        print(f"crawl: {total:,} pages over {args.hosts} hosts, {args.rounds} round(s) each, alternating")
         results: dict[str, list[dict[str, Any]]] = {"plain": [], "gdpr": []}
+        if args.rounds > 0:
+            print(f"crawl: {total:,} pages over {args.hosts} hosts, {args.rounds} round(s) each, alternating")
         for _ in range(args.rounds):
             for mode in ("plain", "gdpr"):
                 r = run_child(mode, port, args.hosts, args.pages)
@@ -305,13 +363,22 @@ def main() -> None:
                     + (f", refused {r['blocked']}" if r["blocked"] else "")
                     + (f", {r['errors']} ERROR log lines" if r["errors"] else "")
                 )
+        if args.instructions:
+            instruction_benchmark(port, args.hosts, (args.instruction_pages[0], args.instruction_pages[1]))
         server_cpu = _process_cpu_seconds(server.pid)
-        if server_cpu is not None:
+        if server_cpu is not None and args.rounds > 0:
             crawl_cpu = sum(r["cpu_s"] for rs in results.values() for r in rs)
             print(f"server: {server_cpu:.1f} CPU s in all, against {crawl_cpu:.1f} CPU s for the crawls")
     finally:
         server.kill()
         server.wait()
+    if args.rounds > 0:
+        summarise(args, results, total)
+    if not args.crawls_only:
+        objection_benchmark(args.objections, args.lookups)
+
+
+def summarise(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]], total: int) -> None:
     plain = statistics.median(r["pages_per_s"] for r in results["plain"])
     gdpr = statistics.median(r["pages_per_s"] for r in results["gdpr"])
     plain_cpu = statistics.median(r["pages_per_cpu_s"] for r in results["plain"])
@@ -337,8 +404,6 @@ def main() -> None:
         print(f"note: load average {load:.1f} on {os.cpu_count()} CPUs; wall-clock figures are unreliable")
     if any(r["pages"] != total for r in results["plain"] + results["gdpr"]):
         print("WARNING: not every crawl fetched every page; the comparison is not like for like")
-    if not args.crawls_only:
-        objection_benchmark(args.objections, args.lookups)
 
 
 if __name__ == "__main__":

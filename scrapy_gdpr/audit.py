@@ -73,7 +73,7 @@ class AuditLog:
         record = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **record}
         for key, value in self.defaults.items():
             record.setdefault(key, value)
-        line = json.dumps(record, ensure_ascii=False, default=str, sort_keys=False)
+        line = _ENCODER.encode(record)  # json.dumps with these options, without a new encoder per line
         with self._lock:
             if self._fh is not None:
                 self._fh.write(line + "\n")

@@ -82,6 +82,9 @@ class GdprRuntime:
     #: The time the components read (TTLs, back-offs, Retry-After pauses); read when
     #: each component is built.
     clock: Clock = SYSTEM_CLOCK
+    #: (policy, its fingerprint) of the last ``policy_fingerprint`` read: every audit line
+    #: carries it, and reading it from the policy model costs more than a comparison.
+    _fingerprint_of: tuple[Policy, str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def spider_name(self) -> str:
@@ -92,7 +95,11 @@ class GdprRuntime:
 
     @property
     def policy_fingerprint(self) -> str:
-        return self.policy.fingerprint
+        policy = self.policy
+        cached = self._fingerprint_of
+        if cached is None or cached[0] is not policy:
+            cached = self._fingerprint_of = (policy, policy.fingerprint)
+        return cached[1]
 
     def close(self) -> None:
         self.audit.close()

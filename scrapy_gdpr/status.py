@@ -19,7 +19,7 @@ The statuses are documented in ``docs/operations.md``.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
 from scrapy.exceptions import CloseSpider
@@ -69,7 +69,9 @@ class CrawlStatus:
     def from_crawler(cls, crawler: Crawler) -> Self:
         return cls(crawler, component_runtime(crawler))
 
-    def response_received(self, response: Response, request: Request) -> None:
+    def response_received(self, response: Response, request: Request, **kwargs: Any) -> None:
+        # **kwargs: the dispatcher then passes its arguments as they are, rather than
+        # filtering them to the names this method declares, on every response
         if not internal_kind(request):
             self.fetched += 1
 

@@ -22,12 +22,29 @@ def host_of(url: str) -> str:
         return ""
 
 
+#: ``(scheme, authority)`` -> :func:`origin_of`'s answer: every request of the crawl asks
+#: for its origin, and a crawl meets few authorities. Emptied when it holds this many.
+_ORIGINS: dict[tuple[str, str], str] = {}
+ORIGINS_SIZE = 10_000
+
+
 def origin_of(url: str | Any) -> str:
     """``scheme://host:port`` with the default port spelled out.
 
-    ``url`` is a URL or an already split one (``urlparse_cached(request)``).
+    ``url`` is a URL or an already split one (``urlsplit(url)``, ``urlparse_cached(request)``).
     """
     parts = urlsplit(url) if isinstance(url, str) else url
+    key = (parts.scheme, parts.netloc)
+    origin = _ORIGINS.get(key)
+    if origin is None:
+        origin = _origin(parts)
+        if len(_ORIGINS) >= ORIGINS_SIZE:
+            _ORIGINS.clear()
+        _ORIGINS[key] = origin
+    return origin
+
+
+def _origin(parts: Any) -> str:
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower()
     try:

@@ -46,6 +46,7 @@ ON_INVALID = ("refuse", "skip")
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 #: How many hosts' ``domain`` verdicts an :class:`ObjectionList` keeps.
 HOST_VERDICTS_SIZE = 10_000
+_UNSEEN = object()  # no verdict kept for the host
 # URLs that canonicalize_url would return unchanged (apart from the host case, an
 # empty path and a fragment): no percent-escapes, no dot segments, unreserved
 # characters, a query (if any) already sorted (checked in code).
@@ -554,7 +555,10 @@ class ObjectionList:
         if self.error is not None:
             raise self.error
         if host is not None and not self._urls and not self._prefixes:
-            return self.match_host(host, refresh=False) if self._domains else None
+            if not self._domains:
+                return None
+            verdict = self._host_verdicts.get(host, _UNSEEN)  # match_host's cached answer, without the call
+            return self.match_host(host, refresh=False) if verdict is _UNSEEN else verdict  # type: ignore[return-value]
         key = canonical_url(url)
         found = self._match_key(key)
         if found is not None:

@@ -30,11 +30,10 @@ from urllib.parse import urlsplit
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import HtmlResponse, Request
 from scrapy.http.request import NO_CALLBACK
-from scrapy.spidermiddlewares.base import BaseSpiderMiddleware
 from scrapy.utils.asyncio import run_in_thread
 
 from scrapy_gdpr import audit
-from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr._component import SpiderOutputMiddleware, component_runtime
 from scrapy_gdpr.audit import Reason, note_refusal, refuse
 from scrapy_gdpr.decisions import OPTOUT_META, OptOutDecision, PurposeDecision
 from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
@@ -102,6 +101,16 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 TDMREP_PATH = "/.well-known/tdmrep.json"
 TDMREP_MAX_SIZE = 1_000_000
 INTERNAL_PRIORITY = 1000
+#: Header name -> its lower-case bytes, as :meth:`OptOutMiddleware._headers` looks it up.
+_HEADER_KEYS: dict[str, bytes] = {}
+
+
+def _key(name: str) -> bytes:
+    """A header name as the set of a response's lower-case header names holds it."""
+    key = _HEADER_KEYS.get(name)
+    if key is None:
+        key = _HEADER_KEYS[name] = name.lower().encode("latin-1")
+    return key
 
 
 # --------------------------------------------------------------------------- signals
@@ -455,20 +464,22 @@ class _TdmEntry:
     fetched_at: float = 0.0
     error: str = ""
     unread: str = ""  # why a file that exists could not be read (over the cap): reserved, in doubt
+    unread_signal: Signal | None = None  # the signal of ``unread``, made on the first page that needs it
     flight: Flight = field(default_factory=Flight)  # the fetch, shared by concurrent requests
 
 
 # --------------------------------------------------------------------------- decision
 
 
-@dataclass
+@dataclass(slots=True)
 class Decision:
-    """The combined opt-out decision for one response."""
+    """The combined opt-out decision for one response (one per response: no ``__dict__``)."""
 
     reserved: dict[str, list[Signal]] = field(default_factory=lambda: {p: [] for p in PURPOSES})
     images: dict[str, list[Signal]] = field(default_factory=lambda: {p: [] for p in PURPOSES})
     nofollow: Signal | None = None
     noarchive: Signal | None = None
+    #: every signal read, among them each one that reserves a purpose or the images
     seen: list[Signal] = field(default_factory=list)
     tdm_policy: str | None = None
 
@@ -521,6 +532,8 @@ class OptOutMiddleware:
             sp: self.policy.clause("purposes", i, "signal_purposes") for sp, i in self.policy.signal_purposes().items()
         }
         self._tdm: dict[str, _TdmEntry] = {}
+        #: The decision of a page that reserves none of the spider's purposes (frozen: shared).
+        self._allowed = self._decision(Decision())
         self._summary: dict[str, Any] = {"pages_with_reservations": 0, "refused_responses": 0,
                                          "reserved": dict.fromkeys(PURPOSES, 0), "tdmrep_files": {}}
         self.runtime.report_sections["optout"] = self._summary
@@ -552,7 +565,7 @@ class OptOutMiddleware:
         stats = self.crawler.stats
         request = Request(url, priority=INTERNAL_PRIORITY, callback=NO_CALLBACK, dont_filter=True,
                           meta={**internal_meta("tdmrep"), **capped(TDMREP_MAX_SIZE)})
-        entry.rules, entry.error, entry.unread = None, "", ""
+        entry.rules, entry.error, entry.unread, entry.unread_signal = None, "", "", None
         try:
             response = await download_once(self.crawler, request, "tdmrep", self.tdmrep_ttl)
         except Exception as exc:
@@ -624,7 +637,7 @@ class OptOutMiddleware:
     def _headers(self, response: Response, name: str, present: frozenset[bytes] | None = None) -> list[str]:
         """The values of header ``name``; ``present``: the response's lower-case header
         names, when known, so that absent headers cost one set lookup."""
-        if present is not None and name.lower().encode("latin-1") not in present:
+        if present is not None and _key(name) not in present:
             return []
         return [v.decode("latin-1") for v in response.headers.getlist(name)]
 
@@ -633,21 +646,22 @@ class OptOutMiddleware:
         decision = Decision()
         url = response.url
         sw = self.switches
+        meta = request.meta if request is not None else {}
         # purposes with their own product token that robots.txt keeps out (the robots gate decides)
-        for found in (request.meta.get(TOKENS_META) or []) if request is not None else []:
+        for found in meta.get(TOKENS_META) or []:
             signal = Signal("robots_token", str(found["token"]).lower(), str(found["text"]))
             decision.reserve(found["purposes"], signal)
             decision.seen.append(signal)
         # purposes an RSL licence refuses (the licence middleware decides)
-        for found in (request.meta.get(RSL_META) or []) if request is not None else []:
+        for found in meta.get(RSL_META) or []:
             signal = Signal("rsl", "license", str(found["text"]), reason=str(Reason.LICENSE))
             decision.reserve(found["purposes"], signal)
             decision.seen.append(signal)
-        present = frozenset(k.lower() for k in response.headers)
+        present = frozenset(map(bytes.lower, response.headers))  # Scrapy's header names are bytes
         if sw.x_robots_tag:
-            for header, source, parser in (("X-Robots-Tag", "x_robots_tag", parse_x_robots_tag),
-                                           ("Robots-Tag", "robots_tag", parse_robots_tag)):
-                values = self._headers(response, header, present)
+            for header, lower, source, parser in (("X-Robots-Tag", b"x-robots-tag", "x_robots_tag", parse_x_robots_tag),
+                                                  ("Robots-Tag", b"robots-tag", "robots_tag", parse_robots_tag)):
+                values = self._headers(response, header) if lower in present else []
                 if values:
                     rules = parser(values, self.token)
                     for p in rules.problems:
@@ -666,8 +680,8 @@ class OptOutMiddleware:
                 _robots_into(decision, rules, "meta_robots")
         if sw.tdmrep:
             await self._decide_tdmrep(response, decision, meta_tdm, present)
-        if sw.content_usage:
-            values = self._headers(response, "Content-Usage", present)
+        if sw.content_usage and b"content-usage" in present:
+            values = self._headers(response, "Content-Usage")
             if values:
                 usage = parse_content_usage(values)
                 for p in usage.problems:
@@ -685,8 +699,8 @@ class OptOutMiddleware:
                                     f"read: {purpose} reserved, in doubt)")
                     decision.reserve([purpose], signal)
                     decision.seen.append(signal)
-        if sw.content_signal:
-            values = self._headers(response, "Content-Signal", present)
+        if sw.content_signal and b"content-signal" in present:
+            values = self._headers(response, "Content-Signal")
             if values:
                 self._decide_content_signal(", ".join(v.strip() for v in values if v.strip()), decision, url)
         if sw.image_metadata and not isinstance(response, HtmlResponse):
@@ -764,8 +778,11 @@ class OptOutMiddleware:
             rule = match_tdmrep(entry.rules, response.url) if entry.rules else None
             if entry.unread:
                 value = 1
-                signal = Signal("tdmrep_file", "tdm-reservation",
-                                f"{origin}{TDMREP_PATH} cannot be read ({entry.unread}): reserved, in doubt")
+                signal = entry.unread_signal
+                if signal is None:
+                    signal = entry.unread_signal = Signal(
+                        "tdmrep_file", "tdm-reservation",
+                        f"{origin}{TDMREP_PATH} cannot be read ({entry.unread}): reserved, in doubt")
             elif rule is not None and rule.doubt:
                 value, policy = 1, rule.policy
                 signal = Signal("tdmrep_file", "tdm-reservation",
@@ -775,7 +792,8 @@ class OptOutMiddleware:
                 value, policy = rule.reservation, rule.policy
                 signal = Signal("tdmrep_file", "tdm-reservation",
                                 f"{origin}{TDMREP_PATH}: location {rule.location} tdm-reservation={rule.reservation}")
-        headers = [h.strip() for h in self._headers(response, "tdm-reservation", present)]
+        headers = ([h.strip() for h in self._headers(response, "tdm-reservation", present)]
+                   if present is None or b"tdm-reservation" in present else [])
         if headers:
             values = {_tdm_value(h) for h in headers}
             if None in values:
@@ -810,8 +828,51 @@ class OptOutMiddleware:
             decision.tdm_policy = policy
 
     def _attach(self, request: Request, response: Response, decision: Decision) -> None:
+        reserved_of, images_of = decision.reserved, decision.images
+        for p in self.spider_purposes:
+            if reserved_of[p] or images_of[p]:
+                result = self._decision(decision)
+                break
+        else:  # nothing reserves a purpose of the spider: the same (immutable) decision as any such page
+            result = self._allowed
+        meta = request.meta
+        meta[OPTOUT_META] = result
+        meta.update(result.meta_views())
+        if decision.nofollow is not None:
+            meta["gdpr_nofollow"] = str(decision.nofollow)
+        if decision.noarchive is not None:
+            meta["gdpr_noarchive"] = str(decision.noarchive)
+        if decision.tdm_policy:
+            meta["gdpr_tdm_policy"] = decision.tdm_policy
+
+        if not decision.seen:
+            return  # no signal: nothing reserved, nothing to count or record
+        inc_value = self.crawler.stats.inc_value
+        seen = list(dict.fromkeys(decision.seen))
+        for signal in seen:
+            inc_value(f"gdpr/optout/{signal.source}/{signal.rule}")
+        # a Signal reads as its text
+        reserved = {p: [s.text for s in reserved_of[p]] for p in PURPOSES if reserved_of[p]}
+        images = {p: [s.text for s in images_of[p]] for p in PURPOSES if images_of[p]}
+        if reserved or images:
+            self._summary["pages_with_reservations"] += 1
+            for p in reserved:
+                self._summary["reserved"][p] += 1
+                inc_value(f"gdpr/optout/reserved/{p}")
+            audit.record(
+                self.runtime,
+                "optout_decision",
+                response.url,
+                purposes={p: d.allowed for p, d in result.purposes.items()},
+                reserved=reserved,
+                images_reserved=images,
+                signals=[s.text for s in seen],
+            )
+
+    def _decision(self, decision: Decision) -> OptOutDecision:
+        """The decision for the spider's purposes, as attached to the request."""
         image_signals = list(dict.fromkeys(s for p in self.spider_purposes for s in decision.images[p]))
-        result = OptOutDecision(
+        return OptOutDecision(
             purposes=MappingProxyType({
                 purpose: PurposeDecision(
                     not decision.reserved[purpose],
@@ -824,34 +885,6 @@ class OptOutMiddleware:
             images_reserved=bool(image_signals),
             images_signal=str(image_signals[0]) if image_signals else "",
         )
-        request.meta[OPTOUT_META] = result
-        request.meta.update(result.meta_views())
-        if decision.nofollow is not None:
-            request.meta["gdpr_nofollow"] = str(decision.nofollow)
-        if decision.noarchive is not None:
-            request.meta["gdpr_noarchive"] = str(decision.noarchive)
-        if decision.tdm_policy:
-            request.meta["gdpr_tdm_policy"] = decision.tdm_policy
-
-        stats = self.crawler.stats
-        for signal in dict.fromkeys(decision.seen):
-            stats.inc_value(f"gdpr/optout/{signal.source}/{signal.rule}")
-        reserved = {p: [str(s) for s in decision.reserved[p]] for p in PURPOSES if decision.reserved[p]}
-        images = {p: [str(s) for s in decision.images[p]] for p in PURPOSES if decision.images[p]}
-        if reserved or images:
-            self._summary["pages_with_reservations"] += 1
-            for p in reserved:
-                self._summary["reserved"][p] += 1
-                stats.inc_value(f"gdpr/optout/reserved/{p}")
-            audit.record(
-                self.runtime,
-                "optout_decision",
-                response.url,
-                purposes={p: d.allowed for p, d in result.purposes.items()},
-                reserved=reserved,
-                images_reserved=images,
-                signals=[str(s) for s in dict.fromkeys(decision.seen)],
-            )
 
     def _enforce(self, response: Response, decision: Decision) -> None:
         """Refuse non-HTML responses (images, documents) that reserve the spider's purposes."""
@@ -872,7 +905,7 @@ class OptOutMiddleware:
                                  detail=f"images reserved for {purpose} by {decision.images[purpose][0]}")
 
 
-class NoFollowMiddleware(BaseSpiderMiddleware):
+class NoFollowMiddleware(SpiderOutputMiddleware):
     """Spider middleware: drops requests a callback yields from a ``nofollow`` page.
 
     Every request yielded while handling such a response is treated as following a

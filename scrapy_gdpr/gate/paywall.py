@@ -49,7 +49,8 @@ class PaymentRequiredMiddleware:
     def from_crawler(cls, crawler: Crawler) -> Self:
         return cls(crawler)
 
-    def process_response(self, request: Request, response: Response) -> Response:
+    # a coroutine: Scrapy awaits it as it is (a plain return value it wraps in one first)
+    async def process_response(self, request: Request, response: Response) -> Response:
         if response.status != 402 or not self.enabled or internal_kind(request):
             return response
         price = ""

@@ -409,7 +409,8 @@ class PolitenessMiddleware:
         slot = getattr(engine, "_slot", None)  # Scrapy sets slot.closing when close_spider starts
         return slot is None or getattr(slot, "closing", None) is not None
 
-    def process_response(self, request: Request, response: Response) -> Response:
+    # a coroutine: Scrapy awaits it as it is (a plain return value it wraps in one first)
+    async def process_response(self, request: Request, response: Response) -> Response:
         if response.status not in RETRY_AFTER_STATUSES:
             return response
         raw = response.headers.get(b"Retry-After")

@@ -34,7 +34,6 @@ from scrapy.exceptions import IgnoreRequest
 from scrapy.http.request import NO_CALLBACK
 from scrapy.utils.asyncio import run_in_thread
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
-from scrapy.utils.httpobj import urlparse_cached
 from twisted.internet.defer import Deferred
 
 from scrapy_gdpr._component import component_runtime
@@ -273,7 +272,8 @@ class RuleSet:
             return None  # RFC 9309 2.2.2: implicitly allowed
         raw = _encode(path, decode=False)
         best = self._first(self._raw, raw, False, None)
-        decoded = _encode(path, decode=True)
+        # a path _encode returns as it is (no escape, nothing to encode) decodes to itself too
+        decoded = path if raw is path else _encode(path, decode=True)
         if decoded != raw or self._decoded_differs:
             # a Disallow also applies to the decoded spelling (see _Rule)
             best = self._first(self._decoded, decoded, True, best)
@@ -774,7 +774,7 @@ class RobotsGateMiddleware:
             return
         if request.url.startswith(("data:", "file:")):
             return
-        parts = urlparse_cached(request)
+        parts = urlsplit(request.url)  # the gate (40) split it already: cached
         origin = origin_of(parts)
         entry = self.cache.get(origin)
         if entry is not None and self.clock.monotonic() < entry.expires_at:

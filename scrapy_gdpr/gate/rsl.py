@@ -58,7 +58,6 @@ from defusedxml import ElementTree as SafeET
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import HtmlResponse, Request
 from scrapy.http.request import NO_CALLBACK
-from scrapy.utils.httpobj import urlparse_cached
 
 from scrapy_gdpr import audit
 from scrapy_gdpr._component import component_runtime
@@ -403,7 +402,7 @@ class LicenceMiddleware:
         robots = self.runtime.robots
         if robots is None or request.url.startswith(("data:", "file:")):
             return
-        parts = urlparse_cached(request)
+        parts = urlsplit(request.url)  # the gate (40) split it already: cached
         entry = robots.cache.get(origin_of(parts))
         if entry is None or time.monotonic() >= entry.expires_at:  # the robots gate (100) has fetched it
             entry = await robots.entry_for(request.url, parts)
@@ -426,10 +425,12 @@ class LicenceMiddleware:
     async def process_response(self, request: Request, response: Response) -> Response:
         if not self.enabled or internal_kind(request):
             return response
+        links = response.headers.getlist("Link")
         named = [(u, f'Link: <{u}>; rel="license"') for u in
-                 link_header_licences([v.decode("latin-1") for v in response.headers.getlist("Link")], response.url)]
+                 link_header_licences([v.decode("latin-1") for v in links], response.url)] if links else []
         inline: list[tuple[str, str, _DocEntry | None]] = []
-        if isinstance(response, HtmlResponse):
+        # no element can name the RSL type without the text "rsl+xml": nothing to parse
+        if isinstance(response, HtmlResponse) and _RSL_TYPE_BYTES.search(response.body) is not None:
             try:
                 named += [(u, f'<link rel="license" href="{u}">') for u in html_licences(response)]
                 for k, text in enumerate(html_inline_documents(response)):
@@ -437,7 +438,7 @@ class LicenceMiddleware:
                                    "in the page"), self._inline(text, response.url)))
             except Exception as exc:  # noqa: BLE001 - an unparseable body: no <link> can be read from it
                 logger.debug("Cannot read <link> elements of %(url)s: %(e)s", {"url": response.url, "e": exc})
-        sources = [(u, n, None) for u, n in dict.fromkeys(named)] + inline
+        sources = ([(u, n, None) for u, n in dict.fromkeys(named)] + inline) if named or inline else []
         if sources:
             refusals = await self.evaluate(response.url, sources)
             if refusals:

@@ -356,11 +356,10 @@ class PolicyGate:
         return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
     async def check(self, url: str, internal: str | None = None) -> Refusal | None:
+        # ``index`` is already the host's own rule when it has one (check_network's first step)
         refusal, index, host = self.check_static(url, internal)
         if refusal is not None:
             return refusal
-        if (own := self.host_info(host).rule) is not None:
-            index = own
         key = (host, index)
         if key in self._network:  # check_network's cached path, without a coroutine
             self._network.move_to_end(key)

@@ -17,13 +17,13 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import lxml.etree
 import lxml.html
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import HtmlResponse, Request, TextResponse
 from scrapy.http.request import NO_CALLBACK
-from scrapy.utils.httpobj import urlparse_cached
 
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr.audit import Reason, record, refuse
@@ -173,7 +173,8 @@ class TermsMiddleware:
         self._states: dict[int, _TermsState] = {}
         #: Terms pages by URL: a page many domains share is fetched once per check interval.
         self._pages: dict[str, _Page] = {}
-        #: The domain rule per host name seen (the policy does not change during a crawl).
+        #: The domain rule per authority (``urlsplit().netloc``) seen (the policy does not
+        #: change during a crawl).
         self._host_rules: dict[str, int | None] = {}
         rows: list[dict[str, Any]] = []
         for i, rule in enumerate(self.policy.domains):
@@ -223,13 +224,13 @@ class TermsMiddleware:
     async def process_request(self, request: Request) -> None:
         if internal_kind(request) in INTERNAL:
             return
-        hostname = urlparse_cached(request).hostname or ""
-        i = self._host_rules.get(hostname, -1)
+        parts = urlsplit(request.url)  # the gate (40) split it already: cached
+        i = self._host_rules.get(parts.netloc, -1)
         if i == -1:  # not seen yet
-            i = self._rule_for(hostname.lower().rstrip("."))
+            i = self._rule_for((parts.hostname or "").lower().rstrip("."))
             if len(self._host_rules) >= HOST_CACHE_SIZE:
                 del self._host_rules[next(iter(self._host_rules))]  # the oldest entry
-            self._host_rules[hostname] = i
+            self._host_rules[parts.netloc] = i
         if i is None:
             return  # not a listed domain: the policy gate (40) refuses it
         rule = self.policy.domains[i]

@@ -23,9 +23,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
-from scrapy.spidermiddlewares.base import BaseSpiderMiddleware
 
-from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr._component import SpiderOutputMiddleware, component_runtime
 from scrapy_gdpr.decisions import OptOutDecision, optout_decision
 
 if TYPE_CHECKING:
@@ -124,7 +123,7 @@ def provenance_of(crawler: Crawler, item: Any) -> Provenance | None:
     return registry(get_runtime(crawler)).get(item)
 
 
-class ProvenanceMiddleware(BaseSpiderMiddleware):
+class ProvenanceMiddleware(SpiderOutputMiddleware):
     """Spider middleware recording the source of every item a callback yields."""
 
     def __init__(self, crawler: Crawler) -> None:
