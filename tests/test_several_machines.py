@@ -604,10 +604,11 @@ def test_purge_clears_the_shared_queue_and_caches(tmp_path, prefix):
     state = RedisState(REDIS_URL, prefix)
     state.put("robots", "https://slow.test/robots.txt", b"{}", 60)
     dry = run_scrapy("gdpr-purge", "--spider", "fleet", "--shared-queue", "--dry-run", cwd=project)
-    assert "Would delete 4 shared queue key(s) of spider 'fleet' and 1 shared fetch cache" in dry.stdout, dry.stderr
+    # the queue, its in-flight records and their data, the live workers (the pop's), the fingerprints
+    assert "Would delete 5 shared queue key(s) of spider 'fleet' and 1 shared fetch cache" in dry.stdout, dry.stderr
     assert client.exists(prefix + ":fleet:requests")
     done = run_scrapy("gdpr-purge", "--spider", "fleet", "--shared-queue", cwd=project)
-    assert "Deleted 4 shared queue key(s)" in done.stdout, done.stderr
+    assert "Deleted 5 shared queue key(s)" in done.stdout, done.stderr
     assert list(client.scan_iter(match=f"{prefix}*")) == []
     state.close()
     client.close()

@@ -526,7 +526,7 @@ class JsonPriorityQueue:
             self.held.discard(queue_id.decode() if isinstance(queue_id, bytes) else queue_id)
 
     def clear(self) -> None:
-        self.server.delete(*self.keys())
+        self.server.delete(*self.keys(), self.key + ":workers")
 
 
 # --------------------------------------------------------------------------- dupefilter
@@ -1208,7 +1208,7 @@ def purge_shared(settings: BaseSettings, spider_name: str, *, dry_run: bool = Fa
     server = state.client  # type: ignore[attr-defined]
     try:
         base = str(settings.get("SCHEDULER_QUEUE_KEY") or "%(spider)s:requests") % {"spider": spider_name}
-        keys = [base, base + ":delayed", base + ":inflight", base + ":inflight-data",
+        keys = [base, base + ":delayed", base + ":inflight", base + ":inflight-data", base + ":workers",
                 str(settings.get("SCHEDULER_DUPEFILTER_KEY") or "%(spider)s:dupefilter") % {"spider": spider_name}]
         keys = [k for k in keys if server.exists(k)]
         caches = list(server.scan_iter(match=state.key("cache", "*")))  # type: ignore[attr-defined]
