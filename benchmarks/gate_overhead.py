@@ -59,6 +59,10 @@ def respond(path: bytes) -> tuple[bytes, bytes, bytes]:
         return b"200 OK", b"text/plain", ROBOTS_TXT
     if path == b"/terms.html":
         return b"200 OK", b"text/html; charset=utf-8", TERMS_HTML
+    if path.startswith(b"/.well-known/"):
+        # a site without a TDMRep file, as most are (an HTML page here would be read as a
+        # malformed tdmrep.json: every page reserved in doubt, one audit line each)
+        return b"404 Not Found", b"text/plain", b"not found"
     return b"200 OK", b"text/html; charset=utf-8", PAGE
 
 
