@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     totals: dict[str, float] = defaultdict(float)
     net = det._centerface
     net.run = timed(totals, lambda _img, _s, _t, role="main": f"centerface {role}", net.run)  # type: ignore[method-assign]
-    onet = det._onet
+    onet = getattr(det, "_onet", None)  # older checkouts have no O-Net
     if onet is not None:
         onet.score = timed(totals, "o-net", onet.score)  # type: ignore[method-assign]
     if det._blazeface is not None:
