@@ -123,7 +123,7 @@ def write_policy(folder: Path, port: int) -> Path:
 
 
 def child(mode: str, port: int, hosts: int, pages: int, folder: Path) -> None:
-    global BenchResolver
+    global BenchResolver  # noqa: PLW0603 - Scrapy loads the resolver by its dotted path
     BenchResolver = _resolver_class()
     from scrapy import Request, Spider
     from scrapy.crawler import CrawlerProcess

@@ -301,7 +301,7 @@ def run(mode: str, workers: int, args: argparse.Namespace, redis_port: int) -> d
             procs = []
             for n in range(workers):
                 env = {**os.environ, "WORKER": str(n), "PYTHONPATH": str(ROOT)}
-                with open(project / "out" / f"log-{n}.txt", "w", encoding="utf-8") as fh:
+                with (project / "out" / f"log-{n}.txt").open("w", encoding="utf-8") as fh:
                     procs.append(subprocess.Popen(
                         [sys.executable, "-m", "scrapy.cmdline", "crawl", "bench", "-O", f"out/items-{n}.jsonl"],
                         cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=fh,

@@ -171,7 +171,7 @@ def make_project(tmp_path: Path, server: MockServer, state_url: str, prefix: str
 
 def start_worker(project: Path, n: int, **extra_env: str) -> subprocess.Popen[str]:
     env = {**os.environ, "WORKER": str(n), "PYTHONPATH": str(ROOT), **extra_env}
-    with open(project / "out" / f"log-{n}.txt", "w", encoding="utf-8") as log:
+    with (project / "out" / f"log-{n}.txt").open("w", encoding="utf-8") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "scrapy.cmdline", "crawl", "fleet", "-O", f"out/items-{n}.jsonl"],
             cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True,
@@ -192,12 +192,8 @@ def wait_all(procs: list[subprocess.Popen[str]], timeout: float = 150) -> list[i
 
 
 def items(project: Path) -> list[str]:
-    out = []
-    for f in sorted((project / "out").glob("items-*.jsonl")):
-        for line in f.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                out.append(json.loads(line)["url"])
-    return out
+    return [json.loads(line)["url"] for f in sorted((project / "out").glob("items-*.jsonl"))
+            for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def logs(project: Path) -> str:

@@ -34,7 +34,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import cv2
 import numpy as np
@@ -155,7 +155,7 @@ def configure_library_threads(workers: int, cpus: int | None = None) -> int:
     workers' detectors. MediaPipe's short-range model takes a few ms per image
     and is left at its defaults.
     """
-    global _configured_threads
+    global _configured_threads  # noqa: PLW0603 - one process-wide setting, as OpenCV's
     threads = library_threads_per_worker(workers, cpus)
     cv2.setNumThreads(threads)
     _configured_threads = threads
@@ -334,7 +334,7 @@ class CenterFaceNet:
     the heatmap, box scale and offset outputs exist.
     """
 
-    OUTPUTS = ["537", "538", "539"]  # heatmap, scale, offset
+    OUTPUTS: ClassVar[list[str]] = ["537", "538", "539"]  # heatmap, scale, offset
     INPUT = "input.1"
 
     def __init__(

@@ -243,8 +243,8 @@ def _server_view(path: str, *, collapse: bool, lenient: bool) -> str:
     segments = path.split("/")[1:]
     if lenient:
         kept = []
-        for seg in segments:
-            seg = seg.partition(";")[0].rstrip(" ")
+        for given in segments:
+            seg = given.partition(";")[0].rstrip(" ")
             if seg.strip("."):
                 seg = seg.rstrip(". ")
             kept.append(seg)
@@ -458,7 +458,7 @@ class ObjectionList:
         if self.path is None:
             return
         try:
-            st = os.stat(self._fspath)
+            st = os.stat(self._fspath)  # noqa: PTH116 - before every lookup: no Path object each time
         except FileNotFoundError:
             if self._stat is not None:
                 with self._lock:
@@ -503,9 +503,9 @@ class ObjectionList:
         urls, prefixes = self._urls, self._prefixes
         # lines end with "\n" only: str.splitlines() would also break inside a line at
         # U+2028, U+0085 and other separators, shifting every later line number
-        for raw in text.split("\n")[:-1]:
+        for given in text.split("\n")[:-1]:
             line_no += 1
-            raw = raw.removesuffix("\r")
+            raw = given.removesuffix("\r")
             m = plain(raw)
             if m is not None and "/." not in (path := m.group(5) or "/") and not m.group(3).endswith("."):
                 # the common case, inlined: lower-case host, no query, no escapes

@@ -248,7 +248,8 @@ def parse_x_robots_tag(values: Iterable[str], token: str, *, now: datetime | Non
 def _parse_scoped(value: str, token: str, label: str, out: RobotsRules, now: datetime, prefix: str = "") -> None:
     """One comma list of rules where ``botname:`` scopes the rules after it."""
     applies, scope = True, ""
-    for piece in _split_rules(value):
+    for given in _split_rules(value):
+        piece = given
         head, sep, rest = piece.partition(":")
         head_l = head.strip().lower()
         if sep and head_l not in VALUED_RULES and head_l not in KNOWN_RULES:
@@ -278,8 +279,8 @@ def parse_robots_tag(values: Iterable[str], token: str, *, now: datetime | None 
     out = RobotsRules()
     token = token.lower()
     for raw in values:
-        for part in raw.split(";"):
-            part = part.strip()
+        for given in raw.split(";"):
+            part = given.strip()
             if not part:
                 continue
             name, sep, rules = part.partition("=")
@@ -425,7 +426,7 @@ def parse_tdmrep_file(body: bytes) -> tuple[list[TdmRule], list[str]]:
     """Rules of a ``/.well-known/tdmrep.json`` body; raises ValueError when it is not valid."""
     data = json.loads(body.decode("utf-8-sig"))
     if not isinstance(data, list):
-        raise ValueError("tdmrep.json is not a JSON array")
+        raise ValueError("tdmrep.json is not a JSON array")  # noqa: TRY004 - the file is invalid, as other errors
     rules: list[TdmRule] = []
     problems: list[str] = []
     for i, entry in enumerate(data):
@@ -568,7 +569,7 @@ class OptOutMiddleware:
         entry.rules, entry.error, entry.unread, entry.unread_signal = None, "", "", None
         try:
             response = await download_once(self.crawler, request, "tdmrep", self.tdmrep_ttl)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any download failure: the file is unread, reserved in doubt
             if too_large(exc):
                 entry.unread = f"the file is {size_detail(TDMREP_MAX_SIZE)}"
             elif isinstance(exc, IgnoreRequest):
@@ -671,7 +672,7 @@ class OptOutMiddleware:
         if isinstance(response, HtmlResponse) and (sw.meta_robots or sw.tdmrep):
             try:
                 rules, meta_tdm = parse_meta_robots(response, self.token)
-            except Exception as exc:  # an unparseable body: nothing can be read from it
+            except Exception as exc:  # noqa: BLE001 - an unparseable body: nothing can be read from it
                 self._problem("meta_robots", f"cannot parse the HTML: {exc}", url)
                 rules, meta_tdm = RobotsRules(), {}
             if sw.meta_robots:

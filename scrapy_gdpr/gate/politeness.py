@@ -16,6 +16,7 @@ every response, after AutoThrottle has adjusted it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -382,10 +383,8 @@ class PolitenessMiddleware:
         key = request.meta.get("download_slot")
         interval = self._intervals.get(key) if key is not None else None
         if key is not None and interval:
-            try:
+            with contextlib.suppress(StateUnavailable):  # the next booking waits for Redis anyway
                 self.state.sent(key, interval)
-            except StateUnavailable:
-                pass  # the next booking waits for Redis anyway
 
     def _interval(self, key: str) -> float:
         """The shortest time between two sends to slot ``key`` by any worker: its floor
@@ -458,10 +457,9 @@ class PolitenessMiddleware:
         if until > self.not_before.get(key, 0.0):
             self.not_before[key] = until
         if self.state.shared:
-            try:
+            # this worker still holds the host; the others hold every request meanwhile
+            with contextlib.suppress(StateUnavailable):
                 self.state.block(key, seconds)
-            except StateUnavailable:
-                pass  # this worker still holds the host; the others hold every request meanwhile
         self._report["paused"] += 1
         stats.inc_value("gdpr/politeness/retry_after")
         logger.info(

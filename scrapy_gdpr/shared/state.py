@@ -29,6 +29,7 @@ logged at INFO with its fix) and lets them go when Redis answers again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -661,10 +662,8 @@ async def download_once(crawler: Crawler, request: Request, ns: str, ttl: float,
         return response
     finally:
         if not released:
-            try:
+            with contextlib.suppress(StateUnavailable):  # the lease expires by itself
                 state.release(ns, key)
-            except StateUnavailable:
-                pass  # the lease expires by itself
 
 
 def _closing(crawler: Crawler) -> Any:
