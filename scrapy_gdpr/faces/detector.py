@@ -13,8 +13,7 @@ The default back end (``"ensemble"``) combines two vendored models:
   faces that fill the frame.
 * **MTCNN's O-Net** (ONNX, same runtime as CenterFace), a second opinion on
   CenterFace's weak boxes: it scores a 48 x 48 crop around a box as face or
-  not, and the ``strict`` profile keeps a weak box only when O-Net's
-  probability and CenterFace's score together are enough.
+  not, and the ``strict`` profile drops weak boxes it rejects.
 
 The boxes of all passes are merged by score-weighted box voting and
 non-maximum suppression. Only boxes and scores are read: the vendored
@@ -258,13 +257,6 @@ def nms(dets: NDArray[Any], iou: float = 0.4, contained: float = 0.8) -> NDArray
         ious, inside = _row_overlaps(dets[i], dets)
         suppressed |= (ious >= iou) | (inside >= contained)
     return dets[keep]
-
-
-def _logit(p: NDArray[Any]) -> NDArray[Any]:
-    """log(p / (1 - p)), with p kept within [1e-6, 1 - 1e-6]."""
-    q = np.clip(np.asarray(p, np.float64), 1e-6, 1 - 1e-6)
-    out: NDArray[Any] = np.log(q / (1 - q))
-    return out
 
 
 def _as_bgr(image: NDArray[Any]) -> NDArray[Any]:
@@ -572,18 +564,9 @@ class Profile:
     #: pass's scale, in windows around them (0: no refinement).
     refine_height: float = 0.0
     refine_zoom: float = 1.25
-    #: A refinement rectangle too large for the budget at ``refine_zoom`` is
-    #: looked at at this zoom instead, if that fits (0: skipped).
-    refine_zoom_min: float = 0.0
     #: A small box that the refinement's closer look does not confirm is kept
     #: only if it scored at least this (0: always kept).
     refine_keep: float = 0.0
-    #: Groups of the main pass's cells that reach only ``refine_seed`` (under
-    #: the threshold; 0: none) and are under ``refine_height`` px also open
-    #: refinement windows; they are not kept themselves, only what the closer
-    #: look finds there at ``refine_threshold`` (0: the main threshold).
-    refine_seed: float = 0.0
-    refine_threshold: float = 0.0
     #: Tiles for images larger than ``max_pixels``: the main pass (with its
     #: refinement) runs again on overlapping tiles at ``tile_scale`` (0: no
     #: tiles), so that faces of 20 px keep the pixels they have in a small
@@ -625,12 +608,6 @@ class Profile:
     #: thousandths, while the real faces CenterFace scores low rarely do.
     onet_below: float = 0.0
     onet_reject: float = 0.0
-    #: Fused second opinion (``onet_weight`` > 0, replaces ``onet_reject``): a
-    #: box under ``onet_below`` is kept when logit(O-Net's probability) +
-    #: ``onet_weight`` x logit(CenterFace's score) reaches ``onet_evidence``,
-    #: so the weaker CenterFace's score, the surer O-Net must be.
-    onet_weight: float = 0.0
-    onet_evidence: float = 0.0
     #: A horizontally mirrored pass at ``flip_scale`` times the main pass's
     #: scale (0: none), kept for boxes at least ``flip_min_height`` px high:
     #: CenterFace is not symmetric, and a mirrored profile is often found
@@ -642,17 +619,16 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "strict": Profile(
         0.1, 3, 0.3, 100, 0.5e6, 2.4e6, 2.0, 256, 0.3, 0.5, vote_iou=0.3, refine_height=24, refine_keep=0.12,
-        refine_zoom=2.0, refine_zoom_min=1.25,
         tile_scale=1.0,
         rotate_side=256,
-        onet_below=0.5, onet_weight=3.0, onet_evidence=-10.5,
+        onet_below=0.3, onet_reject=0.003,
         flip_scale=0.7,
     ),
     "balanced": Profile(0.2, 1, 0.35, 100, 0.3e6, 1.2e6, 1.5, 384, 0.35, 0.5),
     "fast": Profile(0.3, 1, 0.4, 100, 0.0, 0.5e6, 1.0, 320, 0.4, 0.6),
 }
 
-VERSION = "5"
+VERSION = "4"
 
 
 class EnsembleDetector:
@@ -682,7 +658,7 @@ class EnsembleDetector:
         self.version = f"{VERSION}-{sensitivity}-t{profile.threshold:g}"
         self._blazeface = BlazeFaceShort(profile.mediapipe_threshold) if profile.mediapipe_threshold else None
         self._onet: MtcnnONet | None = None
-        if profile.onet_reject or profile.onet_weight:
+        if profile.onet_reject:
             self._second_model()
 
     def _second_model(self) -> MtcnnONet:
@@ -714,9 +690,7 @@ class EnsembleDetector:
     #: Pixels the refinement may process, as a share of the main pass's.
     REFINE_BUDGET = 2.0
 
-    def _refine_small(
-        self, img: NDArray[Any], main: NDArray[Any], scale: float, zoom: float, proposals: NDArray[Any] | None = None
-    ) -> NDArray[Any]:
+    def _refine_small(self, img: NDArray[Any], main: NDArray[Any], scale: float, zoom: float) -> NDArray[Any]:
         """Look again, at ``zoom`` (the profile's ``refine_zoom`` times the main
         pass's scale), at windows around the main pass's small boxes.
 
@@ -726,13 +700,10 @@ class EnsembleDetector:
         overlaps is replaced by it; one the closer look does not confirm is
         kept (fail safe: it is still redacted). Costs little unless the image
         holds many small faces: only the windows are processed again.
-        ``proposals`` (boxes under the threshold, see ``refine_seed``) open
-        windows too but are never kept themselves.
         """
         p = self.profile
         small = main[:, 3] * scale < p.refine_height
-        extra = _empty() if proposals is None else proposals
-        if not small.any() and not len(extra):
+        if not small.any():
             return main
         h, w = img.shape[:2]
         cell = self.REFINE_CELL
@@ -740,7 +711,7 @@ class EnsembleDetector:
         grid = np.zeros((gh, gw), np.uint8)
         ctx = self.REFINE_CONTEXT / scale
         seeds = main[small]
-        for x, y, bw, bh, _ in np.vstack([seeds, extra]):
+        for x, y, bw, bh, _ in seeds:
             r = self.REFINE_PAD * max(bw, bh) + ctx
             cx, cy = x + bw / 2, y + bh / 2
             grid[max(0, int((cy - r) // cell)) : int((cy + r) // cell) + 1,
@@ -756,29 +727,23 @@ class EnsembleDetector:
         rects, groups = _merge_rects(rects, groups, self.REFINE_CALL_PIXELS / zoom**2)
         # A budget: at most REFINE_BUDGET times the main pass's pixels, the
         # rectangles holding the most small boxes per pixel first.
-        every = np.vstack([seeds, extra])
-        cx = np.clip(((every[:, 0] + every[:, 2] / 2) // cell).astype(np.int64), 0, gw - 1)
-        cy = np.clip(((every[:, 1] + every[:, 3] / 2) // cell).astype(np.int64), 0, gh - 1)
-        every_label = labels[cy, cx]
-        seed_label = every_label[: len(seeds)]
+        cx = np.clip(((seeds[:, 0] + seeds[:, 2] / 2) // cell).astype(np.int64), 0, gw - 1)
+        cy = np.clip(((seeds[:, 1] + seeds[:, 3] / 2) // cell).astype(np.int64), 0, gh - 1)
+        seed_label = labels[cy, cx]
         areas = (rects[:, 2] - rects[:, 0]) * (rects[:, 3] - rects[:, 1])
-        density = np.array([np.isin(every_label, g).sum() for g in groups]) / np.maximum(areas, 1.0)
-        # (in pixels as the network sees them); a rectangle too large for the
-        # budget at ``zoom`` is looked at at ``refine_zoom_min`` if that fits.
-        budget = self.REFINE_BUDGET * h * w * scale * scale
-        fallback = scale * p.refine_zoom_min if 0 < p.refine_zoom_min < zoom / scale else zoom
+        density = np.array([np.isin(seed_label, g).sum() for g in groups]) / np.maximum(areas, 1.0)
+        budget = self.REFINE_BUDGET * h * w * scale * scale / (zoom * zoom)
         found = []
         looked: list[int] = []  # window labels looked at again
         for i in np.argsort(-density, kind="stable"):
-            z = zoom if areas[i] * zoom * zoom <= budget else fallback
-            if areas[i] * z * z > budget:
+            if areas[i] > budget:
                 continue
-            budget -= areas[i] * z * z
+            budget -= areas[i]
             x0, y0, x1, y1 = (int(v) for v in rects[i])
             if x1 - x0 < 8 or y1 - y0 < 8:
                 continue
             looked.extend(groups[i])
-            raw = self._centerface.run(img[y0:y1, x0:x1], z, p.refine_threshold or p.threshold, "refine")
+            raw = self._centerface.run(img[y0:y1, x0:x1], zoom, p.threshold, "refine")
             if not len(raw):
                 continue
             raw[:, 0] += x0
@@ -805,22 +770,14 @@ class EnsembleDetector:
         in pixels of ``img``."""
         p = self.profile
         low = min(p.threshold, p.proposal_threshold or p.threshold)
-        seed = p.refine_seed if p.refine_height and 0 < p.refine_seed < low else 0.0
-        raw = self._centerface.run(img, scale, seed or low, role)
-        proposals = None
-        if seed:
-            # groups of cells that stay under the threshold: small ones open windows
-            proposals = box_vote(raw, p.vote_iou, p.min_votes)
-            proposals = proposals[(proposals[:, 4] < low) & (proposals[:, 3] * scale < p.refine_height)]
-            raw = raw[raw[:, 4] >= low]
-        main = box_vote(raw, p.vote_iou, p.min_votes)
+        main = box_vote(self._centerface.run(img, scale, low, role), p.vote_iou, p.min_votes)
         main = main[(main[:, 3] * scale < p.large_height) | (main[:, 4] >= p.large_threshold)]
         # boxes under the threshold (proposals) and under verify_below need the second look
         unsure = main[:, 4] < max(p.verify_below, p.threshold if low < p.threshold else 0.0)
         if unsure.any():
             main = np.vstack([main[~unsure], self._second_look(img, main[unsure], scale)])
-        if p.refine_height and (len(main) or (proposals is not None and len(proposals))):
-            main = self._refine_small(img, main, scale, scale * p.refine_zoom, proposals)
+        if p.refine_height and len(main):
+            main = self._refine_small(img, main, scale, scale * p.refine_zoom)
         return main
 
     #: Context around a box in the second look, as a share of its size on each side.
@@ -961,12 +918,6 @@ class EnsembleDetector:
         h, w = img.shape[:2]
         if h < 8 or w < 8:
             return _empty()
-        return self.finish(img, self.candidates(img))
-
-    def candidates(self, img: NDArray[Any]) -> NDArray[Any]:
-        """The boxes of all CenterFace and MediaPipe passes after non-maximum
-        suppression, before the second opinion (BGR image of at least 8 x 8 px)."""
-        h, w = img.shape[:2]
         p = self.profile
         parts = []
         scale = self.main_scale(h, w)
@@ -1001,21 +952,12 @@ class EnsembleDetector:
             if turned and len(upright):
                 turned = [b[[_row_overlaps(row, upright)[0].max() < 0.3 for row in b]] for b in turned]
             parts.extend(turned)
-        return nms(np.vstack(parts), 0.4)
-
-    def finish(self, img: NDArray[Any], dets: NDArray[Any]) -> NDArray[Any]:
-        """The second opinion on :meth:`candidates`' boxes, then boxes clipped to the image."""
-        h, w = img.shape[:2]
-        p = self.profile
-        if (p.onet_reject or p.onet_weight) and len(dets):
+        dets = nms(np.vstack(parts), 0.4)
+        if p.onet_reject and len(dets):
             weak = dets[:, 4] < p.onet_below
             if weak.any():
                 keep = np.ones(len(dets), bool)
-                prob = self._second_model().score(img, dets[weak])
-                if p.onet_weight:
-                    keep[weak] = _logit(prob) + p.onet_weight * _logit(dets[weak, 4]) >= p.onet_evidence
-                else:
-                    keep[weak] = prob >= p.onet_reject
+                keep[weak] = self._second_model().score(img, dets[weak]) >= p.onet_reject
                 dets = dets[keep]
         if len(dets):
             # clip to the image
