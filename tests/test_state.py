@@ -4,41 +4,19 @@ Every test writes under its own key prefix and deletes only its own keys."""
 
 from __future__ import annotations
 
-import os
 import pickle
 import time
-import uuid
 
 import pytest
 from scrapy import Request, Spider
 
 from scrapy_gdpr.shared import queue as redisqueue
 from scrapy_gdpr.shared.state import LocalState, RedisState, StateUnavailable, open_state
-from tests.utils import require_service
-
-REDIS_URL = os.environ.get("GDPR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-
-
-def redis_client():
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError as exc:
-        require_service("Redis", f"{REDIS_URL}: {exc}")
-    return client
-
-
-@pytest.fixture
-def prefix():
-    client = redis_client()
-    name = f"gdpr-test-{uuid.uuid4().hex[:12]}"
-    yield name
-    keys = list(client.scan_iter(match=f"{name}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+from tests.utils import (
+    REDIS_URL,
+    redis_client,
+    redis_prefix,  # noqa: F401 - the fixture `prefix` of these tests
+)
 
 
 @pytest.fixture

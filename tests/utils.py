@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from functools import wraps
@@ -166,6 +167,34 @@ def require_service(name: str, reason: str) -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"{name} is required in CI but is not available: {reason}")
     pytest.skip(f"{name} not available on this machine ({reason}); CI runs these tests")
+
+
+#: The Redis the tests use (a database of its own; keys under a unique prefix per test).
+REDIS_URL = os.environ.get("GDPR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def redis_client() -> Any:
+    """A client of :data:`REDIS_URL`; skips (or fails in CI) when Redis does not answer."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as exc:
+        require_service("Redis", f"{REDIS_URL}: {exc}")
+    return client
+
+
+@pytest.fixture(name="prefix")
+def redis_prefix() -> Any:
+    """A key prefix of this test's own in :data:`REDIS_URL`; its keys are deleted afterwards."""
+    client = redis_client()
+    name = f"gdpr-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    keys = list(client.scan_iter(match=f"{name}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 def terms_fingerprint(url: str) -> str:

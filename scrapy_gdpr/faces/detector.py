@@ -313,6 +313,26 @@ def _onnxruntime() -> Any:
     return onnxruntime
 
 
+def _ort_session(data: bytes, runtime: str, threads: int | None) -> Any:
+    """An ONNX Runtime session for the model ``data`` when ``runtime`` asks for (or
+    allows) ONNX Runtime and it is installed, else None (OpenCV's DNN module then
+    runs the model). One thread pool per session of the threads the pool shares
+    out, run sequentially, and an idle worker does not spin on a core the other
+    workers need."""
+    ort = _onnxruntime() if runtime in ("auto", "onnxruntime") else None
+    if runtime == "onnxruntime" and ort is None:
+        raise RuntimeError("the onnxruntime package is not installed")
+    if ort is None:
+        return None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or _library_threads()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
 #: Runtimes that can run CenterFace: ONNX Runtime (about twice as fast on a
 #: CPU) and OpenCV's DNN module. Both give the same boxes (outputs agree to
 #: about 1e-5); ``"auto"`` takes ONNX Runtime when it is installed.
@@ -341,23 +361,10 @@ class CenterFaceNet:
         self._data = load_model_bytes(
             path or MODELS_DIR / "centerface.onnx", sha256 or MODELS["centerface.onnx"]
         )
-        ort = _onnxruntime() if runtime in ("auto", "onnxruntime") else None
-        if runtime == "onnxruntime" and ort is None:
-            raise RuntimeError("the onnxruntime package is not installed")
-        self._session = None
+        self._session = _ort_session(self._data, runtime, threads)
         self._nets: dict[str, cv2.dnn.Net] = {}
-        if ort is not None:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads or _library_threads()
-            options.inter_op_num_threads = 1
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            options.log_severity_level = 3
-            # an idle worker must not spin on a core the other workers need
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self._session = ort.InferenceSession(self._data, options, providers=["CPUExecutionProvider"])
-            self.runtime = "onnxruntime"
-        else:
-            self.runtime = "opencv"
+        self.runtime = "opencv" if self._session is None else "onnxruntime"
+        if self._session is None:
             self._net("main")  # fail at construction, not at the first image
 
     def _net(self, role: str) -> cv2.dnn.Net:
@@ -438,20 +445,9 @@ class MtcnnONet:
         if runtime not in CENTERFACE_RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}; use one of {CENTERFACE_RUNTIMES}")
         data = load_model_bytes(MODELS_DIR / "mtcnn_onet.onnx", MODELS["mtcnn_onet.onnx"])
-        ort = _onnxruntime() if runtime in ("auto", "onnxruntime") else None
-        if runtime == "onnxruntime" and ort is None:
-            raise RuntimeError("the onnxruntime package is not installed")
-        self._session = None
+        self._session = _ort_session(data, runtime, threads)
         self._net = None
-        if ort is not None:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads or _library_threads()
-            options.inter_op_num_threads = 1
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            options.log_severity_level = 3
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self._session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-        else:
+        if self._session is None:
             self._net = cv2.dnn.readNetFromONNX(np.frombuffer(data, np.uint8))
             self._net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
             self._net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
