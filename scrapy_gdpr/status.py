@@ -19,6 +19,7 @@ The statuses are documented in ``docs/operations.md``.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
@@ -125,6 +126,9 @@ class CrawlStatus:
         lines = [head]
         if verdict is not None:
             lines.append(f"  {verdict[1]}")
+        outage = self.runtime.state_outage
+        if status != ExitStatus.OK and outage is not None and outage.reason:
+            lines.append(f"  {outage.reason}")
         for code, count in sorted(refusals.counts.items(), key=lambda kv: (-kv[1], kv[0])):
             sample = (refusals.samples.get(code) or [""])[0]
             detail = refusals.details.get(code, "")
@@ -134,6 +138,9 @@ class CrawlStatus:
             lines.append(f"  audit log: {self.runtime.audit.path}")
         level = logging.WARNING if status != ExitStatus.OK else logging.INFO
         logger.log(level, "%(summary)s", {"summary": "\n".join(lines)}, extra={"spider": self.crawler.spider})
+        if status != ExitStatus.OK and not _log_reaches_stderr(self.crawler.settings, level):
+            # --nolog, or a LOG_FILE: a crawl that must not look successful still says why
+            print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 # The exit statuses and the start-up refusal are documented as scrapy_gdpr.status.*.

@@ -15,14 +15,19 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.conftest import MockServer
-from tests.test_state import REDIS_URL, redis_client
-from tests.utils import ROOT, run_scrapy, write_policy
+from tests.utils import (
+    REDIS_URL,
+    ROOT,
+    redis_client,
+    redis_prefix,  # noqa: F401 - the fixture `prefix` of these tests
+    run_scrapy,
+    write_policy,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -169,11 +174,12 @@ def make_project(tmp_path: Path, server: MockServer, state_url: str, prefix: str
     return project
 
 
-def start_worker(project: Path, n: int, **extra_env: str) -> subprocess.Popen[str]:
+def start_worker(project: Path, n: int, *args: str, **extra_env: str) -> subprocess.Popen[str]:
+    """Worker ``n``: ``scrapy crawl fleet`` (with ``args``), its stderr in out/log-n.txt."""
     env = {**os.environ, "WORKER": str(n), "PYTHONPATH": str(ROOT), **extra_env}
     with (project / "out" / f"log-{n}.txt").open("w", encoding="utf-8") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "scrapy.cmdline", "crawl", "fleet", "-O", f"out/items-{n}.jsonl"],
+            [sys.executable, "-m", "scrapy.cmdline", "crawl", "fleet", "-O", f"out/items-{n}.jsonl", *args],
             cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True,
         )
 
@@ -200,14 +206,6 @@ def logs(project: Path) -> str:
     return "\n".join(f.read_text(encoding="utf-8", errors="replace") for f in sorted((project / "out").glob("log-*.txt")))
 
 
-@pytest.fixture
-def prefix():
-    client = redis_client()
-    name = f"gdpr-fleet-{uuid.uuid4().hex[:10]}"
-    yield name
-    keys = list(client.scan_iter(match=f"{name}*"))
-    if keys:
-        client.delete(*keys)
 
 
 def test_three_workers_share_politeness_robots_and_retry_after(tmp_path, prefix):
@@ -470,6 +468,11 @@ def test_redis_unreachable_from_the_start_fetches_nothing_and_exits_blocked(tmp_
     text = logs(project)
     assert "INFO: Not fetching anything" in text and "Fix: start Redis or correct GDPR_STATE_URL" in text
     assert "finish reason gdpr_blocked, exit status 4" in text
+    # with --nolog the crawl still says why, with its fix, on stderr
+    assert wait_all([start_worker(project, 1, "--nolog")], timeout=90) == [4]
+    quiet = (project / "out" / "log-1.txt").read_text(encoding="utf-8")
+    assert "finish reason gdpr_blocked, exit status 4" in quiet, quiet[-3000:]
+    assert "not fetching anything: " in quiet and "Fix: start Redis or correct GDPR_STATE_URL" in quiet
 
 
 #: what a worker may take beyond BOUND_SECONDS to log that it holds the erasure: the

@@ -543,10 +543,13 @@ class Outage:
         self.crawler = crawler
         self.state = state
         self.since: float | None = None
+        #: why nothing was fetched, with its fix, for the crawl's summary ("" while Redis answers)
+        self.reason = ""
 
     def down(self, exc: StateUnavailable) -> None:
         if self.since is None:
             self.since = time.monotonic()
+            self.reason = f"not fetching anything: {exc}. Fix: {FIX.format(url=redact(self.state.url))}"
             stats = self.crawler.stats
             if stats is not None:
                 stats.inc_value("gdpr/state/unavailable")
@@ -560,6 +563,7 @@ class Outage:
         if self.since is not None:
             down_for = time.monotonic() - self.since
             self.since = None
+            self.reason = ""
             stats = self.crawler.stats
             if stats is not None:
                 stats.inc_value("gdpr/state/unavailable_seconds", round(down_for, 3))  # type: ignore[arg-type]
