@@ -99,10 +99,13 @@ QUIET_SECONDS = 1.0
 SET_ASIDE_SECONDS = 0.25
 #: How long done requests are collected before they are stored and acknowledged together.
 ACK_SECONDS = 0.1
-#: How many set-aside due times a pop returns (a worker looks for the first of them that is its turn).
+#: How many of the first set-aside requests a pop looks at to tell a worker when its next turn is.
 TURNS = 16
 #: A worker that has not popped for this long is not given turns.
 LIVE_SECONDS = 3.0
+#: How long a set-aside request that has fallen due waits for the worker whose turn it is,
+#: before any worker may take it (that worker has stopped, or is busy).
+TURN_GRACE_SECONDS = 1.0
 
 
 class NotPlain(TypeError):
@@ -204,16 +207,38 @@ def queued_at(data: bytes) -> float:
 # --------------------------------------------------------------------------- queue
 
 
-# KEYS[1] queue, KEYS[2] delayed, KEYS[3] inflight deadlines, KEYS[4] inflight data
-# ARGV[1] requeue-after ms, ARGV[2] key lifetime ms (0: none). Puts due delayed entries and expired in-flight entries
-# back in the queue, then pops the best entry and records it as in flight, and says how many entries are
-# left in the queue and when the first set-aside entry falls due. When the queue is empty it returns when
-# the first set-aside entry falls due and how many entries are set aside or in flight. KEYS[5] the live
-# workers (holder -> last pop), ARGV[3] this worker's holder id, ARGV[4] how many set-aside due times to
-# return, ARGV[5] how long a worker counts as live (ms). Both answers end with the number of live workers,
-# this worker's place among them, Redis's time and the due times of the first set-aside entries: the
-# worker whose place is a due time modulo the number of live workers looks for that entry when it falls due.
-_POP = """
+# A set-aside entry is "score|turn|data" (an entry without a turn, "score|data", is turn 0). Its turn is a
+# number from a counter the set-aside scripts increment: consecutive set-aside requests are consecutive turns,
+# whatever their due times. It is the turn of the live worker whose place among them is the turn modulo their
+# number.
+_TURN = """
+local function parse(m)
+  local sep = string.find(m, '|', 1, true)
+  local score = tonumber(string.sub(m, 1, sep - 1))
+  if string.sub(m, sep + 1, sep + 1) == '{' then return score, 0, string.sub(m, sep + 1) end
+  local sep2 = string.find(m, '|', sep + 1, true)
+  return score, tonumber(string.sub(m, sep + 1, sep2 - 1)) or 0, string.sub(m, sep2 + 1)
+end
+local function turn_of(m)
+  local sep = string.find(m, '|', 1, true)
+  if string.sub(m, sep + 1, sep + 1) == '{' then return 0 end
+  return tonumber(string.sub(m, sep + 1, string.find(m, '|', sep + 1, true) - 1)) or 0
+end
+"""
+
+# KEYS[1] queue, KEYS[2] delayed, KEYS[3] inflight deadlines, KEYS[4] inflight data, KEYS[5] the live
+# workers (holder -> last pop); ARGV[1] requeue-after ms, ARGV[2] key lifetime ms (0: none), ARGV[3] this
+# worker's holder id, ARGV[4] how many set-aside entries to look at for this worker's next turn, ARGV[5] how
+# long a worker counts as live (ms), ARGV[6] the grace (ms) a due set-aside entry waits for the worker whose
+# turn it is.
+# Puts back in the queue the set-aside entries that have fallen due and are this worker's turn, those
+# overdue by the grace (anyone's), and expired in-flight entries; then pops the best entry and records it
+# as in flight, and says how many entries are left in the queue and when the first set-aside entry falls
+# due. When the queue is empty it returns when the first set-aside entry falls due and how many entries are
+# set aside or in flight. Both answers end with the number of live workers, this worker's place among them,
+# Redis's time and the ms until this worker may next take a set-aside entry (its own turn when it falls
+# due, another's when the grace has passed; -1: nothing set aside).
+_POP = _TURN + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- the workers that popped in the last few seconds, and this one's place among them
@@ -231,19 +256,31 @@ table.sort(live)
 local rank = 0
 for i, h in ipairs(live) do if h == ARGV[3] then rank = i - 1 end end
 redis.call('PEXPIRE', KEYS[5], 2 * tonumber(ARGV[5]))
+local grace = tonumber(ARGV[6])
+local function mine(turn) return turn % #live == rank end
 local function turns(out)
   table.insert(out, #live)
   table.insert(out, rank)
   table.insert(out, now)
+  local at = -1
   local next = redis.call('ZRANGE', KEYS[2], 0, tonumber(ARGV[4]) - 1, 'WITHSCORES')
-  for i = 2, #next, 2 do table.insert(out, tonumber(next[i])) end
+  for i = 1, #next, 2 do
+    local when = tonumber(next[i + 1])
+    if not mine(turn_of(next[i])) then when = when + grace end
+    if at < 0 or when < at then at = when end
+  end
+  table.insert(out, at < 0 and -1 or math.max(at - now, 0))
   return out
 end
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 50)
-for _, m in ipairs(due) do
-  local sep = string.find(m, '|', 1, true)
-  redis.call('ZADD', KEYS[1], tonumber(string.sub(m, 1, sep - 1)), string.sub(m, sep + 1))
+local function move(m)
+  local score, _, data = parse(m)
+  redis.call('ZADD', KEYS[1], score, data)
   redis.call('ZREM', KEYS[2], m)
+end
+-- overdue by the grace: anyone's; due and not yet overdue: only this worker's turns
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - grace, 'LIMIT', 0, 50)) do move(m) end
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. (now - grace), now, 'LIMIT', 0, 200)) do
+  if mine(turn_of(m)) then move(m) end
 end
 local lost = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 50)
 for _, id in ipairs(lost) do
@@ -284,34 +321,40 @@ end
 return #ARGV - 1
 """
 
-# KEYS[1] delayed, KEYS[2] the host's set-aside horizon; ARGV[1] wait ms,
-# ARGV[2] "score|data", ARGV[3] key lifetime ms (0: none), ARGV[4] the host's interval ms.
-# Requests set aside for one host fall due one interval apart, when each can go.
+# KEYS[1] delayed, KEYS[2] the host's set-aside horizon, KEYS[3] the turn counter; ARGV[1] wait ms,
+# ARGV[2] score, ARGV[3] data, ARGV[4] key lifetime ms (0: none), ARGV[5] the host's interval ms.
+# Requests set aside for one host fall due one interval apart, when each can go; each is the next turn.
+# Returns {ms until it falls due, its turn}.
 _DELAY = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local due = math.max(now + tonumber(ARGV[1]), tonumber(redis.call('GET', KEYS[2]) or '0'))
-local step = tonumber(ARGV[4])
+local step = tonumber(ARGV[5])
 if step > 0 then
   redis.call('SET', KEYS[2], due + step, 'PX', due + step - now + 1000)
 end
-redis.call('ZADD', KEYS[1], due, ARGV[2])
-if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3])) end
-return due - now
+local turn = redis.call('INCR', KEYS[3])
+redis.call('ZADD', KEYS[1], due, ARGV[2] .. '|' .. turn .. '|' .. ARGV[3])
+if tonumber(ARGV[4]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
+  redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[4]))
+end
+return {due - now, turn}
 """
 
 
 # KEYS[1] seen fingerprints (see _SEEN), KEYS[2..5] the queue's keys, KEYS[6] the host's set-aside
-# horizon (see _DELAY); ARGV[1] fingerprint, ARGV[2] fingerprint ttl ms (0: forever), ARGV[3] entry,
-# ARGV[4] its score, ARGV[5] key lifetime ms (0: none), ARGV[6] 0 = queue it, else set it aside for
-# that many ms (after the host's horizon), ARGV[7] the host's interval ms. The duplicate filter and the
-# push in one round trip: -1 = seen (not queued), else the ms until it can be popped.
+# horizon and KEYS[7] the turn counter (see _DELAY); ARGV[1] fingerprint, ARGV[2] fingerprint ttl ms
+# (0: forever), ARGV[3] entry, ARGV[4] its score, ARGV[5] key lifetime ms (0: none), ARGV[6] 0 = queue
+# it, else set it aside for that many ms (after the host's horizon), ARGV[7] the host's interval ms. The
+# duplicate filter and the push in one round trip: {-1, 0} = seen (not queued), else {the ms until it
+# can be popped, its turn (0 when queued)}.
 _SEEN_PUSH = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[2])
 local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if old and (ttl == 0 or tonumber(old) > now - ttl) then return -1 end
+if old and (ttl == 0 or tonumber(old) > now - ttl) then return {-1, 0} end
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 if ttl > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
@@ -324,15 +367,19 @@ if wait > 0 then
   if step > 0 then
     redis.call('SET', KEYS[6], due + step, 'PX', due + step - now + 1000)
   end
-  redis.call('ZADD', KEYS[3], due, ARGV[4] .. '|' .. ARGV[3])
-  if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[5])) end
-  return due - now
+  local turn = redis.call('INCR', KEYS[7])
+  redis.call('ZADD', KEYS[3], due, ARGV[4] .. '|' .. turn .. '|' .. ARGV[3])
+  if tonumber(ARGV[5]) > 0 then
+    redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[5]))
+    redis.call('PEXPIRE', KEYS[7], tonumber(ARGV[5]))
+  end
+  return {due - now, turn}
 end
 redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), ARGV[3])
 if tonumber(ARGV[5]) > 0 then
   for i = 2, 5 do redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[5])) end
 end
-return 0
+return {0, 0}
 """
 
 
@@ -340,7 +387,7 @@ class JsonPriorityQueue:
     """scrapy-redis's priority queue with JSON entries, a delayed set and in-flight records."""
 
     def __init__(self, server: Any, spider: Spider, key: str, serializer: Any = None, *,
-                 ttl: float = 0.0, requeue_after: float = REQUEUE_AFTER) -> None:
+                 ttl: float = 0.0, requeue_after: float = REQUEUE_AFTER, grace: float = TURN_GRACE_SECONDS) -> None:
         from scrapy.utils.request import request_from_dict
 
         self._from_dict = request_from_dict
@@ -350,7 +397,11 @@ class JsonPriorityQueue:
         self.delayed_key = self.key + ":delayed"
         self.inflight_key = self.key + ":inflight"
         self.inflight_data = self.key + ":inflight-data"
+        self.workers_key = self.key + ":workers"
+        self.turn_key = self.key + ":turn"
         self.ttl = ttl
+        #: seconds a set-aside request that has fallen due waits for the worker whose turn it is
+        self.grace = grace
         self.requeue_after = requeue_after
         self._pop = server.register_script(_POP)
         self._delay = server.register_script(_DELAY)
@@ -361,9 +412,12 @@ class JsonPriorityQueue:
         #: in-flight ids done and not yet removed from Redis (sent with the next pop)
         self.done: list[str] = []
         self.holder = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
-        #: from the last pop: live workers, this one's place, Redis time (ms), first set-aside due times (ms)
+        #: from the last pop: live workers, this one's place, Redis time (ms), and the ms until this worker
+        #: may take a set-aside request (its own turn falls due, or another's is overdue; -1: none set aside)
         self.live, self.rank, self.redis_now = 1, 0, 0
-        self.due_times: list[int] = []
+        self.turn_wait = -1
+        #: whether the request last set aside is this worker's turn (as the last pop saw the live workers)
+        self.my_turn = True
         #: entries set aside or in flight, as the last pop that found the queue empty saw them
         self.left = 0
         #: round trips made, by what they were for
@@ -404,11 +458,16 @@ class JsonPriorityQueue:
         can be popped."""
         fp = df.fingerprinter.fingerprint(request).hex()
         self.trips["seen_set_aside" if wait > 0 else "seen_push"] += 1
-        due = int(self._seen_push(
-            keys=[df.key, *self.keys(), f"{self.key}:horizon:{host}"],
+        due, turn = self._seen_push(
+            keys=[df.key, *self.keys(), f"{self.key}:horizon:{host}", self.turn_key],
             args=[fp, int(df.ttl * 1000), data, -request.priority, int(self.ttl * 1000),
-                  max(0, int(wait * 1000)), int(interval * 1000) if host else 0]))
-        return None if due < 0 else due / 1000
+                  max(0, int(wait * 1000)), int(interval * 1000) if host else 0])
+        self.my_turn = self.is_mine(int(turn))
+        return None if int(due) < 0 else int(due) / 1000
+
+    def is_mine(self, turn: int) -> bool:
+        """Whether a set-aside request's ``turn`` is this worker's, as its last pop saw the live workers."""
+        return self.live <= 1 or turn % self.live == self.rank
 
     def delay(self, request: Request, wait: float, host: str = "", interval: float = 0.0,
               done: str | bytes | None = None) -> float:
@@ -419,21 +478,24 @@ class JsonPriorityQueue:
         data = self.encode(request)
         self.trips["set_aside"] += 1
         pipe = self.server.pipeline(transaction=False) if done is not None else None
-        due = self._delay(keys=[self.delayed_key, f"{self.key}:horizon:{host}"],
-                          args=[int(wait * 1000), f"{-request.priority}|".encode() + data, int(self.ttl * 1000),
-                                int(interval * 1000) if host else 0], client=pipe)
+        found = self._delay(keys=[self.delayed_key, f"{self.key}:horizon:{host}", self.turn_key],
+                            args=[int(wait * 1000), -request.priority, data, int(self.ttl * 1000),
+                                  int(interval * 1000) if host else 0], client=pipe)
         if pipe is not None and done is not None:
             self.held.discard(done.decode() if isinstance(done, bytes) else done)
             pipe.zrem(self.inflight_key, done)
             pipe.hdel(self.inflight_data, done)
-            due = pipe.execute()[0]
+            found = pipe.execute()[0]
+        due, turn = found
+        self.my_turn = self.is_mine(int(turn))
         return int(due) / 1000
 
     def pop(self, timeout: int = 0) -> Request | None:
         while True:
             self.trips["pop"] += 1
-            args = [int(self.requeue_after * 1000), int(self.ttl * 1000), self.holder, TURNS, int(LIVE_SECONDS * 1000)]
-            keys = [*self.keys(), self.key + ":workers"]
+            args = [int(self.requeue_after * 1000), int(self.ttl * 1000), self.holder, TURNS, int(LIVE_SECONDS * 1000),
+                    int(self.grace * 1000)]
+            keys = [*self.keys(), self.workers_key]
             if self.done:
                 # the requests done since the last pop leave the in-flight records in the same round trip
                 done = list(self.done)
@@ -447,8 +509,7 @@ class JsonPriorityQueue:
                 found = self._pop(keys=keys, args=args)
             data, lost = found[0], int(found[1])
             turns = found[4:] if not data else found[6:]
-            self.live, self.rank, self.redis_now = int(turns[0]), int(turns[1]), int(turns[2])
-            self.due_times = [int(d) for d in turns[3:]]
+            self.live, self.rank, self.redis_now, self.turn_wait = (int(n) for n in turns[:4])
             #: ms until the first set-aside request falls due (-1: none), when nothing was popped
             #: or when the popped entry was the last one in the queue
             self.next_due = int(found[2]) if not data else 0
@@ -526,7 +587,7 @@ class JsonPriorityQueue:
             self.held.discard(queue_id.decode() if isinstance(queue_id, bytes) else queue_id)
 
     def clear(self) -> None:
-        self.server.delete(*self.keys(), self.key + ":workers")
+        self.server.delete(*self.keys(), self.workers_key, self.turn_key)
 
 
 # --------------------------------------------------------------------------- dupefilter
@@ -720,22 +781,18 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         self._wake()
 
     def _quiet(self) -> None:
-        """When the queue has nothing to pop: look again when a set-aside request falls
-        due whose turn is this worker's (a timer at that time), and at least once a second
-        for what other workers queue and for the turns of a worker that has stopped. Each
-        set-aside request is one live worker's turn (its due time modulo the number of
-        live workers), so one worker looks for it, not every idle one, and the turns are
-        spread over the workers."""
+        """When the queue has nothing to pop: look again when a set-aside request whose
+        turn is this worker's falls due (a timer at that time), and at least once a second
+        for what other workers queue and for the turns of a worker that has stopped or is
+        busy. Each set-aside request is one live worker's turn, and the pop script hands it
+        out, until the grace has passed, only to that worker (see the pop script), so the
+        work is shared whichever worker pops first."""
         from scrapy.utils.asyncio import call_later
 
         now = time.monotonic()
-        queue = self.queue
         wait = QUIET_SECONDS
-        if queue.next_due >= 0:
-            wait = queue.next_due / 1000
-            if queue.live > 1:
-                mine = [d for d in queue.due_times if d % queue.live == queue.rank]
-                wait = (mine[0] - queue.redis_now) / 1000 if mine else QUIET_SECONDS
+        if self.queue.turn_wait >= 0:
+            wait = self.queue.turn_wait / 1000
         wait = min(max(wait, 0.0), QUIET_SECONDS)
         self._quiet_until = now + wait
         if self._wake_call is not None:
@@ -846,7 +903,7 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
                 if due is None:
                     self.df.log(request, self.spider)
                     return False
-                if due <= 0 or self.queue.live <= 1:
+                if due <= 0 or self.queue.my_turn:
                     self._look_by(due)  # set aside: its turn is one live worker's (see _quiet)
             if INFLIGHT_META in request.meta:
                 # a retry or redirect of a popped request: the new entry replaces it
@@ -1208,7 +1265,7 @@ def purge_shared(settings: BaseSettings, spider_name: str, *, dry_run: bool = Fa
     server = state.client  # type: ignore[attr-defined]
     try:
         base = str(settings.get("SCHEDULER_QUEUE_KEY") or "%(spider)s:requests") % {"spider": spider_name}
-        keys = [base, base + ":delayed", base + ":inflight", base + ":inflight-data", base + ":workers",
+        keys = [base, base + ":delayed", base + ":inflight", base + ":inflight-data", base + ":workers", base + ":turn",
                 str(settings.get("SCHEDULER_DUPEFILTER_KEY") or "%(spider)s:dupefilter") % {"spider": spider_name}]
         keys = [k for k in keys if server.exists(k)]
         caches = list(server.scan_iter(match=state.key("cache", "*")))  # type: ignore[attr-defined]
