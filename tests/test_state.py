@@ -476,3 +476,37 @@ def test_a_due_turn_not_taken_is_anyones_after_the_grace(prefix):
     theirs = _drain(one)
     assert sorted(mine + theirs) == ["https://h.test/0", "https://h.test/1"]
     assert one.pop() is None and one.turn_wait == -1 and one.left == 0
+
+
+def test_the_pop_says_when_the_popped_requests_host_is_free(prefix):
+    """A request queued with its download slot: the pop answers "blocked for" for that
+    host as the state's reservation script does, in the same round trip."""
+    client = redis_client()
+    spider = Sp()
+    state = RedisState(REDIS_URL, prefix)
+    queue = redisqueue.JsonPriorityQueue(client, spider, prefix + ":%(spider)s:requests", ttl=30.0,
+                                         host_keys=state.host_keys())
+    assert state.reserve("busy.test", 1.5) == (True, 0.0)  # booked now: free again in 1.5 s
+    state.block("paused.test", 3.0)  # a Retry-After
+    for n, host in enumerate(("busy.test", "paused.test", "free.test")):
+        request = Request(f"https://{host}/{n}", callback=spider.parse, priority=-n)
+        queue.push(request, queue.encode(request, host))
+    queue.push(Request("https://old.test/", callback=spider.parse, priority=-9))  # queued without its slot
+    trips = sum(queue.trips.values())
+    answers = []
+    for _ in range(4):
+        request = queue.pop()
+        answers.append((request.url, queue.host_wait))
+        queue.ack_later(request.meta[redisqueue.INFLIGHT_META])
+    assert sum(queue.trips.values()) == trips + 4 and state.trips.get("blocked_for", 0) == 0
+    (busy, busy_told), (paused, paused_told), (free, free_told), (old, old_told) = answers
+    assert busy == "https://busy.test/0" and busy_told[0] == "busy.test" and 1.3 < busy_told[1] <= 1.5
+    assert paused_told[0] == "paused.test" and 2.8 < paused_told[1] <= 3.0
+    assert free_told[0] == "free.test" and free_told[1] == 0
+    assert old == "https://old.test/" and old_told is None
+    # the same as the state's own answer, and remembered as its answer is
+    assert abs(state.blocked_for("busy.test") - busy_told[1]) < 0.2
+    assert state.told_blocked_for("paused.test", paused_told[1], paused_told[2]) == paused_told[1]
+    assert 2.5 < state.known_busy("paused.test") <= 3.0
+    assert redisqueue.loads(redisqueue.dumps(Request("https://a.test/").to_dict(), "a.test"))["url"] == "https://a.test/"
+    state.close()

@@ -131,8 +131,10 @@ def _check_plain(value: Any, where: str) -> None:
     raise NotPlain(f"{where} is a {type(value).__name__}, not a plain JSON value")
 
 
-def dumps(obj: dict[str, Any]) -> bytes:
-    """A ``Request.to_dict()`` as JSON (the scrapy-redis serializer interface)."""
+def dumps(obj: dict[str, Any], slot: str = "") -> bytes:
+    """A ``Request.to_dict()`` as JSON (the scrapy-redis serializer interface); with
+    ``slot``, the request's download slot (its host), which the pop script reads to say
+    when that host is free."""
     meta = {k: v for k, v in (obj.get("meta") or {}).items() if k != INFLIGHT_META}
     _check_plain(meta, "meta")
     _check_plain(obj.get("cb_kwargs") or {}, "cb_kwargs")
@@ -168,6 +170,8 @@ def dumps(obj: dict[str, Any]) -> bytes:
             raise NotPlain(f"{name} must be a spider method, not {doc[name]!r}")
     if obj.get("_class"):
         doc["_class"] = obj["_class"]
+    if slot:
+        doc["slot"] = slot
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
 
@@ -237,7 +241,11 @@ end
 # due. When the queue is empty it returns when the first set-aside entry falls due and how many entries are
 # set aside or in flight. Both answers end with the number of live workers, this worker's place among them,
 # Redis's time and the ms until this worker may next take a set-aside entry (its own turn when it falls
-# due, another's when the grace has passed; -1: nothing set aside).
+# due, another's when the grace has passed; -1: nothing set aside). ARGV[7] and ARGV[8] (when not empty):
+# the names, but for the host, of the shared state's keys of a host's next free time and Retry-After time;
+# the answer with an entry then also ends with the entry's download slot (its "slot", when it has one) and
+# the ms until that host is free, as the state's reservation script answers "blocked for" (these keys are
+# known only once the entry is popped: the queue and the state must be in one Redis, not a cluster).
 _POP = _TURN + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -308,7 +316,20 @@ if tonumber(ARGV[2]) > 0 then
 end
 local rest = redis.call('ZCARD', KEYS[1])
 local soon = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-return turns({top[1], #lost, top[2], id, rest, #soon == 0 and -1 or tonumber(soon[2]) - now})
+local out = turns({top[1], #lost, top[2], id, rest, #soon == 0 and -1 or tonumber(soon[2]) - now})
+local slot, wait = false, -1
+if ARGV[7] ~= '' then
+  local ok, doc = pcall(cjson.decode, top[1])
+  if ok and type(doc) == 'table' and type(doc.slot) == 'string' then
+    slot = doc.slot
+    local nxt = tonumber(redis.call('GET', ARGV[7] .. slot) or '0') or 0
+    local ra = tonumber(redis.call('GET', ARGV[8] .. slot) or '0') or 0
+    wait = math.max(now, nxt, ra) - now
+  end
+end
+table.insert(out, slot)
+table.insert(out, wait)
+return out
 """
 
 # KEYS[1] in-flight deadlines; ARGV[1] requeue-after ms, ARGV[2..] ids still held
@@ -387,7 +408,8 @@ class JsonPriorityQueue:
     """scrapy-redis's priority queue with JSON entries, a delayed set and in-flight records."""
 
     def __init__(self, server: Any, spider: Spider, key: str, serializer: Any = None, *,
-                 ttl: float = 0.0, requeue_after: float = REQUEUE_AFTER, grace: float = TURN_GRACE_SECONDS) -> None:
+                 ttl: float = 0.0, requeue_after: float = REQUEUE_AFTER, grace: float = TURN_GRACE_SECONDS,
+                 host_keys: tuple[str, str] | None = None) -> None:
         from scrapy.utils.request import request_from_dict
 
         self._from_dict = request_from_dict
@@ -402,6 +424,12 @@ class JsonPriorityQueue:
         self.ttl = ttl
         #: seconds a set-aside request that has fallen due waits for the worker whose turn it is
         self.grace = grace
+        #: the shared state's key names of a host's next free and Retry-After times, but for the host
+        #: (see :meth:`GateState.host_keys`): the pop then says when the popped request's host is free
+        self.host_keys = host_keys or ("", "")
+        #: from the last pop that handed out a request: its download slot, the seconds until that
+        #: host is free, and the time.monotonic() before the pop was sent (None: not known)
+        self.host_wait: tuple[str, float, float] | None = None
         self.requeue_after = requeue_after
         self._pop = server.register_script(_POP)
         self._delay = server.register_script(_DELAY)
@@ -437,8 +465,8 @@ class JsonPriorityQueue:
             pipe.zcard(key)
         return int(sum(pipe.execute()))
 
-    def encode(self, request: Request) -> bytes:
-        return dumps(request.to_dict(spider=self.spider))
+    def encode(self, request: Request, slot: str = "") -> bytes:
+        return dumps(request.to_dict(spider=self.spider), slot)
 
     def push(self, request: Request, data: bytes | None = None) -> None:
         if data is None:
@@ -475,7 +503,7 @@ class JsonPriorityQueue:
         aside for ``host``, one ``interval`` apart; returns the seconds until it falls due.
         ``done``: an in-flight id acknowledged in the same round trip (the popped entry
         ``request`` came from)."""
-        data = self.encode(request)
+        data = self.encode(request, host)
         self.trips["set_aside"] += 1
         pipe = self.server.pipeline(transaction=False) if done is not None else None
         found = self._delay(keys=[self.delayed_key, f"{self.key}:horizon:{host}", self.turn_key],
@@ -494,8 +522,10 @@ class JsonPriorityQueue:
         while True:
             self.trips["pop"] += 1
             args = [int(self.requeue_after * 1000), int(self.ttl * 1000), self.holder, TURNS, int(LIVE_SECONDS * 1000),
-                    int(self.grace * 1000)]
+                    int(self.grace * 1000), *self.host_keys]
             keys = [*self.keys(), self.workers_key]
+            self.host_wait = None
+            sent_at = time.monotonic()
             if self.done:
                 # the requests done since the last pop leave the in-flight records in the same round trip
                 done = list(self.done)
@@ -539,6 +569,9 @@ class JsonPriorityQueue:
                 self.ack(found[3])
                 continue
             queue_id = found[3].decode() if isinstance(found[3], bytes) else found[3]
+            if len(found) > 11 and found[10] is not None and int(found[11]) >= 0:
+                slot = found[10].decode() if isinstance(found[10], bytes) else str(found[10])
+                self.host_wait = (slot, int(found[11]) / 1000, sent_at)
             request.meta[INFLIGHT_META] = queue_id
             self.held.add(queue_id)
             return request
@@ -713,7 +746,8 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         self.spider = spider
         component_runtime(self.crawler).shared_queue = self
         self.queue = JsonPriorityQueue(self.server, spider, self.queue_key, ttl=self.ttl,
-                                       requeue_after=self.requeue_after)
+                                       requeue_after=self.requeue_after,
+                                       host_keys=self.state.host_keys() if self._state_here() else None)
         try:
             if self.flush_on_start:
                 self.flush()
@@ -732,6 +766,20 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         if n:
             logger.info("Resuming the shared crawl (%(n)d request(s) queued or in flight)", {"n": n},
                         extra={"spider": spider})
+
+    def _state_here(self) -> bool:
+        """Whether the shared state is in the queue's Redis (the pop script can then read
+        a host's next free time: no ``blocked_for`` round trip after a pop)."""
+        client = getattr(self.state, "client", None)
+        if client is None or not self.state.shared:
+            return False
+        ours = self.server.connection_pool.connection_kwargs
+        theirs = client.connection_pool.connection_kwargs
+        return all(ours.get(k) == theirs.get(k) for k in ("host", "port", "db", "path"))
+
+    def _slot(self, request: Request) -> str:
+        engine = self.crawler.engine
+        return str(engine.downloader.get_slot_key(request)) if engine is not None else ""
 
     def _wake(self) -> None:
         """Between the engine's own calls (after each download, and every 5 s), take a
@@ -883,7 +931,7 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         if any(r is request for r in self._ready):
             return True  # popped by the wake loop and handed to engine.crawl(): sent from here
         try:
-            data = self.queue.encode(request)
+            data = self.queue.encode(request, self._slot(request))
         except (NotPlain, ValueError) as exc:
             self.stats.inc_value("gdpr/queue/refused_not_plain")
             logger.error(
@@ -980,6 +1028,10 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         key = str(engine.downloader.get_slot_key(request) if engine is not None else urlparse_cached(request).hostname)
         if not self.state.shared:
             return key, 0.0
+        told = self.queue.host_wait
+        if told is not None and told[0] == key:
+            # the pop's own answer (the request was queued with its download slot)
+            return key, self.state.told_blocked_for(key, told[1], told[2])
         # a host this worker already knows to be busy beyond MAX_ADVANCE_SECONDS is
         # set aside without asking Redis (which could only answer later still)
         return key, self.state.blocked_for(key, MAX_ADVANCE_SECONDS)
