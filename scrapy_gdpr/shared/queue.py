@@ -6,7 +6,8 @@ through Redis. This module keeps its scheduler and changes what the gate needs:
 * **JSON, never pickle.** :mod:`scrapy_redis.picklecompat` would let anyone who can
   write to Redis run code on every worker. :func:`dumps` / :func:`loads` write a
   request as JSON: URL, method, headers, body, callback and errback names,
-  priority, flags, ``cb_kwargs`` and ``meta``. Only plain values (str, int, float,
+  priority, flags, ``cb_kwargs`` and ``meta`` (and its download slot, for the pop
+  script to say when its host is free). Only plain values (str, int, float,
   bool, None, lists and str-keyed dicts of them) may be queued; a request whose
   meta holds anything else is refused loudly (an ERROR naming the key) instead of
   being pickled or silently stripped.
@@ -18,7 +19,10 @@ through Redis. This module keeps its scheduler and changes what the gate needs:
   (:func:`purge_keys`).
 * **Busy hosts.** A request whose host is booked by another worker (politeness,
   ``Retry-After``) is set aside in a delayed set in Redis, scored by when the host is
-  free, and the worker takes the next request instead of waiting.
+  free, and the worker takes the next request instead of waiting. Each set-aside
+  request is one live worker's turn (a counter, so consecutive ones go to different
+  workers); when it falls due, the pop script hands it out only to that worker until
+  it is overdue by :data:`TURN_GRACE_SECONDS`, then to anyone.
 * **A busy face stage.** A worker whose face pool has images waiting for a slot takes
   no more requests until one is free: they stay in Redis for workers with room.
 * **Killed workers.** A popped request is also written to an in-flight set with a
