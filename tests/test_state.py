@@ -501,8 +501,8 @@ def test_the_pop_says_when_the_popped_requests_host_is_free(prefix):
     assert sum(queue.trips.values()) == trips + 4 and state.trips.get("blocked_for", 0) == 0
     (busy, busy_told), (paused, paused_told), (free, free_told), (old, old_told) = answers
     assert busy == "https://busy.test/0" and busy_told[0] == "busy.test" and 1.3 < busy_told[1] <= 1.5
-    assert paused_told[0] == "paused.test" and 2.8 < paused_told[1] <= 3.0
-    assert free_told[0] == "free.test" and free_told[1] == 0
+    assert paused == "https://paused.test/1" and paused_told[0] == "paused.test" and 2.8 < paused_told[1] <= 3.0
+    assert free == "https://free.test/2" and free_told[0] == "free.test" and free_told[1] == 0
     assert old == "https://old.test/" and old_told is None
     # the same as the state's own answer, and remembered as its answer is
     assert abs(state.blocked_for("busy.test") - busy_told[1]) < 0.2
