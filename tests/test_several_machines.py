@@ -598,16 +598,22 @@ def test_purge_clears_the_shared_queue_and_caches(tmp_path, prefix):
     queue = redisqueue.JsonPriorityQueue(client, spider, prefix + ":%(spider)s:requests", ttl=60)
     queue.push(Request("https://slow.test/a"))
     queue.push(Request("https://slow.test/b"))
+    queue.push(Request("https://slow.test/c"))
+    set_aside = queue.pop()
+    queue.delay(set_aside, 60, done=set_aside.meta[redisqueue.INFLIGHT_META])  # it has a turn: the turn counter
     queue.pop()  # one in flight
+    # the live workers expire 6 s after the last pop: not before the purge on a loaded machine
+    client.persist(queue.workers_key)
     client.zadd(prefix + ":fleet:dupefilter", {"abc": 1})
     state = RedisState(REDIS_URL, prefix)
     state.put("robots", "https://slow.test/robots.txt", b"{}", 60)
     dry = run_scrapy("gdpr-purge", "--spider", "fleet", "--shared-queue", "--dry-run", cwd=project)
-    # the queue, its in-flight records and their data, the live workers (the pop's), the fingerprints
-    assert "Would delete 5 shared queue key(s) of spider 'fleet' and 1 shared fetch cache" in dry.stdout, dry.stderr
+    # the queue, the set-aside requests, the in-flight records and their data, the live workers
+    # (the pop's), the turn counter, the fingerprints
+    assert "Would delete 7 shared queue key(s) of spider 'fleet' and 1 shared fetch cache" in dry.stdout, dry.stderr
     assert client.exists(prefix + ":fleet:requests")
     done = run_scrapy("gdpr-purge", "--spider", "fleet", "--shared-queue", cwd=project)
-    assert "Deleted 5 shared queue key(s)" in done.stdout, done.stderr
+    assert "Deleted 7 shared queue key(s)" in done.stdout, done.stderr
     assert list(client.scan_iter(match=f"{prefix}*")) == []
     state.close()
     client.close()

@@ -409,10 +409,104 @@ def test_each_set_aside_request_is_one_live_workers_turn(prefix):
         request = Request(f"https://a.test/{n}", callback=spider.parse)
         one.delay(request, 0.5 + n / 10)
     assert one.pop() is None and one.live == 1 and one.rank == 0
+    assert 0 < one.turn_wait <= 500  # the only live worker: every turn is its own
     assert two.pop() is None and two.live == 2
     assert one.pop() is None and {one.rank, two.rank} == {0, 1}
-    assert len(one.due_times) == 4 and one.due_times == sorted(one.due_times)
-    assert 0 < one.due_times[0] - one.redis_now <= 500
-    # every set-aside request is the turn of exactly one of them
-    assert all(sum(d % q.live == q.rank for q in (one, two)) == 1 for d in one.due_times)
+    entries = client.zrange(one.delayed_key, 0, -1, withscores=True)
+    turns = [int(member.split(b"|")[1]) for member, _ in entries]
+    assert len(turns) == 4 and turns == sorted(turns)  # consecutive turns, in the order they were set aside
+    # every set-aside request is the turn of exactly one of them, and they alternate
+    assert all(sum(q.is_mine(turn) for q in (one, two)) == 1 for turn in turns)
+    assert [one.is_mine(turn) for turn in turns] in ([True, False] * 2, [False, True] * 2)
+    # each one's next turn: the first two set-aside requests, one each
+    assert {q.redis_now + q.turn_wait for q in (one, two)} == {int(due) for _, due in entries[:2]}
     assert 0 < client.pttl(one.key + ":workers") <= 2 * redisqueue.LIVE_SECONDS * 1000
+
+
+def _drain(queue: redisqueue.JsonPriorityQueue) -> list[str]:
+    """Pop until nothing is handed out, as a worker that pops without stopping."""
+    got = []
+    while (request := queue.pop()) is not None:
+        got.append(request.url)
+        queue.ack(request.meta[redisqueue.INFLIGHT_META])
+    return got
+
+
+def test_a_worker_that_pops_without_stopping_takes_only_its_own_turns(prefix):
+    """Three workers; one of them sets aside six requests for one host, 30 ms apart (a
+    multiple of the number of workers, as Crawl-delay 2 plus the 0.1 s margin is of 3
+    workers), and then pops without stopping once they are due. It takes only its own
+    turns: the others' wait for them (here: a grace longer than the test), whoever pops
+    first, so each worker gets two."""
+    client = redis_client()
+    spider = Sp()
+    key = prefix + ":%(spider)s:requests"
+    workers = [redisqueue.JsonPriorityQueue(client, spider, key, ttl=30.0) for _ in range(3)]
+    for queue in workers:
+        queue.grace = 30.0  # no turn is taken over in this test
+        assert queue.pop() is None  # each one live
+    first = workers[0]
+    for n in range(6):
+        first.delay(Request(f"https://h.test/{n}", callback=spider.parse), 0.05, "h.test", 0.03)
+    time.sleep(0.3)  # all due
+    got = [_drain(first)]
+    got += [_drain(queue) for queue in workers[1:]]
+    assert [len(urls) for urls in got] == [2, 2, 2], got
+    assert sorted(url for urls in got for url in urls) == [f"https://h.test/{n}" for n in range(6)]
+    assert client.zcard(first.delayed_key) == 0 and client.zcard(first.inflight_key) == 0
+
+
+def test_a_due_turn_not_taken_is_anyones_after_the_grace(prefix):
+    """The worker whose turn it is did not pop (it stopped, or is busy): once the
+    request is overdue by the grace, another worker takes it."""
+    client = redis_client()
+    spider = Sp()
+    key = prefix + ":%(spider)s:requests"
+    one, two = (redisqueue.JsonPriorityQueue(client, spider, key, ttl=30.0, grace=1.0) for _ in range(2))
+    assert one.pop() is None and two.pop() is None and one.pop() is None
+    for n in range(2):
+        one.delay(Request(f"https://h.test/{n}", callback=spider.parse), 0.05)
+    assert one.pop() is None and 0 <= one.turn_wait <= 50
+    time.sleep(0.1)  # both due, neither overdue
+    mine = _drain(one)
+    assert len(mine) == 1 and one.pop() is None
+    # the other's turn: this worker looks again when the grace has passed
+    assert 500 < one.turn_wait <= 1000
+    time.sleep(one.turn_wait / 1000 + 0.05)
+    theirs = _drain(one)
+    assert sorted(mine + theirs) == ["https://h.test/0", "https://h.test/1"]
+    assert one.pop() is None and one.turn_wait == -1 and one.left == 0
+
+
+def test_the_pop_says_when_the_popped_requests_host_is_free(prefix):
+    """A request queued with its download slot: the pop answers "blocked for" for that
+    host as the state's reservation script does, in the same round trip."""
+    client = redis_client()
+    spider = Sp()
+    state = RedisState(REDIS_URL, prefix)
+    queue = redisqueue.JsonPriorityQueue(client, spider, prefix + ":%(spider)s:requests", ttl=30.0,
+                                         host_keys=state.host_keys())
+    assert state.reserve("busy.test", 1.5) == (True, 0.0)  # booked now: free again in 1.5 s
+    state.block("paused.test", 3.0)  # a Retry-After
+    for n, host in enumerate(("busy.test", "paused.test", "free.test")):
+        request = Request(f"https://{host}/{n}", callback=spider.parse, priority=-n)
+        queue.push(request, queue.encode(request, host))
+    queue.push(Request("https://old.test/", callback=spider.parse, priority=-9))  # queued without its slot
+    trips = sum(queue.trips.values())
+    answers = []
+    for _ in range(4):
+        request = queue.pop()
+        answers.append((request.url, queue.host_wait))
+        queue.ack_later(request.meta[redisqueue.INFLIGHT_META])
+    assert sum(queue.trips.values()) == trips + 4 and state.trips.get("blocked_for", 0) == 0
+    (busy, busy_told), (paused, paused_told), (free, free_told), (old, old_told) = answers
+    assert busy == "https://busy.test/0" and busy_told[0] == "busy.test" and 1.3 < busy_told[1] <= 1.5
+    assert paused == "https://paused.test/1" and paused_told[0] == "paused.test" and 2.8 < paused_told[1] <= 3.0
+    assert free == "https://free.test/2" and free_told[0] == "free.test" and free_told[1] == 0
+    assert old == "https://old.test/" and old_told is None
+    # the same as the state's own answer, and remembered as its answer is
+    assert abs(state.blocked_for("busy.test") - busy_told[1]) < 0.2
+    assert state.told_blocked_for("paused.test", paused_told[1], paused_told[2]) == paused_told[1]
+    assert 2.5 < state.known_busy("paused.test") <= 3.0
+    assert redisqueue.loads(redisqueue.dumps(Request("https://a.test/").to_dict(), "a.test"))["url"] == "https://a.test/"
+    state.close()

@@ -6,7 +6,8 @@ through Redis. This module keeps its scheduler and changes what the gate needs:
 * **JSON, never pickle.** :mod:`scrapy_redis.picklecompat` would let anyone who can
   write to Redis run code on every worker. :func:`dumps` / :func:`loads` write a
   request as JSON: URL, method, headers, body, callback and errback names,
-  priority, flags, ``cb_kwargs`` and ``meta``. Only plain values (str, int, float,
+  priority, flags, ``cb_kwargs`` and ``meta`` (and its download slot, for the pop
+  script to say when its host is free). Only plain values (str, int, float,
   bool, None, lists and str-keyed dicts of them) may be queued; a request whose
   meta holds anything else is refused loudly (an ERROR naming the key) instead of
   being pickled or silently stripped.
@@ -18,7 +19,10 @@ through Redis. This module keeps its scheduler and changes what the gate needs:
   (:func:`purge_keys`).
 * **Busy hosts.** A request whose host is booked by another worker (politeness,
   ``Retry-After``) is set aside in a delayed set in Redis, scored by when the host is
-  free, and the worker takes the next request instead of waiting.
+  free, and the worker takes the next request instead of waiting. Each set-aside
+  request is one live worker's turn (a counter, so consecutive ones go to different
+  workers); when it falls due, the pop script hands it out only to that worker until
+  it is overdue by :data:`TURN_GRACE_SECONDS`, then to anyone.
 * **A busy face stage.** A worker whose face pool has images waiting for a slot takes
   no more requests until one is free: they stay in Redis for workers with room.
 * **Killed workers.** A popped request is also written to an in-flight set with a
@@ -99,10 +103,13 @@ QUIET_SECONDS = 1.0
 SET_ASIDE_SECONDS = 0.25
 #: How long done requests are collected before they are stored and acknowledged together.
 ACK_SECONDS = 0.1
-#: How many set-aside due times a pop returns (a worker looks for the first of them that is its turn).
+#: How many of the first set-aside requests a pop looks at to tell a worker when its next turn is.
 TURNS = 16
 #: A worker that has not popped for this long is not given turns.
 LIVE_SECONDS = 3.0
+#: How long a set-aside request that has fallen due waits for the worker whose turn it is,
+#: before any worker may take it (that worker has stopped, or is busy).
+TURN_GRACE_SECONDS = 1.0
 
 
 class NotPlain(TypeError):
@@ -128,8 +135,10 @@ def _check_plain(value: Any, where: str) -> None:
     raise NotPlain(f"{where} is a {type(value).__name__}, not a plain JSON value")
 
 
-def dumps(obj: dict[str, Any]) -> bytes:
-    """A ``Request.to_dict()`` as JSON (the scrapy-redis serializer interface)."""
+def dumps(obj: dict[str, Any], slot: str = "") -> bytes:
+    """A ``Request.to_dict()`` as JSON (the scrapy-redis serializer interface); with
+    ``slot``, the request's download slot (its host), which the pop script reads to say
+    when that host is free."""
     meta = {k: v for k, v in (obj.get("meta") or {}).items() if k != INFLIGHT_META}
     _check_plain(meta, "meta")
     _check_plain(obj.get("cb_kwargs") or {}, "cb_kwargs")
@@ -165,6 +174,8 @@ def dumps(obj: dict[str, Any]) -> bytes:
             raise NotPlain(f"{name} must be a spider method, not {doc[name]!r}")
     if obj.get("_class"):
         doc["_class"] = obj["_class"]
+    if slot:
+        doc["slot"] = slot
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
 
@@ -204,16 +215,42 @@ def queued_at(data: bytes) -> float:
 # --------------------------------------------------------------------------- queue
 
 
-# KEYS[1] queue, KEYS[2] delayed, KEYS[3] inflight deadlines, KEYS[4] inflight data
-# ARGV[1] requeue-after ms, ARGV[2] key lifetime ms (0: none). Puts due delayed entries and expired in-flight entries
-# back in the queue, then pops the best entry and records it as in flight, and says how many entries are
-# left in the queue and when the first set-aside entry falls due. When the queue is empty it returns when
-# the first set-aside entry falls due and how many entries are set aside or in flight. KEYS[5] the live
-# workers (holder -> last pop), ARGV[3] this worker's holder id, ARGV[4] how many set-aside due times to
-# return, ARGV[5] how long a worker counts as live (ms). Both answers end with the number of live workers,
-# this worker's place among them, Redis's time and the due times of the first set-aside entries: the
-# worker whose place is a due time modulo the number of live workers looks for that entry when it falls due.
-_POP = """
+# A set-aside entry is "score|turn|data" (an entry without a turn, "score|data", is turn 0). Its turn is a
+# number from a counter the set-aside scripts increment: consecutive set-aside requests are consecutive turns,
+# whatever their due times. It is the turn of the live worker whose place among them is the turn modulo their
+# number.
+_TURN = """
+local function parse(m)
+  local sep = string.find(m, '|', 1, true)
+  local score = tonumber(string.sub(m, 1, sep - 1))
+  if string.sub(m, sep + 1, sep + 1) == '{' then return score, 0, string.sub(m, sep + 1) end
+  local sep2 = string.find(m, '|', sep + 1, true)
+  return score, tonumber(string.sub(m, sep + 1, sep2 - 1)) or 0, string.sub(m, sep2 + 1)
+end
+local function turn_of(m)
+  local sep = string.find(m, '|', 1, true)
+  if string.sub(m, sep + 1, sep + 1) == '{' then return 0 end
+  return tonumber(string.sub(m, sep + 1, string.find(m, '|', sep + 1, true) - 1)) or 0
+end
+"""
+
+# KEYS[1] queue, KEYS[2] delayed, KEYS[3] inflight deadlines, KEYS[4] inflight data, KEYS[5] the live
+# workers (holder -> last pop); ARGV[1] requeue-after ms, ARGV[2] key lifetime ms (0: none), ARGV[3] this
+# worker's holder id, ARGV[4] how many set-aside entries to look at for this worker's next turn, ARGV[5] how
+# long a worker counts as live (ms), ARGV[6] the grace (ms) a due set-aside entry waits for the worker whose
+# turn it is.
+# Puts back in the queue the set-aside entries that have fallen due and are this worker's turn, those
+# overdue by the grace (anyone's), and expired in-flight entries; then pops the best entry and records it
+# as in flight, and says how many entries are left in the queue and when the first set-aside entry falls
+# due. When the queue is empty it returns when the first set-aside entry falls due and how many entries are
+# set aside or in flight. Both answers end with the number of live workers, this worker's place among them,
+# Redis's time and the ms until this worker may next take a set-aside entry (its own turn when it falls
+# due, another's when the grace has passed; -1: nothing set aside). ARGV[7] and ARGV[8] (when not empty):
+# the names, but for the host, of the shared state's keys of a host's next free time and Retry-After time;
+# the answer with an entry then also ends with the entry's download slot (its "slot", when it has one) and
+# the ms until that host is free, as the state's reservation script answers "blocked for" (these keys are
+# known only once the entry is popped: the queue and the state must be in one Redis, not a cluster).
+_POP = _TURN + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- the workers that popped in the last few seconds, and this one's place among them
@@ -231,19 +268,31 @@ table.sort(live)
 local rank = 0
 for i, h in ipairs(live) do if h == ARGV[3] then rank = i - 1 end end
 redis.call('PEXPIRE', KEYS[5], 2 * tonumber(ARGV[5]))
+local grace = tonumber(ARGV[6])
+local function mine(turn) return turn % #live == rank end
 local function turns(out)
   table.insert(out, #live)
   table.insert(out, rank)
   table.insert(out, now)
+  local at = -1
   local next = redis.call('ZRANGE', KEYS[2], 0, tonumber(ARGV[4]) - 1, 'WITHSCORES')
-  for i = 2, #next, 2 do table.insert(out, tonumber(next[i])) end
+  for i = 1, #next, 2 do
+    local when = tonumber(next[i + 1])
+    if not mine(turn_of(next[i])) then when = when + grace end
+    if at < 0 or when < at then at = when end
+  end
+  table.insert(out, at < 0 and -1 or math.max(at - now, 0))
   return out
 end
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 50)
-for _, m in ipairs(due) do
-  local sep = string.find(m, '|', 1, true)
-  redis.call('ZADD', KEYS[1], tonumber(string.sub(m, 1, sep - 1)), string.sub(m, sep + 1))
+local function move(m)
+  local score, _, data = parse(m)
+  redis.call('ZADD', KEYS[1], score, data)
   redis.call('ZREM', KEYS[2], m)
+end
+-- overdue by the grace: anyone's; due and not yet overdue: only this worker's turns
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - grace, 'LIMIT', 0, 50)) do move(m) end
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. (now - grace), now, 'LIMIT', 0, 200)) do
+  if mine(turn_of(m)) then move(m) end
 end
 local lost = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 50)
 for _, id in ipairs(lost) do
@@ -271,7 +320,20 @@ if tonumber(ARGV[2]) > 0 then
 end
 local rest = redis.call('ZCARD', KEYS[1])
 local soon = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-return turns({top[1], #lost, top[2], id, rest, #soon == 0 and -1 or tonumber(soon[2]) - now})
+local out = turns({top[1], #lost, top[2], id, rest, #soon == 0 and -1 or tonumber(soon[2]) - now})
+local slot, wait = false, -1
+if ARGV[7] ~= '' then
+  local ok, doc = pcall(cjson.decode, top[1])
+  if ok and type(doc) == 'table' and type(doc.slot) == 'string' then
+    slot = doc.slot
+    local nxt = tonumber(redis.call('GET', ARGV[7] .. slot) or '0') or 0
+    local ra = tonumber(redis.call('GET', ARGV[8] .. slot) or '0') or 0
+    wait = math.max(now, nxt, ra) - now
+  end
+end
+table.insert(out, slot)
+table.insert(out, wait)
+return out
 """
 
 # KEYS[1] in-flight deadlines; ARGV[1] requeue-after ms, ARGV[2..] ids still held
@@ -284,34 +346,40 @@ end
 return #ARGV - 1
 """
 
-# KEYS[1] delayed, KEYS[2] the host's set-aside horizon; ARGV[1] wait ms,
-# ARGV[2] "score|data", ARGV[3] key lifetime ms (0: none), ARGV[4] the host's interval ms.
-# Requests set aside for one host fall due one interval apart, when each can go.
+# KEYS[1] delayed, KEYS[2] the host's set-aside horizon, KEYS[3] the turn counter; ARGV[1] wait ms,
+# ARGV[2] score, ARGV[3] data, ARGV[4] key lifetime ms (0: none), ARGV[5] the host's interval ms.
+# Requests set aside for one host fall due one interval apart, when each can go; each is the next turn.
+# Returns {ms until it falls due, its turn}.
 _DELAY = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local due = math.max(now + tonumber(ARGV[1]), tonumber(redis.call('GET', KEYS[2]) or '0'))
-local step = tonumber(ARGV[4])
+local step = tonumber(ARGV[5])
 if step > 0 then
   redis.call('SET', KEYS[2], due + step, 'PX', due + step - now + 1000)
 end
-redis.call('ZADD', KEYS[1], due, ARGV[2])
-if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3])) end
-return due - now
+local turn = redis.call('INCR', KEYS[3])
+redis.call('ZADD', KEYS[1], due, ARGV[2] .. '|' .. turn .. '|' .. ARGV[3])
+if tonumber(ARGV[4]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
+  redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[4]))
+end
+return {due - now, turn}
 """
 
 
 # KEYS[1] seen fingerprints (see _SEEN), KEYS[2..5] the queue's keys, KEYS[6] the host's set-aside
-# horizon (see _DELAY); ARGV[1] fingerprint, ARGV[2] fingerprint ttl ms (0: forever), ARGV[3] entry,
-# ARGV[4] its score, ARGV[5] key lifetime ms (0: none), ARGV[6] 0 = queue it, else set it aside for
-# that many ms (after the host's horizon), ARGV[7] the host's interval ms. The duplicate filter and the
-# push in one round trip: -1 = seen (not queued), else the ms until it can be popped.
+# horizon and KEYS[7] the turn counter (see _DELAY); ARGV[1] fingerprint, ARGV[2] fingerprint ttl ms
+# (0: forever), ARGV[3] entry, ARGV[4] its score, ARGV[5] key lifetime ms (0: none), ARGV[6] 0 = queue
+# it, else set it aside for that many ms (after the host's horizon), ARGV[7] the host's interval ms. The
+# duplicate filter and the push in one round trip: {-1, 0} = seen (not queued), else {the ms until it
+# can be popped, its turn (0 when queued)}.
 _SEEN_PUSH = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[2])
 local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if old and (ttl == 0 or tonumber(old) > now - ttl) then return -1 end
+if old and (ttl == 0 or tonumber(old) > now - ttl) then return {-1, 0} end
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 if ttl > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
@@ -324,15 +392,19 @@ if wait > 0 then
   if step > 0 then
     redis.call('SET', KEYS[6], due + step, 'PX', due + step - now + 1000)
   end
-  redis.call('ZADD', KEYS[3], due, ARGV[4] .. '|' .. ARGV[3])
-  if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[5])) end
-  return due - now
+  local turn = redis.call('INCR', KEYS[7])
+  redis.call('ZADD', KEYS[3], due, ARGV[4] .. '|' .. turn .. '|' .. ARGV[3])
+  if tonumber(ARGV[5]) > 0 then
+    redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[5]))
+    redis.call('PEXPIRE', KEYS[7], tonumber(ARGV[5]))
+  end
+  return {due - now, turn}
 end
 redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), ARGV[3])
 if tonumber(ARGV[5]) > 0 then
   for i = 2, 5 do redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[5])) end
 end
-return 0
+return {0, 0}
 """
 
 
@@ -340,7 +412,8 @@ class JsonPriorityQueue:
     """scrapy-redis's priority queue with JSON entries, a delayed set and in-flight records."""
 
     def __init__(self, server: Any, spider: Spider, key: str, serializer: Any = None, *,
-                 ttl: float = 0.0, requeue_after: float = REQUEUE_AFTER) -> None:
+                 ttl: float = 0.0, requeue_after: float = REQUEUE_AFTER, grace: float = TURN_GRACE_SECONDS,
+                 host_keys: tuple[str, str] | None = None) -> None:
         from scrapy.utils.request import request_from_dict
 
         self._from_dict = request_from_dict
@@ -350,7 +423,17 @@ class JsonPriorityQueue:
         self.delayed_key = self.key + ":delayed"
         self.inflight_key = self.key + ":inflight"
         self.inflight_data = self.key + ":inflight-data"
+        self.workers_key = self.key + ":workers"
+        self.turn_key = self.key + ":turn"
         self.ttl = ttl
+        #: seconds a set-aside request that has fallen due waits for the worker whose turn it is
+        self.grace = grace
+        #: the shared state's key names of a host's next free and Retry-After times, but for the host
+        #: (see :meth:`GateState.host_keys`): the pop then says when the popped request's host is free
+        self.host_keys = host_keys or ("", "")
+        #: from the last pop that handed out a request: its download slot, the seconds until that
+        #: host is free, and the time.monotonic() before the pop was sent (None: not known)
+        self.host_wait: tuple[str, float, float] | None = None
         self.requeue_after = requeue_after
         self._pop = server.register_script(_POP)
         self._delay = server.register_script(_DELAY)
@@ -361,9 +444,12 @@ class JsonPriorityQueue:
         #: in-flight ids done and not yet removed from Redis (sent with the next pop)
         self.done: list[str] = []
         self.holder = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
-        #: from the last pop: live workers, this one's place, Redis time (ms), first set-aside due times (ms)
+        #: from the last pop: live workers, this one's place, Redis time (ms), and the ms until this worker
+        #: may take a set-aside request (its own turn falls due, or another's is overdue; -1: none set aside)
         self.live, self.rank, self.redis_now = 1, 0, 0
-        self.due_times: list[int] = []
+        self.turn_wait = -1
+        #: whether the request last set aside is this worker's turn (as the last pop saw the live workers)
+        self.my_turn = True
         #: entries set aside or in flight, as the last pop that found the queue empty saw them
         self.left = 0
         #: round trips made, by what they were for
@@ -383,8 +469,8 @@ class JsonPriorityQueue:
             pipe.zcard(key)
         return int(sum(pipe.execute()))
 
-    def encode(self, request: Request) -> bytes:
-        return dumps(request.to_dict(spider=self.spider))
+    def encode(self, request: Request, slot: str = "") -> bytes:
+        return dumps(request.to_dict(spider=self.spider), slot)
 
     def push(self, request: Request, data: bytes | None = None) -> None:
         if data is None:
@@ -404,11 +490,16 @@ class JsonPriorityQueue:
         can be popped."""
         fp = df.fingerprinter.fingerprint(request).hex()
         self.trips["seen_set_aside" if wait > 0 else "seen_push"] += 1
-        due = int(self._seen_push(
-            keys=[df.key, *self.keys(), f"{self.key}:horizon:{host}"],
+        due, turn = self._seen_push(
+            keys=[df.key, *self.keys(), f"{self.key}:horizon:{host}", self.turn_key],
             args=[fp, int(df.ttl * 1000), data, -request.priority, int(self.ttl * 1000),
-                  max(0, int(wait * 1000)), int(interval * 1000) if host else 0]))
-        return None if due < 0 else due / 1000
+                  max(0, int(wait * 1000)), int(interval * 1000) if host else 0])
+        self.my_turn = self.is_mine(int(turn))
+        return None if int(due) < 0 else int(due) / 1000
+
+    def is_mine(self, turn: int) -> bool:
+        """Whether a set-aside request's ``turn`` is this worker's, as its last pop saw the live workers."""
+        return self.live <= 1 or turn % self.live == self.rank
 
     def delay(self, request: Request, wait: float, host: str = "", interval: float = 0.0,
               done: str | bytes | None = None) -> float:
@@ -416,24 +507,29 @@ class JsonPriorityQueue:
         aside for ``host``, one ``interval`` apart; returns the seconds until it falls due.
         ``done``: an in-flight id acknowledged in the same round trip (the popped entry
         ``request`` came from)."""
-        data = self.encode(request)
+        data = self.encode(request, host)
         self.trips["set_aside"] += 1
         pipe = self.server.pipeline(transaction=False) if done is not None else None
-        due = self._delay(keys=[self.delayed_key, f"{self.key}:horizon:{host}"],
-                          args=[int(wait * 1000), f"{-request.priority}|".encode() + data, int(self.ttl * 1000),
-                                int(interval * 1000) if host else 0], client=pipe)
+        found = self._delay(keys=[self.delayed_key, f"{self.key}:horizon:{host}", self.turn_key],
+                            args=[int(wait * 1000), -request.priority, data, int(self.ttl * 1000),
+                                  int(interval * 1000) if host else 0], client=pipe)
         if pipe is not None and done is not None:
             self.held.discard(done.decode() if isinstance(done, bytes) else done)
             pipe.zrem(self.inflight_key, done)
             pipe.hdel(self.inflight_data, done)
-            due = pipe.execute()[0]
+            found = pipe.execute()[0]
+        due, turn = found
+        self.my_turn = self.is_mine(int(turn))
         return int(due) / 1000
 
     def pop(self, timeout: int = 0) -> Request | None:
         while True:
             self.trips["pop"] += 1
-            args = [int(self.requeue_after * 1000), int(self.ttl * 1000), self.holder, TURNS, int(LIVE_SECONDS * 1000)]
-            keys = [*self.keys(), self.key + ":workers"]
+            args = [int(self.requeue_after * 1000), int(self.ttl * 1000), self.holder, TURNS, int(LIVE_SECONDS * 1000),
+                    int(self.grace * 1000), *self.host_keys]
+            keys = [*self.keys(), self.workers_key]
+            self.host_wait = None
+            sent_at = time.monotonic()
             if self.done:
                 # the requests done since the last pop leave the in-flight records in the same round trip
                 done = list(self.done)
@@ -447,8 +543,7 @@ class JsonPriorityQueue:
                 found = self._pop(keys=keys, args=args)
             data, lost = found[0], int(found[1])
             turns = found[4:] if not data else found[6:]
-            self.live, self.rank, self.redis_now = int(turns[0]), int(turns[1]), int(turns[2])
-            self.due_times = [int(d) for d in turns[3:]]
+            self.live, self.rank, self.redis_now, self.turn_wait = (int(n) for n in turns[:4])
             #: ms until the first set-aside request falls due (-1: none), when nothing was popped
             #: or when the popped entry was the last one in the queue
             self.next_due = int(found[2]) if not data else 0
@@ -478,6 +573,9 @@ class JsonPriorityQueue:
                 self.ack(found[3])
                 continue
             queue_id = found[3].decode() if isinstance(found[3], bytes) else found[3]
+            if len(found) > 11 and found[10] is not None and int(found[11]) >= 0:
+                slot = found[10].decode() if isinstance(found[10], bytes) else str(found[10])
+                self.host_wait = (slot, int(found[11]) / 1000, sent_at)
             request.meta[INFLIGHT_META] = queue_id
             self.held.add(queue_id)
             return request
@@ -526,7 +624,7 @@ class JsonPriorityQueue:
             self.held.discard(queue_id.decode() if isinstance(queue_id, bytes) else queue_id)
 
     def clear(self) -> None:
-        self.server.delete(*self.keys(), self.key + ":workers")
+        self.server.delete(*self.keys(), self.workers_key, self.turn_key)
 
 
 # --------------------------------------------------------------------------- dupefilter
@@ -657,7 +755,8 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
             # request: see FacePool.prepare and _backlogged
             runtime.face_pool.prepare()
         self.queue = JsonPriorityQueue(self.server, spider, self.queue_key, ttl=self.ttl,
-                                       requeue_after=self.requeue_after)
+                                       requeue_after=self.requeue_after,
+                                       host_keys=self.state.host_keys() if self._state_here() else None)
         try:
             if self.flush_on_start:
                 self.flush()
@@ -676,6 +775,20 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         if n:
             logger.info("Resuming the shared crawl (%(n)d request(s) queued or in flight)", {"n": n},
                         extra={"spider": spider})
+
+    def _state_here(self) -> bool:
+        """Whether the shared state is in the queue's Redis (the pop script can then read
+        a host's next free time: no ``blocked_for`` round trip after a pop)."""
+        client = getattr(self.state, "client", None)
+        if client is None or not self.state.shared:
+            return False
+        ours = self.server.connection_pool.connection_kwargs
+        theirs = client.connection_pool.connection_kwargs
+        return all(ours.get(k) == theirs.get(k) for k in ("host", "port", "db", "path"))
+
+    def _slot(self, request: Request) -> str:
+        engine = self.crawler.engine
+        return str(engine.downloader.get_slot_key(request)) if engine is not None else ""
 
     def _wake(self) -> None:
         """Between the engine's own calls (after each download, and every 5 s), take a
@@ -725,22 +838,18 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         self._wake()
 
     def _quiet(self) -> None:
-        """When the queue has nothing to pop: look again when a set-aside request falls
-        due whose turn is this worker's (a timer at that time), and at least once a second
-        for what other workers queue and for the turns of a worker that has stopped. Each
-        set-aside request is one live worker's turn (its due time modulo the number of
-        live workers), so one worker looks for it, not every idle one, and the turns are
-        spread over the workers."""
+        """When the queue has nothing to pop: look again when a set-aside request whose
+        turn is this worker's falls due (a timer at that time), and at least once a second
+        for what other workers queue and for the turns of a worker that has stopped or is
+        busy. Each set-aside request is one live worker's turn, and the pop script hands it
+        out, until the grace has passed, only to that worker (see the pop script), so the
+        work is shared whichever worker pops first."""
         from scrapy.utils.asyncio import call_later
 
         now = time.monotonic()
-        queue = self.queue
         wait = QUIET_SECONDS
-        if queue.next_due >= 0:
-            wait = queue.next_due / 1000
-            if queue.live > 1:
-                mine = [d for d in queue.due_times if d % queue.live == queue.rank]
-                wait = (mine[0] - queue.redis_now) / 1000 if mine else QUIET_SECONDS
+        if self.queue.turn_wait >= 0:
+            wait = self.queue.turn_wait / 1000
         wait = min(max(wait, 0.0), QUIET_SECONDS)
         self._quiet_until = now + wait
         if self._wake_call is not None:
@@ -831,7 +940,7 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         if any(r is request for r in self._ready):
             return True  # popped by the wake loop and handed to engine.crawl(): sent from here
         try:
-            data = self.queue.encode(request)
+            data = self.queue.encode(request, self._slot(request))
         except (NotPlain, ValueError) as exc:
             self.stats.inc_value("gdpr/queue/refused_not_plain")
             logger.error(
@@ -851,7 +960,7 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
                 if due is None:
                     self.df.log(request, self.spider)
                     return False
-                if due <= 0 or self.queue.live <= 1:
+                if due <= 0 or self.queue.my_turn:
                     self._look_by(due)  # set aside: its turn is one live worker's (see _quiet)
             if INFLIGHT_META in request.meta:
                 # a retry or redirect of a popped request: the new entry replaces it
@@ -932,6 +1041,10 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         key = str(engine.downloader.get_slot_key(request) if engine is not None else urlparse_cached(request).hostname)
         if not self.state.shared:
             return key, 0.0
+        told = self.queue.host_wait
+        if told is not None and told[0] == key:
+            # the pop's own answer (the request was queued with its download slot)
+            return key, self.state.told_blocked_for(key, told[1], told[2])
         # a host this worker already knows to be busy beyond MAX_ADVANCE_SECONDS is
         # set aside without asking Redis (which could only answer later still)
         return key, self.state.blocked_for(key, MAX_ADVANCE_SECONDS)
@@ -1217,7 +1330,7 @@ def purge_shared(settings: BaseSettings, spider_name: str, *, dry_run: bool = Fa
     server = state.client  # type: ignore[attr-defined]
     try:
         base = str(settings.get("SCHEDULER_QUEUE_KEY") or "%(spider)s:requests") % {"spider": spider_name}
-        keys = [base, base + ":delayed", base + ":inflight", base + ":inflight-data", base + ":workers",
+        keys = [base, base + ":delayed", base + ":inflight", base + ":inflight-data", base + ":workers", base + ":turn",
                 str(settings.get("SCHEDULER_DUPEFILTER_KEY") or "%(spider)s:dupefilter") % {"spider": spider_name}]
         keys = [k for k in keys if server.exists(k)]
         caches = list(server.scan_iter(match=state.key("cache", "*")))  # type: ignore[attr-defined]

@@ -114,6 +114,18 @@ class GateState:
         seconds (the true answer can only be later)."""
         raise NotImplementedError
 
+    def host_keys(self) -> tuple[str, str] | None:
+        """The names, but for the host, of the Redis keys holding a host's next free time
+        and its ``Retry-After`` time (a script elsewhere may read them for a host it
+        learns only as it runs); None when the state is not in Redis."""
+        return None
+
+    def told_blocked_for(self, host: str, wait: float, asked_at: float) -> float:
+        """Redis has said ``host`` is free in ``wait`` seconds, in the answer of another
+        script (the shared queue's pop), sent at ``asked_at`` (``time.monotonic()``):
+        remembered as :meth:`blocked_for` remembers its answer. Returns ``wait``."""
+        return wait
+
     # -- caches and leases ------------------------------------------------------------
     def get(self, ns: str, key: str) -> bytes | None:
         raise NotImplementedError
@@ -410,6 +422,14 @@ class RedisState(GateState):
         if already > known:
             return already
         return self._look("blocked_for", host, [0, 0, 0])[1]
+
+    def host_keys(self) -> tuple[str, str] | None:
+        return self.key("next", ""), self.key("retry-after", "")
+
+    def told_blocked_for(self, host: str, wait: float, asked_at: float) -> float:
+        if wait > 0:
+            self._busy(host, asked_at + wait)
+        return wait
 
     def block(self, host: str, seconds: float) -> None:
         t0 = time.monotonic()
