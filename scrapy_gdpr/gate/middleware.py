@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr._component import chainable, component_runtime
 from scrapy_gdpr.audit import refuse
 from scrapy_gdpr.exceptions import PolicyViolation
 from scrapy_gdpr.gate.playwright import prepare_request, refused_navigation
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from scrapy.http import Request
 
 
+@chainable
 class PolicyGateMiddleware:
     """Downloader middleware refusing what the policy rules out, before any contact.
 

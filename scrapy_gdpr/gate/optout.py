@@ -33,7 +33,7 @@ from scrapy.http.request import NO_CALLBACK
 from scrapy.utils.asyncio import run_in_thread
 
 from scrapy_gdpr import audit
-from scrapy_gdpr._component import SpiderOutputMiddleware, component_runtime
+from scrapy_gdpr._component import SpiderOutputMiddleware, chainable, component_runtime
 from scrapy_gdpr.audit import Reason, note_refusal, refuse
 from scrapy_gdpr.decisions import OPTOUT_META, OptOutDecision, PurposeDecision
 from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
@@ -517,6 +517,7 @@ def _robots_into(decision: Decision, rules: RobotsRules, source: str) -> None:
 # --------------------------------------------------------------------------- middleware
 
 
+@chainable
 class OptOutMiddleware:
     """Downloader middleware reading opt-out signals and attaching the decision."""
 
@@ -906,6 +907,7 @@ class OptOutMiddleware:
                                  detail=f"images reserved for {purpose} by {decision.images[purpose][0]}")
 
 
+@chainable
 class NoFollowMiddleware(SpiderOutputMiddleware):
     """Spider middleware: drops requests a callback yields from a ``nofollow`` page.
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr._component import chainable, component_runtime
 from scrapy_gdpr.audit import Reason, refuse
 from scrapy_gdpr.internal import internal_kind
 
@@ -35,6 +35,7 @@ PRICE_HEADERS = ("crawler-price", "crawler-exact-price", "x-price")
 MAX_PRICE_TEXT = 200
 
 
+@chainable
 class PaymentRequiredMiddleware:
     """Downloader middleware refusing HTTP 402 answers (``opt_out.payment_required``)."""
 

@@ -36,7 +36,7 @@ from scrapy.utils.asyncio import run_in_thread
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from twisted.internet.defer import Deferred
 
-from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr._component import chainable, component_runtime
 from scrapy_gdpr.audit import Reason, record, refuse
 from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.gate.politeness import parse_retry_after, slot_floors
@@ -710,6 +710,7 @@ def _max_age(response: Response) -> float | None:
 # --------------------------------------------------------------------------- middleware
 
 
+@chainable
 class RobotsGateMiddleware:
     """Downloader middleware enforcing robots.txt (RFC 9309) and its content signals."""
 

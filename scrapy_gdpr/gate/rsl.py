@@ -60,7 +60,7 @@ from scrapy.http import HtmlResponse, Request
 from scrapy.http.request import NO_CALLBACK
 
 from scrapy_gdpr import audit
-from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr._component import chainable, component_runtime
 from scrapy_gdpr.audit import Reason, refuse
 from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.gate._flight import Flight
@@ -368,6 +368,7 @@ class _DocEntry:
     flight: Flight = field(default_factory=Flight)
 
 
+@chainable
 class LicenceMiddleware:
     """Downloader middleware applying RSL licences (``opt_out.rsl``)."""
 

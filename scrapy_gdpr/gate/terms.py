@@ -25,7 +25,7 @@ from scrapy.exceptions import IgnoreRequest
 from scrapy.http import HtmlResponse, Request, TextResponse
 from scrapy.http.request import NO_CALLBACK
 
-from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr._component import chainable, component_runtime
 from scrapy_gdpr.audit import Reason, record, refuse
 from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.gate._flight import Flight
@@ -161,6 +161,7 @@ class _Page:
     flight: Flight = field(default_factory=Flight)  # the fetch, shared by concurrent checks
 
 
+@chainable
 class TermsMiddleware:
     """Downloader middleware: terms reviewed, not forbidding, and unchanged."""
 
