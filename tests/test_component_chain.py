@@ -10,12 +10,7 @@ from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response
 from scrapy.utils.test import get_crawler
 
-from scrapy_gdpr._component import (
-    SpiderOutputMiddleware,
-    chain_downloader_hooks,
-    chain_spider_output,
-    chainable,
-)
+from scrapy_gdpr._component import SpiderOutputMiddleware, chain_downloader_hooks, chain_spider_output, chainable
 from tests.utils import coroutine_test
 
 URL = "http://example.test/page.html"

@@ -41,9 +41,13 @@ class PolicyGateMiddleware:
         return cls(crawler)
 
     async def process_request(self, request: Request) -> None:
-        refusal = await self.gate.check(request.url, internal_kind(request))
+        url = request.url
+        gate = self.gate
+        decided, refusal, host, index = gate.check_now(url, internal_kind(request))
+        if not decided:  # the host's addresses are not checked yet
+            refusal = await gate.check_network(host, index)
         if refusal is not None:
-            raise refuse(self.runtime, request.url, refusal.reason, clause=refusal.clause, detail=refusal.detail)
+            raise refuse(self.runtime, url, refusal.reason, clause=refusal.clause, detail=refusal.detail)
         if request.meta.get("playwright"):
             # the browser follows redirects itself: guard its page before it navigates
             prepare_request(self.crawler, request)

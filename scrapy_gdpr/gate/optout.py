@@ -53,7 +53,7 @@ from scrapy_gdpr.shared.state import download_once
 from scrapy_gdpr.urls import site_root
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Coroutine, Iterable
     from typing import Self
 
     from scrapy.crawler import Crawler
@@ -451,7 +451,7 @@ def parse_tdmrep_file(body: bytes) -> tuple[list[TdmRule], list[str]]:
 
 def match_tdmrep(rules: list[TdmRule], url: str) -> TdmRule | None:
     """The first rule whose location matches the URL's path (and query): TDMRep's "most specific"."""
-    parts = urlsplit(url)
+    parts = urlsplit(url, "", True)  # the gate's split, cached
     target = _decode_unreserved((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
     for rule in rules:
         if rule.pattern.matches(target):
@@ -493,6 +493,11 @@ class Decision:
         for p in purposes:
             if signal not in self.images[p]:
                 self.images[p].append(signal)
+
+
+#: The robots rules response headers: (name, lower-case name, source, parser).
+_ROBOTS_HEADERS = (("X-Robots-Tag", b"x-robots-tag", "x_robots_tag", parse_x_robots_tag),
+                   ("Robots-Tag", b"robots-tag", "robots_tag", parse_robots_tag))
 
 
 def _robots_into(decision: Decision, rules: RobotsRules, source: str) -> None:
@@ -625,7 +630,9 @@ class OptOutMiddleware:
     async def process_response(self, request: Request, response: Response) -> Response:
         if internal_kind(request):
             return response
-        decision = await self.decide(response, request)
+        decision = self._decide_now(response, request)
+        if not isinstance(decision, Decision):  # the origin's TDMRep file, or a C2PA manifest, to read first
+            decision = await decision
         self._attach(request, response, decision)
         self._enforce(response, decision)
         return response
@@ -645,24 +652,30 @@ class OptOutMiddleware:
 
     async def decide(self, response: Response, request: Request | None = None) -> Decision:
         """Read every enabled signal on ``response`` and combine them."""
+        decision = self._decide_now(response, request)
+        return decision if isinstance(decision, Decision) else await decision
+
+    def _decide_now(self, response: Response, request: Request | None) -> Decision | Coroutine[Any, Any, Decision]:
+        """:meth:`decide`, without a coroutine when nothing has to be awaited: the decision,
+        or a coroutine that completes it after reading the origin's TDMRep file (not read
+        yet, or expired) or an embedded C2PA manifest."""
         decision = Decision()
         url = response.url
         sw = self.switches
         meta = request.meta if request is not None else {}
         # purposes with their own product token that robots.txt keeps out (the robots gate decides)
-        for found in meta.get(TOKENS_META) or []:
+        for found in meta.get(TOKENS_META) or ():
             signal = Signal("robots_token", str(found["token"]).lower(), str(found["text"]))
             decision.reserve(found["purposes"], signal)
             decision.seen.append(signal)
         # purposes an RSL licence refuses (the licence middleware decides)
-        for found in meta.get(RSL_META) or []:
+        for found in meta.get(RSL_META) or ():
             signal = Signal("rsl", "license", str(found["text"]), reason=str(Reason.LICENSE))
             decision.reserve(found["purposes"], signal)
             decision.seen.append(signal)
         present = frozenset(map(bytes.lower, response.headers))  # Scrapy's header names are bytes
         if sw.x_robots_tag:
-            for header, lower, source, parser in (("X-Robots-Tag", b"x-robots-tag", "x_robots_tag", parse_x_robots_tag),
-                                                  ("Robots-Tag", b"robots-tag", "robots_tag", parse_robots_tag)):
+            for header, lower, source, parser in _ROBOTS_HEADERS:
                 values = self._headers(response, header) if lower in present else []
                 if values:
                     rules = parser(values, self.token)
@@ -670,7 +683,8 @@ class OptOutMiddleware:
                         self._problem(source, p, url)
                     _robots_into(decision, rules, source)
         meta_tdm: dict[str, str] = {}
-        if isinstance(response, HtmlResponse) and (sw.meta_robots or sw.tdmrep):
+        # a page without a <meta tag has no robots or TDMRep meta element: nothing to parse
+        if isinstance(response, HtmlResponse) and (sw.meta_robots or sw.tdmrep) and _may_have_meta(response.body):
             try:
                 rules, meta_tdm = parse_meta_robots(response, self.token)
             except Exception as exc:  # noqa: BLE001 - an unparseable body: nothing can be read from it
@@ -681,7 +695,29 @@ class OptOutMiddleware:
                     self._problem("meta_robots", p, url)
                 _robots_into(decision, rules, "meta_robots")
         if sw.tdmrep:
-            await self._decide_tdmrep(response, decision, meta_tdm, present)
+            origin = site_root(url)
+            entry = self._tdm.get(origin) if origin is not None else None
+            if origin is not None and (
+                entry is None or entry.flight.busy or self.clock.monotonic() - entry.fetched_at >= self.tdmrep_ttl
+            ):
+                return self._decide_after_tdmrep(response, decision, meta_tdm, present, origin)
+            self._decide_tdmrep(response, decision, meta_tdm, present, origin, entry)
+        return self._decide_rest(response, decision, present)
+
+    async def _decide_after_tdmrep(
+        self, response: Response, decision: Decision, meta_tdm: dict[str, str], present: frozenset[bytes], origin: str
+    ) -> Decision:
+        entry = await self._tdmrep(origin)  # not fetched yet, in flight, or expired
+        self._decide_tdmrep(response, decision, meta_tdm, present, origin, entry)
+        rest = self._decide_rest(response, decision, present)
+        return rest if isinstance(rest, Decision) else await rest
+
+    def _decide_rest(
+        self, response: Response, decision: Decision, present: frozenset[bytes]
+    ) -> Decision | Coroutine[Any, Any, Decision]:
+        """The signals read after TDMRep's; a coroutine when a C2PA manifest is to be read."""
+        url = response.url
+        sw = self.switches
         if sw.content_usage and b"content-usage" in present:
             values = self._headers(response, "Content-Usage")
             if values:
@@ -705,12 +741,18 @@ class OptOutMiddleware:
             values = self._headers(response, "Content-Signal")
             if values:
                 self._decide_content_signal(", ".join(v.strip() for v in values if v.strip()), decision, url)
-        if sw.image_metadata and not isinstance(response, HtmlResponse):
+        if isinstance(response, HtmlResponse):
+            return decision
+        if sw.image_metadata:
             self._decide_xmp(response.body, decision, url)
-        if sw.content_credentials and not isinstance(response, HtmlResponse) and b"c2pa" in response.body:
-            mime = (response.headers.get("Content-Type") or b"").decode("latin-1").split(";", 1)[0].strip().lower()
-            found = await run_in_thread(read_training_mining, response.body, mime or None)  # native code
-            self._decide_c2pa(found, decision, url)
+        if sw.content_credentials and b"c2pa" in response.body:
+            return self._read_c2pa(response, decision)
+        return decision
+
+    async def _read_c2pa(self, response: Response, decision: Decision) -> Decision:
+        mime = (response.headers.get("Content-Type") or b"").decode("latin-1").split(";", 1)[0].strip().lower()
+        found = await run_in_thread(read_training_mining, response.body, mime or None)  # native code
+        self._decide_c2pa(found, decision, response.url)
         return decision
 
     def _decide_c2pa(self, found: TrainingMining, decision: Decision, url: str) -> None:
@@ -765,18 +807,17 @@ class OptOutMiddleware:
             decision.reserve([purpose], signal)
             decision.seen.append(signal)
 
-    async def _decide_tdmrep(
-        self, response: Response, decision: Decision, meta_tdm: dict[str, str], present: frozenset[bytes] | None = None
+    def _decide_tdmrep(
+        self, response: Response, decision: Decision, meta_tdm: dict[str, str], present: frozenset[bytes] | None,
+        origin: str | None, entry: _TdmEntry | None,
     ) -> None:
+        """TDMRep: ``entry``, the TDMRep file of ``origin`` (the page's site root, None for
+        a URL that has none), read; then the page's header and meta element."""
         # TDMRep's own precedence: file < header < HTML meta; absence never resets.
         value: int | None = None
         signal: Signal | None = None
         policy: str | None = None
-        origin = site_root(response.url)
-        if origin is not None:
-            entry = self._tdm.get(origin)
-            if entry is None or entry.flight.busy or self.clock.monotonic() - entry.fetched_at >= self.tdmrep_ttl:
-                entry = await self._tdmrep(origin)  # _tdmrep's cached path without a coroutine otherwise
+        if origin is not None and entry is not None:
             rule = match_tdmrep(entry.rules, response.url) if entry.rules else None
             if entry.unread:
                 value = 1

@@ -304,7 +304,7 @@ def _segment(prefix: str) -> str | None:
 
 def url_path(url: str) -> str:
     """The path and query of ``url`` that rules are matched against (``/`` when empty)."""
-    parts = urlsplit(url)
+    parts = urlsplit(url, "", True)  # the gate's split, cached
     path = parts.path or "/"
     if not path.startswith("/"):
         path = "/" + path
@@ -775,7 +775,7 @@ class RobotsGateMiddleware:
             return
         if request.url.startswith(("data:", "file:")):
             return
-        parts = urlsplit(request.url)  # the gate (40) split it already: cached
+        parts = urlsplit(request.url, "", True)  # the gate (40) split it already: cached
         origin = origin_of(parts)
         entry = self.cache.get(origin)
         if entry is not None and self.clock.monotonic() < entry.expires_at:

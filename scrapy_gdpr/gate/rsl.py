@@ -403,7 +403,7 @@ class LicenceMiddleware:
         robots = self.runtime.robots
         if robots is None or request.url.startswith(("data:", "file:")):
             return
-        parts = urlsplit(request.url)  # the gate (40) split it already: cached
+        parts = urlsplit(request.url, "", True)  # the gate (40) split it already: cached
         entry = robots.cache.get(origin_of(parts))
         if entry is None or time.monotonic() >= entry.expires_at:  # the robots gate (100) has fetched it
             entry = await robots.entry_for(request.url, parts)

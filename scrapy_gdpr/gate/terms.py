@@ -225,7 +225,7 @@ class TermsMiddleware:
     async def process_request(self, request: Request) -> None:
         if internal_kind(request) in INTERNAL:
             return
-        parts = urlsplit(request.url)  # the gate (40) split it already: cached
+        parts = urlsplit(request.url, "", True)  # the gate (40) split it already: cached
         i = self._host_rules.get(parts.netloc, -1)
         if i == -1:  # not seen yet
             i = self._rule_for((parts.hostname or "").lower().rstrip("."))
