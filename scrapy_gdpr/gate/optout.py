@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from scrapy.exceptions import IgnoreRequest
@@ -53,7 +53,7 @@ from scrapy_gdpr.shared.state import download_once
 from scrapy_gdpr.urls import site_root
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine, Iterable
+    from collections.abc import Coroutine, Iterable, Mapping, Sequence
     from typing import Self
 
     from scrapy.crawler import Crawler
@@ -472,27 +472,42 @@ class _TdmEntry:
 # --------------------------------------------------------------------------- decision
 
 
-@dataclass(slots=True)
+#: No signal for any purpose: what a decision reads until something is reserved (shared,
+#: read-only; most pages reserve nothing, and a decision is made for every response).
+_NO_SIGNALS: Mapping[str, Sequence[Signal]] = MappingProxyType(dict.fromkeys(PURPOSES, ()))
+
+
 class Decision:
     """The combined opt-out decision for one response (one per response: no ``__dict__``)."""
 
-    reserved: dict[str, list[Signal]] = field(default_factory=lambda: {p: [] for p in PURPOSES})
-    images: dict[str, list[Signal]] = field(default_factory=lambda: {p: [] for p in PURPOSES})
-    nofollow: Signal | None = None
-    noarchive: Signal | None = None
-    #: every signal read, among them each one that reserves a purpose or the images
-    seen: list[Signal] = field(default_factory=list)
-    tdm_policy: str | None = None
+    __slots__ = ("images", "noarchive", "nofollow", "reserved", "seen", "tdm_policy")
+
+    def __init__(self) -> None:
+        #: The signals reserving each purpose, and each purpose's images (``reserve``,
+        #: ``reserve_images``: a list per purpose from the first reservation on).
+        self.reserved: Mapping[str, Sequence[Signal]] = _NO_SIGNALS
+        self.images: Mapping[str, Sequence[Signal]] = _NO_SIGNALS
+        self.nofollow: Signal | None = None
+        self.noarchive: Signal | None = None
+        #: every signal read, among them each one that reserves a purpose or the images
+        self.seen: list[Signal] = []
+        self.tdm_policy: str | None = None
 
     def reserve(self, purposes: Iterable[str], signal: Signal) -> None:
+        if self.reserved is _NO_SIGNALS:
+            self.reserved = {p: [] for p in PURPOSES}
+        reserved = cast("dict[str, list[Signal]]", self.reserved)
         for p in purposes:
-            if signal not in self.reserved[p]:
-                self.reserved[p].append(signal)
+            if signal not in reserved[p]:
+                reserved[p].append(signal)
 
     def reserve_images(self, purposes: Iterable[str], signal: Signal) -> None:
+        if self.images is _NO_SIGNALS:
+            self.images = {p: [] for p in PURPOSES}
+        images = cast("dict[str, list[Signal]]", self.images)
         for p in purposes:
-            if signal not in self.images[p]:
-                self.images[p].append(signal)
+            if signal not in images[p]:
+                images[p].append(signal)
 
 
 #: The robots rules response headers: (name, lower-case name, source, parser).
@@ -872,12 +887,12 @@ class OptOutMiddleware:
 
     def _attach(self, request: Request, response: Response, decision: Decision) -> None:
         reserved_of, images_of = decision.reserved, decision.images
-        for p in self.spider_purposes:
-            if reserved_of[p] or images_of[p]:
-                result = self._decision(decision)
-                break
-        else:  # nothing reserves a purpose of the spider: the same (immutable) decision as any such page
-            result = self._allowed
+        result = self._allowed  # nothing reserves a purpose of the spider: the same (immutable) decision
+        if reserved_of is not _NO_SIGNALS or images_of is not _NO_SIGNALS:
+            for p in self.spider_purposes:
+                if reserved_of[p] or images_of[p]:
+                    result = self._decision(decision)
+                    break
         meta = request.meta
         meta[OPTOUT_META] = result
         meta.update(result.meta_views())

@@ -426,7 +426,8 @@ class LicenceMiddleware:
     async def process_response(self, request: Request, response: Response) -> Response:
         if not self.enabled or internal_kind(request):
             return response
-        links = response.headers.getlist("Link")
+        headers = response.headers
+        links = headers.getlist("Link") if "Link" in headers else None  # getlist raises and catches when absent
         named = [(u, f'Link: <{u}>; rel="license"') for u in
                  link_header_licences([v.decode("latin-1") for v in links], response.url)] if links else []
         inline: list[tuple[str, str, _DocEntry | None]] = []

@@ -171,7 +171,8 @@ class PolicyGate:
             parts = urlsplit(url, "", True)
             scheme = parts.scheme.lower()
             if scheme in ("http", "https"):
-                if (m := _CONTROL.search(url)) is not None:
+                # (the scan only when a space or a character that is not printable is there)
+                if (" " in url or not url.isprintable()) and (m := _CONTROL.search(url)) is not None:
                     problem: str | None = (
                         f"it contains the control character or space {m.group()!r} at position {m.start()}"
                     )
