@@ -55,12 +55,14 @@ class OptOutDecision:
 
     def meta_views(self) -> dict[str, Any]:
         """The documented plain-dict views for spiders (``gdpr_optout``, ``gdpr_images_optout``)."""
+        optout: dict[str, Any] = {}
+        for p, d in self.purposes.items():
+            signals = d.signals
+            view = optout[p] = {"allowed": d.allowed, "signal": signals[0] if signals else "", "signals": list(signals)}
+            if not d.allowed:
+                view["reason"] = d.reason or "optout"
         return {
-            "gdpr_optout": {
-                p: {"allowed": d.allowed, "signal": d.signal, "signals": list(d.signals),
-                    **({"reason": d.reason or "optout"} if not d.allowed else {})}
-                for p, d in self.purposes.items()
-            },
+            "gdpr_optout": optout,
             "gdpr_images_optout": {"reserved": self.images_reserved, "signal": self.images_signal},
         }
 

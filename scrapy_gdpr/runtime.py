@@ -82,6 +82,8 @@ class GdprRuntime:
     #: The time the components read (TTLs, back-offs, Retry-After pauses); read when
     #: each component is built.
     clock: Clock = SYSTEM_CLOCK
+    #: Whether :func:`scrapy_gdpr._component.chain_hooks` is set to run at spider open.
+    hooks_chained: bool = False
     #: (policy, its fingerprint) of the last ``policy_fingerprint`` read: every audit line
     #: carries it, and reading it from the policy model costs more than a comparison.
     _fingerprint_of: tuple[Policy, str] | None = field(default=None, repr=False, compare=False)

@@ -38,7 +38,7 @@ from scrapy_gdpr.exitcodes import (
     exit_status_of,
     refuse_startup,
 )
-from scrapy_gdpr.internal import internal_kind
+from scrapy_gdpr.internal import META_KEY, InternalMarker
 
 if TYPE_CHECKING:
     from typing import Self
@@ -73,7 +73,7 @@ class CrawlStatus:
     def response_received(self, response: Response, request: Request, **kwargs: Any) -> None:
         # **kwargs: the dispatcher then passes its arguments as they are, rather than
         # filtering them to the names this method declares, on every response
-        if not internal_kind(request):
+        if request.meta.get(META_KEY).__class__ is not InternalMarker:  # internal_kind, inline
             self.fetched += 1
 
     # Items are counted by Scrapy's CoreStats, not by receivers of item_scraped and

@@ -33,7 +33,7 @@ def origin_of(url: str | Any) -> str:
 
     ``url`` is a URL or an already split one (``urlsplit(url)``, ``urlparse_cached(request)``).
     """
-    parts = urlsplit(url) if isinstance(url, str) else url
+    parts = urlsplit(url, "", True) if isinstance(url, str) else url  # the key urlparse() uses: one cache
     key = (parts.scheme, parts.netloc)
     origin = _ORIGINS.get(key)
     if origin is None:
@@ -61,7 +61,7 @@ def _origin(parts: Any) -> str:
 def site_root(url: str) -> str | None:
     """``scheme://host[:port]`` of an http(s) URL as written (lower case), where site-wide files
     such as ``/.well-known/tdmrep.json`` live; None for other URLs."""
-    parts = urlsplit(url)
+    parts = urlsplit(url, "", True)  # the key urlparse() uses: one cache
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return None
     return f"{parts.scheme}://{parts.netloc.lower()}"

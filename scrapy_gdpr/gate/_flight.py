@@ -15,15 +15,12 @@ class Flight:
     """Runs a site's check (its terms page, its TDMRep file) once while concurrent
     requests for the same site wait for that run instead of starting their own."""
 
-    __slots__ = ("_waiters",)
+    __slots__ = ("_waiters", "busy")
 
     def __init__(self) -> None:
         self._waiters: list[Deferred[None]] | None = None
-
-    @property
-    def busy(self) -> bool:
-        """The work is running now."""
-        return self._waiters is not None
+        #: The work is running now (an attribute: every request of a site reads it).
+        self.busy = False
 
     async def run(self, work: Callable[[], Awaitable[None]]) -> None:
         """Run ``work``; when it is already running, wait for that run to end instead."""
@@ -33,9 +30,11 @@ class Flight:
             await maybe_deferred_to_future(d)
             return
         self._waiters = []
+        self.busy = True
         try:
             await work()
         finally:
             waiters, self._waiters = self._waiters, None
+            self.busy = False
             for d in waiters:
                 d.callback(None)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr._component import chainable, component_runtime
 from scrapy_gdpr.audit import refuse
 from scrapy_gdpr.exceptions import PolicyViolation
 from scrapy_gdpr.gate.playwright import prepare_request, refused_navigation
 from scrapy_gdpr.gate.scope import policy_gate
-from scrapy_gdpr.internal import internal_kind
+from scrapy_gdpr.internal import META_KEY, InternalMarker
 
 if TYPE_CHECKING:
     from typing import Self
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from scrapy.http import Request
 
 
+@chainable
 class PolicyGateMiddleware:
     """Downloader middleware refusing what the policy rules out, before any contact.
 
@@ -40,10 +41,17 @@ class PolicyGateMiddleware:
         return cls(crawler)
 
     async def process_request(self, request: Request) -> None:
-        refusal = await self.gate.check(request.url, internal_kind(request))
+        url = request.url
+        gate = self.gate
+        meta = request.meta
+        marker = meta.get(META_KEY)
+        kind = marker.kind if marker.__class__ is InternalMarker else None  # internal_kind, inline
+        decided, refusal, host, index = gate.check_now(url, kind)
+        if not decided:  # the host's addresses are not checked yet
+            refusal = await gate.check_network(host, index)
         if refusal is not None:
-            raise refuse(self.runtime, request.url, refusal.reason, clause=refusal.clause, detail=refusal.detail)
-        if request.meta.get("playwright"):
+            raise refuse(self.runtime, url, refusal.reason, clause=refusal.clause, detail=refusal.detail)
+        if meta.get("playwright"):
             # the browser follows redirects itself: guard its page before it navigates
             prepare_request(self.crawler, request)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from scrapy.exceptions import IgnoreRequest
@@ -33,7 +33,7 @@ from scrapy.http.request import NO_CALLBACK
 from scrapy.utils.asyncio import run_in_thread
 
 from scrapy_gdpr import audit
-from scrapy_gdpr._component import SpiderOutputMiddleware, component_runtime
+from scrapy_gdpr._component import SpiderOutputMiddleware, chainable, component_runtime
 from scrapy_gdpr.audit import Reason, note_refusal, refuse
 from scrapy_gdpr.decisions import OPTOUT_META, OptOutDecision, PurposeDecision
 from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
@@ -48,12 +48,12 @@ from scrapy_gdpr.gate.robots import (
 )
 from scrapy_gdpr.gate.rsl import RSL_META
 from scrapy_gdpr.gate.xmp import DMI_PURPOSES, read_data_mining
-from scrapy_gdpr.internal import internal_kind, internal_meta
+from scrapy_gdpr.internal import META_KEY, InternalMarker, internal_meta
 from scrapy_gdpr.shared.state import download_once
 from scrapy_gdpr.urls import site_root
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Coroutine, Iterable, Mapping, Sequence
     from typing import Self
 
     from scrapy.crawler import Crawler
@@ -451,7 +451,7 @@ def parse_tdmrep_file(body: bytes) -> tuple[list[TdmRule], list[str]]:
 
 def match_tdmrep(rules: list[TdmRule], url: str) -> TdmRule | None:
     """The first rule whose location matches the URL's path (and query): TDMRep's "most specific"."""
-    parts = urlsplit(url)
+    parts = urlsplit(url, "", True)  # the gate's split, cached
     target = _decode_unreserved((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
     for rule in rules:
         if rule.pattern.matches(target):
@@ -472,27 +472,47 @@ class _TdmEntry:
 # --------------------------------------------------------------------------- decision
 
 
-@dataclass(slots=True)
+#: No signal for any purpose: what a decision reads until something is reserved (shared,
+#: read-only; most pages reserve nothing, and a decision is made for every response).
+_NO_SIGNALS: Mapping[str, Sequence[Signal]] = MappingProxyType(dict.fromkeys(PURPOSES, ()))
+
+
 class Decision:
     """The combined opt-out decision for one response (one per response: no ``__dict__``)."""
 
-    reserved: dict[str, list[Signal]] = field(default_factory=lambda: {p: [] for p in PURPOSES})
-    images: dict[str, list[Signal]] = field(default_factory=lambda: {p: [] for p in PURPOSES})
-    nofollow: Signal | None = None
-    noarchive: Signal | None = None
-    #: every signal read, among them each one that reserves a purpose or the images
-    seen: list[Signal] = field(default_factory=list)
-    tdm_policy: str | None = None
+    __slots__ = ("images", "noarchive", "nofollow", "reserved", "seen", "tdm_policy")
+
+    def __init__(self) -> None:
+        #: The signals reserving each purpose, and each purpose's images (``reserve``,
+        #: ``reserve_images``: a list per purpose from the first reservation on).
+        self.reserved: Mapping[str, Sequence[Signal]] = _NO_SIGNALS
+        self.images: Mapping[str, Sequence[Signal]] = _NO_SIGNALS
+        self.nofollow: Signal | None = None
+        self.noarchive: Signal | None = None
+        #: every signal read, among them each one that reserves a purpose or the images
+        self.seen: list[Signal] = []
+        self.tdm_policy: str | None = None
 
     def reserve(self, purposes: Iterable[str], signal: Signal) -> None:
+        if self.reserved is _NO_SIGNALS:
+            self.reserved = {p: [] for p in PURPOSES}
+        reserved = cast("dict[str, list[Signal]]", self.reserved)
         for p in purposes:
-            if signal not in self.reserved[p]:
-                self.reserved[p].append(signal)
+            if signal not in reserved[p]:
+                reserved[p].append(signal)
 
     def reserve_images(self, purposes: Iterable[str], signal: Signal) -> None:
+        if self.images is _NO_SIGNALS:
+            self.images = {p: [] for p in PURPOSES}
+        images = cast("dict[str, list[Signal]]", self.images)
         for p in purposes:
-            if signal not in self.images[p]:
-                self.images[p].append(signal)
+            if signal not in images[p]:
+                images[p].append(signal)
+
+
+#: The robots rules response headers: (name, lower-case name, source, parser).
+_ROBOTS_HEADERS = (("X-Robots-Tag", b"x-robots-tag", "x_robots_tag", parse_x_robots_tag),
+                   ("Robots-Tag", b"robots-tag", "robots_tag", parse_robots_tag))
 
 
 def _robots_into(decision: Decision, rules: RobotsRules, source: str) -> None:
@@ -517,6 +537,7 @@ def _robots_into(decision: Decision, rules: RobotsRules, source: str) -> None:
 # --------------------------------------------------------------------------- middleware
 
 
+@chainable
 class OptOutMiddleware:
     """Downloader middleware reading opt-out signals and attaching the decision."""
 
@@ -612,7 +633,7 @@ class OptOutMiddleware:
 
     # -- hooks ----------------------------------------------------------------------
     async def process_request(self, request: Request) -> None:
-        if internal_kind(request) or not self.switches.tdmrep:
+        if not self.switches.tdmrep or request.meta.get(META_KEY).__class__ is InternalMarker:
             return
         origin = site_root(request.url)
         if origin is not None:
@@ -622,9 +643,11 @@ class OptOutMiddleware:
                 await self._tdmrep(origin)  # not fetched yet, in flight, or expired
 
     async def process_response(self, request: Request, response: Response) -> Response:
-        if internal_kind(request):
+        if request.meta.get(META_KEY).__class__ is InternalMarker:  # internal_kind, inline
             return response
-        decision = await self.decide(response, request)
+        decision = self._decide_now(response, request)
+        if not isinstance(decision, Decision):  # the origin's TDMRep file, or a C2PA manifest, to read first
+            decision = await decision
         self._attach(request, response, decision)
         self._enforce(response, decision)
         return response
@@ -644,24 +667,30 @@ class OptOutMiddleware:
 
     async def decide(self, response: Response, request: Request | None = None) -> Decision:
         """Read every enabled signal on ``response`` and combine them."""
+        decision = self._decide_now(response, request)
+        return decision if isinstance(decision, Decision) else await decision
+
+    def _decide_now(self, response: Response, request: Request | None) -> Decision | Coroutine[Any, Any, Decision]:
+        """:meth:`decide`, without a coroutine when nothing has to be awaited: the decision,
+        or a coroutine that completes it after reading the origin's TDMRep file (not read
+        yet, or expired) or an embedded C2PA manifest."""
         decision = Decision()
         url = response.url
         sw = self.switches
         meta = request.meta if request is not None else {}
         # purposes with their own product token that robots.txt keeps out (the robots gate decides)
-        for found in meta.get(TOKENS_META) or []:
+        for found in meta.get(TOKENS_META) or ():
             signal = Signal("robots_token", str(found["token"]).lower(), str(found["text"]))
             decision.reserve(found["purposes"], signal)
             decision.seen.append(signal)
         # purposes an RSL licence refuses (the licence middleware decides)
-        for found in meta.get(RSL_META) or []:
+        for found in meta.get(RSL_META) or ():
             signal = Signal("rsl", "license", str(found["text"]), reason=str(Reason.LICENSE))
             decision.reserve(found["purposes"], signal)
             decision.seen.append(signal)
         present = frozenset(map(bytes.lower, response.headers))  # Scrapy's header names are bytes
         if sw.x_robots_tag:
-            for header, lower, source, parser in (("X-Robots-Tag", b"x-robots-tag", "x_robots_tag", parse_x_robots_tag),
-                                                  ("Robots-Tag", b"robots-tag", "robots_tag", parse_robots_tag)):
+            for header, lower, source, parser in _ROBOTS_HEADERS:
                 values = self._headers(response, header) if lower in present else []
                 if values:
                     rules = parser(values, self.token)
@@ -669,7 +698,8 @@ class OptOutMiddleware:
                         self._problem(source, p, url)
                     _robots_into(decision, rules, source)
         meta_tdm: dict[str, str] = {}
-        if isinstance(response, HtmlResponse) and (sw.meta_robots or sw.tdmrep):
+        # a page without a <meta tag has no robots or TDMRep meta element: nothing to parse
+        if isinstance(response, HtmlResponse) and (sw.meta_robots or sw.tdmrep) and _may_have_meta(response.body):
             try:
                 rules, meta_tdm = parse_meta_robots(response, self.token)
             except Exception as exc:  # noqa: BLE001 - an unparseable body: nothing can be read from it
@@ -680,7 +710,29 @@ class OptOutMiddleware:
                     self._problem("meta_robots", p, url)
                 _robots_into(decision, rules, "meta_robots")
         if sw.tdmrep:
-            await self._decide_tdmrep(response, decision, meta_tdm, present)
+            origin = site_root(url)
+            entry = self._tdm.get(origin) if origin is not None else None
+            if origin is not None and (
+                entry is None or entry.flight.busy or self.clock.monotonic() - entry.fetched_at >= self.tdmrep_ttl
+            ):
+                return self._decide_after_tdmrep(response, decision, meta_tdm, present, origin)
+            self._decide_tdmrep(response, decision, meta_tdm, present, origin, entry)
+        return self._decide_rest(response, decision, present)
+
+    async def _decide_after_tdmrep(
+        self, response: Response, decision: Decision, meta_tdm: dict[str, str], present: frozenset[bytes], origin: str
+    ) -> Decision:
+        entry = await self._tdmrep(origin)  # not fetched yet, in flight, or expired
+        self._decide_tdmrep(response, decision, meta_tdm, present, origin, entry)
+        rest = self._decide_rest(response, decision, present)
+        return rest if isinstance(rest, Decision) else await rest
+
+    def _decide_rest(
+        self, response: Response, decision: Decision, present: frozenset[bytes]
+    ) -> Decision | Coroutine[Any, Any, Decision]:
+        """The signals read after TDMRep's; a coroutine when a C2PA manifest is to be read."""
+        url = response.url
+        sw = self.switches
         if sw.content_usage and b"content-usage" in present:
             values = self._headers(response, "Content-Usage")
             if values:
@@ -704,12 +756,18 @@ class OptOutMiddleware:
             values = self._headers(response, "Content-Signal")
             if values:
                 self._decide_content_signal(", ".join(v.strip() for v in values if v.strip()), decision, url)
-        if sw.image_metadata and not isinstance(response, HtmlResponse):
+        if isinstance(response, HtmlResponse):
+            return decision
+        if sw.image_metadata:
             self._decide_xmp(response.body, decision, url)
-        if sw.content_credentials and not isinstance(response, HtmlResponse) and b"c2pa" in response.body:
-            mime = (response.headers.get("Content-Type") or b"").decode("latin-1").split(";", 1)[0].strip().lower()
-            found = await run_in_thread(read_training_mining, response.body, mime or None)  # native code
-            self._decide_c2pa(found, decision, url)
+        if sw.content_credentials and b"c2pa" in response.body:
+            return self._read_c2pa(response, decision)
+        return decision
+
+    async def _read_c2pa(self, response: Response, decision: Decision) -> Decision:
+        mime = (response.headers.get("Content-Type") or b"").decode("latin-1").split(";", 1)[0].strip().lower()
+        found = await run_in_thread(read_training_mining, response.body, mime or None)  # native code
+        self._decide_c2pa(found, decision, response.url)
         return decision
 
     def _decide_c2pa(self, found: TrainingMining, decision: Decision, url: str) -> None:
@@ -764,18 +822,17 @@ class OptOutMiddleware:
             decision.reserve([purpose], signal)
             decision.seen.append(signal)
 
-    async def _decide_tdmrep(
-        self, response: Response, decision: Decision, meta_tdm: dict[str, str], present: frozenset[bytes] | None = None
+    def _decide_tdmrep(
+        self, response: Response, decision: Decision, meta_tdm: dict[str, str], present: frozenset[bytes] | None,
+        origin: str | None, entry: _TdmEntry | None,
     ) -> None:
+        """TDMRep: ``entry``, the TDMRep file of ``origin`` (the page's site root, None for
+        a URL that has none), read; then the page's header and meta element."""
         # TDMRep's own precedence: file < header < HTML meta; absence never resets.
         value: int | None = None
         signal: Signal | None = None
         policy: str | None = None
-        origin = site_root(response.url)
-        if origin is not None:
-            entry = self._tdm.get(origin)
-            if entry is None or entry.flight.busy or self.clock.monotonic() - entry.fetched_at >= self.tdmrep_ttl:
-                entry = await self._tdmrep(origin)  # _tdmrep's cached path without a coroutine otherwise
+        if origin is not None and entry is not None:
             rule = match_tdmrep(entry.rules, response.url) if entry.rules else None
             if entry.unread:
                 value = 1
@@ -830,12 +887,12 @@ class OptOutMiddleware:
 
     def _attach(self, request: Request, response: Response, decision: Decision) -> None:
         reserved_of, images_of = decision.reserved, decision.images
-        for p in self.spider_purposes:
-            if reserved_of[p] or images_of[p]:
-                result = self._decision(decision)
-                break
-        else:  # nothing reserves a purpose of the spider: the same (immutable) decision as any such page
-            result = self._allowed
+        result = self._allowed  # nothing reserves a purpose of the spider: the same (immutable) decision
+        if reserved_of is not _NO_SIGNALS or images_of is not _NO_SIGNALS:
+            for p in self.spider_purposes:
+                if reserved_of[p] or images_of[p]:
+                    result = self._decision(decision)
+                    break
         meta = request.meta
         meta[OPTOUT_META] = result
         meta.update(result.meta_views())
@@ -906,6 +963,7 @@ class OptOutMiddleware:
                                  detail=f"images reserved for {purpose} by {decision.images[purpose][0]}")
 
 
+@chainable
 class NoFollowMiddleware(SpiderOutputMiddleware):
     """Spider middleware: drops requests a callback yields from a ``nofollow`` page.
 

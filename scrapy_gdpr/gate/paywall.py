@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr._component import chainable, component_runtime
 from scrapy_gdpr.audit import Reason, refuse
-from scrapy_gdpr.internal import internal_kind
+from scrapy_gdpr.internal import META_KEY, InternalMarker
 
 if TYPE_CHECKING:
     from typing import Self
@@ -35,6 +35,7 @@ PRICE_HEADERS = ("crawler-price", "crawler-exact-price", "x-price")
 MAX_PRICE_TEXT = 200
 
 
+@chainable
 class PaymentRequiredMiddleware:
     """Downloader middleware refusing HTTP 402 answers (``opt_out.payment_required``)."""
 
@@ -51,7 +52,7 @@ class PaymentRequiredMiddleware:
 
     # a coroutine: Scrapy awaits it as it is (a plain return value it wraps in one first)
     async def process_response(self, request: Request, response: Response) -> Response:
-        if response.status != 402 or not self.enabled or internal_kind(request):
+        if response.status != 402 or not self.enabled or request.meta.get(META_KEY).__class__ is InternalMarker:
             return response
         price = ""
         for name in PRICE_HEADERS:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from scrapy import signals
 from scrapy.utils.httpobj import urlparse_cached
 
-from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr._component import chainable, component_runtime
 from scrapy_gdpr.audit import Reason, refuse
 from scrapy_gdpr.shared.state import MARGIN_SECONDS, StateUnavailable, call_shared, gate_state, pending_hosts
 
@@ -233,6 +233,7 @@ def slot_floors(crawler: Crawler) -> SlotFloors:
     return floors
 
 
+@chainable
 class PolitenessMiddleware:
     """Honours ``Retry-After``, applies per-domain rate limits, checks the User-Agent."""
 

@@ -36,11 +36,11 @@ from scrapy.utils.asyncio import run_in_thread
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from twisted.internet.defer import Deferred
 
-from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr._component import chainable, component_runtime
 from scrapy_gdpr.audit import Reason, record, refuse
 from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.gate.politeness import parse_retry_after, slot_floors
-from scrapy_gdpr.internal import internal_kind, internal_meta
+from scrapy_gdpr.internal import META_KEY, InternalMarker, internal_meta
 from scrapy_gdpr.shared.state import download_once
 from scrapy_gdpr.urls import origin_of, site_root
 
@@ -304,7 +304,7 @@ def _segment(prefix: str) -> str | None:
 
 def url_path(url: str) -> str:
     """The path and query of ``url`` that rules are matched against (``/`` when empty)."""
-    parts = urlsplit(url)
+    parts = urlsplit(url, "", True)  # the gate's split, cached
     path = parts.path or "/"
     if not path.startswith("/"):
         path = "/" + path
@@ -710,6 +710,7 @@ def _max_age(response: Response) -> float | None:
 # --------------------------------------------------------------------------- middleware
 
 
+@chainable
 class RobotsGateMiddleware:
     """Downloader middleware enforcing robots.txt (RFC 9309) and its content signals."""
 
@@ -770,25 +771,28 @@ class RobotsGateMiddleware:
 
     # -- the hook --------------------------------------------------------------------
     async def process_request(self, request: Request) -> None:
-        if internal_kind(request) in INTERNAL:
+        meta = request.meta
+        marker = meta.get(META_KEY)
+        if marker.__class__ is InternalMarker and marker.kind in INTERNAL:  # internal_kind, inline
             return
-        if request.url.startswith(("data:", "file:")):
+        url = request.url
+        if url.startswith(("data:", "file:")):
             return
-        parts = urlsplit(request.url)  # the gate (40) split it already: cached
+        parts = urlsplit(url, "", True)  # the gate (40) split it already: cached
         origin = origin_of(parts)
         entry = self.cache.get(origin)
         if entry is not None and self.clock.monotonic() < entry.expires_at:
             self.cache.move_to_end(origin)  # entry_for's fresh-entry path, without a coroutine
         else:
-            entry = await self.entry_for(request.url, parts)
-        allowed, reason, detail = self._decide(entry, request.url)
+            entry = await self.entry_for(url, parts)
+        allowed, reason, detail = self._decide(entry, url)
         if not allowed:
-            raise refuse(self.runtime, request.url, reason or Reason.UNDECIDED, clause=self._clause(reason), detail=detail)
+            raise refuse(self.runtime, url, reason or Reason.UNDECIDED, clause=self._clause(reason), detail=detail)
         if self.purpose_tokens:
             # a redirect copies the meta of the request it follows: decide afresh for this URL
-            request.meta.pop(TOKENS_META, None)
-            if reserved := self.token_reservations(entry, request.url):
-                request.meta[TOKENS_META] = reserved
+            meta.pop(TOKENS_META, None)
+            if reserved := self.token_reservations(entry, url):
+                meta[TOKENS_META] = reserved
         if entry.delay:
             key = self.crawler.engine.downloader.get_slot_key(request)
             if key not in entry.slot_keys:

@@ -60,12 +60,12 @@ from scrapy.http import HtmlResponse, Request
 from scrapy.http.request import NO_CALLBACK
 
 from scrapy_gdpr import audit
-from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr._component import chainable, component_runtime
 from scrapy_gdpr.audit import Reason, refuse
 from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.gate._flight import Flight
 from scrapy_gdpr.gate.robots import PathPattern, _encode, url_path
-from scrapy_gdpr.internal import internal_kind, internal_meta
+from scrapy_gdpr.internal import META_KEY, InternalMarker, internal_meta
 from scrapy_gdpr.urls import origin_of
 
 if TYPE_CHECKING:
@@ -368,6 +368,7 @@ class _DocEntry:
     flight: Flight = field(default_factory=Flight)
 
 
+@chainable
 class LicenceMiddleware:
     """Downloader middleware applying RSL licences (``opt_out.rsl``)."""
 
@@ -396,16 +397,20 @@ class LicenceMiddleware:
 
     # -- hooks ----------------------------------------------------------------------
     async def process_request(self, request: Request) -> None:
-        if not self.enabled or internal_kind(request):
+        if not self.enabled:
             return
-        request.meta.pop(RSL_META, None)  # a redirect copies the meta of the request it follows
+        meta = request.meta
+        if meta.get(META_KEY).__class__ is InternalMarker:  # internal_kind, inline
+            return
+        meta.pop(RSL_META, None)  # a redirect copies the meta of the request it follows
         robots = self.runtime.robots
-        if robots is None or request.url.startswith(("data:", "file:")):
+        url = request.url
+        if robots is None or url.startswith(("data:", "file:")):
             return
-        parts = urlsplit(request.url)  # the gate (40) split it already: cached
+        parts = urlsplit(url, "", True)  # the gate (40) split it already: cached
         entry = robots.cache.get(origin_of(parts))
         if entry is None or time.monotonic() >= entry.expires_at:  # the robots gate (100) has fetched it
-            entry = await robots.entry_for(request.url, parts)
+            entry = await robots.entry_for(url, parts)
         if entry.rules is None or not entry.rules.licenses:
             return
         sources: list[tuple[str, str, _DocEntry | None]] = [
@@ -423,9 +428,10 @@ class LicenceMiddleware:
         request.meta[RSL_META] = refusals
 
     async def process_response(self, request: Request, response: Response) -> Response:
-        if not self.enabled or internal_kind(request):
+        if not self.enabled or request.meta.get(META_KEY).__class__ is InternalMarker:  # internal_kind, inline
             return response
-        links = response.headers.getlist("Link")
+        headers = response.headers
+        links = headers.getlist("Link") if "Link" in headers else None  # getlist raises and catches when absent
         named = [(u, f'Link: <{u}>; rel="license"') for u in
                  link_header_licences([v.decode("latin-1") for v in links], response.url)] if links else []
         inline: list[tuple[str, str, _DocEntry | None]] = []

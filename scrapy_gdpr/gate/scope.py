@@ -166,9 +166,13 @@ class PolicyGate:
     def check_static(self, url: str, internal: str | None = None) -> tuple[Refusal | None, int | None, str]:
         """Checks 1-3 (no I/O). Returns (refusal or None, the rule index, the host)."""
         try:
-            parts = urlsplit(url)
-            if parts.scheme.lower() in ("http", "https"):
-                if (m := _CONTROL.search(url)) is not None:
+            # the arguments urlparse() passes: Scrapy's urlparse_cached (the offsite middleware
+            # at 50, the download) finds this split in urlsplit's cache rather than parsing again
+            parts = urlsplit(url, "", True)
+            scheme = parts.scheme.lower()
+            if scheme in ("http", "https"):
+                # (the scan only when a space or a character that is not printable is there)
+                if (" " in url or not url.isprintable()) and (m := _CONTROL.search(url)) is not None:
                     problem: str | None = (
                         f"it contains the control character or space {m.group()!r} at position {m.start()}"
                     )
@@ -187,7 +191,7 @@ class PolicyGate:
             detail = f"the URL is malformed: it cannot be parsed ({exc})"
             return Refusal(Reason.MALFORMED_URL, self._domains_clause, detail), None, ""
         host = info.host
-        if parts.scheme.lower() not in ("http", "https") or not host:
+        if scheme not in ("http", "https") or not host:
             detail = f"only http(s) URLs of listed domains are fetched, not {parts.scheme or 'this'}: URLs"
             return Refusal(Reason.DOMAIN, self._domains_clause, detail), None, host
         refusal = self.check_objection(url, host) or info.jurisdiction
@@ -227,7 +231,7 @@ class PolicyGate:
             return None, index  # no path rules on this domain
         rule = self.policy.domains[index]
         try:
-            forms = path_forms(_path_of(parts if parts is not None else urlsplit(url)))
+            forms = path_forms(_path_of(parts if parts is not None else urlsplit(url, "", True)))
         except PathError as exc:
             clause = self.policy.clause("domains", index, "deny_paths" if self._deny[index] else "allow_paths")
             detail = f"the path cannot be normalised ({exc}), so the path rules of {rule.domain} cannot be applied"
@@ -356,15 +360,23 @@ class PolicyGate:
         return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
     async def check(self, url: str, internal: str | None = None) -> Refusal | None:
+        decided, refusal, host, index = self.check_now(url, internal)
+        return refusal if decided else await self.check_network(host, index)
+
+    def check_now(self, url: str, internal: str | None = None) -> tuple[bool, Refusal | None, str, int | None]:
+        """:meth:`check` without a coroutine: ``(decided, refusal, host, rule index)``. When
+        the address check of the host is not cached yet (not decided), ``await
+        check_network(host, index)`` decides."""
         # ``index`` is already the host's own rule when it has one (check_network's first step)
         refusal, index, host = self.check_static(url, internal)
         if refusal is not None:
-            return refusal
+            return True, refusal, host, index
         key = (host, index)
-        if key in self._network:  # check_network's cached path, without a coroutine
-            self._network.move_to_end(key)
-            return self._network[key]
-        return await self.check_network(host, index)
+        network = self._network
+        if key in network:  # check_network's cached path
+            network.move_to_end(key)
+            return True, network[key], host, index
+        return False, None, host, index
 
 
 def policy_gate(crawler: Crawler, rt: GdprRuntime) -> PolicyGate:

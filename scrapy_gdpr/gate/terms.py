@@ -25,11 +25,11 @@ from scrapy.exceptions import IgnoreRequest
 from scrapy.http import HtmlResponse, Request, TextResponse
 from scrapy.http.request import NO_CALLBACK
 
-from scrapy_gdpr._component import component_runtime
+from scrapy_gdpr._component import chainable, component_runtime
 from scrapy_gdpr.audit import Reason, record, refuse
 from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.gate._flight import Flight
-from scrapy_gdpr.internal import internal_kind, internal_meta
+from scrapy_gdpr.internal import META_KEY, InternalMarker, internal_meta
 from scrapy_gdpr.shared.state import download_once
 
 if TYPE_CHECKING:
@@ -161,6 +161,7 @@ class _Page:
     flight: Flight = field(default_factory=Flight)  # the fetch, shared by concurrent checks
 
 
+@chainable
 class TermsMiddleware:
     """Downloader middleware: terms reviewed, not forbidding, and unchanged."""
 
@@ -222,9 +223,12 @@ class TermsMiddleware:
         return None if best is None else best[0]
 
     async def process_request(self, request: Request) -> None:
-        if internal_kind(request) in INTERNAL:
+        meta = request.meta
+        marker = meta.get(META_KEY)
+        if marker.__class__ is InternalMarker and marker.kind in INTERNAL:  # internal_kind, inline
             return
-        parts = urlsplit(request.url)  # the gate (40) split it already: cached
+        url = request.url
+        parts = urlsplit(url, "", True)  # the gate (40) split it already: cached
         i = self._host_rules.get(parts.netloc, -1)
         if i == -1:  # not seen yet
             i = self._rule_for((parts.hostname or "").lower().rstrip("."))
@@ -235,10 +239,10 @@ class TermsMiddleware:
             return  # not a listed domain: the policy gate (40) refuses it
         rule = self.policy.domains[i]
         if rule.terms is None:
-            raise refuse(self.runtime, request.url, Reason.TERMS, clause=self.policy.clause("domains", i),
+            raise refuse(self.runtime, url, Reason.TERMS, clause=self.policy.clause("domains", i),
                          detail=f"no terms review recorded for {rule.domain}")
         if rule.terms.verdict == "forbids":
-            raise refuse(self.runtime, request.url, Reason.TERMS,
+            raise refuse(self.runtime, url, Reason.TERMS,
                          clause=self.policy.clause("domains", i, "terms", "verdict"),
                          detail=f"the terms of {rule.domain} forbid crawling (reviewed {rule.terms.reviewed_on})")
         state = self._states[i]
@@ -246,7 +250,7 @@ class TermsMiddleware:
             state = await self._checked(i)  # due for a check, or one is in flight
         if state.status != "ok":
             field_name = "verdict" if rule.terms.verdict == "none_published" else "fingerprint"
-            raise refuse(self.runtime, request.url, Reason.TERMS_DRIFT,
+            raise refuse(self.runtime, url, Reason.TERMS_DRIFT,
                          clause=self.policy.clause("domains", i, "terms", field_name), detail=state.detail)
 
     async def _checked(self, i: int) -> _TermsState:

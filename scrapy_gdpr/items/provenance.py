@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
 
-from scrapy_gdpr._component import SpiderOutputMiddleware, component_runtime
+from scrapy_gdpr._component import SpiderOutputMiddleware, chainable, component_runtime
 from scrapy_gdpr.decisions import OptOutDecision, optout_decision
 
 if TYPE_CHECKING:
@@ -123,6 +123,7 @@ def provenance_of(crawler: Crawler, item: Any) -> Provenance | None:
     return registry(get_runtime(crawler)).get(item)
 
 
+@chainable
 class ProvenanceMiddleware(SpiderOutputMiddleware):
     """Spider middleware recording the source of every item a callback yields."""
 
