@@ -25,7 +25,6 @@ the last pipeline to close shuts it down.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -125,10 +124,6 @@ class FacePool:
         self.detector_threads: set[str] = set()
         #: Seconds the pool's threads spent on the face stage (stat ``gdpr/faces/busy_seconds``).
         self.busy_seconds = 0.0
-        #: False from :meth:`prepare` until every worker thread has its detector (or
-        #: failed to build it): a worker of a shared crawl takes nothing meanwhile.
-        self.ready = True
-        self._preparing = False
         self._dropped_by_reason: dict[str, int] = defaultdict(int)
         self._items_dropped_by_reason: dict[str, int] = defaultdict(int)
         self.section: dict[str, Any] = {
@@ -201,54 +196,16 @@ class FacePool:
         finally:
             self._slots.release()
 
-    def _configure_threads(self) -> None:
+    async def call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn(*args)`` in a worker thread and await its result."""
+        if self._closed:
+            raise RuntimeError("the face pool is shut down")
         if self.library_threads is None:
             from scrapy_gdpr.faces.detector import configure_library_threads
 
             self.library_threads = configure_library_threads(self.workers)
             self.section["library_threads"] = self.library_threads
-
-    async def call(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """Run ``fn(*args)`` in a worker thread and await its result."""
-        if self._closed:
-            raise RuntimeError("the face pool is shut down")
-        self._configure_threads()
         return await asyncio.wrap_future(self._executor.submit(fn, *args))
-
-    def prepare(self) -> None:
-        """Build each worker thread's detector now, in the pool's threads, instead of
-        at the first image; :attr:`ready` is False until all are built (or failed to
-        build: the images are then refused one by one, as without this call).
-
-        A worker of a shared crawl calls it when its scheduler opens and takes no
-        request from the shared queue until the pool is ready: otherwise the first
-        worker to start takes in the first pages while the others still load their
-        models, and every worker pays its detector's start-up (about half a second of
-        CPU) in the middle of the crawl instead of before it."""
-        if self._preparing or self._closed:
-            return
-        self._preparing = True
-        self.ready = False
-        self._configure_threads()
-        left = [self.workers]
-        # one build per thread: each waits for the others, so no thread takes two
-        barrier = threading.Barrier(self.workers)
-
-        def build() -> None:
-            try:
-                self._detector()
-            except Exception:  # any build failure: each image is refused later (fail closed)
-                logger.exception("The face detector could not be built: images are not stored until it can be")
-            finally:
-                with self._lock:
-                    left[0] -= 1
-                    if left[0] <= 0:
-                        self.ready = True
-            with contextlib.suppress(threading.BrokenBarrierError):
-                barrier.wait(timeout=60)
-
-        for _ in range(self.workers):
-            self._executor.submit(build)
 
     async def check(self, data: bytes, *, mime: str | None = None) -> Verdict:
         """Run the face stage on ``data`` in a worker; takes a slot for its duration."""

@@ -748,12 +748,7 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         from scrapy_gdpr._component import component_runtime
 
         self.spider = spider
-        runtime = component_runtime(self.crawler)
-        runtime.shared_queue = self
-        if runtime.face_pool is not None:
-            # the face stage's detectors built before this worker takes its first
-            # request: see FacePool.prepare and _backlogged
-            runtime.face_pool.prepare()
+        component_runtime(self.crawler).shared_queue = self
         self.queue = JsonPriorityQueue(self.server, spider, self.queue_key, ttl=self.ttl,
                                        requeue_after=self.requeue_after,
                                        host_keys=self.state.host_keys() if self._state_here() else None)
@@ -1027,11 +1022,7 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         from scrapy_gdpr._component import component_runtime
 
         pool = component_runtime(self.crawler).face_pool
-        if pool is None:
-            return False
-        if not pool.ready:
-            return True  # its detectors are still being built (see open)
-        if pool.waiting > 0:
+        if pool is not None and pool.waiting > 0:
             self.stats.inc_value("gdpr/queue/backlogged")
             return True
         return False
