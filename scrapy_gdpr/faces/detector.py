@@ -329,7 +329,7 @@ def _ort_session(data: bytes, runtime: str, threads: int | None) -> Any:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # no memory plan per input shape: the same time per pass once running, and about
-    # half the time of a session's first runs (a worker's start-up and each new image size)
+    # half the time of a session's first run (a worker's start-up)
     options.enable_mem_pattern = False
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
