@@ -350,21 +350,30 @@ return #ARGV - 1
 # ARGV[2] score, ARGV[3] data, ARGV[4] key lifetime ms (0: none), ARGV[5] the host's interval ms.
 # Requests set aside for one host fall due one interval apart, when each can go; each is the next turn.
 # Returns {ms until it falls due, its turn}.
-_DELAY = """
+# Sets ``data`` (with its ``score``) aside in ``delayed`` for ``wait`` ms, and after the host's
+# ``horizon``, which it moves one ``step`` later (requests of one host fall due one interval apart); numbers
+# it with the next turn from ``counter``. Returns {ms until it falls due, its turn}.
+_SET_ASIDE = """
+local function set_aside(delayed, horizon, counter, now, wait, step, score, data, lifetime)
+  local due = math.max(now + wait, tonumber(redis.call('GET', horizon) or '0'))
+  if step > 0 then
+    redis.call('SET', horizon, due + step, 'PX', due + step - now + 1000)
+  end
+  local turn = redis.call('INCR', counter)
+  redis.call('ZADD', delayed, due, score .. '|' .. turn .. '|' .. data)
+  if lifetime > 0 then
+    redis.call('PEXPIRE', delayed, lifetime)
+    redis.call('PEXPIRE', counter, lifetime)
+  end
+  return {due - now, turn}
+end
+"""
+
+_DELAY = _SET_ASIDE + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local due = math.max(now + tonumber(ARGV[1]), tonumber(redis.call('GET', KEYS[2]) or '0'))
-local step = tonumber(ARGV[5])
-if step > 0 then
-  redis.call('SET', KEYS[2], due + step, 'PX', due + step - now + 1000)
-end
-local turn = redis.call('INCR', KEYS[3])
-redis.call('ZADD', KEYS[1], due, ARGV[2] .. '|' .. turn .. '|' .. ARGV[3])
-if tonumber(ARGV[4]) > 0 then
-  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
-  redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[4]))
-end
-return {due - now, turn}
+return set_aside(KEYS[1], KEYS[2], KEYS[3], now, tonumber(ARGV[1]), tonumber(ARGV[5]), ARGV[2], ARGV[3],
+                 tonumber(ARGV[4]))
 """
 
 
@@ -374,7 +383,7 @@ return {due - now, turn}
 # it, else set it aside for that many ms (after the host's horizon), ARGV[7] the host's interval ms. The
 # duplicate filter and the push in one round trip: {-1, 0} = seen (not queued), else {the ms until it
 # can be popped, its turn (0 when queued)}.
-_SEEN_PUSH = """
+_SEEN_PUSH = _SET_ASIDE + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[2])
@@ -387,18 +396,7 @@ if ttl > 0 then
 end
 local wait = tonumber(ARGV[6])
 if wait > 0 then
-  local due = math.max(now + wait, tonumber(redis.call('GET', KEYS[6]) or '0'))
-  local step = tonumber(ARGV[7])
-  if step > 0 then
-    redis.call('SET', KEYS[6], due + step, 'PX', due + step - now + 1000)
-  end
-  local turn = redis.call('INCR', KEYS[7])
-  redis.call('ZADD', KEYS[3], due, ARGV[4] .. '|' .. turn .. '|' .. ARGV[3])
-  if tonumber(ARGV[5]) > 0 then
-    redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[5]))
-    redis.call('PEXPIRE', KEYS[7], tonumber(ARGV[5]))
-  end
-  return {due - now, turn}
+  return set_aside(KEYS[3], KEYS[6], KEYS[7], now, wait, tonumber(ARGV[7]), ARGV[4], ARGV[3], tonumber(ARGV[5]))
 end
 redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), ARGV[3])
 if tonumber(ARGV[5]) > 0 then
