@@ -11,10 +11,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from scrapy.http import Request
+    from scrapy.crawler import Crawler
+    from scrapy.http import Request, Response
 
 #: The ``request.meta`` key of the marker.
 META_KEY = "gdpr_internal"
+#: The stat counting the responses to internal requests (Scrapy's ``response_received_count``
+#: counts them too; the crawl's status subtracts them to count the spider's own).
+RESPONSES_STAT = "gdpr/internal/responses"
 
 
 class _Internal:
@@ -54,3 +58,13 @@ def internal_kind(request: Request) -> str | None:
     (whatever a spider put under the meta key)."""
     marker = request.meta.get(META_KEY)
     return marker.kind if isinstance(marker, _Internal) else None
+
+
+async def download_internal(crawler: Crawler, request: Request) -> Response:
+    """``crawler.engine.download_async(request)`` for an internal request, counted in
+    :data:`RESPONSES_STAT` when a response comes back (every download of an internal
+    request goes through here)."""
+    response = await crawler.engine.download_async(request)
+    if crawler.stats is not None and internal_kind(request) is not None:
+        crawler.stats.inc_value(RESPONSES_STAT)
+    return response

@@ -38,7 +38,7 @@ from scrapy_gdpr.exitcodes import (
     exit_status_of,
     refuse_startup,
 )
-from scrapy_gdpr.internal import META_KEY, InternalMarker
+from scrapy_gdpr.internal import RESPONSES_STAT
 
 if TYPE_CHECKING:
     from typing import Self
@@ -51,6 +51,21 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+def _core_stats_enabled(crawler: Crawler) -> bool:
+    """Whether Scrapy's CoreStats extension (``response_received_count``) is enabled."""
+    from scrapy.extensions.corestats import CoreStats
+    from scrapy.utils.conf import build_component_list
+    from scrapy.utils.misc import load_object
+
+    for path in build_component_list(crawler.settings.getwithbase("EXTENSIONS")):
+        try:
+            if load_object(path) is CoreStats:
+                return True
+        except (ImportError, NameError, ValueError, AttributeError):
+            continue
+    return False
+
+
 
 
 class CrawlStatus:
@@ -59,10 +74,13 @@ class CrawlStatus:
     def __init__(self, crawler: Crawler, runtime: GdprRuntime) -> None:
         self.crawler = crawler
         self.runtime = runtime
-        #: Responses to the spider's own requests (and media), not the policy's
-        #: internal robots.txt, terms and TDMRep fetches.
-        self.fetched = 0
-        crawler.signals.connect(self.response_received, signal=signals.response_received)
+        #: Responses counted by a receiver of our own, only when Scrapy's CoreStats does
+        #: not count them (``response_received_count``): a receiver of a per-response
+        #: signal costs every response a dispatch.
+        self._received = 0
+        self._counting = not _core_stats_enabled(crawler)
+        if self._counting:
+            crawler.signals.connect(self.response_received, signal=signals.response_received)
         crawler.signals.connect(self.spider_idle, signal=signals.spider_idle)
         crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
 
@@ -70,11 +88,21 @@ class CrawlStatus:
     def from_crawler(cls, crawler: Crawler) -> Self:
         return cls(crawler, component_runtime(crawler))
 
+    @property
+    def fetched(self) -> int:
+        """Responses to the spider's own requests (and media), not the policy's internal
+        robots.txt, terms, TDMRep and licence fetches: Scrapy's ``response_received_count``
+        less the internal responses (``gdpr/internal/responses``, counted where they are
+        downloaded)."""
+        stats = self.crawler.stats
+        received = self._received if self._counting else int(stats.get_value("response_received_count", 0) or 0)
+        internal = int(stats.get_value(RESPONSES_STAT, 0) or 0)
+        return max(received - internal, 0)
+
     def response_received(self, response: Response, request: Request, **kwargs: Any) -> None:
         # **kwargs: the dispatcher then passes its arguments as they are, rather than
         # filtering them to the names this method declares, on every response
-        if request.meta.get(META_KEY).__class__ is not InternalMarker:  # internal_kind, inline
-            self.fetched += 1
+        self._received += 1
 
     # Items are counted by Scrapy's CoreStats, not by receivers of item_scraped and
     # item_dropped here: each receiver of a per-item signal costs every item an

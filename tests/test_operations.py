@@ -7,6 +7,7 @@ policy path that works from any sub-folder of the project.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -126,8 +127,26 @@ def test_ok_crawl_console_off_summary_and_exit_0(tmp_path, mockserver):
     assert "'finish_reason': 'finished'" in log
     assert "'gdpr/exit_status': 0" in log
     assert "[scrapy_gdpr.status] INFO: GDPR crawl summary: 1 response(s) fetched, 1 item(s) stored" in log
+    # the robots.txt and terms fetches are counted apart, and not in the summary
+    internal = re.search(r"'gdpr/internal/responses': (\d+)", log)
+    received = re.search(r"'response_received_count': (\d+)", log)
+    assert internal and received, log[-3000:]
+    assert int(internal.group(1)) >= 2 and int(received.group(1)) == int(internal.group(1)) + 1
     # a media pipeline without its store is not needed, and not a warning
     assert "Disabled" not in log and "GdprFilesPipeline" not in log, log
+
+
+def test_summary_counts_the_spiders_responses_without_corestats(tmp_path, mockserver):
+    """With Scrapy's CoreStats switched off (no ``response_received_count``), the
+    status extension counts the responses itself: the summary and the verdict stay right."""
+    project = make_project(
+        tmp_path, mockserver, extra_settings='EXTENSIONS = {"scrapy.extensions.corestats.CoreStats": None}\n'
+    )
+    result = crawl(project, "ok")
+    log = result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert "response_received_count" not in log
+    assert "[scrapy_gdpr.status] INFO: GDPR crawl summary: 1 response(s) fetched" in log
 
 
 def test_console_stays_on_when_the_project_switches_it_on(tmp_path, mockserver):

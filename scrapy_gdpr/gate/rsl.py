@@ -65,7 +65,7 @@ from scrapy_gdpr.audit import Reason, refuse
 from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.gate._flight import Flight
 from scrapy_gdpr.gate.robots import PathPattern, _encode, url_path
-from scrapy_gdpr.internal import META_KEY, InternalMarker, internal_meta
+from scrapy_gdpr.internal import META_KEY, InternalMarker, download_internal, internal_meta
 from scrapy_gdpr.urls import origin_of
 
 if TYPE_CHECKING:
@@ -514,7 +514,7 @@ class LicenceMiddleware:
             request = Request(url, priority=INTERNAL_PRIORITY, callback=NO_CALLBACK, dont_filter=True,
                               meta={**internal_meta("rsl"), **capped(MAX_SIZE)})
             try:
-                response = await self.crawler.engine.download_async(request)
+                response = await download_internal(self.crawler, request)
             except Exception as exc:  # noqa: BLE001 - any download failure: the licence is unreadable, refused in doubt
                 if too_large(exc):
                     entry.error = f"the document is {size_detail(MAX_SIZE)}"

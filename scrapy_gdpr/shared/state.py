@@ -42,6 +42,8 @@ from scrapy.http import Headers
 from scrapy.responsetypes import responsetypes
 from scrapy.utils.asyncio import sleep
 
+from scrapy_gdpr.internal import download_internal
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -655,7 +657,7 @@ UNSHARED_STATUSES = frozenset({429}) | frozenset(range(500, 600))
 
 async def download_once(crawler: Crawler, request: Request, ns: str, ttl: float,
                         ttl_of: Callable[[Response], float] | None = None) -> Response:
-    """``crawler.engine.download_async(request)``, once per ``ttl`` across every
+    """``download_internal(crawler, request)``, once per ``ttl`` across every
     worker sharing the state: the first worker takes a lease and fetches, the others
     wait for its answer (an answer of any HTTP status is shared; a failed download
     is not, so each worker finds out for itself; nor is a 429 or 5xx answer).
@@ -663,7 +665,7 @@ async def download_once(crawler: Crawler, request: Request, ns: str, ttl: float,
     just the download."""
     state = gate_state(crawler)
     if not state.shared or ttl <= 0:
-        return await crawler.engine.download_async(request)
+        return await download_internal(crawler, request)
     key = request.url
     closing = _closing(crawler)
     while True:
@@ -677,7 +679,7 @@ async def download_once(crawler: Crawler, request: Request, ns: str, ttl: float,
         await sleep(POLL_SECONDS)
     released = False
     try:
-        response = await crawler.engine.download_async(request)
+        response = await download_internal(crawler, request)
         if response.status not in UNSHARED_STATUSES:
             keep = min(ttl, ttl_of(response)) if ttl_of is not None else ttl
             await call_shared(crawler, state.put_and_release, ns, key, _encode_response(response), keep,
