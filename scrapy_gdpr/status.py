@@ -38,7 +38,7 @@ from scrapy_gdpr.exitcodes import (
     exit_status_of,
     refuse_startup,
 )
-from scrapy_gdpr.internal import RESPONSES_STAT
+from scrapy_gdpr.internal import META_KEY, RESPONSES_STAT, InternalMarker
 
 if TYPE_CHECKING:
     from typing import Self
@@ -51,12 +51,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def _core_stats_enabled(crawler: Crawler) -> bool:
-    """Whether Scrapy's CoreStats extension (``response_received_count``) is enabled."""
+def _received_count_kept(crawler: Crawler) -> bool:
+    """Whether the crawl's stats keep ``response_received_count``: Scrapy's CoreStats
+    extension is enabled and the stats collector keeps values (not Scrapy's
+    ``DummyStatsCollector``)."""
     from scrapy.extensions.corestats import CoreStats
+    from scrapy.statscollectors import DummyStatsCollector
     from scrapy.utils.conf import build_component_list
     from scrapy.utils.misc import load_object
 
+    if crawler.stats is None or isinstance(crawler.stats, DummyStatsCollector):
+        return False
     for path in build_component_list(crawler.settings.getwithbase("EXTENSIONS")):
         try:
             if load_object(path) is CoreStats:
@@ -66,19 +71,17 @@ def _core_stats_enabled(crawler: Crawler) -> bool:
     return False
 
 
-
-
 class CrawlStatus:
     """Extension: the crawl's finish reason, exit status and INFO close summary."""
 
     def __init__(self, crawler: Crawler, runtime: GdprRuntime) -> None:
         self.crawler = crawler
         self.runtime = runtime
-        #: Responses counted by a receiver of our own, only when Scrapy's CoreStats does
-        #: not count them (``response_received_count``): a receiver of a per-response
+        #: The spider's responses counted by a receiver of our own, only when the stats do
+        #: not keep Scrapy's ``response_received_count``: a receiver of a per-response
         #: signal costs every response a dispatch.
         self._received = 0
-        self._counting = not _core_stats_enabled(crawler)
+        self._counting = not _received_count_kept(crawler)
         if self._counting:
             crawler.signals.connect(self.response_received, signal=signals.response_received)
         crawler.signals.connect(self.spider_idle, signal=signals.spider_idle)
@@ -93,16 +96,18 @@ class CrawlStatus:
         """Responses to the spider's own requests (and media), not the policy's internal
         robots.txt, terms, TDMRep and licence fetches: Scrapy's ``response_received_count``
         less the internal responses (``gdpr/internal/responses``, counted where they are
-        downloaded)."""
+        downloaded), or this extension's own count when the stats cannot give it."""
+        if self._counting:
+            return self._received
         stats = self.crawler.stats
-        received = self._received if self._counting else int(stats.get_value("response_received_count", 0) or 0)
-        internal = int(stats.get_value(RESPONSES_STAT, 0) or 0)
-        return max(received - internal, 0)
+        received = int(stats.get_value("response_received_count", 0) or 0)
+        return max(received - int(stats.get_value(RESPONSES_STAT, 0) or 0), 0)
 
     def response_received(self, response: Response, request: Request, **kwargs: Any) -> None:
         # **kwargs: the dispatcher then passes its arguments as they are, rather than
         # filtering them to the names this method declares, on every response
-        self._received += 1
+        if request.meta.get(META_KEY).__class__ is not InternalMarker:  # internal_kind, inline
+            self._received += 1
 
     # Items are counted by Scrapy's CoreStats, not by receivers of item_scraped and
     # item_dropped here: each receiver of a per-item signal costs every item an

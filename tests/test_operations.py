@@ -136,16 +136,23 @@ def test_ok_crawl_console_off_summary_and_exit_0(tmp_path, mockserver):
     assert "Disabled" not in log and "GdprFilesPipeline" not in log, log
 
 
-def test_summary_counts_the_spiders_responses_without_corestats(tmp_path, mockserver):
-    """With Scrapy's CoreStats switched off (no ``response_received_count``), the
-    status extension counts the responses itself: the summary and the verdict stay right."""
-    project = make_project(
-        tmp_path, mockserver, extra_settings='EXTENSIONS = {"scrapy.extensions.corestats.CoreStats": None}\n'
-    )
+@pytest.mark.parametrize(
+    "extra_settings",
+    [
+        'EXTENSIONS = {"scrapy.extensions.corestats.CoreStats": None}\n',
+        'STATS_CLASS = "scrapy.statscollectors.DummyStatsCollector"\n',
+    ],
+    ids=["without-corestats", "dummy-stats"],
+)
+def test_summary_counts_the_spiders_responses_without_kept_stats(tmp_path, mockserver, extra_settings):
+    """When the stats keep no ``response_received_count`` (CoreStats switched off, or a
+    stats collector that keeps nothing), the status extension counts the spider's
+    responses itself, without the internal robots.txt and terms fetches."""
+    project = make_project(tmp_path, mockserver, extra_settings=extra_settings)
     result = crawl(project, "ok")
     log = result.stderr
     assert result.returncode == 0, log[-3000:]
-    assert "response_received_count" not in log
+    assert "'response_received_count'" not in log
     assert "[scrapy_gdpr.status] INFO: GDPR crawl summary: 1 response(s) fetched" in log
 
 
