@@ -617,3 +617,37 @@ def test_purge_clears_the_shared_queue_and_caches(tmp_path, prefix):
     assert list(client.scan_iter(match=f"{prefix}*")) == []
     state.close()
     client.close()
+
+
+def worker_stats(project: Path, n: int) -> dict[str, int]:
+    """The ``gdpr/state/round_trips/...`` stats a worker's log dumped at its close."""
+    import re
+
+    log = (project / "out" / f"log-{n}.txt").read_text(encoding="utf-8", errors="replace")
+    return {k: int(v) for k, v in re.findall(r"'(gdpr/state/round_trips/[^']+)': (\d+)", log)}
+
+
+def test_a_later_worker_reads_a_sites_answers_in_one_round_trip(tmp_path, prefix):
+    """A worker that finds a site's answers cached by another reads the site's robots.txt and
+    TDMRep answers along with the first it asks for (the terms page's, when its check is
+    due): one round trip for the three, and nothing fetched again."""
+    site = make_site(tmp_path / "site", pages=2)
+    with MockServer(site=site, log=tmp_path / "access.log") as server:
+        project = make_project(tmp_path, server, REDIS_URL, prefix, ["slow", "ra"])
+        first = start_worker(project, 0, "-s", "CONCURRENT_REQUESTS=1")
+        assert wait_all([first]) == [0], logs(project)[-4000:]
+        # another crawl (its own queue), the same shared caches
+        later = start_worker(project, 1, "-s", f"SCHEDULER_QUEUE_KEY={prefix}:later:requests",
+                             "-s", f"SCHEDULER_DUPEFILTER_KEY={prefix}:later:dupefilter")
+        assert wait_all([later]) == [0], logs(project)[-4000:]
+        requests = server.requests()
+    for path in ("/robots.txt", "/.well-known/tdmrep.json"):
+        for host in ("slow.test", "ra.test"):
+            assert sum(1 for _, h, p in requests if h == host and p == path) == 1, (host, path, requests)
+    first_trips, later_trips = worker_stats(project, 0), worker_stats(project, 1)
+    asked = "gdpr/state/round_trips/get_or_lease/"
+    # the first worker asked for each answer of each site, and fetched it
+    assert [first_trips.get(asked + k) for k in ("terms", "robots", "tdmrep")] == [2, 2, 2], first_trips
+    # the later one: one round trip per site (its terms check), robots.txt and TDMRep read along
+    assert later_trips.get(asked + "terms") == 2, later_trips
+    assert asked + "robots" not in later_trips and asked + "tdmrep" not in later_trips, later_trips

@@ -137,6 +137,34 @@ def test_get_or_lease_and_put_and_release_take_one_round_trip_each(shared, prefi
     other.close()
 
 
+def test_answers_read_along_in_the_same_round_trip(shared, prefix, monkeypatch):
+    """A worker that finds a site's robots.txt answer cached reads the site's TDMRep
+    answer in the same script; the next ask for it then costs no round trip (once)."""
+    other = RedisState(REDIS_URL, prefix)
+    robots, tdmrep = "http://a.test/robots.txt", "http://a.test/.well-known/tdmrep.json"
+    missing = "http://b.test/.well-known/tdmrep.json"
+    shared.put_and_release("robots", robots, b"robots answer", 5.0)
+    shared.put_and_release("tdmrep", tdmrep, b"tdmrep answer", 5.0)
+    found = other.get_or_lease("robots", robots, 0.5, also=[("tdmrep", tdmrep), ("tdmrep", missing)])
+    assert found == (b"robots answer", False)
+    assert other.trips == {"get_or_lease/robots": 1}
+    assert other.read_along("tdmrep", tdmrep) == b"tdmrep answer"
+    assert other.read_along("tdmrep", tdmrep) is None  # taken: asked once
+    assert other.read_along("tdmrep", missing) is None  # not cached: asked as before
+    # read along with a robots.txt answer that is not cached: the lease, and the answer
+    other.get_or_lease("robots", "http://c.test/robots.txt", 0.5, also=[("tdmrep", tdmrep)])
+    monkeypatch.setattr("scrapy_gdpr.shared.state.READ_ALONG_SECONDS", 0.0)
+    time.sleep(0.01)
+    assert other.read_along("tdmrep", tdmrep) is None  # too old to use
+    assert other.trips == {"get_or_lease/robots": 2}
+    # the in-process back end reads nothing along
+    local = LocalState()
+    local.put("tdmrep", tdmrep, b"x", 5.0)
+    assert local.get_or_lease("robots", robots, 0.5, also=[("tdmrep", tdmrep)]) == (None, True)
+    assert local.read_along("tdmrep", tdmrep) is None
+    other.close()
+
+
 def test_a_watched_version_is_read_along_with_reservations(shared, prefix):
     other = RedisState(REDIS_URL, prefix)
     assert shared.version_seen("objections") is None

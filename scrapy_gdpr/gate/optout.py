@@ -49,7 +49,7 @@ from scrapy_gdpr.gate.robots import (
 from scrapy_gdpr.gate.rsl import RSL_META
 from scrapy_gdpr.gate.xmp import DMI_PURPOSES, read_data_mining
 from scrapy_gdpr.internal import META_KEY, InternalMarker, internal_meta
-from scrapy_gdpr.shared.state import download_once
+from scrapy_gdpr.shared.state import download_once, gate_state
 from scrapy_gdpr.urls import site_root
 
 if TYPE_CHECKING:
@@ -99,6 +99,12 @@ _TOKEN_RE = re.compile(r"^[A-Za-z_-]+$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 TDMREP_PATH = "/.well-known/tdmrep.json"
+
+
+def _tdmrep_key(url: str) -> tuple[str, str] | None:
+    """The shared-cache key of the TDMRep file of page ``url``'s site (its URL)."""
+    origin = site_root(url)
+    return None if origin is None else ("tdmrep", origin + TDMREP_PATH)
 TDMREP_MAX_SIZE = 1_000_000
 INTERNAL_PRIORITY = 1000
 #: Header name -> its lower-case bytes, as :meth:`OptOutMiddleware._headers` looks it up.
@@ -559,6 +565,10 @@ class OptOutMiddleware:
         self._summary: dict[str, Any] = {"pages_with_reservations": 0, "refused_responses": 0,
                                          "reserved": dict.fromkeys(PURPOSES, 0), "tdmrep_files": {}}
         self.runtime.report_sections["optout"] = self._summary
+        if self.switches.tdmrep:
+            # several workers: a site's TDMRep answer is read along with the first of its
+            # answers asked for (robots.txt's, or the terms page's when a check is due)
+            gate_state(crawler).along_providers.append(_tdmrep_key)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:

@@ -41,11 +41,11 @@ from scrapy_gdpr.audit import Reason, record, refuse
 from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.gate.politeness import parse_retry_after, slot_floors
 from scrapy_gdpr.internal import META_KEY, InternalMarker, internal_meta
-from scrapy_gdpr.shared.state import download_once
+from scrapy_gdpr.shared.state import download_once, gate_state
 from scrapy_gdpr.urls import origin_of, site_root
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, MutableMapping
+    from collections.abc import Callable, Iterable, MutableMapping, Sequence
     from typing import Self
 
     from scrapy.crawler import Crawler
@@ -117,6 +117,11 @@ def _robots_url(url: str) -> str:
         parts = urlsplit(url)
         root = f"{parts.scheme}://{parts.netloc.lower()}"
     return f"{root}/robots.txt"
+
+
+def _robots_key(url: str) -> tuple[str, str] | None:
+    """The shared-cache key of the robots.txt of page ``url``'s site (its URL)."""
+    return ("robots", _robots_url(url)) if site_root(url) is not None else None
 
 
 # --------------------------------------------------------------------------- parsing
@@ -764,6 +769,9 @@ class RobotsGateMiddleware:
         #: to them, answered or not (each redirect hop's origin too)
         self.asked: set[str] = set()
         self.runtime.robots = self
+        # several workers: a site's robots.txt answer is read along with the first of its
+        # answers asked for (the terms page's, when a check is due)
+        gate_state(crawler).along_providers.append(_robots_key)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -875,7 +883,12 @@ class RobotsGateMiddleware:
         waiters = self._waiters.get(origin)
         if waiters is None:
             self._waiters[origin] = [waiter]
-            fetch = deferred_from_coro(self._refresh(origin, _robots_url(url), entry))
+            # several workers: the site's answers other components ask for next (its
+            # tdmrep.json) are read in the same round trip as this one
+            state = gate_state(self.crawler)
+            robots_url = _robots_url(url)
+            also = state.along_with(url, but=("robots", robots_url)) if state.shared else []
+            fetch = deferred_from_coro(self._refresh(origin, robots_url, entry, also))
             if not fetch.called:
                 self._fetching[origin] = fetch
         else:
@@ -883,9 +896,11 @@ class RobotsGateMiddleware:
             self.crawler.stats.inc_value("gdpr/robots/waited")
         return await maybe_deferred_to_future(waiter)
 
-    async def _refresh(self, origin: str, robots_url: str, previous: RobotsEntry | None) -> None:
+    async def _refresh(
+        self, origin: str, robots_url: str, previous: RobotsEntry | None, also: Sequence[tuple[str, str]] = ()
+    ) -> None:
         try:
-            entry = await self._fetch(origin, robots_url, previous)
+            entry = await self._fetch(origin, robots_url, previous, also)
         except Exception as exc:
             logger.exception("Unexpected error fetching %(url)s", {"url": robots_url}, extra={"spider": self.crawler.spider})
             entry = self._unreachable(origin, robots_url, previous, f"{type(exc).__name__}: {exc}", None)
@@ -902,7 +917,9 @@ class RobotsGateMiddleware:
         for waiter in self._waiters.pop(origin, []):
             waiter.callback(entry)
 
-    async def _fetch(self, origin: str, robots_url: str, previous: RobotsEntry | None) -> RobotsEntry:
+    async def _fetch(
+        self, origin: str, robots_url: str, previous: RobotsEntry | None, also: Sequence[tuple[str, str]] = ()
+    ) -> RobotsEntry:
         stats = self.crawler.stats
         url = robots_url
         seen = {url}
@@ -912,7 +929,8 @@ class RobotsGateMiddleware:
             request = Request(url, meta=meta, callback=NO_CALLBACK, dont_filter=True, priority=1000)
             stats.inc_value("gdpr/robots/fetches")
             try:
-                response = await download_once(self.crawler, request, "robots", self.ttl, self._shared_ttl)
+                response = await download_once(self.crawler, request, "robots", self.ttl, self._shared_ttl, also)
+                also = ()  # the first hop's
             except Exception as exc:  # noqa: BLE001 - any download failure is handled below, never as allowed
                 if too_large(exc) or not isinstance(exc, IgnoreRequest):  # sent, not refused before it left
                     self.asked.add(origin_of(url))

@@ -30,7 +30,7 @@ from scrapy_gdpr.audit import Reason, record, refuse
 from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.gate._flight import Flight
 from scrapy_gdpr.internal import META_KEY, InternalMarker, internal_meta
-from scrapy_gdpr.shared.state import download_once
+from scrapy_gdpr.shared.state import download_once, gate_state
 
 if TYPE_CHECKING:
     from typing import Self
@@ -247,23 +247,25 @@ class TermsMiddleware:
                          detail=f"the terms of {rule.domain} forbid crawling (reviewed {rule.terms.reviewed_on})")
         state = self._states[i]
         if state.flight.busy or state.checked_at is None or self.clock.monotonic() - state.checked_at >= self.interval:
-            state = await self._checked(i)  # due for a check, or one is in flight
+            state = await self._checked(i, url)  # due for a check, or one is in flight
         if state.status != "ok":
             field_name = "verdict" if rule.terms.verdict == "none_published" else "fingerprint"
             raise refuse(self.runtime, url, Reason.TERMS_DRIFT,
                          clause=self.policy.clause("domains", i, "terms", field_name), detail=state.detail)
 
-    async def _checked(self, i: int) -> _TermsState:
-        """The domain's terms state, re-checked when due; concurrent callers share a check."""
+    async def _checked(self, i: int, along: str = "") -> _TermsState:
+        """The domain's terms state, re-checked when due; concurrent callers share a check.
+        ``along``: the page asking (several workers: its site's robots.txt and TDMRep
+        answers are read in the same round trip as the terms page's)."""
         state = self._states[i]
         if not state.flight.busy and state.checked_at is not None and self.clock.monotonic() - state.checked_at < self.interval:
             return state
-        await state.flight.run(lambda: self._check_closed(i, state))
+        await state.flight.run(lambda: self._check_closed(i, state, along))
         return state
 
-    async def _check_closed(self, i: int, state: _TermsState) -> None:
+    async def _check_closed(self, i: int, state: _TermsState, along: str = "") -> None:
         try:
-            await self._check(i, state)
+            await self._check(i, state, along)
         except Exception as exc:  # never let a check error open the gate
             state.status, state.detail = "unreachable", f"terms check failed: {exc!r}"
             logger.exception("Terms check for %(domain)s failed", {"domain": self.policy.domains[i].domain},
@@ -272,24 +274,26 @@ class TermsMiddleware:
             state.checked_at = self.clock.monotonic()
 
     # -- pages -----------------------------------------------------------------------
-    async def _page(self, url: str) -> _Page:
+    async def _page(self, url: str, along: str = "") -> _Page:
         """``url`` as fetched within the check interval; concurrent callers share one fetch."""
         page = self._pages.get(url)
         if page is None:
             page = self._pages[url] = _Page()
         fresh = page.fetched_at is not None and self.clock.monotonic() - page.fetched_at < self.interval
         if page.flight.busy or not fresh:
-            await page.flight.run(lambda: self._fetch_page(url, page))
+            await page.flight.run(lambda: self._fetch_page(url, page, along))
         return page
 
-    async def _fetch_page(self, url: str, page: _Page) -> None:
+    async def _fetch_page(self, url: str, page: _Page, along: str = "") -> None:
         stats = self.crawler.stats
         stats.inc_value("gdpr/terms/page_fetches")
         page.error, page.status, page.text, page.ctype = "", None, "", ""
         request = Request(url, priority=INTERNAL_PRIORITY, callback=NO_CALLBACK, dont_filter=True,
                           meta={**internal_meta("terms"), "dont_cache": True, **capped(MAX_SIZE)})
         try:
-            response = await download_once(self.crawler, request, "terms", self.interval)
+            state = gate_state(self.crawler)
+            also = state.along_with(along, but=("terms", request.url)) if along and state.shared else ()
+            response = await download_once(self.crawler, request, "terms", self.interval, None, also)
         except Exception as exc:  # noqa: BLE001 - any download failure: the terms are unchecked, refused
             if too_large(exc):
                 page.error = f"is {size_detail(MAX_SIZE)}"
@@ -308,7 +312,7 @@ class TermsMiddleware:
                 page.text = normalise_terms(response)
 
     # -- checks ----------------------------------------------------------------------
-    async def _check(self, i: int, state: _TermsState) -> None:
+    async def _check(self, i: int, state: _TermsState, along: str = "") -> None:
         rule = self.policy.domains[i]
         terms = rule.terms
         assert terms is not None
@@ -323,7 +327,7 @@ class TermsMiddleware:
         if terms.verdict == "none_published":
             await self._check_none_published(i, state)
             return
-        page = await self._page(terms.url)
+        page = await self._page(terms.url, along)
         if page.error:
             self._unreachable(i, state, f"the terms page {terms.url} {page.error}")
             return

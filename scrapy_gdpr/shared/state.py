@@ -45,7 +45,7 @@ from scrapy.utils.asyncio import sleep
 from scrapy_gdpr.internal import download_internal
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from scrapy.crawler import Crawler
     from scrapy.http import Request, Response
@@ -61,6 +61,11 @@ DEFAULT_PREFIX = "gdpr"
 #: How long a fetch lease lasts unless renewed (seconds). A holder that dies lets
 #: another worker take the fetch over after at most this long.
 LEASE_SECONDS = 30.0
+#: How long an answer read along with another's (:meth:`GateState.read_along`) may be used:
+#: it is asked for right after, by the same request's next middleware.
+READ_ALONG_SECONDS = 5.0
+#: How many answers read along a worker keeps before it drops those too old to use.
+ALONG_LIMIT = 256
 #: How often a worker waiting for another's fetch, or for Redis to come back, looks again.
 POLL_SECONDS = 0.25
 #: A safety margin added to every shared interval (seconds). A request is booked when
@@ -88,6 +93,17 @@ class GateState:
 
     shared = False
     url = ""
+
+    @property
+    def along_providers(self) -> list[Callable[[str], tuple[str, str] | None]]:
+        """Functions of a page URL giving the ``(ns, key)`` of a per-site answer the crawl asks
+        for before that page (its site's robots.txt, ``tdmrep.json``), registered by the
+        components that ask for them: the first of them asked for a site reads the others
+        along (:meth:`along_with`, :meth:`get_or_lease`)."""
+        providers: list[Callable[[str], tuple[str, str] | None]] | None = self.__dict__.get("_along_providers")
+        if providers is None:
+            providers = self.__dict__["_along_providers"] = []
+        return providers
 
     # -- politeness -----------------------------------------------------------------
     def reserve(self, host: str, interval: float, max_advance: float = MAX_ADVANCE_SECONDS) -> tuple[bool, float]:
@@ -142,13 +158,28 @@ class GateState:
     def release(self, ns: str, key: str) -> None:
         raise NotImplementedError
 
-    def get_or_lease(self, ns: str, key: str, seconds: float = LEASE_SECONDS) -> tuple[bytes | None, bool]:
+    def get_or_lease(
+        self, ns: str, key: str, seconds: float = LEASE_SECONDS, also: Sequence[tuple[str, str]] = ()
+    ) -> tuple[bytes | None, bool]:
         """``(value, False)`` when ``(ns, key)`` is cached, else ``(None, taken)``:
-        whether the lease on it was taken (:meth:`get` then :meth:`lease`, in one step)."""
+        whether the lease on it was taken (:meth:`get` then :meth:`lease`, in one step).
+        ``also``: other ``(ns, key)`` whose cached answers a back end may read in the same
+        step, for :meth:`read_along` (a worker that reads a site's terms page or robots.txt
+        answer reads the site's other answers with it)."""
         value = self.get(ns, key)
         if value is not None:
             return value, False
         return None, self.lease(ns, key, seconds)
+
+    def read_along(self, ns: str, key: str) -> bytes | None:
+        """The cached answer of ``(ns, key)`` read along with another's (``also``) within
+        the last READ_ALONG_SECONDS, taken (asked once), or None."""
+        return None
+
+    def along_with(self, url: str, but: tuple[str, str] | None = None) -> list[tuple[str, str]]:
+        """The ``(ns, key)`` of the answers about page ``url``'s site that the crawl asks for
+        (see :attr:`along_providers`), but ``but``: read along with whichever is asked first."""
+        return [found for provider in self.along_providers if (found := provider(url)) is not None and found != but]
 
     def put_and_release(self, ns: str, key: str, value: bytes, ttl: float) -> None:
         """:meth:`put` then :meth:`release`, in one step."""
@@ -293,15 +324,24 @@ return 0
 
 # KEYS[1] the cached value, KEYS[2] its lease; ARGV[1] holder id, ARGV[2] lease ms.
 # Returns {value} when cached, else {false, 1} when the lease was taken, {false, 0} when another holds it.
+# KEYS[1] the cached value, KEYS[2] its lease, KEYS[3..] values read along; ARGV[1] holder id,
+# ARGV[2] lease ms. Returns {value or false, leased (0/1), each value read along or false}.
 _GET_OR_LEASE = """
 local v = redis.call('GET', KEYS[1])
-if v then return {v} end
-local cur = redis.call('GET', KEYS[2])
-if cur == false or cur == ARGV[1] then
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', tonumber(ARGV[2]))
-  return {false, 1}
+local out
+if v then
+  out = {v, 0}
+else
+  local cur = redis.call('GET', KEYS[2])
+  if cur == false or cur == ARGV[1] then
+    redis.call('SET', KEYS[2], ARGV[1], 'PX', tonumber(ARGV[2]))
+    out = {false, 1}
+  else
+    out = {false, 0}
+  end
 end
-return {false, 0}
+for i = 3, #KEYS do out[#out + 1] = redis.call('GET', KEYS[i]) end
+return out
 """
 
 # KEYS[1] the cached value, KEYS[2] its lease; ARGV[1] value, ARGV[2] ttl ms, ARGV[3] holder id
@@ -348,6 +388,8 @@ class RedisState(GateState):
         self.holder = f"{os.uname().nodename}:{os.getpid()}:{id(self):x}"
         #: Round trips made, by what they were for (the benchmark reports them per page).
         self.trips: Counter[str] = Counter()
+        #: (ns, key) -> (value, monotonic time read): answers read along with another's
+        self._along: dict[tuple[str, str], tuple[bytes, float]] = {}
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -458,13 +500,28 @@ class RedisState(GateState):
     def release(self, ns: str, key: str) -> None:
         self._call(f"release/{ns}", self._release, keys=[self.key("lease", ns, key)], args=[self.holder])
 
-    def get_or_lease(self, ns: str, key: str, seconds: float = LEASE_SECONDS) -> tuple[bytes | None, bool]:
+    def get_or_lease(
+        self, ns: str, key: str, seconds: float = LEASE_SECONDS, also: Sequence[tuple[str, str]] = ()
+    ) -> tuple[bytes | None, bool]:
         found = self._call(f"get_or_lease/{ns}", self._get_or_lease,
-                           keys=[self.key("cache", ns, key), self.key("lease", ns, key)],
+                           keys=[self.key("cache", ns, key), self.key("lease", ns, key),
+                                 *(self.key("cache", other_ns, other) for other_ns, other in also)],
                            args=[self.holder, int(seconds * 1000)])
+        now = time.monotonic()
+        if also and len(self._along) >= ALONG_LIMIT:  # answers read along and never asked for
+            self._along = {k: v for k, v in self._along.items() if now - v[1] <= READ_ALONG_SECONDS}
+        for (other_ns, other), value in zip(also, found[2:], strict=False):
+            if value:
+                self._along[other_ns, other] = (value, now)
         if found[0]:
             return found[0], False
         return None, bool(found[1])
+
+    def read_along(self, ns: str, key: str) -> bytes | None:
+        found = self._along.pop((ns, key), None)
+        if found is None or time.monotonic() - found[1] > READ_ALONG_SECONDS:
+            return None
+        return found[0]
 
     def put_and_release(self, ns: str, key: str, value: bytes, ttl: float) -> None:
         self._call(f"put_and_release/{ns}", self._put_and_release,
@@ -656,21 +713,28 @@ UNSHARED_STATUSES = frozenset({429}) | frozenset(range(500, 600))
 
 
 async def download_once(crawler: Crawler, request: Request, ns: str, ttl: float,
-                        ttl_of: Callable[[Response], float] | None = None) -> Response:
+                        ttl_of: Callable[[Response], float] | None = None,
+                        also: Sequence[tuple[str, str]] = ()) -> Response:
     """``download_internal(crawler, request)``, once per ``ttl`` across every
     worker sharing the state: the first worker takes a lease and fetches, the others
     wait for its answer (an answer of any HTTP status is shared; a failed download
     is not, so each worker finds out for itself; nor is a 429 or 5xx answer).
     ``ttl_of(response)`` may shorten the TTL (``Cache-Control: max-age``). Without a shared state this is
-    just the download."""
+    just the download. ``also``: the ``(ns, key)`` of other answers to read in the same
+    round trip (:meth:`GateState.read_along`); an answer read so is used without asking."""
     state = gate_state(crawler)
     if not state.shared or ttl <= 0:
         return await download_internal(crawler, request)
     key = request.url
+    along = state.read_along(ns, key)
+    if along is not None:
+        crawler.stats.inc_value(f"gdpr/state/{ns}/shared_hits")
+        return _decode_response(along, request)
     closing = _closing(crawler)
     while True:
         # one round trip: the cached answer, or else the lease when nobody holds it
-        cached, leased = await call_shared(crawler, state.get_or_lease, ns, key, LEASE_SECONDS, closing=closing)
+        cached, leased = await call_shared(crawler, state.get_or_lease, ns, key, LEASE_SECONDS, also,
+                                           closing=closing)
         if cached is not None:
             crawler.stats.inc_value(f"gdpr/state/{ns}/shared_hits")
             return _decode_response(cached, request)
