@@ -451,6 +451,19 @@ def test_each_set_aside_request_is_one_live_workers_turn(prefix):
     assert 0 < client.pttl(one.key + ":workers") <= 2 * redisqueue.LIVE_SECONDS * 1000
 
 
+def test_an_idle_worker_looks_again_at_its_next_turn_and_stays_live():
+    """After a pop that found nothing for it, a worker pops again when the next set-aside
+    request it may take falls due (no look in between: the workers whose turns fall due
+    pop the queue meanwhile), at most TURN_WAIT_MAX_SECONDS later, which is less than the
+    time a worker stays live without popping (else its turns would go to the others);
+    when nothing is set aside, within QUIET_SECONDS, for what other workers queue."""
+    assert redisqueue.look_again_in(0) == 0.0
+    assert redisqueue.look_again_in(1500) == 1.5
+    assert redisqueue.look_again_in(60_000) == redisqueue.TURN_WAIT_MAX_SECONDS
+    assert redisqueue.TURN_WAIT_MAX_SECONDS < redisqueue.LIVE_SECONDS
+    assert redisqueue.look_again_in(-1) == redisqueue.QUIET_SECONDS == 1.0
+
+
 def _drain(queue: redisqueue.JsonPriorityQueue) -> list[str]:
     """Pop until nothing is handed out, as a worker that pops without stopping."""
     got = []

@@ -99,6 +99,10 @@ PICKLE_SERIALIZERS = ("scrapy_redis.picklecompat", "pickle")
 WAKE_SECONDS = 0.2
 #: The longest an idle worker waits before asking again when nothing is set aside.
 QUIET_SECONDS = 1.0
+#: The longest an idle worker waits for the next set-aside request it may take (its own
+#: turn, or another's overdue by the grace) when the queue had nothing else for it: under
+#: LIVE_SECONDS, so that it stays a live worker with turns of its own.
+TURN_WAIT_MAX_SECONDS = 2.0
 #: The shortest time a request is set aside for a busy host.
 SET_ASIDE_SECONDS = 0.25
 #: How long done requests are collected before they are stored and acknowledged together.
@@ -110,6 +114,15 @@ LIVE_SECONDS = 3.0
 #: How long a set-aside request that has fallen due waits for the worker whose turn it is,
 #: before any worker may take it (that worker has stopped, or is busy).
 TURN_GRACE_SECONDS = 1.0
+
+
+def look_again_in(turn_wait: int) -> float:
+    """Seconds until an idle worker pops again, from its last pop's ``turn_wait`` (ms until
+    the next set-aside request it may take; -1: nothing set aside): that time, at most
+    TURN_WAIT_MAX_SECONDS; QUIET_SECONDS when nothing is set aside."""
+    if turn_wait < 0:
+        return QUIET_SECONDS
+    return min(turn_wait / 1000, TURN_WAIT_MAX_SECONDS)
 
 
 class NotPlain(TypeError):
@@ -831,19 +844,19 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         self._wake()
 
     def _quiet(self) -> None:
-        """When the queue has nothing to pop: look again when a set-aside request whose
-        turn is this worker's falls due (a timer at that time), and at least once a second
-        for what other workers queue and for the turns of a worker that has stopped or is
-        busy. Each set-aside request is one live worker's turn, and the pop script hands it
-        out, until the grace has passed, only to that worker (see the pop script), so the
-        work is shared whichever worker pops first."""
+        """When the queue has nothing to pop: look again when the next set-aside request
+        this worker may take falls due (its own turn, or another's once the grace has
+        passed: a timer at that time, at most TURN_WAIT_MAX_SECONDS away), and when
+        nothing is set aside, once a second for what other workers queue. Each set-aside
+        request is one live worker's turn, and the pop script hands it out, until the
+        grace has passed, only to that worker (see the pop script), so the work is shared
+        whichever worker pops first. While requests are set aside, the workers whose turns
+        fall due pop the queue in turn, and each pop takes the best entry, a new one that
+        another worker queued included: an idle worker need not look in between."""
         from scrapy.utils.asyncio import call_later
 
         now = time.monotonic()
-        wait = QUIET_SECONDS
-        if self.queue.turn_wait >= 0:
-            wait = self.queue.turn_wait / 1000
-        wait = min(max(wait, 0.0), QUIET_SECONDS)
+        wait = look_again_in(self.queue.turn_wait)
         self._quiet_until = now + wait
         if self._wake_call is not None:
             self._wake_call.cancel()
@@ -1044,9 +1057,11 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         now = time.monotonic()
         if now - self._length_at < WAKE_SECONDS:
             return self._length > 0  # the engine asks after every event: one look per wake-up
-        if self._length > 0 and now - self._length_at < QUIET_SECONDS:
-            # requests were left a moment ago: only the answer "none" needs a fresh look
-            # (a stale "some" keeps the spider open at most QUIET_SECONDS longer)
+        # requests were left a moment ago: only the answer "none" needs a fresh look (a
+        # stale "some" keeps the spider open at most QUIET_SECONDS longer, or, while
+        # requests are set aside, until this worker's next look: TURN_WAIT_MAX_SECONDS)
+        fresh_for = TURN_WAIT_MAX_SECONDS if self.queue.turn_wait >= 0 else QUIET_SECONDS
+        if self._length > 0 and now - self._length_at < fresh_for:
             return True
         try:
             self._length = len(self.queue)
