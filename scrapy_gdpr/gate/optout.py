@@ -99,16 +99,16 @@ _TOKEN_RE = re.compile(r"^[A-Za-z_-]+$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 TDMREP_PATH = "/.well-known/tdmrep.json"
+TDMREP_MAX_SIZE = 1_000_000
+INTERNAL_PRIORITY = 1000
+#: Header name -> its lower-case bytes, as :meth:`OptOutMiddleware._headers` looks it up.
+_HEADER_KEYS: dict[str, bytes] = {}
 
 
 def _tdmrep_key(url: str) -> tuple[str, str] | None:
     """The shared-cache key of the TDMRep file of page ``url``'s site (its URL)."""
     origin = site_root(url)
     return None if origin is None else ("tdmrep", origin + TDMREP_PATH)
-TDMREP_MAX_SIZE = 1_000_000
-INTERNAL_PRIORITY = 1000
-#: Header name -> its lower-case bytes, as :meth:`OptOutMiddleware._headers` looks it up.
-_HEADER_KEYS: dict[str, bytes] = {}
 
 
 def _key(name: str) -> bytes:

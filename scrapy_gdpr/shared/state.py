@@ -322,10 +322,9 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS[1] the cached value, KEYS[2] its lease; ARGV[1] holder id, ARGV[2] lease ms.
-# Returns {value} when cached, else {false, 1} when the lease was taken, {false, 0} when another holds it.
 # KEYS[1] the cached value, KEYS[2] its lease, KEYS[3..] values read along; ARGV[1] holder id,
-# ARGV[2] lease ms. Returns {value or false, leased (0/1), each value read along or false}.
+# ARGV[2] lease ms. Returns {value or false, leased (1: taken; 0: cached, or another holds it),
+# then each value read along or false}.
 _GET_OR_LEASE = """
 local v = redis.call('GET', KEYS[1])
 local out
