@@ -28,8 +28,11 @@ one per thread with :func:`build_detector`.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
+import sys
 import threading
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -491,12 +494,57 @@ class MtcnnONet:
         return np.concatenate(probs)
 
 
+class _DeferredModule(types.ModuleType):
+    """A stand-in for a module that imports the real one when an attribute of it is first
+    used (then taken out of ``sys.modules``, so that imports get the real module)."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)  # the import system's own questions do not load it
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), name)
+
+
+_MEDIAPIPE_IMPORT = threading.Lock()
+
+
+def import_mediapipe() -> Any:
+    """``import mediapipe``, without the matplotlib it imports for drawing helpers.
+
+    ``mediapipe/__init__.py`` imports its legacy solutions, whose ``drawing_utils``
+    imports ``matplotlib.pyplot`` at import time: about 0.3 CPU seconds (more than the
+    rest of MediaPipe and the detector together) and some 20 MB in every process that
+    checks its first image, for plotting helpers the face stage never calls. While
+    MediaPipe is imported (only when neither it nor ``matplotlib.pyplot`` is imported
+    yet), ``matplotlib`` and ``matplotlib.pyplot`` are stand-ins that import the real
+    modules on first use; they are taken out of ``sys.modules`` right after, so any
+    later ``import matplotlib.pyplot`` is the real module, and MediaPipe's own
+    ``drawing_utils.plt`` imports it when it is used.
+    """
+    with _MEDIAPIPE_IMPORT:
+        if "mediapipe" in sys.modules or "matplotlib.pyplot" in sys.modules:
+            return importlib.import_module("mediapipe")
+        placed = {name: _DeferredModule(name) for name in ("matplotlib", "matplotlib.pyplot")
+                  if name not in sys.modules}
+        if "matplotlib" in placed:
+            # ``import matplotlib.pyplot as plt`` takes it as the package's attribute
+            placed["matplotlib"].__dict__["pyplot"] = placed["matplotlib.pyplot"]
+        sys.modules.update(placed)
+        try:
+            return importlib.import_module("mediapipe")
+        finally:
+            for name, module in placed.items():
+                if sys.modules.get(name) is module:
+                    del sys.modules[name]
+
+
 class BlazeFaceShort:
     """MediaPipe's short-range BlazeFace through the Tasks API (which, unlike
     ``mp.solutions``, honours thresholds below 0.5). One instance per thread."""
 
     def __init__(self, threshold: float, path: Path | str | None = None, sha256: str | None = None) -> None:
-        import mediapipe as mp
+        mp = import_mediapipe()
         from mediapipe.tasks.python.core.base_options import BaseOptions
         from mediapipe.tasks.python.vision import FaceDetector as _MPFaceDetector
         from mediapipe.tasks.python.vision import FaceDetectorOptions
