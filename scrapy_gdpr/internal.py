@@ -42,12 +42,6 @@ class _Internal:
         return (_Internal, (self.kind,))
 
 
-#: The marker's class. The components that ask it of every request test it inline
-#: (``request.meta.get(META_KEY).__class__ is InternalMarker``), a call less than
-#: :func:`internal_kind`; anything else a spider put under the key is not it.
-InternalMarker = _Internal
-
-
 def internal_meta(kind: str) -> dict[str, Any]:
     """The meta entry that marks a request scrapy-gdpr sends itself."""
     return {META_KEY: _Internal(kind)}

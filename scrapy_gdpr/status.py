@@ -38,7 +38,7 @@ from scrapy_gdpr.exitcodes import (
     exit_status_of,
     refuse_startup,
 )
-from scrapy_gdpr.internal import META_KEY, RESPONSES_STAT, InternalMarker
+from scrapy_gdpr.internal import RESPONSES_STAT, internal_kind
 
 if TYPE_CHECKING:
     from typing import Self
@@ -106,7 +106,7 @@ class CrawlStatus:
     def response_received(self, response: Response, request: Request, **kwargs: Any) -> None:
         # **kwargs: the dispatcher then passes its arguments as they are, rather than
         # filtering them to the names this method declares, on every response
-        if request.meta.get(META_KEY).__class__ is not InternalMarker:  # internal_kind, inline
+        if internal_kind(request) is None:
             self._received += 1
 
     # Items are counted by Scrapy's CoreStats, not by receivers of item_scraped and

@@ -103,12 +103,18 @@ async def test_joined_hooks_run_in_scrapys_order():
     assert mgr.fetched and response.url == URL
 
 
+def joined_three(log: list[str], **middle) -> DownloaderMiddlewareManager:
+    """Three chainable recorders, a, b (with ``middle``'s behaviour) and c, their hooks joined."""
+    mgr = manager(ChainedRecorder("a", log), ChainedRecorder("b", log, **middle), ChainedRecorder("c", log))
+    chain_downloader_hooks(mgr)
+    return mgr
+
+
 @coroutine_test
 async def test_a_response_from_a_joined_request_hook_ends_the_chain():
     log: list[str] = []
     early = Response("http://example.test/early")
-    mgr = manager(ChainedRecorder("a", log), ChainedRecorder("b", log, returns=early), ChainedRecorder("c", log))
-    chain_downloader_hooks(mgr)
+    mgr = joined_three(log, returns=early)
     assert len(mgr.methods["process_request"]) == 1
     response = await download(mgr)
     assert response is early and not mgr.fetched
@@ -129,8 +135,7 @@ async def test_a_refusal_in_a_joined_hook_stops_the_rest():
 async def test_a_request_from_a_joined_response_hook_ends_the_chain():
     log: list[str] = []
     retry = Request("http://example.test/again")
-    mgr = manager(ChainedRecorder("a", log), ChainedRecorder("b", log, answers=retry), ChainedRecorder("c", log))
-    chain_downloader_hooks(mgr)
+    mgr = joined_three(log, answers=retry)
     assert len(mgr.methods["process_response"]) == 1
     assert await download(mgr) is retry
     assert log == ["a.request", "b.request", "c.request", "c.response", "b.response"]

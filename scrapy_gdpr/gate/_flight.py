@@ -18,23 +18,22 @@ class Flight:
     __slots__ = ("_waiters", "busy")
 
     def __init__(self) -> None:
-        self._waiters: list[Deferred[None]] | None = None
         #: The work is running now (an attribute: every request of a site reads it).
         self.busy = False
+        self._waiters: list[Deferred[None]] = []  # the requests waiting for the run in progress
 
     async def run(self, work: Callable[[], Awaitable[None]]) -> None:
         """Run ``work``; when it is already running, wait for that run to end instead."""
-        if self._waiters is not None:
+        if self.busy:
             d: Deferred[None] = Deferred()
             self._waiters.append(d)
             await maybe_deferred_to_future(d)
             return
-        self._waiters = []
         self.busy = True
         try:
             await work()
         finally:
-            waiters, self._waiters = self._waiters, None
+            waiters, self._waiters = self._waiters, []
             self.busy = False
             for d in waiters:
                 d.callback(None)

@@ -14,7 +14,7 @@ from scrapy_gdpr.audit import refuse
 from scrapy_gdpr.exceptions import PolicyViolation
 from scrapy_gdpr.gate.playwright import prepare_request, refused_navigation
 from scrapy_gdpr.gate.scope import policy_gate
-from scrapy_gdpr.internal import META_KEY, InternalMarker
+from scrapy_gdpr.internal import internal_kind
 
 if TYPE_CHECKING:
     from typing import Self
@@ -43,15 +43,12 @@ class PolicyGateMiddleware:
     async def process_request(self, request: Request) -> None:
         url = request.url
         gate = self.gate
-        meta = request.meta
-        marker = meta.get(META_KEY)
-        kind = marker.kind if marker.__class__ is InternalMarker else None  # internal_kind, inline
-        decided, refusal, host, index = gate.check_now(url, kind)
+        decided, refusal, host, index = gate.check_now(url, internal_kind(request))
         if not decided:  # the host's addresses are not checked yet
             refusal = await gate.check_network(host, index)
         if refusal is not None:
             raise refuse(self.runtime, url, refusal.reason, clause=refusal.clause, detail=refusal.detail)
-        if meta.get("playwright"):
+        if request.meta.get("playwright"):
             # the browser follows redirects itself: guard its page before it navigates
             prepare_request(self.crawler, request)
 

@@ -48,7 +48,7 @@ from scrapy_gdpr.gate.robots import (
 )
 from scrapy_gdpr.gate.rsl import RSL_META
 from scrapy_gdpr.gate.xmp import DMI_PURPOSES, read_data_mining
-from scrapy_gdpr.internal import META_KEY, InternalMarker, internal_meta
+from scrapy_gdpr.internal import internal_kind, internal_meta
 from scrapy_gdpr.shared.state import download_once, gate_state
 from scrapy_gdpr.urls import site_root
 
@@ -643,7 +643,7 @@ class OptOutMiddleware:
 
     # -- hooks ----------------------------------------------------------------------
     async def process_request(self, request: Request) -> None:
-        if not self.switches.tdmrep or request.meta.get(META_KEY).__class__ is InternalMarker:
+        if not self.switches.tdmrep or internal_kind(request):
             return
         origin = site_root(request.url)
         if origin is not None:
@@ -653,7 +653,7 @@ class OptOutMiddleware:
                 await self._tdmrep(origin)  # not fetched yet, in flight, or expired
 
     async def process_response(self, request: Request, response: Response) -> Response:
-        if request.meta.get(META_KEY).__class__ is InternalMarker:  # internal_kind, inline
+        if internal_kind(request):
             return response
         decision = self._decide_now(response, request)
         if not isinstance(decision, Decision):  # the origin's TDMRep file, or a C2PA manifest, to read first

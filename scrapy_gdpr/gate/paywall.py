@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from scrapy_gdpr._component import chainable, component_runtime
 from scrapy_gdpr.audit import Reason, refuse
-from scrapy_gdpr.internal import META_KEY, InternalMarker
+from scrapy_gdpr.internal import internal_kind
 
 if TYPE_CHECKING:
     from typing import Self
@@ -52,7 +52,7 @@ class PaymentRequiredMiddleware:
 
     # a coroutine: Scrapy awaits it as it is (a plain return value it wraps in one first)
     async def process_response(self, request: Request, response: Response) -> Response:
-        if response.status != 402 or not self.enabled or request.meta.get(META_KEY).__class__ is InternalMarker:
+        if response.status != 402 or not self.enabled or internal_kind(request):
             return response
         price = ""
         for name in PRICE_HEADERS:

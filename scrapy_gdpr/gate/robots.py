@@ -40,7 +40,7 @@ from scrapy_gdpr._component import chainable, component_runtime
 from scrapy_gdpr.audit import Reason, record, refuse
 from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.gate.politeness import parse_retry_after, slot_floors
-from scrapy_gdpr.internal import META_KEY, InternalMarker, internal_meta
+from scrapy_gdpr.internal import internal_kind, internal_meta
 from scrapy_gdpr.shared.state import download_once, gate_state
 from scrapy_gdpr.urls import origin_of, site_root
 
@@ -779,10 +779,9 @@ class RobotsGateMiddleware:
 
     # -- the hook --------------------------------------------------------------------
     async def process_request(self, request: Request) -> None:
-        meta = request.meta
-        marker = meta.get(META_KEY)
-        if marker.__class__ is InternalMarker and marker.kind in INTERNAL:  # internal_kind, inline
+        if internal_kind(request) in INTERNAL:
             return
+        meta = request.meta
         url = request.url
         if url.startswith(("data:", "file:")):
             return

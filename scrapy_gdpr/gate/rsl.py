@@ -65,7 +65,7 @@ from scrapy_gdpr.audit import Reason, refuse
 from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.gate._flight import Flight
 from scrapy_gdpr.gate.robots import PathPattern, _encode, url_path
-from scrapy_gdpr.internal import META_KEY, InternalMarker, download_internal, internal_meta
+from scrapy_gdpr.internal import download_internal, internal_kind, internal_meta
 from scrapy_gdpr.urls import origin_of
 
 if TYPE_CHECKING:
@@ -399,9 +399,9 @@ class LicenceMiddleware:
     async def process_request(self, request: Request) -> None:
         if not self.enabled:
             return
-        meta = request.meta
-        if meta.get(META_KEY).__class__ is InternalMarker:  # internal_kind, inline
+        if internal_kind(request):
             return
+        meta = request.meta
         meta.pop(RSL_META, None)  # a redirect copies the meta of the request it follows
         robots = self.runtime.robots
         url = request.url
@@ -428,7 +428,7 @@ class LicenceMiddleware:
         request.meta[RSL_META] = refusals
 
     async def process_response(self, request: Request, response: Response) -> Response:
-        if not self.enabled or request.meta.get(META_KEY).__class__ is InternalMarker:  # internal_kind, inline
+        if not self.enabled or internal_kind(request):
             return response
         headers = response.headers
         links = headers.getlist("Link") if "Link" in headers else None  # getlist raises and catches when absent

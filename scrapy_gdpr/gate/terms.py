@@ -29,7 +29,7 @@ from scrapy_gdpr._component import chainable, component_runtime
 from scrapy_gdpr.audit import Reason, record, refuse
 from scrapy_gdpr.gate._download import body_problem, capped, size_detail, too_large
 from scrapy_gdpr.gate._flight import Flight
-from scrapy_gdpr.internal import META_KEY, InternalMarker, internal_meta
+from scrapy_gdpr.internal import internal_kind, internal_meta
 from scrapy_gdpr.shared.state import download_once, gate_state
 
 if TYPE_CHECKING:
@@ -223,9 +223,7 @@ class TermsMiddleware:
         return None if best is None else best[0]
 
     async def process_request(self, request: Request) -> None:
-        meta = request.meta
-        marker = meta.get(META_KEY)
-        if marker.__class__ is InternalMarker and marker.kind in INTERNAL:  # internal_kind, inline
+        if internal_kind(request) in INTERNAL:
             return
         url = request.url
         parts = urlsplit(url, "", True)  # the gate (40) split it already: cached

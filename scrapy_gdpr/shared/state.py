@@ -94,16 +94,12 @@ class GateState:
     shared = False
     url = ""
 
-    @property
-    def along_providers(self) -> list[Callable[[str], tuple[str, str] | None]]:
-        """Functions of a page URL giving the ``(ns, key)`` of a per-site answer the crawl asks
-        for before that page (its site's robots.txt, ``tdmrep.json``), registered by the
-        components that ask for them: the first of them asked for a site reads the others
-        along (:meth:`along_with`, :meth:`get_or_lease`)."""
-        providers: list[Callable[[str], tuple[str, str] | None]] | None = self.__dict__.get("_along_providers")
-        if providers is None:
-            providers = self.__dict__["_along_providers"] = []
-        return providers
+    def __init__(self) -> None:
+        #: Functions of a page URL giving the ``(ns, key)`` of a per-site answer the crawl asks
+        #: for before that page (its site's robots.txt, ``tdmrep.json``), registered by the
+        #: components that ask for them: the first of them asked for a site reads the others
+        #: along (:meth:`along_with`, :meth:`get_or_lease`).
+        self.along_providers: list[Callable[[str], tuple[str, str] | None]] = []
 
     # -- politeness -----------------------------------------------------------------
     def reserve(self, host: str, interval: float, max_advance: float = MAX_ADVANCE_SECONDS) -> tuple[bool, float]:
@@ -216,6 +212,7 @@ class LocalState(GateState):
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self._next: dict[str, float] = {}
         self._blocked: dict[str, float] = {}
         self._values: dict[tuple[str, str], tuple[bytes, float]] = {}
@@ -357,6 +354,7 @@ class RedisState(GateState):
     shared = True
 
     def __init__(self, url: str, prefix: str = DEFAULT_PREFIX, *, timeout: float = 1.0) -> None:
+        super().__init__()
         try:
             import redis
         except ImportError as exc:  # pragma: no cover - the extra is missing
