@@ -651,3 +651,36 @@ def test_a_later_worker_reads_a_sites_answers_in_one_round_trip(tmp_path, prefix
     # the later one: one round trip per site (its terms check), robots.txt and TDMRep read along
     assert later_trips.get(asked + "terms") == 2, later_trips
     assert asked + "robots" not in later_trips and asked + "tdmrep" not in later_trips, later_trips
+
+
+def test_an_unreadable_shared_answer_is_fetched_again(tmp_path, prefix):
+    """A value under a shared answer's key that is not an answer (damaged, or written by
+    something else) is not taken for the site's answer, nor for a failed download (which
+    refuses the site's terms, or leaves TDMRep unset): the worker fetches the page itself,
+    says so, and stores a readable answer over it."""
+    from scrapy_gdpr.shared.state import RedisState
+
+    site = make_site(tmp_path / "site", crawl_delay=0.1, pages=1)
+    with MockServer(site=site, log=tmp_path / "access.log") as server:
+        project = make_project(tmp_path, server, REDIS_URL, prefix, ["slow"])
+        answers = {"robots": server.url("/robots.txt", host="slow.test"),
+                   "tdmrep": server.url("/.well-known/tdmrep.json", host="slow.test")}
+        client = redis_client()
+        for ns, url in answers.items():
+            client.set(f"{prefix}:cache:{ns}:{url}", b"\xff not an answer", px=60_000)
+        worker = start_worker(project, 0)
+        assert wait_all([worker]) == [0], logs(project)[-4000:]
+        requests = server.requests()
+    got = items(project)
+    assert server.url("/p0.html", host="slow.test") in got, got
+    for path in ("/robots.txt", "/.well-known/tdmrep.json"):
+        assert sum(1 for _, h, p in requests if h == "slow.test" and p == path) == 1, requests
+    log = logs(project)
+    assert "The shared answer for " + answers["robots"] + " cannot be read" in log
+    assert "'gdpr/state/tdmrep/unreadable': " in log
+    state = RedisState(REDIS_URL, prefix)
+    for ns, url in answers.items():
+        stored = state.get(ns, url)
+        assert stored is not None and json.loads(stored)["url"] == url  # a readable answer, stored over it
+    state.close()
+    client.close()

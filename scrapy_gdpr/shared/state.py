@@ -724,17 +724,18 @@ async def download_once(crawler: Crawler, request: Request, ns: str, ttl: float,
         return await download_internal(crawler, request)
     key = request.url
     along = state.read_along(ns, key)
-    if along is not None:
-        crawler.stats.inc_value(f"gdpr/state/{ns}/shared_hits")
-        return _decode_response(along, request)
+    if along is not None and (shared := _shared_answer(crawler, ns, along, request)) is not None:
+        return shared
     closing = _closing(crawler)
     while True:
         # one round trip: the cached answer, or else the lease when nobody holds it
         cached, leased = await call_shared(crawler, state.get_or_lease, ns, key, LEASE_SECONDS, also,
                                            closing=closing)
         if cached is not None:
-            crawler.stats.inc_value(f"gdpr/state/{ns}/shared_hits")
-            return _decode_response(cached, request)
+            shared = _shared_answer(crawler, ns, cached, request)
+            if shared is not None:
+                return shared
+            break  # unreadable: fetched again, and the answer stored over it
         if leased:
             break
         await sleep(POLL_SECONDS)
@@ -751,6 +752,21 @@ async def download_once(crawler: Crawler, request: Request, ns: str, ttl: float,
         if not released:
             with contextlib.suppress(StateUnavailable):  # the lease expires by itself
                 state.release(ns, key)
+
+
+def _shared_answer(crawler: Crawler, ns: str, data: bytes, request: Request) -> Response | None:
+    """The shared answer ``data`` as a response to ``request``, or None when it cannot be
+    read (a damaged or foreign value under the key): then the worker fetches the page
+    itself rather than take a failed download for the site's answer."""
+    try:
+        response = _decode_response(data, request)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # JSON, UTF-8, base64, its shape
+        crawler.stats.inc_value(f"gdpr/state/{ns}/unreadable")
+        logger.warning("The shared answer for %(url)s cannot be read (%(exc)s): fetching it again",
+                       {"url": request.url, "exc": f"{type(exc).__name__}: {exc}"}, extra={"spider": crawler.spider})
+        return None
+    crawler.stats.inc_value(f"gdpr/state/{ns}/shared_hits")
+    return response
 
 
 def _closing(crawler: Crawler) -> Any:
