@@ -18,11 +18,13 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
+import scrapy
 
 from tests.conftest import MockServer
 from tests.utils import (
     REDIS_URL,
     ROOT,
+    coroutine_test,
     redis_client,
     redis_prefix,  # noqa: F401 - the fixture `prefix` of these tests
     run_scrapy,
@@ -284,7 +286,7 @@ def test_redis_stopped_mid_crawl_stops_fetching_and_resumes(tmp_path, prefix):
             while time.monotonic() < deadline:
                 if sum(1 for r in server.requests() if r[2].startswith("/p")) >= 2:
                     break
-                time.sleep(0.1)
+                time.sleep(0.15)
             redis_proc.send_signal(signal.SIGTERM)
             redis_proc.wait(timeout=10)
             stopped = time.time()
@@ -522,7 +524,7 @@ def test_erasure_during_the_crawl_is_refused_by_every_worker_within_the_bound(tm
                              for n in range(3))
                 if opened and sum(1 for r in server.requests() if r[2].startswith("/p")) >= 6:
                     break
-                time.sleep(0.1)
+                time.sleep(0.15)
             # the workers still write their feeds: --wait 1 leaves those lines for a re-run
             erase = run_scrapy("gdpr-erase", "--spider", "fleet", "--domain", "slow.test", "--yes", "--wait", "1",
                                cwd=eraser, timeout=60)
@@ -537,7 +539,7 @@ def test_erasure_during_the_crawl_is_refused_by_every_worker_within_the_bound(tm
             while time.monotonic() < deadline and not all(
                     "Shared objection list: 1 new" in (machines[n] / "out" / f"log-{n}.txt").read_text(errors="replace")
                     for n in range(3)):
-                time.sleep(0.1)
+                time.sleep(0.15)
             probes = [server.url(f"/p{n}.html?probe={n}", host="slow.test") for n in range(3)]
             for n, project in enumerate(machines):
                 (project / "out" / "probe.tmp").write_text(probes[n], encoding="utf-8")
@@ -684,3 +686,87 @@ def test_an_unreadable_shared_answer_is_fetched_again(tmp_path, prefix):
         assert stored is not None and json.loads(stored)["url"] == url  # a readable answer, stored over it
     state.close()
     client.close()
+
+
+def make_photo_site(root: Path, pages: int) -> Path:
+    """Host ``photos.test``: an index linking ``pages`` pages with one photo each."""
+    host = root / "hosts" / "photos"
+    host.mkdir(parents=True)
+    (host / "robots.txt").write_text("User-agent: *\nAllow: /\n", encoding="utf-8")
+    photo = ROOT / "tests" / "data" / "faces" / "skimage_astronaut.png"
+    links = "".join(f'<a href="/q{i}.html">{i}</a>' for i in range(pages))
+    (host / "index.html").write_text(f"<html><body>{links}</body></html>", encoding="utf-8")
+    for i in range(pages):
+        shutil.copy(photo, host / f"u{i}.png")
+        (host / f"q{i}.html").write_text(f'<html><body><img src="/u{i}.png"></body></html>', encoding="utf-8")
+    (root / "default").mkdir()
+    shutil.copy(ROOT / "tests" / "site" / "default" / "terms.html", root / "default" / "terms.html")
+    return root
+
+
+class PhotoPages(scrapy.Spider):
+    name = "photos"
+
+    def __init__(self, url: str = "", **kw):
+        super().__init__(**kw)
+        self.url = url
+
+    async def start(self):
+        yield scrapy.Request(self.url)
+
+    def parse(self, response):
+        yield {"url": response.url, "image_urls": [response.urljoin(s) for s in response.css("img::attr(src)").getall()]}
+        for href in response.css("a::attr(href)").getall():
+            yield response.follow(href)
+
+
+@coroutine_test
+async def test_a_worker_with_a_busy_face_stage_takes_only_what_it_can_start_on(tmp_path, prefix):
+    """While its face stage works on an image, a worker takes a page from the shared queue
+    only when its work in hand (items in the media pipelines, downloads) is under what its
+    face pool holds plus one per thread: the pages stay in Redis for workers with room,
+    instead of being taken ``CONCURRENT_REQUESTS`` at a time each time a face slot frees,
+    and waiting here while the others run out of work."""
+    from scrapy import signals
+    from scrapy.utils.test import get_crawler
+
+    from scrapy_gdpr.faces.detector import build_detector
+    from tests.utils import addon_settings, install_face_pool
+
+    def slow_detector(*args, **kwargs):
+        inner = build_detector(*args, **kwargs)
+
+        class Slow:
+            name, version, runtime = inner.name, inner.version, inner.runtime
+
+            def detect(self, image):
+                time.sleep(0.15)
+                return inner.detect(image)
+
+        return Slow()
+
+    site = make_photo_site(tmp_path / "site", pages=45)
+    with MockServer(site=site) as server:
+        policy = write_policy(tmp_path / "policy.yaml", server, ["photos.test"])
+        crawler = get_crawler(PhotoPages, addon_settings(
+            tmp_path, policy, GDPR_STATE_URL=REDIS_URL, GDPR_STATE_PREFIX=prefix,
+            SCHEDULER_QUEUE_KEY=prefix + ":%(spider)s:requests", SCHEDULER_DUPEFILTER_KEY=prefix + ":%(spider)s:dupefilter",
+            GDPR_FACE_WORKERS=1, GDPR_FACE_QUEUE=2, CONCURRENT_REQUESTS=8, IMAGES_STORE=str(tmp_path / "images"),
+            ITEM_PIPELINES={"scrapy_gdpr.images.GdprImagesPipeline": 20}))
+        pool = install_face_pool(crawler, detector_factory=slow_detector)
+        taken_while_busy: list[int] = []  # work in hand when a page left while an image was worked on
+
+        def reached(request, spider=None):
+            if "/q" in request.url and pool.in_flight:
+                taken_while_busy.append(pool.items + len(crawler.engine.downloader.active))
+
+        crawler.signals.connect(reached, signal=signals.request_reached_downloader)
+        await crawler.crawl_async(url=server.url("/index.html", host="photos.test"))
+    stats = crawler.stats.get_stats()
+    assert stats.get("item_scraped_count") == 46, stats
+    assert stats.get("gdpr/faces/busy_seconds", 0) >= 45 * 0.15
+    # pages were taken while the face stage worked, never more than the pool holds + its
+    # thread in hand (this page itself included, and its photo's download once it starts)
+    assert len(taken_while_busy) >= 5, taken_while_busy
+    assert max(taken_while_busy) <= pool.queue + pool.workers + 1, taken_while_busy
+    assert stats.get("gdpr/queue/backlogged", 0) > 0

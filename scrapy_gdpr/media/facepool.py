@@ -117,6 +117,9 @@ class FacePool:
         #: Images waiting for a slot (all ``GDPR_FACE_QUEUE`` taken): the face stage is
         #: the bottleneck (a worker of a shared crawl then takes no more requests).
         self.waiting = 0
+        #: Items in the media pipelines (their files downloading, waiting for a slot or
+        #: in the face stage).
+        self.items = 0
         #: Images holding a slot now, and the most there ever were.
         self.in_flight = 0
         self.max_in_flight = 0

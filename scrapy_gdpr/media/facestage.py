@@ -205,6 +205,15 @@ class _MediaFaceStageMixin(_FaceStageMixin):
         self._setup_faces(crawler)
         self._checked = {}
 
+    async def process_item(self, item: Any, spider: Any = None) -> Any:
+        # counted while its media download and go through the face stage: what a worker of
+        # a shared crawl has in hand (scrapy_gdpr.shared.queue takes no more beyond it)
+        self.faces.items += 1
+        try:
+            return await super().process_item(item)  # type: ignore[misc]  # the media pipeline
+        finally:
+            self.faces.items -= 1
+
     def media_failed(self, failure: Failure, request: Request, info: MediaPipeline.SpiderInfo) -> NoReturn:
         # Scrapy's version replaces every processing error by a bare FileException
         # and logs it as a download error; a refusal is already audited and must

@@ -1026,17 +1026,27 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         return None
 
     def _backlogged(self) -> bool:
-        """Whether this worker has more images than its face pool holds (images wait for
-        a slot): it then takes no more requests, and leaves them in the shared queue for
-        workers with a free face pool, instead of taking in everything at the start of a
-        CPU-bound crawl and leaving the others idle."""
+        """Whether this worker's face stage has its hands full: images wait for a slot,
+        or, while it works on an image, the work in hand (items in the media pipelines,
+        downloads) is as much as its face pool holds plus one per thread. It then takes
+        no more requests, and leaves them in the shared queue for workers whose face
+        stage has room, instead of taking in a CPU-bound crawl's pages as fast as they
+        download each time a face slot frees, and leaving the others idle at the end.
+        A worker whose face stage is idle (no photos, or photos still downloading) is
+        not held back."""
         from scrapy_gdpr._component import component_runtime
 
         pool = component_runtime(self.crawler).face_pool
-        if pool is not None and pool.waiting > 0:
+        if pool is None:
+            return False
+        if pool.waiting > 0 or (pool.in_flight > 0 and self._in_hand(pool.items) >= pool.queue + pool.workers):
             self.stats.inc_value("gdpr/queue/backlogged")
             return True
         return False
+
+    def _in_hand(self, items: int) -> int:
+        engine = self.crawler.engine
+        return items + (len(engine.downloader.active) if engine is not None else 0)
 
     def _host_wait(self, request: Request) -> tuple[str, float]:
         engine = self.crawler.engine
