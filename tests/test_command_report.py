@@ -96,6 +96,11 @@ def test_report_writes_every_document(tmp_path):
     assert data["record"]["controller"]["name"] == "Example Research Ltd"
     assert {r["key"]: r["words"] for r in data["record"]["retention"]}["retention.images"] == "14 days"
     assert data["notice"]["product_token"] == "GdprTestBot"
+    # the margin as the redaction applies it: small faces get a wider one
+    assert data["handling"]["faces"]["margin"] == 0.25
+    assert data["handling"]["faces"]["margin_words"] == "25% of the face size (50% for faces under 40 px high)"
+    for name in ("test-gallery-review.html", "test-gallery-review.md"):
+        assert "(50% for faces under 40 px high)" in (out / name).read_text(encoding="utf-8"), name
 
 
 def test_documents_use_no_external_resources(tmp_path):

@@ -27,7 +27,7 @@ from scrapy import signals
 from scrapy_gdpr import __version__
 from scrapy_gdpr._component import component_runtime
 from scrapy_gdpr._html import breakable, c, e, figures, kv, page, plural, short_fingerprint, short_url, table, tag, ul
-from scrapy_gdpr.documents.vocabulary import FACE_ACTIONS, SENSITIVITY
+from scrapy_gdpr.documents.vocabulary import FACE_ACTIONS, SENSITIVITY, margin_words
 
 if TYPE_CHECKING:
     from typing import Self
@@ -379,7 +379,7 @@ _ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
 def _number(value: float, key: str = "") -> str:
     unit = LABELS.get(key, ("", None))[1]
     if key == "margin" and isinstance(value, float):
-        return f"{value:.0%} of the face size"
+        return e(margin_words(value))
     if unit == "second" and value >= 120:
         return e(_duration(value))
     if unit:

@@ -33,6 +33,7 @@ from scrapy_gdpr.documents.vocabulary import (
     _public_words,
     _seconds_words,
     _words,
+    margin_words,
 )
 
 if TYPE_CHECKING:
@@ -455,6 +456,7 @@ def _handling(policy: Policy) -> dict[str, Any]:
             "words": face_words,
             "art9": art9,
             "margin": faces.margin,
+            "margin_words": margin_words(faces.margin),
             "sensitivity": faces.sensitivity,
             "sensitivity_words": SENSITIVITY[faces.sensitivity],
             "min_confidence": faces.min_confidence,

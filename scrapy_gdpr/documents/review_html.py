@@ -133,7 +133,7 @@ def render_review_html(doc: dict[str, Any]) -> str:
         _kv([
             ("Action", _c(h["faces"]["action"])),
             ("Detection sensitivity", _e(h["faces"]["sensitivity_words"])),
-            ("Margin around a face", f"{h['faces']['margin']:.0%} of the face size"),
+            ("Margin around a face", _e(h["faces"]["margin_words"])),
             ("Minimum confidence", _e(h["faces"]["min_confidence"] if h["faces"]["min_confidence"] is not None
                                        else "the sensitivity's default")),
         ]),

@@ -111,7 +111,7 @@ def render_review_markdown(doc: dict[str, Any]) -> str:
     L += ["", "### Faces", "", f"**{_md(h['faces']['words'])}** {_md(h['faces']['art9'])}", "",
           f"- Action: {_mdc(h['faces']['action'])}",
           f"- Detection sensitivity: {_md(h['faces']['sensitivity_words'])}",
-          f"- Margin around a face: {h['faces']['margin']:.0%} of the face size", "",
+          f"- Margin around a face: {_md(h['faces']['margin_words'])}", "",
           "## 4. Opt-out signals honoured", ""]
     L += _md_table(["Signal", "Honoured", "Example"],
                    [[_md(s["signal"]), "yes" if s["honoured"] else "**no**", _mdc(s["example"])] for s in doc["opt_out"]])

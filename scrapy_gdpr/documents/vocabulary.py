@@ -138,3 +138,13 @@ def _contact_line(contact: dict[str, Any] | None) -> str:
     parts = [contact["name"]]
     parts += [contact[k] for k in ("email", "phone", "url", "address") if contact.get(k)]
     return ", ".join(parts)
+
+
+def margin_words(margin: float) -> str:
+    """The margin around a face as the redaction applies it (a small face gets a wider one)."""
+    from scrapy_gdpr.faces.redact import SMALL_FACE_HEIGHT, SMALL_FACE_MARGIN
+
+    words = f"{margin:.0%} of the face size"
+    if 0 < margin < SMALL_FACE_MARGIN:
+        words += f" ({SMALL_FACE_MARGIN:.0%} for faces under {SMALL_FACE_HEIGHT:.0f} px high)"
+    return words

@@ -206,8 +206,8 @@ class _MediaFaceStageMixin(_FaceStageMixin):
         self._checked = {}
 
     async def process_item(self, item: Any, spider: Any = None) -> Any:
-        # counted while its media download and go through the face stage: what a worker of
-        # a shared crawl has in hand (scrapy_gdpr.shared.queue takes no more beyond it)
+        # counted while its files download and go through the face stage: part of what a
+        # worker of a shared crawl has in hand (see Scheduler._backlogged)
         self.faces.items += 1
         try:
             return await super().process_item(item)  # type: ignore[misc]  # the media pipeline

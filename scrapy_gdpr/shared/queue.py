@@ -1039,14 +1039,14 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         pool = component_runtime(self.crawler).face_pool
         if pool is None:
             return False
-        if pool.waiting > 0 or (pool.in_flight > 0 and self._in_hand(pool.items) >= pool.queue + pool.workers):
+        full = pool.waiting > 0
+        if not full and pool.in_flight > 0:
+            engine = self.crawler.engine
+            downloads = len(engine.downloader.active) if engine is not None else 0
+            full = pool.items + downloads >= pool.queue + pool.workers
+        if full:
             self.stats.inc_value("gdpr/queue/backlogged")
-            return True
-        return False
-
-    def _in_hand(self, items: int) -> int:
-        engine = self.crawler.engine
-        return items + (len(engine.downloader.active) if engine is not None else 0)
+        return full
 
     def _host_wait(self, request: Request) -> tuple[str, float]:
         engine = self.crawler.engine
