@@ -397,3 +397,21 @@ def test_review_says_when_expired_data_is_deleted():
     measures = " ".join(doc["record"]["security_measures"])
     assert "deleted when scrapy gdpr-purge runs, which must be scheduled" in measures
     assert "settings.GDPR_PURGE_ON_OPEN" in {i["path"] for i in doc["checklist"] if i["kind"] == "check"}
+
+
+def test_the_margin_words_need_no_opencv():
+    """The review document and the compliance report (written at the end of every crawl)
+    state the small-face margin without importing OpenCV, which a crawl without images
+    never loads."""
+    import sys
+
+    from tests.utils import ROOT
+
+    code = ("import sys\nfrom scrapy_gdpr.documents.vocabulary import margin_words\n"
+            "print(margin_words(0.25)); print(margin_words(0.6)); print(margin_words(0.0))\n"
+            "print('cv2' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
+                            cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "25% of the face size (50% for faces under 40 px high)", "60% of the face size", "0% of the face size", "False"]

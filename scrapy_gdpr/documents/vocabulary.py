@@ -142,7 +142,7 @@ def _contact_line(contact: dict[str, Any] | None) -> str:
 
 def margin_words(margin: float) -> str:
     """The margin around a face as the redaction applies it (a small face gets a wider one)."""
-    from scrapy_gdpr.faces.redact import SMALL_FACE_HEIGHT, SMALL_FACE_MARGIN
+    from scrapy_gdpr.faces import SMALL_FACE_HEIGHT, SMALL_FACE_MARGIN
 
     words = f"{margin:.0%} of the face size"
     if 0 < margin < SMALL_FACE_MARGIN:

@@ -34,6 +34,11 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+# Boxes under SMALL_FACE_HEIGHT px are redacted with a margin of at least
+# SMALL_FACE_MARGIN: on dev-wider, 3 fewer faces of 20 px and more and 5 fewer under
+# 20 px left recognisable, for 0.4 points more of the non-face area.
+from scrapy_gdpr.faces import SMALL_FACE_HEIGHT, SMALL_FACE_MARGIN
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -52,11 +57,6 @@ PIXELATE_BLOCKS = 1.5
 FILL_BGR = (0, 0, 0)
 #: Pixels per cell of the intermediate image the blur is smoothed on.
 MID_PX = 4
-#: Boxes under this height (px) are redacted with a margin of at least
-#: SMALL_FACE_MARGIN: on dev-wider, 3 fewer faces of 20 px and more and 5 fewer
-#: under 20 px left recognisable, for 0.4 points more of the non-face area.
-SMALL_FACE_HEIGHT = 40.0
-SMALL_FACE_MARGIN = 0.5
 
 
 def _grown(d: Detection, margin: float, extra: float, w: int, h: int) -> tuple[int, int, int, int]:
