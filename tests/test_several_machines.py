@@ -286,7 +286,7 @@ def test_redis_stopped_mid_crawl_stops_fetching_and_resumes(tmp_path, prefix):
             while time.monotonic() < deadline:
                 if sum(1 for r in server.requests() if r[2].startswith("/p")) >= 2:
                     break
-                time.sleep(0.15)
+                time.sleep(0.1)
             redis_proc.send_signal(signal.SIGTERM)
             redis_proc.wait(timeout=10)
             stopped = time.time()
@@ -524,7 +524,7 @@ def test_erasure_during_the_crawl_is_refused_by_every_worker_within_the_bound(tm
                              for n in range(3))
                 if opened and sum(1 for r in server.requests() if r[2].startswith("/p")) >= 6:
                     break
-                time.sleep(0.15)
+                time.sleep(0.1)
             # the workers still write their feeds: --wait 1 leaves those lines for a re-run
             erase = run_scrapy("gdpr-erase", "--spider", "fleet", "--domain", "slow.test", "--yes", "--wait", "1",
                                cwd=eraser, timeout=60)
@@ -539,7 +539,7 @@ def test_erasure_during_the_crawl_is_refused_by_every_worker_within_the_bound(tm
             while time.monotonic() < deadline and not all(
                     "Shared objection list: 1 new" in (machines[n] / "out" / f"log-{n}.txt").read_text(errors="replace")
                     for n in range(3)):
-                time.sleep(0.15)
+                time.sleep(0.1)
             probes = [server.url(f"/p{n}.html?probe={n}", host="slow.test") for n in range(3)]
             for n, project in enumerate(machines):
                 (project / "out" / "probe.tmp").write_text(probes[n], encoding="utf-8")
