@@ -680,6 +680,8 @@ def test_an_unreadable_shared_answer_is_fetched_again(tmp_path, prefix):
     log = logs(project)
     assert "The shared answer for " + answers["robots"] + " cannot be read" in log
     assert "'gdpr/state/tdmrep/unreadable': " in log
+    # each found unreadable once, though read along with the terms page's answer first
+    assert "'gdpr/state/robots/unreadable': 1," in log and "'gdpr/state/tdmrep/unreadable': 1," in log, log[-3000:]
     state = RedisState(REDIS_URL, prefix)
     for ns, url in answers.items():
         stored = state.get(ns, url)

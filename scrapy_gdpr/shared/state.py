@@ -727,7 +727,9 @@ async def download_once(crawler: Crawler, request: Request, ns: str, ttl: float,
     if along is not None and (shared := _shared_answer(crawler, ns, along, request)) is not None:
         return shared
     closing = _closing(crawler)
-    while True:
+    # an answer read along that cannot be read is what the key holds: fetched again at once,
+    # not read (and found unreadable) a second time
+    while along is None:
         # one round trip: the cached answer, or else the lease when nobody holds it
         cached, leased = await call_shared(crawler, state.get_or_lease, ns, key, LEASE_SECONDS, also,
                                            closing=closing)
