@@ -772,3 +772,81 @@ async def test_a_worker_with_a_busy_face_stage_takes_only_what_it_can_start_on(t
     assert len(taken_while_busy) >= 5, taken_while_busy
     assert max(taken_while_busy) <= pool.queue + pool.workers + 1, taken_while_busy
     assert stats.get("gdpr/queue/backlogged", 0) > 0
+
+
+class WaitsForTheQueue(scrapy.Spider):
+    """A worker started with nothing of its own: it takes what other workers queue, and
+    stays open (as scrapy-redis's spiders do) until it has fetched ``wanted`` pages."""
+
+    name = "waits"
+    wanted = 1
+
+    async def start(self):
+        return
+        yield
+
+    @classmethod
+    def from_crawler(cls, crawler, *args, **kwargs):
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        spider.fetched = []
+        crawler.signals.connect(spider.idle, signal=scrapy.signals.spider_idle)
+        return spider
+
+    def idle(self):
+        if len(self.fetched) < self.wanted:
+            raise scrapy.exceptions.DontCloseSpider
+
+    def parse(self, response):
+        self.fetched.append(response.url)
+        yield {"url": response.url}
+        if len(self.fetched) >= self.wanted:
+            raise scrapy.exceptions.CloseSpider("finished")
+
+
+@coroutine_test
+async def test_an_idle_worker_takes_what_another_queues_at_once(tmp_path, prefix):
+    """A worker whose pop found the shared queue empty would look again only a second
+    later (QUIET_SECONDS): at the start of a crawl, the workers that did not get a start
+    URL sat out that second while the first pages' links were queued. The push into the
+    empty queue wakes it: it takes the request before its quiet second is over."""
+    import asyncio
+
+    from scrapy import signals
+    from scrapy.utils.test import get_crawler
+
+    from scrapy_gdpr._component import component_runtime
+    from scrapy_gdpr.shared import queue as redisqueue
+    from tests.utils import addon_settings
+
+    site = make_photo_site(tmp_path / "site", pages=1)
+    with MockServer(site=site) as server:
+        policy = write_policy(tmp_path / "policy.yaml", server, ["photos.test"])
+        queue_key = prefix + ":%(spider)s:requests"
+        crawler = get_crawler(WaitsForTheQueue, addon_settings(
+            tmp_path, policy, GDPR_STATE_URL=REDIS_URL, GDPR_STATE_PREFIX=prefix,
+            SCHEDULER_QUEUE_KEY=queue_key, SCHEDULER_DUPEFILTER_KEY=prefix + ":%(spider)s:dupefilter",
+            TWISTED_DNS_RESOLVER="tests.utils.LocalResolver"))
+        reached: list[float] = []
+        crawler.signals.connect(lambda request, spider=None: reached.append(time.monotonic()),
+                                signal=signals.request_reached_downloader, weak=False)
+        crawl = asyncio.ensure_future(crawler.crawl_async())
+        # the worker opens, pops the empty queue and goes quiet
+        deadline = time.monotonic() + 30
+        scheduler = None
+        while time.monotonic() < deadline:
+            scheduler = component_runtime(crawler).shared_queue if crawler.spider is not None else None
+            if scheduler is not None and scheduler._quiet_until > time.monotonic() + 0.5:
+                break
+            await asyncio.sleep(0.02)
+        assert scheduler is not None and isinstance(scheduler, redisqueue.Scheduler)
+        quiet_until = scheduler._quiet_until
+        assert quiet_until - time.monotonic() > 0.5  # without a wake-up it would look again only then
+        # another worker queues a page (the queue's own push, as that worker's scheduler does)
+        other = redisqueue.JsonPriorityQueue(redis_client(), crawler.spider, queue_key, ttl=60.0)
+        other.push(scrapy.Request(server.url("/q0.html", host="photos.test"), callback=crawler.spider.parse))
+        await crawl
+    assert crawler.spider.fetched == [server.url("/q0.html", host="photos.test")]
+    # the page (after the site's robots.txt, terms page and TDMRep file) before the quiet second was over
+    assert reached and reached[0] < quiet_until, (reached, quiet_until)
+    stats = crawler.stats.get_stats()
+    assert stats.get("gdpr/queue/woken", 0) >= 1, stats

@@ -319,6 +319,57 @@ def test_push_unseen_filters_and_queues_in_one_round_trip(prefix):
     assert queue.pop().url == "https://b.test/4" and queue.pop() is None
 
 
+def _woken_within(queue: redisqueue.JsonPriorityQueue, seconds: float = 2.0) -> bool:
+    """Whether ``queue`` is woken within ``seconds`` (a message crosses the network)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if queue.woken():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_push_into_the_empty_queue_wakes_the_idle_workers(prefix):
+    """The push that puts the first entry in an empty queue publishes on the queue's
+    wake-up channel in its own round trip, and every listening worker reads it without
+    one; a push into a queue that has entries publishes nothing (no message per request),
+    and a pop that puts a stopped worker's requests back wakes the others too."""
+    from scrapy.utils.request import RequestFingerprinter
+
+    client = redis_client()
+    spider = Sp()
+    key = prefix + ":%(spider)s:requests"
+    df = redisqueue.ExpiringDupeFilter(client, prefix + ":seen", 5.0, RequestFingerprinter())
+    idle = redisqueue.JsonPriorityQueue(client, spider, key, ttl=5.0)
+    other = redisqueue.JsonPriorityQueue(client, spider, key, ttl=5.0, requeue_after=0.2)  # another worker
+    assert not idle.woken()  # not listening yet: never woken
+    idle.listen()
+    try:
+        assert idle.pop() is None and not idle.woken()
+        first, second = (Request(f"https://a.test/{n}", callback=spider.parse) for n in (1, 2))
+        assert other.push_unseen(first, other.encode(first), df) == 0
+        assert other.trips == {"seen_push": 1}  # the wake-up went in the push's round trip
+        assert _woken_within(idle)
+        assert not idle.woken()  # read once
+        other.push_unseen(second, other.encode(second), df)
+        assert not _woken_within(idle, 0.3)  # the queue was not empty: no message
+        assert idle.pop().url == "https://a.test/1"
+        assert not _woken_within(idle, 0.3)  # a pop that puts nothing back: no message
+        # a worker stops holding a request: the next pop, after its deadline, puts it back
+        held = other.pop()
+        assert held.url == "https://a.test/2" and idle.pop() is None
+        other.forget([held.meta[redisqueue.INFLIGHT_META]])
+        time.sleep(0.25)
+        assert other.pop().url == "https://a.test/2" and other.requeued == 1
+        assert _woken_within(idle)
+        # a request queued as it is (dont_filter, or put back when a worker closes)
+        other.push(Request("https://a.test/3", callback=spider.parse))
+        assert _woken_within(idle)
+    finally:
+        idle.stop_listening()
+    assert not idle.woken()
+
+
 def test_seen_fingerprints_expire(prefix):
     from scrapy.utils.request import RequestFingerprinter
 

@@ -23,6 +23,14 @@ through Redis. This module keeps its scheduler and changes what the gate needs:
   request is one live worker's turn (a counter, so consecutive ones go to different
   workers); when it falls due, the pop script hands it out only to that worker until
   it is overdue by :data:`TURN_GRACE_SECONDS`, then to anyone.
+* **Idle workers woken.** A worker whose pop found the queue empty looks again a
+  second later (:data:`QUIET_SECONDS`), unless a push wakes it first: the push that
+  puts the first entry in an empty queue (and a pop that puts a stopped worker's
+  requests back) publishes on the queue's wake-up channel (``<queue key>:wake``),
+  in the same round trip; every worker listens on it and reads it, without a round
+  trip, at most :data:`WAKE_SECONDS` later. At the start of a crawl, when the first
+  workers take the start URLs and the others would otherwise sit out a second
+  before the first links are queued, and whenever a narrow crawl runs dry.
 * **A busy face stage.** A worker whose face pool has images waiting for a slot takes
   no more requests until one is free: they stay in Redis for workers with room.
 * **Killed workers.** A popped request is also written to an in-flight set with a
@@ -45,6 +53,7 @@ through Redis. This module keeps its scheduler and changes what the gate needs:
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -317,6 +326,8 @@ for _, id in ipairs(lost) do
   redis.call('ZREM', KEYS[3], id)
   redis.call('HDEL', KEYS[4], id)
 end
+-- a stopped worker's requests back in the queue: the idle workers may take them
+if #lost > 0 then redis.call('PUBLISH', KEYS[1] .. ':wake', '1') end
 local top = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #top == 0 then
   local left = redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3])
@@ -395,7 +406,8 @@ return set_aside(KEYS[1], KEYS[2], KEYS[3], now, tonumber(ARGV[1]), tonumber(ARG
 # (0: forever), ARGV[3] entry, ARGV[4] its score, ARGV[5] key lifetime ms (0: none), ARGV[6] 0 = queue
 # it, else set it aside for that many ms (after the host's horizon), ARGV[7] the host's interval ms. The
 # duplicate filter and the push in one round trip: {-1, 0} = seen (not queued), else {the ms until it
-# can be popped, its turn (0 when queued)}.
+# can be popped, its turn (0 when queued)}. The first entry of an empty queue wakes the idle workers
+# (a message on the queue's wake-up channel, "<KEYS[2]>:wake").
 _SEEN_PUSH = _SET_ASIDE + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -415,6 +427,7 @@ redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), ARGV[3])
 if tonumber(ARGV[5]) > 0 then
   for i = 2, 5 do redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[5])) end
 end
+if redis.call('ZCARD', KEYS[2]) == 1 then redis.call('PUBLISH', KEYS[2] .. ':wake', '1') end
 return {0, 0}
 """
 
@@ -436,6 +449,9 @@ class JsonPriorityQueue:
         self.inflight_data = self.key + ":inflight-data"
         self.workers_key = self.key + ":workers"
         self.turn_key = self.key + ":turn"
+        #: the channel a push into an empty queue publishes on (see :meth:`listen`)
+        self.wake_channel = self.key + ":wake"
+        self._wakeups: Any = None
         self.ttl = ttl
         #: seconds a set-aside request that has fallen due waits for the worker whose turn it is
         self.grace = grace
@@ -492,6 +508,7 @@ class JsonPriorityQueue:
         if self.ttl:
             for key in self.keys():
                 pipe.pexpire(key, int(self.ttl * 1000))
+        pipe.publish(self.wake_channel, "1")  # idle workers may take it (same round trip)
         pipe.execute()
 
     def push_unseen(self, request: Request, data: bytes, df: ExpiringDupeFilter,
@@ -507,6 +524,29 @@ class JsonPriorityQueue:
                   max(0, int(wait * 1000)), int(interval * 1000) if host else 0])
         self.my_turn = self.is_mine(int(turn))
         return None if int(due) < 0 else int(due) / 1000
+
+    def listen(self) -> None:
+        """Listen on the wake-up channel (one connection of its own, opened here), on
+        which a push into the empty queue publishes: :meth:`woken` then says so."""
+        if self._wakeups is None:
+            wakeups = self.server.pubsub(ignore_subscribe_messages=True)
+            wakeups.subscribe(self.wake_channel)
+            self._wakeups = wakeups
+
+    def woken(self) -> bool:
+        """Whether a wake-up was published since the last call (the messages that have
+        arrived are read from this worker's socket: no round trip, never waits)."""
+        if self._wakeups is None:
+            return False
+        woken = False
+        while self._wakeups.get_message(timeout=0.0) is not None:
+            woken = True
+        return woken
+
+    def stop_listening(self) -> None:
+        wakeups, self._wakeups = self._wakeups, None
+        if wakeups is not None:
+            wakeups.close()
 
     def is_mine(self, turn: int) -> bool:
         """Whether a set-aside request's ``turn`` is this worker's, as its last pop saw the live workers."""
@@ -767,6 +807,7 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
             if self.flush_on_start:
                 self.flush()
             n = len(self.queue)
+            self.queue.listen()
         except self._errors as exc:
             self._down(exc)
             return
@@ -801,7 +842,7 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         request that has become ready (set aside and now due, or queued by another
         worker) and hand it to the engine with ``engine.crawl()``, which then asks for
         more (:meth:`enqueue_request` keeps it here, it is not queued again)."""
-        if time.monotonic() < self._quiet_until or self._ready:
+        if self._ready or (time.monotonic() < self._quiet_until and not self._woken()):
             return  # the queue was empty and nothing set aside falls due before then
         engine = self.crawler.engine
         if engine is None or engine.spider is None or not engine.running or self._close_asked:
@@ -837,6 +878,20 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
             if self._wake_call is not None:
                 self._wake_call.cancel()
             self._wake_call = call_later(seconds, self._wake_due)
+
+    def _woken(self) -> bool:
+        """Whether another worker has queued a request since this worker found the queue
+        empty (its wake-up message; read without a round trip). It then looks at once."""
+        if self._down_since is not None:
+            return False  # the pops notice when Redis answers again
+        try:
+            woken = self.queue.woken()
+        except self._errors:
+            return False  # the next pop notices, and says so
+        if woken:
+            self._quiet_until = float("-inf")
+            self.stats.inc_value("gdpr/queue/woken")
+        return woken
 
     def _wake_due(self) -> None:
         self._wake_call = None
@@ -878,6 +933,8 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         if self._wake_call is not None:
             self._wake_call.cancel()
             self._wake_call = None
+        with contextlib.suppress(*self._errors):
+            self.queue.stop_listening()
         return deferred_from_coro(self._close())
 
     async def _close(self) -> None:
@@ -984,9 +1041,10 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
             return self._ready.pop(0)
         if self._backlogged():
             return None
-        if time.monotonic() < self._quiet_until and not self._held:
-            # the queue was empty and nothing set aside falls due before then: the engine
-            # asks after every event, the waker asks again when it is time
+        if time.monotonic() < self._quiet_until and not self._held and not self._woken():
+            # the queue was empty and nothing set aside falls due before then, and no
+            # other worker has queued anything since: the engine asks after every event,
+            # the waker asks again when it is time
             return None
         try:
             self._flush_held()
