@@ -449,3 +449,36 @@ def test_mediapipe_is_imported_without_matplotlib(before, early):
     # not imported by the detector (when pyplot was there first, MediaPipe is imported as it
     # is); used later, the real modules
     assert rest == f"{early} True module module", result.stdout
+
+
+def test_native_lines_kept_off_stderr_while_logged_lines_wait(capfd: pytest.CaptureFixture[str]) -> None:
+    """While a detector is built, what native code writes to file descriptor 2 goes to
+    the null device; a line another thread logs to stderr meanwhile waits for the
+    handler and is written afterwards, not lost."""
+    import logging
+    import os
+    import threading
+
+    stream = open(2, "w", closefd=False, encoding="utf-8")  # stderr itself, closed below
+    handler = logging.StreamHandler(stream)
+    log = logging.getLogger("tests.native_stderr")
+    log.addHandler(handler)
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    try:
+        logged = threading.Event()
+        with detector_module.native_stderr_quiet():
+            os.write(2, b"NATIVE start-up line\n")
+            other = threading.Thread(target=lambda: (log.info("LOGGED meanwhile"), logged.set()))
+            other.start()
+            assert not logged.wait(0.2)  # held while descriptor 2 points elsewhere
+            os.write(2, b"NATIVE second line\n")
+        other.join(5)
+        assert logged.is_set()
+        os.write(2, b"after\n")
+    finally:
+        log.removeHandler(handler)
+        stream.close()
+    err = capfd.readouterr().err
+    assert "NATIVE" not in err
+    assert err.index("LOGGED meanwhile") < err.index("after")

@@ -79,6 +79,27 @@ class DroppedSpider(scrapy.Spider):
         return None
 
 
+class KeepPhoto:
+    """Writes the checked bytes the item holds at the end (JSON feeds cannot carry bytes)."""
+
+    def process_item(self, item):
+        with open("out/photo.out", "wb") as fh:
+            fh.write(item["image_bytes"])
+        return item
+
+
+class PhotoSpider(scrapy.Spider):
+    """Image bytes through the face stage, its detector built on first use."""
+
+    name = "photo"
+    start_urls = [BASE + "/index.html"]
+    custom_settings = {{"ITEM_PIPELINES": {{KeepPhoto: 900}}}}
+
+    def parse(self, response):
+        with open({image!r}, "rb") as fh:
+            yield {{"url": response.url, "image_bytes": fh.read()}}
+
+
 class FacesSpider(scrapy.Spider):
     """Image bytes while the face model cannot be loaded."""
 
@@ -200,6 +221,18 @@ def test_crawl_from_a_sub_folder_finds_the_policy(tmp_path, mockserver):
     assert (project / "out" / "audit-ok.jsonl").exists()
     assert (project / "out" / "ledger.sqlite3").exists()
     assert not (sub / "out").exists()
+
+
+def test_a_crawl_with_nolog_prints_nothing_not_even_the_face_models(tmp_path, mockserver):
+    """``--nolog`` (or cron, which mails what a job prints): a crawl whose face stage
+    builds its detector prints nothing, not MediaPipe's own start-up lines either."""
+    project = make_project(tmp_path, mockserver)
+    result = crawl(project, "photo", "--nolog")
+    assert result.returncode == 0, result.stderr[-3000:]
+    checked = (project / "out" / "photo.out").read_bytes()
+    original = (DATA / "images" / "face-baseline.jpg").read_bytes()
+    assert checked[:3] == b"\xff\xd8\xff" and checked != original  # the face stage's rendition
+    assert result.stderr == "" and result.stdout == "", result.stderr
 
 
 def test_missing_policy_names_the_absolute_path(tmp_path, mockserver):

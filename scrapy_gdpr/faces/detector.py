@@ -27,13 +27,15 @@ one per thread with :func:`build_detector`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
+import logging
 import os
 import sys
 import threading
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -539,6 +541,62 @@ def import_mediapipe() -> Any:
                     del sys.modules[name]
 
 
+def _stderr_handlers() -> list[logging.Handler]:
+    """The logging handlers that write to the process's stderr (file descriptor 2)."""
+    loggers: list[Any] = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    found: dict[int, logging.Handler] = {}
+    for log in loggers:
+        for handler in getattr(log, "handlers", ()):
+            stream = getattr(handler, "stream", None)
+            try:
+                to_stderr = stream is not None and stream.fileno() == 2
+            except (AttributeError, OSError, ValueError):
+                to_stderr = False
+            if to_stderr:
+                found[id(handler)] = handler
+    return list(found.values())
+
+
+@contextlib.contextmanager
+def native_stderr_quiet() -> Iterator[None]:
+    """Keep what native code writes to stderr (file descriptor 2) meanwhile off it.
+
+    MediaPipe's graph writes four lines of its own to stderr when a detector is built
+    (absl's "All log messages before absl::InitializeLog() ...", "GPU support is not
+    available", "Created TensorFlow Lite XNNPACK delegate for CPU", the feedback
+    manager's warning), whatever Python's logging says and whatever the environment
+    asks (``GLOG_minloglevel``, ``TF_CPP_MIN_LOG_LEVEL``): a crawl run with ``--nolog``,
+    or from cron, would print them at its first image. While the detector is built,
+    descriptor 2 points at the null device. The logging handlers that write to stderr
+    are held meanwhile, so a line another thread logs then waits (a few milliseconds)
+    and is written afterwards, not lost.
+    """
+    handlers = _stderr_handlers()
+    for handler in handlers:
+        handler.acquire()
+    try:
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr to keep clean
+            yield
+            return
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, 2)
+            finally:
+                os.close(null)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+    finally:
+        for handler in reversed(handlers):
+            handler.release()
+
+
 class BlazeFaceShort:
     """MediaPipe's short-range BlazeFace through the Tasks API (which, unlike
     ``mp.solutions``, honours thresholds below 0.5). One instance per thread."""
@@ -559,7 +617,8 @@ class BlazeFaceShort:
             min_suppression_threshold=0.3,
         )
         self._mp = mp
-        self._detector = _MPFaceDetector.create_from_options(options)
+        with native_stderr_quiet():  # MediaPipe's own start-up lines, not the crawl's
+            self._detector = _MPFaceDetector.create_from_options(options)
 
     def run(self, image_bgr: NDArray[Any]) -> NDArray[Any]:
         rgb = np.ascontiguousarray(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
