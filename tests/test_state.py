@@ -370,6 +370,46 @@ def test_a_push_into_the_empty_queue_wakes_the_idle_workers(prefix):
     assert not idle.woken()
 
 
+def test_a_redis_user_without_channels_still_queues_and_is_told_why_it_is_not_woken(prefix, caplog):
+    """Redis 7 gives a new ACL user no pub/sub channels: the pushes still queue (the
+    wake-up is published with ``redis.pcall``, its refusal ignored), and a worker that
+    cannot subscribe says so with the fix, and looks again once a second instead."""
+    import logging
+    import uuid
+
+    import redis
+    from scrapy.utils.request import RequestFingerprinter
+
+    admin = redis_client()
+    user = f"gdpr-test-{uuid.uuid4().hex[:8]}"
+    admin.acl_setuser(user, enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all"], reset_channels=True)
+    try:
+        kwargs = admin.connection_pool.connection_kwargs
+        client = redis.Redis(host=kwargs["host"], port=kwargs["port"], db=kwargs.get("db", 0), username=user,
+                             password="pw")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.publish(prefix + ":probe", "1")  # the user may indeed not publish
+        spider = Sp()
+        key = prefix + ":%(spider)s:requests"
+        df = redisqueue.ExpiringDupeFilter(client, prefix + ":seen", 5.0, RequestFingerprinter())
+        idle = redisqueue.JsonPriorityQueue(client, spider, key, ttl=5.0)
+        other = redisqueue.JsonPriorityQueue(client, spider, key, ttl=5.0)
+        with caplog.at_level(logging.INFO, logger="scrapy_gdpr.shared.queue"):
+            idle.listen()
+        assert "Idle workers are not woken when requests are queued" in caplog.text
+        assert f"ACL SETUSER <user> &{idle.wake_channel}" in caplog.text
+        assert idle.pop() is None
+        first = Request("https://a.test/1", callback=spider.parse)
+        assert other.push_unseen(first, other.encode(first), df) == 0  # queued all the same
+        other.push(Request("https://a.test/2", callback=spider.parse, dont_filter=True))
+        assert not idle.woken()
+        assert {idle.pop().url, idle.pop().url} == {"https://a.test/1", "https://a.test/2"}
+        idle.stop_listening()
+        client.close()
+    finally:
+        admin.acl_deluser(user)
+
+
 def test_seen_fingerprints_expire(prefix):
     from scrapy.utils.request import RequestFingerprinter
 

@@ -327,7 +327,7 @@ for _, id in ipairs(lost) do
   redis.call('HDEL', KEYS[4], id)
 end
 -- a stopped worker's requests back in the queue: the idle workers may take them
-if #lost > 0 then redis.call('PUBLISH', KEYS[1] .. ':wake', '1') end
+if #lost > 0 then redis.pcall('PUBLISH', KEYS[1] .. ':wake', '1') end
 local top = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #top == 0 then
   local left = redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3])
@@ -407,7 +407,14 @@ return set_aside(KEYS[1], KEYS[2], KEYS[3], now, tonumber(ARGV[1]), tonumber(ARG
 # it, else set it aside for that many ms (after the host's horizon), ARGV[7] the host's interval ms. The
 # duplicate filter and the push in one round trip: {-1, 0} = seen (not queued), else {the ms until it
 # can be popped, its turn (0 when queued)}. The first entry of an empty queue wakes the idle workers
-# (a message on the queue's wake-up channel, "<KEYS[2]>:wake").
+# (a message on the queue's wake-up channel, "<KEYS[2]>:wake"). Every PUBLISH is a redis.pcall: a Redis
+# user whose ACL does not let it publish there still queues (its workers then look once a second).
+# ARGV[1] the wake-up channel (see _SEEN_PUSH)
+_WAKE = """
+redis.pcall('PUBLISH', ARGV[1], '1')
+return 0
+"""
+
 _SEEN_PUSH = _SET_ASIDE + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -427,7 +434,7 @@ redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), ARGV[3])
 if tonumber(ARGV[5]) > 0 then
   for i = 2, 5 do redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[5])) end
 end
-if redis.call('ZCARD', KEYS[2]) == 1 then redis.call('PUBLISH', KEYS[2] .. ':wake', '1') end
+if redis.call('ZCARD', KEYS[2]) == 1 then redis.pcall('PUBLISH', KEYS[2] .. ':wake', '1') end
 return {0, 0}
 """
 
@@ -466,6 +473,7 @@ class JsonPriorityQueue:
         self._delay = server.register_script(_DELAY)
         self._renew = server.register_script(_RENEW)
         self._seen_push = server.register_script(_SEEN_PUSH)
+        self._wake = server.register_script(_WAKE)
         #: in-flight ids this worker holds (their deadlines are renewed while it lives)
         self.held: set[str] = set()
         #: in-flight ids done and not yet removed from Redis (sent with the next pop)
@@ -508,7 +516,7 @@ class JsonPriorityQueue:
         if self.ttl:
             for key in self.keys():
                 pipe.pexpire(key, int(self.ttl * 1000))
-        pipe.publish(self.wake_channel, "1")  # idle workers may take it (same round trip)
+        self._wake(args=[self.wake_channel], client=pipe)  # idle workers may take it (same round trip)
         pipe.execute()
 
     def push_unseen(self, request: Request, data: bytes, df: ExpiringDupeFilter,
@@ -529,23 +537,47 @@ class JsonPriorityQueue:
         """Listen on the wake-up channel (one connection of its own, opened here), on
         which a push into the empty queue publishes: :meth:`woken` then says so."""
         if self._wakeups is None:
+            from redis.exceptions import ResponseError
+
             wakeups = self.server.pubsub(ignore_subscribe_messages=True)
-            wakeups.subscribe(self.wake_channel)
             self._wakeups = wakeups
+            try:
+                wakeups.subscribe(self.wake_channel)
+                # Redis's answer (at once): a refusal (an ACL without the channel) is an error here
+                wakeups.get_message(timeout=1.0)
+            except ResponseError as exc:
+                self._not_listening(exc)
 
     def woken(self) -> bool:
         """Whether a wake-up was published since the last call (the messages that have
         arrived are read from this worker's socket: no round trip, never waits)."""
-        if self._wakeups is None:
+        if not self._wakeups:
             return False
+        from redis.exceptions import ResponseError
+
         woken = False
-        while self._wakeups.get_message(timeout=0.0) is not None:
-            woken = True
+        try:
+            while self._wakeups.get_message(timeout=0.0) is not None:
+                woken = True
+        except ResponseError as exc:
+            self._not_listening(exc)
         return woken
+
+    def _not_listening(self, exc: Exception) -> None:
+        """Redis refused the subscription (e.g. NOPERM): no wake-ups, said once, with the fix."""
+        if self._wakeups:
+            with contextlib.suppress(Exception):
+                self._wakeups.close()
+        self._wakeups = False
+        logger.info(
+            "Idle workers are not woken when requests are queued: Redis refused to subscribe to %(channel)s "
+            "(%(exc)s); they look again once a second. Fix: allow the Redis user the channel "
+            "(ACL SETUSER <user> &%(channel)s)", {"channel": self.wake_channel, "exc": exc},
+            extra={"spider": self.spider})
 
     def stop_listening(self) -> None:
         wakeups, self._wakeups = self._wakeups, None
-        if wakeups is not None:
+        if wakeups:
             wakeups.close()
 
     def is_mine(self, turn: int) -> bool:
