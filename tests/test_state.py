@@ -14,6 +14,7 @@ from scrapy_gdpr.shared import queue as redisqueue
 from scrapy_gdpr.shared.state import LocalState, RedisState, StateUnavailable, open_state
 from tests.utils import (
     REDIS_URL,
+    free_port,
     redis_client,
     redis_prefix,  # noqa: F401 - the fixture `prefix` of these tests
 )
@@ -368,6 +369,33 @@ def test_a_push_into_the_empty_queue_wakes_the_idle_workers(prefix):
     finally:
         idle.stop_listening()
     assert not idle.woken()
+
+
+def test_listening_while_redis_is_unreachable_is_tried_again(prefix):
+    """A worker that opens while Redis is unreachable is not left listening on a dead
+    subscription: ``listen`` raises (the scheduler counts Redis as down) and leaves the
+    queue not listening, so that it listens when Redis answers again."""
+    import redis
+    from scrapy.settings import Settings
+    from scrapy_redis import connection
+
+    spider = Sp()
+    key = prefix + ":%(spider)s:requests"
+    # a worker's client, as scrapy-redis makes it (no back-off between retries)
+    down = connection.from_settings(Settings({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}))
+    queue = redisqueue.JsonPriorityQueue(down, spider, key, ttl=5.0)
+    assert queue.listening is None
+    with pytest.raises(redis.exceptions.ConnectionError):
+        queue.listen()
+    assert queue.listening is None and not queue.woken()
+    queue.server = redis_client()  # Redis answers again
+    queue.listen()
+    assert queue.listening
+    other = redisqueue.JsonPriorityQueue(redis_client(), spider, key, ttl=5.0)
+    other.push(Request("https://a.test/1", callback=spider.parse))
+    assert _woken_within(queue)
+    queue.stop_listening()
+    assert queue.listening is None
 
 
 def test_a_redis_user_without_channels_still_queues_and_is_told_why_it_is_not_woken(prefix, caplog):

@@ -540,13 +540,23 @@ class JsonPriorityQueue:
             from redis.exceptions import ResponseError
 
             wakeups = self.server.pubsub(ignore_subscribe_messages=True)
-            self._wakeups = wakeups
             try:
                 wakeups.subscribe(self.wake_channel)
                 # Redis's answer (at once): a refusal (an ACL without the channel) is an error here
                 wakeups.get_message(timeout=1.0)
             except ResponseError as exc:
+                self._wakeups = wakeups
                 self._not_listening(exc)
+            except BaseException:
+                wakeups.close()  # Redis unreachable: the caller says so; listen again later
+                raise
+            else:
+                self._wakeups = wakeups
+
+    @property
+    def listening(self) -> bool | None:
+        """Whether this worker listens for wake-ups (None: not yet; False: Redis refused)."""
+        return None if self._wakeups is None else bool(self._wakeups)
 
     def woken(self) -> bool:
         """Whether a wake-up was published since the last call (the messages that have
@@ -1024,6 +1034,10 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         if self._down_since is not None:
             self._down_since = None
             outage(self.crawler).up()
+            if self.queue.listening is None:
+                # Redis was unreachable when the spider opened: listen now that it answers
+                with contextlib.suppress(*self._errors):
+                    self.queue.listen()
 
     def _flush_held(self) -> None:
         while self._held:
