@@ -398,6 +398,26 @@ def test_listening_while_redis_is_unreachable_is_tried_again(prefix):
     assert queue.listening is None
 
 
+def test_a_subscription_whose_connection_is_killed_still_wakes(prefix):
+    """The subscription's own connection closed by Redis (``CLIENT KILL``, a restart, a
+    proxy's idle timeout): the worker is still woken by the next push."""
+    from scrapy.settings import Settings
+    from scrapy_redis import connection
+
+    spider = Sp()
+    key = prefix + ":%(spider)s:requests"
+    idle = redisqueue.JsonPriorityQueue(connection.from_settings(Settings({"REDIS_URL": REDIS_URL})), spider, key,
+                                        ttl=5.0)
+    idle.listen()
+    host, port = idle._wakeups.connection._sock.getsockname()[:2]
+    admin = redis_client()
+    assert admin.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}") == 1
+    assert not _woken_within(idle, 0.2)
+    redisqueue.JsonPriorityQueue(admin, spider, key, ttl=5.0).push(Request("https://a.test/1", callback=spider.parse))
+    assert _woken_within(idle)
+    idle.stop_listening()
+
+
 def test_a_redis_user_without_channels_still_queues_and_is_told_why_it_is_not_woken(prefix, caplog):
     """Redis 7 gives a new ACL user no pub/sub channels: the pushes still queue (the
     wake-up is published with ``redis.pcall``, its refusal ignored), and a worker that

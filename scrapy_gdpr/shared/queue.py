@@ -112,6 +112,8 @@ QUIET_SECONDS = 1.0
 #: turn, or another's overdue by the grace) when the queue had nothing else for it: under
 #: LIVE_SECONDS, so that it stays a live worker with turns of its own.
 TURN_WAIT_MAX_SECONDS = 2.0
+#: How often a worker that does not listen for wake-ups tries to listen again (seconds).
+LISTEN_AGAIN_SECONDS = 5.0
 #: The shortest time a request is set aside for a busy host.
 SET_ASIDE_SECONDS = 0.25
 #: How long done requests are collected before they are stored and acknowledged together.
@@ -401,6 +403,13 @@ return set_aside(KEYS[1], KEYS[2], KEYS[3], now, tonumber(ARGV[1]), tonumber(ARG
 """
 
 
+# ARGV[1] the queue's wake-up channel: a push made without _SEEN_PUSH wakes the idle workers (see there)
+_WAKE = """
+redis.pcall('PUBLISH', ARGV[1], '1')
+return 0
+"""
+
+
 # KEYS[1] seen fingerprints (see _SEEN), KEYS[2..5] the queue's keys, KEYS[6] the host's set-aside
 # horizon and KEYS[7] the turn counter (see _DELAY); ARGV[1] fingerprint, ARGV[2] fingerprint ttl ms
 # (0: forever), ARGV[3] entry, ARGV[4] its score, ARGV[5] key lifetime ms (0: none), ARGV[6] 0 = queue
@@ -409,12 +418,6 @@ return set_aside(KEYS[1], KEYS[2], KEYS[3], now, tonumber(ARGV[1]), tonumber(ARG
 # can be popped, its turn (0 when queued)}. The first entry of an empty queue wakes the idle workers
 # (a message on the queue's wake-up channel, "<KEYS[2]>:wake"). Every PUBLISH is a redis.pcall: a Redis
 # user whose ACL does not let it publish there still queues (its workers then look once a second).
-# ARGV[1] the wake-up channel (see _SEEN_PUSH)
-_WAKE = """
-redis.pcall('PUBLISH', ARGV[1], '1')
-return 0
-"""
-
 _SEEN_PUSH = _SET_ASIDE + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -563,7 +566,9 @@ class JsonPriorityQueue:
         arrived are read from this worker's socket: no round trip, never waits)."""
         if not self._wakeups:
             return False
+        from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import ResponseError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
 
         woken = False
         try:
@@ -571,6 +576,11 @@ class JsonPriorityQueue:
                 woken = True
         except ResponseError as exc:
             self._not_listening(exc)
+        except (RedisConnectionError, RedisTimeoutError):
+            # the subscription's connection is gone (Redis restarted, a proxy's idle
+            # timeout): closed, not tried again on every call; the scheduler listens
+            # again after its next pop (and the one-second look goes on meanwhile)
+            self.stop_listening()
         return woken
 
     def _not_listening(self, exc: Exception) -> None:
@@ -811,6 +821,7 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         self._length_at = float("-inf")
         self._quiet_until = float("-inf")
         self._wake_call: Any = None
+        self._listen_again_at = float("-inf")
         #: requests handed to the engine and not yet booked, per host (see politeness)
         self.pending = pending_hosts(crawler)
         crawler.signals.connect(self._ack_failed, signal=signals.request_dropped)
@@ -975,6 +986,7 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         if self._wake_call is not None:
             self._wake_call.cancel()
             self._wake_call = None
+        self._listen_again_at = float("inf")  # closing: not listening again
         with contextlib.suppress(*self._errors):
             self.queue.stop_listening()
         return deferred_from_coro(self._close())
@@ -1034,8 +1046,13 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         if self._down_since is not None:
             self._down_since = None
             outage(self.crawler).up()
-            if self.queue.listening is None:
-                # Redis was unreachable when the spider opened: listen now that it answers
+        if self.queue.listening is None:
+            # not listening (Redis was unreachable when the spider opened, or the
+            # subscription's connection broke): listen again now that Redis answers,
+            # trying at most every LISTEN_AGAIN_SECONDS
+            now = time.monotonic()
+            if now >= self._listen_again_at:
+                self._listen_again_at = now + LISTEN_AGAIN_SECONDS
                 with contextlib.suppress(*self._errors):
                     self.queue.listen()
 
