@@ -1,7 +1,7 @@
 """Several workers, one crawl: throughput, politeness and Redis cost with 1, 2 and 4 workers.
 
     python benchmarks/scale_out.py [--workers 1,2,4] [--hosts 8] [--pages 8] [--delay 2]
-                                   [--photo-pages 96] [--photo-hosts 8] [--no-pin]
+                                   [--photo-pages 96] [--photo-hosts 8] [--no-pin | --one-core]
                                    [--only politeness|cpu] [--keep DIR]
 
 Each run starts ``scrapy crawl`` worker subprocesses of one project with
@@ -31,7 +31,9 @@ time).
   2-core machines, and an unpinned worker's detector (ONNX Runtime, as many threads
   as the cores it may use) already spreads one face-pool thread over both cores, so
   a second worker on the same box would have no core to scale onto. ``--no-pin``
-  runs them unpinned (the workers then share this box's cores).
+  runs them unpinned (the workers then share this box's cores); ``--one-core`` pins
+  every worker to the first core (with ``--workers 1,2``: what two processes sharing
+  one core cost in CPU seconds, against two on two cores).
 
   Two more figures, less at the mercy of start-up and of a busy machine: the
   *steady state* (photo pages written per second from when every worker had put its
@@ -289,6 +291,10 @@ def run(mode: str, workers: int, args: argparse.Namespace, redis_port: int) -> d
         log = folder / "access.log"
         cores = sorted(os.sched_getaffinity(0))
         pin = mode == "cpu" and args.pin
+
+        def core_of(n: int) -> int:
+            return cores[0] if args.one_core else cores[n % len(cores)]
+
         with MockServer(site=folder / "site", log=log) as server:
             if mode == "politeness":
                 hosts = [f"h{h}.test" for h in range(args.hosts)]
@@ -305,7 +311,7 @@ def run(mode: str, workers: int, args: argparse.Namespace, redis_port: int) -> d
                     procs.append(subprocess.Popen(
                         [sys.executable, "-m", "scrapy.cmdline", "crawl", "bench", "-O", f"out/items-{n}.jsonl"],
                         cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=fh,
-                        preexec_fn=_pin(cores[n % len(cores)] if pin else None)))  # noqa: PLW1509
+                        preexec_fn=_pin(core_of(n) if pin else None)))  # noqa: PLW1509
             codes: dict[int, int] = {}
             cpu: dict[int, float] = {}
             # each worker's CPU seconds when every worker had written its first photo page
@@ -354,7 +360,7 @@ def run(mode: str, workers: int, args: argparse.Namespace, redis_port: int) -> d
                                "steady_cpu_s": cpu[n] - cpu_at_steady[n] if cpu_at_steady else 0.0,
                                "face_busy_s": _stat(text, "gdpr/faces/busy_seconds"),
                                "first_item": done[0] if done else 0.0, "last_item": done[-1] if done else 0.0,
-                               "photo_done": photo_done, "core": cores[n % len(cores)] if pin else None})
+                               "photo_done": photo_done, "core": core_of(n) if pin else None})
     page_prefix = "/p" if mode == "politeness" else "/q"
     pages = sorted(t for t, h, p in requests if p.startswith(page_prefix))
     violations = 0
@@ -426,6 +432,8 @@ def main() -> None:
     parser.add_argument("--photo-hosts", type=int, default=8)
     parser.add_argument("--no-pin", dest="pin", action="store_false",
                         help="CPU-bound crawl: do not pin each worker to a core of its own")
+    parser.add_argument("--one-core", action="store_true",
+                        help="CPU-bound crawl: pin every worker to the first core (what sharing a core costs)")
     parser.add_argument("--only", choices=("politeness", "cpu"))
     parser.add_argument("--keep", help="keep each run's folder (site, access log, worker logs) under this folder")
     args = parser.parse_args()
@@ -444,7 +452,8 @@ def main() -> None:
                           f"bound {bound:.2f} pages/s")
                 else:
                     bound = 0.0
-                    pinned = "each worker pinned to one core" if args.pin else "workers not pinned"
+                    pinned = ("every worker pinned to the first core" if args.one_core else
+                              "each worker pinned to one core" if args.pin else "workers not pinned")
                     print(f"\nCPU-bound: {args.photo_pages} pages on {args.photo_hosts} hosts with one photo each "
                           f"through the face stage, GDPR_FACE_WORKERS=1 per worker, {pinned}")
                 base = steady_base = cpu_base = steady_cpu_base = None
