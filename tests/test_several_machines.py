@@ -835,18 +835,19 @@ async def test_an_idle_worker_takes_what_another_queues_at_once(tmp_path, prefix
         scheduler = None
         while time.monotonic() < deadline:
             scheduler = component_runtime(crawler).shared_queue if crawler.spider is not None else None
-            if scheduler is not None and scheduler._quiet_until > time.monotonic() + 0.5:
+            if scheduler is not None and scheduler._quiet_until > time.monotonic() + 0.8:
                 break
             await asyncio.sleep(0.02)
         assert scheduler is not None and isinstance(scheduler, redisqueue.Scheduler)
         quiet_until = scheduler._quiet_until
-        assert quiet_until - time.monotonic() > 0.5  # without a wake-up it would look again only then
+        assert quiet_until - time.monotonic() > 0.7  # without a wake-up it would look again only then
         # another worker queues a page (the queue's own push, as that worker's scheduler does)
         other = redisqueue.JsonPriorityQueue(redis_client(), crawler.spider, queue_key, ttl=60.0)
         other.push(scrapy.Request(server.url("/q0.html", host="photos.test"), callback=crawler.spider.parse))
         await crawl
     assert crawler.spider.fetched == [server.url("/q0.html", host="photos.test")]
-    # the page (after the site's robots.txt, terms page and TDMRep file) before the quiet second was over
+    # its first request after the pop (the site's terms page or robots.txt, before the page
+    # itself) left before the quiet second was over
     assert reached and reached[0] < quiet_until, (reached, quiet_until)
     stats = crawler.stats.get_stats()
     assert stats.get("gdpr/queue/woken", 0) >= 1, stats
