@@ -47,9 +47,12 @@ time).
   figures do not depend on it.
 
   Printed per worker: items written, CPU seconds (the process's user + system
-  time), face-pool busy seconds (stat ``gdpr/faces/busy_seconds``) and the times of
-  its first and last item, so that one can see the workers' face stages at work side
-  by side (their busy seconds add up to more than the span only if they overlapped).
+  time), face-pool busy seconds (stat ``gdpr/faces/busy_seconds``), the time of its
+  first response (any: robots.txt, a terms page, a page; a worker that found the
+  shared queue empty at the start gets its first later) and the times of its first
+  and last item, so that one can see the workers' face stages at work side by side
+  (their busy seconds add up to more than the span only if they overlapped). Times
+  are from the first photo page request (negative: before it).
 
 For every run: politeness violations (two requests to one host less than its delay
 apart, after its robots.txt was read), counted from the access log, and Redis round
@@ -108,16 +111,26 @@ import time
 
 
 class Done:
-    \"\"\"Logs when each item was written (after the feed exporter): ``time url`` per line.\"\"\"
+    \"\"\"Logs when each item was written (after the feed exporter): ``time url`` per line;
+    and, in ``first-N.log``, when the worker's first response arrived.\"\"\"
 
     def __init__(self, crawler):
         import os
 
         from scrapy import signals
 
-        self.fh = open("out/done-" + os.environ.get("WORKER", "0") + ".log", "a", encoding="utf-8")
+        self.worker = os.environ.get("WORKER", "0")
+        self.fh = open("out/done-" + self.worker + ".log", "a", encoding="utf-8")
+        self.first = None
         crawler.signals.connect(self.item_scraped, signal=signals.item_scraped)
+        crawler.signals.connect(self.response_received, signal=signals.response_received)
         crawler.signals.connect(self.closed, signal=signals.spider_closed)
+
+    def response_received(self):
+        if self.first is None:
+            self.first = time.time()
+            with open("out/first-" + self.worker + ".log", "w", encoding="utf-8") as fh:
+                fh.write(f"{self.first:.3f}\\n")
 
     @classmethod
     def from_crawler(cls, crawler):
@@ -356,7 +369,9 @@ def run(mode: str, workers: int, args: argparse.Namespace, redis_port: int) -> d
                      (done_file.read_text().splitlines() if done_file.exists() else []) if line]
             done = sorted(float(t) for t, _ in lines)
             photo_done = sorted(float(t) for t, url in lines if "/q" in url)
-            per_worker.append({"worker": n, "items": mine, "cpu_s": cpu[n],
+            first_file = project / "out" / f"first-{n}.log"
+            first_response = float(first_file.read_text().split()[0]) if first_file.exists() else 0.0
+            per_worker.append({"worker": n, "items": mine, "cpu_s": cpu[n], "first_response": first_response,
                                "steady_cpu_s": cpu[n] - cpu_at_steady[n] if cpu_at_steady else 0.0,
                                "face_busy_s": _stat(text, "gdpr/faces/busy_seconds"),
                                "first_item": done[0] if done else 0.0, "last_item": done[-1] if done else 0.0,
@@ -403,6 +418,7 @@ def run(mode: str, workers: int, args: argparse.Namespace, redis_port: int) -> d
         for w in per_worker:
             w.pop("photo_done")
             w["first_item"] = round(w["first_item"] - pages[0], 2) if w["first_item"] else None
+            w["first_response"] = round(w["first_response"] - pages[0], 2) if w["first_response"] else None
             w["last_item"] = round(w["last_item"] - pages[0], 2) if w["last_item"] else None
     rate = counted / span if span > 0 else 0.0
     extra: dict[str, Any] = {}
@@ -478,7 +494,8 @@ def main() -> None:
                             core = f" on core {w['core']}" if w["core"] is not None else ""
                             print(f"    worker {w['worker']}{core}: {w['items']} items, CPU {w['cpu_s']:.1f} s "
                                   f"({w['steady_cpu_s']:.1f} s in the steady state), "
-                                  f"face pool busy {w['face_busy_s']:.1f} s, items written from "
+                                  f"face pool busy {w['face_busy_s']:.1f} s, first response at "
+                                  f"{w['first_response']} s, items written from "
                                   f"{w['first_item']} s to {w['last_item']} s", flush=True)
                         print(f"    steady state (every worker's detector built): {r['steady_pages_per_s']:.2f} pages/s, "
                               f"{r['steady_pages_per_s'] / steady_base if steady_base else 0:.2f}x one worker; "

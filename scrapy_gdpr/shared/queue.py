@@ -626,6 +626,10 @@ class JsonPriorityQueue:
         return int(due) / 1000
 
     def pop(self, timeout: int = 0) -> Request | None:
+        # the wake-ups read so far were published before this pop: it sees what they
+        # announced, so they are spent (else a worker busy meanwhile would pop again for
+        # each of them, finding nothing, as soon as it next goes quiet)
+        self.woken()
         while True:
             self.trips["pop"] += 1
             args = [int(self.requeue_after * 1000), int(self.ttl * 1000), self.holder, TURNS, int(LIVE_SECONDS * 1000),
@@ -822,6 +826,8 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
         self._quiet_until = float("-inf")
         self._wake_call: Any = None
         self._listen_again_at = float("-inf")
+        #: a wake-up read and not yet acted on (see :meth:`_woken`); a pop spends it
+        self._wake_pending = False
         #: requests handed to the engine and not yet booked, per host (see politeness)
         self.pending = pending_hosts(crawler)
         crawler.signals.connect(self._ack_failed, signal=signals.request_dropped)
@@ -933,18 +939,30 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
             self._wake_call = call_later(seconds, self._wake_due)
 
     def _woken(self) -> bool:
-        """Whether another worker has queued a request since this worker found the queue
-        empty (its wake-up message; read without a round trip). It then looks at once."""
+        """Whether another worker has queued a request since this worker's last pop (a
+        wake-up message; read without a round trip) and this worker is idle: nothing of
+        its own downloading, its face stage not full. It then looks at once. A worker
+        with downloads in flight is asked by its engine when they end, and looks then at
+        the end of its quiet time, or at once if it is idle by then and the wake-up is
+        still the news (no pop of its own since)."""
         if self._down_since is not None:
             return False  # the pops notice when Redis answers again
         try:
-            woken = self.queue.woken()
+            if self.queue.woken():
+                self._wake_pending = True
         except self._errors:
             return False  # the next pop notices, and says so
-        if woken:
-            self._quiet_until = float("-inf")
-            self.stats.inc_value("gdpr/queue/woken")
-        return woken
+        if not self._wake_pending:
+            return False
+        engine = self.crawler.engine
+        if engine is not None and (engine.downloader.active or engine.needs_backout()):
+            return False
+        if self._backlogged(count=False):
+            return False
+        self._wake_pending = False
+        self._quiet_until = float("-inf")
+        self.stats.inc_value("gdpr/queue/woken")
+        return True
 
     def _wake_due(self) -> None:
         self._wake_call = None
@@ -1111,6 +1129,7 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
             return None
         try:
             self._flush_held()
+            self._wake_pending = False  # this pop sees what any wake-up read so far announced
             for _ in range(16):
                 request = self.queue.pop()
                 if request is None:
@@ -1146,7 +1165,7 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
             self._down(exc)
         return None
 
-    def _backlogged(self) -> bool:
+    def _backlogged(self, *, count: bool = True) -> bool:
         """Whether this worker's face stage has its hands full: images wait for a slot,
         or, while it works on an image, the work in hand (items in the media pipelines,
         downloads) is as much as its face pool holds plus one per thread. It then takes
@@ -1165,7 +1184,7 @@ class Scheduler(_scrapy_redis_scheduler()):  # type: ignore[misc]
             engine = self.crawler.engine
             downloads = len(engine.downloader.active) if engine is not None else 0
             full = pool.items + downloads >= pool.queue + pool.workers
-        if full:
+        if full and count:
             self.stats.inc_value("gdpr/queue/backlogged")
         return full
 
