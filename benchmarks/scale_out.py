@@ -446,10 +446,11 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=2.0)
     parser.add_argument("--photo-pages", type=int, default=96)
     parser.add_argument("--photo-hosts", type=int, default=8)
-    parser.add_argument("--no-pin", dest="pin", action="store_false",
-                        help="CPU-bound crawl: do not pin each worker to a core of its own")
-    parser.add_argument("--one-core", action="store_true",
-                        help="CPU-bound crawl: pin every worker to the first core (what sharing a core costs)")
+    pinning = parser.add_mutually_exclusive_group()
+    pinning.add_argument("--no-pin", dest="pin", action="store_false",
+                         help="CPU-bound crawl: do not pin each worker to a core of its own")
+    pinning.add_argument("--one-core", action="store_true",
+                         help="CPU-bound crawl: pin every worker to the first core (what sharing a core costs)")
     parser.add_argument("--only", choices=("politeness", "cpu"))
     parser.add_argument("--keep", help="keep each run's folder (site, access log, worker logs) under this folder")
     args = parser.parse_args()
