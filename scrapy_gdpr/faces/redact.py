@@ -34,9 +34,6 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-# Boxes under SMALL_FACE_HEIGHT px are redacted with a margin of at least
-# SMALL_FACE_MARGIN: on dev-wider, 3 fewer faces of 20 px and more and 5 fewer under
-# 20 px left recognisable, for 0.4 points more of the non-face area.
 from scrapy_gdpr.faces import SMALL_FACE_HEIGHT, SMALL_FACE_MARGIN
 
 if TYPE_CHECKING:

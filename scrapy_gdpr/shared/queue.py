@@ -548,7 +548,7 @@ class JsonPriorityQueue:
                 # Redis's answer (at once): a refusal (an ACL without the channel) is an error here
                 wakeups.get_message(timeout=1.0)
             except ResponseError as exc:
-                self._wakeups = wakeups
+                wakeups.close()
                 self._not_listening(exc)
             except BaseException:
                 wakeups.close()  # Redis unreachable: the caller says so; listen again later
@@ -585,10 +585,9 @@ class JsonPriorityQueue:
 
     def _not_listening(self, exc: Exception) -> None:
         """Redis refused the subscription (e.g. NOPERM): no wake-ups, said once, with the fix."""
-        if self._wakeups:
-            with contextlib.suppress(Exception):
-                self._wakeups.close()
-        self._wakeups = False
+        with contextlib.suppress(Exception):
+            self.stop_listening()
+        self._wakeups = False  # not None: not asked again
         logger.info(
             "Idle workers are not woken when requests are queued: Redis refused to subscribe to %(channel)s "
             "(%(exc)s); they look again once a second. Fix: allow the Redis user the channel "

@@ -727,20 +727,21 @@ async def download_once(crawler: Crawler, request: Request, ns: str, ttl: float,
     if along is not None and (shared := _shared_answer(crawler, ns, along, request)) is not None:
         return shared
     closing = _closing(crawler)
-    # an answer read along that cannot be read is what the key holds: fetched again at once,
-    # not read (and found unreadable) a second time
-    while along is None:
-        # one round trip: the cached answer, or else the lease when nobody holds it
-        cached, leased = await call_shared(crawler, state.get_or_lease, ns, key, LEASE_SECONDS, also,
-                                           closing=closing)
-        if cached is not None:
-            shared = _shared_answer(crawler, ns, cached, request)
-            if shared is not None:
-                return shared
-            break  # unreadable: fetched again, and the answer stored over it
-        if leased:
-            break
-        await sleep(POLL_SECONDS)
+    # an answer read along that cannot be read is what the key holds: it is fetched again
+    # at once (and stored over), not asked for and found unreadable a second time
+    if along is None:
+        while True:
+            # one round trip: the cached answer, or else the lease when nobody holds it
+            cached, leased = await call_shared(crawler, state.get_or_lease, ns, key, LEASE_SECONDS, also,
+                                               closing=closing)
+            if cached is not None:
+                shared = _shared_answer(crawler, ns, cached, request)
+                if shared is not None:
+                    return shared
+                break  # unreadable: fetched again, and the answer stored over it
+            if leased:
+                break
+            await sleep(POLL_SECONDS)
     released = False
     try:
         response = await download_internal(crawler, request)
