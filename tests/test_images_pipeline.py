@@ -189,6 +189,36 @@ def test_convert_image_never_returns_the_original_bytes(tmp_path):
     pipe.close_spider()
 
 
+def test_a_store_folder_another_crawl_makes_at_the_same_moment_is_not_an_error(tmp_path, monkeypatch):
+    """Two workers starting together in one project (or storing their first image on a
+    shared file system) both find the folder missing; the one that creates it second
+    must not fail. Scrapy's own local store checks, then creates, and fails there."""
+    from pathlib import Path
+
+    import pytest
+    from scrapy.pipelines.files import FSFilesStore
+
+    from scrapy_gdpr.media.facestage import SharedFolderStore
+    from scrapy_gdpr.media.pipelines import GdprFilesPipeline
+
+    store_dir = tmp_path / "images"
+    store_dir.mkdir()  # made by the other worker just after this one looked
+    monkeypatch.setattr(Path, "exists", lambda self: False)
+    with pytest.raises(FileExistsError):
+        FSFilesStore(str(store_dir))
+    store = SharedFolderStore(str(store_dir))
+    store._mkdir(store_dir / "full", "spider-info")  # the first image's folder
+    store._mkdir(store_dir / "full", "spider-info")
+    monkeypatch.undo()
+    assert (store_dir / "full").is_dir()
+    # both media pipelines store local files through it
+    for pipeline in (GdprImagesPipeline, GdprFilesPipeline):
+        assert pipeline.STORE_SCHEMES[""] is SharedFolderStore and pipeline.STORE_SCHEMES["file"] is SharedFolderStore
+    pipe = GdprImagesPipeline.from_crawler(get_crawler(GallerySpider, settings(tmp_path)))
+    assert isinstance(pipe.store, SharedFolderStore)
+    pipe.close_spider()
+
+
 def test_disabled(tmp_path):
     import pytest
     from scrapy.exceptions import NotConfigured

@@ -8,9 +8,10 @@ import hashlib
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from scrapy.exceptions import IgnoreRequest
+from scrapy.pipelines.files import FilesPipeline, FSFilesStore
 from scrapy.pipelines.images import ImageException
 from scrapy.pipelines.media import FileException
 from twisted.python.failure import Failure
@@ -193,10 +194,31 @@ class _FaceStageMixin:
         return drop(self.runtime, url, Reason.FACES, clause=self._clause(Reason.FACES), detail=detail)
 
 
-class _MediaFaceStageMixin(_FaceStageMixin):
-    """What the two media pipelines share: setting up the face stage, and
-    ``item_completed``: records, then drop or keep the item."""
+class SharedFolderStore(FSFilesStore):
+    """Scrapy's local file store, for a folder that several crawls write at once.
 
+    Scrapy's store creates a folder when it does not see it (``exists()``, then
+    ``mkdir()``): two workers of a shared crawl starting together in one project, or
+    storing their first image on a shared file system, both see it missing, and the
+    second ``mkdir`` fails (``FileExistsError``): at start-up the worker dies, later the
+    image is not stored. Here a folder another process made meanwhile is taken as made.
+    """
+
+    def _mkdir(self, dirname: Any, domain: Any = None) -> None:
+        seen: set[str] = self.created_directories[domain] if domain else set()
+        if str(dirname) not in seen:
+            dirname.mkdir(parents=True, exist_ok=True)
+            seen.add(str(dirname))
+
+
+class _MediaFaceStageMixin(_FaceStageMixin):
+    """What the two media pipelines share: setting up the face stage, a local store
+    several crawls may write at once, and ``item_completed``: records, then drop or
+    keep the item."""
+
+    STORE_SCHEMES: ClassVar[dict[str, Any]] = {
+        **FilesPipeline.STORE_SCHEMES, "": SharedFolderStore, "file": SharedFolderStore,
+    }
     _checked: dict[str, dict[str, Any]]
 
     def __init__(self, store_uri: str | PathLike[str], download_func: None = None, *, crawler: Crawler) -> None:
